@@ -1,0 +1,36 @@
+/*  funnel_log — leveled, one-line logging to stderr.
+
+    One line per notable event: "2026-11-27T03:55:39.123Z INFO leads: msg".
+    Levels: error, warn, info, debug. The level is set once at start from
+    --log-level / FUNNEL_LOG_LEVEL. Repeated warnings on hot paths (e.g.
+    Redis down) must be rate-limited by the caller with funnel_log_every.
+*/
+#ifndef FUNNEL_LOG_H_INCLUDED
+#define FUNNEL_LOG_H_INCLUDED
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef enum {
+    FUNNEL_LOG_ERROR = 0, FUNNEL_LOG_WARN, FUNNEL_LOG_INFO, FUNNEL_LOG_DEBUG
+} funnel_log_level_t;
+
+//  Sets the name printed on each line (the service) and the level.
+void funnel_log_init (const char *name, funnel_log_level_t level);
+//  Parses "error|warn|info|debug"; returns -1 if unknown.
+int  funnel_log_level_parse (const char *text, funnel_log_level_t *level);
+bool funnel_log_enabled (funnel_log_level_t level);
+void funnel_log (funnel_log_level_t level, const char *format, ...)
+    __attribute__ ((format (printf, 2, 3)));
+
+//  True at most once per interval_ms for the given static slot; use to
+//  rate-limit a warning that could otherwise repeat per event.
+bool funnel_log_every (int64_t *last_ms, int64_t interval_ms);
+
+#define log_error(...) funnel_log (FUNNEL_LOG_ERROR, __VA_ARGS__)
+#define log_warn(...)  funnel_log (FUNNEL_LOG_WARN, __VA_ARGS__)
+#define log_info(...)  funnel_log (FUNNEL_LOG_INFO, __VA_ARGS__)
+#define log_debug(...) do { if (funnel_log_enabled (FUNNEL_LOG_DEBUG)) \
+                                funnel_log (FUNNEL_LOG_DEBUG, __VA_ARGS__); } while (0)
+
+#endif

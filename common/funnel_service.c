@@ -1,0 +1,770 @@
+/*  funnel_service — see funnel_service.h for what it does.
+
+    Single-threaded by design: one zloop owns the API, PUB and SUB sockets
+    and the one Redis connection. Each request is handled to the end (one
+    EVALSHA) before the next, so the order of applies is the order of
+    requests, a stop signal always falls between two requests, and no lock
+    is needed anywhere. Throughput comes from batching, not threads.
+*/
+#include <signal.h>
+#include "funnel_service.h"
+#include "event_codec.h"
+#include "funnel_log.h"
+#include "redis_store.h"
+#include "upstream.h"
+
+#define UPSTREAMS_MAX       8
+#define API_BURST           64          //  Requests handled per wakeup
+#define REPLAY_DEFAULT      1000
+#define RETENTION_DEFAULT   1000000
+#define DEDUP_TTL_DEFAULT   (8 * 24 * 3600)     //  ids kept ≥ 7 days
+
+typedef struct {
+    const funnel_service_def_t *def;
+    funnel_config_t *config;
+    redis_store_t *store;
+    zsock_t *api;
+    zsock_t *pub;
+    upstream_t *upstreams [UPSTREAMS_MAX];
+    int upstream_count;
+    char seq_key [128];                 //  KEYS[1]: <prefix>seq
+    msgpack_sbuffer runtime_args;       //  ARGV[4]: {retention, dedup_ttl, rules}
+    uint64_t seq;                       //  Last seq published
+    bool synced;                        //  seq and checkpoints read since connect
+    int64_t started;
+    int64_t last_warn;
+} service_t;
+
+static volatile sig_atomic_t s_stop = 0;
+
+static void
+s_on_signal (int signum)
+{
+    (void) signum;
+    s_stop = 1;
+}
+
+static int64_t
+s_now_ms (void)
+{
+    return zclock_time ();
+}
+
+//  ---------------------------------------------------------------------
+//  Redis: every call goes through the one script
+
+//  Runs mode with extra args; NULL if Redis is unavailable or the script
+//  failed (logged here, once per kind of failure in a while).
+static redisReply *
+s_eval (service_t *self, const char *mode, int extra_count,
+        const char **extra, const size_t *extra_len)
+{
+    if (redis_store_connect (self->store) != 0)
+        return NULL;
+    int argc = 5 + extra_count;
+    const char **argv = (const char **) malloc (argc * sizeof (char *));
+    size_t *argvlen = (size_t *) malloc (argc * sizeof (size_t));
+    char now [32];
+    snprintf (now, sizeof now, "%" PRId64, s_now_ms ());
+    argv [0] = self->seq_key;
+    argv [1] = mode;
+    argv [2] = now;
+    argv [3] = self->def->name;
+    argv [4] = self->runtime_args.data;
+    for (int i = 0; i < 4; i++)
+        argvlen [i] = strlen (argv [i]);
+    argvlen [4] = self->runtime_args.size;
+    for (int i = 0; i < extra_count; i++) {
+        argv [5 + i] = extra [i];
+        argvlen [5 + i] = extra_len ? extra_len [i] : strlen (extra [i]);
+    }
+    redisReply *reply = redis_store_eval (self->store, 1, argc, argv, argvlen);
+    free (argv);
+    free (argvlen);
+    if (reply && (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2
+              ||  reply->element [0]->type != REDIS_REPLY_STRING)) {
+        log_error ("rules script failed in %s: %s", mode,
+                   reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
+        freeReplyObject (reply);
+        reply = NULL;
+    }
+    return reply;
+}
+
+static bool
+s_reply_ok (redisReply *reply)
+{
+    return strcmp (reply->element [0]->str, "ok") == 0;
+}
+
+//  Publishes the (type, event) pairs of an apply reply from index first.
+static void
+s_publish_outputs (service_t *self, redisReply *reply, size_t first)
+{
+    void *pub = zsock_resolve (self->pub);
+    for (size_t i = first; i + 1 < reply->elements; i += 2) {
+        redisReply *type = reply->element [i];
+        redisReply *event = reply->element [i + 1];
+        zmq_send (pub, type->str, type->len, ZMQ_SNDMORE);
+        zmq_send (pub, event->str, event->len, 0);
+        self->seq++;
+    }
+}
+
+//  Reads seq and checkpoints once after each (re)connect, then catches up.
+static void
+s_sync (service_t *self)
+{
+    redisReply *reply = s_eval (self, "info", 0, NULL, NULL);
+    if (!reply)
+        return;
+    self->seq = (uint64_t) reply->element [1]->integer;
+    for (int u = 0; u < self->upstream_count; u++) {
+        uint64_t checkpoint = 0;
+        for (size_t i = 2; i + 1 < reply->elements; i += 2)
+            if (streq (reply->element [i]->str, upstream_name (self->upstreams [u])))
+                checkpoint = strtoull (reply->element [i + 1]->str, NULL, 10);
+        upstream_start (self->upstreams [u], checkpoint);
+        log_info ("upstream %s: resuming after seq %" PRIu64,
+                  upstream_name (self->upstreams [u]), checkpoint);
+    }
+    freeReplyObject (reply);
+    self->synced = true;
+    log_info ("state in Redis: last seq %" PRIu64, self->seq);
+}
+
+//  ---------------------------------------------------------------------
+//  API replies
+
+static void
+s_send_reply (service_t *self, zmsg_t *envelope, const char *status,
+              const void *body, size_t size)
+{
+    zmsg_addstr (envelope, status);
+    zmsg_addmem (envelope, body, size);
+    zmsg_send (&envelope, self->api);
+}
+
+static void
+s_send_error (service_t *self, zmsg_t *envelope, const funnel_error_t *err)
+{
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    funnel_pack_error (&sbuf, err);
+    s_send_reply (self, envelope, "ERR", sbuf.data, sbuf.size);
+    msgpack_sbuffer_destroy (&sbuf);
+    log_debug ("ERR %s: %s", err->code, err->message);
+}
+
+static void
+s_send_packed (service_t *self, zmsg_t *envelope, msgpack_sbuffer *sbuf)
+{
+    s_send_reply (self, envelope, "OK", sbuf->data, sbuf->size);
+    msgpack_sbuffer_destroy (sbuf);
+}
+
+static void
+s_unavailable (service_t *self, zmsg_t *envelope)
+{
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    funnel_error_set (&err, FUNNEL_ERR_UNAVAILABLE,
+                      "redis: the store is unavailable; retry later with the same ids");
+    s_send_error (self, envelope, &err);
+}
+
+//  Forwards a script reply: ok -> OK element[1], err -> ERR element[1].
+static void
+s_forward_script_reply (service_t *self, zmsg_t *envelope, redisReply *reply)
+{
+    redisReply *body = reply->element [1];
+    s_send_reply (self, envelope, s_reply_ok (reply) ? "OK" : "ERR", body->str, body->len);
+}
+
+//  ---------------------------------------------------------------------
+//  Verbs
+
+static void
+s_do_ping (service_t *self, zmsg_t *envelope)
+{
+    const char *argv [] = { "PING" };
+    redisReply *reply = redis_store_connect (self->store) == 0
+                      ? redis_store_command (self->store, 1, argv, NULL) : NULL;
+    bool up = reply && reply->type == REDIS_REPLY_STATUS;
+    if (reply)
+        freeReplyObject (reply);
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 5);
+    funnel_pack_cstr (&pk, "svc");
+    funnel_pack_cstr (&pk, self->def->name);
+    funnel_pack_cstr (&pk, "version");
+    funnel_pack_cstr (&pk, FUNNEL_VERSION);
+    funnel_pack_cstr (&pk, "seq");
+    msgpack_pack_uint64 (&pk, self->seq);
+    funnel_pack_cstr (&pk, "redis");
+    funnel_pack_cstr (&pk, up ? "ok" : "down");
+    funnel_pack_cstr (&pk, "uptime_s");
+    msgpack_pack_int64 (&pk, (zclock_mono () - self->started) / 1000);
+    s_send_packed (self, envelope, &sbuf);
+}
+
+//  Every check before state, in the contract's order, per element.
+static int
+s_check_events (service_t *self, const msgpack_object *root, size_t size,
+                bool *is_batch, funnel_error_t *err)
+{
+    *is_batch = root->type == MSGPACK_OBJECT_ARRAY;
+    if (!*is_batch && root->type != MSGPACK_OBJECT_MAP)
+        return funnel_error_set (err, FUNNEL_ERR_BAD_REQUEST,
+                                 "body: must be an event map or an array of event maps");
+    if (!*is_batch && size > FUNNEL_EVENT_MAX_BYTES)
+        return funnel_error_set (err, FUNNEL_ERR_TOO_LARGE,
+                                 "event: %zu bytes encoded, the limit is %d", size,
+                                 FUNNEL_EVENT_MAX_BYTES);
+    uint32_t count = *is_batch ? root->via.array.size : 1;
+    if (*is_batch && count == 0)
+        return funnel_error_set (err, FUNNEL_ERR_INVALID, "body: an empty batch");
+    for (uint32_t i = 0; i < count; i++) {
+        const msgpack_object *obj = *is_batch ? &root->via.array.ptr [i] : root;
+        funnel_event_t event;
+        const funnel_event_schema_t *schema = NULL;
+        int rc = funnel_event_parse (obj, &event, err);
+        if (rc == 0 && !(schema = funnel_schema_find (self->def->accepts, event.type)))
+            rc = funnel_error_set (err, FUNNEL_ERR_UNKNOWN_TYPE,
+                                   "type: '%s' is not accepted by %s", event.type,
+                                   self->def->name);
+        if (rc == 0)
+            rc = funnel_schema_check (schema, event.data, err);
+        if (rc != 0) {
+            if (*is_batch)
+                err->index = (int) i;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
+{
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    if (!body) {
+        funnel_error_set (&err, FUNNEL_ERR_BAD_REQUEST,
+                          "body: PUBLISH needs an event map or an array of event maps");
+        s_send_error (self, envelope, &err);
+        return;
+    }
+    funnel_msg_t *msg = funnel_msg_decode (zframe_data (body), zframe_size (body),
+                                           &funnel_limits_body, &err);
+    bool is_batch = false;
+    if (!msg || s_check_events (self, funnel_msg_root (msg), zframe_size (body),
+                                &is_batch, &err) != 0) {
+        funnel_msg_destroy (&msg);
+        s_send_error (self, envelope, &err);
+        return;
+    }
+    funnel_msg_destroy (&msg);
+    const char *extra [] = { (const char *) zframe_data (body), is_batch ? "1" : "0" };
+    size_t extra_len [] = { zframe_size (body), 1 };
+    redisReply *reply = s_eval (self, "publish", 2, extra, extra_len);
+    if (!reply) {
+        s_unavailable (self, envelope);
+        return;
+    }
+    //  Reply first: the apply is durable; PUB is best effort with replay
+    s_forward_script_reply (self, envelope, reply);
+    if (s_reply_ok (reply))
+        s_publish_outputs (self, reply, 2);
+    freeReplyObject (reply);
+}
+
+//  Decodes a small request body that must be a map.
+static funnel_msg_t *
+s_decode_map (zframe_t *body, const char *verb, funnel_error_t *err)
+{
+    if (!body) {
+        funnel_error_set (err, FUNNEL_ERR_BAD_REQUEST, "body: %s needs a map", verb);
+        return NULL;
+    }
+    funnel_msg_t *msg = funnel_msg_decode (zframe_data (body), zframe_size (body),
+                                           &funnel_limits_event, err);
+    if (msg && funnel_msg_root (msg)->type != MSGPACK_OBJECT_MAP) {
+        funnel_error_set (err, FUNNEL_ERR_BAD_REQUEST, "body: %s needs a map", verb);
+        funnel_msg_destroy (&msg);
+    }
+    return msg;
+}
+
+static void
+s_do_get (service_t *self, zmsg_t *envelope, zframe_t *body)
+{
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    funnel_msg_t *msg = s_decode_map (body, "GET", &err);
+    if (msg) {
+        const msgpack_object *kind = funnel_map_get (funnel_msg_root (msg), "kind");
+        if (!kind || kind->type != MSGPACK_OBJECT_STR)
+            funnel_error_set (&err, FUNNEL_ERR_INVALID, "kind: required string is missing");
+    }
+    funnel_msg_destroy (&msg);
+    if (err.code) {
+        s_send_error (self, envelope, &err);
+        return;
+    }
+    const char *extra [] = { (const char *) zframe_data (body) };
+    size_t extra_len [] = { zframe_size (body) };
+    redisReply *reply = s_eval (self, "query", 1, extra, extra_len);
+    if (!reply) {
+        s_unavailable (self, envelope);
+        return;
+    }
+    s_forward_script_reply (self, envelope, reply);
+    freeReplyObject (reply);
+}
+
+//  Reads an optional unsigned field of a request map.
+static int
+s_uint_arg (const msgpack_object *map, const char *key, bool required,
+            uint64_t *value, funnel_error_t *err)
+{
+    const msgpack_object *obj = funnel_map_get (map, key);
+    if (!obj || obj->type == MSGPACK_OBJECT_NIL) {
+        if (required)
+            return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                     "%s: required unsigned integer is missing", key);
+        return 0;
+    }
+    if (obj->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+        return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                 "%s: must be an unsigned integer", key);
+    *value = obj->via.u64;
+    return 0;
+}
+
+static void
+s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
+{
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    uint64_t from = 0, limit = REPLAY_DEFAULT;
+    funnel_msg_t *msg = s_decode_map (body, "REPLAY", &err);
+    if (msg && s_uint_arg (funnel_msg_root (msg), "from", true, &from, &err) == 0)
+        s_uint_arg (funnel_msg_root (msg), "limit", false, &limit, &err);
+    funnel_msg_destroy (&msg);
+    if (err.code) {
+        s_send_error (self, envelope, &err);
+        return;
+    }
+    if (limit > REPLAY_DEFAULT)
+        limit = REPLAY_DEFAULT;         //  Clamped, as the contract says
+    char from_s [24], limit_s [24];
+    snprintf (from_s, sizeof from_s, "%" PRIu64, from);
+    snprintf (limit_s, sizeof limit_s, "%" PRIu64, limit);
+    const char *extra [] = { from_s, limit_s };
+    redisReply *reply = limit > 0 ? s_eval (self, "replay", 2, extra, NULL) : NULL;
+    if (limit > 0 && !reply) {
+        s_unavailable (self, envelope);
+        return;
+    }
+    //  Stored events are already msgpack: written into the reply as they are
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    size_t count = reply ? reply->elements - 3 : 0;
+    msgpack_pack_map (&pk, 3);
+    funnel_pack_cstr (&pk, "events");
+    msgpack_pack_array (&pk, count);
+    for (size_t i = 0; i < count; i++)
+        msgpack_sbuffer_write (&sbuf, reply->element [3 + i]->str, reply->element [3 + i]->len);
+    funnel_pack_cstr (&pk, "next");
+    msgpack_pack_uint64 (&pk, reply ? (uint64_t) reply->element [2]->integer : from);
+    funnel_pack_cstr (&pk, "first");
+    msgpack_pack_uint64 (&pk, reply ? (uint64_t) reply->element [1]->integer : from);
+    if (reply)
+        freeReplyObject (reply);
+    s_send_packed (self, envelope, &sbuf);
+}
+
+static void
+s_do_stats (service_t *self, zmsg_t *envelope)
+{
+    redisReply *reply = s_eval (self, "stats", 0, NULL, NULL);
+    if (!reply) {
+        s_unavailable (self, envelope);
+        return;
+    }
+    s_forward_script_reply (self, envelope, reply);
+    freeReplyObject (reply);
+}
+
+//  Splits [routing...][""][VERB][BODY] into envelope and request frames.
+//  A DEALER without the delimiter still gets a reply (without one).
+static zmsg_t *
+s_split_envelope (zmsg_t *msg)
+{
+    bool delimited = false;
+    for (zframe_t *f = zmsg_first (msg); f; f = zmsg_next (msg))
+        if (zframe_size (f) == 0) {
+            delimited = true;
+            break;
+        }
+    zmsg_t *envelope = zmsg_new ();
+    while (zmsg_size (msg) > 0) {
+        zframe_t *frame = zmsg_pop (msg);
+        bool last = delimited ? zframe_size (frame) == 0 : true;
+        zmsg_append (envelope, &frame);
+        if (last)
+            break;
+    }
+    return envelope;
+}
+
+static void
+s_handle_request (service_t *self, zmsg_t *msg)
+{
+    zmsg_t *envelope = s_split_envelope (msg);
+    zframe_t *verb = zmsg_pop (msg);
+    zframe_t *body = zmsg_pop (msg);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    if (!verb)
+        funnel_error_set (&err, FUNNEL_ERR_BAD_REQUEST, "verb: missing; send [VERB][BODY]");
+    else
+    if (zmsg_size (msg) > 0)
+        funnel_error_set (&err, FUNNEL_ERR_BAD_REQUEST,
+                          "frames: %zu extra frames; send [VERB][BODY]", zmsg_size (msg));
+    else
+    if (body && zframe_size (body) > FUNNEL_FRAME_MAX_BYTES)
+        funnel_error_set (&err, FUNNEL_ERR_TOO_LARGE, "body: %zu bytes, the limit is %d",
+                          zframe_size (body), FUNNEL_FRAME_MAX_BYTES);
+    if (err.code)
+        s_send_error (self, envelope, &err);
+    else
+    if (zframe_streq (verb, "PUBLISH"))
+        s_do_publish (self, envelope, body);
+    else
+    if (zframe_streq (verb, "GET"))
+        s_do_get (self, envelope, body);
+    else
+    if (zframe_streq (verb, "REPLAY"))
+        s_do_replay (self, envelope, body);
+    else
+    if (zframe_streq (verb, "STATS"))
+        s_do_stats (self, envelope);
+    else
+    if (zframe_streq (verb, "PING"))
+        s_do_ping (self, envelope);
+    else {
+        char *text = zframe_strdup (verb);
+        funnel_error_set (&err, FUNNEL_ERR_BAD_REQUEST,
+                          "verb: unknown verb '%.32s' (expected PING, PUBLISH, GET, REPLAY, STATS)",
+                          text);
+        free (text);
+        s_send_error (self, envelope, &err);
+    }
+    zframe_destroy (&verb);
+    zframe_destroy (&body);
+}
+
+//  ---------------------------------------------------------------------
+//  Loop handlers
+
+static int
+s_on_api (zloop_t *loop, zsock_t *reader, void *arg)
+{
+    (void) loop;
+    service_t *self = (service_t *) arg;
+    for (int i = 0; i < API_BURST && (zsock_events (reader) & ZMQ_POLLIN); i++) {
+        zmsg_t *msg = zmsg_recv (reader);
+        if (!msg)
+            break;
+        s_handle_request (self, msg);
+        zmsg_destroy (&msg);
+        if (s_stop)
+            break;
+    }
+    return s_stop ? -1 : 0;
+}
+
+//  Applies a batch of upstream events with their checkpoint.
+static int
+s_apply_upstream (void *arg, upstream_t *upstream, const char **events,
+                  const size_t *sizes, size_t count, uint64_t last_seq)
+{
+    service_t *self = (service_t *) arg;
+    if (!self->synced)
+        return -1;
+    char last [24];
+    snprintf (last, sizeof last, "%" PRIu64, last_seq);
+    const char **extra = (const char **) malloc ((count + 2) * sizeof (char *));
+    size_t *extra_len = (size_t *) malloc ((count + 2) * sizeof (size_t));
+    extra [0] = upstream_name (upstream);
+    extra_len [0] = strlen (extra [0]);
+    extra [1] = last;
+    extra_len [1] = strlen (last);
+    for (size_t i = 0; i < count; i++) {
+        extra [2 + i] = events [i];
+        extra_len [2 + i] = sizes [i];
+    }
+    redisReply *reply = s_eval (self, "consume", (int) count + 2, extra, extra_len);
+    free (extra);
+    free (extra_len);
+    if (!reply)
+        return -1;
+    redisReply *summary = reply->element [1];
+    funnel_error_t err;
+    funnel_msg_t *msg = funnel_msg_decode (summary->str, summary->len,
+                                           &funnel_limits_event, &err);
+    const msgpack_object *errors = msg ? funnel_map_get (funnel_msg_root (msg), "errors") : NULL;
+    if (errors && errors->type == MSGPACK_OBJECT_ARRAY)
+        for (uint32_t i = 0; i < errors->via.array.size && i < 5; i++) {
+            char line [FUNNEL_STR_MAX + 1];
+            if (funnel_obj_strcpy (&errors->via.array.ptr [i], line, sizeof line))
+                log_warn ("from %s: not applied: %s", upstream_name (upstream), line);
+        }
+    funnel_msg_destroy (&msg);
+    s_publish_outputs (self, reply, 2);
+    freeReplyObject (reply);
+    return 0;
+}
+
+static int
+s_on_upstream (zloop_t *loop, zsock_t *reader, void *arg)
+{
+    (void) loop;
+    (void) reader;
+    upstream_drain ((upstream_t *) arg);
+    return s_stop ? -1 : 0;
+}
+
+static void
+s_publish_heartbeat (service_t *self)
+{
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 3);
+    funnel_pack_cstr (&pk, "svc");
+    funnel_pack_cstr (&pk, self->def->name);
+    funnel_pack_cstr (&pk, "seq");
+    msgpack_pack_uint64 (&pk, self->seq);
+    funnel_pack_cstr (&pk, "ts");
+    msgpack_pack_int64 (&pk, s_now_ms ());
+    void *pub = zsock_resolve (self->pub);
+    zmq_send (pub, "$hb", 3, ZMQ_SNDMORE);
+    zmq_send (pub, sbuf.data, sbuf.size, 0);
+    msgpack_sbuffer_destroy (&sbuf);
+}
+
+static int
+s_on_second (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    service_t *self = (service_t *) arg;
+    s_publish_heartbeat (self);
+    if (self->synced)
+        for (int u = 0; u < self->upstream_count; u++)
+            upstream_flush (self->upstreams [u]);
+    return s_stop ? -1 : 0;
+}
+
+//  Housekeeping every 50 ms: reconnect Redis, catch up upstreams, stop.
+static int
+s_on_housekeeping (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    service_t *self = (service_t *) arg;
+    if (!redis_store_connected (self->store))
+        self->synced = false;
+    if (!self->synced && redis_store_connect (self->store) == 0)
+        s_sync (self);
+    if (self->synced)
+        for (int u = 0; u < self->upstream_count && !s_stop; u++)
+            upstream_catch_up (self->upstreams [u], 10);
+    return s_stop ? -1 : 0;
+}
+
+static int
+s_on_tick (zloop_t *loop, int timer_id, void *arg)
+{
+    (void) loop;
+    (void) timer_id;
+    service_t *self = (service_t *) arg;
+    if (self->synced) {
+        redisReply *reply = s_eval (self, "tick", 0, NULL, NULL);
+        if (reply) {
+            s_publish_outputs (self, reply, 2);
+            freeReplyObject (reply);
+        }
+    }
+    return s_stop ? -1 : 0;
+}
+
+//  ---------------------------------------------------------------------
+//  Start and stop
+
+static zsock_t *
+s_bind (int type, const char *endpoint, const char *what)
+{
+    //  Options before bind: a constructor's "@endpoint" would bind first
+    zsock_t *sock = zsock_new (type);
+    zsock_set_linger (sock, 1000);
+    if (type == ZMQ_ROUTER) {
+        zsock_set_maxmsgsize (sock, 2 * FUNNEL_FRAME_MAX_BYTES);
+        zsock_set_router_mandatory (sock, 0);
+        zsock_set_sndhwm (sock, 10000);
+        zsock_set_rcvhwm (sock, 10000);
+    }
+    else
+        zsock_set_sndhwm (sock, 100000);
+    zsock_set_heartbeat_ivl (sock, 1000);
+    zsock_set_heartbeat_timeout (sock, 3000);
+    if (zsock_bind (sock, "%s", endpoint) < 0) {
+        log_error ("cannot bind %s socket at %s: %s", what, endpoint, zmq_strerror (zmq_errno ()));
+        zsock_destroy (&sock);
+    }
+    return sock;
+}
+
+static int
+s_pack_runtime_args (service_t *self)
+{
+    int64_t retention = RETENTION_DEFAULT, dedup_ttl = DEDUP_TTL_DEFAULT;
+    char path [128];
+    snprintf (path, sizeof path, "%s/retention", self->def->name);
+    if (funnel_config_int (self->config, path, RETENTION_DEFAULT, &retention) || retention < 1)
+        return -1;
+    snprintf (path, sizeof path, "%s/dedup_ttl_s", self->def->name);
+    if (funnel_config_int (self->config, path, DEDUP_TTL_DEFAULT, &dedup_ttl) || dedup_ttl < 1)
+        return -1;
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &self->runtime_args, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 3);
+    funnel_pack_cstr (&pk, "retention");
+    msgpack_pack_int64 (&pk, retention);
+    funnel_pack_cstr (&pk, "dedup_ttl");
+    msgpack_pack_int64 (&pk, dedup_ttl);
+    funnel_pack_cstr (&pk, "rules");
+    if (self->def->pack_rules)
+        return self->def->pack_rules (self->config, &pk);
+    msgpack_pack_map (&pk, 0);
+    return 0;
+}
+
+static void
+s_destroy (service_t *self)
+{
+    for (int u = 0; u < self->upstream_count; u++)
+        upstream_destroy (&self->upstreams [u]);
+    zsock_destroy (&self->api);
+    zsock_destroy (&self->pub);
+    redis_store_destroy (&self->store);
+    msgpack_sbuffer_destroy (&self->runtime_args);
+    funnel_config_destroy (&self->config);
+}
+
+//  Builds sockets, store and upstreams; returns an exit code, 0 = run.
+static int
+s_start (service_t *self)
+{
+    const char *name = self->def->name;
+    const char *url = funnel_config_redis_url (self->config, name);
+    redis_url_t parsed;
+    funnel_error_t err;
+    if (redis_url_parse (url, &parsed, &err) != 0) {
+        log_error ("%s", err.message);
+        return 2;
+    }
+    if (s_pack_runtime_args (self) != 0) {
+        log_error ("bad settings in the [%s] section; see --help", name);
+        return 2;
+    }
+    char default_prefix [96];
+    snprintf (default_prefix, sizeof default_prefix, "{funnel:%s}:", name);
+    char path [128];
+    snprintf (path, sizeof path, "%s/prefix", name);
+    snprintf (self->seq_key, sizeof self->seq_key, "%sseq",
+              funnel_config_get (self->config, path, default_prefix));
+    self->store = redis_store_new (&parsed, self->def->lua);
+    const char *api = funnel_config_endpoint (self->config, name, "api");
+    const char *pub = funnel_config_endpoint (self->config, name, "pub");
+    self->api = s_bind (ZMQ_ROUTER, api, "api");
+    self->pub = s_bind (ZMQ_PUB, pub, "pub");
+    if (!self->api || !self->pub)
+        return 1;
+    for (const char *const *up = self->def->upstreams; up && *up; up++) {
+        if (self->upstream_count == UPSTREAMS_MAX)
+            break;
+        upstream_t *upstream = upstream_new (*up,
+            funnel_config_endpoint (self->config, *up, "api"),
+            funnel_config_endpoint (self->config, *up, "pub"),
+            self->def->consumes, s_apply_upstream, self);
+        if (!upstream)
+            return 1;
+        self->upstreams [self->upstream_count++] = upstream;
+    }
+    log_info ("funnel-%s %s: api %s, pub %s, %d upstream(s)", name, FUNNEL_VERSION,
+              api, pub, self->upstream_count);
+    return 0;
+}
+
+static void
+s_run (service_t *self)
+{
+    zloop_t *loop = zloop_new ();
+    zloop_set_nonstop (loop, true);     //  Our own stop flag decides
+    zloop_reader (loop, self->api, s_on_api, self);
+    for (int u = 0; u < self->upstream_count; u++)
+        zloop_reader (loop, upstream_sub (self->upstreams [u]), s_on_upstream,
+                      self->upstreams [u]);
+    zloop_timer (loop, 1000, 0, s_on_second, self);
+    zloop_timer (loop, 50, 0, s_on_housekeeping, self);
+    if (self->def->tick_ms > 0)
+        zloop_timer (loop, self->def->tick_ms, 0, s_on_tick, self);
+    s_on_housekeeping (loop, 0, self);
+    //  zloop_start returns on EINTR even in nonstop mode (czmq 4.2.1)
+    while (!s_stop)
+        if (zloop_start (loop) == -1)
+            break;
+    zloop_destroy (&loop);
+}
+
+int
+funnel_service_main (int argc, char **argv, const funnel_service_def_t *def)
+{
+    //  Before anything initialises czmq: its handlers would swallow SIGTERM
+    zsys_handler_set (NULL);
+    struct sigaction action;
+    memset (&action, 0, sizeof action);
+    action.sa_handler = s_on_signal;
+    sigaction (SIGINT, &action, NULL);
+    sigaction (SIGTERM, &action, NULL);
+    signal (SIGPIPE, SIG_IGN);
+
+    funnel_config_about_t about = { def->name, def->summary, def->extra_help };
+    funnel_config_status_t status;
+    service_t self = { .def = def, .started = zclock_mono () };
+    msgpack_sbuffer_init (&self.runtime_args);
+    self.config = funnel_config_load (argc, argv, &about, &status);
+    if (status != FUNNEL_CONFIG_OK)
+        return status == FUNNEL_CONFIG_EXIT_OK ? 0 : 2;
+    funnel_log_level_t level = FUNNEL_LOG_INFO;
+    funnel_log_level_parse (funnel_config_get (self.config, "log/level", "info"), &level);
+    funnel_log_init (def->name, level);
+
+    int rc = s_start (&self);
+    if (rc == 0) {
+        s_run (&self);
+        log_info ("stopped cleanly at seq %" PRIu64, self.seq);
+    }
+    s_destroy (&self);
+    return rc;
+}

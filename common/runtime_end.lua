@@ -1,0 +1,213 @@
+-- runtime_end.lua — mode dispatch and commit; appended after the rules.
+--
+-- Modes (ARGV[1]) and their replies (a Redis array, first element the
+-- status "ok" or "err"; an "err" carries a packed {code, message[, index]}):
+--   publish  ARGV[5] body, ARGV[6] "1" if a batch
+--            -> ok, reply body, then type/event pairs to publish
+--   consume  ARGV[5] upstream, ARGV[6] last seq seen, ARGV[7..] events
+--            -> ok, packed summary, then type/event pairs to publish
+--   tick     -> ok, packed summary, then type/event pairs
+--   query    ARGV[5] GET body -> ok, packed reply
+--   replay   ARGV[5] from, ARGV[6] limit -> ok, first, next, events...
+--   stats    -> ok, packed STATS reply
+--   info     -> ok, seq, then upstream/checkpoint pairs
+
+local MODE = ARGV[1]
+
+local function seen (id)
+    return st.get (P .. 'id:' .. id) ~= nil
+end
+
+local function mark (id)
+    st.set (P .. 'id:' .. id, 1, RT.dedup_ttl)
+end
+
+local function pack_error (code, message, index)
+    return cmsgpack.pack ({ code = code, message = message, index = index })
+end
+
+-- Runs one handler inside a savepoint: a refusal leaves no trace.
+local function apply_one (ev, handler)
+    CAUSE = ev
+    EMITS = 0
+    local sp = savepoint ()
+    local r = handler (ev, ev.data or {})
+    if r then rollback (sp) end
+    CAUSE = nil
+    return r
+end
+
+-- Writes every queued change, then appends outputs to the outbox with the
+-- next contiguous seqs (stream ids 0-<seq>, so REPLAY is one XRANGE).
+local function commit ()
+    for i = 1, #writes do
+        redis.call (unpack (writes[i]))
+    end
+    local published = {}
+    if #outputs == 0 then return published end
+    local seq = tonumber (redis.call ('GET', P .. 'seq')) or 0
+    for i = 1, #outputs do
+        local o = outputs[i]
+        seq = seq + 1
+        local packed = cmsgpack.pack ({
+            v = 1, id = o.id, type = o.type, ts = NOW, src = SVC, svc = SVC,
+            seq = seq, cause = o.cause, data = o.data })
+        redis.call ('XADD', P .. 'outbox', 'MAXLEN', '~', num2s (RT.retention),
+                    '0-' .. num2s (seq), 'e', packed)
+        published[#published + 1] = o.type
+        published[#published + 1] = packed
+    end
+    redis.call ('SET', P .. 'seq', num2s (seq))
+    redis.call ('HINCRBY', P .. 'stats', 'events_out', num2s (#outputs))
+    return published
+end
+
+local function reply (status, body, published)
+    local r = { status, body }
+    for i = 1, #published do r[#r + 1] = published[i] end
+    return r
+end
+
+local function sorted_keys (t)
+    local ks = {}
+    for k in pairs (t) do ks[#ks + 1] = k end
+    table.sort (ks)
+    return table.concat (ks, ', ')
+end
+
+local function do_publish ()
+    local body = cmsgpack.unpack (ARGV[5])
+    local batch = ARGV[6] == '1'
+    local events = batch and body or { body }
+    local accepted, duplicates = 0, 0
+    for i = 1, #events do
+        local ev = events[i]
+        local index = batch and (i - 1) or nil
+        if seen (ev.id) then
+            duplicates = duplicates + 1
+        else
+            local handler = on[ev.type]
+            if not handler then
+                return { 'err', pack_error ('unknown_type',
+                    "type: '" .. tostring (ev.type) .. "' is not accepted by " .. SVC, index) }
+            end
+            local r = apply_one (ev, handler)
+            if r then
+                return { 'err', pack_error (r.err, r.message, index) }
+            end
+            mark (ev.id)
+            accepted = accepted + 1
+        end
+    end
+    if accepted > 0 then count ('accepted', accepted) end
+    if duplicates > 0 then count ('duplicates', duplicates) end
+    local body_out
+    if batch then
+        body_out = cmsgpack.pack ({ accepted = accepted, duplicates = duplicates })
+    else
+        body_out = cmsgpack.pack ({ id = events[1].id, duplicate = duplicates > 0 })
+    end
+    return reply ('ok', body_out, commit ())
+end
+
+local function do_consume ()
+    local upstream = ARGV[5]
+    local ckpt = tonumber (st.hget (P .. 'ckpt', upstream)) or 0
+    local applied, skipped, rejected, errors = 0, 0, 0, {}
+    for i = 7, #ARGV do
+        local ev = cmsgpack.unpack (ARGV[i])
+        local seq = tonumber (ev.seq) or 0
+        if seq <= ckpt then
+            skipped = skipped + 1
+        else
+            local handler = consume[ev.type]
+            if handler then
+                local r = apply_one (ev, handler)
+                if r then
+                    -- A consumed event cannot be refused back to its sender:
+                    -- it is counted, reported to the log, and passed over.
+                    rejected = rejected + 1
+                    errors[#errors + 1] = ev.type .. ' ' .. tostring (ev.id) ..
+                                          ': ' .. r.err .. ': ' .. r.message
+                else
+                    applied = applied + 1
+                end
+            end
+            ckpt = seq
+        end
+    end
+    local last = tonumber (ARGV[6]) or 0
+    if last > ckpt then ckpt = last end
+    st.hset (P .. 'ckpt', upstream, ckpt)
+    if applied > 0 then count ('consumed', applied) end
+    if rejected > 0 then count ('consume_rejected', rejected) end
+    local summary = cmsgpack.pack ({ applied = applied, skipped = skipped,
+        rejected = rejected, ckpt = ckpt, errors = errors })
+    return reply ('ok', summary, commit ())
+end
+
+local function do_tick ()
+    local fired = 0
+    for i = 1, #ticks do
+        fired = fired + (ticks[i] (NOW) or 0)
+    end
+    return reply ('ok', cmsgpack.pack ({ fired = fired }), commit ())
+end
+
+local function do_query ()
+    local req = cmsgpack.unpack (ARGV[5])
+    local handler = query[req.kind]
+    if not handler then
+        return { 'err', pack_error ('invalid', "kind: unknown GET kind '" ..
+            tostring (req.kind) .. "' (known: " .. sorted_keys (query) .. ')') }
+    end
+    local r = handler (req)
+    if r.err then
+        return { 'err', pack_error (r.err, r.message) }
+    end
+    return { 'ok', cmsgpack.pack (r) }
+end
+
+local function stream_seq (entry_id)
+    return tonumber (string.match (entry_id, '%-(%d+)$'))
+end
+
+local function do_replay ()
+    local from = tonumber (ARGV[5])
+    local limit = tonumber (ARGV[6])
+    local entries = redis.call ('XRANGE', P .. 'outbox', '0-' .. num2s (from), '+',
+                                'COUNT', num2s (limit))
+    local nxt = from
+    local r = { 'ok', 0, 0 }
+    for i = 1, #entries do
+        nxt = stream_seq (entries[i][1]) + 1
+        r[#r + 1] = entries[i][2][2]
+    end
+    local oldest = redis.call ('XRANGE', P .. 'outbox', '-', '+', 'COUNT', '1')
+    r[2] = oldest[1] and stream_seq (oldest[1][1]) or nxt
+    r[3] = nxt
+    return r
+end
+
+local function do_stats ()
+    local counters = { accepted = 0, duplicates = 0, events_out = 0 }
+    local flat = redis.call ('HGETALL', P .. 'stats')
+    for i = 1, #flat, 2 do counters[flat[i]] = tonumber (flat[i + 1]) end
+    return { 'ok', cmsgpack.pack ({ svc = SVC, counters = counters }) }
+end
+
+local function do_info ()
+    local r = { 'ok', tonumber (redis.call ('GET', P .. 'seq')) or 0 }
+    local flat = redis.call ('HGETALL', P .. 'ckpt')
+    for i = 1, #flat do r[#r + 1] = flat[i] end
+    return r
+end
+
+local modes = { publish = do_publish, consume = do_consume, tick = do_tick,
+                query = do_query, replay = do_replay, stats = do_stats,
+                info = do_info }
+local run = modes[MODE]
+if not run then
+    return redis.error_reply ('unknown mode ' .. tostring (MODE))
+end
+return run ()

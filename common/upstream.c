@@ -1,0 +1,317 @@
+/*  upstream — see upstream.h for why. */
+#include "upstream.h"
+#include "event_codec.h"
+#include "funnel_client.h"
+#include "funnel_log.h"
+
+#define DRAIN_MAX       1000        //  Live events applied per batch
+#define REPLAY_LIMIT    1000
+#define REPLAY_TIMEOUT  2000        //  ms
+
+struct _upstream_t {
+    char *name;
+    char *api;
+    const char *const *consumes;
+    upstream_apply_fn *apply;
+    void *arg;
+    zsock_t *sub;
+    funnel_client_t *client;        //  For REPLAY, to the upstream's API
+    uint64_t expected;              //  Next seq to apply
+    uint64_t persisted;             //  Checkpoint known to be in Redis
+    uint64_t head;                  //  Highest seq announced
+    bool need_replay;
+    int64_t last_rx;                //  zclock_mono of the last message
+    int64_t last_warn;
+};
+
+//  Upstream replies are our own services' output, but still bytes from the
+//  network: decoded through the same guard, with room for 1000 events.
+static const funnel_limits_t s_replay_limits = {
+    .max_bytes = 256u * 1024 * 1024, .str_max = FUNNEL_STR_MAX,
+    .entries_max = REPLAY_LIMIT, .top_entries_max = REPLAY_LIMIT,
+    .elem_max_bytes = 0, .depth_max = FUNNEL_DEPTH_MAX + 2
+};
+
+upstream_t *
+upstream_new (const char *name, const char *api, const char *pub,
+              const char *const *consumes, upstream_apply_fn *apply, void *arg)
+{
+    upstream_t *self = (upstream_t *) zmalloc (sizeof (upstream_t));
+    self->name = strdup (name);
+    self->api = strdup (api);
+    self->consumes = consumes;
+    self->apply = apply;
+    self->arg = arg;
+    self->expected = 1;
+    self->last_rx = zclock_mono ();
+    self->sub = zsock_new (ZMQ_SUB);
+    zsock_set_rcvhwm (self->sub, 100000);
+    zsock_set_maxmsgsize (self->sub, FUNNEL_EVENT_MAX_BYTES + 1024);
+    zsock_set_reconnect_ivl_max (self->sub, 2000);
+    zsock_set_heartbeat_ivl (self->sub, 1000);
+    zsock_set_heartbeat_timeout (self->sub, 3000);
+    //  Everything: seq is per publisher, so skipping a topic would look
+    //  like a gap. Unconsumed types just advance the position.
+    zsock_set_subscribe (self->sub, "");
+    if (zsock_connect (self->sub, "%s", pub) != 0) {
+        log_error ("upstream %s: cannot connect to %s", name, pub);
+        upstream_destroy (&self);
+        return NULL;
+    }
+    self->client = funnel_client_new (api);
+    if (!self->client) {
+        log_error ("upstream %s: cannot connect to %s", name, api);
+        upstream_destroy (&self);
+    }
+    return self;
+}
+
+void
+upstream_destroy (upstream_t **self_p)
+{
+    if (*self_p) {
+        upstream_t *self = *self_p;
+        zsock_destroy (&self->sub);
+        funnel_client_destroy (&self->client);
+        free (self->name);
+        free (self->api);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+const char *upstream_name (upstream_t *self)      { return self->name; }
+zsock_t *upstream_sub (upstream_t *self)          { return self->sub; }
+uint64_t upstream_expected (upstream_t *self)     { return self->expected; }
+uint64_t upstream_head (upstream_t *self)         { return self->head; }
+int64_t upstream_silence_ms (upstream_t *self)    { return zclock_mono () - self->last_rx; }
+
+void
+upstream_start (upstream_t *self, uint64_t checkpoint)
+{
+    self->expected = checkpoint + 1;
+    self->persisted = checkpoint;
+    self->need_replay = true;
+}
+
+static bool
+s_consumed (upstream_t *self, const char *type)
+{
+    for (const char *const *t = self->consumes; t && *t; t++)
+        if (streq (*t, type))
+            return true;
+    return false;
+}
+
+static uint64_t
+s_uint_field (const msgpack_object *map, const char *key)
+{
+    const msgpack_object *v = funnel_map_get (map, key);
+    return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? v->via.u64 : 0;
+}
+
+//  Applies a batch; on failure rewinds so replay fetches it again.
+static int
+s_apply (upstream_t *self, const char **events, const size_t *sizes,
+         size_t count, uint64_t first, uint64_t last)
+{
+    if (self->apply (self->arg, self, events, sizes, count, last) == 0) {
+        self->persisted = last;
+        return 0;
+    }
+    self->expected = first;
+    self->need_replay = true;
+    return -1;
+}
+
+void
+upstream_flush (upstream_t *self)
+{
+    if (self->expected - 1 > self->persisted)
+        s_apply (self, NULL, NULL, 0, self->persisted + 1, self->expected - 1);
+}
+
+//  A heartbeat ahead of our position means we lost the tail.
+static void
+s_on_heartbeat (upstream_t *self, zframe_t *body)
+{
+    funnel_error_t err;
+    funnel_msg_t *msg = funnel_msg_decode (zframe_data (body), zframe_size (body),
+                                           &funnel_limits_event, &err);
+    if (!msg)
+        return;
+    uint64_t seq = s_uint_field (funnel_msg_root (msg), "seq");
+    if (seq > self->head)
+        self->head = seq;
+    if (seq >= self->expected && !self->need_replay) {
+        log_info ("upstream %s: heartbeat at seq %" PRIu64 ", have %" PRIu64
+                  "; catching up", self->name, seq, self->expected - 1);
+        self->need_replay = true;
+    }
+    funnel_msg_destroy (&msg);
+}
+
+void
+upstream_drain (upstream_t *self)
+{
+    zmsg_t *held [DRAIN_MAX];
+    const char *events [DRAIN_MAX];
+    size_t sizes [DRAIN_MAX];
+    size_t count = 0;
+    uint64_t first = self->expected;
+
+    for (int i = 0; i < DRAIN_MAX && (zsock_events (self->sub) & ZMQ_POLLIN); i++) {
+        zmsg_t *msg = zmsg_recv (self->sub);
+        if (!msg)
+            break;
+        self->last_rx = zclock_mono ();
+        zframe_t *topic = zmsg_first (msg);
+        zframe_t *body = zmsg_next (msg);
+        if (!topic || !body) {
+            zmsg_destroy (&msg);
+            continue;
+        }
+        if (zframe_streq (topic, "$hb")) {
+            s_on_heartbeat (self, body);
+            zmsg_destroy (&msg);
+            continue;
+        }
+        funnel_error_t err;
+        funnel_msg_t *decoded = funnel_msg_decode (zframe_data (body), zframe_size (body),
+                                                   &funnel_limits_event, &err);
+        funnel_event_t event;
+        if (!decoded || funnel_event_parse (funnel_msg_root (decoded), &event, &err)) {
+            if (funnel_log_every (&self->last_warn, 5000))
+                log_warn ("upstream %s: dropped a malformed event: %s", self->name, err.message);
+            funnel_msg_destroy (&decoded);
+            zmsg_destroy (&msg);
+            continue;
+        }
+        uint64_t seq = event.seq;
+        if (seq > self->head)
+            self->head = seq;
+        if (seq == self->expected && !self->need_replay) {
+            self->expected++;
+            if (s_consumed (self, event.type)) {
+                held [count] = msg;
+                events [count] = (const char *) zframe_data (body);
+                sizes [count] = zframe_size (body);
+                count++;
+                msg = NULL;
+            }
+        }
+        else
+        if (seq > self->expected && !self->need_replay) {
+            log_info ("upstream %s: gap, got seq %" PRIu64 " expecting %" PRIu64
+                      "; catching up", self->name, seq, self->expected);
+            self->need_replay = true;
+        }
+        funnel_msg_destroy (&decoded);
+        zmsg_destroy (&msg);
+    }
+    if (count > 0)
+        s_apply (self, events, sizes, count, first, self->expected - 1);
+    for (size_t i = 0; i < count; i++)
+        zmsg_destroy (&held [i]);
+}
+
+//  One REPLAY page: returns 1 if more may follow, 0 when caught up, -1 on
+//  failure (retry later).
+static int
+s_replay_page (upstream_t *self)
+{
+    msgpack_sbuffer req;
+    msgpack_sbuffer_init (&req);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &req, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 2);
+    funnel_pack_cstr (&pk, "from");
+    msgpack_pack_uint64 (&pk, self->expected);
+    funnel_pack_cstr (&pk, "limit");
+    msgpack_pack_uint32 (&pk, REPLAY_LIMIT);
+    zframe_t *reply = NULL;
+    funnel_call_status_t status = funnel_client_call (self->client, "REPLAY", req.data,
+                                                      req.size, REPLAY_TIMEOUT, &reply);
+    msgpack_sbuffer_destroy (&req);
+    if (status != FUNNEL_CALL_OK) {
+        if (funnel_log_every (&self->last_warn, 5000))
+            log_warn ("upstream %s: REPLAY at %s failed (%s); will retry", self->name,
+                      self->api, status == FUNNEL_CALL_TIMEOUT ? "no reply" : "error reply");
+        zframe_destroy (&reply);
+        return -1;
+    }
+    funnel_error_t err;
+    funnel_msg_t *msg = reply ? funnel_msg_decode (zframe_data (reply), zframe_size (reply),
+                                                   &s_replay_limits, &err) : NULL;
+    const msgpack_object *root = msg ? funnel_msg_root (msg) : NULL;
+    const msgpack_object *list = root ? funnel_map_get (root, "events") : NULL;
+    if (!list || list->type != MSGPACK_OBJECT_ARRAY) {
+        log_warn ("upstream %s: malformed REPLAY reply", self->name);
+        funnel_msg_destroy (&msg);
+        zframe_destroy (&reply);
+        return -1;
+    }
+    uint64_t oldest = s_uint_field (root, "first");
+    if (oldest > self->expected) {
+        log_error ("upstream %s: events %" PRIu64 "..%" PRIu64 " are past the upstream's "
+                   "retention and are skipped", self->name, self->expected, oldest - 1);
+        self->expected = oldest;
+    }
+    //  Re-pack the consumed events one after another, then point into them
+    msgpack_sbuffer buf;
+    msgpack_sbuffer_init (&buf);
+    msgpack_packer bpk;
+    msgpack_packer_init (&bpk, &buf, msgpack_sbuffer_write);
+    size_t offsets [REPLAY_LIMIT], sizes [REPLAY_LIMIT];
+    const char *events [REPLAY_LIMIT];
+    size_t count = 0;
+    uint64_t first = self->expected;
+    for (uint32_t i = 0; i < list->via.array.size && i < REPLAY_LIMIT; i++) {
+        const msgpack_object *ev = &list->via.array.ptr [i];
+        uint64_t seq = s_uint_field (ev, "seq");
+        if (seq < self->expected)
+            continue;
+        self->expected = seq + 1;
+        if (seq > self->head)
+            self->head = seq;
+        char type [FUNNEL_ID_MAX + 1];
+        if (!funnel_obj_strcpy (funnel_map_get (ev, "type"), type, sizeof type)
+        ||  !s_consumed (self, type))
+            continue;
+        offsets [count] = buf.size;
+        msgpack_pack_object (&bpk, *ev);
+        sizes [count] = buf.size - offsets [count];
+        count++;
+    }
+    for (size_t i = 0; i < count; i++)
+        events [i] = buf.data + offsets [i];
+    bool empty = list->via.array.size == 0;
+    int applied = 0;
+    if (self->expected > first)
+        applied = s_apply (self, events, sizes, count, first, self->expected - 1);
+    msgpack_sbuffer_destroy (&buf);
+    funnel_msg_destroy (&msg);
+    zframe_destroy (&reply);
+    if (applied != 0)
+        return -1;
+    return empty ? 0 : 1;
+}
+
+bool
+upstream_catch_up (upstream_t *self, int max_pages)
+{
+    if (!self->need_replay)
+        return false;
+    for (int page = 0; page < max_pages; page++) {
+        int rc = s_replay_page (self);
+        if (rc < 0)
+            return true;
+        if (rc == 0) {
+            self->need_replay = false;
+            log_debug ("upstream %s: caught up at seq %" PRIu64, self->name,
+                       self->expected - 1);
+            return false;
+        }
+    }
+    return true;
+}

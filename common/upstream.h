@@ -1,0 +1,68 @@
+/*  upstream — one subscription to an upstream service, without loss.
+
+    PUB/SUB drops messages (slow joiner, HWM, restarts), so every upstream
+    event carries a contiguous seq. This class keeps `expected`, the next seq
+    to apply: a live event equal to it is applied, an older one is dropped
+    (already applied), a newer one or a heartbeat ahead of it means a gap,
+    and the gap is filled from the upstream's REPLAY before going on live
+    (the Clone pattern). Batches are handed to the owner's apply callback;
+    if it fails (Redis down) `expected` goes back and replay refetches.
+    Types the service does not consume only advance the position.
+*/
+#ifndef UPSTREAM_H_INCLUDED
+#define UPSTREAM_H_INCLUDED
+
+#include <czmq.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct _upstream_t upstream_t;
+
+//  Applies events (each one msgpack envelope) in seq order and records the
+//  checkpoint last_seq atomically; 0 on success, -1 if nothing was applied.
+typedef int (upstream_apply_fn) (void *arg, upstream_t *upstream,
+                                 const char **events, const size_t *sizes,
+                                 size_t count, uint64_t last_seq);
+
+//  consumes: NULL-terminated event types to apply; all others are skipped.
+upstream_t *
+    upstream_new (const char *name, const char *api, const char *pub,
+                  const char *const *consumes, upstream_apply_fn *apply, void *arg);
+void
+    upstream_destroy (upstream_t **self_p);
+
+const char *
+    upstream_name (upstream_t *self);
+//  The SUB socket, for the owner's poll loop.
+zsock_t *
+    upstream_sub (upstream_t *self);
+
+//  Sets the position from the stored checkpoint and asks for a catch-up.
+void
+    upstream_start (upstream_t *self, uint64_t checkpoint);
+
+//  Reads what is waiting on the SUB socket (up to a bounded number of
+//  messages) and applies it in batches.
+void
+    upstream_drain (upstream_t *self);
+
+//  If a catch-up is due, REPLAYs up to max_pages pages of 1000 events.
+//  Returns true while more catch-up remains.
+bool
+    upstream_catch_up (upstream_t *self, int max_pages);
+
+//  Persists the position if skipped (unconsumed) events moved it past the
+//  stored checkpoint, so a restart does not replay them again.
+void
+    upstream_flush (upstream_t *self);
+
+//  Next seq to apply, and the highest seq the upstream has announced.
+uint64_t
+    upstream_expected (upstream_t *self);
+uint64_t
+    upstream_head (upstream_t *self);
+//  Milliseconds since anything arrived from the upstream.
+int64_t
+    upstream_silence_ms (upstream_t *self);
+
+#endif

@@ -1,0 +1,34 @@
+/*  Runs every module's self-test; argv[1] = module name to run only one. */
+#include <stdio.h>
+#include <string.h>
+#include "event_codec.h"
+#include "event_schema.h"
+#include "funnel_config.h"
+#include "redis_store.h"
+
+typedef struct { const char *name; void (*test) (bool verbose); } selftest_t;
+
+static const selftest_t s_tests [] = {
+    { "event_codec", event_codec_test },
+    { "event_schema", event_schema_test },
+    { "funnel_config", funnel_config_test },
+    { "redis_store", redis_store_test },
+    { NULL, NULL }
+};
+
+int
+main (int argc, char *argv [])
+{
+    const char *only = argc > 1 ? argv [1] : NULL;
+    int run = 0;
+    for (const selftest_t *t = s_tests; t->name; t++)
+        if (!only || strcmp (only, t->name) == 0) {
+            printf (" * %s: ", t->name);
+            fflush (stdout);
+            t->test (false);
+            printf ("OK\n");
+            run++;
+        }
+    printf ("%d self-tests passed\n", run);
+    return run > 0 ? 0 : 1;
+}
