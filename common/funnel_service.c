@@ -11,6 +11,7 @@
 #include "event_codec.h"
 #include "funnel_log.h"
 #include "redis_store.h"
+#include "script_args.h"
 #include "upstream.h"
 
 #define UPSTREAMS_MAX       8
@@ -53,34 +54,29 @@ s_now_ms (void)
 //  ---------------------------------------------------------------------
 //  Redis: every call goes through the one script
 
-//  Runs mode with extra args; NULL if Redis is unavailable or the script
-//  failed (logged here, once per kind of failure in a while).
+//  Runs mode with extra args (may be NULL); NULL if Redis is unavailable
+//  or the script failed (logged here).
 static redisReply *
-s_eval (service_t *self, const char *mode, int extra_count,
-        const char **extra, const size_t *extra_len)
+s_eval (service_t *self, const char *mode, script_args_t *extra)
 {
     if (redis_store_connect (self->store) != 0)
         return NULL;
-    int argc = 5 + extra_count;
-    const char **argv = (const char **) malloc (argc * sizeof (char *));
-    size_t *argvlen = (size_t *) malloc (argc * sizeof (size_t));
     char now [32];
     snprintf (now, sizeof now, "%" PRId64, s_now_ms ());
-    argv [0] = self->seq_key;
-    argv [1] = mode;
-    argv [2] = now;
-    argv [3] = self->def->name;
-    argv [4] = self->runtime_args.data;
-    for (int i = 0; i < 4; i++)
-        argvlen [i] = strlen (argv [i]);
-    argvlen [4] = self->runtime_args.size;
-    for (int i = 0; i < extra_count; i++) {
-        argv [5 + i] = extra [i];
-        argvlen [5 + i] = extra_len ? extra_len [i] : strlen (extra [i]);
-    }
-    redisReply *reply = redis_store_eval (self->store, 1, argc, argv, argvlen);
-    free (argv);
-    free (argvlen);
+    script_args_t *args = script_args_new ();
+    script_args_add (args, self->seq_key, strlen (self->seq_key));
+    script_args_add (args, mode, strlen (mode));
+    script_args_add (args, now, strlen (now));
+    script_args_add (args, self->def->name, strlen (self->def->name));
+    script_args_add (args, self->runtime_args.data, self->runtime_args.size);
+    int extra_count = extra ? script_args_count (extra) : 0;
+    const char **extra_argv = extra ? script_args_argv (extra) : NULL;
+    const size_t *extra_lens = extra ? script_args_lens (extra) : NULL;
+    for (int i = 0; i < extra_count; i++)
+        script_args_add (args, extra_argv [i], extra_lens [i]);
+    redisReply *reply = redis_store_eval (self->store, 1, script_args_count (args),
+                                          script_args_argv (args), script_args_lens (args));
+    script_args_destroy (&args);
     if (reply && (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2
               ||  reply->element [0]->type != REDIS_REPLY_STRING)) {
         log_error ("rules script failed in %s: %s", mode,
@@ -97,25 +93,35 @@ s_reply_ok (redisReply *reply)
     return strcmp (reply->element [0]->str, "ok") == 0;
 }
 
-//  Publishes the (type, event) pairs of an apply reply from index first.
+//  Publishes the outputs at the tail of an apply reply (from index first:
+//  first seq, ts, then id/type/cause/data per event; see commit()).
 static void
 s_publish_outputs (service_t *self, redisReply *reply, size_t first)
 {
+    if (reply->elements < first + 6)
+        return;
     void *pub = zsock_resolve (self->pub);
-    for (size_t i = first; i + 1 < reply->elements; i += 2) {
-        redisReply *type = reply->element [i];
-        redisReply *event = reply->element [i + 1];
-        zmq_send (pub, type->str, type->len, ZMQ_SNDMORE);
-        zmq_send (pub, event->str, event->len, 0);
-        self->seq++;
+    uint64_t seq = (uint64_t) reply->element [first]->integer;
+    int64_t ts = reply->element [first + 1]->integer;
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    for (size_t i = first + 2; i + 3 < reply->elements; i += 4, seq++) {
+        redisReply **part = reply->element + i;
+        sbuf.size = 0;
+        script_pack_envelope (&sbuf, self->def->name, seq, ts,
+                              part [0], part [1], part [2], part [3]);
+        zmq_send (pub, part [1]->str, part [1]->len, ZMQ_SNDMORE);
+        zmq_send (pub, sbuf.data, sbuf.size, 0);
+        self->seq = seq;
     }
+    msgpack_sbuffer_destroy (&sbuf);
 }
 
 //  Reads seq and checkpoints once after each (re)connect, then catches up.
 static void
 s_sync (service_t *self)
 {
-    redisReply *reply = s_eval (self, "info", 0, NULL, NULL);
+    redisReply *reply = s_eval (self, "info", NULL);
     if (!reply)
         return;
     self->seq = (uint64_t) reply->element [1]->integer;
@@ -267,10 +273,14 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
         s_send_error (self, envelope, &err);
         return;
     }
+    const msgpack_object *root = funnel_msg_root (msg);
+    script_args_t *args = script_args_new ();
+    script_args_add (args, is_batch ? "1" : "0", 1);
+    for (uint32_t i = 0; i < (is_batch ? root->via.array.size : 1); i++)
+        script_args_add_event (args, is_batch ? &root->via.array.ptr [i] : root);
+    redisReply *reply = s_eval (self, "publish", args);
+    script_args_destroy (&args);
     funnel_msg_destroy (&msg);
-    const char *extra [] = { (const char *) zframe_data (body), is_batch ? "1" : "0" };
-    size_t extra_len [] = { zframe_size (body), 1 };
-    redisReply *reply = s_eval (self, "publish", 2, extra, extra_len);
     if (!reply) {
         s_unavailable (self, envelope);
         return;
@@ -315,9 +325,10 @@ s_do_get (service_t *self, zmsg_t *envelope, zframe_t *body)
         s_send_error (self, envelope, &err);
         return;
     }
-    const char *extra [] = { (const char *) zframe_data (body) };
-    size_t extra_len [] = { zframe_size (body) };
-    redisReply *reply = s_eval (self, "query", 1, extra, extra_len);
+    script_args_t *args = script_args_new ();
+    script_args_add (args, (const char *) zframe_data (body), zframe_size (body));
+    redisReply *reply = s_eval (self, "query", args);
+    script_args_destroy (&args);
     if (!reply) {
         s_unavailable (self, envelope);
         return;
@@ -364,23 +375,29 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     char from_s [24], limit_s [24];
     snprintf (from_s, sizeof from_s, "%" PRIu64, from);
     snprintf (limit_s, sizeof limit_s, "%" PRIu64, limit);
-    const char *extra [] = { from_s, limit_s };
-    redisReply *reply = limit > 0 ? s_eval (self, "replay", 2, extra, NULL) : NULL;
+    script_args_t *args = script_args_new ();
+    script_args_add (args, from_s, strlen (from_s));
+    script_args_add (args, limit_s, strlen (limit_s));
+    redisReply *reply = limit > 0 ? s_eval (self, "replay", args) : NULL;
+    script_args_destroy (&args);
     if (limit > 0 && !reply) {
         s_unavailable (self, envelope);
         return;
     }
-    //  Stored events are already msgpack: written into the reply as they are
+    //  Entries come as seq/id/type/cause/ts/data: rebuilt into envelopes
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
-    size_t count = reply ? reply->elements - 3 : 0;
+    size_t count = reply ? (reply->elements - 3) / 6 : 0;
     msgpack_pack_map (&pk, 3);
     funnel_pack_cstr (&pk, "events");
     msgpack_pack_array (&pk, count);
-    for (size_t i = 0; i < count; i++)
-        msgpack_sbuffer_write (&sbuf, reply->element [3 + i]->str, reply->element [3 + i]->len);
+    for (size_t i = 0; i < count; i++) {
+        redisReply **part = reply->element + 3 + i * 6;
+        script_pack_envelope (&sbuf, self->def->name, (uint64_t) part [0]->integer,
+                              part [4]->integer, part [1], part [2], part [3], part [5]);
+    }
     funnel_pack_cstr (&pk, "next");
     msgpack_pack_uint64 (&pk, reply ? (uint64_t) reply->element [2]->integer : from);
     funnel_pack_cstr (&pk, "first");
@@ -393,7 +410,7 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
 static void
 s_do_stats (service_t *self, zmsg_t *envelope)
 {
-    redisReply *reply = s_eval (self, "stats", 0, NULL, NULL);
+    redisReply *reply = s_eval (self, "stats", NULL);
     if (!reply) {
         s_unavailable (self, envelope);
         return;
@@ -501,19 +518,27 @@ s_apply_upstream (void *arg, upstream_t *upstream, const char **events,
         return -1;
     char last [24];
     snprintf (last, sizeof last, "%" PRIu64, last_seq);
-    const char **extra = (const char **) malloc ((count + 2) * sizeof (char *));
-    size_t *extra_len = (size_t *) malloc ((count + 2) * sizeof (size_t));
-    extra [0] = upstream_name (upstream);
-    extra_len [0] = strlen (extra [0]);
-    extra [1] = last;
-    extra_len [1] = strlen (last);
+    script_args_t *args = script_args_new ();
+    script_args_add (args, upstream_name (upstream), strlen (upstream_name (upstream)));
+    script_args_add (args, last, strlen (last));
+    //  Upstream events are decoded again here (they are network input) and
+    //  kept decoded until the call returns: the args point into them
+    funnel_msg_t **decoded = (funnel_msg_t **) calloc (count + 1, sizeof (funnel_msg_t *));
     for (size_t i = 0; i < count; i++) {
-        extra [2 + i] = events [i];
-        extra_len [2 + i] = sizes [i];
+        funnel_error_t err;
+        funnel_event_t event;
+        decoded [i] = funnel_msg_decode (events [i], sizes [i], &funnel_limits_event, &err);
+        if (decoded [i] && funnel_event_parse (funnel_msg_root (decoded [i]), &event, &err) == 0)
+            script_args_add_event (args, funnel_msg_root (decoded [i]));
+        else
+            log_warn ("from %s: skipped a malformed event: %s", upstream_name (upstream),
+                      err.message);
     }
-    redisReply *reply = s_eval (self, "consume", (int) count + 2, extra, extra_len);
-    free (extra);
-    free (extra_len);
+    redisReply *reply = s_eval (self, "consume", args);
+    script_args_destroy (&args);
+    for (size_t i = 0; i < count; i++)
+        funnel_msg_destroy (&decoded [i]);
+    free (decoded);
     if (!reply)
         return -1;
     redisReply *summary = reply->element [1];
@@ -599,7 +624,7 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
     (void) timer_id;
     service_t *self = (service_t *) arg;
     if (self->synced) {
-        redisReply *reply = s_eval (self, "tick", 0, NULL, NULL);
+        redisReply *reply = s_eval (self, "tick", NULL);
         if (reply) {
             s_publish_outputs (self, reply, 2);
             freeReplyObject (reply);

@@ -40,12 +40,25 @@ local function K (...)
 end
 
 ---------------------------------------------------------------- overlay --
+-- Reads are cached per key and field; writes change only the cache and
+-- mark the key dirty. commit() then writes each dirty key's final value
+-- once (one HSET per hash with all its changed fields, one SADD per set…),
+-- so ten increments of a counter in a batch cost one write, not ten.
+-- A rollback restores cached values from the undo log; a key left marked
+-- dirty by a rolled-back event is written with its restored value, which
+-- is what Redis (or an earlier event of the batch) already has: harmless.
 local cache_s, cache_h, cache_hall, cache_m, cache_z = {}, {}, {}, {}, {}
-local writes, undo, outputs = {}, {}, {}
+local delta_h = {}  -- blind increments of hash fields whose value is unread
+local dirty_s, dirty_h, dirty_m, dirty_z = {}, {}, {}, {}
+local writes, outputs = {}, {}      -- writes: ordered (lists, expiry)
+local undo_t, undo_k, undo_v, undo_n = {}, {}, {}, 0
 local NIL = {}      -- undo marker for "was not cached"
+local rcall = redis.call
 
 local function remember (tbl, key, old)
-    undo[#undo + 1] = { tbl, key, old == nil and NIL or old }
+    undo_n = undo_n + 1
+    undo_t[undo_n], undo_k[undo_n] = tbl, key
+    if old == nil then undo_v[undo_n] = NIL else undo_v[undo_n] = old end
 end
 
 local function sub (tbl, key)
@@ -66,35 +79,44 @@ local st = {}
 function st.get (key)
     local v = cache_s[key]
     if v == nil then
-        v = redis.call ('GET', key)
+        v = rcall ('GET', key)
         cache_s[key] = v
     end
     return v or nil
 end
 
+-- ttl_s: expiry in seconds; without it an existing expiry is kept.
 function st.set (key, value, ttl_s)
     remember (cache_s, key, cache_s[key])
     cache_s[key] = num2s (value)
-    if ttl_s then
-        write ('SET', key, num2s (value), 'EX', num2s (ttl_s))
-    else
-        write ('SET', key, num2s (value))
-    end
+    if ttl_s or not dirty_s[key] then dirty_s[key] = ttl_s or true end
 end
 
 function st.incr (key, n)
     local v = (tonumber (st.get (key)) or 0) + (n or 1)
-    remember (cache_s, key, cache_s[key])
-    cache_s[key] = num2s (v)
-    write ('INCRBY', key, num2s (n or 1))
+    st.set (key, v)
     return v
+end
+
+-- Folds a pending blind increment into a freshly read value. On rollback
+-- the field goes back to unread with its old delta: still consistent.
+local function fold_delta (t, key, field, base)
+    local d = delta_h[key]
+    local n = d and d[field]
+    if n then
+        remember (d, field, n)
+        d[field] = nil
+        remember (t, field, nil)
+        return num2s ((tonumber (base) or 0) + n)
+    end
+    return base
 end
 
 function st.hget (key, field)
     local t = sub (cache_h, key)
     local v = t[field]
     if v == nil and not cache_hall[key] then
-        v = redis.call ('HGET', key, field)
+        v = fold_delta (t, key, field, rcall ('HGET', key, field))
         t[field] = v
     end
     return v or nil
@@ -104,7 +126,7 @@ function st.hset (key, field, value)
     local t = sub (cache_h, key)
     remember (t, field, t[field])
     t[field] = num2s (value)
-    write ('HSET', key, field, num2s (value))
+    sub (dirty_h, key)[field] = true
 end
 
 -- Sets several fields: st.hmset(key, {f = v, ...}); nil values are skipped.
@@ -118,25 +140,41 @@ function st.hdel (key, field)
     local t = sub (cache_h, key)
     remember (t, field, t[field])
     t[field] = false
-    write ('HDEL', key, field)
+    sub (dirty_h, key)[field] = true
 end
 
+-- Adds n to a field and returns the new value (reads it).
 function st.hincr (key, field, n)
     local v = (tonumber (st.hget (key, field)) or 0) + (n or 1)
-    local t = cache_h[key]
-    remember (t, field, t[field])
-    t[field] = num2s (v)
-    write ('HINCRBY', key, field, num2s (n or 1))
+    st.hset (key, field, v)
     return v
+end
+
+-- Adds n to a field without reading it (counters): one HINCRBY at commit.
+function st.hadd (key, field, n)
+    local t = cache_h[key]
+    if (t and t[field] ~= nil) or cache_hall[key] then
+        st.hincr (key, field, n)
+        return
+    end
+    local d = sub (delta_h, key)
+    remember (d, field, d[field])
+    d[field] = (d[field] or 0) + (n or 1)
+    sub (dirty_h, key)[field] = true
 end
 
 -- The whole hash as a Lua table (field -> string), overlay applied.
 function st.hgetall (key)
     local t = sub (cache_h, key)
     if not cache_hall[key] then
-        local flat = redis.call ('HGETALL', key)
+        local flat = rcall ('HGETALL', key)
         for i = 1, #flat, 2 do
-            if t[flat[i]] == nil then t[flat[i]] = flat[i + 1] end
+            if t[flat[i]] == nil then
+                t[flat[i]] = fold_delta (t, key, flat[i], flat[i + 1])
+            end
+        end
+        for field, n in pairs (delta_h[key] or {}) do
+            if t[field] == nil then t[field] = fold_delta (t, key, field, false) end
         end
         remember (cache_hall, key, nil)
         cache_hall[key] = true
@@ -156,28 +194,29 @@ function st.sismember (key, member)
     local t = sub (cache_m, key)
     local v = t[member]
     if v == nil then
-        v = redis.call ('SISMEMBER', key, member) == 1
+        v = rcall ('SISMEMBER', key, member) == 1
         t[member] = v
     end
     return v
 end
 
+local function set_member (key, member, present)
+    local t = cache_m[key]
+    remember (t, member, not present)
+    t[member] = present
+    sub (dirty_m, key)[member] = true
+end
+
 -- Adds member; true if it was new (overlay aware, so exact within a batch).
 function st.sadd (key, member)
     if st.sismember (key, member) then return false end
-    local t = cache_m[key]
-    remember (t, member, false)
-    t[member] = true
-    write ('SADD', key, member)
+    set_member (key, member, true)
     return true
 end
 
 function st.srem (key, member)
     if not st.sismember (key, member) then return false end
-    local t = cache_m[key]
-    remember (t, member, true)
-    t[member] = false
-    write ('SREM', key, member)
+    set_member (key, member, false)
     return true
 end
 
@@ -185,7 +224,7 @@ function st.zscore (key, member)
     local t = sub (cache_z, key)
     local v = t[member]
     if v == nil then
-        v = tonumber (redis.call ('ZSCORE', key, member)) or false
+        v = tonumber (rcall ('ZSCORE', key, member)) or false
         t[member] = v
     end
     return v or nil
@@ -195,7 +234,7 @@ function st.zadd (key, score, member)
     local t = sub (cache_z, key)
     remember (t, member, t[member])
     t[member] = score
-    write ('ZADD', key, num2s (score), member)
+    sub (dirty_z, key)[member] = true
 end
 
 function st.zincr (key, n, member)
@@ -208,7 +247,7 @@ function st.zrem (key, member)
     local t = sub (cache_z, key)
     remember (t, member, t[member])
     t[member] = false
-    write ('ZREM', key, member)
+    sub (dirty_z, key)[member] = true
 end
 
 -- Appends to a list (histories). Reads of lists see committed state only.
@@ -226,16 +265,73 @@ function st.zdue (key, max_score, limit)
                        'WITHSCORES', 'LIMIT', '0', num2s (limit or 100))
 end
 
+-- Writes every dirty key's final value, then the ordered writes.
+local function flush_overlay ()
+    for key, ttl in pairs (dirty_s) do
+        local v = cache_s[key]
+        if v then
+            if ttl == true then
+                redis.call ('SET', key, v, 'KEEPTTL')
+            else
+                redis.call ('SET', key, v, 'EX', num2s (ttl))
+            end
+        end
+    end
+    for key, fields in pairs (dirty_h) do
+        local t, set, del = cache_h[key] or {}, { 'HSET', key }, { 'HDEL', key }
+        local d = delta_h[key]
+        for f in pairs (fields) do
+            local v = t[f]
+            if v then
+                set[#set + 1] = f
+                set[#set + 1] = v
+            elseif v == false then
+                del[#del + 1] = f
+            elseif d and d[f] then
+                rcall ('HINCRBY', key, f, num2s (d[f]))
+            end
+        end
+        if #set > 2 then redis.call (unpack (set)) end
+        if #del > 2 then redis.call (unpack (del)) end
+    end
+    for key, members in pairs (dirty_m) do
+        local t, add, rem = cache_m[key], { 'SADD', key }, { 'SREM', key }
+        for m in pairs (members) do
+            if t[m] then add[#add + 1] = m else rem[#rem + 1] = m end
+        end
+        if #add > 2 then redis.call (unpack (add)) end
+        if #rem > 2 then redis.call (unpack (rem)) end
+    end
+    for key, members in pairs (dirty_z) do
+        local t, add, rem = cache_z[key], { 'ZADD', key }, { 'ZREM', key }
+        for m in pairs (members) do
+            local score = t[m]
+            if score then
+                add[#add + 1] = num2s (score)
+                add[#add + 1] = m
+            elseif score == false then
+                rem[#rem + 1] = m
+            end
+        end
+        if #add > 2 then redis.call (unpack (add)) end
+        if #rem > 2 then redis.call (unpack (rem)) end
+    end
+    for i = 1, #writes do
+        redis.call (unpack (writes[i]))
+    end
+end
+
 local function savepoint ()
-    return { #writes, #undo, #outputs }
+    return { #writes, undo_n, #outputs }
 end
 
 local function rollback (sp)
-    for i = #undo, sp[2] + 1, -1 do
-        local u = undo[i]
-        if u[3] == NIL then u[1][u[2]] = nil else u[1][u[2]] = u[3] end
-        undo[i] = nil
+    for i = undo_n, sp[2] + 1, -1 do
+        local old = undo_v[i]
+        if old == NIL then undo_t[i][undo_k[i]] = nil else undo_t[i][undo_k[i]] = old end
+        undo_t[i], undo_v[i] = nil, nil
     end
+    undo_n = sp[2]
     for i = #writes, sp[1] + 1, -1 do writes[i] = nil end
     for i = #outputs, sp[3] + 1, -1 do outputs[i] = nil end
 end
@@ -250,21 +346,24 @@ local function fail (code, message)
     return { err = code, message = message }
 end
 
--- Queues an output event; its id is deterministic (same cause, same id).
--- key: optional seed replacing the cause id (timers, sweeps).
+-- Queues an output event; its id is deterministic (same cause, same id):
+-- <svc>:<cause id>:<n> for the n-th emit of the cause, or <svc>:<key> with
+-- an explicit key (timers, sweeps: the key must be unique for the service);
+-- <svc>:<sha1> of that when it would pass 64 bytes.
 local function emit (etype, data, key)
     EMITS = EMITS + 1
-    local seed = key or ((CAUSE and CAUSE.id or 'tick') .. '|' .. EMITS)
+    local id = SVC .. ':' .. (key or ((CAUSE and CAUSE.id or 'tick') .. ':' .. EMITS))
+    if #id > 64 then
+        id = SVC .. ':' .. redis.sha1hex (id)
+    end
     outputs[#outputs + 1] = {
-        type = etype, data = data,
-        id = SVC .. ':' .. string.sub (redis.sha1hex (seed .. '|' .. etype), 1, 40),
-        cause = CAUSE and CAUSE.id or nil
+        type = etype, data = data, id = id, cause = CAUSE and CAUSE.id or nil
     }
 end
 
 -- Service counters, read by STATS and the monitor.
 local function count (name, n)
-    st.hincr (P .. 'stats', name, n or 1)
+    st.hadd (P .. 'stats', name, n or 1)
 end
 
 local function counter (name)

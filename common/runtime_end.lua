@@ -2,24 +2,50 @@
 --
 -- Modes (ARGV[1]) and their replies (a Redis array, first element the
 -- status "ok" or "err"; an "err" carries a packed {code, message[, index]}):
---   publish  ARGV[5] body, ARGV[6] "1" if a batch
---            -> ok, reply body, then type/event pairs to publish
+--   publish  ARGV[5] "1" if a batch, ARGV[6..] events (6 ARGV each, see
+--            read_events) -> ok, reply body, then the outputs (commit)
 --   consume  ARGV[5] upstream, ARGV[6] last seq seen, ARGV[7..] events
---            -> ok, packed summary, then type/event pairs to publish
---   tick     -> ok, packed summary, then type/event pairs
+--            -> ok, packed summary, then the outputs
+--   tick     -> ok, packed summary, then the outputs
 --   query    ARGV[5] GET body -> ok, packed reply
---   replay   ARGV[5] from, ARGV[6] limit -> ok, first, next, events...
+--   replay   ARGV[5] from, ARGV[6] limit -> ok, first, next, events
+--            (seq, id, type, cause, ts, data each)
 --   stats    -> ok, packed STATS reply
 --   info     -> ok, seq, then upstream/checkpoint pairs
 
 local MODE = ARGV[1]
 
-local function seen (id)
-    return st.get (P .. 'id:' .. id) ~= nil
+-- Applied event ids live in one hash per day (<prefix>ids:<day>) that
+-- expires dedup_ttl after its day ends, so every id is remembered at least
+-- dedup_ttl seconds. A batch checks all its ids with one HMGET per live
+-- day and records them with one HSET: a few calls per batch instead of
+-- two per event, and a hash field costs far less memory than a key.
+local DAY_MS = 86400000
+
+local function dedup_seen (ids)
+    local seen = {}
+    if #ids == 0 then return seen end
+    local today = math.floor (NOW / DAY_MS)
+    for day = today - math.ceil (RT.dedup_ttl / 86400), today do
+        local found = redis.call ('HMGET', P .. 'ids:' .. num2s (day), unpack (ids))
+        for i = 1, #ids do
+            if found[i] then seen[ids[i]] = true end
+        end
+    end
+    return seen
 end
 
-local function mark (id)
-    st.set (P .. 'id:' .. id, 1, RT.dedup_ttl)
+local function dedup_record (ids)
+    if #ids == 0 then return end
+    local day = math.floor (NOW / DAY_MS)
+    local key = P .. 'ids:' .. num2s (day)
+    local args = { 'HSET', key }
+    for i = 1, #ids do
+        args[#args + 1] = ids[i]
+        args[#args + 1] = '1'
+    end
+    redis.call (unpack (args))
+    redis.call ('EXPIREAT', key, num2s ((day + 1) * 86400 + RT.dedup_ttl))
 end
 
 local function pack_error (code, message, index)
@@ -37,26 +63,44 @@ local function apply_one (ev, handler)
     return r
 end
 
--- Writes every queued change, then appends outputs to the outbox with the
--- next contiguous seqs (stream ids 0-<seq>, so REPLAY is one XRANGE).
-local function commit ()
-    for i = 1, #writes do
-        redis.call (unpack (writes[i]))
+-- Events arrive as 6 ARGV each (id, type, ts, src, seq, data): the C side
+-- already decoded and checked the envelope, and unpacking only the data
+-- map here is several times cheaper than unpacking whole envelopes.
+local function read_events (first)
+    local events = {}
+    for i = first, #ARGV, 6 do
+        events[#events + 1] = {
+            id = ARGV[i], type = ARGV[i + 1], ts = tonumber (ARGV[i + 2]),
+            src = ARGV[i + 3], seq = tonumber (ARGV[i + 4]),
+            data = cmsgpack.unpack (ARGV[i + 5]) }
     end
+    return events
+end
+
+-- Writes every queued change, then appends outputs to the outbox with the
+-- next contiguous seqs (stream ids 0-<seq>, so REPLAY is one XRANGE). An
+-- entry keeps the envelope's parts (i id, t type, c cause, s ts, d data);
+-- the C side assembles envelopes, which is far cheaper than packing here.
+-- Returns the reply tail: first seq, ts, then id/type/cause/data per event.
+local function commit ()
+    flush_overlay ()
     local published = {}
     if #outputs == 0 then return published end
     local seq = tonumber (redis.call ('GET', P .. 'seq')) or 0
+    local outbox, ts = P .. 'outbox', num2s (NOW)
+    published[1], published[2] = seq + 1, NOW
     for i = 1, #outputs do
         local o = outputs[i]
         seq = seq + 1
-        local packed = cmsgpack.pack ({
-            v = 1, id = o.id, type = o.type, ts = NOW, src = SVC, svc = SVC,
-            seq = seq, cause = o.cause, data = o.data })
-        redis.call ('XADD', P .. 'outbox', 'MAXLEN', '~', num2s (RT.retention),
-                    '0-' .. num2s (seq), 'e', packed)
-        published[#published + 1] = o.type
-        published[#published + 1] = packed
+        local data = cmsgpack.pack (o.data)
+        local cause = o.cause or ''
+        redis.call ('XADD', outbox, '0-' .. num2s (seq), 'i', o.id, 't', o.type,
+                    'c', cause, 's', ts, 'd', data)
+        local n = #published
+        published[n + 1], published[n + 2], published[n + 3], published[n + 4] =
+            o.id, o.type, cause, data
     end
+    redis.call ('XTRIM', outbox, 'MAXLEN', '~', num2s (RT.retention))
     redis.call ('SET', P .. 'seq', num2s (seq))
     redis.call ('HINCRBY', P .. 'stats', 'events_out', num2s (#outputs))
     return published
@@ -76,14 +120,17 @@ local function sorted_keys (t)
 end
 
 local function do_publish ()
-    local body = cmsgpack.unpack (ARGV[5])
-    local batch = ARGV[6] == '1'
-    local events = batch and body or { body }
+    local batch = ARGV[5] == '1'
+    local events = read_events (6)
+    local ids = {}
+    for i = 1, #events do ids[i] = events[i].id end
+    local seen = dedup_seen (ids)
+    local applied = {}
     local accepted, duplicates = 0, 0
     for i = 1, #events do
         local ev = events[i]
         local index = batch and (i - 1) or nil
-        if seen (ev.id) then
+        if seen[ev.id] then
             duplicates = duplicates + 1
         else
             local handler = on[ev.type]
@@ -95,12 +142,14 @@ local function do_publish ()
             if r then
                 return { 'err', pack_error (r.err, r.message, index) }
             end
-            mark (ev.id)
+            seen[ev.id] = true
+            applied[#applied + 1] = ev.id
             accepted = accepted + 1
         end
     end
     if accepted > 0 then count ('accepted', accepted) end
     if duplicates > 0 then count ('duplicates', duplicates) end
+    dedup_record (applied)
     local body_out
     if batch then
         body_out = cmsgpack.pack ({ accepted = accepted, duplicates = duplicates })
@@ -114,9 +163,10 @@ local function do_consume ()
     local upstream = ARGV[5]
     local ckpt = tonumber (st.hget (P .. 'ckpt', upstream)) or 0
     local applied, skipped, rejected, errors = 0, 0, 0, {}
-    for i = 7, #ARGV do
-        local ev = cmsgpack.unpack (ARGV[i])
-        local seq = tonumber (ev.seq) or 0
+    local events = read_events (7)
+    for i = 1, #events do
+        local ev = events[i]
+        local seq = ev.seq or 0
         if seq <= ckpt then
             skipped = skipped + 1
         else
@@ -172,6 +222,7 @@ local function stream_seq (entry_id)
     return tonumber (string.match (entry_id, '%-(%d+)$'))
 end
 
+-- -> ok, first, next, then seq/id/type/cause/ts/data per event.
 local function do_replay ()
     local from = tonumber (ARGV[5])
     local limit = tonumber (ARGV[6])
@@ -180,8 +231,11 @@ local function do_replay ()
     local nxt = from
     local r = { 'ok', 0, 0 }
     for i = 1, #entries do
-        nxt = stream_seq (entries[i][1]) + 1
-        r[#r + 1] = entries[i][2][2]
+        local seq, f = stream_seq (entries[i][1]), entries[i][2]
+        nxt = seq + 1
+        local n = #r
+        r[n + 1], r[n + 2], r[n + 3], r[n + 4], r[n + 5], r[n + 6] =
+            seq, f[2], f[4], f[6], tonumber (f[8]), f[10]
     end
     local oldest = redis.call ('XRANGE', P .. 'outbox', '-', '+', 'COUNT', '1')
     r[2] = oldest[1] and stream_seq (oldest[1][1]) or nxt

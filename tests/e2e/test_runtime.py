@@ -169,7 +169,7 @@ class TestVerbs(FunnelTestCase):
         while topic == "$hb":
             topic, ev = sub.recv()
         self.assertEqual(topic, "test.added")
-        self.assertEqual((ev["seq"], ev["svc"], ev["data"]["total"]), (1, "alpha", 2))
+        self.assertEqual((ev["seq"], ev["svc"], ev["data"]), (1, "alpha", {"key": "p", "n": 2}))
         sub.close()
 
     def test_sigterm_exits_zero(self):

@@ -1,0 +1,48 @@
+/*  script_args — the argument list of one call into runtime.lua, and the
+    envelopes rebuilt from what the script returns.
+
+    Events cross into the script as six arguments each (id, type, ts, src,
+    seq, data-as-msgpack) and come back as parts (id, type, cause, data):
+    Lua's cmsgpack is slow on whole envelopes, C is not. So C unpacks and
+    packs envelopes; Lua only ever (un)packs the data maps its rules use.
+*/
+#ifndef SCRIPT_ARGS_H_INCLUDED
+#define SCRIPT_ARGS_H_INCLUDED
+
+#include <hiredis/hiredis.h>
+#include <msgpack.h>
+#include <stdint.h>
+
+typedef struct _script_args_t script_args_t;
+
+script_args_t *
+    script_args_new (void);
+void
+    script_args_destroy (script_args_t **self_p);
+
+//  Appends one argument; the bytes must outlive the call (not copied).
+void
+    script_args_add (script_args_t *self, const char *data, size_t size);
+//  Appends a C string argument, copied.
+void
+    script_args_add_copy (script_args_t *self, const char *text);
+//  Appends the six arguments of one checked envelope map; data is packed
+//  into the args' own buffer, strings point into the envelope object.
+void
+    script_args_add_event (script_args_t *self, const msgpack_object *envelope);
+
+//  The arguments, valid until the next add or destroy.
+int
+    script_args_count (script_args_t *self);
+const char **
+    script_args_argv (script_args_t *self);
+const size_t *
+    script_args_lens (script_args_t *self);
+
+//  Packs a full envelope (PROTOCOL §4) as published and replayed.
+void
+    script_pack_envelope (msgpack_sbuffer *sbuf, const char *svc, uint64_t seq,
+                          int64_t ts, const redisReply *id, const redisReply *type,
+                          const redisReply *cause, const redisReply *data);
+
+#endif
