@@ -32,6 +32,7 @@ typedef struct {
     msgpack_sbuffer runtime_args;       //  ARGV[4]: {retention, dedup_ttl, rules}
     uint64_t seq;                       //  Last seq published
     bool synced;                        //  seq and checkpoints read since connect
+    bool script_failed;                 //  Last s_eval failed in the script
     int64_t started;
     int64_t last_warn;
 } service_t;
@@ -59,6 +60,7 @@ s_now_ms (void)
 static redisReply *
 s_eval (service_t *self, const char *mode, script_args_t *extra)
 {
+    self->script_failed = false;
     if (redis_store_connect (self->store) != 0)
         return NULL;
     char now [32];
@@ -83,6 +85,7 @@ s_eval (service_t *self, const char *mode, script_args_t *extra)
                    reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
         freeReplyObject (reply);
         reply = NULL;
+        self->script_failed = true;
     }
     return reply;
 }
@@ -174,8 +177,12 @@ s_unavailable (service_t *self, zmsg_t *envelope)
 {
     funnel_error_t err;
     funnel_error_clear (&err);
-    funnel_error_set (&err, FUNNEL_ERR_UNAVAILABLE,
-                      "redis: the store is unavailable; retry later with the same ids");
+    if (self->script_failed)
+        funnel_error_set (&err, FUNNEL_ERR_INTERNAL,
+                          "rules: the service's script failed; nothing was applied");
+    else
+        funnel_error_set (&err, FUNNEL_ERR_UNAVAILABLE,
+                          "redis: the store is unavailable; retry later with the same ids");
     s_send_error (self, envelope, &err);
 }
 
@@ -767,6 +774,7 @@ funnel_service_main (int argc, char **argv, const funnel_service_def_t *def)
 {
     //  Before anything initialises czmq: its handlers would swallow SIGTERM
     zsys_handler_set (NULL);
+    zsys_set_logstream (stderr);
     struct sigaction action;
     memset (&action, 0, sizeof action);
     action.sa_handler = s_on_signal;
