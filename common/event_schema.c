@@ -147,6 +147,17 @@ s_fail_enum (const char *path, const char *const *values, funnel_error_t *err)
 }
 
 static int
+s_check_enum (const funnel_field_t *field, const msgpack_object *obj,
+              const char *path, funnel_error_t *err)
+{
+    if (s_enum_has (field->values, obj))
+        return 0;
+    char field_path [SCHEMA_PATH_MAX];
+    snprintf (field_path, sizeof field_path, "%s.%s", path, field->name);
+    return s_fail_enum (field_path, field->values, err);
+}
+
+static int
 s_check_str (const funnel_field_t *field, const msgpack_object *obj,
              const char *path, funnel_error_t *err)
 {
@@ -155,7 +166,8 @@ s_check_str (const funnel_field_t *field, const msgpack_object *obj,
     if (obj->type != MSGPACK_OBJECT_STR
     ||  obj->via.str.size < min || obj->via.str.size > max)
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
-                                 "%s: must be a string of %.0f-%.0f bytes", path, min, max);
+                                 "%s.%s: must be a string of %.0f-%.0f bytes",
+                                 path, field->name, min, max);
     return 0;
 }
 
@@ -164,12 +176,14 @@ s_check_int (const funnel_field_t *field, const msgpack_object *obj,
              const char *path, funnel_error_t *err)
 {
     if (!s_is_int (obj))
-        return funnel_error_set (err, FUNNEL_ERR_INVALID, "%s: must be an integer", path);
+        return funnel_error_set (err, FUNNEL_ERR_INVALID, "%s.%s: must be an integer",
+                                 path, field->name);
     double min, max, value;
     s_range (field, &min, &max);
     if (!s_exact_int (obj, &value) || value < min || value > max)
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
-                                 "%s: must be an integer from %.16g to %.16g", path, min, max);
+                                 "%s.%s: must be an integer from %.16g to %.16g",
+                                 path, field->name, min, max);
     return 0;
 }
 
@@ -187,14 +201,17 @@ s_check_num (const funnel_field_t *field, const msgpack_object *obj,
     if (obj->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
         value = (double) obj->via.i64;
     else
-        return funnel_error_set (err, FUNNEL_ERR_INVALID, "%s: must be a number", path);
+        return funnel_error_set (err, FUNNEL_ERR_INVALID, "%s.%s: must be a number",
+                                 path, field->name);
     if (!isfinite (value))
-        return funnel_error_set (err, FUNNEL_ERR_INVALID, "%s: must be a finite number", path);
+        return funnel_error_set (err, FUNNEL_ERR_INVALID, "%s.%s: must be a finite number",
+                                 path, field->name);
     double min, max;
     s_range (field, &min, &max);
     if (value < min || value > max)
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
-                                 "%s: must be a number from %.16g to %.16g", path, min, max);
+                                 "%s.%s: must be a number from %.16g to %.16g",
+                                 path, field->name, min, max);
     return 0;
 }
 
@@ -209,19 +226,21 @@ s_check_array (const funnel_field_t *field, const msgpack_object *obj,
     if (obj->type != MSGPACK_OBJECT_ARRAY
     ||  obj->via.array.size < min || obj->via.array.size > max)
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
-                                 "%s: must be an array of %.0f-%.0f %s", path, min, max,
-                                 is_enum? "values": "strings");
+                                 "%s.%s: must be an array of %.0f-%.0f %s",
+                                 path, field->name, min, max, is_enum? "values": "strings");
     for (uint32_t i = 0; i < obj->via.array.size; i++) {
         const msgpack_object *item = &obj->via.array.ptr [i];
+        bool ok = is_enum? s_enum_has (field->values, item)
+                : item->type == MSGPACK_OBJECT_STR && item->via.str.size <= FUNNEL_STR_MAX;
+        if (ok)
+            continue;
         char item_path [SCHEMA_PATH_MAX + 16];   //  Room for "[4294967295]"
-        snprintf (item_path, sizeof item_path, "%s[%u]", path, i);
-        if (is_enum && !s_enum_has (field->values, item))
+        snprintf (item_path, sizeof item_path, "%s.%s[%u]", path, field->name, i);
+        if (is_enum)
             return s_fail_enum (item_path, field->values, err);
-        if (!is_enum && (item->type != MSGPACK_OBJECT_STR
-                     ||  item->via.str.size > FUNNEL_STR_MAX))
-            return funnel_error_set (err, FUNNEL_ERR_INVALID,
-                                     "%s: must be a string of at most %d bytes",
-                                     item_path, FUNNEL_STR_MAX);
+        return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                 "%s: must be a string of at most %d bytes",
+                                 item_path, FUNNEL_STR_MAX);
     }
     return 0;
 }
@@ -230,7 +249,19 @@ static int
     s_check_map (const funnel_field_t *fields, const msgpack_object *map,
                  const char *path, funnel_error_t *err);
 
-//  One present (non-nil) value against its field
+//  Checks a nested map, whose path is only built now it is needed
+static int
+s_check_submap (const funnel_field_t *field, const msgpack_object *obj,
+                const char *path, funnel_error_t *err)
+{
+    char map_path [SCHEMA_PATH_MAX];
+    snprintf (map_path, sizeof map_path, "%s.%s", path, field->name);
+    if (obj->type != MSGPACK_OBJECT_MAP)
+        return funnel_error_set (err, FUNNEL_ERR_INVALID, "%s: must be a map", map_path);
+    return field->fields? s_check_map (field->fields, obj, map_path, err): 0;
+}
+
+//  One present (non-nil) value against its field; path is the map's path
 static int
 s_check_value (const funnel_field_t *field, const msgpack_object *obj,
                const char *path, funnel_error_t *err)
@@ -242,8 +273,8 @@ s_check_value (const funnel_field_t *field, const msgpack_object *obj,
             if (obj->type != MSGPACK_OBJECT_STR
             ||  !funnel_id_valid (obj->via.str.ptr, obj->via.str.size))
                 return funnel_error_set (err, FUNNEL_ERR_INVALID,
-                                         "%s: must be 1-%d bytes of [A-Za-z0-9._:@+-]",
-                                         path, FUNNEL_ID_MAX);
+                                         "%s.%s: must be 1-%d bytes of [A-Za-z0-9._:@+-]",
+                                         path, field->name, FUNNEL_ID_MAX);
             return 0;
         case FIELD_INT:
             return s_check_int (field, obj, path, err);
@@ -252,21 +283,20 @@ s_check_value (const funnel_field_t *field, const msgpack_object *obj,
         case FIELD_BOOL:
             if (obj->type != MSGPACK_OBJECT_BOOLEAN)
                 return funnel_error_set (err, FUNNEL_ERR_INVALID,
-                                         "%s: must be true or false", path);
+                                         "%s.%s: must be true or false", path, field->name);
             return 0;
         case FIELD_ENUM:
-            return s_enum_has (field->values, obj)? 0: s_fail_enum (path, field->values, err);
+            return s_check_enum (field, obj, path, err);
         case FIELD_STR_ARRAY:
         case FIELD_ENUM_ARRAY:
             return s_check_array (field, obj, path, err);
         case FIELD_MAP:
-            if (!field->fields && obj->type != MSGPACK_OBJECT_MAP)
-                return funnel_error_set (err, FUNNEL_ERR_INVALID, "%s: must be a map", path);
-            return field->fields? s_check_map (field->fields, obj, path, err): 0;
+            return s_check_submap (field, obj, path, err);
         case FIELD_ANY:
             return 0;
     }
-    return funnel_error_set (err, FUNNEL_ERR_INTERNAL, "%s: unknown field kind", path);
+    return funnel_error_set (err, FUNNEL_ERR_INTERNAL, "%s.%s: unknown field kind",
+                             path, field->name);
 }
 
 //  Finds each field's value in one pass over the map. A field given twice
@@ -315,16 +345,14 @@ s_check_map (const funnel_field_t *fields, const msgpack_object *map,
         return -1;
     for (size_t f = 0; f < count; f++) {
         const funnel_field_t *field = &fields [f];
-        char field_path [SCHEMA_PATH_MAX];
-        snprintf (field_path, sizeof field_path, "%s.%s", path, field->name);
         //  nil means absent: fine if optional, missing if required
         const msgpack_object *value = values [f];
         if (value && value->type == MSGPACK_OBJECT_NIL)
             value = NULL;
         if (!value && field->required)
-            return funnel_error_set (err, FUNNEL_ERR_INVALID, "%s: required %s is missing",
-                                     field_path, s_noun (field->kind));
-        if (value && s_check_value (field, value, field_path, err))
+            return funnel_error_set (err, FUNNEL_ERR_INVALID, "%s.%s: required %s is missing",
+                                     path, field->name, s_noun (field->kind));
+        if (value && s_check_value (field, value, path, err))
             return -1;
     }
     return 0;

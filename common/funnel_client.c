@@ -14,7 +14,7 @@ s_connect (const char *endpoint)
         return NULL;
     zsock_set_linger (dealer, 0);
     zsock_set_reconnect_ivl_max (dealer, 2000);
-    zsock_set_maxmsgsize (dealer, 256 * 1024 * 1024);
+    zsock_set_maxmsgsize (dealer, 80 * 1024 * 1024);
     if (zsock_connect (dealer, "%s", endpoint) != 0)
         zsock_destroy (&dealer);
     return dealer;

@@ -271,8 +271,13 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
         s_send_error (self, envelope, &err);
         return;
     }
+    //  A single event (a map) gets the event limits (64 KiB, depth 8); a
+    //  batch the body limits (the array is one more level of nesting)
+    byte first = zframe_size (body) ? zframe_data (body) [0] : 0;
+    bool is_map = (first & 0xf0) == 0x80 || first == 0xde || first == 0xdf;
     funnel_msg_t *msg = funnel_msg_decode (zframe_data (body), zframe_size (body),
-                                           &funnel_limits_body, &err);
+                                           is_map ? &funnel_limits_event : &funnel_limits_body,
+                                           &err);
     bool is_batch = false;
     if (!msg || s_check_events (self, funnel_msg_root (msg), zframe_size (body),
                                 &is_batch, &err) != 0) {
@@ -574,6 +579,15 @@ s_on_upstream (zloop_t *loop, zsock_t *reader, void *arg)
     return s_stop ? -1 : 0;
 }
 
+static int
+s_on_replay (zloop_t *loop, zsock_t *reader, void *arg)
+{
+    (void) loop;
+    (void) reader;
+    upstream_on_replay ((upstream_t *) arg);
+    return s_stop ? -1 : 0;
+}
+
 static void
 s_publish_heartbeat (service_t *self)
 {
@@ -754,9 +768,12 @@ s_run (service_t *self)
     zloop_t *loop = zloop_new ();
     zloop_set_nonstop (loop, true);     //  Our own stop flag decides
     zloop_reader (loop, self->api, s_on_api, self);
-    for (int u = 0; u < self->upstream_count; u++)
+    for (int u = 0; u < self->upstream_count; u++) {
         zloop_reader (loop, upstream_sub (self->upstreams [u]), s_on_upstream,
                       self->upstreams [u]);
+        zloop_reader (loop, upstream_replay_sock (self->upstreams [u]), s_on_replay,
+                      self->upstreams [u]);
+    }
     zloop_timer (loop, 1000, 0, s_on_second, self);
     zloop_timer (loop, 50, 0, s_on_housekeeping, self);
     if (self->def->tick_ms > 0)

@@ -1,12 +1,13 @@
 /*  upstream — see upstream.h for why. */
 #include "upstream.h"
 #include "event_codec.h"
-#include "funnel_client.h"
 #include "funnel_log.h"
 
 #define DRAIN_MAX       1000        //  Live events applied per batch
 #define REPLAY_LIMIT    1000
-#define REPLAY_TIMEOUT  2000        //  ms
+#define REPLAY_TIMEOUT  2000        //  ms before a REPLAY is given up
+#define BACKOFF_MIN     250         //  ms after a failed REPLAY, doubling
+#define BACKOFF_MAX     5000
 
 struct _upstream_t {
     char *name;
@@ -15,7 +16,15 @@ struct _upstream_t {
     upstream_apply_fn *apply;
     void *arg;
     zsock_t *sub;
-    funnel_client_t *client;        //  For REPLAY, to the upstream's API
+    //  REPLAY runs asynchronously so a dead upstream never stalls the
+    //  owner's loop. A late reply to a request given up on is still good
+    //  data: pages are applied only from exactly `expected` on, so any
+    //  reply, stale or not, is safe to apply.
+    zsock_t *dealer;
+    bool in_flight;
+    int64_t sent_at;
+    int64_t next_try;               //  zclock_mono; 0 = now
+    int backoff;                    //  ms, 0 = none
     uint64_t expected;              //  Next seq to apply
     uint64_t persisted;             //  Checkpoint known to be in Redis
     uint64_t head;                  //  Highest seq announced
@@ -27,7 +36,7 @@ struct _upstream_t {
 //  Upstream replies are our own services' output, but still bytes from the
 //  network: decoded through the same guard, with room for 1000 events.
 static const funnel_limits_t s_replay_limits = {
-    .max_bytes = 256u * 1024 * 1024, .str_max = FUNNEL_STR_MAX,
+    .max_bytes = 80u * 1024 * 1024, .str_max = FUNNEL_STR_MAX,
     .entries_max = REPLAY_LIMIT, .top_entries_max = REPLAY_LIMIT,
     .elem_max_bytes = 0, .depth_max = FUNNEL_DEPTH_MAX + 2
 };
@@ -43,6 +52,7 @@ upstream_new (const char *name, const char *api, const char *pub,
     self->apply = apply;
     self->arg = arg;
     self->expected = 1;
+    self->need_replay = true;       //  Nothing applied live before upstream_start
     self->last_rx = zclock_mono ();
     self->sub = zsock_new (ZMQ_SUB);
     zsock_set_rcvhwm (self->sub, 100000);
@@ -58,8 +68,13 @@ upstream_new (const char *name, const char *api, const char *pub,
         upstream_destroy (&self);
         return NULL;
     }
-    self->client = funnel_client_new (api);
-    if (!self->client) {
+    self->dealer = zsock_new (ZMQ_DEALER);
+    zsock_set_linger (self->dealer, 0);
+    zsock_set_maxmsgsize (self->dealer, 80 * 1024 * 1024);
+    zsock_set_reconnect_ivl_max (self->dealer, 2000);
+    zsock_set_heartbeat_ivl (self->dealer, 1000);
+    zsock_set_heartbeat_timeout (self->dealer, 3000);
+    if (zsock_connect (self->dealer, "%s", api) != 0) {
         log_error ("upstream %s: cannot connect to %s", name, api);
         upstream_destroy (&self);
     }
@@ -72,7 +87,7 @@ upstream_destroy (upstream_t **self_p)
     if (*self_p) {
         upstream_t *self = *self_p;
         zsock_destroy (&self->sub);
-        funnel_client_destroy (&self->client);
+        zsock_destroy (&self->dealer);
         free (self->name);
         free (self->api);
         free (self);
@@ -82,6 +97,7 @@ upstream_destroy (upstream_t **self_p)
 
 const char *upstream_name (upstream_t *self)      { return self->name; }
 zsock_t *upstream_sub (upstream_t *self)          { return self->sub; }
+zsock_t *upstream_replay_sock (upstream_t *self)  { return self->dealer; }
 uint64_t upstream_expected (upstream_t *self)     { return self->expected; }
 uint64_t upstream_head (upstream_t *self)         { return self->head; }
 int64_t upstream_silence_ms (upstream_t *self)    { return zclock_mono () - self->last_rx; }
@@ -165,6 +181,7 @@ upstream_drain (upstream_t *self)
         if (!msg)
             break;
         self->last_rx = zclock_mono ();
+        self->next_try = 0;         //  It is alive: a pending retry can go now
         zframe_t *topic = zmsg_first (msg);
         zframe_t *body = zmsg_next (msg);
         if (!topic || !body) {
@@ -215,10 +232,21 @@ upstream_drain (upstream_t *self)
         zmsg_destroy (&held [i]);
 }
 
-//  One REPLAY page: returns 1 if more may follow, 0 when caught up, -1 on
-//  failure (retry later).
-static int
-s_replay_page (upstream_t *self)
+static void
+s_replay_failed (upstream_t *self, const char *why)
+{
+    self->in_flight = false;
+    self->backoff = self->backoff ? self->backoff * 2 : BACKOFF_MIN;
+    if (self->backoff > BACKOFF_MAX)
+        self->backoff = BACKOFF_MAX;
+    self->next_try = zclock_mono () + self->backoff;
+    if (funnel_log_every (&self->last_warn, 5000))
+        log_warn ("upstream %s: REPLAY at %s failed (%s); retrying", self->name,
+                  self->api, why);
+}
+
+static void
+s_send_replay (upstream_t *self)
 {
     msgpack_sbuffer req;
     msgpack_sbuffer_init (&req);
@@ -229,26 +257,32 @@ s_replay_page (upstream_t *self)
     msgpack_pack_uint64 (&pk, self->expected);
     funnel_pack_cstr (&pk, "limit");
     msgpack_pack_uint32 (&pk, REPLAY_LIMIT);
-    zframe_t *reply = NULL;
-    funnel_call_status_t status = funnel_client_call (self->client, "REPLAY", req.data,
-                                                      req.size, REPLAY_TIMEOUT, &reply);
+    zmsg_t *msg = zmsg_new ();
+    zmsg_addmem (msg, "", 0);
+    zmsg_addstr (msg, "REPLAY");
+    zmsg_addmem (msg, req.data, req.size);
     msgpack_sbuffer_destroy (&req);
-    if (status != FUNNEL_CALL_OK) {
-        if (funnel_log_every (&self->last_warn, 5000))
-            log_warn ("upstream %s: REPLAY at %s failed (%s); will retry", self->name,
-                      self->api, status == FUNNEL_CALL_TIMEOUT ? "no reply" : "error reply");
-        zframe_destroy (&reply);
-        return -1;
+    if (zmsg_send (&msg, self->dealer) != 0) {
+        zmsg_destroy (&msg);
+        s_replay_failed (self, "cannot send");
+        return;
     }
+    self->in_flight = true;
+    self->sent_at = zclock_mono ();
+}
+
+//  Applies one REPLAY page: 1 if more may follow, 0 when caught up, -1 if
+//  the reply was malformed or the apply failed.
+static int
+s_apply_page (upstream_t *self, zframe_t *reply)
+{
     funnel_error_t err;
-    funnel_msg_t *msg = reply ? funnel_msg_decode (zframe_data (reply), zframe_size (reply),
-                                                   &s_replay_limits, &err) : NULL;
+    funnel_msg_t *msg = funnel_msg_decode (zframe_data (reply), zframe_size (reply),
+                                           &s_replay_limits, &err);
     const msgpack_object *root = msg ? funnel_msg_root (msg) : NULL;
     const msgpack_object *list = root ? funnel_map_get (root, "events") : NULL;
     if (!list || list->type != MSGPACK_OBJECT_ARRAY) {
-        log_warn ("upstream %s: malformed REPLAY reply", self->name);
         funnel_msg_destroy (&msg);
-        zframe_destroy (&reply);
         return -1;
     }
     uint64_t oldest = s_uint_field (root, "first");
@@ -270,7 +304,9 @@ s_replay_page (upstream_t *self)
         const msgpack_object *ev = &list->via.array.ptr [i];
         uint64_t seq = s_uint_field (ev, "seq");
         if (seq < self->expected)
-            continue;
+            continue;               //  Applied already (a stale page)
+        if (seq > self->expected)
+            break;                  //  Never skip: ask again from expected
         self->expected = seq + 1;
         if (seq > self->head)
             self->head = seq;
@@ -291,27 +327,61 @@ s_replay_page (upstream_t *self)
         applied = s_apply (self, events, sizes, count, first, self->expected - 1);
     msgpack_sbuffer_destroy (&buf);
     funnel_msg_destroy (&msg);
-    zframe_destroy (&reply);
     if (applied != 0)
         return -1;
     return empty ? 0 : 1;
 }
 
+void
+upstream_on_replay (upstream_t *self)
+{
+    while (zsock_events (self->dealer) & ZMQ_POLLIN) {
+        zmsg_t *msg = zmsg_recv (self->dealer);
+        if (!msg)
+            return;
+        zframe_t *empty = zmsg_pop (msg);
+        zframe_t *status = zmsg_pop (msg);
+        zframe_t *body = zmsg_pop (msg);
+        if (self->need_replay) {
+            int rc = -1;
+            if (status && body && zframe_streq (status, "OK"))
+                rc = s_apply_page (self, body);
+            if (rc < 0)
+                s_replay_failed (self, status && zframe_streq (status, "OK")
+                                       ? "bad page or apply failed" : "error reply");
+            else {
+                self->in_flight = false;
+                self->backoff = 0;
+                if (rc > 0)
+                    s_send_replay (self);       //  Straight on to the next page
+                else {
+                    self->need_replay = false;
+                    log_debug ("upstream %s: caught up at seq %" PRIu64, self->name,
+                               self->expected - 1);
+                }
+            }
+        }
+        zframe_destroy (&empty);
+        zframe_destroy (&status);
+        zframe_destroy (&body);
+        zmsg_destroy (&msg);
+    }
+}
+
 bool
 upstream_catch_up (upstream_t *self, int max_pages)
 {
+    (void) max_pages;
+    upstream_on_replay (self);          //  For owners that do not poll the socket
     if (!self->need_replay)
         return false;
-    for (int page = 0; page < max_pages; page++) {
-        int rc = s_replay_page (self);
-        if (rc < 0)
-            return true;
-        if (rc == 0) {
-            self->need_replay = false;
-            log_debug ("upstream %s: caught up at seq %" PRIu64, self->name,
-                       self->expected - 1);
-            return false;
-        }
+    int64_t now = zclock_mono ();
+    if (self->in_flight) {
+        if (now - self->sent_at > REPLAY_TIMEOUT)
+            s_replay_failed (self, "no reply");
     }
+    else
+    if (now >= self->next_try)
+        s_send_replay (self);
     return true;
 }

@@ -46,10 +46,21 @@ void
 void
     upstream_drain (upstream_t *self);
 
-//  If a catch-up is due, REPLAYs up to max_pages pages of 1000 events.
-//  Returns true while more catch-up remains.
+//  Call periodically (e.g. every 50 ms): if a catch-up is due, sends the
+//  next REPLAY (asynchronously: the reply is handled by upstream_on_replay),
+//  gives up on one unanswered for 2 s, and backs off (250 ms doubling to
+//  5 s) after a failure until the upstream is heard from again.
+//  max_pages is ignored (pages follow each other as replies arrive).
+//  Returns true while catching up.
 bool
     upstream_catch_up (upstream_t *self, int max_pages);
+
+//  The REPLAY socket: poll it and call upstream_on_replay when readable,
+//  so pages follow each other without waiting for the next catch_up call.
+zsock_t *
+    upstream_replay_sock (upstream_t *self);
+void
+    upstream_on_replay (upstream_t *self);
 
 //  Persists the position if skipped (unconsumed) events moved it past the
 //  stored checkpoint, so a restart does not replay them again.

@@ -119,8 +119,8 @@ class TestVerbs(FunnelTestCase):
             self.assertEqual(err["code"], code, (frames[0], frames[1][:20] if len(frames) > 1 else None, err))
             self.assertTrue(err["message"])
         deep = add("k", 1)
-        node = deep["data"]
-        for _ in range(10):
+        node = deep["data"]             # level 2; 7 more is level 9
+        for _ in range(7):
             node["x"] = {}
             node = node["x"]
         status, err = self.api.call("PUBLISH", deep)
