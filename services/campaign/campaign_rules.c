@@ -1,0 +1,169 @@
+/*  campaign_rules — schemas and settings of funnel-campaign.  */
+#include <stdio.h>
+#include <string.h>
+#include "campaign_rules.h"
+#include "event_codec.h"
+#include "funnel_log.h"
+
+//  --------------------------------------------------------------------
+//  Field tables (PROTOCOL §5 campaign accepts)
+
+#define AMOUNT_MAX  1e13        //  Cents: 100 billion in any currency
+#define AGE_MAX     150
+
+static const char *const s_channels [] = {
+    "email", "social", "search", "display", "video", "event", "referral", "content", "other", NULL
+};
+static const char *const s_statuses [] = { "draft", "active", "paused", "ended", NULL };
+static const char *const s_kinds [] = {
+    "impression", "open", "click", "visit", "like", "comment", "share", "follow", "reply",
+    "form", NULL
+};
+
+//  A campaign's target audience; age_min <= age_max is checked in Lua
+static const funnel_field_t s_audience [] = {
+    FIELD_RANGE ("age_min", FIELD_INT, false, 0, AGE_MAX),
+    FIELD_RANGE ("age_max", FIELD_INT, false, 0, AGE_MAX),
+    FIELD_OPT ("regions", FIELD_STR_ARRAY),
+    FIELD_OPT ("interests", FIELD_STR_ARRAY),
+    FIELD_END
+};
+static const funnel_field_t s_upsert [] = {
+    FIELD_REQ ("campaign", FIELD_ID),
+    FIELD_REQ ("name", FIELD_STR),
+    FIELD_ONE_OF ("channel", FIELD_ENUM, true, s_channels),
+    FIELD_OPT ("platform", FIELD_STR),
+    FIELD_NESTED ("audience", false, s_audience),
+    FIELD_RANGE ("budget", FIELD_INT, false, 0, AMOUNT_MAX),
+    FIELD_ONE_OF ("status", FIELD_ENUM, false, s_statuses),
+    FIELD_END
+};
+static const funnel_field_t s_spend [] = {
+    FIELD_REQ ("campaign", FIELD_ID),
+    FIELD_RANGE ("amount", FIELD_INT, true, 0, AMOUNT_MAX),
+    FIELD_END
+};
+//  Who was touched, as far as the platform knows
+static const funnel_field_t s_attrs [] = {
+    FIELD_RANGE ("age", FIELD_INT, false, 0, AGE_MAX),
+    FIELD_OPT ("region", FIELD_STR),
+    FIELD_OPT ("interests", FIELD_STR_ARRAY),
+    FIELD_END
+};
+//  UTM tags are checked for shape only; the campaign id is authoritative
+static const funnel_field_t s_utm [] = {
+    FIELD_OPT ("source", FIELD_STR),
+    FIELD_OPT ("medium", FIELD_STR),
+    FIELD_OPT ("campaign", FIELD_STR),
+    FIELD_OPT ("term", FIELD_STR),
+    FIELD_OPT ("content", FIELD_STR),
+    FIELD_END
+};
+static const funnel_field_t s_touch [] = {
+    FIELD_REQ ("campaign", FIELD_ID),
+    FIELD_ONE_OF ("kind", FIELD_ENUM, true, s_kinds),
+    FIELD_OPT ("contact", FIELD_ID),
+    FIELD_NESTED ("attrs", false, s_attrs),
+    FIELD_NESTED ("utm", false, s_utm),
+    FIELD_END
+};
+
+const funnel_event_schema_t campaign_accepts [] = {
+    { "campaign.upsert", s_upsert },
+    { "campaign.spend", s_spend },
+    { "touch", s_touch },
+    { NULL }
+};
+
+//  --------------------------------------------------------------------
+//  Settings: key under campaign/, default, allowed range.
+
+typedef struct {
+    const char *name;
+    double value;               //  Default
+    double min, max;
+    bool integer;
+    const char *about;          //  For --help
+} setting_t;
+
+static const setting_t s_settings [] = {
+    { "history_max", 50, 1, 1000, true, "touches kept per contact for attribution" },
+    { "conversions_max", 20, 1, 200, true, "conversions per contact a late touch re-attributes" },
+    { "half_life_days", 7, 0.001, 3650, false, "time-decay model: credit halves per this" },
+    { "prior_alpha", 1, 0.001, 1e6, false, "recommend: Beta prior alpha" },
+    { "prior_beta", 1, 0.001, 1e6, false, "recommend: Beta prior beta" },
+    { "recommend_z", 1.645, 0, 10, false, "recommend: rank by mean - z*sd" },
+    { "report_max", 1000, 1, 100000, true, "rows per report list" },
+    { NULL }
+};
+
+//  The conversion `recommend` ranks by when the request names none
+#define STAGE_DEFAULT "sql"
+static const char *const s_stages [] = { "lead", "mql", "sql", "won", NULL };
+
+static int
+s_read (funnel_config_t *config, const setting_t *s, double *value)
+{
+    char path [96];
+    snprintf (path, sizeof path, "campaign/%s", s->name);
+    if (s->integer) {
+        int64_t v;
+        if (funnel_config_int (config, path, (int64_t) s->value, &v))
+            return -1;
+        *value = (double) v;
+    }
+    else
+    if (funnel_config_num (config, path, s->value, value))
+        return -1;
+    if (*value < s->min || *value > s->max) {
+        log_error ("config %s: %g is out of range %g..%g", path, *value, s->min, s->max);
+        return -1;
+    }
+    return 0;
+}
+
+int
+campaign_pack_rules (funnel_config_t *config, msgpack_packer *pk)
+{
+    const char *stage = funnel_config_get (config, "campaign/recommend_stage", STAGE_DEFAULT);
+    bool known = false;
+    for (const char *const *s = s_stages; *s; s++)
+        known = known || strcmp (*s, stage) == 0;
+    if (!known) {
+        log_error ("config campaign/recommend_stage: '%s' is not lead, mql, sql or won", stage);
+        return -1;
+    }
+    size_t count = 0;
+    double values [16];
+    for (const setting_t *s = s_settings; s->name; s++, count++)
+        if (s_read (config, s, &values [count]))
+            return -1;
+    msgpack_pack_map (pk, count + 1);
+    for (size_t i = 0; i < count; i++) {
+        funnel_pack_cstr (pk, s_settings [i].name);
+        if (s_settings [i].integer)
+            msgpack_pack_int64 (pk, (int64_t) values [i]);
+        else
+            msgpack_pack_double (pk, values [i]);
+    }
+    funnel_pack_cstr (pk, "recommend_stage");
+    funnel_pack_cstr (pk, stage);
+    return 0;
+}
+
+const char *
+campaign_rules_help (void)
+{
+    static char help [2048];
+    if (*help)
+        return help;
+    size_t used = snprintf (help, sizeof help,
+        "Settings (topology file section `campaign`, or --set campaign/KEY=VALUE):\n");
+    for (const setting_t *s = s_settings; s->name && used < sizeof help; s++)
+        used += snprintf (help + used, sizeof help - used, "  %-18s %-8g %s\n",
+                          s->name, s->value, s->about);
+    if (used < sizeof help)
+        snprintf (help + used, sizeof help - used, "  %-18s %-8s %s\n", "recommend_stage",
+                  STAGE_DEFAULT, "recommend: conversion ranked by (lead|mql|sql|won)");
+    return help;
+}
