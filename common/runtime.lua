@@ -366,6 +366,13 @@ local function count (name, n)
     st.hadd (P .. 'stats', name, n or 1)
 end
 
+-- Counters STATS shows as 0 before their first event (the monitor reads
+-- them): declare_counters('customers', 'repeat', ...) at the top level.
+local DECLARED_COUNTERS = {}
+local function declare_counters (...)
+    for _, name in ipairs ({...}) do DECLARED_COUNTERS[#DECLARED_COUNTERS + 1] = name end
+end
+
 local function counter (name)
     return tonumber (st.hget (P .. 'stats', name)) or 0
 end

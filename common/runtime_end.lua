@@ -245,6 +245,7 @@ end
 
 local function do_stats ()
     local counters = { accepted = 0, duplicates = 0, events_out = 0 }
+    for i = 1, #DECLARED_COUNTERS do counters[DECLARED_COUNTERS[i]] = 0 end
     local flat = redis.call ('HGETALL', P .. 'stats')
     for i = 1, #flat, 2 do counters[flat[i]] = tonumber (flat[i + 1]) end
     return { 'ok', cmsgpack.pack ({ svc = SVC, counters = counters }) }

@@ -230,6 +230,7 @@ class FunnelTestCase(unittest.TestCase):
     topology_extra = ""
 
     def setUp(self):
+        self._problems_before = self._problem_count()
         self.workdir = tempfile.mkdtemp(prefix="funnel-e2e-")
         self.redis = RedisServer(self.workdir)
         self.topology = Topology(self.workdir, self.redis.url, self.topology_extra)
@@ -249,15 +250,19 @@ class FunnelTestCase(unittest.TestCase):
             for d in self.daemons:
                 print("---- %s log (tail) ----\n%s" % (d.name, d.output()[-3000:]))
 
-    def _outcome_ok(self):
+    def _problem_count(self):
         outcome = getattr(self, "_outcome", None)
-        if outcome is None:
-            return True
-        errors = getattr(outcome, "errors", None)
-        if errors is None:  # Python 3.11+
-            result = getattr(outcome, "result", None)
-            return not (result and (result.errors or result.failures))
-        return all(e[1] is None for e in errors)
+        result = getattr(outcome, "result", None)
+        if result is None:
+            return 0
+        return len(result.errors) + len(result.failures)
+
+    def _outcome_ok(self):
+        """True if this test (not an earlier one of the run) passed so far."""
+        outcome = getattr(self, "_outcome", None)
+        if outcome is not None and not getattr(outcome, "success", True):
+            return False
+        return self._problem_count() == self._problems_before
 
     def daemon(self, name, binary_name=None, env=None, args=None, start=True):
         d = Daemon(name, binary_name or "funnel-%s" % name, self.topology.path,
