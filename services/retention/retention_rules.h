@@ -1,0 +1,25 @@
+/*  retention_rules — the retention stage's event schemas and settings.
+
+    The field tables are PROTOCOL §5 "retention accepts", checked by the
+    runtime before Redis is touched. The settings (topology-file section
+    `retention`, documented in proto/retention.md) are packed for the Lua
+    rules as RULES.
+*/
+#ifndef RETENTION_RULES_H_INCLUDED
+#define RETENTION_RULES_H_INCLUDED
+
+#include "funnel_service.h"
+
+//  PUBLISH types with their field tables, NULL-terminated.
+extern const funnel_event_schema_t retention_accepts [];
+
+//  Reads and checks the settings, packs them as one map (RULES in Lua);
+//  -1 after logging a bad value.
+int
+    retention_pack_rules (funnel_config_t *config, msgpack_packer *pk);
+
+//  The settings with their defaults, for --help.
+const char *
+    retention_rules_help (void);
+
+#endif
