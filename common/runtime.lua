@@ -347,12 +347,17 @@ local function fail (code, message)
 end
 
 -- Queues an output event; its id is deterministic (same cause, same id):
--- <svc>:<cause id>:<n> for the n-th emit of the cause, or <svc>:<key> with
--- an explicit key (timers, sweeps: the key must be unique for the service);
--- <svc>:<sha1> of that when it would pass 64 bytes.
+-- <svc>:<cause id>:<n> for the n-th emit of the cause, or <svc>:<key>:<type>
+-- with an explicit key (timers, sweeps: key and type together must be
+-- unique for the service); <svc>:<sha1> of that when it would pass 64 bytes.
 local function emit (etype, data, key)
     EMITS = EMITS + 1
-    local id = SVC .. ':' .. (key or ((CAUSE and CAUSE.id or 'tick') .. ':' .. EMITS))
+    local id
+    if key then
+        id = SVC .. ':' .. key .. ':' .. etype
+    else
+        id = SVC .. ':' .. (CAUSE and CAUSE.id or 'tick') .. ':' .. EMITS
+    end
     if #id > 64 then
         id = SVC .. ':' .. redis.sha1hex (id)
     end
