@@ -255,6 +255,11 @@ function st.rpush (key, value)
     write ('RPUSH', key, value)
 end
 
+-- Keeps only elements start..stop of a list (bounded histories).
+function st.ltrim (key, start, stop)
+    write ('LTRIM', key, num2s (start), num2s (stop))
+end
+
 function st.expire (key, ttl_s)
     write ('EXPIRE', key, num2s (ttl_s))
 end
@@ -356,7 +361,8 @@ local function emit (etype, data, key)
     if key then
         id = SVC .. ':' .. key .. ':' .. etype
     else
-        id = SVC .. ':' .. (CAUSE and CAUSE.id or 'tick') .. ':' .. EMITS
+        -- Without a cause (a tick), NOW keeps ids apart from other ticks'
+        id = SVC .. ':' .. (CAUSE and CAUSE.id or ('tick:' .. num2s (NOW))) .. ':' .. EMITS
     end
     if #id > 64 then
         id = SVC .. ':' .. redis.sha1hex (id)
