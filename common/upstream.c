@@ -114,7 +114,7 @@ static bool
 s_consumed (upstream_t *self, const char *type)
 {
     for (const char *const *t = self->consumes; t && *t; t++)
-        if (streq (*t, type))
+        if (streq (*t, type) || streq (*t, "*"))
             return true;
     return false;
 }

@@ -24,7 +24,8 @@ typedef int (upstream_apply_fn) (void *arg, upstream_t *upstream,
                                  const char **events, const size_t *sizes,
                                  size_t count, uint64_t last_seq);
 
-//  consumes: NULL-terminated event types to apply; all others are skipped.
+//  consumes: NULL-terminated event types to apply ("*" = every type); all
+//  others are skipped.
 upstream_t *
     upstream_new (const char *name, const char *api, const char *pub,
                   const char *const *consumes, upstream_apply_fn *apply, void *arg);
