@@ -1,0 +1,131 @@
+/*  funnelctl — the Funnel command-line client (proto/funnelctl.md). */
+#include <czmq.h>
+#include <getopt.h>
+#include "ctl.h"
+#include "funnel_log.h"
+
+static void
+s_help (void)
+{
+    printf (
+"Usage: funnelctl [OPTIONS] COMMAND [ARGS]\n"
+"The Funnel command-line client: talks to the services' API and PUB sockets,\n"
+"found through the topology file. JSON in, JSON out (msgpack on the wire).\n"
+"\n"
+"Commands:\n"
+"  ping [SERVICE...]             PING (all four services by default)\n"
+"  stats [SERVICE...]            STATS counters (all four by default)\n"
+"  get SERVICE KIND [ID] [key=value...]\n"
+"  get SERVICE '{\"kind\": ...}'   GET an entity or a report\n"
+"  publish SERVICE [JSON|-] [--batch N]\n"
+"                                PUBLISH one event or an array given as JSON, or\n"
+"                                NDJSON from stdin (one event or array per line),\n"
+"                                sent in batches of N (default 100, max 1000).\n"
+"                                Missing v/ts/src/id are filled in (v 1, now,\n"
+"                                \"funnelctl\", ctl-<host>-<pid>-<ms>-<n>; generated\n"
+"                                ids are printed on stderr). On timeout or ERR\n"
+"                                unavailable the same bytes (same ids) are re-sent.\n"
+"  replay SERVICE [--from SEQ] [--limit N]\n"
+"                                held output events from SEQ, as JSON lines\n"
+"  tail SERVICE|all [TYPE-PREFIX...] [-n COUNT] [--timeout S] [--heartbeats]\n"
+"                                live output events as JSON lines, by type prefix\n"
+"  top [--once] [--interval MS]  the live funnel from STATS, redrawn each second\n"
+"\n"
+"Services: campaign, leads, sales, retention, or an endpoint (tcp://host:port).\n"
+"\n"
+"Options:\n"
+"  -c, --config FILE   topology file (env FUNNEL_CONFIG; else the PROTOCOL §1\n"
+"                      defaults, campaign api tcp://127.0.0.1:7101 and so on)\n"
+"  -t, --timeout MS    wait per attempt (default 2000)\n"
+"  -r, --retries N     extra attempts for publish and replay (default 5)\n"
+"  -p, --pretty        indented JSON\n"
+"  -h, --help          this help;  -V, --version\n"
+"\n"
+"Exit codes:\n"
+"  0  success\n"
+"  1  a service answered ERR (code and message printed on stderr)\n"
+"  2  usage error, unknown service, bad topology file or invalid JSON\n"
+"  3  a service is unreachable (no reply in time, after the retries)\n");
+}
+
+static void
+s_on_signal (int signum)
+{
+    (void) signum;
+    ctl_stop = 1;
+}
+
+int
+main (int argc, char *argv [])
+{
+    zsys_handler_set (NULL);
+    struct sigaction action = { .sa_handler = s_on_signal };
+    sigaction (SIGINT, &action, NULL);
+    sigaction (SIGTERM, &action, NULL);
+    signal (SIGPIPE, SIG_IGN);
+    funnel_log_init ("funnelctl", FUNNEL_LOG_ERROR);
+
+    ctl_t ctl = { .timeout_ms = 2000, .retries = 5 };
+    const char *config_file = NULL;
+    static const struct option options [] = {
+        { "config", required_argument, NULL, 'c' },
+        { "timeout", required_argument, NULL, 't' },
+        { "retries", required_argument, NULL, 'r' },
+        { "pretty", no_argument, NULL, 'p' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 }
+    };
+    int option;
+    //  '+': stop at the command, whose own options come after it
+    while ((option = getopt_long (argc, argv, "+c:t:r:phV", options, NULL)) != -1) {
+        switch (option) {
+            case 'c': config_file = optarg; break;
+            case 't': ctl.timeout_ms = atoi (optarg); break;
+            case 'r': ctl.retries = atoi (optarg); break;
+            case 'p': ctl.pretty = true; break;
+            case 'h': s_help (); return CTL_OK;
+            case 'V': printf ("funnelctl %s\n", FUNNEL_VERSION); return CTL_OK;
+            default:
+                fprintf (stderr, "funnelctl: see funnelctl --help\n");
+                return CTL_USAGE;
+        }
+    }
+    if (ctl.timeout_ms < 1 || ctl.retries < 0) {
+        fprintf (stderr, "funnelctl: --timeout must be > 0 and --retries >= 0\n");
+        return CTL_USAGE;
+    }
+    int first = optind;     //  The config loader runs getopt again
+    if (first >= argc) {
+        fprintf (stderr, "funnelctl: no command; see funnelctl --help\n");
+        return CTL_USAGE;
+    }
+    //  The shared loader reads the file (or FUNNEL_CONFIG) with the
+    //  daemons' defaults and checks, so funnelctl sees what they see
+    char *load_argv [] = { "funnelctl", "-c", (char *) config_file, NULL };
+    funnel_config_about_t about = { "ctl", "funnelctl", NULL };
+    funnel_config_status_t status;
+    ctl.config = funnel_config_load (config_file ? 3 : 1, load_argv, &about, &status);
+    if (status != FUNNEL_CONFIG_OK)
+        return CTL_USAGE;
+
+    static const struct {
+        const char *name;
+        int (*run) (ctl_t *, int, char **);
+    } commands [] = {
+        { "ping", ctl_cmd_ping }, { "stats", ctl_cmd_stats }, { "get", ctl_cmd_get },
+        { "publish", ctl_cmd_publish }, { "replay", ctl_cmd_replay },
+        { "tail", ctl_cmd_tail }, { "top", ctl_cmd_top }, { NULL, NULL }
+    };
+    const char *command = argv [first];
+    int rc = -1;
+    for (int i = 0; commands [i].name; i++)
+        if (streq (commands [i].name, command))
+            rc = commands [i].run (&ctl, argc - first - 1, argv + first + 1);
+    if (rc == -1) {
+        fprintf (stderr, "funnelctl: unknown command '%s'; see funnelctl --help\n", command);
+        rc = CTL_USAGE;
+    }
+    funnel_config_destroy (&ctl.config);
+    return rc;
+}

@@ -1,0 +1,295 @@
+/*  monitor_http — see monitor_http.h for why. */
+#include <microhttpd.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include "monitor_http.h"
+#include "funnel_log.h"
+
+#define SSE_TICK_MS 1000        //  Longest wait between two writes to a stream
+
+struct _monitor_http_t {
+    struct MHD_Daemon *daemon;
+    const char *dashboard;
+    pthread_mutex_t lock;
+    pthread_cond_t changed;     //  Signalled on a new version or stop
+    char *json;
+    char *metrics;
+    uint64_t version;           //  Bumped when json changes
+    bool stopping;
+};
+
+//  One SSE client: the text being written and the version it holds.
+typedef struct {
+    monitor_http_t *http;
+    uint64_t version;
+    char *pending;
+    size_t size, offset;
+} stream_t;
+
+static ssize_t
+s_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void) pos;
+    stream_t *stream = (stream_t *) cls;
+    monitor_http_t *http = stream->http;
+    if (stream->offset == stream->size) {
+        free (stream->pending);
+        stream->pending = NULL;
+        stream->size = stream->offset = 0;
+        pthread_mutex_lock (&http->lock);
+        struct timespec deadline;
+        clock_gettime (CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += SSE_TICK_MS / 1000;
+        while (!http->stopping && http->version == stream->version)
+            if (pthread_cond_timedwait (&http->changed, &http->lock, &deadline))
+                break;      //  Timed out: a keepalive comment
+        if (http->stopping) {
+            pthread_mutex_unlock (&http->lock);
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        }
+        char *text = NULL;
+        int size;
+        if (http->version != stream->version && http->json) {
+            //  json_dumps compact output has no newline, so one data line
+            size = asprintf (&text, "%sdata: %s\n\n", stream->version ? "" : "retry: 2000\n",
+                             http->json);
+            stream->version = http->version;
+        }
+        else
+            size = asprintf (&text, ": keepalive\n\n");
+        pthread_mutex_unlock (&http->lock);
+        if (size < 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        stream->pending = text;
+        stream->size = (size_t) size;
+    }
+    size_t chunk = stream->size - stream->offset;
+    if (chunk > max)
+        chunk = max;
+    memcpy (buf, stream->pending + stream->offset, chunk);
+    stream->offset += chunk;
+    return (ssize_t) chunk;
+}
+
+static void
+s_stream_free (void *cls)
+{
+    stream_t *stream = (stream_t *) cls;
+    free (stream->pending);
+    free (stream);
+}
+
+static enum MHD_Result
+s_queue (struct MHD_Connection *connection, unsigned int code, const char *type,
+         const char *body, enum MHD_ResponseMemoryMode mode)
+{
+    struct MHD_Response *response = MHD_create_response_from_buffer (
+        strlen (body), (void *) body, mode);
+    if (!response)
+        return MHD_NO;
+    MHD_add_response_header (response, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    MHD_add_response_header (response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+    if (code == MHD_HTTP_METHOD_NOT_ALLOWED)
+        MHD_add_response_header (response, MHD_HTTP_HEADER_ALLOW, "GET, HEAD");
+    enum MHD_Result rc = MHD_queue_response (connection, code, response);
+    MHD_destroy_response (response);
+    return rc;
+}
+
+//  Serves a copy of json or metrics as they stand.
+static enum MHD_Result
+s_queue_snapshot (monitor_http_t *self, struct MHD_Connection *connection,
+                  bool metrics, const char *type)
+{
+    pthread_mutex_lock (&self->lock);
+    const char *text = metrics ? self->metrics : self->json;
+    char *copy = text ? strdup (text) : NULL;
+    pthread_mutex_unlock (&self->lock);
+    if (!copy)
+        return s_queue (connection, MHD_HTTP_SERVICE_UNAVAILABLE, "application/json",
+                        "{\"error\":\"starting\"}\n", MHD_RESPMEM_PERSISTENT);
+    return s_queue (connection, MHD_HTTP_OK, type, copy, MHD_RESPMEM_MUST_FREE);
+}
+
+static enum MHD_Result
+s_queue_events (monitor_http_t *self, struct MHD_Connection *connection)
+{
+    stream_t *stream = (stream_t *) calloc (1, sizeof (stream_t));
+    if (!stream)
+        return MHD_NO;
+    stream->http = self;
+    struct MHD_Response *response = MHD_create_response_from_callback (
+        MHD_SIZE_UNKNOWN, 16 * 1024, s_stream_read, stream, s_stream_free);
+    if (!response) {
+        free (stream);
+        return MHD_NO;
+    }
+    MHD_add_response_header (response, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header (response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header (response, "X-Accel-Buffering", "no");
+    enum MHD_Result rc = MHD_queue_response (connection, MHD_HTTP_OK, response);
+    MHD_destroy_response (response);
+    return rc;
+}
+
+static enum MHD_Result
+s_on_request (void *cls, struct MHD_Connection *connection, const char *url,
+              const char *method, const char *version, const char *upload_data,
+              size_t *upload_data_size, void **request_state)
+{
+    (void) version;
+    (void) upload_data;
+    monitor_http_t *self = (monitor_http_t *) cls;
+    //  Refused before any body is read: MHD then skips the upload
+    if (strcmp (method, "GET") != 0 && strcmp (method, "HEAD") != 0)
+        return s_queue (connection, MHD_HTTP_METHOD_NOT_ALLOWED, "application/json",
+                        "{\"error\":\"method_not_allowed\"}\n", MHD_RESPMEM_PERSISTENT);
+    //  First call is headers only; a GET body (if any) would follow: ignore it
+    if (*request_state == NULL) {
+        *request_state = (void *) 1;
+        return MHD_YES;
+    }
+    *upload_data_size = 0;
+    if (strcmp (url, "/") == 0 || strcmp (url, "/index.html") == 0)
+        return s_queue (connection, MHD_HTTP_OK, "text/html; charset=utf-8",
+                        self->dashboard, MHD_RESPMEM_PERSISTENT);
+    if (strcmp (url, "/api/funnel") == 0)
+        return s_queue_snapshot (self, connection, false, "application/json");
+    if (strcmp (url, "/metrics") == 0)
+        return s_queue_snapshot (self, connection, true,
+                                 "text/plain; version=0.0.4; charset=utf-8");
+    if (strcmp (url, "/events") == 0)
+        return s_queue_events (self, connection);
+    if (strcmp (url, "/healthz") == 0)
+        return s_queue (connection, MHD_HTTP_OK, "text/plain", "ok\n", MHD_RESPMEM_PERSISTENT);
+    return s_queue (connection, MHD_HTTP_NOT_FOUND, "application/json",
+                    "{\"error\":\"not_found\"}\n", MHD_RESPMEM_PERSISTENT);
+}
+
+//  libmicrohttpd's messages are mostly clients hanging up mid-stream,
+//  routine for SSE: debug level, in our log format
+static void
+s_mhd_log (void *cls, const char *format, va_list args)
+{
+    (void) cls;
+    if (!funnel_log_enabled (FUNNEL_LOG_DEBUG))
+        return;
+    char text [512];
+    vsnprintf (text, sizeof text, format, args);
+    text [strcspn (text, "\n")] = 0;
+    log_debug ("http: %s", text);
+}
+
+//  "host:port", "[v6]:port" or ":port" to a socket address.
+static struct addrinfo *
+s_resolve (const char *address)
+{
+    char host [256] = "";
+    const char *colon = strrchr (address, ':');
+    if (!colon || (size_t) (colon - address) >= sizeof host)
+        return NULL;
+    const char *start = address;
+    size_t length = (size_t) (colon - address);
+    if (length >= 2 && start [0] == '[' && start [length - 1] == ']') {
+        start++;
+        length -= 2;
+    }
+    memcpy (host, start, length);
+    host [length] = 0;
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
+    struct addrinfo *result = NULL;
+    if (getaddrinfo (*host ? host : NULL, colon + 1, &hints, &result))
+        return NULL;
+    return result;
+}
+
+monitor_http_t *
+monitor_http_new (const char *address, const char *dashboard)
+{
+    struct addrinfo *ai = s_resolve (address);
+    if (!ai) {
+        log_error ("http: cannot resolve '%s'", address);
+        return NULL;
+    }
+    monitor_http_t *self = (monitor_http_t *) calloc (1, sizeof (monitor_http_t));
+    self->dashboard = dashboard;
+    pthread_mutex_init (&self->lock, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init (&attr);
+    pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
+    pthread_cond_init (&self->changed, &attr);
+    pthread_condattr_destroy (&attr);
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
+                       | MHD_USE_ERROR_LOG;
+    if (ai->ai_family == AF_INET6)
+        flags |= MHD_USE_IPv6;
+    //  Its threads inherit this mask: stop signals must reach the main
+    //  thread, whose poll they interrupt
+    sigset_t block, saved;
+    sigemptyset (&block);
+    sigaddset (&block, SIGINT);
+    sigaddset (&block, SIGTERM);
+    pthread_sigmask (SIG_BLOCK, &block, &saved);
+    self->daemon = MHD_start_daemon (flags, 0, NULL, NULL, s_on_request, self,
+        MHD_OPTION_SOCK_ADDR, ai->ai_addr,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 256,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
+        MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, NULL,
+        MHD_OPTION_END);
+    pthread_sigmask (SIG_SETMASK, &saved, NULL);
+    freeaddrinfo (ai);
+    if (!self->daemon) {
+        log_error ("http: cannot listen on %s", address);
+        monitor_http_destroy (&self);
+    }
+    return self;
+}
+
+void
+monitor_http_destroy (monitor_http_t **self_p)
+{
+    if (*self_p) {
+        monitor_http_t *self = *self_p;
+        pthread_mutex_lock (&self->lock);
+        self->stopping = true;
+        pthread_cond_broadcast (&self->changed);
+        pthread_mutex_unlock (&self->lock);
+        //  Joins the connection threads; streams see stopping and end
+        if (self->daemon)
+            MHD_stop_daemon (self->daemon);
+        pthread_cond_destroy (&self->changed);
+        pthread_mutex_destroy (&self->lock);
+        free (self->json);
+        free (self->metrics);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+void
+monitor_http_update (monitor_http_t *self, const char *json, const char *metrics)
+{
+    char *json_copy = json ? strdup (json) : NULL;
+    char *metrics_copy = metrics ? strdup (metrics) : NULL;
+    pthread_mutex_lock (&self->lock);
+    bool changed = !self->json || !json_copy || strcmp (self->json, json_copy) != 0;
+    free (self->json);
+    free (self->metrics);
+    self->json = json_copy;
+    self->metrics = metrics_copy;
+    if (changed) {
+        self->version++;
+        pthread_cond_broadcast (&self->changed);
+    }
+    pthread_mutex_unlock (&self->lock);
+}

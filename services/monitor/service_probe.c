@@ -1,0 +1,201 @@
+/*  service_probe — see service_probe.h for why. */
+#include "service_probe.h"
+#include "event_codec.h"
+#include "funnel_client.h"
+#include "funnel_log.h"
+#include "upstream.h"
+#include "json_msgpack.h"
+
+//  A REPLAY page is 1000 events; a few pages per poll keep the loop live
+#define CATCH_UP_PAGES 5
+
+struct _service_probe_t {
+    int svc;
+    const char *name;
+    funnel_view_t *view;
+    funnel_client_t *client;
+    upstream_t *upstream;
+    bool started;               //  upstream_start called: the stream is live
+    bool up;
+    int64_t last_warn;
+};
+
+static int
+s_on_events (void *arg, upstream_t *upstream, const char **events, const size_t *sizes,
+             size_t count, uint64_t last_seq)
+{
+    (void) upstream;
+    (void) last_seq;
+    service_probe_t *self = (service_probe_t *) arg;
+    int64_t now = zclock_time ();
+    for (size_t i = 0; i < count; i++) {
+        funnel_error_t err;
+        funnel_msg_t *msg = funnel_msg_decode (events [i], sizes [i], &funnel_limits_event, &err);
+        funnel_event_t event;
+        if (msg && funnel_event_parse (funnel_msg_root (msg), &event, &err) == 0) {
+            char kind [FUNNEL_ID_MAX + 1];
+            bool has_kind = funnel_obj_strcpy (funnel_map_get (event.data, "kind"),
+                                               kind, sizeof kind);
+            funnel_view_record_event (self->view, self->svc, event.type,
+                                      has_kind ? kind : NULL, now - event.ts);
+        }
+        funnel_msg_destroy (&msg);
+    }
+    //  Nothing to persist: the monitor keeps no checkpoint (see header)
+    return 0;
+}
+
+service_probe_t *
+service_probe_new (int svc, const char *api, const char *pub, funnel_view_t *view)
+{
+    service_probe_t *self = (service_probe_t *) zmalloc (sizeof (service_probe_t));
+    self->svc = svc;
+    self->name = funnel_view_services [svc];
+    self->view = view;
+    self->client = funnel_client_new (api);
+    self->upstream = upstream_new (self->name, api, pub, funnel_view_event_types,
+                                   s_on_events, self);
+    if (!self->client || !self->upstream)
+        service_probe_destroy (&self);
+    return self;
+}
+
+void
+service_probe_destroy (service_probe_t **self_p)
+{
+    if (*self_p) {
+        service_probe_t *self = *self_p;
+        upstream_destroy (&self->upstream);
+        funnel_client_destroy (&self->client);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+zsock_t *
+service_probe_sub (service_probe_t *self)
+{
+    return upstream_sub (self->upstream);
+}
+
+void
+service_probe_drain (service_probe_t *self)
+{
+    if (self->started) {
+        upstream_drain (self->upstream);
+        return;
+    }
+    //  Not started yet (no PING answered): what arrives predates the seq
+    //  we will start from, or is fetched by the first catch-up. Discard it
+    //  so the reader does not fire forever.
+    zsock_t *sub = upstream_sub (self->upstream);
+    for (int i = 0; i < 1000 && (zsock_events (sub) & ZMQ_POLLIN); i++) {
+        zmsg_t *msg = zmsg_recv (sub);
+        zmsg_destroy (&msg);
+    }
+}
+
+//  Calls verb with an optional msgpack body; the decoded reply root or NULL.
+static funnel_msg_t *
+s_call (service_probe_t *self, const char *verb, const void *body, size_t size,
+        int timeout_ms, funnel_call_status_t *status)
+{
+    zframe_t *reply = NULL;
+    *status = funnel_client_call (self->client, verb, body, size, timeout_ms, &reply);
+    if (!reply)
+        return NULL;
+    static const funnel_limits_t limits = {
+        .max_bytes = 16u * 1024 * 1024, .str_max = 64 * 1024, .entries_max = 100000,
+        .top_entries_max = 100000, .elem_max_bytes = 0, .depth_max = 16
+    };
+    funnel_error_t err;
+    funnel_msg_t *msg = funnel_msg_decode (zframe_data (reply), zframe_size (reply), &limits, &err);
+    zframe_destroy (&reply);
+    if (!msg && funnel_log_every (&self->last_warn, 10000))
+        log_warn ("%s: undecodable %s reply: %s", self->name, verb, err.message);
+    return msg;
+}
+
+static uint64_t
+s_uint (const msgpack_object *map, const char *key)
+{
+    const msgpack_object *v = funnel_map_get (map, key);
+    return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? v->via.u64 : 0;
+}
+
+bool
+service_probe_poll (service_probe_t *self, int timeout_ms)
+{
+    int64_t now = zclock_time ();
+    funnel_call_status_t status;
+    funnel_msg_t *ping = s_call (self, "PING", NULL, 0, timeout_ms, &status);
+    if (status != FUNNEL_CALL_OK || !ping) {
+        if (self->up)
+            log_warn ("%s: no answer to PING; shown as down", self->name);
+        self->up = false;
+        funnel_view_set_down (self->view, self->svc, now);
+        funnel_msg_destroy (&ping);
+        return false;
+    }
+    const msgpack_object *root = funnel_msg_root (ping);
+    char version [32] = "", redis [16] = "";
+    funnel_obj_strcpy (funnel_map_get (root, "version"), version, sizeof version);
+    funnel_obj_strcpy (funnel_map_get (root, "redis"), redis, sizeof redis);
+    uint64_t seq = s_uint (root, "seq");
+    funnel_view_set_ping (self->view, self->svc, version, seq, streq (redis, "ok"),
+                          (int64_t) s_uint (root, "uptime_s"), now);
+    funnel_msg_destroy (&ping);
+    if (!self->up)
+        log_info ("%s: up at seq %" PRIu64, self->name, seq);
+    self->up = true;
+
+    //  Go live from the current head: history is in the counters already.
+    //  A seq far behind ours means the service's state was wiped: restart.
+    if (!self->started || seq + 1 < upstream_expected (self->upstream)) {
+        upstream_start (self->upstream, seq);
+        self->started = true;
+    }
+
+    funnel_msg_t *stats = s_call (self, "STATS", NULL, 0, timeout_ms, &status);
+    const msgpack_object *counters = stats && status == FUNNEL_CALL_OK
+        ? funnel_map_get (funnel_msg_root (stats), "counters") : NULL;
+    if (counters && counters->type == MSGPACK_OBJECT_MAP) {
+        json_t *json = json_from_msgpack (counters);
+        funnel_view_set_counters (self->view, self->svc, json);
+        json_decref (json);
+    }
+    funnel_msg_destroy (&stats);
+    return true;
+}
+
+bool
+service_probe_up (service_probe_t *self)
+{
+    return self->up;
+}
+
+void
+service_probe_catch_up (service_probe_t *self)
+{
+    //  REPLAY to a dead service would block the loop for its timeout
+    if (self->started && self->up)
+        upstream_catch_up (self->upstream, CATCH_UP_PAGES);
+    funnel_view_set_stream (self->view, self->svc, self->started,
+                            upstream_expected (self->upstream) - 1,
+                            upstream_head (self->upstream),
+                            upstream_silence_ms (self->upstream), zclock_time ());
+}
+
+json_t *
+service_probe_get (service_probe_t *self, json_t *body, int timeout_ms)
+{
+    msgpack_sbuffer sbuf;
+    if (json_to_msgpack_sbuffer (body, &sbuf))
+        return NULL;
+    funnel_call_status_t status;
+    funnel_msg_t *msg = s_call (self, "GET", sbuf.data, sbuf.size, timeout_ms, &status);
+    msgpack_sbuffer_destroy (&sbuf);
+    json_t *json = msg && status == FUNNEL_CALL_OK ? json_from_msgpack (funnel_msg_root (msg)) : NULL;
+    funnel_msg_destroy (&msg);
+    return json;
+}
