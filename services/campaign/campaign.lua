@@ -233,7 +233,8 @@ on['touch'] = function (ev, d)
     end
     emit ('prospect.touched', { contact = d.contact, campaign = d.campaign,
                                 channel = st.hget (key, 'channel'), kind = d.kind,
-                                in_audience = in_audience, segment = st.hget (key, 'seg') })
+                                in_audience = in_audience, segment = st.hget (key, 'seg'),
+                                at = ev.ts })
 end
 
 ------------------------------------------------------ upstream events --

@@ -259,7 +259,8 @@ consume['prospect.touched'] = function (ev, d)
         return fail ('invalid', 'data.contact: required string is missing')
     end
     local kind = RULES.points[d.kind] and d.kind or 'other'
-    local t = tonumber (ev.ts) or NOW
+    -- The touch's own time (campaign's `at`), not when campaign applied it
+    local t = tonumber (d.at) or tonumber (ev.ts) or NOW
     local id = resolve (d.contact)
     local L = load (id)
     if not L then

@@ -288,7 +288,7 @@ class TestTouches(CampaignCase):
         self.assertEqual(len(touched), 6)
         self.assertEqual(touched[0], {"contact": "L1", "campaign": "a", "channel": "social",
                                       "kind": "impression", "in_audience": True,
-                                      "segment": "18-24/us/any"})
+                                      "segment": "18-24/us/any", "at": batch[0]["ts"]})
         self.assertEqual([t["in_audience"] for t in touched], [True, True, False, False, True, True])
         # Replaying the batch changes nothing
         self.assertEqual(self.ok(batch), {"accepted": 0, "duplicates": 9})
