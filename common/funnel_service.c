@@ -17,8 +17,18 @@
 #define UPSTREAMS_MAX       8
 #define API_BURST           64          //  Requests handled per wakeup
 #define REPLAY_DEFAULT      1000
+#define PIPELINE_MAX        4           //  PUBLISH applies in flight to Redis
 #define RETENTION_DEFAULT   1000000
 #define DEDUP_TTL_DEFAULT   (8 * 24 * 3600)     //  ids kept ≥ 7 days
+
+//  A PUBLISH whose apply was sent to Redis and whose reply is not read yet:
+//  what is needed to answer it (envelope) and what its arguments point
+//  into (args, decoded body).
+typedef struct {
+    zmsg_t *envelope;
+    script_args_t *args;
+    funnel_msg_t *msg;
+} pending_t;
 
 typedef struct {
     const funnel_service_def_t *def;
@@ -33,6 +43,10 @@ typedef struct {
     uint64_t seq;                       //  Last seq published
     bool synced;                        //  seq and checkpoints read since connect
     bool script_failed;                 //  Last s_eval failed in the script
+    //  Consecutive PUBLISH applies are pipelined: Redis runs one while we
+    //  check the next request and publish the previous one's outputs
+    pending_t pending [PIPELINE_MAX];
+    int pending_count;
     int64_t started;
     int64_t last_warn;
 } service_t;
@@ -55,38 +69,54 @@ s_now_ms (void)
 //  ---------------------------------------------------------------------
 //  Redis: every call goes through the one script
 
-//  Runs mode with extra args (may be NULL); NULL if Redis is unavailable
-//  or the script failed (logged here).
-static redisReply *
-s_eval (service_t *self, const char *mode, script_args_t *extra)
+//  The fixed arguments of every call: KEYS[1], mode, now, service, runtime
+//  settings; the caller appends the mode's own.
+static script_args_t *
+s_args_new (service_t *self, const char *mode)
 {
-    self->script_failed = false;
-    if (redis_store_connect (self->store) != 0)
-        return NULL;
     char now [32];
     snprintf (now, sizeof now, "%" PRId64, s_now_ms ());
     script_args_t *args = script_args_new ();
     script_args_add (args, self->seq_key, strlen (self->seq_key));
     script_args_add (args, mode, strlen (mode));
-    script_args_add (args, now, strlen (now));
+    script_args_add_copy (args, now);
     script_args_add (args, self->def->name, strlen (self->def->name));
     script_args_add (args, self->runtime_args.data, self->runtime_args.size);
-    int extra_count = extra ? script_args_count (extra) : 0;
-    const char **extra_argv = extra ? script_args_argv (extra) : NULL;
-    const size_t *extra_lens = extra ? script_args_lens (extra) : NULL;
-    for (int i = 0; i < extra_count; i++)
-        script_args_add (args, extra_argv [i], extra_lens [i]);
-    redisReply *reply = redis_store_eval (self->store, 1, script_args_count (args),
-                                          script_args_argv (args), script_args_lens (args));
-    script_args_destroy (&args);
+    return args;
+}
+
+//  A reply of the script's shape, else NULL (the failure logged, once).
+static redisReply *
+s_checked (service_t *self, redisReply *reply, script_args_t *args)
+{
     if (reply && (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2
               ||  reply->element [0]->type != REDIS_REPLY_STRING)) {
+        const char *mode = script_args_argv (args) [1];
         log_error ("rules script failed in %s: %s", mode,
                    reply->type == REDIS_REPLY_ERROR ? reply->str : "unexpected reply");
         freeReplyObject (reply);
         reply = NULL;
         self->script_failed = true;
     }
+    return reply;
+}
+
+static void s_complete_pending (service_t *self);
+
+//  Runs the script with args (destroyed here); NULL if Redis is
+//  unavailable or the script failed (script_failed says which).
+static redisReply *
+s_eval (service_t *self, script_args_t **args_p)
+{
+    s_complete_pending (self);          //  Never interleave with the pipeline
+    script_args_t *args = *args_p;
+    self->script_failed = false;
+    redisReply *reply = NULL;
+    if (redis_store_connect (self->store) == 0)
+        reply = redis_store_eval (self->store, 1, script_args_count (args),
+                                  script_args_argv (args), script_args_lens (args));
+    reply = s_checked (self, reply, args);
+    script_args_destroy (args_p);
     return reply;
 }
 
@@ -124,7 +154,8 @@ s_publish_outputs (service_t *self, redisReply *reply, size_t first)
 static void
 s_sync (service_t *self)
 {
-    redisReply *reply = s_eval (self, "info", NULL);
+    script_args_t *args = s_args_new (self, "info");
+    redisReply *reply = s_eval (self, &args);
     if (!reply)
         return;
     self->seq = (uint64_t) reply->element [1]->integer;
@@ -268,6 +299,7 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
     if (!body) {
         funnel_error_set (&err, FUNNEL_ERR_BAD_REQUEST,
                           "body: PUBLISH needs an event map or an array of event maps");
+        s_complete_pending (self);
         s_send_error (self, envelope, &err);
         return;
     }
@@ -282,17 +314,36 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
     if (!msg || s_check_events (self, funnel_msg_root (msg), zframe_size (body),
                                 &is_batch, &err) != 0) {
         funnel_msg_destroy (&msg);
+        s_complete_pending (self);      //  Replies stay in request order
         s_send_error (self, envelope, &err);
         return;
     }
     const msgpack_object *root = funnel_msg_root (msg);
-    script_args_t *args = script_args_new ();
+    script_args_t *args = s_args_new (self, "publish");
     script_args_add (args, is_batch ? "1" : "0", 1);
     for (uint32_t i = 0; i < (is_batch ? root->via.array.size : 1); i++)
         script_args_add_event (args, is_batch ? &root->via.array.ptr [i] : root);
-    redisReply *reply = s_eval (self, "publish", args);
-    script_args_destroy (&args);
-    funnel_msg_destroy (&msg);
+    if (self->pending_count == PIPELINE_MAX)
+        s_complete_pending (self);
+    if (redis_store_eval_send (self->store, 1, script_args_count (args),
+                               script_args_argv (args), script_args_lens (args)) != 0) {
+        s_complete_pending (self);      //  Earlier requests are answered first
+        script_args_destroy (&args);
+        funnel_msg_destroy (&msg);
+        self->script_failed = false;
+        s_unavailable (self, envelope);
+        return;
+    }
+    pending_t *pending = &self->pending [self->pending_count++];
+    pending->envelope = envelope;
+    pending->args = args;
+    pending->msg = msg;
+}
+
+//  Answers a PUBLISH from its apply's reply (NULL: unavailable or failed).
+static void
+s_answer_publish (service_t *self, zmsg_t *envelope, redisReply *reply)
+{
     if (!reply) {
         s_unavailable (self, envelope);
         return;
@@ -302,6 +353,34 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
     if (s_reply_ok (reply))
         s_publish_outputs (self, reply, 2);
     freeReplyObject (reply);
+}
+
+//  Reads every pending apply's reply, in order, and answers it. After a
+//  NOSCRIPT (Redis restarted without our script) every later reply is read
+//  first, then those applies are re-run one by one (which reloads it).
+static void
+s_complete_pending (service_t *self)
+{
+    redisReply *replies [PIPELINE_MAX];
+    bool reload = false;
+    for (int i = 0; i < self->pending_count; i++) {
+        replies [i] = redis_store_recv (self->store);
+        reload |= redis_store_is_noscript (replies [i]);
+    }
+    for (int i = 0; i < self->pending_count; i++) {
+        pending_t *pending = &self->pending [i];
+        self->script_failed = false;
+        if (reload && redis_store_is_noscript (replies [i])) {
+            freeReplyObject (replies [i]);
+            replies [i] = redis_store_eval (self->store, 1, script_args_count (pending->args),
+                                            script_args_argv (pending->args),
+                                            script_args_lens (pending->args));
+        }
+        s_answer_publish (self, pending->envelope, s_checked (self, replies [i], pending->args));
+        script_args_destroy (&pending->args);
+        funnel_msg_destroy (&pending->msg);
+    }
+    self->pending_count = 0;
 }
 
 //  Decodes a small request body that must be a map.
@@ -337,10 +416,9 @@ s_do_get (service_t *self, zmsg_t *envelope, zframe_t *body)
         s_send_error (self, envelope, &err);
         return;
     }
-    script_args_t *args = script_args_new ();
+    script_args_t *args = s_args_new (self, "query");
     script_args_add (args, (const char *) zframe_data (body), zframe_size (body));
-    redisReply *reply = s_eval (self, "query", args);
-    script_args_destroy (&args);
+    redisReply *reply = s_eval (self, &args);
     if (!reply) {
         s_unavailable (self, envelope);
         return;
@@ -387,11 +465,14 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     char from_s [24], limit_s [24];
     snprintf (from_s, sizeof from_s, "%" PRIu64, from);
     snprintf (limit_s, sizeof limit_s, "%" PRIu64, limit);
-    script_args_t *args = script_args_new ();
+    script_args_t *args = s_args_new (self, "replay");
     script_args_add (args, from_s, strlen (from_s));
     script_args_add (args, limit_s, strlen (limit_s));
-    redisReply *reply = limit > 0 ? s_eval (self, "replay", args) : NULL;
-    script_args_destroy (&args);
+    redisReply *reply = NULL;
+    if (limit > 0)
+        reply = s_eval (self, &args);
+    else
+        script_args_destroy (&args);
     if (limit > 0 && !reply) {
         s_unavailable (self, envelope);
         return;
@@ -422,7 +503,8 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
 static void
 s_do_stats (service_t *self, zmsg_t *envelope)
 {
-    redisReply *reply = s_eval (self, "stats", NULL);
+    script_args_t *args = s_args_new (self, "stats");
+    redisReply *reply = s_eval (self, &args);
     if (!reply) {
         s_unavailable (self, envelope);
         return;
@@ -471,6 +553,9 @@ s_handle_request (service_t *self, zmsg_t *msg)
     if (body && zframe_size (body) > FUNNEL_FRAME_MAX_BYTES)
         funnel_error_set (&err, FUNNEL_ERR_TOO_LARGE, "body: %zu bytes, the limit is %d",
                           zframe_size (body), FUNNEL_FRAME_MAX_BYTES);
+    //  Only PUBLISH joins the pipeline; anything else answers after it
+    if (err.code || !zframe_streq (verb, "PUBLISH"))
+        s_complete_pending (self);
     if (err.code)
         s_send_error (self, envelope, &err);
     else
@@ -517,6 +602,7 @@ s_on_api (zloop_t *loop, zsock_t *reader, void *arg)
         if (s_stop)
             break;
     }
+    s_complete_pending (self);
     return s_stop ? -1 : 0;
 }
 
@@ -530,7 +616,7 @@ s_apply_upstream (void *arg, upstream_t *upstream, const char **events,
         return -1;
     char last [24];
     snprintf (last, sizeof last, "%" PRIu64, last_seq);
-    script_args_t *args = script_args_new ();
+    script_args_t *args = s_args_new (self, "consume");
     script_args_add (args, upstream_name (upstream), strlen (upstream_name (upstream)));
     script_args_add (args, last, strlen (last));
     //  Upstream events are decoded again here (they are network input) and
@@ -546,8 +632,7 @@ s_apply_upstream (void *arg, upstream_t *upstream, const char **events,
             log_warn ("from %s: skipped a malformed event: %s", upstream_name (upstream),
                       err.message);
     }
-    redisReply *reply = s_eval (self, "consume", args);
-    script_args_destroy (&args);
+    redisReply *reply = s_eval (self, &args);
     for (size_t i = 0; i < count; i++)
         funnel_msg_destroy (&decoded [i]);
     free (decoded);
@@ -645,7 +730,8 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
     (void) timer_id;
     service_t *self = (service_t *) arg;
     if (self->synced) {
-        redisReply *reply = s_eval (self, "tick", NULL);
+        script_args_t *args = s_args_new (self, "tick");
+        redisReply *reply = s_eval (self, &args);
         if (reply) {
             s_publish_outputs (self, reply, 2);
             freeReplyObject (reply);

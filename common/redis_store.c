@@ -500,6 +500,12 @@ s_is_noscript (const redisReply *reply)
         && strncmp (reply->str, "NOSCRIPT", 8) == 0;
 }
 
+bool
+redis_store_is_noscript (const redisReply *reply)
+{
+    return reply && s_is_noscript (reply);
+}
+
 //  SCRIPT LOAD after NOSCRIPT (Redis restarted or flushed its scripts).
 //  NULL when the script is loaded; else the reply to hand to the caller
 //  (an error reply), or NULL with the store disconnected.
@@ -561,6 +567,61 @@ redis_store_eval (redis_store_t *self, int numkeys, int argc,
     free (all);
     free (lengths);
     return reply;
+}
+
+int
+redis_store_eval_send (redis_store_t *self, int numkeys, int argc,
+                       const char **argv, const size_t *argvlen)
+{
+    assert (self && argc >= numkeys && numkeys >= 0);
+    if (!self->script || redis_store_connect (self))
+        return -1;
+    const char **all = malloc ((size_t) (argc + 3) * sizeof *all);
+    size_t *lengths = malloc ((size_t) (argc + 3) * sizeof *lengths);
+    int rc = -1;
+    if (all && lengths) {
+        char keys [16];
+        snprintf (keys, sizeof keys, "%d", numkeys);
+        all [0] = "EVALSHA";
+        all [1] = self->sha;
+        all [2] = keys;
+        for (int i = 0; i < 3; i++)
+            lengths [i] = strlen (all [i]);
+        for (int i = 0; i < argc; i++) {
+            all [i + 3] = argv [i];
+            lengths [i + 3] = argvlen ? argvlen [i] : strlen (argv [i]);
+        }
+        //  Written out now, so Redis starts on it while we do other work
+        int done = 0;
+        if (redisAppendCommandArgv (self->ctx, argc + 3, all, lengths) == REDIS_OK) {
+            while (!done)
+                if (redisBufferWrite (self->ctx, &done) != REDIS_OK)
+                    break;
+        }
+        if (done)
+            rc = 0;
+        else
+            s_drop (self, self->ctx->err ? self->ctx->errstr : "write failed");
+    }
+    else
+        log_error ("redis_store_eval_send: out of memory");
+    free (all);
+    free (lengths);
+    return rc;
+}
+
+redisReply *
+redis_store_recv (redis_store_t *self)
+{
+    if (!self->ctx)
+        return NULL;
+    redisReply *reply = NULL;
+    if (redisGetReply (self->ctx, (void **) &reply) == REDIS_OK && reply && !self->ctx->err)
+        return reply;
+    if (reply)
+        freeReplyObject (reply);
+    s_drop (self, self->ctx->err ? self->ctx->errstr : "no reply");
+    return NULL;
 }
 
 

@@ -59,6 +59,20 @@ redisContext *
 redisReply *
     redis_store_eval (redis_store_t *self, int numkeys, int argc,
                       const char **argv, const size_t *argvlen);
+//  Pipelining. eval_send sends an EVALSHA without waiting for its reply
+//  (argv must stay valid until that reply is read); recv reads the next
+//  reply in order, NULL on connection loss (the store is then
+//  disconnected). A NOSCRIPT error comes back as it is: read every pending
+//  reply first, then re-run those with redis_store_eval, which reloads.
+//  Never mix with the synchronous calls while replies are pending.
+int
+    redis_store_eval_send (redis_store_t *self, int numkeys, int argc,
+                           const char **argv, const size_t *argvlen);
+redisReply *
+    redis_store_recv (redis_store_t *self);
+bool
+    redis_store_is_noscript (const redisReply *reply);
+
 //  Any command; NULL on connection loss. Caller frees the reply.
 redisReply *
     redis_store_command (redis_store_t *self, int argc,

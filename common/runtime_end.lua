@@ -15,19 +15,23 @@
 
 local MODE = ARGV[1]
 
--- Applied event ids live in one hash per day (<prefix>ids:<day>) that
--- expires dedup_ttl after its day ends, so every id is remembered at least
--- dedup_ttl seconds. A batch checks all its ids with one HMGET per live
--- day and records them with one HSET: a few calls per batch instead of
--- two per event, and a hash field costs far less memory than a key.
-local DAY_MS = 86400000
+-- Applied event ids live in hashes that each cover one dedup_ttl period
+-- (<prefix>ids:<period>); a hash expires at the end of the period after
+-- its own, so every id is remembered at least dedup_ttl seconds (and at
+-- most twice that). A batch checks all its ids with two HMGETs (this
+-- period and the last) and records them with one HSET: a few calls per
+-- batch instead of two per event, and a hash field costs far less memory
+-- than a key.
+local function dedup_period ()
+    return math.floor (NOW / 1000 / RT.dedup_ttl)
+end
 
 local function dedup_seen (ids)
     local seen = {}
     if #ids == 0 then return seen end
-    local today = math.floor (NOW / DAY_MS)
-    for day = today - math.ceil (RT.dedup_ttl / 86400), today do
-        local found = redis.call ('HMGET', P .. 'ids:' .. num2s (day), unpack (ids))
+    local period = dedup_period ()
+    for p = period - 1, period do
+        local found = redis.call ('HMGET', P .. 'ids:' .. num2s (p), unpack (ids))
         for i = 1, #ids do
             if found[i] then seen[ids[i]] = true end
         end
@@ -37,15 +41,15 @@ end
 
 local function dedup_record (ids)
     if #ids == 0 then return end
-    local day = math.floor (NOW / DAY_MS)
-    local key = P .. 'ids:' .. num2s (day)
+    local period = dedup_period ()
+    local key = P .. 'ids:' .. num2s (period)
     local args = { 'HSET', key }
     for i = 1, #ids do
         args[#args + 1] = ids[i]
         args[#args + 1] = '1'
     end
     redis.call (unpack (args))
-    redis.call ('EXPIREAT', key, num2s ((day + 1) * 86400 + RT.dedup_ttl))
+    redis.call ('EXPIREAT', key, num2s ((period + 2) * RT.dedup_ttl))
 end
 
 local function pack_error (code, message, index)
