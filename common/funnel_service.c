@@ -492,9 +492,14 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
                               part [4]->integer, part [1], part [2], part [3], part [5]);
     }
     funnel_pack_cstr (&pk, "next");
-    msgpack_pack_uint64 (&pk, reply ? (uint64_t) reply->element [2]->integer : from);
+    //  The script gives 0 for "no events" / "nothing held" rather than
+    //  echoing from, which it cannot hold exactly above 2^53
+    uint64_t next = count ? (uint64_t) reply->element [2]->integer : from;
+    uint64_t first = reply && reply->element [1]->integer > 0
+                   ? (uint64_t) reply->element [1]->integer : next;
+    msgpack_pack_uint64 (&pk, next);
     funnel_pack_cstr (&pk, "first");
-    msgpack_pack_uint64 (&pk, reply ? (uint64_t) reply->element [1]->integer : from);
+    msgpack_pack_uint64 (&pk, first);
     if (reply)
         freeReplyObject (reply);
     s_send_packed (self, envelope, &sbuf);

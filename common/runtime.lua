@@ -88,6 +88,9 @@ end
 -- ttl_s: expiry in seconds; without it an existing expiry is kept.
 function st.set (key, value, ttl_s)
     remember (cache_s, key, cache_s[key])
+    -- The dirty mark carries the ttl: undo it with the value, or a refused
+    -- event's ttl would reach a key that an earlier event (or Redis) keeps.
+    remember (dirty_s, key, dirty_s[key])
     cache_s[key] = num2s (value)
     if ttl_s or not dirty_s[key] then dirty_s[key] = ttl_s or true end
 end
@@ -293,7 +296,10 @@ local function flush_overlay ()
             elseif v == false then
                 del[#del + 1] = f
             elseif d and d[f] then
-                rcall ('HINCRBY', key, f, num2s (d[f]))
+                -- HINCRBYFLOAT: a fractional delta, or a field that holds a
+                -- float, must not fail halfway through a commit (integers
+                -- stay exact and print without a decimal point)
+                rcall ('HINCRBYFLOAT', key, f, num2s (d[f]))
             end
         end
         if #set > 2 then redis.call (unpack (set)) end
@@ -354,7 +360,8 @@ end
 -- Queues an output event; its id is deterministic (same cause, same id):
 -- <svc>:<cause id>:<n> for the n-th emit of the cause, or <svc>:<key>:<type>
 -- with an explicit key (timers, sweeps: key and type together must be
--- unique for the service); <svc>:<sha1> of that when it would pass 64 bytes.
+-- unique for the service); <svc>:<sha1> of that when it would pass 64 bytes
+-- or hold a character outside the id charset.
 local function emit (etype, data, key)
     EMITS = EMITS + 1
     local id
@@ -364,7 +371,8 @@ local function emit (etype, data, key)
         -- Without a cause (a tick), NOW keeps ids apart from other ticks'
         id = SVC .. ':' .. (CAUSE and CAUSE.id or ('tick:' .. num2s (NOW))) .. ':' .. EMITS
     end
-    if #id > 64 then
+    -- Output ids must be valid event ids (subscribers check them)
+    if #id > 64 or string.find (id, '[^%w%._:@%+%-]') then
         id = SVC .. ':' .. redis.sha1hex (id)
     end
     outputs[#outputs + 1] = {

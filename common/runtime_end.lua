@@ -96,7 +96,9 @@ local function commit ()
     for i = 1, #outputs do
         local o = outputs[i]
         seq = seq + 1
-        local data = cmsgpack.pack (o.data)
+        -- cmsgpack packs an empty table as an array (0x90), but data must be
+        -- a map: subscribers would drop the event as malformed.
+        local data = next (o.data or {}) == nil and '\128' or cmsgpack.pack (o.data)
         local cause = o.cause or ''
         redis.call ('XADD', outbox, '0-' .. num2s (seq), 'i', o.id, 't', o.type,
                     'c', cause, 's', ts, 'd', data)
@@ -176,7 +178,17 @@ local function do_consume ()
         else
             local handler = consume[ev.type]
             if handler then
-                local r = apply_one (ev, handler)
+                -- A Lua error in a handler (bad upstream data, a rules bug)
+                -- must not fail the whole call: the C side would rewind and
+                -- replay the same page forever. Nothing was written yet (the
+                -- overlay), so undo the event and pass over it like a refusal.
+                local sp = savepoint ()
+                local ok, r = pcall (apply_one, ev, handler)
+                if not ok then
+                    rollback (sp)
+                    CAUSE = nil
+                    r = { err = 'internal', message = tostring (r) }
+                end
                 if r then
                     -- A consumed event cannot be refused back to its sender:
                     -- it is counted, reported to the log, and passed over.
@@ -226,13 +238,17 @@ local function stream_seq (entry_id)
     return tonumber (string.match (entry_id, '%-(%d+)$'))
 end
 
--- -> ok, first, next, then seq/id/type/cause/ts/data per event.
+-- -> ok, first (0: outbox empty), next (0: no events), then
+-- seq/id/type/cause/ts/data per event.
 local function do_replay ()
-    local from = tonumber (ARGV[5])
+    -- from stays a string: tonumber would round a seq above 2^53 (wrong
+    -- next) and num2s would give XRANGE an invalid id past 2^63. With no
+    -- events, next is 0 and the C side answers from itself.
+    local from = ARGV[5]
     local limit = tonumber (ARGV[6])
-    local entries = redis.call ('XRANGE', P .. 'outbox', '0-' .. num2s (from), '+',
+    local entries = redis.call ('XRANGE', P .. 'outbox', '0-' .. from, '+',
                                 'COUNT', num2s (limit))
-    local nxt = from
+    local nxt = 0
     local r = { 'ok', 0, 0 }
     for i = 1, #entries do
         local seq, f = stream_seq (entries[i][1]), entries[i][2]
@@ -242,7 +258,7 @@ local function do_replay ()
             seq, f[2], f[4], f[6], tonumber (f[8]), f[10]
     end
     local oldest = redis.call ('XRANGE', P .. 'outbox', '-', '+', 'COUNT', '1')
-    r[2] = oldest[1] and stream_seq (oldest[1][1]) or nxt
+    r[2] = oldest[1] and stream_seq (oldest[1][1]) or 0
     r[3] = nxt
     return r
 end
