@@ -1,9 +1,9 @@
 /*  campaign_rules — schemas and settings of funnel-campaign.  */
-#include <stdio.h>
 #include <string.h>
 #include "campaign_rules.h"
 #include "event_codec.h"
 #include "funnel_log.h"
+#include "funnel_settings.h"
 
 //  --------------------------------------------------------------------
 //  Field tables (PROTOCOL §5 campaign accepts)
@@ -76,17 +76,9 @@ const funnel_event_schema_t campaign_accepts [] = {
 };
 
 //  --------------------------------------------------------------------
-//  Settings: key under campaign/, default, allowed range.
+//  Settings: key under campaign/, default, allowed range (RULES.<key>)
 
-typedef struct {
-    const char *name;
-    double value;               //  Default
-    double min, max;
-    bool integer;
-    const char *about;          //  For --help
-} setting_t;
-
-static const setting_t s_settings [] = {
+static const funnel_setting_t s_settings [] = {
     { "history_max", 50, 1, 1000, true, "touches kept per contact for attribution" },
     { "conversions_max", 20, 1, 200, true, "conversions per contact a late touch re-attributes" },
     { "half_life_days", 7, 0.001, 3650, false, "time-decay model: credit halves per this" },
@@ -101,27 +93,6 @@ static const setting_t s_settings [] = {
 #define STAGE_DEFAULT "sql"
 static const char *const s_stages [] = { "lead", "mql", "sql", "won", NULL };
 
-static int
-s_read (funnel_config_t *config, const setting_t *s, double *value)
-{
-    char path [96];
-    snprintf (path, sizeof path, "campaign/%s", s->name);
-    if (s->integer) {
-        int64_t v;
-        if (funnel_config_int (config, path, (int64_t) s->value, &v))
-            return -1;
-        *value = (double) v;
-    }
-    else
-    if (funnel_config_num (config, path, s->value, value))
-        return -1;
-    if (*value < s->min || *value > s->max) {
-        log_error ("config %s: %g is out of range %g..%g", path, *value, s->min, s->max);
-        return -1;
-    }
-    return 0;
-}
-
 int
 campaign_pack_rules (funnel_config_t *config, msgpack_packer *pk)
 {
@@ -133,19 +104,9 @@ campaign_pack_rules (funnel_config_t *config, msgpack_packer *pk)
         log_error ("config campaign/recommend_stage: '%s' is not lead, mql, sql or won", stage);
         return -1;
     }
-    size_t count = 0;
-    double values [16];
-    for (const setting_t *s = s_settings; s->name; s++, count++)
-        if (s_read (config, s, &values [count]))
-            return -1;
-    msgpack_pack_map (pk, count + 1);
-    for (size_t i = 0; i < count; i++) {
-        funnel_pack_cstr (pk, s_settings [i].name);
-        if (s_settings [i].integer)
-            msgpack_pack_int64 (pk, (int64_t) values [i]);
-        else
-            msgpack_pack_double (pk, values [i]);
-    }
+    msgpack_pack_map (pk, funnel_settings_count (s_settings) + 1);
+    if (funnel_settings_pack_entries (config, "campaign", s_settings, pk, NULL))
+        return -1;
     funnel_pack_cstr (pk, "recommend_stage");
     funnel_pack_cstr (pk, stage);
     return 0;
@@ -154,16 +115,7 @@ campaign_pack_rules (funnel_config_t *config, msgpack_packer *pk)
 const char *
 campaign_rules_help (void)
 {
-    static char help [2048];
-    if (*help)
-        return help;
-    size_t used = snprintf (help, sizeof help,
-        "Settings (topology file section `campaign`, or --set campaign/KEY=VALUE):\n");
-    for (const setting_t *s = s_settings; s->name && used < sizeof help; s++)
-        used += snprintf (help + used, sizeof help - used, "  %-18s %-8g %s\n",
-                          s->name, s->value, s->about);
-    if (used < sizeof help)
-        snprintf (help + used, sizeof help - used, "  %-18s %-8s %s\n", "recommend_stage",
-                  STAGE_DEFAULT, "recommend: conversion ranked by (lead|mql|sql|won)");
-    return help;
+    return funnel_settings_help ("campaign", s_settings,
+        "  campaign/recommend_stage = " STAGE_DEFAULT
+        "  lead|mql|sql|won  recommend: conversion ranked by\n");
 }

@@ -5,11 +5,13 @@
     settings are read once at start and handed to the Lua rules as RULES.
 */
 #include <ctype.h>
+#include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include "event_codec.h"
 #include "funnel_log.h"
+#include "funnel_settings.h"
 #include "leads_rules.h"
 
 //  -------------------------------------------------------------------------
@@ -78,15 +80,52 @@ const funnel_event_schema_t leads_accepts [] = {
 #define REPS_MAX    64
 #define ICP_MAX     32
 
-//  Touch kinds of PROTOCOL §5 and their default engagement points
-static const struct {
-    const char *kind;
-    double points;
-} s_points [] = {
-    { "impression", 0 }, { "open", 1 }, { "click", 3 }, { "visit", 2 },
-    { "like", 1 }, { "comment", 2 }, { "share", 3 }, { "follow", 2 },
-    { "reply", 5 }, { "form", 10 }
+//  leads/rules/<name>, packed at the top of RULES (RULES.mql, ...).
+//  0 < mql <= sql is checked once both are read.
+static const funnel_setting_t s_rules [] = {
+    { "mql", 40, 0, HUGE_VAL, false, "score (fit + engagement) that makes an MQL (above 0)" },
+    { "sql", 80, 0, HUGE_VAL, false, "score that makes an SQL (at least mql) ..." },
+    { "sql_fit_min", 30, -HUGE_VAL, HUGE_VAL, false, "... when the fit alone is at least this" },
+    { "pending_ttl_s", 7776000, 1, HUGE_VAL, true, "keep touches of uncaptured contacts (90 days)" },
+    { "in_audience_fit", 5, -HUGE_VAL, HUGE_VAL, false, "fit points once a touch was in the audience" },
+    { NULL }
 };
+#define RULES_ROWS (sizeof s_rules / sizeof s_rules [0] - 1)
+
+//  Engagement per touch kind (PROTOCOL §5 kinds) and BANT fit, packed as
+//  RULES.points.<kind> and RULES.bant.<part>
+static const funnel_setting_t s_fit [] = {
+    { "points/impression", 0, -HUGE_VAL, HUGE_VAL, false, "per impression" },
+    { "points/open", 1, -HUGE_VAL, HUGE_VAL, false, "per open" },
+    { "points/click", 3, -HUGE_VAL, HUGE_VAL, false, "per click" },
+    { "points/visit", 2, -HUGE_VAL, HUGE_VAL, false, "per visit" },
+    { "points/like", 1, -HUGE_VAL, HUGE_VAL, false, "per like" },
+    { "points/comment", 2, -HUGE_VAL, HUGE_VAL, false, "per comment" },
+    { "points/share", 3, -HUGE_VAL, HUGE_VAL, false, "per share" },
+    { "points/follow", 2, -HUGE_VAL, HUGE_VAL, false, "per follow" },
+    { "points/reply", 5, -HUGE_VAL, HUGE_VAL, false, "per reply" },
+    { "points/form", 10, -HUGE_VAL, HUGE_VAL, false, "per form" },
+    { "bant/budget", 15, -HUGE_VAL, HUGE_VAL, false, "fit for a budget of at least budget_min" },
+    { "bant/authority", 15, -HUGE_VAL, HUGE_VAL, false, "fit for attrs.authority" },
+    { "bant/need", 15, -HUGE_VAL, HUGE_VAL, false, "fit for attrs.need" },
+    { "bant/timeline", 15, -HUGE_VAL, HUGE_VAL, false, "fit for a timeline of at most timeline_days_max" },
+    { "bant/budget_min", 1, 0, HUGE_VAL, false, "attrs.budget >= this earns bant/budget" },
+    { "bant/timeline_days_max", 90, 0, HUGE_VAL, false, "attrs.timeline_days <= this earns bant/timeline" },
+    { NULL }
+};
+
+//  What the tables do not say: a derived value, a string, the lists
+#define RULES_MORE \
+"  leads/rules/half_life_s = 1209600  1..inf  engagement half-life (14 days)\n" \
+"  leads/rules/fallback_rep = house  an id  rep named when every rep is away\n"
+#define LISTS_MORE \
+"  points/<kind>: engagement a touch of that kind adds; bant/<part>: fit a lead's\n" \
+"  attrs earn per BANT criterion met.\n" \
+"  leads/icp/<rule>/attr, min, max, in (comma list), points   ideal customer profile;\n" \
+"                             default: icp/size {attr employees, min 50, points 10}\n" \
+"  leads/reps/<rep>/region, capacity (10), away (false)   sales reps; default: one\n" \
+"                             rep `house`, any region, capacity 100\n" \
+"See proto/leads.md for the events, GET kinds, counters and key layout.\n"
 
 static void
 s_key (msgpack_packer *pk, const char *key)
@@ -94,40 +133,15 @@ s_key (msgpack_packer *pk, const char *key)
     funnel_pack_cstr (pk, key);
 }
 
-//  Reads a number setting into the map being packed; -1 on a bad value
+//  Entries RULES.half_life_ms and RULES.fallback_rep
 static int
-s_num (funnel_config_t *config, msgpack_packer *pk, const char *path,
-       const char *key, double default_value, double min)
+s_pack_half_life_and_fallback (funnel_config_t *config, msgpack_packer *pk)
 {
-    double value;
-    if (funnel_config_num (config, path, default_value, &value))
+    int64_t half_life;
+    if (funnel_config_int (config, "leads/rules/half_life_s", 1209600, &half_life))
         return -1;
-    if (value < min) {
-        log_error ("config %s: %g is below %g", path, value, min);
-        return -1;
-    }
-    s_key (pk, key);
-    msgpack_pack_double (pk, value);
-    return 0;
-}
-
-static int
-s_pack_thresholds (funnel_config_t *config, msgpack_packer *pk)
-{
-    double mql, sql;
-    if (funnel_config_num (config, "leads/rules/mql", 40, &mql)
-    ||  funnel_config_num (config, "leads/rules/sql", 80, &sql))
-        return -1;
-    if (mql <= 0 || sql < mql) {
-        log_error ("config leads/rules: need 0 < mql <= sql (mql %g, sql %g)", mql, sql);
-        return -1;
-    }
-    int64_t half_life, pending_ttl;
-    if (funnel_config_int (config, "leads/rules/half_life_s", 1209600, &half_life)
-    ||  funnel_config_int (config, "leads/rules/pending_ttl_s", 7776000, &pending_ttl))
-        return -1;
-    if (half_life < 1 || pending_ttl < 1) {
-        log_error ("config leads/rules: half_life_s and pending_ttl_s must be >= 1");
+    if (half_life < 1) {
+        log_error ("config leads/rules/half_life_s: %" PRId64 " is below 1", half_life);
         return -1;
     }
     const char *fallback = funnel_config_get (config, "leads/rules/fallback_rep", "house");
@@ -135,49 +149,10 @@ s_pack_thresholds (funnel_config_t *config, msgpack_packer *pk)
         log_error ("config leads/rules/fallback_rep: '%s' is not an id", fallback);
         return -1;
     }
-    s_key (pk, "mql");
-    msgpack_pack_double (pk, mql);
-    s_key (pk, "sql");
-    msgpack_pack_double (pk, sql);
     s_key (pk, "half_life_ms");
     msgpack_pack_int64 (pk, half_life * 1000);
-    s_key (pk, "pending_ttl_s");
-    msgpack_pack_int64 (pk, pending_ttl);
     s_key (pk, "fallback_rep");
     funnel_pack_cstr (pk, fallback);
-    if (s_num (config, pk, "leads/rules/sql_fit_min", "sql_fit_min", 30, -HUGE_VAL)
-    ||  s_num (config, pk, "leads/rules/in_audience_fit", "in_audience_fit", 5, -HUGE_VAL))
-        return -1;
-    return 0;
-}
-
-static int
-s_pack_points (funnel_config_t *config, msgpack_packer *pk)
-{
-    size_t count = sizeof s_points / sizeof s_points [0];
-    s_key (pk, "points");
-    msgpack_pack_map (pk, count);
-    for (size_t i = 0; i < count; i++) {
-        char path [64];
-        snprintf (path, sizeof path, "leads/points/%s", s_points [i].kind);
-        if (s_num (config, pk, path, s_points [i].kind, s_points [i].points, -HUGE_VAL))
-            return -1;
-    }
-    return 0;
-}
-
-static int
-s_pack_bant (funnel_config_t *config, msgpack_packer *pk)
-{
-    s_key (pk, "bant");
-    msgpack_pack_map (pk, 6);
-    if (s_num (config, pk, "leads/bant/budget", "budget", 15, -HUGE_VAL)
-    ||  s_num (config, pk, "leads/bant/authority", "authority", 15, -HUGE_VAL)
-    ||  s_num (config, pk, "leads/bant/need", "need", 15, -HUGE_VAL)
-    ||  s_num (config, pk, "leads/bant/timeline", "timeline", 15, -HUGE_VAL)
-    ||  s_num (config, pk, "leads/bant/budget_min", "budget_min", 1, 0)
-    ||  s_num (config, pk, "leads/bant/timeline_days_max", "timeline_days_max", 90, 0))
-        return -1;
     return 0;
 }
 
@@ -340,12 +315,32 @@ s_pack_reps (funnel_config_t *config, msgpack_packer *pk)
 int
 leads_pack_rules (funnel_config_t *config, msgpack_packer *pk)
 {
-    msgpack_pack_map (pk, 11);      //  7 thresholds + points, bant, icp, reps
-    if (s_pack_thresholds (config, pk)
-    ||  s_pack_points (config, pk)
-    ||  s_pack_bant (config, pk)
+    //  The tables' entries + half_life_ms, fallback_rep, icp, reps
+    msgpack_pack_map (pk, funnel_settings_count (s_rules) + funnel_settings_count (s_fit) + 4);
+    double rules [RULES_ROWS];
+    if (funnel_settings_pack_entries (config, "leads/rules", s_rules, pk, rules))
+        return -1;
+    double mql = funnel_settings_value (s_rules, rules, "mql");
+    double sql = funnel_settings_value (s_rules, rules, "sql");
+    if (mql <= 0 || sql < mql) {
+        log_error ("config leads/rules: need 0 < mql <= sql (mql %g, sql %g)", mql, sql);
+        return -1;
+    }
+    if (s_pack_half_life_and_fallback (config, pk)
+    ||  funnel_settings_pack_entries (config, "leads", s_fit, pk, NULL)
     ||  s_pack_icp (config, pk)
     ||  s_pack_reps (config, pk))
         return -1;
     return 0;
+}
+
+const char *
+leads_rules_help (void)
+{
+    //  The two tables' texts as one, built once (they are the module's)
+    static char *help;
+    if (!help && asprintf (&help, "%s%s", funnel_settings_help ("leads/rules", s_rules, RULES_MORE),
+                           funnel_settings_help ("leads", s_fit, LISTS_MORE)) < 0)
+        help = NULL;
+    return help;
 }

@@ -4,6 +4,7 @@
 #include "event_codec.h"
 #include "event_schema.h"
 #include "funnel_config.h"
+#include "funnel_settings.h"
 #include "redis_store.h"
 
 typedef struct { const char *name; void (*test) (bool verbose); } selftest_t;
@@ -12,6 +13,7 @@ static const selftest_t s_tests [] = {
     { "event_codec", event_codec_test },
     { "event_schema", event_schema_test },
     { "funnel_config", funnel_config_test },
+    { "funnel_settings", funnel_settings_test },
     { "redis_store", redis_store_test },
     { NULL, NULL }
 };
