@@ -2,13 +2,17 @@
 # Runs the benchmark side by side on this machine: a private redis-server,
 # one funnel-testsvc, then service vs raw vs decode figures.
 # Usage: bench/run_bench.sh [EVENTS] [BUILD_DIR]   (defaults 200000, ./build)
+# rounds=N bench/run_bench.sh ... alternates service and raw N times (3).
 set -eu
 events=${1:-200000}
 build=${2:-./build}
 dir=$(mktemp -d /tmp/funnel-bench.XXXXXX)
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rport=$(port); api=$(port); pub=$(port)
-redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --save '' --appendonly no \
+# Redis on core 0, everything else on core 1: less noise from scheduling
+pin0=""; pin1=""
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then pin0="taskset -c 0"; pin1="taskset -c 1"; fi
+$pin0 redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --save '' --appendonly no \
     --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
 cat > "$dir/funnel.cfg" <<CFG
 redis
@@ -18,13 +22,20 @@ alpha
     pub = "tcp://127.0.0.1:$pub"
 CFG
 sleep 0.3
-"$build/tests/testsvc/funnel-testsvc" -c "$dir/funnel.cfg" --log-level warn &
+$pin1 "$build/tests/testsvc/funnel-testsvc" -c "$dir/funnel.cfg" --log-level warn &
 svc=$!
 cleanup() { kill "$svc" 2>/dev/null; wait "$svc" 2>/dev/null; kill "$(cat "$dir/redis.pid")"; rm -rf "$dir"; }
 trap cleanup EXIT
 sleep 0.5
-echo "funnel-bench: $events events, batches of 1000, on $(nproc) cores"
-"$build/bench/funnel-bench" service "tcp://127.0.0.1:$api" "$events"
-"$build/bench/funnel-bench" raw "redis://127.0.0.1:$rport/0" "$events"
-"$build/bench/funnel-bench" decode 1000000
+echo "funnel-bench: $events events, batches of 1000, on $(nproc) cores, ${rounds:=3} rounds"
+i=0
+while [ $i -lt "$rounds" ]; do
+    $pin1 "$build/bench/funnel-bench" service "tcp://127.0.0.1:$api" "$events"
+    $pin1 "$build/bench/funnel-bench" raw "redis://127.0.0.1:$rport/0" "$events"
+    i=$((i + 1))
+done | tee "$dir/results"
+awk '/^service:/ { s[++ns] = $8 } /^raw:/ { r[++nr] = $8 }
+     END { for (i = 1; i <= ns; i++) { t = s[i] / r[i]; printf "round %d: service/raw = %.0f%%\n", i, 100 * t; sum += t }
+           printf "mean service/raw = %.0f%%\n", 100 * sum / ns }' "$dir/results"
+$pin1 "$build/bench/funnel-bench" decode 1000000
 echo "redis memory: $(redis-cli -p "$rport" info memory | grep used_memory_human)"

@@ -127,23 +127,27 @@ s_reply_ok (redisReply *reply)
 }
 
 //  Publishes the outputs at the tail of an apply reply (from index first:
-//  first seq, ts, then id/type/cause/data per event; see commit()).
+//  first seq, ts, then one outbox entry per event; see commit()).
 static void
 s_publish_outputs (service_t *self, redisReply *reply, size_t first)
 {
-    if (reply->elements < first + 6)
+    if (reply->elements < first + 3)
         return;
     void *pub = zsock_resolve (self->pub);
     uint64_t seq = (uint64_t) reply->element [first]->integer;
-    int64_t ts = reply->element [first + 1]->integer;
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
-    for (size_t i = first + 2; i + 3 < reply->elements; i += 4, seq++) {
-        redisReply **part = reply->element + i;
+    for (size_t i = first + 2; i < reply->elements; i++, seq++) {
+        script_str_t id, type, cause, data;
+        int64_t ts;
+        if (script_outbox_entry (reply->element [i]->str, reply->element [i]->len,
+                                 &id, &type, &cause, &ts, &data) != 0) {
+            log_error ("output %" PRIu64 " is malformed; subscribers will replay it", seq);
+            continue;
+        }
         sbuf.size = 0;
-        script_pack_envelope (&sbuf, self->def->name, seq, ts,
-                              part [0], part [1], part [2], part [3]);
-        zmq_send (pub, part [1]->str, part [1]->len, ZMQ_SNDMORE);
+        script_pack_envelope (&sbuf, self->def->name, seq, ts, id, type, cause, data);
+        zmq_send (pub, type.data, type.size, ZMQ_SNDMORE);
         zmq_send (pub, sbuf.data, sbuf.size, 0);
         self->seq = seq;
     }
@@ -477,24 +481,38 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
         s_unavailable (self, envelope);
         return;
     }
-    //  Entries come as seq/id/type/cause/ts/data: rebuilt into envelopes
+    //  Entries come as seq + stored entry: split, then rebuilt as envelopes
+    size_t count = reply ? (reply->elements - 3) / 2 : 0;
+    typedef struct { uint64_t seq; int64_t ts; script_str_t id, type, cause, data; } entry_t;
+    entry_t *entries = (entry_t *) calloc (count + 1, sizeof (entry_t));
+    size_t valid = 0;
+    for (size_t i = 0; i < count; i++) {
+        redisReply **part = reply->element + 3 + i * 2;
+        entry_t *e = &entries [valid];
+        e->seq = (uint64_t) part [0]->integer;
+        if (script_outbox_entry (part [1]->str, part [1]->len, &e->id, &e->type,
+                                 &e->cause, &e->ts, &e->data) == 0)
+            valid++;
+        else
+            log_error ("outbox entry %" PRIu64 " is malformed; left out of REPLAY", e->seq);
+    }
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
-    size_t count = reply ? (reply->elements - 3) / 6 : 0;
     msgpack_pack_map (&pk, 3);
     funnel_pack_cstr (&pk, "events");
-    msgpack_pack_array (&pk, count);
-    for (size_t i = 0; i < count; i++) {
-        redisReply **part = reply->element + 3 + i * 6;
-        script_pack_envelope (&sbuf, self->def->name, (uint64_t) part [0]->integer,
-                              part [4]->integer, part [1], part [2], part [3], part [5]);
-    }
+    msgpack_pack_array (&pk, valid);
+    for (size_t i = 0; i < valid; i++)
+        script_pack_envelope (&sbuf, self->def->name, entries [i].seq, entries [i].ts,
+                              entries [i].id, entries [i].type, entries [i].cause,
+                              entries [i].data);
+    free (entries);
     funnel_pack_cstr (&pk, "next");
     //  The script gives 0 for "no events" / "nothing held" rather than
     //  echoing from, which it cannot hold exactly above 2^53
-    uint64_t next = count ? (uint64_t) reply->element [2]->integer : from;
+    uint64_t next = reply && reply->element [2]->integer > 0
+                  ? (uint64_t) reply->element [2]->integer : from;
     uint64_t first = reply && reply->element [1]->integer > 0
                    ? (uint64_t) reply->element [1]->integer : next;
     msgpack_pack_uint64 (&pk, next);

@@ -296,10 +296,14 @@ local function flush_overlay ()
             elseif v == false then
                 del[#del + 1] = f
             elseif d and d[f] then
-                -- HINCRBYFLOAT: a fractional delta, or a field that holds a
-                -- float, must not fail halfway through a commit (integers
-                -- stay exact and print without a decimal point)
-                rcall ('HINCRBYFLOAT', key, f, num2s (d[f]))
+                -- A fractional delta, or a field holding a float, must not
+                -- fail halfway through a commit: HINCRBYFLOAT then (slower,
+                -- so only when HINCRBY refuses)
+                local n = num2s (d[f])
+                local r = redis.pcall ('HINCRBY', key, f, n)
+                if type (r) == 'table' and r.err then
+                    rcall ('HINCRBYFLOAT', key, f, n)
+                end
             end
         end
         if #set > 2 then redis.call (unpack (set)) end

@@ -9,7 +9,7 @@
 --   tick     -> ok, packed summary, then the outputs
 --   query    ARGV[5] GET body -> ok, packed reply
 --   replay   ARGV[5] from, ARGV[6] limit -> ok, first, next, events
---            (seq, id, type, cause, ts, data each)
+--            (seq and stored entry each; see the outbox below)
 --   stats    -> ok, packed STATS reply
 --   info     -> ok, seq, then upstream/checkpoint pairs
 
@@ -81,33 +81,61 @@ local function read_events (first)
     return events
 end
 
+-- The outbox: output events by seq, for REPLAY. One hash per 1000 seqs
+-- (<prefix>ob:<seq div 1000>, field <seq>), each entry one string
+-- "id NUL type NUL cause NUL ts NUL data" (ids, types and ts hold no NUL;
+-- data, msgpack, is last). A batch's outputs are one or two HSETs instead
+-- of a stream XADD per event, and whole buckets are dropped past the
+-- retention. <prefix>ob_first is the oldest seq still held.
+local OB_BUCKET = 1000
+
+local function outbox_key (seq)
+    return P .. 'ob:' .. num2s (math.floor (seq / OB_BUCKET))
+end
+
+-- Drops whole buckets that lie entirely before the last `retention` seqs.
+local function outbox_trim (last)
+    local first = tonumber (redis.call ('GET', P .. 'ob_first')) or 1
+    local keep = math.floor ((last - RT.retention + 1) / OB_BUCKET) * OB_BUCKET
+    if keep <= first then return end
+    for b = math.floor (first / OB_BUCKET), keep / OB_BUCKET - 1 do
+        redis.call ('DEL', P .. 'ob:' .. num2s (b))
+    end
+    redis.call ('SET', P .. 'ob_first', num2s (keep))
+end
+
 -- Writes every queued change, then appends outputs to the outbox with the
--- next contiguous seqs (stream ids 0-<seq>, so REPLAY is one XRANGE). An
--- entry keeps the envelope's parts (i id, t type, c cause, s ts, d data);
--- the C side assembles envelopes, which is far cheaper than packing here.
--- Returns the reply tail: first seq, ts, then id/type/cause/data per event.
+-- next contiguous seqs. The C side assembles envelopes (far cheaper than
+-- packing here). Returns the reply tail: first seq, ts, then the stored
+-- entry of each event (one string each: fewer reply elements to convert).
 local function commit ()
     flush_overlay ()
     local published = {}
     if #outputs == 0 then return published end
     local seq = tonumber (redis.call ('GET', P .. 'seq')) or 0
-    local outbox, ts = P .. 'outbox', num2s (NOW)
+    local ts = num2s (NOW)
     published[1], published[2] = seq + 1, NOW
+    local hset, key = nil, nil
     for i = 1, #outputs do
         local o = outputs[i]
         seq = seq + 1
+        if outbox_key (seq) ~= key then
+            if hset then redis.call (unpack (hset)) end
+            key = outbox_key (seq)
+            hset = { 'HSET', key }
+        end
         -- cmsgpack packs an empty table as an array (0x90), but data must be
         -- a map: subscribers would drop the event as malformed.
         local data = next (o.data or {}) == nil and '\128' or cmsgpack.pack (o.data)
-        local cause = o.cause or ''
-        redis.call ('XADD', outbox, '0-' .. num2s (seq), 'i', o.id, 't', o.type,
-                    'c', cause, 's', ts, 'd', data)
-        local n = #published
-        published[n + 1], published[n + 2], published[n + 3], published[n + 4] =
-            o.id, o.type, cause, data
+        local entry = o.id .. '\0' .. o.type .. '\0' .. (o.cause or '') .. '\0' ..
+                      ts .. '\0' .. data
+        hset[#hset + 1] = num2s (seq)
+        hset[#hset + 1] = entry
+        published[#published + 1] = entry
     end
-    redis.call ('XTRIM', outbox, 'MAXLEN', '~', num2s (RT.retention))
+    redis.call (unpack (hset))
     redis.call ('SET', P .. 'seq', num2s (seq))
+    outbox_trim (seq)
     redis.call ('HINCRBY', P .. 'stats', 'events_out', num2s (#outputs))
     return published
 end
@@ -234,32 +262,35 @@ local function do_query ()
     return { 'ok', cmsgpack.pack (r) }
 end
 
-local function stream_seq (entry_id)
-    return tonumber (string.match (entry_id, '%-(%d+)$'))
-end
-
--- -> ok, first (0: outbox empty), next (0: no events), then
--- seq/id/type/cause/ts/data per event.
+-- -> ok, first (0: nothing held), next (0: no events), then seq/entry per
+-- event (entry as stored, split by the C side).
 local function do_replay ()
-    -- from stays a string: tonumber would round a seq above 2^53 (wrong
-    -- next) and num2s would give XRANGE an invalid id past 2^63. With no
-    -- events, next is 0 and the C side answers from itself.
-    local from = ARGV[5]
-    local limit = tonumber (ARGV[6])
-    local entries = redis.call ('XRANGE', P .. 'outbox', '0-' .. from, '+',
-                                'COUNT', num2s (limit))
-    local nxt = 0
-    local r = { 'ok', 0, 0 }
-    for i = 1, #entries do
-        local seq, f = stream_seq (entries[i][1]), entries[i][2]
-        nxt = seq + 1
-        local n = #r
-        r[n + 1], r[n + 2], r[n + 3], r[n + 4], r[n + 5], r[n + 6] =
-            seq, f[2], f[4], f[6], tonumber (f[8]), f[10]
+    local last = tonumber (redis.call ('GET', P .. 'seq')) or 0
+    local first = 0
+    if last > 0 then
+        first = tonumber (redis.call ('GET', P .. 'ob_first')) or 1
     end
-    local oldest = redis.call ('XRANGE', P .. 'outbox', '-', '+', 'COUNT', '1')
-    r[2] = oldest[1] and stream_seq (oldest[1][1]) or 0
-    r[3] = nxt
+    local r = { 'ok', first, 0 }
+    -- A from of 16 digits or more is beyond any seq held (and beyond what a
+    -- Lua number holds exactly): no events, the C side answers next = from
+    if #ARGV[5] > 15 then return r end
+    local from = math.max (tonumber (ARGV[5]), first, 1)
+    local to = math.min (from + tonumber (ARGV[6]) - 1, last)
+    local seq = from
+    while seq <= to do
+        local stop = math.min (to, (math.floor (seq / OB_BUCKET) + 1) * OB_BUCKET - 1)
+        local fields = {}
+        for s = seq, stop do fields[#fields + 1] = num2s (s) end
+        local entries = redis.call ('HMGET', outbox_key (seq), unpack (fields))
+        for i = 1, #fields do
+            if entries[i] then
+                r[#r + 1] = seq + i - 1
+                r[#r + 1] = entries[i]
+                r[3] = seq + i
+            end
+        end
+        seq = stop + 1
+    end
     return r
 end
 

@@ -135,23 +135,28 @@ script_args_lens (script_args_t *self)
     return self->lens;
 }
 
+static void
+s_pack_str (msgpack_packer *pk, script_str_t part)
+{
+    msgpack_pack_str (pk, part.size);
+    msgpack_pack_str_body (pk, part.data, part.size);
+}
+
 void
 script_pack_envelope (msgpack_sbuffer *sbuf, const char *svc, uint64_t seq,
-                      int64_t ts, const redisReply *id, const redisReply *type,
-                      const redisReply *cause, const redisReply *data)
+                      int64_t ts, script_str_t id, script_str_t type,
+                      script_str_t cause, script_str_t data)
 {
     msgpack_packer pk;
     msgpack_packer_init (&pk, sbuf, msgpack_sbuffer_write);
-    bool with_cause = cause->len > 0;
+    bool with_cause = cause.size > 0;
     msgpack_pack_map (&pk, with_cause ? 9 : 8);
     funnel_pack_cstr (&pk, "v");
     msgpack_pack_uint8 (&pk, 1);
     funnel_pack_cstr (&pk, "id");
-    msgpack_pack_str (&pk, id->len);
-    msgpack_pack_str_body (&pk, id->str, id->len);
+    s_pack_str (&pk, id);
     funnel_pack_cstr (&pk, "type");
-    msgpack_pack_str (&pk, type->len);
-    msgpack_pack_str_body (&pk, type->str, type->len);
+    s_pack_str (&pk, type);
     funnel_pack_cstr (&pk, "ts");
     msgpack_pack_int64 (&pk, ts);
     funnel_pack_cstr (&pk, "src");
@@ -162,9 +167,36 @@ script_pack_envelope (msgpack_sbuffer *sbuf, const char *svc, uint64_t seq,
     msgpack_pack_uint64 (&pk, seq);
     if (with_cause) {
         funnel_pack_cstr (&pk, "cause");
-        msgpack_pack_str (&pk, cause->len);
-        msgpack_pack_str_body (&pk, cause->str, cause->len);
+        s_pack_str (&pk, cause);
     }
     funnel_pack_cstr (&pk, "data");
-    msgpack_sbuffer_write (sbuf, data->str, data->len);     //  Already msgpack
+    msgpack_sbuffer_write (sbuf, data.data, data.size);     //  Already msgpack
+}
+
+int
+script_outbox_entry (const char *entry, size_t size, script_str_t *id,
+                     script_str_t *type, script_str_t *cause, int64_t *ts,
+                     script_str_t *data)
+{
+    script_str_t *parts [4] = { id, type, cause, data };
+    char number [24];
+    script_str_t ts_part;
+    parts [3] = &ts_part;
+    const char *at = entry, *end = entry + size;
+    for (int i = 0; i < 4; i++) {
+        const char *nul = memchr (at, 0, (size_t) (end - at));
+        if (!nul)
+            return -1;
+        parts [i]->data = at;
+        parts [i]->size = (size_t) (nul - at);
+        at = nul + 1;
+    }
+    if (ts_part.size == 0 || ts_part.size >= sizeof number)
+        return -1;
+    memcpy (number, ts_part.data, ts_part.size);
+    number [ts_part.size] = 0;
+    *ts = strtoll (number, NULL, 10);
+    data->data = at;
+    data->size = (size_t) (end - at);
+    return data->size > 0 ? 0 : -1;
 }

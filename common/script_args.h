@@ -39,10 +39,24 @@ const char **
 const size_t *
     script_args_lens (script_args_t *self);
 
-//  Packs a full envelope (PROTOCOL §4) as published and replayed.
+//  Bytes of one part of an event coming back from the script.
+typedef struct {
+    const char *data;
+    size_t size;
+} script_str_t;
+
+//  Packs a full envelope (PROTOCOL §4) as published and replayed; data is
+//  already msgpack. An empty cause is left out.
 void
     script_pack_envelope (msgpack_sbuffer *sbuf, const char *svc, uint64_t seq,
-                          int64_t ts, const redisReply *id, const redisReply *type,
-                          const redisReply *cause, const redisReply *data);
+                          int64_t ts, script_str_t id, script_str_t type,
+                          script_str_t cause, script_str_t data);
+
+//  Splits an outbox entry as runtime_end.lua stores it,
+//  "id NUL type NUL cause NUL ts NUL data"; -1 if it is not of that shape.
+int
+    script_outbox_entry (const char *entry, size_t size, script_str_t *id,
+                         script_str_t *type, script_str_t *cause, int64_t *ts,
+                         script_str_t *data);
 
 #endif

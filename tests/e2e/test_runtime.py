@@ -178,6 +178,26 @@ class TestVerbs(FunnelTestCase):
         self.assertIn("stopped cleanly", self.alpha.output())
 
 
+class TestRetention(FunnelTestCase):
+    def test_outbox_keeps_at_least_retention_events(self):
+        self.daemon("alpha", "funnel-testsvc", args=["--set", "alpha/retention=1500"])
+        api = self.wait_ready("alpha")
+        for b in range(5):
+            api.ok("PUBLISH", [add("t", 1) for _ in range(1000)])
+        head = api.ok("PING")["seq"]
+        self.assertEqual(head, 5000)
+        reply = api.ok("REPLAY", {"from": 1, "limit": 10})
+        first = reply["first"]
+        # whole buckets of 1000 are dropped: at least 1500 kept, at most 2499
+        self.assertLessEqual(first, head - 1500 + 1)
+        self.assertGreater(first, head - 2500 + 1)
+        self.assertEqual(reply["events"][0]["seq"], first)
+        self.assertEqual([e["seq"] for e in reply["events"]], list(range(first, first + 10)))
+        tail = api.ok("REPLAY", {"from": 4995})
+        self.assertEqual(([e["seq"] for e in tail["events"]], tail["next"]),
+                         (list(range(4995, 5001)), 5001))
+
+
 class TestDelivery(FunnelTestCase):
     """alpha -> beta: beta mirrors alpha's counters, exactly once."""
 
