@@ -9,9 +9,12 @@ build=${2:-./build}
 dir=$(mktemp -d /tmp/funnel-bench.XXXXXX)
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 rport=$(port); api=$(port); pub=$(port)
-# Redis on core 0, everything else on core 1: less noise from scheduling
+# pin=1: Redis on core 0, everything else on core 1 (less scheduling noise,
+# but the service then shares one core with the client and ZeroMQ's threads)
 pin0=""; pin1=""
-if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then pin0="taskset -c 0"; pin1="taskset -c 1"; fi
+if [ "${pin:-0}" = 1 ] && command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+    pin0="taskset -c 0"; pin1="taskset -c 1"
+fi
 $pin0 redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --save '' --appendonly no \
     --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log"
 cat > "$dir/funnel.cfg" <<CFG

@@ -102,6 +102,7 @@ s_checked (service_t *self, redisReply *reply, script_args_t *args)
 }
 
 static void s_complete_pending (service_t *self);
+static void s_complete_pending_to (service_t *self, int keep);
 
 //  Runs the script with args (destroyed here); NULL if Redis is
 //  unavailable or the script failed (script_failed says which).
@@ -328,7 +329,7 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
     for (uint32_t i = 0; i < (is_batch ? root->via.array.size : 1); i++)
         script_args_add_event (args, is_batch ? &root->via.array.ptr [i] : root);
     if (self->pending_count == PIPELINE_MAX)
-        s_complete_pending (self);
+        s_complete_pending_to (self, PIPELINE_MAX - 1);
     if (redis_store_eval_send (self->store, 1, script_args_count (args),
                                script_args_argv (args), script_args_lens (args)) != 0) {
         s_complete_pending (self);      //  Earlier requests are answered first
@@ -359,32 +360,62 @@ s_answer_publish (service_t *self, zmsg_t *envelope, redisReply *reply)
     freeReplyObject (reply);
 }
 
+//  Answers the oldest pending apply from its reply, and drops it.
+static void
+s_answer_oldest (service_t *self, redisReply *reply)
+{
+    pending_t *pending = &self->pending [0];
+    s_answer_publish (self, pending->envelope, s_checked (self, reply, pending->args));
+    script_args_destroy (&pending->args);
+    funnel_msg_destroy (&pending->msg);
+    self->pending_count--;
+    memmove (self->pending, self->pending + 1, self->pending_count * sizeof (pending_t));
+}
+
 //  Reads every pending apply's reply, in order, and answers it. After a
 //  NOSCRIPT (Redis restarted without our script) every later reply is read
 //  first, then those applies are re-run one by one (which reloads it).
 static void
-s_complete_pending (service_t *self)
+s_complete_all (service_t *self, redisReply *first)
 {
     redisReply *replies [PIPELINE_MAX];
-    bool reload = false;
-    for (int i = 0; i < self->pending_count; i++) {
-        replies [i] = redis_store_recv (self->store);
-        reload |= redis_store_is_noscript (replies [i]);
-    }
-    for (int i = 0; i < self->pending_count; i++) {
-        pending_t *pending = &self->pending [i];
+    int count = self->pending_count;
+    for (int i = 0; i < count; i++)
+        replies [i] = i == 0 && first ? first : redis_store_recv (self->store);
+    for (int i = 0; i < count; i++) {
         self->script_failed = false;
-        if (reload && redis_store_is_noscript (replies [i])) {
+        if (redis_store_is_noscript (replies [i])) {
+            pending_t *pending = &self->pending [0];
             freeReplyObject (replies [i]);
             replies [i] = redis_store_eval (self->store, 1, script_args_count (pending->args),
                                             script_args_argv (pending->args),
                                             script_args_lens (pending->args));
         }
-        s_answer_publish (self, pending->envelope, s_checked (self, replies [i], pending->args));
-        script_args_destroy (&pending->args);
-        funnel_msg_destroy (&pending->msg);
+        s_answer_oldest (self, replies [i]);
     }
-    self->pending_count = 0;
+}
+
+//  Completes pending applies, oldest first, until at most `keep` remain:
+//  keep = 0 before anything that must not interleave with the pipeline,
+//  PIPELINE_MAX - 1 to make room while Redis goes on with the rest.
+static void
+s_complete_pending_to (service_t *self, int keep)
+{
+    while (self->pending_count > keep) {
+        self->script_failed = false;
+        redisReply *reply = redis_store_recv (self->store);
+        if (redis_store_is_noscript (reply)) {
+            s_complete_all (self, reply);
+            return;
+        }
+        s_answer_oldest (self, reply);
+    }
+}
+
+static void
+s_complete_pending (service_t *self)
+{
+    s_complete_pending_to (self, 0);
 }
 
 //  Decodes a small request body that must be a map.
