@@ -33,8 +33,12 @@ local function num2s (n)
 end
 
 -- Builds a key under this service's prefix: K('lead', id) = P..'lead:'..id
-local function K (...)
-    local parts = {...}
+local function K (a, b, ...)
+    if ... == nil then         -- the common one- and two-part keys, no table
+        if b == nil then return P .. num2s (a) end
+        return P .. num2s (a) .. ':' .. num2s (b)
+    end
+    local parts = { a, b, ... }
     for i = 1, #parts do parts[i] = num2s (parts[i]) end
     return P .. table.concat (parts, ':')
 end
@@ -375,8 +379,9 @@ local function emit (etype, data, key)
         -- Without a cause (a tick), NOW keeps ids apart from other ticks'
         id = SVC .. ':' .. (CAUSE and CAUSE.id or ('tick:' .. num2s (NOW))) .. ':' .. EMITS
     end
-    -- Output ids must be valid event ids (subscribers check them)
-    if #id > 64 or string.find (id, '[^%w%._:@%+%-]') then
+    -- Output ids must be valid event ids (subscribers check them); a cause
+    -- id is one already, so only a key can bring in another character
+    if #id > 64 or (key and string.find (id, '[^%w%._:@%+%-]')) then
         id = SVC .. ':' .. redis.sha1hex (id)
     end
     outputs[#outputs + 1] = {
