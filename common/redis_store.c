@@ -526,6 +526,34 @@ s_reload_script (redis_store_t *self, bool *loaded)
     return reply;
 }
 
+//  Builds "EVALSHA sha numkeys argv..." (keys is the caller's buffer for
+//  the number); 0, or -1 after logging when out of memory. The caller
+//  frees *all and *lengths either way.
+static int
+s_evalsha_args (redis_store_t *self, int numkeys, int argc, const char **argv,
+                const size_t *argvlen, char *keys, const char ***all_p, size_t **lengths_p)
+{
+    const char **all = malloc ((size_t) (argc + 3) * sizeof *all);
+    size_t *lengths = malloc ((size_t) (argc + 3) * sizeof *lengths);
+    *all_p = all;
+    *lengths_p = lengths;
+    if (!all || !lengths) {
+        log_error ("redis_store: out of memory for %d arguments", argc);
+        return -1;
+    }
+    snprintf (keys, 16, "%d", numkeys);
+    all [0] = "EVALSHA";
+    all [1] = self->sha;
+    all [2] = keys;
+    for (int i = 0; i < 3; i++)
+        lengths [i] = strlen (all [i]);
+    for (int i = 0; i < argc; i++) {
+        all [i + 3] = argv [i];
+        lengths [i + 3] = argvlen ? argvlen [i] : strlen (argv [i]);
+    }
+    return 0;
+}
+
 redisReply *
 redis_store_eval (redis_store_t *self, int numkeys, int argc,
                   const char **argv, const size_t *argvlen)
@@ -537,22 +565,11 @@ redis_store_eval (redis_store_t *self, int numkeys, int argc,
     }
     if (redis_store_connect (self))
         return NULL;
-    //  EVALSHA sha numkeys keys... args...
-    const char **all = malloc ((size_t) (argc + 3) * sizeof *all);
-    size_t *lengths = malloc ((size_t) (argc + 3) * sizeof *lengths);
     redisReply *reply = NULL;
-    if (all && lengths) {
-        char keys [16];
-        snprintf (keys, sizeof keys, "%d", numkeys);
-        all [0] = "EVALSHA";
-        all [1] = self->sha;
-        all [2] = keys;
-        for (int i = 0; i < 3; i++)
-            lengths [i] = strlen (all [i]);
-        for (int i = 0; i < argc; i++) {
-            all [i + 3] = argv [i];
-            lengths [i + 3] = argvlen ? argvlen [i] : strlen (argv [i]);
-        }
+    const char **all;
+    size_t *lengths;
+    char keys [16];
+    if (s_evalsha_args (self, numkeys, argc, argv, argvlen, keys, &all, &lengths) == 0) {
         reply = s_command (self, argc + 3, all, lengths);
         if (reply && s_is_noscript (reply)) {
             freeReplyObject (reply);
@@ -562,8 +579,6 @@ redis_store_eval (redis_store_t *self, int numkeys, int argc,
                 reply = s_command (self, argc + 3, all, lengths);
         }
     }
-    else
-        log_error ("redis_store_eval: out of memory");
     free (all);
     free (lengths);
     return reply;
@@ -576,21 +591,11 @@ redis_store_eval_send (redis_store_t *self, int numkeys, int argc,
     assert (self && argc >= numkeys && numkeys >= 0);
     if (!self->script || redis_store_connect (self))
         return -1;
-    const char **all = malloc ((size_t) (argc + 3) * sizeof *all);
-    size_t *lengths = malloc ((size_t) (argc + 3) * sizeof *lengths);
+    const char **all;
+    size_t *lengths;
+    char keys [16];
     int rc = -1;
-    if (all && lengths) {
-        char keys [16];
-        snprintf (keys, sizeof keys, "%d", numkeys);
-        all [0] = "EVALSHA";
-        all [1] = self->sha;
-        all [2] = keys;
-        for (int i = 0; i < 3; i++)
-            lengths [i] = strlen (all [i]);
-        for (int i = 0; i < argc; i++) {
-            all [i + 3] = argv [i];
-            lengths [i + 3] = argvlen ? argvlen [i] : strlen (argv [i]);
-        }
+    if (s_evalsha_args (self, numkeys, argc, argv, argvlen, keys, &all, &lengths) == 0) {
         //  Written out now, so Redis starts on it while we do other work
         int done = 0;
         if (redisAppendCommandArgv (self->ctx, argc + 3, all, lengths) == REDIS_OK) {
@@ -603,8 +608,6 @@ redis_store_eval_send (redis_store_t *self, int numkeys, int argc,
         else
             s_drop (self, self->ctx->err ? self->ctx->errstr : "write failed");
     }
-    else
-        log_error ("redis_store_eval_send: out of memory");
     free (all);
     free (lengths);
     return rc;
@@ -881,11 +884,31 @@ s_test_eval (const char *text, bool verbose)
     s_expect_string (redis_store_eval (store, 1, 2, args, NULL), "hello-v");
     s_expect_string (s_run (store, 2, (const char *[]) { "SCRIPT", "FLUSH" }), "OK");
     s_expect_string (redis_store_eval (store, 1, 2, args, NULL), "hello-v");
+    redisReply *reply;
+
+    //  Pipelined: replies come back in order; after a SCRIPT FLUSH every
+    //  pending reply is NOSCRIPT, for the caller to re-run
+    const char *one [] = { "funnel:test:k", "one" };
+    const char *two [] = { "funnel:test:k", "two" };
+    assert (redis_store_eval_send (store, 1, 2, one, NULL) == 0);
+    assert (redis_store_eval_send (store, 1, 2, two, NULL) == 0);
+    s_expect_string (redis_store_recv (store), "one-v");
+    s_expect_string (redis_store_recv (store), "two-v");
+    s_expect_string (s_run (store, 2, (const char *[]) { "SCRIPT", "FLUSH" }), "OK");
+    assert (redis_store_eval_send (store, 1, 2, one, NULL) == 0);
+    assert (redis_store_eval_send (store, 1, 2, two, NULL) == 0);
+    reply = redis_store_recv (store);
+    assert (redis_store_is_noscript (reply));
+    freeReplyObject (reply);
+    reply = redis_store_recv (store);
+    assert (redis_store_is_noscript (reply));
+    freeReplyObject (reply);
+    s_expect_string (redis_store_eval (store, 1, 2, two, NULL), "two-v");
 
     //  Binary-safe arguments: a NUL inside
     const char *binary [] = { "funnel:test:k", "a\0b" };
     size_t lengths [] = { 13, 3 };
-    redisReply *reply = redis_store_eval (store, 1, 2, binary, lengths);
+    reply = redis_store_eval (store, 1, 2, binary, lengths);
     assert (reply && reply->type == REDIS_REPLY_STRING && reply->len == 5);
     assert (memcmp (reply->str, "a\0b-v", 5) == 0);
     freeReplyObject (reply);
