@@ -139,16 +139,15 @@ s_publish_outputs (service_t *self, redisReply *reply, size_t first)
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
     for (size_t i = first + 2; i < reply->elements; i++, seq++) {
-        script_str_t id, type, cause, data;
-        int64_t ts;
+        script_event_t event;
         if (script_outbox_entry (reply->element [i]->str, reply->element [i]->len,
-                                 &id, &type, &cause, &ts, &data) != 0) {
+                                 &event) != 0) {
             log_error ("output %" PRIu64 " is malformed; subscribers will replay it", seq);
             continue;
         }
         sbuf.size = 0;
-        script_pack_envelope (&sbuf, self->def->name, seq, ts, id, type, cause, data);
-        zmq_send (pub, type.data, type.size, ZMQ_SNDMORE);
+        script_pack_envelope (&sbuf, self->def->name, seq, &event);
+        zmq_send (pub, event.type.data, event.type.size, ZMQ_SNDMORE);
         zmq_send (pub, sbuf.data, sbuf.size, 0);
         self->seq = seq;
     }
@@ -514,15 +513,14 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     }
     //  Entries come as seq + stored entry: split, then rebuilt as envelopes
     size_t count = reply ? (reply->elements - 3) / 2 : 0;
-    typedef struct { uint64_t seq; int64_t ts; script_str_t id, type, cause, data; } entry_t;
+    typedef struct { uint64_t seq; script_event_t event; } entry_t;
     entry_t *entries = (entry_t *) calloc (count + 1, sizeof (entry_t));
     size_t valid = 0;
     for (size_t i = 0; i < count; i++) {
         redisReply **part = reply->element + 3 + i * 2;
         entry_t *e = &entries [valid];
         e->seq = (uint64_t) part [0]->integer;
-        if (script_outbox_entry (part [1]->str, part [1]->len, &e->id, &e->type,
-                                 &e->cause, &e->ts, &e->data) == 0)
+        if (script_outbox_entry (part [1]->str, part [1]->len, &e->event) == 0)
             valid++;
         else
             log_error ("outbox entry %" PRIu64 " is malformed; left out of REPLAY", e->seq);
@@ -535,9 +533,7 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     funnel_pack_cstr (&pk, "events");
     msgpack_pack_array (&pk, valid);
     for (size_t i = 0; i < valid; i++)
-        script_pack_envelope (&sbuf, self->def->name, entries [i].seq, entries [i].ts,
-                              entries [i].id, entries [i].type, entries [i].cause,
-                              entries [i].data);
+        script_pack_envelope (&sbuf, self->def->name, entries [i].seq, &entries [i].event);
     free (entries);
     funnel_pack_cstr (&pk, "next");
     //  The script gives 0 for "no events" / "nothing held" rather than

@@ -385,7 +385,8 @@ local function emit (etype, data, key)
         id = SVC .. ':' .. redis.sha1hex (id)
     end
     outputs[#outputs + 1] = {
-        type = etype, data = data, id = id, cause = CAUSE and CAUSE.id or nil
+        type = etype, data = data, id = id,
+        cause = CAUSE and CAUSE.id or nil, cause_ts = CAUSE and CAUSE.ts or nil
     }
 end
 

@@ -83,8 +83,8 @@ end
 
 -- The outbox: output events by seq, for REPLAY. One hash per 1000 seqs
 -- (<prefix>ob:<seq div 1000>, field <seq>), each entry one string
--- "id NUL type NUL cause NUL ts NUL data" (ids, types and ts hold no NUL;
--- data, msgpack, is last). A batch's outputs are one or two HSETs instead
+-- "id NUL type NUL cause NUL ts NUL cause_ts NUL data" (none but data
+-- holds a NUL; data, msgpack, is last). A batch's outputs are one or two HSETs instead
 -- of a stream XADD per event, and whole buckets are dropped past the
 -- retention. <prefix>ob_first is the oldest seq still held.
 local OB_BUCKET = 1000
@@ -128,7 +128,7 @@ local function commit ()
         -- a map: subscribers would drop the event as malformed.
         local data = next (o.data or {}) == nil and '\128' or cmsgpack.pack (o.data)
         local entry = o.id .. '\0' .. o.type .. '\0' .. (o.cause or '') .. '\0' ..
-                      ts .. '\0' .. data
+                      ts .. '\0' .. (o.cause_ts and num2s (o.cause_ts) or '') .. '\0' .. data
         hset[#hset + 1] = num2s (seq)
         hset[#hset + 1] = entry
         published[#published + 1] = entry

@@ -144,21 +144,21 @@ s_pack_str (msgpack_packer *pk, script_str_t part)
 
 void
 script_pack_envelope (msgpack_sbuffer *sbuf, const char *svc, uint64_t seq,
-                      int64_t ts, script_str_t id, script_str_t type,
-                      script_str_t cause, script_str_t data)
+                      const script_event_t *event)
 {
     msgpack_packer pk;
     msgpack_packer_init (&pk, sbuf, msgpack_sbuffer_write);
-    bool with_cause = cause.size > 0;
-    msgpack_pack_map (&pk, with_cause ? 9 : 8);
+    bool with_cause = event->cause.size > 0;
+    bool with_cause_ts = with_cause && event->cause_ts > 0;
+    msgpack_pack_map (&pk, 8 + with_cause + with_cause_ts);
     funnel_pack_cstr (&pk, "v");
     msgpack_pack_uint8 (&pk, 1);
     funnel_pack_cstr (&pk, "id");
-    s_pack_str (&pk, id);
+    s_pack_str (&pk, event->id);
     funnel_pack_cstr (&pk, "type");
-    s_pack_str (&pk, type);
+    s_pack_str (&pk, event->type);
     funnel_pack_cstr (&pk, "ts");
-    msgpack_pack_int64 (&pk, ts);
+    msgpack_pack_int64 (&pk, event->ts);
     funnel_pack_cstr (&pk, "src");
     funnel_pack_cstr (&pk, svc);
     funnel_pack_cstr (&pk, "svc");
@@ -167,23 +167,40 @@ script_pack_envelope (msgpack_sbuffer *sbuf, const char *svc, uint64_t seq,
     msgpack_pack_uint64 (&pk, seq);
     if (with_cause) {
         funnel_pack_cstr (&pk, "cause");
-        s_pack_str (&pk, cause);
+        s_pack_str (&pk, event->cause);
+    }
+    if (with_cause_ts) {
+        funnel_pack_cstr (&pk, "cause_ts");
+        msgpack_pack_int64 (&pk, event->cause_ts);
     }
     funnel_pack_cstr (&pk, "data");
-    msgpack_sbuffer_write (sbuf, data.data, data.size);     //  Already msgpack
+    msgpack_sbuffer_write (sbuf, event->data.data, event->data.size);
+}
+
+//  A decimal integer part: 0 if empty, -1 if not a number
+static int
+s_parse_int (script_str_t part, int64_t *value)
+{
+    char number [24];
+    *value = 0;
+    if (part.size == 0)
+        return 0;
+    if (part.size >= sizeof number)
+        return -1;
+    memcpy (number, part.data, part.size);
+    number [part.size] = 0;
+    char *end;
+    *value = strtoll (number, &end, 10);
+    return *end ? -1 : 0;
 }
 
 int
-script_outbox_entry (const char *entry, size_t size, script_str_t *id,
-                     script_str_t *type, script_str_t *cause, int64_t *ts,
-                     script_str_t *data)
+script_outbox_entry (const char *entry, size_t size, script_event_t *event)
 {
-    script_str_t *parts [4] = { id, type, cause, data };
-    char number [24];
-    script_str_t ts_part;
-    parts [3] = &ts_part;
+    script_str_t ts, cause_ts;
+    script_str_t *parts [5] = { &event->id, &event->type, &event->cause, &ts, &cause_ts };
     const char *at = entry, *end = entry + size;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < 5; i++) {
         const char *nul = memchr (at, 0, (size_t) (end - at));
         if (!nul)
             return -1;
@@ -191,12 +208,9 @@ script_outbox_entry (const char *entry, size_t size, script_str_t *id,
         parts [i]->size = (size_t) (nul - at);
         at = nul + 1;
     }
-    if (ts_part.size == 0 || ts_part.size >= sizeof number)
+    event->data.data = at;
+    event->data.size = (size_t) (end - at);
+    if (ts.size == 0 || s_parse_int (ts, &event->ts) || s_parse_int (cause_ts, &event->cause_ts))
         return -1;
-    memcpy (number, ts_part.data, ts_part.size);
-    number [ts_part.size] = 0;
-    *ts = strtoll (number, NULL, 10);
-    data->data = at;
-    data->size = (size_t) (end - at);
-    return data->size > 0 ? 0 : -1;
+    return event->data.size > 0 ? 0 : -1;
 }

@@ -45,18 +45,22 @@ typedef struct {
     size_t size;
 } script_str_t;
 
-//  Packs a full envelope (PROTOCOL §4) as published and replayed; data is
-//  already msgpack. An empty cause is left out.
+//  An output event as the outbox keeps it.
+typedef struct {
+    script_str_t id, type, cause, data;     //  data is msgpack already
+    int64_t ts;                             //  When it was applied
+    int64_t cause_ts;                       //  The cause's own ts, 0 if none
+} script_event_t;
+
+//  Packs a full envelope (PROTOCOL §4) as published and replayed. An empty
+//  cause is left out, and so is cause_ts then.
 void
     script_pack_envelope (msgpack_sbuffer *sbuf, const char *svc, uint64_t seq,
-                          int64_t ts, script_str_t id, script_str_t type,
-                          script_str_t cause, script_str_t data);
+                          const script_event_t *event);
 
-//  Splits an outbox entry as runtime_end.lua stores it,
-//  "id NUL type NUL cause NUL ts NUL data"; -1 if it is not of that shape.
+//  Splits an outbox entry as runtime_end.lua stores it, "id NUL type NUL
+//  cause NUL ts NUL cause_ts NUL data"; -1 if it is not of that shape.
 int
-    script_outbox_entry (const char *entry, size_t size, script_str_t *id,
-                         script_str_t *type, script_str_t *cause, int64_t *ts,
-                         script_str_t *data);
+    script_outbox_entry (const char *entry, size_t size, script_event_t *event);
 
 #endif

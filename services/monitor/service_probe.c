@@ -36,8 +36,15 @@ s_on_events (void *arg, upstream_t *upstream, const char **events, const size_t 
             char kind [FUNNEL_ID_MAX + 1];
             bool has_kind = funnel_obj_strcpy (funnel_map_get (event.data, "kind"),
                                                kind, sizeof kind);
+            //  Event time to apply: from the cause's own time to when this
+            //  stage applied it; receipt delay for events without a cause
+            const msgpack_object *cause_ts = funnel_map_get (funnel_msg_root (msg), "cause_ts");
+            int64_t latency = cause_ts && cause_ts->type == MSGPACK_OBJECT_POSITIVE_INTEGER
+                            ? event.ts - (int64_t) cause_ts->via.u64 : now - event.ts;
+            if (latency < 0)
+                latency = 0;            //  A producer's clock ahead of ours
             funnel_view_record_event (self->view, self->svc, event.type,
-                                      has_kind ? kind : NULL, now - event.ts);
+                                      has_kind ? kind : NULL, latency);
         }
         funnel_msg_destroy (&msg);
     }

@@ -140,7 +140,9 @@ class TestVerbs(FunnelTestCase):
         sock.close(0)
 
     def test_replay(self):
-        self.api.ok("PUBLISH", [add("r", i) for i in range(1, 11)])
+        batch = [add("r", i) for i in range(1, 11)]
+        batch[0]["ts"] = 1700000000123
+        self.api.ok("PUBLISH", batch)
         reply = self.api.ok("REPLAY", {"from": 1, "limit": 4})
         self.assertEqual([e["seq"] for e in reply["events"]], [1, 2, 3, 4])
         self.assertEqual(reply["next"], 5)
@@ -148,6 +150,7 @@ class TestVerbs(FunnelTestCase):
         ev = reply["events"][0]
         self.assertEqual((ev["svc"], ev["type"], ev["v"]), ("alpha", "test.added", 1))
         self.assertTrue(ev["cause"])
+        self.assertEqual((ev["cause"], ev["cause_ts"]), (batch[0]["id"], batch[0]["ts"]))
         reply = self.api.ok("REPLAY", {"from": 8, "limit": 5000})
         self.assertEqual([e["seq"] for e in reply["events"]], [8, 9, 10])
         self.assertEqual(reply["next"], 11)

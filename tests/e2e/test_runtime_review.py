@@ -216,9 +216,9 @@ class TestRuntimeLua(FunnelTestCase):
         reply = self.run_mode("replay", [str(start), "1000"])
         entries = []
         for i in range(3, len(reply), 2):
-            eid, etype, cause, ts, data = reply[i + 1].split(b"\0", 4)
+            eid, etype, cause, ts, cause_ts, data = reply[i + 1].split(b"\0", 5)
             entries.append({"seq": reply[i], "id": eid, "type": etype, "cause": cause,
-                            "ts": int(ts), "data": data})
+                            "ts": int(ts), "cause_ts": int(cause_ts or 0), "data": data})
         return entries
 
     # -- specific bugs --------------------------------------------------------
