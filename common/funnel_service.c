@@ -693,11 +693,18 @@ s_apply_upstream (void *arg, upstream_t *upstream, const char **events,
     funnel_msg_t *msg = funnel_msg_decode (summary->str, summary->len,
                                            &funnel_limits_event, &err);
     const msgpack_object *errors = msg ? funnel_map_get (funnel_msg_root (msg), "errors") : NULL;
+    //  One line per refused event, but at most one a second at warn level
+    //  (a misbehaving upstream must not flood the log; STATS counts them all)
     if (errors && errors->type == MSGPACK_OBJECT_ARRAY)
-        for (uint32_t i = 0; i < errors->via.array.size && i < 5; i++) {
+        for (uint32_t i = 0; i < errors->via.array.size; i++) {
             char line [FUNNEL_STR_MAX + 1];
-            if (funnel_obj_strcpy (&errors->via.array.ptr [i], line, sizeof line))
-                log_warn ("from %s: not applied: %s", upstream_name (upstream), line);
+            if (!funnel_obj_strcpy (&errors->via.array.ptr [i], line, sizeof line))
+                continue;
+            if (funnel_log_every (&self->last_warn, 1000))
+                log_warn ("from %s: not applied: %s (consume_rejected counts all)",
+                          upstream_name (upstream), line);
+            else
+                log_debug ("from %s: not applied: %s", upstream_name (upstream), line);
         }
     funnel_msg_destroy (&msg);
     s_publish_outputs (self, reply, 2);
