@@ -6,10 +6,10 @@
     requests, a stop signal always falls between two requests, and no lock
     is needed anywhere. Throughput comes from batching, not threads.
 */
-#include <signal.h>
 #include "funnel_service.h"
 #include "event_codec.h"
 #include "funnel_log.h"
+#include "funnel_signals.h"
 #include "redis_store.h"
 #include "script_args.h"
 #include "upstream.h"
@@ -51,14 +51,6 @@ typedef struct {
     int64_t last_warn;
 } service_t;
 
-static volatile sig_atomic_t s_stop = 0;
-
-static void
-s_on_signal (int signum)
-{
-    (void) signum;
-    s_stop = 1;
-}
 
 static int64_t
 s_now_ms (void)
@@ -649,11 +641,11 @@ s_on_api (zloop_t *loop, zsock_t *reader, void *arg)
             break;
         s_handle_request (self, msg);
         zmsg_destroy (&msg);
-        if (s_stop)
+        if (funnel_stop)
             break;
     }
     s_complete_pending (self);
-    return s_stop ? -1 : 0;
+    return funnel_stop ? -1 : 0;
 }
 
 //  Applies a batch of upstream events with their checkpoint.
@@ -718,7 +710,7 @@ s_on_upstream (zloop_t *loop, zsock_t *reader, void *arg)
     (void) loop;
     (void) reader;
     upstream_drain ((upstream_t *) arg);
-    return s_stop ? -1 : 0;
+    return funnel_stop ? -1 : 0;
 }
 
 static int
@@ -727,7 +719,7 @@ s_on_replay (zloop_t *loop, zsock_t *reader, void *arg)
     (void) loop;
     (void) reader;
     upstream_on_replay ((upstream_t *) arg);
-    return s_stop ? -1 : 0;
+    return funnel_stop ? -1 : 0;
 }
 
 static void
@@ -760,7 +752,7 @@ s_on_second (zloop_t *loop, int timer_id, void *arg)
     if (self->synced)
         for (int u = 0; u < self->upstream_count; u++)
             upstream_flush (self->upstreams [u]);
-    return s_stop ? -1 : 0;
+    return funnel_stop ? -1 : 0;
 }
 
 //  Housekeeping every 50 ms: reconnect Redis, catch up upstreams, stop.
@@ -775,9 +767,9 @@ s_on_housekeeping (zloop_t *loop, int timer_id, void *arg)
     if (!self->synced && redis_store_connect (self->store) == 0)
         s_sync (self);
     if (self->synced)
-        for (int u = 0; u < self->upstream_count && !s_stop; u++)
+        for (int u = 0; u < self->upstream_count && !funnel_stop; u++)
             upstream_catch_up (self->upstreams [u], 10);
-    return s_stop ? -1 : 0;
+    return funnel_stop ? -1 : 0;
 }
 
 static int
@@ -794,7 +786,7 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
             freeReplyObject (reply);
         }
     }
-    return s_stop ? -1 : 0;
+    return funnel_stop ? -1 : 0;
 }
 
 //  ---------------------------------------------------------------------
@@ -923,7 +915,7 @@ s_run (service_t *self)
         zloop_timer (loop, self->def->tick_ms, 0, s_on_tick, self);
     s_on_housekeeping (loop, 0, self);
     //  zloop_start returns on EINTR even in nonstop mode (czmq 4.2.1)
-    while (!s_stop)
+    while (!funnel_stop)
         if (zloop_start (loop) == -1)
             break;
     zloop_destroy (&loop);
@@ -932,15 +924,8 @@ s_run (service_t *self)
 int
 funnel_service_main (int argc, char **argv, const funnel_service_def_t *def)
 {
-    //  Before anything initialises czmq: its handlers would swallow SIGTERM
-    zsys_handler_set (NULL);
+    funnel_signals_init ();
     zsys_set_logstream (stderr);
-    struct sigaction action;
-    memset (&action, 0, sizeof action);
-    action.sa_handler = s_on_signal;
-    sigaction (SIGINT, &action, NULL);
-    sigaction (SIGTERM, &action, NULL);
-    signal (SIGPIPE, SIG_IGN);
 
     funnel_config_about_t about = { def->name, def->summary, def->extra_help };
     funnel_config_status_t status;

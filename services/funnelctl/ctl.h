@@ -11,6 +11,7 @@
 #include <stdbool.h>
 #include <signal.h>
 #include "funnel_config.h"
+#include "funnel_signals.h"
 
 #define CTL_OK          0   //  Done
 #define CTL_ERR         1   //  A service answered ERR
@@ -29,7 +30,6 @@ typedef struct {
 extern const char *const ctl_services [];
 
 //  Set by SIGINT/SIGTERM: long-running commands (tail, top) stop cleanly.
-extern volatile sig_atomic_t ctl_stop;
 
 //  A service's endpoint (kind "api" or "pub"): a known service name from
 //  the topology, or an endpoint given directly (tcp://, ipc://, inproc://).

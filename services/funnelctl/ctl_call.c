@@ -6,7 +6,6 @@
 #include "json_msgpack.h"
 
 const char *const ctl_services [] = { "campaign", "leads", "sales", "retention", NULL };
-volatile sig_atomic_t ctl_stop = 0;
 
 //  Replies are trusted more than requests, but still bytes from the
 //  network: REPLAY pages can hold 1000 events of up to 64 KiB
@@ -68,7 +67,7 @@ ctl_call (ctl_t *self, const char *service, const char *verb, json_t *body,
         return CTL_UNREACHABLE;
     }
     int rc = CTL_UNREACHABLE;
-    for (int attempt = 0; attempt < attempts && !ctl_stop; attempt++) {
+    for (int attempt = 0; attempt < attempts && !funnel_stop; attempt++) {
         if (attempt > 0)
             zclock_sleep (attempt < 5 ? 100 * attempt : 500);
         zframe_t *frame = NULL;

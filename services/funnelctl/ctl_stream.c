@@ -30,7 +30,7 @@ ctl_cmd_replay (ctl_t *self, int argc, char **argv)
         return CTL_USAGE;
     }
     long long printed = 0;
-    while (!ctl_stop && (limit < 0 || printed < limit)) {
+    while (!funnel_stop && (limit < 0 || printed < limit)) {
         long long page = limit < 0 || limit - printed > REPLAY_PAGE ? REPLAY_PAGE : limit - printed;
         json_t *body = json_pack ("{s:I, s:I}", "from", (json_int_t) from, "limit", (json_int_t) page);
         json_t *reply = NULL;
@@ -126,7 +126,7 @@ ctl_cmd_tail (ctl_t *self, int argc, char **argv)
     int64_t deadline = timeout_s >= 0 ? zclock_mono () + (int64_t) (timeout_s * 1000) : -1;
     long long printed = 0;
     zpoller_t *poller = zpoller_new (sub, NULL);
-    while (!ctl_stop && (limit < 0 || printed < limit)) {
+    while (!funnel_stop && (limit < 0 || printed < limit)) {
         if (deadline >= 0 && zclock_mono () >= deadline)
             break;
         if (!zpoller_wait (poller, 200))

@@ -131,9 +131,9 @@ ctl_cmd_top (ctl_t *self, int argc, char **argv)
         s_draw (services, !once);
         if (once)
             break;
-        while (!ctl_stop && zclock_mono () - started < interval)
+        while (!funnel_stop && zclock_mono () - started < interval)
             zclock_sleep (50);
-    } while (!ctl_stop);
+    } while (!funnel_stop);
     bool any_up = false;
     for (int s = 0; s < 4; s++) {
         any_up |= services [s].up;

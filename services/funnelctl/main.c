@@ -48,21 +48,11 @@ s_help (void)
 "  3  a service is unreachable (no reply in time, after the retries)\n");
 }
 
-static void
-s_on_signal (int signum)
-{
-    (void) signum;
-    ctl_stop = 1;
-}
 
 int
 main (int argc, char *argv [])
 {
-    zsys_handler_set (NULL);
-    struct sigaction action = { .sa_handler = s_on_signal };
-    sigaction (SIGINT, &action, NULL);
-    sigaction (SIGTERM, &action, NULL);
-    signal (SIGPIPE, SIG_IGN);
+    funnel_signals_init ();
     funnel_log_init ("funnelctl", FUNNEL_LOG_ERROR);
 
     ctl_t ctl = { .timeout_ms = 2000, .retries = 5 };

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include "funnel_config.h"
 #include "funnel_log.h"
+#include "funnel_signals.h"
 #include "funnel_view.h"
 #include "json_msgpack.h"
 #include "monitor_http.h"
@@ -29,8 +30,6 @@ typedef struct {
     int next_down;              //  Round robin over down services
 } monitor_t;
 
-static volatile sig_atomic_t s_stop = 0;
-static void s_on_signal (int signum) { (void) signum; s_stop = 1; }
 
 static int
 s_on_sub (zloop_t *loop, zsock_t *sub, void *arg)
@@ -92,7 +91,7 @@ static int
 s_on_check_stop (zloop_t *loop, int timer_id, void *arg)
 {
     (void) loop; (void) timer_id; (void) arg;
-    return s_stop ? -1 : 0;
+    return funnel_stop ? -1 : 0;
 }
 
 //  The same document as /api/funnel, msgpack, for subscribers without HTTP
@@ -115,12 +114,7 @@ s_on_second (zloop_t *loop, int timer_id, void *arg)
 int
 main (int argc, char *argv [])
 {
-    //  Before anything initialises czmq: its handlers would swallow SIGTERM
-    zsys_handler_set (NULL);
-    struct sigaction action = { .sa_handler = s_on_signal };
-    sigaction (SIGINT, &action, NULL);
-    sigaction (SIGTERM, &action, NULL);
-    signal (SIGPIPE, SIG_IGN);
+    funnel_signals_init ();
 
     funnel_config_about_t about = { "monitor",
         "live funnel monitor: /api/funnel, /metrics, /events (SSE), / (dashboard)",
@@ -165,7 +159,7 @@ main (int argc, char *argv [])
         s_render (&self);           //  Served at once, services unknown
         s_on_poll (loop, 0, &self);
         //  zloop_start returns on EINTR even in nonstop mode (czmq 4.2.1)
-        while (!s_stop)
+        while (!funnel_stop)
             if (zloop_start (loop) == -1)
                 break;
         zloop_destroy (&loop);

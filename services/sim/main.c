@@ -24,6 +24,7 @@
 #include "funnel_client.h"
 #include "funnel_config.h"
 #include "funnel_log.h"
+#include "funnel_signals.h"
 #include "sim_model.h"
 
 #ifndef FUNNEL_VERSION
@@ -39,14 +40,6 @@ static const char *s_service_names [SIM_SERVICES] = {
     "campaign", "leads", "sales", "retention"
 };
 
-static volatile sig_atomic_t s_stop = 0;
-
-static void
-s_signal (int signum)
-{
-    (void) signum;
-    s_stop = 1;
-}
 
 
 //  --------------------------------------------------------------------
@@ -319,7 +312,7 @@ s_flush (sim_t *self, int service)
                               : rc == FUNNEL_CALL_BROKEN ? "unexpected reply"
                               : message, n);
                 zframe_destroy (&reply);
-                if (s_stop)
+                if (funnel_stop)
                     return -1;
                 zclock_sleep (backoff);
                 backoff = backoff < 2000 ? backoff * 2 : 2000;
@@ -390,7 +383,7 @@ static void
 s_listen (sim_t *self, int64_t deadline)
 {
     void *handle = zsock_resolve (self->sub);
-    while (!s_stop) {
+    while (!funnel_stop) {
         int64_t wait = deadline - zclock_mono ();
         zmq_pollitem_t item = { handle, 0, ZMQ_POLLIN, 0 };
         if (zmq_poll (&item, 1, wait > 0 ? wait : 0) <= 0)
@@ -495,8 +488,8 @@ static bool
 s_wait_ready (sim_t *self, int64_t give_up_ms)
 {
     int64_t start = zclock_mono ();
-    for (int i = 0; i < SIM_SERVICES && !s_stop; i++) {
-        while (!s_stop) {
+    for (int i = 0; i < SIM_SERVICES && !funnel_stop; i++) {
+        while (!funnel_stop) {
             zframe_t *reply = NULL;
             funnel_call_status_t rc = funnel_client_call (self->clients [i], "PING", NULL, 0,
                                                           1000, &reply);
@@ -514,20 +507,13 @@ s_wait_ready (sim_t *self, int64_t give_up_ms)
             zclock_sleep (200);
         }
     }
-    return !s_stop;
+    return !funnel_stop;
 }
 
 int
 main (int argc, char **argv)
 {
-    //  Our own signal handling: czmq's would make zmq calls fail at random
-    zsys_handler_set (NULL);
-    struct sigaction action;
-    memset (&action, 0, sizeof action);
-    action.sa_handler = s_signal;
-    sigemptyset (&action.sa_mask);
-    sigaction (SIGINT, &action, NULL);
-    sigaction (SIGTERM, &action, NULL);
+    funnel_signals_init ();
 
     sim_t self_ = { .rate = 50, .seed = 1, .batch = 500 };
     sim_t *self = &self_;
@@ -669,9 +655,9 @@ main (int argc, char **argv)
         rc = 1;
     }
     if (rc == 0 && !s_wait_ready (self, 60000))
-        rc = s_stop ? 0 : 1;
+        rc = funnel_stop ? 0 : 1;
 
-    if (rc == 0 && !s_stop) {
+    if (rc == 0 && !funnel_stop) {
         log_info ("publishing %.1f events/s, seed %llu, run '%s'%s", self->rate,
                   (unsigned long long) self->seed, self->run,
                   self->duration_ms ? "" : ", until stopped");
@@ -681,7 +667,7 @@ main (int argc, char **argv)
         int64_t window_start = start, window_sent = 0;
         double credit = 0;
         sim_model_start (self->model, zclock_time ());
-        while (!s_stop) {
+        while (!funnel_stop) {
             int64_t now = zclock_mono ();
             if (self->duration_ms && now - start >= self->duration_ms)
                 break;
@@ -696,7 +682,7 @@ main (int argc, char **argv)
                 credit -= (double) spent;
             }
             int64_t before = self->sent;
-            for (int i = 0; i < SIM_SERVICES && !s_stop; i++)
+            for (int i = 0; i < SIM_SERVICES && !funnel_stop; i++)
                 if (s_flush (self, i))
                     break;
             window_sent += self->sent - before;
