@@ -23,6 +23,12 @@ local CFG = {
     report_max = tonumber (RULES.report_max) or 1000
 }
 
+-- STATS shows these as 0 before their first event (the monitor reads
+-- reached and engaged from a fresh start, too)
+declare_counters ('reached', 'engaged', 'touches', 'in_audience', 'anonymous',
+                  'anonymous_impressions', 'campaigns', 'spend', 'conv_lead', 'conv_mql',
+                  'conv_sql', 'conv_won', 'conv_revenue', 'unattributed')
+
 local MODELS = attribution.MODELS
 local NM = #MODELS
 local MODEL_CODE = { 'f', 'l', 'n', 'p', 'd' }     -- field prefix per model

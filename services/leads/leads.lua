@@ -11,6 +11,11 @@
 -- alias:<id> strings (identity), rep:<name> hash (run-time rep state),
 -- decay zset (when each MQL/SQL lead's score will fall below MQL).
 
+-- STATS shows these as 0 before their first event (the monitor reads
+-- leads, mql and sql from a fresh start, too)
+declare_counters ('leads', 'mql', 'sql', 'disqualified', 'recycled', 'touches',
+                  'touches_pending', 'in.nurture', 'in.mql', 'in.sql', 'in.disqualified')
+
 local HL = RULES.half_life_ms
 local RANK = { nurture = 0, mql = 1, sql = 2 }
 local PROFILE = { 'name', 'company', 'title' }
@@ -61,6 +66,14 @@ end
 
 local function engagement (L, t)
     return score.at (tonumber (L.ev) or 0, tonumber (L.et) or 0, t, HL)
+end
+
+-- The lead's clock. Scores are judged at the time of the event being
+-- handled (decay by event time), so events sent with old timestamps score
+-- as they did then; between events the clock runs with the wall clock.
+-- `off` is how far the lead's last event time lagged the wall clock.
+local function lead_now (L)
+    return NOW - (tonumber (L.off) or 0)
 end
 
 local function refit (id, L)
@@ -142,7 +155,7 @@ end
 -- Stages are cumulative: reaching SQL passes MQL first.
 local function promote (id, L, target, reason)
     local key = K ('lead', id)
-    local s = score.round ((tonumber (L.fit) or 0) + engagement (L, NOW))
+    local s = score.round ((tonumber (L.fit) or 0) + engagement (L, lead_now (L)))
     if L.stage == 'nurture' or L.stage == 'disqualified' then
         move (id, L, 'mql', reason)
         if L.em ~= '1' then
@@ -180,16 +193,22 @@ local function schedule (id, L)
                             RULES.mql - (tonumber (L.fit) or 0), HL)
     end
     if t then
-        st.zadd (K ('decay'), t, id)
+        st.zadd (K ('decay'), t + (tonumber (L.off) or 0), id)     -- wall clock
     elseif st.zscore (K ('decay'), id) then
         st.zrem (K ('decay'), id)
     end
 end
 
--- Score now; lead.scored when the published score changes; stage moves.
-local function evaluate (id, L)
+-- Score at the event's time; lead.scored when the published score
+-- changes; stage moves. t_event: the time of the event being handled.
+local function evaluate (id, L, t_event)
+    local off = math.max (0, NOW - (tonumber (t_event) or NOW))
+    if num2s (off) ~= (L.off or '0') then
+        st.hset (K ('lead', id), 'off', off)
+        L.off = num2s (off)
+    end
     local fit = tonumber (L.fit) or 0
-    local eng = engagement (L, NOW)
+    local eng = engagement (L, lead_now (L))
     local total = fit + eng
     local s = score.round (total)
     local old = tonumber (L.sc) or 0
@@ -274,7 +293,7 @@ consume['prospect.touched'] = function (ev, d)
     touch (K ('lead', id), L, d, kind, t)
     count ('touches')
     if L.aud ~= aud then refit (id, L) end
-    evaluate (id, L)
+    evaluate (id, L, t)
 end
 
 ---------------------------------------------------------------- capture --
@@ -373,7 +392,7 @@ on['lead.capture'] = function (ev, d)
             move (id, L, 'nurture', 'recaptured')
         end
     end
-    evaluate (id, L)
+    evaluate (id, L, ev.ts)
 end
 
 ---------------------------------------------------- manual qualification --
@@ -442,7 +461,7 @@ ticks[#ticks + 1] = function (now)
             st.zrem (K ('decay'), id)
         else
             if RANK[L.stage] and RANK[L.stage] > 0 and L.man ~= '1'
-            and (tonumber (L.fit) or 0) + engagement (L, now) < RULES.mql then
+            and (tonumber (L.fit) or 0) + engagement (L, lead_now (L)) < RULES.mql then
                 recycle (id, L, 'decayed', 'decay:' .. id .. ':' .. due[i + 1])
                 fired = fired + 1
             end
@@ -492,7 +511,7 @@ query['lead'] = function (req)
     if not L then return fail ('not_found', 'id: no lead ' .. req.id) end
     local attrs = attrs_of (L)
     local fit, parts = score.fit (attrs, L.aud == '1', RULES)
-    local eng = engagement (L, NOW)
+    local eng = engagement (L, lead_now (L))
     local hist = history (id)
     local spent, entries = time_in_stage (hist)
     return {

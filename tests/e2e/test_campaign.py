@@ -153,6 +153,9 @@ class CampaignCase(FunnelTestCase):
 
 class TestCampaigns(CampaignCase):
     def test_upsert_get_and_update(self):
+        # The monitor's stage counters are in STATS from a fresh start, as 0
+        fresh = self.counters()
+        self.assertEqual((fresh.get("reached"), fresh.get("engaged")), (0, 0), fresh)
         aud = {"age_min": 18, "age_max": 24, "regions": ["US", "CA"], "interests": ["Gaming"]}
         self.ok(upsert("spring", "social", name="Spring launch", platform="tiktok",
                        audience=dict(aud, colour="red"), budget=500000))
