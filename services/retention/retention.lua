@@ -14,6 +14,9 @@ local SEVERITIES = { 'low', 'normal', 'high', 'urgent' }
 local SEV_FIELD = { low = 'tl', normal = 'tn', high = 'th', urgent = 'tu' }
 local DAY_MS = 86400000
 
+-- The stage's counters, listed by STATS as 0 before the first customer
+declare_counters ('customers', 'repeat', 'at_risk', 'churned', 'revenue')
+
 local function cust_key (id) return K ('c', id) end
 
 -- Adds n to one of the customer's cohort figures (c, r, x or v); the
@@ -235,7 +238,10 @@ ticks[#ticks + 1] = function (now)
             if c.n and not c.ch then
                 st.hset (cust_key (id), 'od', 1)
                 c.od = '1'
-                refresh (id, c, now, 'overdue', 'overdue|' .. id .. '|' .. due[i + 1])
+                -- The tick time keeps ids apart when a backdated order sets
+                -- the same due time again after it fired
+                refresh (id, c, now, 'overdue', 'overdue|' .. id .. '|' .. due[i + 1] ..
+                         '|' .. num2s (now))
                 fired = fired + 1
             end
         end
@@ -261,7 +267,10 @@ ticks[#ticks + 1] = function (now)
             if c.r == 'high' then count ('at_risk', -1) end
             st.zrem (K ('due'), id)
             emit ('customer.churned', { customer = id,
-                days_inactive = health.days (la, now) }, 'churn|' .. id .. '|' .. idle[i + 1])
+                days_inactive = health.days (la, now) },
+                -- With the tick time: a customer won back by a backdated
+                -- event keeps its last activity and may churn again
+                'churn|' .. id .. '|' .. idle[i + 1] .. '|' .. num2s (now))
             fired = fired + 1
         end
     end

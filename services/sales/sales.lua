@@ -12,6 +12,9 @@ local REPS = RULES.reps or {}           -- available reps, in config order
 local FIRST = deal_policy.FIRST_STAGE
 local DAY_MS = 86400000
 
+-- The monitor's counters, listed by STATS as 0 before their first event
+declare_counters ('deals', 'won', 'lost', 'expansion', 'revenue', 'delivered')
+
 --------------------------------------------------------------- helpers --
 
 local function load (id)
@@ -365,8 +368,13 @@ query['deal'] = function (req)
         hist[#hist + 1] = e
         if e.e == 'interaction' then
             interactions[#interactions + 1] = e
+            -- A repeat within one interaction counts once (as in the report)
+            local seen = {}
             for _, o in ipairs (e.objections or {}) do
-                objections[o] = (objections[o] or 0) + 1
+                if not seen[o] then
+                    seen[o] = true
+                    objections[o] = (objections[o] or 0) + 1
+                end
             end
         elseif e.e == 'offer' then
             offers[#offers + 1] = e

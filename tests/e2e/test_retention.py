@@ -251,6 +251,9 @@ class TestRetention(RetentionCase):
         self.assertEqual((counters["repeat"], counters["duplicates"], counters["revenue"]), (1, 4, 1200))
 
     def test_cohorts_and_stats(self):
+        # the stage's counters are listed before the first customer
+        c = self.counters()
+        self.assertEqual((c["customers"], c["repeat"], c["churned"]), (0, 0, 0))
         self.assertEqual(self.ret.ok("GET", {"kind": "cohorts"}),
                          {"cohorts": [], "customers": 0, "revenue": 0, "ltv": 0})
         for lead, amount in (("C1", 10000), ("C2", 20000), ("C3", 30000)):
@@ -325,12 +328,19 @@ class TestTimers(RetentionCase):
         time.sleep(1.0)
         self.assertEqual(len(self.events("customer.churned")), 1)
         self.assertEqual(len(self.events("customer.at_risk")), 1)
+        # a backdated event wins the customer back without moving its last
+        # activity: it churns again at once, under a new event id
+        self.ok("customer.activity", {"customer": "S1", "kind": "login"}, ts=t0)
+        churned = wait_until(lambda: len(self.events("customer.churned")) == 2
+                             and self.events("customer.churned"), what="churn again")
+        self.assertNotEqual(churned[0]["id"], churned[1]["id"])
+        wait_until(lambda: self.counters()["churned"] == 1, what="churned again")
         # a new order wins the customer back
         self.ok("customer.order", {"customer": "S1", "amount": 100000})
         c = self.customer("S1")
         self.assertEqual((c["churned"], c["overdue"], c["orders"]), (False, False, 3))
         counters = self.counters()
-        self.assertEqual((counters["churned"], counters["won_back"]), (0, 1))
+        self.assertEqual((counters["churned"], counters["won_back"]), (0, 2))
 
 
 class TestKill9(RetentionCase):

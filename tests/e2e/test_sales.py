@@ -400,11 +400,16 @@ class TestCommands(SalesCase):
         self.assertGreaterEqual(p["avg_cycle_ms"], 0)
         self.assertEqual(p["top_objections"][0], {"objection": "price", "count": 2})
         self.assertEqual(p["top_objections"][1], {"objection": "trust", "count": 1})
+        # a repeat within one interaction counts once in GET deal too
+        self.assertEqual(self.deal("p2")["objections"], {"price": 1})
         self.assertEqual(p["lost_reasons"], [{"reason": "price", "count": 2},
                                              {"reason": "timing", "count": 1}])
         self.assertIn("avg_time_in_stage_ms", by_stage["discovery"])
 
     def test_get_errors(self):
+        # the monitor's counters are listed before the first deal
+        c = self.counters()
+        self.assertEqual((c["deals"], c["won"], c["lost"]), (0, 0, 0))
         for body, code, field in (({"kind": "deal"}, "invalid", "id"),
                                   ({"kind": "deal", "id": 5}, "invalid", "id"),
                                   ({"kind": "deal", "id": "nope"}, "not_found", "nope"),
