@@ -36,10 +36,13 @@ local function need (id, action)
     return deal
 end
 
--- One small history entry per change, in the deal's list.
+-- One small history entry per change, in the deal's list, bounded to the
+-- last HISTORY_MAX entries (what GET deal returns).
+local HISTORY_MAX = 1000
 local function history (id, entry)
     entry.at = NOW
     st.rpush (K ('deal', id, 'log'), cmsgpack.pack (entry))
+    st.ltrim (K ('deal', id, 'log'), -HISTORY_MAX, -1)
 end
 
 -- Open deals counted by stage and by rep (count and amount), so the
@@ -360,7 +363,7 @@ query['deal'] = function (req)
     local deal = load (req.id)
     if not deal then return fail ('not_found', 'id: no deal ' .. req.id) end
     local t0 = num (deal.t0)
-    local entries = redis.call ('LRANGE', K ('deal', req.id, 'log'), -1000, -1)
+    local entries = redis.call ('LRANGE', K ('deal', req.id, 'log'), -HISTORY_MAX, -1)
     local hist, interactions, offers, objections = {}, {}, {}, {}
     local stages = { { stage = FIRST, since = t0 } }
     for i = 1, #entries do
