@@ -142,7 +142,8 @@ consume['deal.won'] = function (ev, d)
     local id, ts = d.lead, tonumber (ev.ts) or NOW
     local key = cust_key (id)
     local c = st.hgetall (key)
-    local order = 'deal:' .. d.deal
+    -- '/' is outside the id charset: no client order id can look like this
+    local order = 'deal/' .. d.deal
     if has_order (c, order) then return end
     if not c.n then
         c = { on = tostring (ts), deal = d.deal, n = '0' }

@@ -96,14 +96,19 @@ class TestRetention(RetentionCase):
         self.ok("customer.order", {"customer": "L1", "amount": 9999, "order": "o1"})
         c = self.customer("L1")
         self.assertEqual((c["orders"], c["revenue"]), (3, 55000))
+        # a client order id that spells the won deal's own order key is its
+        # own order, not taken for the deal's
+        self.ok("customer.order", {"customer": "L1", "amount": 1, "order": "deal:" + deal})
+        c = self.customer("L1")
+        self.assertEqual((c["orders"], c["revenue"]), (4, 55001))
         # an expansion deal is one more order, not a new customer
         self.win("L1", 7000)
-        c = self.wait_customer("L1", orders=4)
-        self.assertEqual(c["revenue"], 62000)
+        c = self.wait_customer("L1", orders=5)
+        self.assertEqual(c["revenue"], 62001)
         self.assertEqual(len(self.events("customer.onboarded")), 1)
         self.assertEqual(len(self.events("customer.repeat")), 1)
         counters = self.counters()
-        self.assertEqual((counters["customers"], counters["repeat"], counters["revenue"]), (1, 1, 62000))
+        self.assertEqual((counters["customers"], counters["repeat"], counters["revenue"]), (1, 1, 62001))
         # health events carry {customer, health, risk}
         health = self.events("customer.health")
         self.assertTrue(health)
