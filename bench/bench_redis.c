@@ -160,7 +160,11 @@ s_copy (char *dest, size_t size, const char *src, size_t length)
 {
     if (length >= size)
         length = size - 1;
-    memcpy (dest, src, length);
+    //  Names go into a table and a JSON string: printable ASCII only
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char) src [i];
+        dest [i] = (c < 0x20 || c > 0x7e || c == '"' || c == '\\') ? '?' : (char) c;
+    }
     dest [length] = 0;
 }
 
@@ -323,6 +327,7 @@ bench_redis_test (bool verbose)
         { "{funnel:retention:3}:wal:9", "retention", "wal", "other" },
         { "plain:key", "other", "plain", "other" },
         { "{funnel:x", "other", "{funnel", "other" },
+        { "we\"ird\\key", "other", "we?ird?key", "other" },
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
         char svc [48], token [48];

@@ -544,9 +544,9 @@ s_journeys (bench_t *self, const stats_t *before, stats_t *after)
     //  1. Until every step of every journey is sent and acknowledged
     while (rc == 0 && !(s_idle (self) && self->deals_seen == n && self->customers_seen == n)) {
         if (funnel_stop || zclock_mono () > deadline) {
-            snprintf (self->error, sizeof self->error, "%s after %d s: %" PRId64 " deals and %"
-                      PRId64 " customers announced of %" PRId64, funnel_stop ? "stopped"
-                      : "timed out", self->opt.timeout_s, self->deals_seen,
+            snprintf (self->error, sizeof self->error, "%s: %" PRId64 " deals and %"
+                      PRId64 " customers announced of %" PRId64, funnel_stop
+                      ? "stopped by a signal" : "timed out (--timeout)", self->deals_seen,
                       self->customers_seen, n);
             rc = -1;
             break;

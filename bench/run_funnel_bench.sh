@@ -70,7 +70,9 @@ stop_pid() {
     return 0
 }
 cleanup() {
-    trap - EXIT INT TERM
+    # Bounded (10 s a process, then KILL): a second signal must not cut it short
+    trap '' INT TERM HUP
+    trap - EXIT
     stop_pid "$bench_pid"
     local s
     for s in monitor campaign leads sales retention; do stop_pid "${pid[$s]:-}"; done
@@ -80,6 +82,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
