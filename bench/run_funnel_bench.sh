@@ -18,20 +18,25 @@
 #   --timeout S        bound on the journey phase (default 300)
 #   --mem-sample K     MEMORY USAGE of every K-th key (default 1: all)
 # and for the script:
+#   --set PATH=VALUE   a setting for the daemons (each reads its own section),
+#                      e.g. --set leads/rules/sql=80; repeatable
 #   --monitor          also run funnel-monitor (its RSS is reported)
 #   --keep             keep the temp dir (logs, AOF, topology) and say where
 #   -h, --help         this help
 # Exit code: the benchmark's (0 every count exact, 1 not, 2 usage).
 set -uo pipefail
 
-usage() { sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
 
-args=() monitor=0 keep=0 n="" build=""
+args=() sets=() monitor=0 keep=0 n="" build=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --batch|--window|--probes|--probe-seconds|--timeout|--mem-sample)
             [ $# -ge 2 ] || { echo "run_funnel_bench: $1 needs a value" >&2; exit 2; }
             args+=("$1" "$2"); shift 2 ;;
+        --set)
+            [ $# -ge 2 ] || { echo "run_funnel_bench: --set needs PATH=VALUE" >&2; exit 2; }
+            sets+=(--set "$2"); shift 2 ;;
         --monitor) monitor=1; shift ;;
         --keep) keep=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -120,7 +125,8 @@ cfg="$dir/funnel.cfg"
 pids=()
 for s in retention sales leads campaign monitor; do     # downstream first
     [ "$s" != monitor ] || [ "$monitor" = 1 ] || continue
-    "$build/services/$s/funnel-$s" -c "$cfg" --log-level warn >"$dir/$s.log" 2>&1 &
+    "$build/services/$s/funnel-$s" -c "$cfg" --log-level warn ${sets[@]+"${sets[@]}"} \
+        >"$dir/$s.log" 2>&1 &
     pid[$s]=$!
     pids+=(--pid "$s=${pid[$s]}")
 done
