@@ -60,6 +60,7 @@ typedef struct {
     int probe_seconds;
     int timeout_s;
     int mem_sample;
+    int drop_every;             //  Test hook: ignore every k-th announcement
     int pids [SERVICES + 1];    //  The four services, then the monitor (0: none)
 } options_t;
 
@@ -92,7 +93,7 @@ typedef struct {
     char (*deal) [FUNNEL_ID_MAX + 1];
     int64_t *deal_queue, deal_head, deal_tail;
     int64_t *customer_queue, customer_head, customer_tail;
-    int64_t deals_seen, customers_seen, recovered, last_progress;
+    int64_t deals_seen, customers_seen, recovered, last_progress, announcements;
     char error [600];
 } bench_t;
 
@@ -372,12 +373,16 @@ s_on_announcement (bench_t *self)
         ? funnel_msg_decode (zframe_data (body), zframe_size (body), &funnel_limits_event, &err)
         : NULL;
     funnel_event_t event;
-    if (decoded && funnel_event_parse (funnel_msg_root (decoded), &event, &err) == 0) {
+    //  The test hook stands for PUB's drops at its high-water mark
+    bool dropped = decoded && self->opt.drop_every
+                && ++self->announcements % self->opt.drop_every == 0;
+    if (decoded && !dropped && funnel_event_parse (funnel_msg_root (decoded), &event, &err) == 0) {
         char lead [FUNNEL_ID_MAX + 1] = "", deal [FUNNEL_ID_MAX + 1] = "", kind [16] = "";
         funnel_obj_strcpy (funnel_map_get (event.data, opened ? "lead" : "customer"),
                            lead, sizeof lead);
         int64_t j = bench_journey_index (self->run, lead);
-        if (j >= 0 && j < self->opt.journeys && opened) {
+        bool ours = j >= 0 && j < self->opt.journeys;
+        if (ours && opened) {
             funnel_obj_strcpy (funnel_map_get (event.data, "deal"), deal, sizeof deal);
             funnel_obj_strcpy (funnel_map_get (event.data, "kind"), kind, sizeof kind);
             if (streq (kind, "new") && *deal && !(self->flags [j] & DEAL_SEEN)) {
@@ -389,7 +394,7 @@ s_on_announcement (bench_t *self)
             }
         }
         else
-        if (j >= 0 && j < self->opt.journeys && !(self->flags [j] & CUSTOMER_SEEN)) {
+        if (ours && onboarded && !(self->flags [j] & CUSTOMER_SEEN)) {
             self->flags [j] |= CUSTOMER_SEEN;
             self->customer_queue [self->customer_tail++] = j;
             self->customers_seen++;
@@ -582,6 +587,11 @@ s_journeys (bench_t *self, const stats_t *before, stats_t *after)
         if (rc && bench_pipe_failed (self->pipe [s]))
             snprintf (self->error, sizeof self->error, "%s", bench_pipe_error (self->pipe [s]));
     msgpack_sbuffer_destroy (&sbuf);
+    if (rc == 0 && self->opt.drop_every && self->recovered == 0) {
+        snprintf (self->error, sizeof self->error, "--drop-announcements: the GET fallback "
+                  "never ran");
+        rc = -1;
+    }
     //  2. Until the downstream counts (campaign's conversions...) are exact
     int64_t elapsed = -1;
     while (rc == 0) {
@@ -923,7 +933,8 @@ s_report (bench_t *self, result_t *r, bool ok)
             sysconf (_SC_NPROCESSORS_ONLN), secs, n / secs, (double) total / n);
     for (int s = 0; s < SERVICES; s++)
         printf ("\"%s\":%" PRId64 ",", s_names [s], applied [s]);
-    printf ("\"total\":%" PRId64 "},\"events_per_s\":{", total);
+    printf ("\"total\":%" PRId64 "},\"recovered_by_get\":%" PRId64 ",\"events_per_s\":{",
+            total, self->recovered);
     for (int s = 0; s < SERVICES; s++)
         printf ("\"%s\":%.1f,", s_names [s], applied [s] / secs);
     printf ("\"total\":%.1f},\"redis_cpu_s\":%.3f,\"redis_cpu_us_per_event\":%.3f,"
@@ -1004,6 +1015,9 @@ s_help (void)
 "      --mem-sample K     MEMORY USAGE of every K-th key only (default 1: all)\n"
 "      --pid SVC=PID      a daemon's pid, for RSS and CPU (campaign, leads,\n"
 "                         sales, retention, monitor); repeat per daemon\n"
+"      --drop-announcements K  test hook: ignore every K-th deal.opened or\n"
+"                         customer.onboarded, as if PUB had dropped it, so the\n"
+"                         GET fallback runs (default 0: none)\n"
 "  -h, --help             this help\n"
 "\n"
 "Exit code 0 when every count was exact, 1 if not (or a service failed),\n"
@@ -1025,6 +1039,7 @@ s_options (int argc, char *argv [], options_t *opt, const char **config_file)
         { "timeout", required_argument, NULL, 't' },
         { "mem-sample", required_argument, NULL, 'm' },
         { "pid", required_argument, NULL, 'i' },
+        { "drop-announcements", required_argument, NULL, 'd' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -1039,6 +1054,7 @@ s_options (int argc, char *argv [], options_t *opt, const char **config_file)
             case 'P': opt->probe_seconds = atoi (optarg); break;
             case 't': opt->timeout_s = atoi (optarg); break;
             case 'm': opt->mem_sample = atoi (optarg); break;
+            case 'd': opt->drop_every = atoi (optarg); break;
             case 'i': {
                 char *equals = strchr (optarg, '=');
                 int s = 0;
@@ -1067,7 +1083,7 @@ s_options (int argc, char *argv [], options_t *opt, const char **config_file)
     }
     if (opt->journeys < 1 || opt->journeys > 100000000 || opt->batch < 1 || opt->batch > 1000
     ||  opt->window < 1 || opt->window > 64 || opt->probes < 0 || opt->probe_seconds < 1
-    ||  opt->timeout_s < 1 || opt->mem_sample < 1) {
+    ||  opt->timeout_s < 1 || opt->mem_sample < 1 || opt->drop_every < 0) {
         fprintf (stderr, "funnel-bench-funnel: need 1 <= journeys, 1 <= batch <= 1000, "
                  "1 <= window <= 64, probes >= 0, probe-seconds, timeout, mem-sample >= 1\n");
         return 2;

@@ -17,6 +17,8 @@
 #   --probe-seconds S  time budget per latency phase (default 20)
 #   --timeout S        bound on the journey phase (default 300)
 #   --mem-sample K     MEMORY USAGE of every K-th key (default 1: all)
+#   --drop-announcements K  test hook: act as if every K-th deal.opened or
+#                      customer.onboarded were lost, so the GET fallback runs
 # and for the script:
 #   --set PATH=VALUE   a setting for the daemons (each reads its own section),
 #                      e.g. --set leads/rules/sql=80; repeatable
@@ -26,12 +28,12 @@
 # Exit code: the benchmark's (0 every count exact, 1 not, 2 usage).
 set -uo pipefail
 
-usage() { sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 
 args=() sets=() monitor=0 keep=0 n="" build=""
 while [ $# -gt 0 ]; do
     case "$1" in
-        --batch|--window|--probes|--probe-seconds|--timeout|--mem-sample)
+        --batch|--window|--probes|--probe-seconds|--timeout|--mem-sample|--drop-announcements)
             [ $# -ge 2 ] || { echo "run_funnel_bench: $1 needs a value" >&2; exit 2; }
             args+=("$1" "$2"); shift 2 ;;
         --set)
