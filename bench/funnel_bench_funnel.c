@@ -13,11 +13,15 @@
 
     bench/run_funnel_bench.sh starts a private Redis and the services and
     runs it. Exit code 0 when every count was exact, 1 otherwise, 2 usage.
+
+    Modules: bench_journey (the events), bench_pipe (batched PUBLISH with
+    several in flight), bench_redis (CPU, command and memory accounting),
+    bench_latency (the single-request probes and the background load).
 */
 #include <czmq.h>
 #include <getopt.h>
-#include <math.h>
 #include "bench_journey.h"
+#include "bench_latency.h"
 #include "bench_pipe.h"
 #include "bench_redis.h"
 #include "event_codec.h"
@@ -71,13 +75,6 @@ typedef struct {
 typedef struct {
     int64_t utime, rss_kb;      //  CPU ticks (user + system), VmRSS
 } proc_t;
-
-typedef struct {
-    const char *name;
-    int64_t *us;
-    int count;
-    int errors;
-} probe_t;
 
 typedef struct {
     options_t opt;
@@ -617,162 +614,6 @@ s_journeys (bench_t *self, const stats_t *before, stats_t *after)
 
 
 //  --------------------------------------------------------------------------
-//  Latency: single-event requests, without and with a background load
-
-typedef struct {
-    const char *endpoint;
-    const char *run;
-    int batch, window;
-} loader_args_t;
-
-//  Keeps `window` batches of touches in flight to campaign until STOP;
-//  says WARM after the first acknowledgement, then answers STOP with
-//  "<events acked> <µs> <error>".
-static void
-s_loader (zsock_t *pipe, void *args)
-{
-    loader_args_t *a = (loader_args_t *) args;
-    bench_pipe_t *out = bench_pipe_new ("campaign (load)", a->endpoint, a->window, 60000);
-    zsock_signal (pipe, 0);
-    msgpack_sbuffer sbuf;
-    msgpack_packer pk;
-    s_packer (&sbuf, &pk);
-    int64_t next = 0, start = s_now_us ();
-    bool warm = false, stop = false;
-    while (!stop) {
-        while (out && bench_pipe_ready (out)) {
-            msgpack_pack_array (&pk, a->batch);
-            for (int i = 0; i < a->batch; i++)
-                bench_pack_load_touch (&pk, a->run, next++);
-            bench_pipe_send (out, &sbuf, a->batch);
-        }
-        zmq_pollitem_t items [2] = {
-            { zsock_resolve (pipe), 0, ZMQ_POLLIN, 0 },
-            { out ? zsock_resolve (bench_pipe_sock (out)) : NULL, 0, ZMQ_POLLIN, 0 } };
-        zmq_poll (items, out ? 2 : 1, 100);
-        if (items [0].revents & ZMQ_POLLIN) {
-            char *command = zstr_recv (pipe);
-            if (!command || streq (command, "$TERM"))
-                stop = true;
-            else
-            if (streq (command, "STOP")) {
-                zstr_sendf (pipe, "%" PRId64 " %" PRId64 " %s",
-                            out ? bench_pipe_acked (out) : 0, s_now_us () - start,
-                            out ? bench_pipe_error (out) : "cannot connect");
-                bench_pipe_destroy (&out);
-            }
-            zstr_free (&command);
-        }
-        if (out && (items [1].revents & ZMQ_POLLIN))
-            bench_pipe_recv (out);
-        if (out)
-            bench_pipe_check (out);
-        if (out && !warm && (bench_pipe_acked (out) > 0 || bench_pipe_failed (out))) {
-            zstr_send (pipe, "WARM");
-            warm = true;
-        }
-    }
-    msgpack_sbuffer_destroy (&sbuf);
-    bench_pipe_destroy (&out);
-}
-
-static int
-s_cmp_int64 (const void *a, const void *b)
-{
-    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
-    return x < y ? -1 : x > y;
-}
-
-static int64_t
-s_percentile (probe_t *probe, double q)
-{
-    if (probe->count == 0)
-        return -1;
-    int64_t rank = (int64_t) ceil (q * probe->count);
-    return probe->us [MAX (0, MIN (rank, probe->count) - 1)];
-}
-
-//  Sales PING, a single deal.interaction to sales, a single lead.capture to
-//  leads, interleaved, `probes` rounds or until the time budget ends.
-static void
-s_probe (bench_t *self, probe_t probes [3], int64_t *counter)
-{
-    const char *names [3] = { "sales PING", "sales PUBLISH deal.interaction",
-                              "leads PUBLISH lead.capture" };
-    for (int p = 0; p < 3; p++) {
-        probes [p].name = names [p];
-        probes [p].us = (int64_t *) calloc (self->opt.probes + 1, sizeof (int64_t));
-        probes [p].count = probes [p].errors = 0;
-    }
-    msgpack_sbuffer sbuf;
-    msgpack_packer pk;
-    s_packer (&sbuf, &pk);
-    int64_t deadline = zclock_mono () + (int64_t) self->opt.probe_seconds * 1000;
-    for (int round = 0; round < self->opt.probes && zclock_mono () < deadline && !funnel_stop;
-         round++)
-        for (int p = 0; p < 3; p++) {
-            sbuf.size = 0;
-            int64_t k = (*counter)++;
-            if (p == 1)
-                bench_pack_interaction (&pk, self->run, k);
-            else
-            if (p == 2)
-                bench_pack_probe_capture (&pk, self->run, k);
-            funnel_client_t *client = self->client [p == 2 ? LEADS : SALES];
-            funnel_call_status_t status;
-            int64_t begin = s_now_us ();
-            funnel_msg_t *msg = s_call (client, p == 0 ? "PING" : "PUBLISH",
-                                        p == 0 ? NULL : &sbuf, 10000, &status);
-            int64_t took = s_now_us () - begin;
-            if (msg)
-                probes [p].us [probes [p].count++] = took;
-            else
-                probes [p].errors++;
-            funnel_msg_destroy (&msg);
-        }
-    for (int p = 0; p < 3; p++)
-        qsort (probes [p].us, probes [p].count, sizeof (int64_t), s_cmp_int64);
-    msgpack_sbuffer_destroy (&sbuf);
-}
-
-typedef struct {
-    probe_t idle [3], loaded [3];
-    int64_t load_events, load_us;
-    char load_error [300];
-} latency_t;
-
-static void
-s_latency (bench_t *self, latency_t *latency)
-{
-    int64_t counter = 0;
-    s_probe (self, latency->idle, &counter);
-    loader_args_t args = {
-        funnel_config_endpoint (self->config, "campaign", "api"), self->run,
-        self->opt.batch, self->opt.window
-    };
-    zactor_t *loader = zactor_new (s_loader, &args);
-    zsock_set_rcvtimeo (zactor_sock (loader), 30000);
-    char *warm = zstr_recv (loader);
-    if (warm)
-        s_probe (self, latency->loaded, &counter);
-    else
-        snprintf (latency->load_error, sizeof latency->load_error, "load never started");
-    zstr_free (&warm);
-    zstr_send (loader, "STOP");
-    char *report = zstr_recv (loader);
-    if (report) {
-        char *end;
-        latency->load_events = strtoll (report, &end, 10);
-        latency->load_us = strtoll (end, &end, 10);
-        if (*end == ' ' && end [1])
-            snprintf (latency->load_error, sizeof latency->load_error, "%s", end + 1);
-    }
-    zstr_free (&report);
-    zactor_destroy (&loader);
-}
-
-
-//  --------------------------------------------------------------------------
 //  Report: a table for people, then one JSON line for tools
 
 typedef struct {
@@ -785,8 +626,7 @@ typedef struct {
     bench_memrow_t rows [MEMROWS];
     int row_count;
     proc_t proc_before [SERVICES + 1], proc_after [SERVICES + 1], proc_end [SERVICES + 1];
-    latency_t latency;
-    bool latency_run;
+    bench_latency_t *latency;   //  NULL when not run
 } result_t;
 
 static const char *s_kinds [] = { "state", "outbox", "dedup", "runtime", "other" };
@@ -802,21 +642,21 @@ s_kind_index (const char *kind)
 }
 
 static void
-s_print_probe (FILE *out, probe_t *probe)
+s_print_probe (const bench_probe_t *probe)
 {
-    fprintf (out, "  %-32s %8.2f %8.2f %8.2f %6d %4d\n", probe->name,
-             s_percentile (probe, 0.50) / 1000.0, s_percentile (probe, 0.99) / 1000.0,
-             probe->count ? probe->us [probe->count - 1] / 1000.0 : -1.0,
-             probe->count, probe->errors);
+    printf ("  %-32s %8.2f %8.2f %8.2f %6d %4d\n", probe->name,
+            bench_probe_percentile (probe, 0.50) / 1000.0,
+            bench_probe_percentile (probe, 0.99) / 1000.0,
+            bench_probe_percentile (probe, 1.00) / 1000.0, probe->count, probe->errors);
 }
 
 static void
-s_json_probe (FILE *out, const char *key, probe_t *probe, bool last)
+s_json_probe (const bench_probe_t *probe, bool last)
 {
-    fprintf (out, "\"%s\":{\"p50_us\":%" PRId64 ",\"p99_us\":%" PRId64 ",\"max_us\":%" PRId64
-             ",\"n\":%d,\"errors\":%d}%s", key, s_percentile (probe, 0.50),
-             s_percentile (probe, 0.99), probe->count ? probe->us [probe->count - 1] : -1,
-             probe->count, probe->errors, last ? "" : ",");
+    printf ("\"%s\":{\"p50_us\":%" PRId64 ",\"p99_us\":%" PRId64 ",\"max_us\":%" PRId64
+            ",\"n\":%d,\"errors\":%d}%s", probe->key, bench_probe_percentile (probe, 0.50),
+            bench_probe_percentile (probe, 0.99), bench_probe_percentile (probe, 1.00),
+            probe->count, probe->errors, last ? "" : ",");
 }
 
 static void
@@ -912,18 +752,17 @@ s_report (bench_t *self, result_t *r, bool ok)
                     r->proc_after [s].rss_kb, r->proc_end [s].rss_kb);
     printf ("  %-22s %14.0f\n", "redis (used_memory_rss)", r->rss_redis / 1024);
 
-    latency_t *l = &r->latency;
-    if (r->latency_run) {
+    if (r->latency) {
+        const char *error = bench_latency_load_error (r->latency);
         printf ("\nSingle-request latency (ms)        p50      p99      max      n  err\n");
         printf (" idle:\n");
-        for (int p = 0; p < 3; p++)
-            s_print_probe (stdout, &l->idle [p]);
+        for (int p = 0; p < BENCH_PROBES; p++)
+            s_print_probe (bench_latency_probe (r->latency, false, p));
         printf (" while campaign ingests %d-event touch batches (%d in flight; %.0f events/s%s%s):\n",
-                self->opt.batch, self->opt.window,
-                l->load_us ? l->load_events * 1e6 / l->load_us : 0,
-                l->load_error [0] ? "; " : "", l->load_error);
-        for (int p = 0; p < 3; p++)
-            s_print_probe (stdout, &l->loaded [p]);
+                self->opt.batch, self->opt.window, bench_latency_load_rate (r->latency),
+                *error ? "; " : "", error);
+        for (int p = 0; p < BENCH_PROBES; p++)
+            s_print_probe (bench_latency_probe (r->latency, true, p));
     }
 
     //  The JSON line
@@ -976,16 +815,14 @@ s_report (bench_t *self, result_t *r, bool ok)
             first = false;
         }
     printf ("}");
-    if (r->latency_run) {
-        const char *keys [3] = { "sales_ping", "sales_publish", "leads_publish" };
+    if (r->latency) {
         printf (",\"latency\":{\"idle\":{");
-        for (int p = 0; p < 3; p++)
-            s_json_probe (stdout, keys [p], &l->idle [p], p == 2);
+        for (int p = 0; p < BENCH_PROBES; p++)
+            s_json_probe (bench_latency_probe (r->latency, false, p), p == BENCH_PROBES - 1);
         printf ("},\"loaded\":{");
-        for (int p = 0; p < 3; p++)
-            s_json_probe (stdout, keys [p], &l->loaded [p], false);
-        printf ("\"load_events_per_s\":%.1f}}",
-                l->load_us ? l->load_events * 1e6 / l->load_us : 0);
+        for (int p = 0; p < BENCH_PROBES; p++)
+            s_json_probe (bench_latency_probe (r->latency, true, p), false);
+        printf ("\"load_events_per_s\":%.1f}}", bench_latency_load_rate (r->latency));
     }
     printf ("}\n");
     fflush (stdout);
@@ -1110,15 +947,6 @@ s_destroy (bench_t *self)
     free (self->customer_queue);
 }
 
-static void
-s_free_latency (latency_t *latency)
-{
-    for (int p = 0; p < 3; p++) {
-        free (latency->idle [p].us);
-        free (latency->loaded [p].us);
-    }
-}
-
 int
 main (int argc, char *argv [])
 {
@@ -1128,6 +956,7 @@ main (int argc, char *argv [])
         bench_pipe_test (true);
         bench_journey_test (true);
         bench_redis_test (true);
+        bench_latency_test (true);
         return 0;
     }
     bench_t bench;
@@ -1196,8 +1025,10 @@ main (int argc, char *argv [])
     }
     if (rc == 0 && self->opt.probes > 0) {
         fprintf (stderr, "funnel-bench-funnel: latency, idle then loaded...\n");
-        s_latency (self, &r->latency);
-        r->latency_run = true;
+        r->latency = bench_latency_new (self->run, self->client [SALES], self->client [LEADS],
+                                        funnel_config_endpoint (self->config, "campaign", "api"));
+        bench_latency_run (r->latency, self->opt.probes, self->opt.probe_seconds,
+                           self->opt.batch, self->opt.window);
     }
     if (rc == 0) {
         for (int s = 0; s <= SERVICES; s++)
@@ -1212,7 +1043,7 @@ main (int argc, char *argv [])
         printf ("{\"bench\":\"funnel\",\"ok\":false,\"journeys\":%" PRId64 ",\"error\":\"%s\"}\n",
                 self->opt.journeys, self->error);
     }
-    s_free_latency (&r->latency);
+    bench_latency_destroy (&r->latency);
     free (r);
     free (cmd_before);
     free (cmd_after);
