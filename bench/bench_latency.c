@@ -1,0 +1,252 @@
+#include <czmq.h>
+#include <math.h>
+#include "bench_journey.h"
+#include "bench_latency.h"
+#include "bench_pipe.h"
+#include "funnel_signals.h"
+
+struct _bench_latency_t {
+    char *run;
+    funnel_client_t *sales, *leads;
+    char *campaign_api;
+    bench_probe_t idle [BENCH_PROBES], loaded [BENCH_PROBES];
+    int64_t counter;            //  Probe event numbers, unique in the run
+    int64_t load_events, load_us;
+    char load_error [300];
+};
+
+static const char *s_names [BENCH_PROBES] = {
+    "sales PING", "sales PUBLISH deal.interaction", "leads PUBLISH lead.capture"
+};
+static const char *s_keys [BENCH_PROBES] = { "sales_ping", "sales_publish", "leads_publish" };
+
+bench_latency_t *
+bench_latency_new (const char *run, funnel_client_t *sales, funnel_client_t *leads,
+                   const char *campaign_api)
+{
+    bench_latency_t *self = (bench_latency_t *) zmalloc (sizeof (bench_latency_t));
+    self->run = strdup (run);
+    self->sales = sales;
+    self->leads = leads;
+    self->campaign_api = strdup (campaign_api);
+    for (int p = 0; p < BENCH_PROBES; p++) {
+        self->idle [p].name = self->loaded [p].name = s_names [p];
+        self->idle [p].key = self->loaded [p].key = s_keys [p];
+    }
+    return self;
+}
+
+void
+bench_latency_destroy (bench_latency_t **self_p)
+{
+    assert (self_p);
+    bench_latency_t *self = *self_p;
+    if (self) {
+        for (int p = 0; p < BENCH_PROBES; p++) {
+            free (self->idle [p].us);
+            free (self->loaded [p].us);
+        }
+        free (self->run);
+        free (self->campaign_api);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  The background load: an actor that keeps `window` batches of touches in
+//  flight to campaign until STOP. It says WARM after the first reply, then
+//  answers STOP with "<events acked> <µs> <error>".
+
+typedef struct {
+    const char *endpoint;
+    const char *run;
+    int batch, window;
+} loader_args_t;
+
+static void
+s_loader (zsock_t *pipe, void *args)
+{
+    loader_args_t *a = (loader_args_t *) args;
+    bench_pipe_t *out = bench_pipe_new ("campaign (load)", a->endpoint, a->window, 60000);
+    zsock_signal (pipe, 0);
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    int64_t next = 0, start = zclock_usecs ();
+    bool warm = false, stop = false;
+    while (!stop) {
+        while (out && bench_pipe_ready (out)) {
+            msgpack_pack_array (&pk, a->batch);
+            for (int i = 0; i < a->batch; i++)
+                bench_pack_load_touch (&pk, a->run, next++);
+            bench_pipe_send (out, &sbuf, a->batch);
+        }
+        zmq_pollitem_t items [2] = {
+            { zsock_resolve (pipe), 0, ZMQ_POLLIN, 0 },
+            { out ? zsock_resolve (bench_pipe_sock (out)) : NULL, 0, ZMQ_POLLIN, 0 } };
+        zmq_poll (items, out ? 2 : 1, 100);
+        if (items [0].revents & ZMQ_POLLIN) {
+            char *command = zstr_recv (pipe);
+            if (!command || streq (command, "$TERM"))
+                stop = true;
+            else
+            if (streq (command, "STOP")) {
+                zstr_sendf (pipe, "%" PRId64 " %" PRId64 " %s",
+                            out ? bench_pipe_acked (out) : 0, zclock_usecs () - start,
+                            out ? bench_pipe_error (out) : "cannot connect");
+                bench_pipe_destroy (&out);
+            }
+            zstr_free (&command);
+        }
+        if (out && (items [1].revents & ZMQ_POLLIN))
+            bench_pipe_recv (out);
+        if (out)
+            bench_pipe_check (out);
+        if (out && !warm && (bench_pipe_acked (out) > 0 || bench_pipe_failed (out))) {
+            zstr_send (pipe, "WARM");
+            warm = true;
+        }
+    }
+    msgpack_sbuffer_destroy (&sbuf);
+    bench_pipe_destroy (&out);
+}
+
+
+//  --------------------------------------------------------------------------
+//  The probes
+
+static int
+s_cmp_int64 (const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *) a, y = *(const int64_t *) b;
+    return x < y ? -1 : x > y;
+}
+
+int64_t
+bench_probe_percentile (const bench_probe_t *probe, double q)
+{
+    if (probe->count == 0)
+        return -1;
+    int64_t rank = (int64_t) ceil (q * probe->count);
+    return probe->us [MAX (0, MIN (rank, probe->count) - 1)];
+}
+
+static void
+s_probe (bench_latency_t *self, bench_probe_t probes [BENCH_PROBES], int rounds, int seconds)
+{
+    for (int p = 0; p < BENCH_PROBES; p++) {
+        free (probes [p].us);
+        probes [p].us = (int64_t *) calloc (rounds + 1, sizeof (int64_t));
+        probes [p].count = probes [p].errors = 0;
+    }
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    int64_t deadline = zclock_mono () + (int64_t) seconds * 1000;
+    for (int round = 0; round < rounds && zclock_mono () < deadline && !funnel_stop; round++)
+        for (int p = 0; p < BENCH_PROBES; p++) {
+            sbuf.size = 0;
+            int64_t k = self->counter++;
+            if (p == 1)
+                bench_pack_interaction (&pk, self->run, k);
+            else
+            if (p == 2)
+                bench_pack_probe_capture (&pk, self->run, k);
+            zframe_t *reply = NULL;
+            int64_t begin = zclock_usecs ();
+            funnel_call_status_t status = funnel_client_call (
+                p == 2 ? self->leads : self->sales, p == 0 ? "PING" : "PUBLISH",
+                p == 0 ? NULL : sbuf.data, p == 0 ? 0 : sbuf.size, 10000, &reply);
+            int64_t took = zclock_usecs () - begin;
+            if (status == FUNNEL_CALL_OK)
+                probes [p].us [probes [p].count++] = took;
+            else
+                probes [p].errors++;
+            zframe_destroy (&reply);
+        }
+    for (int p = 0; p < BENCH_PROBES; p++)
+        qsort (probes [p].us, probes [p].count, sizeof (int64_t), s_cmp_int64);
+    msgpack_sbuffer_destroy (&sbuf);
+}
+
+void
+bench_latency_run (bench_latency_t *self, int probes, int seconds, int batch, int window)
+{
+    s_probe (self, self->idle, probes, seconds);
+    loader_args_t args = { self->campaign_api, self->run, batch, window };
+    zactor_t *loader = zactor_new (s_loader, &args);
+    zsock_set_rcvtimeo (zactor_sock (loader), 30000);
+    char *warm = zstr_recv (loader);
+    if (warm)
+        s_probe (self, self->loaded, probes, seconds);
+    else
+        snprintf (self->load_error, sizeof self->load_error, "the load never started");
+    zstr_free (&warm);
+    zstr_send (loader, "STOP");
+    char *report = zstr_recv (loader);
+    if (report) {
+        char *end;
+        self->load_events = strtoll (report, &end, 10);
+        self->load_us = strtoll (end, &end, 10);
+        if (*end == ' ' && end [1] && !self->load_error [0])
+            snprintf (self->load_error, sizeof self->load_error, "%s", end + 1);
+    }
+    zstr_free (&report);
+    zactor_destroy (&loader);
+}
+
+bench_probe_t *
+bench_latency_probe (bench_latency_t *self, bool loaded, int probe)
+{
+    assert (probe >= 0 && probe < BENCH_PROBES);
+    return loaded ? &self->loaded [probe] : &self->idle [probe];
+}
+
+double
+bench_latency_load_rate (bench_latency_t *self)
+{
+    return self->load_us > 0 ? self->load_events * 1e6 / self->load_us : 0;
+}
+
+const char *
+bench_latency_load_error (bench_latency_t *self)
+{
+    return self->load_error;
+}
+
+
+#undef NDEBUG                   //  The self-test needs its asserts
+#include <assert.h>
+
+//  --------------------------------------------------------------------------
+//  Self-test: nearest-rank percentiles (the phases need running services;
+//  the smoke test runs them).
+
+void
+bench_latency_test (bool verbose)
+{
+    if (verbose)
+        printf (" * bench_latency: ");
+    int64_t samples [100];
+    for (int i = 0; i < 100; i++)
+        samples [i] = (i + 1) * 10;         //  10 .. 1000, sorted
+    bench_probe_t probe = { "p", "p", samples, 100, 0 };
+    assert (bench_probe_percentile (&probe, 0.50) == 500);
+    assert (bench_probe_percentile (&probe, 0.99) == 990);
+    assert (bench_probe_percentile (&probe, 1.00) == 1000);
+    probe.count = 1;
+    assert (bench_probe_percentile (&probe, 0.99) == 10);
+    probe.count = 0;
+    assert (bench_probe_percentile (&probe, 0.50) == -1);
+    bench_latency_t *latency = bench_latency_new ("r", NULL, NULL, "tcp://127.0.0.1:1");
+    assert (bench_latency_probe (latency, true, 2)->key == s_keys [2]);
+    assert (bench_latency_load_rate (latency) == 0);
+    bench_latency_destroy (&latency);
+    assert (latency == NULL);
+    if (verbose)
+        printf ("OK\n");
+}

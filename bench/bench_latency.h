@@ -1,0 +1,59 @@
+/*  bench_latency — single-request latency of the services, without and
+    with another service ingesting batches.
+
+    Three probes, interleaved one request at a time: a PING to sales, a
+    single-event PUBLISH to sales (deal.interaction on a probe deal the
+    caller opened with bench_pack_deal_open) and a single-event PUBLISH to
+    leads (lead.capture of a fresh lead). First idle, then while a
+    background thread keeps `window` batches of `batch` touches (fresh
+    contacts, never captured) in flight to campaign. Each phase stops after
+    `probes` rounds or its time budget, whichever comes first.
+*/
+#ifndef BENCH_LATENCY_H_INCLUDED
+#define BENCH_LATENCY_H_INCLUDED
+
+#include <stdbool.h>
+#include <stdint.h>
+#include "funnel_client.h"
+
+#define BENCH_PROBES    3       //  sales PING, sales PUBLISH, leads PUBLISH
+
+typedef struct {
+    const char *name;           //  "sales PING"
+    const char *key;            //  "sales_ping" (for JSON)
+    int64_t *us;                //  Sorted samples, µs
+    int count;
+    int errors;                 //  Requests with no OK reply
+} bench_probe_t;
+
+typedef struct _bench_latency_t bench_latency_t;
+
+//  The clients stay the caller's.
+bench_latency_t *
+    bench_latency_new (const char *run, funnel_client_t *sales, funnel_client_t *leads,
+                       const char *campaign_api);
+void
+    bench_latency_destroy (bench_latency_t **self_p);
+
+//  Runs the idle phase, then the loaded phase.
+void
+    bench_latency_run (bench_latency_t *self, int probes, int seconds, int batch, int window);
+
+//  Probe 0..BENCH_PROBES-1 of a phase.
+bench_probe_t *
+    bench_latency_probe (bench_latency_t *self, bool loaded, int probe);
+//  Events/s campaign acknowledged during the loaded phase.
+double
+    bench_latency_load_rate (bench_latency_t *self);
+//  "" or why the load failed.
+const char *
+    bench_latency_load_error (bench_latency_t *self);
+
+//  The q-quantile (0..1, nearest rank) of a probe's samples; -1 if none.
+int64_t
+    bench_probe_percentile (const bench_probe_t *probe, double q);
+
+void
+    bench_latency_test (bool verbose);
+
+#endif

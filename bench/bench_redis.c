@@ -1,0 +1,352 @@
+#include "bench_redis.h"
+#include "redis_store.h"
+
+struct _bench_redis_t {
+    redis_store_t *store;
+};
+
+bench_redis_t *
+bench_redis_new (const char *url)
+{
+    redis_url_t parsed;
+    funnel_error_t err;
+    if (redis_url_parse (url, &parsed, &err) != 0) {
+        fprintf (stderr, "funnel-bench-funnel: redis url: %s\n", err.message);
+        return NULL;
+    }
+    bench_redis_t *self = (bench_redis_t *) zmalloc (sizeof (bench_redis_t));
+    self->store = redis_store_new (&parsed, NULL);
+    if (!self->store || redis_store_connect (self->store) != 0) {
+        fprintf (stderr, "funnel-bench-funnel: cannot connect to Redis at %s\n", url);
+        bench_redis_destroy (&self);
+    }
+    return self;
+}
+
+void
+bench_redis_destroy (bench_redis_t **self_p)
+{
+    assert (self_p);
+    bench_redis_t *self = *self_p;
+    if (self) {
+        redis_store_destroy (&self->store);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+//  INFO <section> as a string the caller frees; NULL on error.
+static char *
+s_info (bench_redis_t *self, const char *section)
+{
+    const char *argv [] = { "INFO", section };
+    size_t argvlen [] = { 4, strlen (section) };
+    redisReply *reply = redis_store_command (self->store, 2, argv, argvlen);
+    char *text = NULL;
+    if (reply && reply->type == REDIS_REPLY_STRING)
+        text = strdup (reply->str);
+    if (reply)
+        freeReplyObject (reply);
+    return text;
+}
+
+double
+bench_redis_info (bench_redis_t *self, const char *section, const char *field)
+{
+    char *text = s_info (self, section);
+    double value = -1;
+    size_t length = strlen (field);
+    for (char *line = text; line && *line; ) {
+        char *end = strchr (line, '\n');
+        if (strncmp (line, field, length) == 0 && line [length] == ':') {
+            value = strtod (line + length + 1, NULL);
+            break;
+        }
+        line = end ? end + 1 : NULL;
+    }
+    free (text);
+    return value;
+}
+
+int
+bench_redis_cmdstats (bench_redis_t *self, bench_cmdstat_t *stats, int max)
+{
+    char *text = s_info (self, "commandstats");
+    if (!text)
+        return -1;
+    int count = 0;
+    //  cmdstat_<name>:calls=N,usec=N,usec_per_call=...
+    for (char *line = text; line && *line && count < max; ) {
+        char *end = strchr (line, '\n');
+        if (strncmp (line, "cmdstat_", 8) == 0) {
+            char *colon = strchr (line, ':');
+            char *calls = strstr (line, "calls=");
+            char *usec = strstr (line, "usec=");
+            if (colon && calls && usec && (size_t) (colon - line - 8) < sizeof stats->name) {
+                bench_cmdstat_t *stat = &stats [count++];
+                memcpy (stat->name, line + 8, colon - line - 8);
+                stat->name [colon - line - 8] = 0;
+                stat->calls = strtoll (calls + 6, NULL, 10);
+                stat->usec = strtoll (usec + 5, NULL, 10);
+            }
+        }
+        line = end ? end + 1 : NULL;
+    }
+    free (text);
+    return count;
+}
+
+static int
+s_by_usec (const void *a, const void *b)
+{
+    int64_t ua = ((const bench_cmdstat_t *) a)->usec, ub = ((const bench_cmdstat_t *) b)->usec;
+    return ua < ub ? 1 : ua > ub ? -1 : 0;
+}
+
+int
+bench_cmdstats_delta (const bench_cmdstat_t *before, int nbefore,
+                      const bench_cmdstat_t *after, int nafter,
+                      bench_cmdstat_t *delta, int max)
+{
+    int count = 0;
+    for (int i = 0; i < nafter && count < max; i++) {
+        bench_cmdstat_t stat = after [i];
+        for (int j = 0; j < nbefore; j++)
+            if (streq (before [j].name, stat.name)) {
+                stat.calls -= before [j].calls;
+                stat.usec -= before [j].usec;
+            }
+        if (stat.calls > 0)
+            delta [count++] = stat;
+    }
+    qsort (delta, count, sizeof delta [0], s_by_usec);
+    return count;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Key classification
+
+static const char *s_outbox [] = { "ob", "ob_first", "seq", "outbox", NULL };
+static const char *s_dedup [] = { "ids", "dedup", "dd", NULL };
+static const char *s_runtime [] = {
+    "stats", "ckpt", "lease", "fence", "subs", "sub", "counters", "meta", NULL
+};
+//  The stages' keys (proto/<service>.md, "Redis keys")
+static const char *s_state [] = {
+    //  campaign
+    "cmp", "cmpn", "bkt", "bktn", "num", "c", "wbz", "wb",
+    //  leads
+    "lead", "hist", "pend", "email", "alias", "rep", "decay",
+    //  sales
+    "deal", "deal:log", "cust", "sla", "idle", "bystage", "byrep", "agg",
+    "objections", "reasons", "rr",
+    //  retention
+    "tk", "act", "due", "coh",
+    NULL
+};
+
+static bool
+s_in (const char *token, const char **list)
+{
+    for (int i = 0; list [i]; i++)
+        if (streq (token, list [i]))
+            return true;
+    return false;
+}
+
+static void
+s_copy (char *dest, size_t size, const char *src, size_t length)
+{
+    if (length >= size)
+        length = size - 1;
+    //  Names go into a table and a JSON string: printable ASCII only
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char) src [i];
+        dest [i] = (c < 0x20 || c > 0x7e || c == '"' || c == '\\') ? '?' : (char) c;
+    }
+    dest [length] = 0;
+}
+
+const char *
+bench_key_classify (const char *key, size_t length,
+                    char *svc, size_t svc_size, char *token, size_t token_size)
+{
+    const char *end = key + length;
+    const char *rest = key;
+    bool tagged = false;
+    if (length > 8 && memcmp (key, "{funnel:", 8) == 0) {
+        const char *close = memchr (key, '}', length);
+        if (close) {
+            const char *name = key + 8;
+            const char *stop = memchr (name, ':', close - name);
+            s_copy (svc, svc_size, name, (stop ? stop : close) - name);
+            rest = close + 1;
+            if (rest < end && *rest == ':')
+                rest++;
+            tagged = true;
+        }
+    }
+    if (!tagged)
+        s_copy (svc, svc_size, "other", 5);
+    const char *colon = memchr (rest, ':', end - rest);
+    size_t token_length = (colon ? colon : end) - rest;
+    s_copy (token, token_size, rest, token_length);
+    //  A per-entity sub-key named by its last segment (deal:<id>:log)
+    if (colon && end - rest > 4 && memcmp (end - 4, ":log", 4) == 0
+    &&  strlen (token) + 4 < token_size)
+        strcat (token, ":log");
+    if (!tagged)
+        return "other";
+    if (s_in (token, s_outbox))
+        return "outbox";
+    if (s_in (token, s_dedup))
+        return "dedup";
+    if (s_in (token, s_runtime))
+        return "runtime";
+    if (s_in (token, s_state))
+        return "state";
+    return "other";
+}
+
+
+//  --------------------------------------------------------------------------
+//  Memory census
+
+static int
+s_by_svc_bytes (const void *a, const void *b)
+{
+    const bench_memrow_t *ra = (const bench_memrow_t *) a, *rb = (const bench_memrow_t *) b;
+    int order = strcmp (ra->svc, rb->svc);
+    if (order)
+        return order;
+    return ra->bytes < rb->bytes ? 1 : ra->bytes > rb->bytes ? -1 : 0;
+}
+
+//  Adds one key's bytes to its row.
+static void
+s_account (bench_memrow_t *rows, int max, int *count, const char *key, size_t length,
+           int64_t bytes, int every)
+{
+    char svc [48], token [48];
+    const char *kind = bench_key_classify (key, length, svc, sizeof svc, token, sizeof token);
+    int i = 0;
+    while (i < *count && !(streq (rows [i].svc, svc) && streq (rows [i].token, token)))
+        i++;
+    if (i == *count) {
+        if (*count == max)
+            i = max - 1;        //  Past the table: pooled in the last row
+        else {
+            (*count)++;
+            memset (&rows [i], 0, sizeof rows [i]);
+            snprintf (rows [i].svc, sizeof rows [i].svc, "%s", svc);
+            snprintf (rows [i].token, sizeof rows [i].token, "%s", token);
+            rows [i].kind = kind;
+        }
+    }
+    rows [i].keys += every;
+    rows [i].bytes += bytes * every;
+}
+
+int
+bench_redis_memory (bench_redis_t *self, int every, bench_memrow_t *rows, int max)
+{
+    if (every < 1)
+        every = 1;
+    int count = 0;
+    int64_t seen = 0;
+    char cursor [32] = "0";
+    do {
+        const char *argv [] = { "SCAN", cursor, "COUNT", "1000" };
+        size_t argvlen [] = { 4, strlen (cursor), 5, 4 };
+        redisReply *reply = redis_store_command (self->store, 4, argv, argvlen);
+        if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
+            if (reply)
+                freeReplyObject (reply);
+            return -1;
+        }
+        snprintf (cursor, sizeof cursor, "%s", reply->element [0]->str);
+        redisReply *keys = reply->element [1];
+        redisContext *redis = redis_store_context (self->store);
+        size_t *picked = (size_t *) calloc (keys->elements + 1, sizeof (size_t));
+        size_t sent = 0;
+        for (size_t i = 0; i < keys->elements; i++)
+            if (seen++ % every == 0) {
+                const char *margv [] = { "MEMORY", "USAGE", keys->element [i]->str, "SAMPLES", "0" };
+                size_t margvlen [] = { 6, 5, keys->element [i]->len, 7, 1 };
+                redisAppendCommandArgv (redis, 5, margv, margvlen);
+                picked [sent++] = i;
+            }
+        int rc = 0;
+        for (size_t i = 0; i < sent; i++) {
+            redisReply *usage = NULL;
+            if (redisGetReply (redis, (void **) &usage) != REDIS_OK) {
+                rc = -1;
+                break;
+            }
+            redisReply *key = keys->element [picked [i]];
+            if (usage->type == REDIS_REPLY_INTEGER)     //  Nil: deleted meanwhile
+                s_account (rows, max, &count, key->str, key->len, usage->integer, every);
+            freeReplyObject (usage);
+        }
+        free (picked);
+        freeReplyObject (reply);
+        if (rc) {
+            redis_store_disconnect (self->store);
+            return -1;
+        }
+    } while (!streq (cursor, "0"));
+    qsort (rows, count, sizeof rows [0], s_by_svc_bytes);
+    return count;
+}
+
+
+#undef NDEBUG                   //  The self-test needs its asserts
+#include <assert.h>
+
+//  --------------------------------------------------------------------------
+//  Self-test: classification (the census needs a Redis; the smoke test
+//  runs it).
+
+void
+bench_redis_test (bool verbose)
+{
+    if (verbose)
+        printf (" * bench_redis: ");
+    struct {
+        const char *key, *svc, *token, *kind;
+    } cases [] = {
+        { "{funnel:leads}:lead:r.j1", "leads", "lead", "state" },
+        { "{funnel:leads:7}:lead:r.j1", "leads", "lead", "state" },
+        { "{funnel:sales}:deal:Lr.j1-1:log", "sales", "deal:log", "state" },
+        { "{funnel:sales}:deal:Lr.j1-1", "sales", "deal", "state" },
+        { "{funnel:campaign}:ob:12", "campaign", "ob", "outbox" },
+        { "{funnel:campaign}:seq", "campaign", "seq", "outbox" },
+        { "{funnel:retention}:ids:2613", "retention", "ids", "dedup" },
+        { "{funnel:retention}:stats", "retention", "stats", "runtime" },
+        { "{funnel:retention:3}:wal:9", "retention", "wal", "other" },
+        { "plain:key", "other", "plain", "other" },
+        { "{funnel:x", "other", "{funnel", "other" },
+        { "we\"ird\\key", "other", "we?ird?key", "other" },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases [0]; i++) {
+        char svc [48], token [48];
+        const char *kind = bench_key_classify (cases [i].key, strlen (cases [i].key),
+                                               svc, sizeof svc, token, sizeof token);
+        if (!streq (svc, cases [i].svc) || !streq (token, cases [i].token)
+        ||  !streq (kind, cases [i].kind))
+            fprintf (stderr, "bench_redis: %s -> %s %s %s\n", cases [i].key, svc, token, kind);
+        assert (streq (svc, cases [i].svc));
+        assert (streq (token, cases [i].token));
+        assert (streq (kind, cases [i].kind));
+    }
+    bench_cmdstat_t before [] = { { "evalsha", 10, 1000 }, { "ping", 5, 5 } };
+    bench_cmdstat_t after [] = { { "evalsha", 30, 9000 }, { "ping", 5, 5 }, { "scan", 1, 50 } };
+    bench_cmdstat_t delta [4];
+    int count = bench_cmdstats_delta (before, 2, after, 3, delta, 4);
+    assert (count == 2);
+    assert (streq (delta [0].name, "evalsha") && delta [0].calls == 20 && delta [0].usec == 8000);
+    assert (streq (delta [1].name, "scan"));
+    if (verbose)
+        printf ("OK\n");
+}

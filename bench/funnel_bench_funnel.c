@@ -1,0 +1,1052 @@
+/*  funnel-bench-funnel — the whole-funnel benchmark.
+
+    Runs N buyer journeys (bench_journey.h: about 22 applied events each)
+    through the four running services, over the wire protocol only, and
+    waits until every count is exact. Then it reports journeys/s end to end,
+    events/s applied per service, Redis CPU per applied event and its top
+    commands, Redis bytes per journey by kind (entity state apart from
+    outbox and dedup), daemon RSS and CPU, and single-event PUBLISH
+    latency to one service with and without another service ingesting
+    1000-event batches. Redis is read only for CPU and memory accounting
+    (INFO, SCAN, MEMORY USAGE), never for the services' data, so any engine
+    that speaks proto/ can be measured.
+
+    bench/run_funnel_bench.sh starts a private Redis and the services and
+    runs it. Exit code 0 when every count was exact, 1 otherwise, 2 usage.
+
+    Modules: bench_journey (the events), bench_pipe (batched PUBLISH with
+    several in flight), bench_redis (CPU, command and memory accounting),
+    bench_latency (the single-request probes and the background load).
+*/
+#include <czmq.h>
+#include <getopt.h>
+#include "bench_journey.h"
+#include "bench_latency.h"
+#include "bench_pipe.h"
+#include "bench_redis.h"
+#include "event_codec.h"
+#include "funnel_client.h"
+#include "funnel_config.h"
+#include "funnel_log.h"
+#include "funnel_signals.h"
+
+#define SERVICES    4
+enum { CAMPAIGN, LEADS, SALES, RETENTION };
+static const char *s_names [SERVICES] = { "campaign", "leads", "sales", "retention" };
+#define MEMROWS     256
+#define CMDSTATS    256
+
+//  STATS counters read; per_journey ≥ 0 is the exact delta N journeys must
+//  make (-1: reported, not checked).
+typedef struct {
+    const char *name;
+    int per_journey;
+} counter_t;
+
+static const counter_t s_counters [SERVICES][12] = {
+    { { "accepted", 6 }, { "consumed", 4 }, { "touches", 6 }, { "reached", 1 },
+      { "engaged", 1 }, { "conv_lead", 1 }, { "conv_mql", 1 }, { "conv_sql", 1 },
+      { "conv_won", 1 }, { "consume_rejected", 0 }, { "duplicates", -1 }, { NULL, 0 } },
+    { { "accepted", 1 }, { "consumed", 6 }, { "leads", 1 }, { "mql", 1 }, { "sql", 1 },
+      { "consume_rejected", 0 }, { "duplicates", -1 }, { NULL, 0 } },
+    { { "accepted", 2 }, { "consumed", 1 }, { "deals", 1 }, { "won", 1 }, { "offers", 1 },
+      { "consume_rejected", 0 }, { "duplicates", -1 }, { NULL, 0 } },
+    { { "accepted", 1 }, { "consumed", 1 }, { "customers", 1 }, { "repeat", 1 },
+      { "consume_rejected", 0 }, { "duplicates", -1 }, { NULL, 0 } },
+};
+#define COUNTERS    12
+
+typedef struct {
+    int64_t journeys;
+    int batch;
+    int window;
+    int probes;
+    int probe_seconds;
+    int timeout_s;
+    int mem_sample;
+    int drop_every;             //  Test hook: ignore every k-th announcement
+    int pids [SERVICES + 1];    //  The four services, then the monitor (0: none)
+} options_t;
+
+typedef struct {
+    int64_t value [SERVICES][COUNTERS];
+} stats_t;
+
+typedef struct {
+    int64_t utime, rss_kb;      //  CPU ticks (user + system), VmRSS
+} proc_t;
+
+typedef struct {
+    options_t opt;
+    funnel_config_t *config;
+    funnel_client_t *client [SERVICES];
+    bench_redis_t *redis;
+    char run [16];
+    zsock_t *sub;               //  deal.opened (sales), customer.onboarded (retention)
+    //  Journey phase
+    bench_pipe_t *pipe [SERVICES];
+    int64_t touch_next, capture_next;
+    uint8_t *flags;             //  Per journey: DEAL_SEEN, CUSTOMER_SEEN
+    char (*deal) [FUNNEL_ID_MAX + 1];
+    int64_t *deal_queue, deal_head, deal_tail;
+    int64_t *customer_queue, customer_head, customer_tail;
+    int64_t deals_seen, customers_seen, recovered, last_progress, announcements;
+    char error [600];
+} bench_t;
+
+#define DEAL_SEEN       1
+#define CUSTOMER_SEEN   2
+
+
+//  --------------------------------------------------------------------------
+//  Small helpers
+
+static int64_t
+s_now_us (void)
+{
+    return zclock_usecs ();
+}
+
+static void
+s_packer (msgpack_sbuffer *sbuf, msgpack_packer *pk)
+{
+    msgpack_sbuffer_init (sbuf);
+    msgpack_packer_init (pk, sbuf, msgpack_sbuffer_write);
+}
+
+//  One request; on OK the decoded reply body (caller destroys), else NULL
+//  with *status telling why.
+static funnel_msg_t *
+s_call (funnel_client_t *client, const char *verb, const msgpack_sbuffer *body,
+        int timeout_ms, funnel_call_status_t *status)
+{
+    zframe_t *reply = NULL;
+    funnel_call_status_t rc = funnel_client_call (client, verb,
+        body ? body->data : NULL, body ? body->size : 0, timeout_ms, &reply);
+    if (status)
+        *status = rc;
+    funnel_msg_t *msg = NULL;
+    if (rc == FUNNEL_CALL_OK && reply) {
+        funnel_error_t err;
+        msg = funnel_msg_decode (zframe_data (reply), zframe_size (reply),
+                                 &funnel_limits_body, &err);
+    }
+    else
+    if (rc == FUNNEL_CALL_ERR && reply && status) {
+        //  Print the ERR body once for the caller's context
+        funnel_error_t err;
+        funnel_msg_t *error = funnel_msg_decode (zframe_data (reply), zframe_size (reply),
+                                                 &funnel_limits_event, &err);
+        char code [64] = "?", message [300] = "";
+        if (error) {
+            funnel_obj_strcpy (funnel_map_get (funnel_msg_root (error), "code"), code, sizeof code);
+            funnel_obj_strcpy (funnel_map_get (funnel_msg_root (error), "message"),
+                               message, sizeof message);
+        }
+        if (!streq (code, "not_found"))
+            fprintf (stderr, "funnel-bench-funnel: %s %s: ERR %s: %s\n",
+                     funnel_client_endpoint (client), verb, code, message);
+        funnel_msg_destroy (&error);
+    }
+    zframe_destroy (&reply);
+    return msg;
+}
+
+static int
+s_stats (bench_t *self, stats_t *stats)
+{
+    memset (stats, 0, sizeof *stats);
+    for (int s = 0; s < SERVICES; s++) {
+        funnel_msg_t *msg = s_call (self->client [s], "STATS", NULL, 10000, NULL);
+        const msgpack_object *counters = msg
+            ? funnel_map_get (funnel_msg_root (msg), "counters") : NULL;
+        if (!counters) {
+            funnel_msg_destroy (&msg);
+            snprintf (self->error, sizeof self->error, "%s: STATS failed", s_names [s]);
+            return -1;
+        }
+        for (int c = 0; s_counters [s][c].name; c++) {
+            const msgpack_object *value = funnel_map_get (counters, s_counters [s][c].name);
+            if (value && value->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                stats->value [s][c] = (int64_t) value->via.u64;
+            else
+            if (value && value->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+                stats->value [s][c] = value->via.i64;
+        }
+        funnel_msg_destroy (&msg);
+    }
+    return 0;
+}
+
+static int64_t
+s_counter (const stats_t *stats, int s, const char *name)
+{
+    for (int c = 0; s_counters [s][c].name; c++)
+        if (streq (s_counters [s][c].name, name))
+            return stats->value [s][c];
+    return 0;
+}
+
+//  Number of checked counters whose delta is not yet exactly as expected.
+static int
+s_mismatches (const options_t *opt, const stats_t *before, const stats_t *after, bool print)
+{
+    int wrong = 0;
+    for (int s = 0; s < SERVICES; s++)
+        for (int c = 0; s_counters [s][c].name; c++) {
+            if (s_counters [s][c].per_journey < 0)
+                continue;
+            int64_t want = s_counters [s][c].per_journey * opt->journeys;
+            int64_t got = after->value [s][c] - before->value [s][c];
+            if (got != want) {
+                wrong++;
+                if (print)
+                    fprintf (stderr, "funnel-bench-funnel: %s %s: %" PRId64 " of %" PRId64 "\n",
+                             s_names [s], s_counters [s][c].name, got, want);
+            }
+        }
+    return wrong;
+}
+
+static int64_t
+s_applied (const stats_t *before, const stats_t *after, int s)
+{
+    return s_counter (after, s, "accepted") - s_counter (before, s, "accepted")
+         + s_counter (after, s, "consumed") - s_counter (before, s, "consumed");
+}
+
+static void
+s_proc (int pid, proc_t *proc)
+{
+    memset (proc, 0, sizeof *proc);
+    if (pid <= 0)
+        return;
+    char path [64], line [512];
+    snprintf (path, sizeof path, "/proc/%d/status", pid);
+    FILE *file = fopen (path, "r");
+    while (file && fgets (line, sizeof line, file))
+        if (strncmp (line, "VmRSS:", 6) == 0)
+            proc->rss_kb = strtoll (line + 6, NULL, 10);
+    if (file)
+        fclose (file);
+    snprintf (path, sizeof path, "/proc/%d/stat", pid);
+    file = fopen (path, "r");
+    char text [1024] = "";
+    if (file) {
+        size_t size = fread (text, 1, sizeof text - 1, file);
+        text [size] = 0;
+        fclose (file);
+    }
+    //  Fields after "(comm)": state is 3, utime 14, stime 15
+    char *p = strrchr (text, ')');
+    for (int field = 2; p && *p && field < 14; p++)
+        if (*p == ' ')
+            field++;
+    if (p && *p) {
+        char *end;
+        int64_t utime = strtoll (p, &end, 10);
+        proc->utime = utime + strtoll (end, NULL, 10);
+    }
+}
+
+
+//  --------------------------------------------------------------------------
+//  Start: services answer, subscriptions live, campaigns and the probe deal
+
+static int
+s_wait_ready (bench_t *self)
+{
+    for (int s = 0; s < SERVICES; s++) {
+        int64_t deadline = zclock_mono () + 15000;
+        bool ok = false;
+        while (!ok && zclock_mono () < deadline && !funnel_stop) {
+            funnel_msg_t *msg = s_call (self->client [s], "PING", NULL, 1000, NULL);
+            char redis [16] = "";
+            if (msg)
+                funnel_obj_strcpy (funnel_map_get (funnel_msg_root (msg), "redis"),
+                                   redis, sizeof redis);
+            ok = streq (redis, "ok");
+            funnel_msg_destroy (&msg);
+            if (!ok)
+                zclock_sleep (100);
+        }
+        if (!ok) {
+            snprintf (self->error, sizeof self->error, "%s does not answer PING with Redis ok "
+                      "at %s", s_names [s], funnel_client_endpoint (self->client [s]));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+//  A SUB that has seen a heartbeat of both publishers is subscribed there
+//  (PUB drops what comes before a subscription arrives).
+static int
+s_subscribe (bench_t *self)
+{
+    self->sub = zsock_new (ZMQ_SUB);
+    zsock_set_rcvhwm (self->sub, 0);
+    zsock_set_maxmsgsize (self->sub, 1024 * 1024);
+    zsock_set_linger (self->sub, 0);
+    zsock_set_subscribe (self->sub, "deal.opened");
+    zsock_set_subscribe (self->sub, "customer.onboarded");
+    zsock_set_subscribe (self->sub, "$hb");
+    if (zsock_connect (self->sub, "%s", funnel_config_endpoint (self->config, "sales", "pub"))
+    ||  zsock_connect (self->sub, "%s", funnel_config_endpoint (self->config, "retention", "pub"))) {
+        snprintf (self->error, sizeof self->error, "cannot connect to the sales/retention PUB");
+        return -1;
+    }
+    bool sales = false, retention = false;
+    int64_t deadline = zclock_mono () + 10000;
+    zsock_set_rcvtimeo (self->sub, 200);
+    while (!(sales && retention) && zclock_mono () < deadline && !funnel_stop) {
+        zmsg_t *msg = zmsg_recv (self->sub);
+        if (!msg)
+            continue;
+        zframe_t *topic = zmsg_first (msg);
+        zframe_t *body = zmsg_next (msg);
+        if (topic && body && zframe_streq (topic, "$hb")) {
+            funnel_error_t err;
+            funnel_msg_t *hb = funnel_msg_decode (zframe_data (body), zframe_size (body),
+                                                  &funnel_limits_event, &err);
+            char svc [32] = "";
+            if (hb)
+                funnel_obj_strcpy (funnel_map_get (funnel_msg_root (hb), "svc"), svc, sizeof svc);
+            sales = sales || streq (svc, "sales");
+            retention = retention || streq (svc, "retention");
+            funnel_msg_destroy (&hb);
+        }
+        zmsg_destroy (&msg);
+    }
+    zsock_set_rcvtimeo (self->sub, -1);
+    if (!(sales && retention)) {
+        snprintf (self->error, sizeof self->error, "no heartbeat from the %s PUB in 10 s",
+                  sales ? "retention" : "sales");
+        return -1;
+    }
+    return 0;
+}
+
+static int
+s_setup (bench_t *self)
+{
+    msgpack_sbuffer sbuf;
+    msgpack_packer pk;
+    s_packer (&sbuf, &pk);
+    msgpack_pack_array (&pk, BENCH_CAMPAIGNS);
+    for (int k = 0; k < BENCH_CAMPAIGNS; k++)
+        bench_pack_campaign_upsert (&pk, self->run, k);
+    funnel_call_status_t status;
+    funnel_msg_t *msg = s_call (self->client [CAMPAIGN], "PUBLISH", &sbuf, 10000, &status);
+    int rc = msg ? 0 : -1;
+    funnel_msg_destroy (&msg);
+    sbuf.size = 0;
+    bench_pack_deal_open (&pk, self->run);
+    msg = rc ? NULL : s_call (self->client [SALES], "PUBLISH", &sbuf, 10000, &status);
+    rc = msg ? 0 : -1;
+    funnel_msg_destroy (&msg);
+    msgpack_sbuffer_destroy (&sbuf);
+    if (rc)
+        snprintf (self->error, sizeof self->error,
+                  "setup (campaign.upsert, deal.open) failed");
+    return rc;
+}
+
+
+//  --------------------------------------------------------------------------
+//  The journeys
+
+//  An announcement on the SUB: queue that journey's next step.
+static void
+s_on_announcement (bench_t *self)
+{
+    zmsg_t *msg = zmsg_recv (self->sub);
+    zframe_t *topic = msg ? zmsg_first (msg) : NULL;
+    zframe_t *body = msg ? zmsg_next (msg) : NULL;
+    bool opened = topic && zframe_streq (topic, "deal.opened");
+    bool onboarded = topic && zframe_streq (topic, "customer.onboarded");
+    funnel_error_t err;
+    funnel_msg_t *decoded = body && (opened || onboarded)
+        ? funnel_msg_decode (zframe_data (body), zframe_size (body), &funnel_limits_event, &err)
+        : NULL;
+    funnel_event_t event;
+    //  The test hook stands for PUB's drops at its high-water mark
+    bool dropped = decoded && self->opt.drop_every
+                && ++self->announcements % self->opt.drop_every == 0;
+    if (decoded && !dropped && funnel_event_parse (funnel_msg_root (decoded), &event, &err) == 0) {
+        char lead [FUNNEL_ID_MAX + 1] = "", deal [FUNNEL_ID_MAX + 1] = "", kind [16] = "";
+        funnel_obj_strcpy (funnel_map_get (event.data, opened ? "lead" : "customer"),
+                           lead, sizeof lead);
+        int64_t j = bench_journey_index (self->run, lead);
+        bool ours = j >= 0 && j < self->opt.journeys;
+        if (ours && opened) {
+            funnel_obj_strcpy (funnel_map_get (event.data, "deal"), deal, sizeof deal);
+            funnel_obj_strcpy (funnel_map_get (event.data, "kind"), kind, sizeof kind);
+            if (streq (kind, "new") && *deal && !(self->flags [j] & DEAL_SEEN)) {
+                self->flags [j] |= DEAL_SEEN;
+                strcpy (self->deal [j], deal);
+                self->deal_queue [self->deal_tail++] = j;
+                self->deals_seen++;
+                self->last_progress = zclock_mono ();
+            }
+        }
+        else
+        if (ours && onboarded && !(self->flags [j] & CUSTOMER_SEEN)) {
+            self->flags [j] |= CUSTOMER_SEEN;
+            self->customer_queue [self->customer_tail++] = j;
+            self->customers_seen++;
+            self->last_progress = zclock_mono ();
+        }
+    }
+    funnel_msg_destroy (&decoded);
+    zmsg_destroy (&msg);
+}
+
+//  Sends what each service can take now. Touches and captures are all
+//  known up front; deals and customers come from announcements and go
+//  out at once when their pipe is idle, else in full batches.
+static int
+s_feed (bench_t *self, msgpack_sbuffer *sbuf, msgpack_packer *pk)
+{
+    const int64_t touches = self->opt.journeys * BENCH_TOUCHES;
+    const int batch = self->opt.batch;
+    while (self->touch_next < touches && bench_pipe_ready (self->pipe [CAMPAIGN])) {
+        int count = (int) MIN ((int64_t) batch, touches - self->touch_next);
+        msgpack_pack_array (pk, count);
+        for (int i = 0; i < count; i++, self->touch_next++)
+            bench_pack_touch (pk, self->run, self->touch_next / BENCH_TOUCHES,
+                              (int) (self->touch_next % BENCH_TOUCHES));
+        if (bench_pipe_send (self->pipe [CAMPAIGN], sbuf, count))
+            return -1;
+    }
+    while (self->capture_next < self->opt.journeys && bench_pipe_ready (self->pipe [LEADS])) {
+        int count = (int) MIN ((int64_t) batch, self->opt.journeys - self->capture_next);
+        msgpack_pack_array (pk, count);
+        for (int i = 0; i < count; i++)
+            bench_pack_capture (pk, self->run, self->capture_next++);
+        if (bench_pipe_send (self->pipe [LEADS], sbuf, count))
+            return -1;
+    }
+    //  Offer and close of a deal go in the same batch, in that order
+    int per_batch = MAX (1, batch / 2);
+    while (self->deal_head < self->deal_tail && bench_pipe_ready (self->pipe [SALES])
+    &&    (self->deal_tail - self->deal_head >= per_batch
+           || bench_pipe_inflight (self->pipe [SALES]) == 0)) {
+        int count = (int) MIN ((int64_t) per_batch, self->deal_tail - self->deal_head);
+        msgpack_pack_array (pk, count * 2);
+        for (int i = 0; i < count; i++) {
+            int64_t j = self->deal_queue [self->deal_head++];
+            bench_pack_offer (pk, self->deal [j]);
+            bench_pack_close_won (pk, self->deal [j]);
+        }
+        if (bench_pipe_send (self->pipe [SALES], sbuf, count * 2))
+            return -1;
+    }
+    while (self->customer_head < self->customer_tail && bench_pipe_ready (self->pipe [RETENTION])
+    &&    (self->customer_tail - self->customer_head >= batch
+           || bench_pipe_inflight (self->pipe [RETENTION]) == 0)) {
+        int count = (int) MIN ((int64_t) batch, self->customer_tail - self->customer_head);
+        msgpack_pack_array (pk, count);
+        for (int i = 0; i < count; i++) {
+            char customer [FUNNEL_ID_MAX + 1];
+            bench_journey_lead (self->run, self->customer_queue [self->customer_head++],
+                                customer, sizeof customer);
+            bench_pack_order (pk, customer);
+        }
+        if (bench_pipe_send (self->pipe [RETENTION], sbuf, count))
+            return -1;
+    }
+    return 0;
+}
+
+static bool
+s_idle (bench_t *self)
+{
+    for (int s = 0; s < SERVICES; s++)
+        if (bench_pipe_inflight (self->pipe [s]))
+            return false;
+    return self->touch_next == self->opt.journeys * BENCH_TOUCHES
+        && self->capture_next == self->opt.journeys
+        && self->deal_head == self->deal_tail
+        && self->customer_head == self->customer_tail;
+}
+
+//  PUB drops at its high-water mark: an announcement that never came is
+//  asked for by GET (the deal id rule of proto/sales.md, the customer by
+//  its lead id). Bounded per round.
+static void
+s_recover (bench_t *self)
+{
+    msgpack_sbuffer sbuf;
+    msgpack_packer pk;
+    s_packer (&sbuf, &pk);
+    int asked = 0;
+    for (int64_t j = 0; j < self->opt.journeys && asked < 2000 && !funnel_stop; j++) {
+        bool deal = !(self->flags [j] & DEAL_SEEN);
+        bool customer = !deal && !(self->flags [j] & CUSTOMER_SEEN);
+        if (!deal && !customer)
+            continue;
+        char lead [FUNNEL_ID_MAX + 1], id [FUNNEL_ID_MAX + 8];
+        bench_journey_lead (self->run, j, lead, sizeof lead);
+        snprintf (id, sizeof id, deal ? "L%s-1" : "%s", lead);
+        sbuf.size = 0;
+        msgpack_pack_map (&pk, 2);
+        funnel_pack_cstr (&pk, "kind");
+        funnel_pack_cstr (&pk, deal ? "deal" : "customer");
+        funnel_pack_cstr (&pk, "id");
+        funnel_pack_cstr (&pk, id);
+        funnel_call_status_t status;
+        funnel_msg_t *msg = s_call (self->client [deal ? SALES : RETENTION], "GET",
+                                    &sbuf, 5000, &status);
+        asked++;
+        if (msg && deal) {
+            self->flags [j] |= DEAL_SEEN;
+            memcpy (self->deal [j], id, MIN (strlen (id), (size_t) FUNNEL_ID_MAX));
+            self->deal_queue [self->deal_tail++] = j;
+            self->deals_seen++;
+            self->recovered++;
+        }
+        else
+        if (msg) {
+            self->flags [j] |= CUSTOMER_SEEN;
+            self->customer_queue [self->customer_tail++] = j;
+            self->customers_seen++;
+            self->recovered++;
+        }
+        funnel_msg_destroy (&msg);
+    }
+    msgpack_sbuffer_destroy (&sbuf);
+    self->last_progress = zclock_mono ();
+}
+
+//  Publishes every journey and waits until the counts are exact; returns
+//  the elapsed µs, or -1.
+static int64_t
+s_journeys (bench_t *self, const stats_t *before, stats_t *after)
+{
+    const int64_t n = self->opt.journeys;
+    self->flags = (uint8_t *) calloc (n, 1);
+    self->deal = calloc (n, sizeof self->deal [0]);
+    self->deal_queue = (int64_t *) calloc (n, sizeof (int64_t));
+    self->customer_queue = (int64_t *) calloc (n, sizeof (int64_t));
+    for (int s = 0; s < SERVICES; s++) {
+        self->pipe [s] = bench_pipe_new (s_names [s],
+            funnel_config_endpoint (self->config, s_names [s], "api"), self->opt.window, 60000);
+        if (!self->pipe [s])
+            return -1;
+    }
+    msgpack_sbuffer sbuf;
+    msgpack_packer pk;
+    s_packer (&sbuf, &pk);
+    const int64_t start = s_now_us ();
+    const int64_t deadline = zclock_mono () + (int64_t) self->opt.timeout_s * 1000;
+    self->last_progress = zclock_mono ();
+    int64_t next_report = zclock_mono () + 5000;
+    int rc = 0;
+    //  1. Until every step of every journey is sent and acknowledged
+    while (rc == 0 && !(s_idle (self) && self->deals_seen == n && self->customers_seen == n)) {
+        if (funnel_stop || zclock_mono () > deadline) {
+            snprintf (self->error, sizeof self->error, "%s: %" PRId64 " deals and %"
+                      PRId64 " customers announced of %" PRId64, funnel_stop
+                      ? "stopped by a signal" : "timed out (--timeout)", self->deals_seen,
+                      self->customers_seen, n);
+            rc = -1;
+            break;
+        }
+        rc = s_feed (self, &sbuf, &pk);
+        zmq_pollitem_t items [SERVICES + 1];
+        for (int s = 0; s < SERVICES; s++)
+            items [s] = (zmq_pollitem_t) { zsock_resolve (bench_pipe_sock (self->pipe [s])), 0, ZMQ_POLLIN, 0 };
+        items [SERVICES] = (zmq_pollitem_t) { zsock_resolve (self->sub), 0, ZMQ_POLLIN, 0 };
+        if (zmq_poll (items, SERVICES + 1, 50) < 0 && zmq_errno () != EINTR)
+            rc = -1;
+        for (int s = 0; rc == 0 && s < SERVICES; s++)
+            if (items [s].revents & ZMQ_POLLIN)
+                rc = bench_pipe_recv (self->pipe [s]);
+        //  Drain the announcements: they are small and the queue feeds sales
+        for (int drained = 0; rc == 0 && drained < 10000
+             && (zsock_events (self->sub) & ZMQ_POLLIN); drained++)
+            s_on_announcement (self);
+        for (int s = 0; rc == 0 && s < SERVICES; s++)
+            rc = bench_pipe_check (self->pipe [s]);
+        if (rc == 0 && s_idle (self) && zclock_mono () - self->last_progress > 2000)
+            s_recover (self);
+        if (zclock_mono () > next_report) {
+            fprintf (stderr, "funnel-bench-funnel: %.0f s: touches %" PRId64 "/%" PRId64
+                     " captures %" PRId64 " deals %" PRId64 " customers %" PRId64 "\n",
+                     (s_now_us () - start) / 1e6, bench_pipe_acked (self->pipe [CAMPAIGN]),
+                     n * BENCH_TOUCHES, bench_pipe_acked (self->pipe [LEADS]),
+                     self->deals_seen, self->customers_seen);
+            next_report += 5000;
+        }
+    }
+    for (int s = 0; s < SERVICES; s++)
+        if (rc && bench_pipe_failed (self->pipe [s]))
+            snprintf (self->error, sizeof self->error, "%s", bench_pipe_error (self->pipe [s]));
+    msgpack_sbuffer_destroy (&sbuf);
+    if (rc == 0 && self->opt.drop_every && self->recovered == 0) {
+        snprintf (self->error, sizeof self->error, "--drop-announcements: the GET fallback "
+                  "never ran");
+        rc = -1;
+    }
+    //  2. Until the downstream counts (campaign's conversions...) are exact
+    int64_t elapsed = -1;
+    while (rc == 0) {
+        if (s_stats (self, after)) {
+            rc = -1;
+            break;
+        }
+        if (s_mismatches (&self->opt, before, after, false) == 0) {
+            elapsed = s_now_us () - start;
+            break;
+        }
+        if (funnel_stop || zclock_mono () > deadline) {
+            s_mismatches (&self->opt, before, after, true);
+            snprintf (self->error, sizeof self->error, "counts not exact after %d s "
+                      "(mismatches above)", self->opt.timeout_s);
+            rc = -1;
+            break;
+        }
+        zclock_sleep (20);
+    }
+    return elapsed;
+}
+
+
+//  --------------------------------------------------------------------------
+//  Report: a table for people, then one JSON line for tools
+
+typedef struct {
+    int64_t elapsed_us;
+    stats_t before, after;
+    double cpu_before, cpu_after;
+    double mem_before, mem_after, rss_redis;
+    bench_cmdstat_t cmd_delta [CMDSTATS];
+    int cmd_count;
+    bench_memrow_t rows [MEMROWS];
+    int row_count;
+    proc_t proc_before [SERVICES + 1], proc_after [SERVICES + 1], proc_end [SERVICES + 1];
+    bench_latency_t *latency;   //  NULL when not run
+} result_t;
+
+static const char *s_kinds [] = { "state", "outbox", "dedup", "runtime", "other" };
+#define KINDS 5
+
+static int
+s_kind_index (const char *kind)
+{
+    for (int k = 0; k < KINDS; k++)
+        if (streq (kind, s_kinds [k]))
+            return k;
+    return KINDS - 1;
+}
+
+static void
+s_print_probe (const bench_probe_t *probe)
+{
+    printf ("  %-32s %8.2f %8.2f %8.2f %6d %4d\n", probe->name,
+            bench_probe_percentile (probe, 0.50) / 1000.0,
+            bench_probe_percentile (probe, 0.99) / 1000.0,
+            bench_probe_percentile (probe, 1.00) / 1000.0, probe->count, probe->errors);
+}
+
+static void
+s_json_probe (const bench_probe_t *probe, bool last)
+{
+    printf ("\"%s\":{\"p50_us\":%" PRId64 ",\"p99_us\":%" PRId64 ",\"max_us\":%" PRId64
+            ",\"n\":%d,\"errors\":%d}%s", probe->key, bench_probe_percentile (probe, 0.50),
+            bench_probe_percentile (probe, 0.99), bench_probe_percentile (probe, 1.00),
+            probe->count, probe->errors, last ? "" : ",");
+}
+
+static void
+s_report (bench_t *self, result_t *r, bool ok)
+{
+    const int64_t n = self->opt.journeys;
+    const double secs = r->elapsed_us / 1e6;
+    int64_t applied [SERVICES], total = 0;
+    for (int s = 0; s < SERVICES; s++)
+        total += applied [s] = s_applied (&r->before, &r->after, s);
+    double cpu_us = (r->cpu_after - r->cpu_before) * 1e6;
+    long ticks = sysconf (_SC_CLK_TCK);
+    //  Memory by service and kind
+    int64_t by_kind [SERVICES + 1][KINDS] = { { 0 } }, kind_total [KINDS] = { 0 }, census = 0;
+    for (int i = 0; i < r->row_count; i++) {
+        int s = SERVICES;
+        for (int t = 0; t < SERVICES; t++)
+            if (streq (r->rows [i].svc, s_names [t]))
+                s = t;
+        int k = s_kind_index (r->rows [i].kind);
+        by_kind [s][k] += r->rows [i].bytes;
+        kind_total [k] += r->rows [i].bytes;
+        census += r->rows [i].bytes;
+    }
+
+    printf ("\nfunnel-bench-funnel: %" PRId64 " journeys, batches of %d, %d in flight, "
+            "%ld cores, run %s\n", n, self->opt.batch, self->opt.window,
+            sysconf (_SC_NPROCESSORS_ONLN), self->run);
+    printf ("  result: %s\n", ok ? "every count exact" : self->error);
+    printf ("\nThroughput (first publish to every count exact: %.2f s)\n", secs);
+    printf ("  journeys/s                       %10.0f\n", n / secs);
+    printf ("  applied events/journey           %10.1f\n", (double) total / n);
+    printf ("  %-12s %12s %12s %12s %10s\n", "service", "applied", "events/s", "per journey", "CPU %");
+    for (int s = 0; s < SERVICES; s++) {
+        double cpu = self->opt.pids [s] ? 100.0 * (r->proc_after [s].utime - r->proc_before [s].utime)
+                     / ticks / secs : -1;
+        printf ("  %-12s %12" PRId64 " %12.0f %12.1f %10.1f\n", s_names [s], applied [s],
+                applied [s] / secs, (double) applied [s] / n, cpu);
+    }
+    printf ("  %-12s %12" PRId64 " %12.0f %12.1f\n", "total", total, total / secs, (double) total / n);
+    if (self->recovered)
+        printf ("  (%" PRId64 " announcements missed on PUB were fetched by GET)\n", self->recovered);
+
+    printf ("\nRedis CPU\n");
+    printf ("  used_cpu_sys+user                %10.2f s (%.0f%% of one core)\n",
+            cpu_us / 1e6, 100.0 * cpu_us / r->elapsed_us);
+    printf ("  per applied event                %10.2f us\n", total ? cpu_us / total : 0);
+    printf ("  %-24s %12s %12s %10s %8s\n", "top commands", "calls", "usec", "us/call", "share");
+    int64_t cmd_usec = 0;
+    for (int i = 0; i < r->cmd_count; i++)
+        cmd_usec += r->cmd_delta [i].usec;
+    for (int i = 0; i < r->cmd_count && i < 8; i++)
+        printf ("  %-24s %12" PRId64 " %12" PRId64 " %10.2f %7.1f%%\n", r->cmd_delta [i].name,
+                r->cmd_delta [i].calls, r->cmd_delta [i].usec,
+                (double) r->cmd_delta [i].usec / r->cmd_delta [i].calls,
+                cmd_usec ? 100.0 * r->cmd_delta [i].usec / cmd_usec : 0);
+
+    printf ("\nRedis memory per journey (used_memory delta %.0f B/journey; "
+            "MEMORY USAGE census %.0f B/journey%s)\n",
+            (r->mem_after - r->mem_before) / n, (double) census / n,
+            self->opt.mem_sample > 1 ? ", sampled" : "");
+    printf ("  %-12s", "service");
+    for (int k = 0; k < KINDS; k++)
+        printf (" %9s", s_kinds [k]);
+    printf (" %9s\n", "total");
+    for (int s = 0; s <= SERVICES; s++) {
+        int64_t sum = 0;
+        for (int k = 0; k < KINDS; k++)
+            sum += by_kind [s][k];
+        if (s == SERVICES && sum == 0)
+            continue;
+        printf ("  %-12s", s < SERVICES ? s_names [s] : "(no service)");
+        for (int k = 0; k < KINDS; k++)
+            printf (" %9.0f", (double) by_kind [s][k] / n);
+        printf (" %9.0f\n", (double) sum / n);
+    }
+    printf ("  %-12s", "all");
+    for (int k = 0; k < KINDS; k++)
+        printf (" %9.0f", (double) kind_total [k] / n);
+    printf (" %9.0f\n", (double) census / n);
+    printf ("  by key (service token kind: keys, B/journey)\n");
+    for (int i = 0; i < r->row_count; i++)
+        if (r->rows [i].bytes * 200 >= census || streq (r->rows [i].kind, "other"))
+            printf ("    %-10s %-12s %-8s %10" PRId64 " %9.1f\n", r->rows [i].svc,
+                    r->rows [i].token, r->rows [i].kind, r->rows [i].keys,
+                    (double) r->rows [i].bytes / n);
+    printf ("    (keys under 0.5%% of the census not listed)\n");
+
+    printf ("\nDaemon RSS (kB)          after journeys        at the end\n");
+    for (int s = 0; s <= SERVICES; s++)
+        if (self->opt.pids [s])
+            printf ("  %-22s %14" PRId64 " %17" PRId64 "\n", s < SERVICES ? s_names [s] : "monitor",
+                    r->proc_after [s].rss_kb, r->proc_end [s].rss_kb);
+    printf ("  %-22s %14.0f\n", "redis (used_memory_rss)", r->rss_redis / 1024);
+
+    if (r->latency) {
+        const char *error = bench_latency_load_error (r->latency);
+        printf ("\nSingle-request latency (ms)        p50      p99      max      n  err\n");
+        printf (" idle:\n");
+        for (int p = 0; p < BENCH_PROBES; p++)
+            s_print_probe (bench_latency_probe (r->latency, false, p));
+        printf (" while campaign ingests %d-event touch batches (%d in flight; %.0f events/s%s%s):\n",
+                self->opt.batch, self->opt.window, bench_latency_load_rate (r->latency),
+                *error ? "; " : "", error);
+        for (int p = 0; p < BENCH_PROBES; p++)
+            s_print_probe (bench_latency_probe (r->latency, true, p));
+    }
+
+    //  The JSON line
+    printf ("{\"bench\":\"funnel\",\"ok\":%s,\"journeys\":%" PRId64 ",\"batch\":%d,\"window\":%d,"
+            "\"cores\":%ld,\"elapsed_s\":%.3f,\"journeys_per_s\":%.1f,\"events_per_journey\":%.2f,"
+            "\"applied\":{", ok ? "true" : "false", n, self->opt.batch, self->opt.window,
+            sysconf (_SC_NPROCESSORS_ONLN), secs, n / secs, (double) total / n);
+    for (int s = 0; s < SERVICES; s++)
+        printf ("\"%s\":%" PRId64 ",", s_names [s], applied [s]);
+    printf ("\"total\":%" PRId64 "},\"recovered_by_get\":%" PRId64 ",\"events_per_s\":{",
+            total, self->recovered);
+    for (int s = 0; s < SERVICES; s++)
+        printf ("\"%s\":%.1f,", s_names [s], applied [s] / secs);
+    printf ("\"total\":%.1f},\"redis_cpu_s\":%.3f,\"redis_cpu_us_per_event\":%.3f,"
+            "\"redis_top_commands\":[", total / secs, cpu_us / 1e6, total ? cpu_us / total : 0);
+    for (int i = 0; i < r->cmd_count && i < 8; i++)
+        printf ("%s{\"cmd\":\"%s\",\"calls\":%" PRId64 ",\"usec\":%" PRId64 "}", i ? "," : "",
+                r->cmd_delta [i].name, r->cmd_delta [i].calls, r->cmd_delta [i].usec);
+    printf ("],\"redis_used_memory_per_journey\":%.1f,\"redis_bytes_per_journey\":{",
+            (r->mem_after - r->mem_before) / n);
+    for (int k = 0; k < KINDS; k++)
+        printf ("\"%s\":%.1f,", s_kinds [k], (double) kind_total [k] / n);
+    printf ("\"total\":%.1f,\"by_service\":{", (double) census / n);
+    for (int s = 0; s <= SERVICES; s++) {
+        printf ("%s\"%s\":{", s ? "," : "", s < SERVICES ? s_names [s] : "other");
+        for (int k = 0; k < KINDS; k++)
+            printf ("%s\"%s\":%.1f", k ? "," : "", s_kinds [k], (double) by_kind [s][k] / n);
+        printf ("}");
+    }
+    printf ("},\"by_key\":[");
+    for (int i = 0; i < r->row_count; i++)
+        printf ("%s{\"svc\":\"%s\",\"token\":\"%s\",\"kind\":\"%s\",\"keys\":%" PRId64
+                ",\"bytes\":%" PRId64 "}", i ? "," : "", r->rows [i].svc, r->rows [i].token,
+                r->rows [i].kind, r->rows [i].keys, r->rows [i].bytes);
+    printf ("]},\"rss_kb\":{");
+    bool first = true;
+    for (int s = 0; s <= SERVICES; s++)
+        if (self->opt.pids [s]) {
+            printf ("%s\"%s\":{\"after_journeys\":%" PRId64 ",\"end\":%" PRId64 "}",
+                    first ? "" : ",", s < SERVICES ? s_names [s] : "monitor",
+                    r->proc_after [s].rss_kb, r->proc_end [s].rss_kb);
+            first = false;
+        }
+    printf ("},\"daemon_cpu_pct\":{");
+    first = true;
+    for (int s = 0; s <= SERVICES; s++)
+        if (self->opt.pids [s]) {
+            printf ("%s\"%s\":%.1f", first ? "" : ",", s < SERVICES ? s_names [s] : "monitor",
+                    100.0 * (r->proc_after [s].utime - r->proc_before [s].utime) / ticks / secs);
+            first = false;
+        }
+    printf ("}");
+    if (r->latency) {
+        printf (",\"latency\":{\"idle\":{");
+        for (int p = 0; p < BENCH_PROBES; p++)
+            s_json_probe (bench_latency_probe (r->latency, false, p), p == BENCH_PROBES - 1);
+        printf ("},\"loaded\":{");
+        for (int p = 0; p < BENCH_PROBES; p++)
+            s_json_probe (bench_latency_probe (r->latency, true, p), false);
+        printf ("\"load_events_per_s\":%.1f}}", bench_latency_load_rate (r->latency));
+    }
+    printf ("}\n");
+    fflush (stdout);
+}
+
+
+//  --------------------------------------------------------------------------
+//  Options
+
+static void
+s_help (void)
+{
+    printf (
+"Usage: funnel-bench-funnel -c FILE [OPTIONS]\n"
+"The whole-funnel benchmark: N buyer journeys through campaign, leads, sales\n"
+"and retention (found in the topology FILE), then figures. Normally run by\n"
+"bench/run_funnel_bench.sh, which starts a private Redis and the services.\n"
+"\n"
+"  -c, --config FILE      topology file (api/pub endpoints, redis/url)\n"
+"  -n, --journeys N       buyer journeys (default 2000)\n"
+"  -b, --batch N          events per PUBLISH batch, 1..1000 (default 1000)\n"
+"  -w, --window N         batches in flight per service (default 4)\n"
+"      --probes N         latency samples per request kind and load (default 300;\n"
+"                         0 skips the latency phase)\n"
+"      --probe-seconds S  time budget per latency phase (default 20)\n"
+"      --timeout S        bound on the journey phase (default 300)\n"
+"      --mem-sample K     MEMORY USAGE of every K-th key only (default 1: all)\n"
+"      --pid SVC=PID      a daemon's pid, for RSS and CPU (campaign, leads,\n"
+"                         sales, retention, monitor); repeat per daemon\n"
+"      --drop-announcements K  test hook: ignore every K-th deal.opened or\n"
+"                         customer.onboarded, as if PUB had dropped it, so the\n"
+"                         GET fallback runs (default 0: none)\n"
+"  -h, --help             this help\n"
+"\n"
+"Exit code 0 when every count was exact, 1 if not (or a service failed),\n"
+"2 on a usage error. The last line of stdout is one JSON object.\n");
+}
+
+static int
+s_options (int argc, char *argv [], options_t *opt, const char **config_file)
+{
+    *opt = (options_t) { .journeys = 2000, .batch = 1000, .window = 4, .probes = 300,
+                         .probe_seconds = 20, .timeout_s = 300, .mem_sample = 1 };
+    static const struct option options [] = {
+        { "config", required_argument, NULL, 'c' },
+        { "journeys", required_argument, NULL, 'n' },
+        { "batch", required_argument, NULL, 'b' },
+        { "window", required_argument, NULL, 'w' },
+        { "probes", required_argument, NULL, 'p' },
+        { "probe-seconds", required_argument, NULL, 'P' },
+        { "timeout", required_argument, NULL, 't' },
+        { "mem-sample", required_argument, NULL, 'm' },
+        { "pid", required_argument, NULL, 'i' },
+        { "drop-announcements", required_argument, NULL, 'd' },
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 }
+    };
+    int option;
+    while ((option = getopt_long (argc, argv, "c:n:b:w:h", options, NULL)) != -1) {
+        switch (option) {
+            case 'c': *config_file = optarg; break;
+            case 'n': opt->journeys = atoll (optarg); break;
+            case 'b': opt->batch = atoi (optarg); break;
+            case 'w': opt->window = atoi (optarg); break;
+            case 'p': opt->probes = atoi (optarg); break;
+            case 'P': opt->probe_seconds = atoi (optarg); break;
+            case 't': opt->timeout_s = atoi (optarg); break;
+            case 'm': opt->mem_sample = atoi (optarg); break;
+            case 'd': opt->drop_every = atoi (optarg); break;
+            case 'i': {
+                char *equals = strchr (optarg, '=');
+                int s = 0;
+                while (equals && s < SERVICES
+                &&     (strlen (s_names [s]) != (size_t) (equals - optarg)
+                        || strncmp (optarg, s_names [s], equals - optarg)))
+                    s++;
+                if (equals && s == SERVICES && strncmp (optarg, "monitor=", 8) != 0)
+                    equals = NULL;
+                if (!equals || atoi (equals + 1) <= 0) {
+                    fprintf (stderr, "funnel-bench-funnel: --pid wants SVC=PID, got '%s'\n", optarg);
+                    return 2;
+                }
+                opt->pids [s] = atoi (equals + 1);
+                break;
+            }
+            case 'h': s_help (); return 1;
+            default:
+                fprintf (stderr, "funnel-bench-funnel: see --help\n");
+                return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf (stderr, "funnel-bench-funnel: unexpected argument '%s'\n", argv [optind]);
+        return 2;
+    }
+    if (opt->journeys < 1 || opt->journeys > 100000000 || opt->batch < 1 || opt->batch > 1000
+    ||  opt->window < 1 || opt->window > 64 || opt->probes < 0 || opt->probe_seconds < 1
+    ||  opt->timeout_s < 1 || opt->mem_sample < 1 || opt->drop_every < 0) {
+        fprintf (stderr, "funnel-bench-funnel: need 1 <= journeys, 1 <= batch <= 1000, "
+                 "1 <= window <= 64, probes >= 0, probe-seconds, timeout, mem-sample >= 1\n");
+        return 2;
+    }
+    return 0;
+}
+
+
+//  --------------------------------------------------------------------------
+
+static void
+s_destroy (bench_t *self)
+{
+    for (int s = 0; s < SERVICES; s++) {
+        funnel_client_destroy (&self->client [s]);
+        bench_pipe_destroy (&self->pipe [s]);
+    }
+    zsock_destroy (&self->sub);
+    bench_redis_destroy (&self->redis);
+    funnel_config_destroy (&self->config);
+    free (self->flags);
+    free (self->deal);
+    free (self->deal_queue);
+    free (self->customer_queue);
+}
+
+int
+main (int argc, char *argv [])
+{
+    funnel_signals_init ();
+    funnel_log_init ("bench", FUNNEL_LOG_ERROR);
+    if (argc == 2 && streq (argv [1], "--selftest")) {
+        bench_pipe_test (true);
+        bench_journey_test (true);
+        bench_redis_test (true);
+        bench_latency_test (true);
+        return 0;
+    }
+    bench_t bench;
+    memset (&bench, 0, sizeof bench);
+    bench_t *self = &bench;
+    const char *config_file = NULL;
+    int rc = s_options (argc, argv, &self->opt, &config_file);
+    if (rc)
+        return rc == 1 ? 0 : rc;
+    char *load_argv [] = { "funnel-bench-funnel", "-c", (char *) config_file, NULL };
+    funnel_config_about_t about = { "bench", "funnel-bench-funnel", NULL };
+    funnel_config_status_t status;
+    self->config = funnel_config_load (config_file ? 3 : 1, load_argv, &about, &status);
+    if (status != FUNNEL_CONFIG_OK)
+        return 2;
+    bench_journey_run_id (self->run, sizeof self->run);
+    for (int s = 0; s < SERVICES; s++)
+        self->client [s] = funnel_client_new (funnel_config_endpoint (self->config, s_names [s], "api"));
+
+    result_t *r = (result_t *) zmalloc (sizeof (result_t));
+    rc = s_wait_ready (self);
+    if (rc == 0) {
+        self->redis = bench_redis_new (funnel_config_redis_url (self->config, "campaign"));
+        rc = self->redis ? 0 : -1;
+        if (rc)
+            snprintf (self->error, sizeof self->error, "cannot reach Redis for the accounting");
+    }
+    if (rc == 0)
+        rc = s_subscribe (self);
+    if (rc == 0)
+        rc = s_setup (self);
+    bench_cmdstat_t *cmd_before = (bench_cmdstat_t *) calloc (CMDSTATS, sizeof (bench_cmdstat_t));
+    bench_cmdstat_t *cmd_after = (bench_cmdstat_t *) calloc (CMDSTATS, sizeof (bench_cmdstat_t));
+    int ncmd_before = 0, ncmd_after = 0;
+    if (rc == 0)
+        rc = s_stats (self, &r->before);
+    if (rc == 0) {
+        fprintf (stderr, "funnel-bench-funnel: run %s: %" PRId64 " journeys...\n",
+                 self->run, self->opt.journeys);
+        r->cpu_before = bench_redis_info (self->redis, "cpu", "used_cpu_sys")
+                      + bench_redis_info (self->redis, "cpu", "used_cpu_user");
+        r->mem_before = bench_redis_info (self->redis, "memory", "used_memory");
+        ncmd_before = bench_redis_cmdstats (self->redis, cmd_before, CMDSTATS);
+        for (int s = 0; s <= SERVICES; s++)
+            s_proc (self->opt.pids [s], &r->proc_before [s]);
+        r->elapsed_us = s_journeys (self, &r->before, &r->after);
+        rc = r->elapsed_us > 0 ? 0 : -1;
+    }
+    if (rc == 0) {
+        r->cpu_after = bench_redis_info (self->redis, "cpu", "used_cpu_sys")
+                     + bench_redis_info (self->redis, "cpu", "used_cpu_user");
+        ncmd_after = bench_redis_cmdstats (self->redis, cmd_after, CMDSTATS);
+        for (int s = 0; s <= SERVICES; s++)
+            s_proc (self->opt.pids [s], &r->proc_after [s]);
+        r->mem_after = bench_redis_info (self->redis, "memory", "used_memory");
+        r->rss_redis = bench_redis_info (self->redis, "memory", "used_memory_rss");
+        r->cmd_count = bench_cmdstats_delta (cmd_before, MAX (ncmd_before, 0),
+                                             cmd_after, MAX (ncmd_after, 0), r->cmd_delta, CMDSTATS);
+        fprintf (stderr, "funnel-bench-funnel: every count exact after %.2f s; "
+                 "memory census...\n", r->elapsed_us / 1e6);
+        r->row_count = bench_redis_memory (self->redis, self->opt.mem_sample, r->rows, MEMROWS);
+        if (r->row_count < 0) {
+            snprintf (self->error, sizeof self->error, "memory census failed");
+            rc = -1;
+        }
+    }
+    if (rc == 0 && self->opt.probes > 0) {
+        fprintf (stderr, "funnel-bench-funnel: latency, idle then loaded...\n");
+        r->latency = bench_latency_new (self->run, self->client [SALES], self->client [LEADS],
+                                        funnel_config_endpoint (self->config, "campaign", "api"));
+        bench_latency_run (r->latency, self->opt.probes, self->opt.probe_seconds,
+                           self->opt.batch, self->opt.window);
+    }
+    if (rc == 0) {
+        for (int s = 0; s <= SERVICES; s++)
+            s_proc (self->opt.pids [s], &r->proc_end [s]);
+        s_report (self, r, true);
+    }
+    else {
+        fprintf (stderr, "funnel-bench-funnel: FAILED: %s\n", self->error);
+        for (char *p = self->error; *p; p++)
+            if (*p == '"' || *p == '\\' || (unsigned char) *p < 0x20)
+                *p = '\'';
+        printf ("{\"bench\":\"funnel\",\"ok\":false,\"journeys\":%" PRId64 ",\"error\":\"%s\"}\n",
+                self->opt.journeys, self->error);
+    }
+    bench_latency_destroy (&r->latency);
+    free (r);
+    free (cmd_before);
+    free (cmd_after);
+    s_destroy (self);
+    return rc == 0 ? 0 : 1;
+}
