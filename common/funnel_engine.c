@@ -1134,3 +1134,265 @@ funnel_engine_release (funnel_engine_t *self)
     free (replies);
     self->generation = 0;
 }
+
+//  ---------------------------------------------------------------------
+//  Self-test against a real redis-server (FUNNEL_TEST_REDIS_URL)
+
+#undef NDEBUG
+#include <assert.h>
+
+//  test.add {key, n}: counter += n, emits test.added, n < 0 is refused;
+//  n == 7 also arms timer "ring" for key, due now; keeps a log of the last 2
+static int
+s_test_add (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
+{
+    char key [64];
+    funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key);
+    int64_t n = funnel_map_get (ev->data, "n")->via.i64;
+    funnel_rec_t *rec = funnel_state_rec (st, "counter", key);
+    assert (rec);
+    funnel_rec_add (rec, "total", n);
+    funnel_state_count (st, "added", n);
+    funnel_state_push (st, "log", key, ev->id, strlen (ev->id), 2);
+    funnel_state_emit (st, "test.added", NULL);
+    if (n == 7)
+        funnel_state_timer (st, "ring", key, funnel_state_now (st) - 1);
+    if (n < 0)
+        return funnel_error_set (err, FUNNEL_ERR_CONFLICT, "n: negative");
+    return 0;
+}
+
+static void
+s_test_want (funnel_state_t *st, const funnel_event_t *ev)
+{
+    char key [64];
+    if (funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key))
+        funnel_state_want (st, "counter", key);
+}
+
+static int
+s_test_ring (funnel_state_t *st, const char *id, int64_t due, funnel_error_t *err)
+{
+    (void) due;
+    (void) err;
+    funnel_rec_set_str (funnel_state_rec (st, "counter", id), "rang", "yes");
+    funnel_state_emit (st, "test.rang", id);
+    return 0;
+}
+
+static const funnel_rule_t s_test_on [] = { { "test.add", s_test_add, s_test_want }, { NULL } };
+static const funnel_timer_rule_t s_test_timers [] = { { "ring", s_test_ring }, { NULL } };
+static const funnel_rules_t s_test_rules = {
+    .on = s_test_on, .consume = s_test_on, .timers = s_test_timers
+};
+
+static int s_test_published;
+
+static void
+s_test_publish (void *arg, uint64_t seq, const script_event_t *event)
+{
+    (void) arg;
+    (void) event;
+    s_test_published = (int) seq;
+}
+
+//  A batch of events {key, n} with ids "<tag><i>" (NULL key ends).
+typedef struct {
+    msgpack_sbuffer sbuf;
+    funnel_msg_t *msg;
+    funnel_event_t *events;
+    size_t count;
+} test_batch_t;
+
+static void
+s_test_batch (test_batch_t *b, const char *tag, const char *key, const int *ns, size_t count)
+{
+    msgpack_sbuffer_init (&b->sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &b->sbuf, msgpack_sbuffer_write);
+    msgpack_pack_array (&pk, count);
+    for (size_t i = 0; i < count; i++) {
+        char id [32];
+        snprintf (id, sizeof id, "%s%zu", tag, i);
+        msgpack_pack_map (&pk, 7);
+        funnel_pack_cstr (&pk, "v");  msgpack_pack_int (&pk, 1);
+        funnel_pack_cstr (&pk, "id");  funnel_pack_cstr (&pk, id);
+        funnel_pack_cstr (&pk, "type");  funnel_pack_cstr (&pk, "test.add");
+        funnel_pack_cstr (&pk, "ts");  msgpack_pack_int (&pk, 5);
+        funnel_pack_cstr (&pk, "src");  funnel_pack_cstr (&pk, "t");
+        funnel_pack_cstr (&pk, "seq");  msgpack_pack_int (&pk, (int) i + 1);
+        funnel_pack_cstr (&pk, "data");
+        msgpack_pack_map (&pk, 2);
+        funnel_pack_cstr (&pk, "key");  funnel_pack_cstr (&pk, key);
+        funnel_pack_cstr (&pk, "n");  msgpack_pack_int (&pk, ns [i]);
+    }
+    funnel_error_t err;
+    b->msg = funnel_msg_decode (b->sbuf.data, b->sbuf.size, &funnel_limits_body, &err);
+    assert (b->msg);
+    bool is_batch;
+    assert (funnel_publish_parse (funnel_msg_root (b->msg), &b->events, &b->count,
+                                  &is_batch, &err) == 0);
+}
+
+static void
+s_test_batch_free (test_batch_t *b)
+{
+    free (b->events);
+    funnel_msg_destroy (&b->msg);
+    msgpack_sbuffer_destroy (&b->sbuf);
+}
+
+static redisReply *
+s_test_cmd (redis_store_t *store, const char *a, const char *b, const char *c, const char *d)
+{
+    const char *argv [] = { a, b, c, d };
+    int argc = d ? 4 : c ? 3 : b ? 2 : 1;
+    redisReply *reply = redis_store_command (store, argc, argv, NULL);
+    assert (reply);
+    return reply;
+}
+
+static void
+s_test_expect (redis_store_t *store, const char *cmd, const char *key, const char *field,
+               const char *expected)
+{
+    redisReply *r = s_test_cmd (store, cmd, key, field, NULL);
+    if (expected)
+        assert (r->type == REDIS_REPLY_STRING && streq (r->str, expected));
+    else
+        assert (r->type == REDIS_REPLY_NIL);
+    freeReplyObject (r);
+}
+
+void
+funnel_engine_test (bool verbose)
+{
+    const char *text = getenv ("FUNNEL_TEST_REDIS_URL");
+    if (!text || !*text) {
+        if (verbose)
+            printf ("FUNNEL_TEST_REDIS_URL not set: engine tests skipped\n");
+        return;
+    }
+    redis_url_t url;
+    assert (redis_url_parse (text, &url, NULL) == 0);
+    redis_store_t *store = redis_store_new (&url, NULL);
+    redis_store_t *store2 = redis_store_new (&url, NULL);
+    freeReplyObject (s_test_cmd (store, "FLUSHDB", NULL, NULL, NULL));
+    funnel_engine_cfg_t cfg = {
+        .svc = "et", .prefix = "{funnel:et}:", .owner = "host|tcp://a", .partitions = 4,
+        .cache_max = 100, .retention = 1000000, .dedup_ttl_s = 3600, .lease_ms = 2000
+    };
+    funnel_engine_t *engine = funnel_engine_new (&cfg, &s_test_rules, store);
+    funnel_engine_set_publisher (engine, s_test_publish, NULL);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (engine, &err) == 0);
+    assert (funnel_engine_synced (engine) && funnel_engine_seq (engine) == 0);
+
+    //  A second instance (another owner) cannot take the partitions
+    cfg.owner = "host|tcp://b";
+    funnel_engine_t *other = funnel_engine_new (&cfg, &s_test_rules, store2);
+    assert (funnel_engine_sync (other, &err) == FUNNEL_ENGINE_LEASE_HELD);
+    assert (strstr (err.message, "host|tcp://a"));
+
+    //  A batch: ids deduplicated within it, one commit, contiguous seqs
+    int ns [] = { 2, 3, 4 };
+    test_batch_t b;
+    s_test_batch (&b, "a", "X:log", ns, 3);
+    snprintf (b.events [2].id, sizeof b.events [2].id, "a0");     //  A duplicate
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == 0);
+    assert (funnel_engine_seq (engine) == 2 && s_test_published == 2);
+    //  The key of id "X:log" is escaped: no collision with a "X" + ":log"
+    char key [256];
+    funnel_rec_t *rec = funnel_state_rec (engine->state, "counter", "X:log");
+    snprintf (key, sizeof key, "%s", funnel_rec_key (rec));
+    assert (strstr (key, "counter:X%3Alog"));
+    s_test_expect (store, "HGET", key, "total", "5");
+    s_test_expect (store, "HGET", "{funnel:et}:stats", "accepted", "2");
+    s_test_expect (store, "HGET", "{funnel:et}:stats", "duplicates", "1");
+    s_test_expect (store, "GET", "{funnel:et}:seq", NULL, "2");
+    //  The same batch again: all duplicates, nothing new
+    reply.size = 0;
+    assert (funnel_engine_publish (engine, b.events, 2, true, &reply, &err) == 0);
+    assert (funnel_engine_seq (engine) == 2);
+    s_test_batch_free (&b);
+
+    //  A refused element: nothing of the batch, in Redis or in the cache
+    int bad [] = { 10, -1 };
+    s_test_batch (&b, "b", "X:log", bad, 2);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == -1);
+    assert (streq (err.code, FUNNEL_ERR_CONFLICT) && err.index == 1);
+    assert (funnel_rec_int (funnel_state_rec (engine->state, "counter", "X:log"), "total", 0) == 5);
+    s_test_expect (store, "HGET", key, "total", "5");
+    assert (funnel_engine_seq (engine) == 2);
+    s_test_batch_free (&b);
+
+    //  Consumed: a refused event is passed over, the checkpoint is written
+    int up [] = { 1, -5, 7 };
+    s_test_batch (&b, "u", "Y", up, 3);
+    assert (funnel_engine_consume (engine, "up", b.events, b.count, 9, &err) == 0);
+    assert (funnel_engine_checkpoint (engine, "up") == 9);
+    s_test_expect (store, "HGET", "{funnel:et}:ckpt", "up", "9");
+    s_test_expect (store, "HGET", "{funnel:et}:stats", "consume_rejected", "1");
+    assert (funnel_engine_seq (engine) == 4);
+    //  Replayed again: below the checkpoint, skipped
+    assert (funnel_engine_consume (engine, "up", b.events, b.count, 9, &err) == 0);
+    assert (funnel_engine_seq (engine) == 4);
+    s_test_batch_free (&b);
+
+    //  The timer armed by n == 7 is due: the cron fires it, once
+    funnel_engine_cron (engine);
+    assert (funnel_engine_seq (engine) == 5);
+    funnel_engine_cron (engine);
+    assert (funnel_engine_seq (engine) == 5);
+    rec = funnel_state_rec (engine->state, "counter", "Y");
+    assert (streq (funnel_rec_str (rec, "rang"), "yes"));
+    //  Bounded list: the last 2 only
+    snprintf (key, sizeof key, "%slog:Y", funnel_state_prefix (engine->state,
+                                                               funnel_partition_of ("Y", 4)));
+    redisReply *r = s_test_cmd (store, "LLEN", key, NULL, NULL);
+    assert (r->integer == 2);
+    freeReplyObject (r);
+
+    //  REPLAY: the outbox entries as envelopes
+    reply.size = 0;
+    assert (funnel_engine_replay (engine, 1, 1000, &reply, &err) == 0);
+    funnel_msg_t *msg = funnel_msg_decode (reply.data, reply.size, &funnel_limits_body, &err);
+    assert (msg);
+    const msgpack_object *events = funnel_map_get (funnel_msg_root (msg), "events");
+    assert (events && events->via.array.size == 5);
+    funnel_msg_destroy (&msg);
+
+    //  Redis out of memory: unavailable, nothing applied (EXECABORT)
+    freeReplyObject (s_test_cmd (store2, "CONFIG", "SET", "maxmemory", "1"));
+    int one [] = { 1 };
+    s_test_batch (&b, "oom", "Z", one, 1);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == -1);
+    assert (streq (err.code, FUNNEL_ERR_UNAVAILABLE) && strstr (err.message, "OOM"));
+    assert (strstr (err.message, "nothing was applied"));
+    freeReplyObject (s_test_cmd (store2, "CONFIG", "SET", "maxmemory", "0"));
+    assert (funnel_engine_seq (engine) == 5);
+    s_test_expect (store, "GET", "{funnel:et}:seq", NULL, "5");
+    //  ... and the retry applies
+    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == 0);
+    assert (funnel_engine_seq (engine) == 6);
+    s_test_batch_free (&b);
+
+    //  Another owner takes a lease (as after a pause past its expiry): the
+    //  next commit aborts (WATCH), nothing applied, the engine steps down
+    freeReplyObject (s_test_cmd (store2, "SET", "{funnel:et:2}:lease", "99|host|tcp://b", NULL));
+    s_test_batch (&b, "late", "Z", one, 1);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == -1);
+    assert (streq (err.code, FUNNEL_ERR_UNAVAILABLE) && funnel_engine_lost (engine));
+    s_test_expect (store, "GET", "{funnel:et}:seq", NULL, "6");
+    s_test_batch_free (&b);
+
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&other);
+    funnel_engine_destroy (&engine);
+    assert (engine == NULL);
+    redis_store_destroy (&store);
+    redis_store_destroy (&store2);
+}
