@@ -95,6 +95,7 @@ s_on_add (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (!counter)
         return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "redis: unavailable");
     funnel_rec_add (counter, "total", n);
+    funnel_state_push (st, "log", key, ev->id, strlen (ev->id), 10);     //  Last 10 ids
     funnel_state_count (st, "added", n);
     s_emit_key_n (st, "test.added", key, n);
     return 0;
