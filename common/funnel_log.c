@@ -1,4 +1,5 @@
 #include "funnel_log.h"
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -33,6 +34,48 @@ funnel_log_enabled (funnel_log_level_t level)
     return level <= s_level;
 }
 
+//  Errors and warnings are rate-limited per call site (its format): at
+//  most LOG_BURST lines a second each, so one hostile client cannot fill
+//  the disk; the next line that passes says how many were suppressed.
+#define LOG_BURST   5
+#define LOG_SITES   64
+
+typedef struct {
+    const char *format;
+    int64_t second;
+    int lines;
+    uint64_t suppressed;
+} log_site_t;
+
+static log_site_t s_sites [LOG_SITES];
+
+//  True if the line may be written; *suppressed gets the count to report.
+static bool
+s_log_allowed (const char *format, int64_t second, uint64_t *suppressed)
+{
+    size_t slot = ((uintptr_t) format >> 3) % LOG_SITES;
+    log_site_t *site = &s_sites [slot];
+    if (site->format != format) {
+        //  A new site (or a collision): start over for this slot
+        site->format = format;
+        site->second = second;
+        site->lines = 0;
+        site->suppressed = 0;
+    }
+    if (site->second != second) {
+        site->second = second;
+        site->lines = 0;
+    }
+    if (site->lines >= LOG_BURST) {
+        site->suppressed++;
+        return false;
+    }
+    site->lines++;
+    *suppressed = site->suppressed;
+    site->suppressed = 0;
+    return true;
+}
+
 void
 funnel_log (funnel_log_level_t level, const char *format, ...)
 {
@@ -40,6 +83,9 @@ funnel_log (funnel_log_level_t level, const char *format, ...)
         return;
     struct timespec now;
     clock_gettime (CLOCK_REALTIME, &now);
+    uint64_t suppressed = 0;
+    if (level <= FUNNEL_LOG_WARN && !s_log_allowed (format, now.tv_sec, &suppressed))
+        return;
     struct tm tm;
     gmtime_r (&now.tv_sec, &tm);
     char stamp [32];
@@ -50,8 +96,13 @@ funnel_log (funnel_log_level_t level, const char *format, ...)
     vsnprintf (line, sizeof line, format, args);
     va_end (args);
     //  One fprintf per line so concurrent daemons' lines don't interleave
-    fprintf (stderr, "%s.%03ldZ %s %s: %s\n", stamp, now.tv_nsec / 1000000,
-             s_level_names [level], s_name, line);
+    if (suppressed)
+        fprintf (stderr, "%s.%03ldZ %s %s: %s (%" PRIu64 " similar lines suppressed)\n",
+                 stamp, now.tv_nsec / 1000000, s_level_names [level], s_name, line,
+                 suppressed);
+    else
+        fprintf (stderr, "%s.%03ldZ %s %s: %s\n", stamp, now.tv_nsec / 1000000,
+                 s_level_names [level], s_name, line);
 }
 
 bool

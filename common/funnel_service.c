@@ -43,6 +43,8 @@ typedef struct {
     uint64_t seq;                       //  Last seq published
     bool synced;                        //  seq and checkpoints read since connect
     bool script_failed;                 //  Last s_eval failed in the script
+    bool outcome_unknown;               //  Last apply was sent, its reply lost
+    char refused [160];                 //  Last apply refused by Redis (OOM...), or ""
     //  Consecutive PUBLISH applies are pipelined: Redis runs one while we
     //  check the next request and publish the previous one's outputs
     pending_t pending [PIPELINE_MAX];
@@ -83,10 +85,39 @@ s_args_new (service_t *self, const char *mode)
     return args;
 }
 
+static void
+s_reset_outcome (service_t *self)
+{
+    self->script_failed = false;
+    self->outcome_unknown = false;
+    self->refused [0] = 0;
+}
+
+//  Redis refusing to run anything now (memory, disk, role, start-up, a
+//  busy script, a refused transaction): retry later, not a bug
+static bool
+s_store_refusal (const char *text)
+{
+    const char *tokens [] = { "OOM ", "MISCONF", "READONLY", "LOADING", "BUSY",
+                              "MASTERDOWN", "NOREPLICAS", "EXECABORT", "TRYAGAIN", NULL };
+    for (const char *const *t = tokens; *t; t++)
+        if (strstr (text, *t))
+            return true;
+    return false;
+}
+
 //  A reply of the script's shape, else NULL (the failure logged, once).
 static redisReply *
 s_checked (service_t *self, redisReply *reply, script_args_t *args)
 {
+    if (reply && reply->type == REDIS_REPLY_ERROR && s_store_refusal (reply->str)) {
+        //  Refused before anything was written (the overlay writes last)
+        snprintf (self->refused, sizeof self->refused, "%s", reply->str);
+        if (funnel_log_every (&self->last_warn, 1000))
+            log_warn ("redis refused an apply: %s", reply->str);
+        freeReplyObject (reply);
+        return NULL;
+    }
     if (reply && (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2
               ||  reply->element [0]->type != REDIS_REPLY_STRING)) {
         const char *mode = script_args_argv (args) [1];
@@ -109,11 +140,13 @@ s_eval (service_t *self, script_args_t **args_p)
 {
     s_complete_pending (self);          //  Never interleave with the pipeline
     script_args_t *args = *args_p;
-    self->script_failed = false;
+    s_reset_outcome (self);
     redisReply *reply = NULL;
-    if (redis_store_connect (self->store) == 0)
+    if (redis_store_connect (self->store) == 0) {
         reply = redis_store_eval (self->store, 1, script_args_count (args),
                                   script_args_argv (args), script_args_lens (args));
+        self->outcome_unknown = reply == NULL;
+    }
     reply = s_checked (self, reply, args);
     script_args_destroy (args_p);
     return reply;
@@ -220,6 +253,17 @@ s_unavailable (service_t *self, zmsg_t *envelope)
     if (self->script_failed)
         funnel_error_set (&err, FUNNEL_ERR_INTERNAL,
                           "rules: the service's script failed; nothing was applied");
+    else
+    if (self->refused [0])
+        funnel_error_set (&err, FUNNEL_ERR_UNAVAILABLE,
+                          "redis: %.120s; nothing was applied; retry later with the same ids",
+                          self->refused);
+    else
+    if (self->outcome_unknown)
+        funnel_error_set (&err, FUNNEL_ERR_UNAVAILABLE,
+                          "redis: the connection was lost before the reply; the outcome is "
+                          "unknown: retry with the same ids (safe: applied ids are skipped "
+                          "as duplicates)");
     else
         funnel_error_set (&err, FUNNEL_ERR_UNAVAILABLE,
                           "redis: the store is unavailable; retry later with the same ids");
@@ -363,12 +407,15 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
         script_args_add_event (args, is_batch ? &root->via.array.ptr [i] : root);
     if (self->pending_count == PIPELINE_MAX)
         s_complete_pending_to (self, PIPELINE_MAX - 1);
+    bool connected = redis_store_connected (self->store);
     if (redis_store_eval_send (self->store, 1, script_args_count (args),
                                script_args_argv (args), script_args_lens (args)) != 0) {
         s_complete_pending (self);      //  Earlier requests are answered first
         script_args_destroy (&args);
         funnel_msg_destroy (&msg);
-        self->script_failed = false;
+        s_reset_outcome (self);
+        //  Part of it may have reached Redis before the connection broke
+        self->outcome_unknown = connected;
         s_unavailable (self, envelope);
         return;
     }
@@ -416,13 +463,15 @@ s_complete_all (service_t *self, redisReply *first)
     for (int i = 0; i < count; i++)
         replies [i] = i == 0 && first ? first : redis_store_recv (self->store);
     for (int i = 0; i < count; i++) {
-        self->script_failed = false;
+        s_reset_outcome (self);
+        self->outcome_unknown = replies [i] == NULL;
         if (redis_store_is_noscript (replies [i])) {
             pending_t *pending = &self->pending [0];
             freeReplyObject (replies [i]);
             replies [i] = redis_store_eval (self->store, 1, script_args_count (pending->args),
                                             script_args_argv (pending->args),
                                             script_args_lens (pending->args));
+            self->outcome_unknown = replies [i] == NULL;
         }
         s_answer_oldest (self, replies [i]);
     }
@@ -435,8 +484,9 @@ static void
 s_complete_pending_to (service_t *self, int keep)
 {
     while (self->pending_count > keep) {
-        self->script_failed = false;
+        s_reset_outcome (self);
         redisReply *reply = redis_store_recv (self->store);
+        self->outcome_unknown = reply == NULL;
         if (redis_store_is_noscript (reply)) {
             s_complete_all (self, reply);
             return;

@@ -161,5 +161,23 @@ class TestRedisRefusesWritesC(RedisRefusesWrites, FunnelTestCase):
     binary = "funnel-testsvc"
 
 
+class TestRedisRefusesWritesLua(RedisRefusesWrites, FunnelTestCase):
+    binary = "funnel-testsvc-lua"
+
+
+class TestExtValues(FunnelTestCase):
+    def test_ext_anywhere_is_invalid(self):
+        import msgpack
+        self.daemon("alpha", "funnel-testsvc")
+        api = self.wait_ready("alpha")
+        ev = add("k", 1)
+        ev["data"]["extra"] = msgpack.ExtType(5, b"xy")
+        status, err = api.call("PUBLISH", ev)
+        self.assertEqual((status, err["code"]), ("ERR", "invalid"), err)
+        self.assertIn("ext", err["message"])
+        status, err = api.call("PUBLISH", [add("k", 1), ev])
+        self.assertEqual((status, err["code"], err["index"]), ("ERR", "invalid", 1))
+
+
 if __name__ == "__main__":
     unittest.main()
