@@ -747,6 +747,19 @@ s_cmd_send (cmd_t *cmd, redisContext *ctx, int min_args)
     return sent;
 }
 
+//  Pushes by list key, then in the order they were made (qsort has no
+//  context argument in C11: the state being sorted, set just before)
+static funnel_state_t *s_sort_pushes;
+
+static int
+s_push_cmp (const void *a, const void *b)
+{
+    size_t x = *(const size_t *) a, y = *(const size_t *) b;
+    int c = strcmp (((push_t *) s_vec_at (&s_sort_pushes->pushes, x))->key,
+                    ((push_t *) s_vec_at (&s_sort_pushes->pushes, y))->key);
+    return c ? c : x < y ? -1 : x > y ? 1 : 0;
+}
+
 int
 funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char *stats_key)
 {
@@ -781,18 +794,39 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
             commands += s_cmd_send (&del, ctx, 2);
         }
     }
-    //  Bounded lists, in order
+    //  Bounded lists: per list, one RPUSH of its values in order, then
+    //  one LTRIM to the smallest bound asked
     char number [24];
-    for (size_t i = 0; i < self->pushes.count; i++) {
-        push_t *push = (push_t *) s_vec_at (&self->pushes, i);
-        const char *rpush [] = { "RPUSH", push->key, push->value };
-        size_t rpush_lens [] = { 5, strlen (push->key), push->size };
-        redisAppendCommandArgv (ctx, 3, rpush, rpush_lens);
-        snprintf (number, sizeof number, "%d", -push->max);
-        const char *ltrim [] = { "LTRIM", push->key, number, "-1" };
+    size_t *order = (size_t *) malloc ((self->pushes.count + 1) * sizeof (size_t));
+    for (size_t i = 0; i < self->pushes.count; i++)
+        order [i] = i;
+    s_sort_pushes = self;
+    qsort (order, self->pushes.count, sizeof (size_t), s_push_cmp);
+    cmd_t rpush = { 0 };
+    for (size_t i = 0; i < self->pushes.count; ) {
+        push_t *first = (push_t *) s_vec_at (&self->pushes, order [i]);
+        int max = first->max;
+        s_cmd_str (&rpush, "RPUSH");
+        s_cmd_str (&rpush, first->key);
+        size_t j = i;
+        for (; j < self->pushes.count; j++) {
+            push_t *push = (push_t *) s_vec_at (&self->pushes, order [j]);
+            if (!streq (push->key, first->key))
+                break;
+            s_cmd_add (&rpush, push->value, push->size);
+            if (push->max < max)
+                max = push->max;
+        }
+        commands += s_cmd_send (&rpush, ctx, 2);
+        snprintf (number, sizeof number, "%d", -max);
+        const char *ltrim [] = { "LTRIM", first->key, number, "-1" };
         redisAppendCommandArgv (ctx, 4, ltrim, NULL);
-        commands += 2;
+        commands++;
+        i = j;
     }
+    free (rpush.argv);
+    free (rpush.lens);
+    free (order);
     //  Timers, in order (a cancel then a re-arm ends armed)
     for (size_t i = 0; i < self->timers.count; i++) {
         timer_op_t *op = (timer_op_t *) s_vec_at (&self->timers, i);
