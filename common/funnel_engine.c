@@ -17,7 +17,7 @@ struct _funnel_engine_t {
     funnel_engine_publish_fn *publish;
     void *publish_arg;
     char seq_key [KEY_MAX], ob_first_key [KEY_MAX], ckpt_key [KEY_MAX];
-    char stats_key [KEY_MAX], fence_key [KEY_MAX];
+    char stats_key [KEY_MAX], fence_key [KEY_MAX], subs_key [KEY_MAX], ob_size_key [KEY_MAX];
     char **lease_keys;
     char lease_value [256];
     uint64_t generation;            //  redis_store generation synced, 0 = none
@@ -26,6 +26,9 @@ struct _funnel_engine_t {
     uint64_t seq;                   //  Last seq in the outbox
     uint64_t ob_first;              //  Oldest seq held (1 if none dropped)
     zhashx_t *ckpts;                //  upstream -> uint64_t * (owned)
+    //  Lossless outbox: registered subscribers and what each still needs
+    zhashx_t *subs;                 //  subscriber -> uint64_t * next seq it needs
+    zhashx_t *bucket_bytes;         //  "<bucket>" -> uint64_t * bytes held
     int64_t last_warn;
     uint64_t commits, commit_us;    //  For STATS: commits and their time
 };
@@ -113,6 +116,8 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     self->cfg.retention = cfg->retention > 0 ? cfg->retention : 1000000;
     self->cfg.dedup_ttl_s = cfg->dedup_ttl_s > 0 ? cfg->dedup_ttl_s : 8 * 24 * 3600;
     self->cfg.lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 5000;
+    self->cfg.outbox_max_bytes = cfg->outbox_max_bytes > 0 ? cfg->outbox_max_bytes
+                                                            : 1024LL * 1024 * 1024;
     self->rules = rules;
     self->store = store;
     self->state = funnel_state_new (cfg->svc, cfg->prefix, self->cfg.partitions,
@@ -123,6 +128,12 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     snprintf (self->ckpt_key, KEY_MAX, "%sckpt", cfg->prefix);
     snprintf (self->stats_key, KEY_MAX, "%sstats", cfg->prefix);
     snprintf (self->fence_key, KEY_MAX, "%sfence", cfg->prefix);
+    snprintf (self->subs_key, KEY_MAX, "%ssubs", cfg->prefix);
+    snprintf (self->ob_size_key, KEY_MAX, "%sob_size", cfg->prefix);
+    self->subs = zhashx_new ();
+    zhashx_set_destructor (self->subs, s_free_item);
+    self->bucket_bytes = zhashx_new ();
+    zhashx_set_destructor (self->bucket_bytes, s_free_item);
     self->lease_keys = (char **) zmalloc (self->cfg.partitions * sizeof (char *));
     for (int p = 0; p < self->cfg.partitions; p++)
         self->lease_keys [p] = zsys_sprintf ("%slease", funnel_state_prefix (self->state, p));
@@ -142,6 +153,8 @@ funnel_engine_destroy (funnel_engine_t **self_p)
             zstr_free (&self->lease_keys [p]);
         free (self->lease_keys);
         zhashx_destroy (&self->ckpts);
+        zhashx_destroy (&self->subs);
+        zhashx_destroy (&self->bucket_bytes);
         free (self->svc);
         free (self->prefix);
         free (self->owner);
@@ -194,6 +207,31 @@ s_set_checkpoint (funnel_engine_t *self, const char *upstream, uint64_t value)
     uint64_t *slot = (uint64_t *) malloc (sizeof (uint64_t));
     *slot = value;
     zhashx_update (self->ckpts, upstream, slot);
+}
+
+static void
+s_put_u64 (zhashx_t *map, const char *key, uint64_t value)
+{
+    uint64_t *slot = (uint64_t *) malloc (sizeof (uint64_t));
+    *slot = value;
+    zhashx_update (map, key, slot);
+}
+
+static uint64_t
+s_get_u64 (zhashx_t *map, const char *key)
+{
+    uint64_t *slot = (uint64_t *) zhashx_lookup (map, key);
+    return slot ? *slot : 0;
+}
+
+static uint64_t
+s_outbox_bytes (funnel_engine_t *self)
+{
+    uint64_t total = 0;
+    for (uint64_t *v = (uint64_t *) zhashx_first (self->bucket_bytes); v;
+         v = (uint64_t *) zhashx_next (self->bucket_bytes))
+        total += *v;
+    return total;
 }
 
 static void
@@ -342,14 +380,24 @@ funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
     const char *get_seq [] = { "GET", self->seq_key };
     const char *get_first [] = { "GET", self->ob_first_key };
     const char *get_ckpt [] = { "HGETALL", self->ckpt_key };
+    const char *get_subs [] = { "HGETALL", self->subs_key };
+    const char *get_sizes [] = { "HGETALL", self->ob_size_key };
     redisAppendCommandArgv (ctx, 2, get_seq, NULL);
     redisAppendCommandArgv (ctx, 2, get_first, NULL);
     redisAppendCommandArgv (ctx, 2, get_ckpt, NULL);
-    redisReply *r [5];
-    if (s_read (self, r, 5) != 0)
+    redisAppendCommandArgv (ctx, 2, get_subs, NULL);
+    redisAppendCommandArgv (ctx, 2, get_sizes, NULL);
+    redisReply *r [7];
+    if (s_read (self, r, 7) != 0)
         return s_unavailable (err);
+    zhashx_purge (self->subs);
+    zhashx_purge (self->bucket_bytes);
+    for (int m = 5; m < 7; m++)
+        for (size_t i = 0; r [m]->type == REDIS_REPLY_ARRAY && i + 1 < r [m]->elements; i += 2)
+            s_put_u64 (m == 5 ? self->subs : self->bucket_bytes, r [m]->element [i]->str,
+                       strtoull (r [m]->element [i + 1]->str, NULL, 10));
     if (s_check_fence (self, r [1]) != 0) {
-        s_free_replies (r, 5);
+        s_free_replies (r, 7);
         return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "lease lost while syncing");
     }
     self->seq = r [2]->type == REDIS_REPLY_STRING ? strtoull (r [2]->str, NULL, 10) : 0;
@@ -359,7 +407,7 @@ funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
         for (size_t i = 0; i + 1 < r [4]->elements; i += 2)
             s_set_checkpoint (self, r [4]->element [i]->str,
                               strtoull (r [4]->element [i + 1]->str, NULL, 10));
-    s_free_replies (r, 5);
+    s_free_replies (r, 7);
     self->generation = generation;
     return 0;
 }
@@ -501,6 +549,67 @@ s_queue_error (redisReply **replies, size_t count)
     return NULL;
 }
 
+//  Where the outbox may start after a commit that ends at seq: whole
+//  buckets before the last `retention` seqs and before what the slowest
+//  registered subscriber still needs are dropped; past the byte cap the
+//  oldest buckets go anyway, and *lost counts the events dropped that a
+//  subscriber still needed.
+static int64_t
+s_trim_point (funnel_engine_t *self, uint64_t seq, zhashx_t *sizes, uint64_t *lost)
+{
+    int64_t keep = ((int64_t) seq - self->cfg.retention + 1) / OB_BUCKET * OB_BUCKET;
+    for (uint64_t *need = (uint64_t *) zhashx_first (self->subs); need;
+         need = (uint64_t *) zhashx_next (self->subs)) {
+        int64_t sub_keep = (int64_t) (*need / OB_BUCKET * OB_BUCKET);
+        if (sub_keep < keep)
+            keep = sub_keep;
+    }
+    //  The byte cap: drop the oldest buckets (never the newest) until under
+    uint64_t total = 0;
+    for (uint64_t *v = (uint64_t *) zhashx_first (sizes); v; v = (uint64_t *) zhashx_next (sizes))
+        total += *v;
+    int64_t first = (int64_t) self->ob_first;
+    int64_t floor = keep > first ? keep : first;
+    uint64_t last_bucket = seq / OB_BUCKET;
+    for (uint64_t b = (uint64_t) first / OB_BUCKET; b < last_bucket; b++) {
+        char name [24];
+        snprintf (name, sizeof name, "%" PRIu64, b);
+        uint64_t bytes = s_get_u64 (sizes, name);
+        if ((int64_t) ((b + 1) * OB_BUCKET) <= floor) {
+            total -= bytes;             //  Dropped by the rules above anyway
+            continue;
+        }
+        if (total <= (uint64_t) self->cfg.outbox_max_bytes)
+            break;
+        total -= bytes;
+        keep = (int64_t) ((b + 1) * OB_BUCKET);
+    }
+    *lost = 0;
+    for (uint64_t *need = (uint64_t *) zhashx_first (self->subs); need;
+         need = (uint64_t *) zhashx_next (self->subs))
+        if ((int64_t) *need < keep)
+            *lost += (uint64_t) keep - (*need > (uint64_t) first ? *need : (uint64_t) first);
+    return keep;
+}
+
+//  After a trim that dropped events some subscribers still needed: one
+//  error line per gap, and those subscribers now need the new start.
+static void
+s_count_losses (funnel_engine_t *self, uint64_t first, uint64_t lost)
+{
+    if (lost == 0)
+        return;
+    for (uint64_t *need = (uint64_t *) zhashx_first (self->subs); need;
+         need = (uint64_t *) zhashx_next (self->subs))
+        if (*need < first) {
+            log_error ("outbox over its byte cap (%" PRId64 " bytes): subscriber %s loses "
+                       "seqs %" PRIu64 "..%" PRIu64 " (STATS outbox_lost counts them)",
+                       self->cfg.outbox_max_bytes, (const char *) zhashx_cursor (self->subs),
+                       *need, first - 1);
+            *need = first;
+        }
+}
+
 //  Commits the state's write-set plus c; publishes the outputs. On any
 //  failure the batch is rolled back in the cache too.
 static int
@@ -537,6 +646,12 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     char **entries = (char **) zmalloc ((outputs + 1) * sizeof (char *));
     size_t *entry_sizes = (size_t *) zmalloc ((outputs + 1) * sizeof (size_t));
     char (*seqs) [24] = zmalloc ((outputs + 1) * 24);
+    //  Bucket sizes after this commit (applied to the engine's on success)
+    zhashx_t *new_sizes = zhashx_new ();
+    zhashx_set_destructor (new_sizes, s_free_item);
+    for (uint64_t *v = (uint64_t *) zhashx_first (self->bucket_bytes); v;
+         v = (uint64_t *) zhashx_next (self->bucket_bytes))
+        s_put_u64 (new_sizes, (const char *) zhashx_cursor (self->bucket_bytes), *v);
     for (size_t i = 0; i < outputs; ) {
         uint64_t bucket = (seq + 1) / OB_BUCKET;
         char key [KEY_MAX];
@@ -561,25 +676,46 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         }
         redisAppendCommandArgv (ctx, (int) (2 + 2 * n), argv, lens);
         sent++;
+        //  Bytes per bucket, for the outbox's memory cap
+        uint64_t bytes = 0;
+        for (size_t j = 0; j < n; j++)
+            bytes += entry_sizes [i + j] + strlen (seqs [i + j]);
+        char bucket_name [24], bytes_text [24];
+        snprintf (bucket_name, sizeof bucket_name, "%" PRIu64, bucket);
+        snprintf (bytes_text, sizeof bytes_text, "%" PRIu64, bytes);
+        const char *size_cmd [] = { "HINCRBY", self->ob_size_key, bucket_name, bytes_text };
+        redisAppendCommandArgv (ctx, 4, size_cmd, NULL);
+        sent++;
+        s_put_u64 (new_sizes, bucket_name, s_get_u64 (new_sizes, bucket_name) + bytes);
         free (argv);
         free (lens);
         i += n;
         seq += n;
     }
     uint64_t ob_first = self->ob_first;
+    uint64_t lost = 0;
     if (outputs > 0) {
         snprintf (number, sizeof number, "%" PRIu64, seq);
         const char *set_seq [] = { "SET", self->seq_key, number };
         redisAppendCommandArgv (ctx, 3, set_seq, NULL);
         sent++;
-        //  Drops whole buckets that lie before the last `retention` seqs
-        int64_t keep = ((int64_t) seq - self->cfg.retention + 1) / OB_BUCKET * OB_BUCKET;
+        int64_t keep = s_trim_point (self, seq, new_sizes, &lost);
         if (keep > (int64_t) ob_first) {
             for (uint64_t b = ob_first / OB_BUCKET; b < (uint64_t) keep / OB_BUCKET; b++) {
-                char key [KEY_MAX];
+                char key [KEY_MAX], name [24];
                 snprintf (key, sizeof key, "%sob:%" PRIu64, self->prefix, b);
+                snprintf (name, sizeof name, "%" PRIu64, b);
                 const char *del [] = { "UNLINK", key };
                 redisAppendCommandArgv (ctx, 2, del, NULL);
+                const char *hdel [] = { "HDEL", self->ob_size_key, name };
+                redisAppendCommandArgv (ctx, 3, hdel, NULL);
+                sent += 2;
+                zhashx_delete (new_sizes, name);
+            }
+            if (lost > 0) {
+                snprintf (number, sizeof number, "%" PRIu64, lost);
+                const char *incr [] = { "HINCRBY", self->stats_key, "outbox_lost", number };
+                redisAppendCommandArgv (ctx, 4, incr, NULL);
                 sent++;
             }
             ob_first = (uint64_t) keep;
@@ -666,6 +802,10 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
             uint64_t first = self->seq + 1;
             self->seq = seq;
             self->ob_first = ob_first;
+            zhashx_destroy (&self->bucket_bytes);
+            self->bucket_bytes = new_sizes;
+            new_sizes = NULL;
+            s_count_losses (self, ob_first, lost);
             if (c->upstream)
                 s_set_checkpoint (self, c->upstream, c->checkpoint);
             for (size_t i = 0; i < outputs && self->publish; i++) {
@@ -677,6 +817,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         }
         s_free_replies (replies, sent);
     }
+    zhashx_destroy (&new_sizes);
     for (size_t i = 0; i < outputs; i++)
         free (entries [i]);
     free (entries);
@@ -975,10 +1116,23 @@ funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
 
 int
 funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
-                      msgpack_sbuffer *reply, funnel_error_t *err)
+                      const char *subscriber, msgpack_sbuffer *reply, funnel_error_t *err)
 {
     if (!s_ready (self))
         return s_not_ready (self, err);
+    //  A registered subscriber has applied everything before `from`
+    bool ack = false;
+    if (subscriber && *subscriber) {
+        uint64_t need = from > self->seq + 1 ? self->seq + 1 : from;
+        if (need > s_get_u64 (self->subs, subscriber) || !zhashx_lookup (self->subs, subscriber)) {
+            s_put_u64 (self->subs, subscriber, need);
+            char text [24];
+            snprintf (text, sizeof text, "%" PRIu64, need);
+            const char *hset [] = { "HSET", self->subs_key, subscriber, text };
+            redisAppendCommandArgv (redis_store_context (self->store), 4, hset, NULL);
+            ack = true;
+        }
+    }
     uint64_t first = self->seq > 0 ? self->ob_first : 0;
     uint64_t start = from > first ? from : first;
     if (start < 1)
@@ -1012,10 +1166,14 @@ funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
         commands++;
         seq = stop + 1;
     }
-    redisReply **replies = (redisReply **) zmalloc ((commands + 1) * sizeof (redisReply *));
-    if (s_read (self, replies, commands) != 0) {
+    redisReply **replies = (redisReply **) zmalloc ((commands + 2) * sizeof (redisReply *));
+    if (s_read (self, replies, commands + ack) != 0) {
         free (replies);
         return s_unavailable (err);
+    }
+    if (ack) {
+        freeReplyObject (replies [0]);
+        memmove (replies, replies + 1, commands * sizeof (redisReply *));
     }
     size_t total = 0;
     for (size_t i = 0; i < commands; i++)
@@ -1071,7 +1229,7 @@ funnel_engine_stats (funnel_engine_t *self, msgpack_sbuffer *reply, funnel_error
     //  name -> value, declared and base counters first (0), then Redis's
     zhashx_t *counters = zhashx_new ();
     zhashx_set_destructor (counters, s_free_item);
-    const char *base [] = { "accepted", "duplicates", "events_out", NULL };
+    const char *base [] = { "accepted", "duplicates", "events_out", "outbox_lost", NULL };
     for (const char *const *b = base; *b; b++)
         zhashx_update (counters, *b, calloc (1, sizeof (int64_t)));
     for (const char *const *d = self->rules->counters; d && *d; d++)
@@ -1089,10 +1247,11 @@ funnel_engine_stats (funnel_engine_t *self, msgpack_sbuffer *reply, funnel_error
     int64_t figures [] = { (int64_t) hits, (int64_t) misses, (int64_t) entries,
                            (int64_t) (hits + misses ? hits * 100 / (hits + misses) : 0),
                            (int64_t) self->commits,
-                           (int64_t) (self->commits ? self->commit_us / self->commits : 0) };
+                           (int64_t) (self->commits ? self->commit_us / self->commits : 0),
+                           (int64_t) s_outbox_bytes (self), (int64_t) zhashx_size (self->subs) };
     const char *names [] = { "cache_hits", "cache_misses", "cache_entries", "cache_hit_pct",
-                             "commits", "commit_avg_us" };
-    for (int i = 0; i < 6; i++) {
+                             "commits", "commit_avg_us", "outbox_bytes", "subscribers" };
+    for (int i = 0; i < 8; i++) {
         int64_t *v = (int64_t *) malloc (sizeof (int64_t));
         *v = figures [i];
         zhashx_update (counters, names [i], v);
@@ -1358,7 +1517,7 @@ funnel_engine_test (bool verbose)
 
     //  REPLAY: the outbox entries as envelopes
     reply.size = 0;
-    assert (funnel_engine_replay (engine, 1, 1000, &reply, &err) == 0);
+    assert (funnel_engine_replay (engine, 1, 1000, NULL, &reply, &err) == 0);
     funnel_msg_t *msg = funnel_msg_decode (reply.data, reply.size, &funnel_limits_body, &err);
     assert (msg);
     const msgpack_object *events = funnel_map_get (funnel_msg_root (msg), "events");

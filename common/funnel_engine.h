@@ -88,6 +88,7 @@ typedef struct {
     int64_t retention;                  //  Outbox events kept
     int64_t dedup_ttl_s;                //  How long ids are remembered
     int lease_ms;                       //  Default 5000
+    int64_t outbox_max_bytes;           //  Outbox memory cap, default 1 GiB
 } funnel_engine_cfg_t;
 
 #define FUNNEL_ENGINE_LEASE_HELD    -2
@@ -143,9 +144,13 @@ void
 int
     funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
                          msgpack_sbuffer *reply, funnel_error_t *err);
+//  REPLAY {from, limit[, subscriber]}: a subscriber name registers it (or
+//  moves it on): it has applied every seq before from, and the outbox
+//  keeps every later event for it, up to outbox_max_bytes.
 int
     funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
-                          msgpack_sbuffer *reply, funnel_error_t *err);
+                          const char *subscriber, msgpack_sbuffer *reply,
+                          funnel_error_t *err);
 int
     funnel_engine_stats (funnel_engine_t *self, msgpack_sbuffer *reply,
                          funnel_error_t *err);

@@ -583,9 +583,18 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     funnel_error_t err;
     funnel_error_clear (&err);
     uint64_t from = 0, limit = REPLAY_DEFAULT;
+    char subscriber [FUNNEL_ID_MAX + 1] = "";
     funnel_msg_t *msg = s_decode_map (body, "REPLAY", &err);
-    if (msg && s_uint_arg (funnel_msg_root (msg), "from", true, &from, &err) == 0)
-        s_uint_arg (funnel_msg_root (msg), "limit", false, &limit, &err);
+    if (msg && s_uint_arg (funnel_msg_root (msg), "from", true, &from, &err) == 0
+    &&  s_uint_arg (funnel_msg_root (msg), "limit", false, &limit, &err) == 0) {
+        //  Optional: the name a subscriber registers under (C engine)
+        const msgpack_object *name = funnel_map_get (funnel_msg_root (msg), "subscriber");
+        if (name && name->type != MSGPACK_OBJECT_NIL
+        &&  (!funnel_obj_strcpy (name, subscriber, sizeof subscriber)
+             || !funnel_id_valid (subscriber, strlen (subscriber))))
+            funnel_error_set (&err, FUNNEL_ERR_INVALID,
+                              "subscriber: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+    }
     funnel_msg_destroy (&msg);
     if (err.code) {
         s_send_error (self, envelope, &err);
@@ -596,7 +605,7 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     if (self->engine) {
         msgpack_sbuffer sbuf;
         msgpack_sbuffer_init (&sbuf);
-        if (funnel_engine_replay (self->engine, from, limit, &sbuf, &err) == 0)
+        if (funnel_engine_replay (self->engine, from, limit, subscriber, &sbuf, &err) == 0)
             s_send_packed (self, envelope, &sbuf);
         else {
             msgpack_sbuffer_destroy (&sbuf);
@@ -1071,6 +1080,7 @@ s_start (service_t *self)
             self->def->consumes, s_apply_upstream, self);
         if (!upstream)
             return 1;
+        upstream_set_subscriber (upstream, name);
         self->upstreams [self->upstream_count++] = upstream;
     }
     log_info ("funnel-%s %s: api %s, pub %s, %d upstream(s)", name, FUNNEL_VERSION,
@@ -1123,12 +1133,14 @@ static int
 s_engine_new (service_t *self, const char *api)
 {
     const char *name = self->def->name;
-    int64_t values [5] = { 16, 100000, 5000, RETENTION_DEFAULT, DEDUP_TTL_DEFAULT };
-    const char *keys [5] = { "partitions", "cache_entries", "lease_ms", "retention",
-                             "dedup_ttl_s" };
-    const int64_t mins [5] = { 1, 1, 300, 1, 1 };
-    const int64_t maxs [5] = { 4096, 100000000, 600000, INT64_MAX / 2, INT64_MAX / 2000 };
-    for (int i = 0; i < 5; i++) {
+    int64_t values [6] = { 16, 100000, 5000, RETENTION_DEFAULT, DEDUP_TTL_DEFAULT,
+                           1024LL * 1024 * 1024 };
+    const char *keys [6] = { "partitions", "cache_entries", "lease_ms", "retention",
+                             "dedup_ttl_s", "outbox_max_bytes" };
+    const int64_t mins [6] = { 1, 1, 300, 1, 1, 1024 };
+    const int64_t maxs [6] = { 4096, 100000000, 600000, INT64_MAX / 2, INT64_MAX / 2000,
+                               INT64_MAX / 2 };
+    for (int i = 0; i < 6; i++) {
         char path [128];
         snprintf (path, sizeof path, "%s/%s", name, keys [i]);
         if (funnel_config_int (self->config, path, values [i], &values [i]))
@@ -1152,7 +1164,8 @@ s_engine_new (service_t *self, const char *api)
         .cache_max = (size_t) values [1],
         .lease_ms = (int) values [2],
         .retention = values [3],
-        .dedup_ttl_s = values [4]
+        .dedup_ttl_s = values [4],
+        .outbox_max_bytes = values [5]
     };
     self->engine = funnel_engine_new (&cfg, self->def->rules, self->store);
     funnel_engine_set_publisher (self->engine, s_pub_event, self);

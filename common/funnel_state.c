@@ -512,7 +512,7 @@ funnel_state_emit (funnel_state_t *self, const char *type, const char *key)
             *c = (char) tolower (*c);
         snprintf (id, sizeof id, "%s:%s", self->svc, hex);
     }
-    snprintf (out->id, sizeof out->id, "%s", id);
+    memcpy (out->id, id, strlen (id) + 1);     //  ≤ 64 bytes by now
     snprintf (out->type, sizeof out->type, "%s", type);
     snprintf (out->cause, sizeof out->cause, "%s", self->cause);
     out->cause_ts = self->cause_ts;

@@ -181,3 +181,53 @@ class TestExtValues(FunnelTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestLosslessOutbox(FunnelTestCase):
+    """A registered subscriber keeps the outbox (C engine) past retention."""
+
+    def start_beta(self):
+        return self.daemon("beta", "funnel-testsvc",
+                           env={"FUNNEL_TESTSVC_NAME": "beta", "FUNNEL_TESTSVC_UPSTREAM": "alpha"})
+
+    def run_outage(self, alpha_args):
+        self.daemon("alpha", "funnel-testsvc", args=alpha_args)
+        alpha = self.wait_ready("alpha")
+        beta = self.start_beta()
+        alpha.ok("PUBLISH", [add("k", 1) for _ in range(10)])
+        wait_until(lambda: self.stats("beta").get("mirrored") == 10, timeout=15,
+                   what="beta mirrored 10")
+        wait_until(lambda: self.stats("alpha").get("subscribers") == 1, timeout=5,
+                   what="beta registered")
+        beta.kill9()                    # stopped for "longer than retention"
+        for _ in range(5):
+            alpha.ok("PUBLISH", [add("k", 1) for _ in range(1000)])
+        return alpha, beta
+
+    def test_subscriber_stopped_past_retention_loses_nothing(self):
+        alpha, beta = self.run_outage(["--set", "alpha/retention=1000"])
+        # retention alone would keep only the last 1000..1999 events
+        self.assertLessEqual(alpha.ok("REPLAY", {"from": 1, "limit": 1})["first"], 11)
+        beta.start()
+        wait_until(lambda: self.stats("beta").get("mirrored") == 5010, timeout=30,
+                   what="beta caught up with no loss")
+        self.assertEqual(self.stats("beta")["consumed"], 5010)
+        self.assertEqual(self.stats("alpha")["outbox_lost"], 0)
+        # once beta has acknowledged, the outbox goes back to its retention
+        alpha.ok("PUBLISH", add("k", 1))
+        wait_until(lambda: (alpha.ok("PUBLISH", add("k", 1)) and
+                            alpha.ok("REPLAY", {"from": 1, "limit": 1})["first"] > 11),
+                   timeout=15, what="outbox trimmed after the ack")
+
+    def test_past_the_byte_cap_the_loss_is_loud(self):
+        alpha, beta = self.run_outage(["--set", "alpha/retention=1000",
+                                       "--set", "alpha/outbox_max_bytes=50000"])
+        lost = self.stats("alpha")["outbox_lost"]
+        self.assertGreater(lost, 0)
+        log = self.daemons[0].output()
+        self.assertIn("loses seqs", log)
+        self.assertIn("ERROR", log)
+        beta.start()
+        wait_until(lambda: self.stats("beta").get("mirrored", 0) > 10, timeout=30,
+                   what="beta resumed")
+        self.assertIn("past the upstream's retention", beta.output())
