@@ -1056,6 +1056,10 @@ s_run_timers (funnel_engine_t *self)
     }
     s_free_replies (replies, n);
     free (replies);
+    //  Nothing due and no renewal due: no commit
+    if (funnel_state_savepoint (st).timers == 0
+    &&  zclock_mono () - self->renewed < self->cfg.lease_ms / 3)
+        return;
     if (fired)
         funnel_state_count (st, "timers_fired", fired);
     funnel_error_t err;
