@@ -117,3 +117,46 @@ funnel_log_every (int64_t *last_ms, int64_t interval_ms)
     }
     return false;
 }
+
+//  --------------------------------------------------------------------------
+//  Self-test: the per-site rate limit, on a captured stderr
+
+#undef NDEBUG
+#include <assert.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+void
+funnel_log_test (bool verbose)
+{
+    (void) verbose;
+    fflush (stderr);
+    int saved = dup (2);
+    FILE *capture = tmpfile ();
+    assert (saved >= 0 && capture);
+    dup2 (fileno (capture), 2);
+    for (int i = 0; i < 101; i++) {
+        if (i == 100)
+            usleep (1100 * 1000);                   //  The next second: one more
+        log_error ("hostile input %d", i);          //  One call site
+    }
+    log_warn ("another site");
+    fflush (stderr);
+    dup2 (saved, 2);
+    close (saved);
+    rewind (capture);
+    char line [512];
+    int lines = 0, hostile = 0, other = 0, reported = 0;
+    while (fgets (line, sizeof line, capture)) {
+        lines++;
+        hostile += strstr (line, "hostile input") != NULL;
+        other += strstr (line, "another site") != NULL;
+        reported += strstr (line, "hostile input 100 (") && strstr (line, "suppressed)");
+    }
+    fclose (capture);
+    //  At most 5 a second from one site (the burst may straddle a second),
+    //  and the line after says how many were not written
+    assert (hostile >= 6 && hostile <= 11);
+    assert (reported == 1);
+    assert (other == 1 && lines == hostile + other);
+}

@@ -29,6 +29,8 @@ void funnel_log (funnel_log_level_t level, const char *format, ...)
 //  rate-limit a warning that could otherwise repeat per event.
 bool funnel_log_every (int64_t *last_ms, int64_t interval_ms);
 
+void funnel_log_test (bool verbose);
+
 #define log_error(...) funnel_log (FUNNEL_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...)  funnel_log (FUNNEL_LOG_WARN, __VA_ARGS__)
 #define log_info(...)  funnel_log (FUNNEL_LOG_INFO, __VA_ARGS__)
