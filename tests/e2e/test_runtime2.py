@@ -231,3 +231,36 @@ class TestLosslessOutbox(FunnelTestCase):
         wait_until(lambda: self.stats("beta").get("mirrored", 0) > 10, timeout=30,
                    what="beta resumed")
         self.assertIn("past the upstream's retention", beta.output())
+
+
+class LostReply:
+    """A reply that does not come in time (Redis paused past the service's
+    2 s timeout): the answer must not claim nothing was applied, and the
+    retry with the same ids applies everything exactly once."""
+    binary = None
+
+    def test_timeout_says_outcome_unknown_and_retry_is_exact(self):
+        self.daemon("alpha", self.binary)
+        api = self.wait_ready("alpha")
+        api.ok("PUBLISH", add("k", 1))
+        r = self.redis.client()
+        r.execute_command("CLIENT", "PAUSE", "3000", "WRITE")
+        batch = [add("k", 10), add("k", 100)]
+        status, err = api.call("PUBLISH", batch, timeout=10.0)
+        self.assertEqual((status, err["code"]), ("ERR", "unavailable"), err)
+        self.assertIn("outcome is unknown", err["message"])
+        self.assertNotIn("nothing was applied", err["message"])
+        time.sleep(1.5)                                 # the pause ends
+        wait_until(lambda: api.call("PUBLISH", batch, timeout=2.0)[0] == "OK",
+                   timeout=15, what="retry accepted")
+        self.assertEqual(api.ok("GET", {"kind": "counter", "id": "k"})["total"], 111)
+        counters = self.stats("alpha")
+        self.assertEqual(counters["accepted"], 3)
+
+
+class TestLostReplyC(LostReply, FunnelTestCase):
+    binary = "funnel-testsvc"
+
+
+class TestLostReplyLua(LostReply, FunnelTestCase):
+    binary = "funnel-testsvc-lua"
