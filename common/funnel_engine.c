@@ -101,6 +101,7 @@ s_ready (funnel_engine_t *self)
 //  Life cycle
 
 static int s_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t count);
+static int s_list_reader (void *arg, const char *key, int max, zlist_t *out);
 
 funnel_engine_t *
 funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
@@ -123,6 +124,8 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     self->state = funnel_state_new (cfg->svc, cfg->prefix, self->cfg.partitions,
                                     self->cfg.cache_max);
     funnel_state_set_loader (self->state, s_loader, self);
+    funnel_state_set_list_reader (self->state, s_list_reader, self);
+    funnel_state_set_arg (self->state, cfg->rules_arg);
     snprintf (self->seq_key, KEY_MAX, "%sseq", cfg->prefix);
     snprintf (self->ob_first_key, KEY_MAX, "%sob_first", cfg->prefix);
     snprintf (self->ckpt_key, KEY_MAX, "%sckpt", cfg->prefix);
@@ -434,6 +437,26 @@ s_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t count)
         freeReplyObject (reply);
     }
     return 0;
+}
+
+static int
+s_list_reader (void *arg, const char *key, int max, zlist_t *out)
+{
+    funnel_engine_t *self = (funnel_engine_t *) arg;
+    if (!s_ready (self))
+        return -1;
+    char start [24];
+    snprintf (start, sizeof start, "%d", -max);
+    const char *argv [] = { "LRANGE", key, start, "-1" };
+    redisAppendCommandArgv (redis_store_context (self->store), 4, argv, NULL);
+    redisReply *reply = NULL;
+    if (s_read (self, &reply, 1) != 0)
+        return -1;
+    int rc = reply->type == REDIS_REPLY_ARRAY ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < reply->elements; i++)
+        zlist_append (out, reply->element [i]->str);
+    freeReplyObject (reply);
+    return rc;
 }
 
 //  "<partition prefix>id:<escaped id>"
@@ -1518,6 +1541,11 @@ funnel_engine_test (bool verbose)
     redisReply *r = s_test_cmd (store, "LLEN", key, NULL, NULL);
     assert (r->integer == 2);
     freeReplyObject (r);
+    zlist_t *log = funnel_state_list (engine->state, "log", "Y", 5);
+    assert (log && zlist_size (log) == 2);
+    assert (streq ((const char *) zlist_first (log), "u0"));
+    assert (streq ((const char *) zlist_next (log), "u2"));
+    zlist_destroy (&log);
 
     //  REPLAY: the outbox entries as envelopes
     reply.size = 0;

@@ -35,6 +35,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "event_codec.h"
+#include "funnel_config.h"
 #include "funnel_error.h"
 #include "funnel_state.h"
 #include "redis_store.h"
@@ -77,6 +78,11 @@ typedef struct {
     const funnel_query_rule_t *queries; //  GET kinds
     const funnel_timer_rule_t *timers;
     const char *const *counters;        //  Shown as 0 in STATS before use
+    //  Optional, at start: reads the rules' settings (section = the service
+    //  name) into *arg, which handlers get with funnel_state_arg; returns
+    //  -1 after logging a bad value (exit 2). teardown frees it.
+    int (*setup) (funnel_config_t *config, const char *section, void **arg);
+    void (*teardown) (void **arg);
 } funnel_rules_t;
 
 typedef struct {
@@ -89,6 +95,7 @@ typedef struct {
     int64_t dedup_ttl_s;                //  How long ids are remembered
     int lease_ms;                       //  Default 5000
     int64_t outbox_max_bytes;           //  Outbox memory cap, default 1 GiB
+    void *rules_arg;                    //  funnel_state_arg for the handlers
 } funnel_engine_cfg_t;
 
 #define FUNNEL_ENGINE_LEASE_HELD    -2

@@ -57,6 +57,7 @@ typedef struct {
     bool lease_waiting;                 //  Logged "waiting" once
     bool fatal;                         //  Stop with exit code 1
     bool synced_once;                   //  The engine ran: a lease lost now is a step-down
+    void *rules_arg;                    //  The C rules' settings (rules->setup)
 } service_t;
 
 
@@ -1035,6 +1036,8 @@ s_destroy (service_t *self)
     zsock_destroy (&self->api);
     zsock_destroy (&self->pub);
     funnel_engine_destroy (&self->engine);
+    if (self->def->rules && self->def->rules->teardown)
+        self->def->rules->teardown (&self->rules_arg);
     redis_store_destroy (&self->store);
     msgpack_sbuffer_destroy (&self->runtime_args);
     funnel_config_destroy (&self->config);
@@ -1167,6 +1170,10 @@ s_engine_new (service_t *self, const char *api)
         .dedup_ttl_s = values [4],
         .outbox_max_bytes = values [5]
     };
+    if (self->def->rules->setup
+    &&  self->def->rules->setup (self->config, name, &self->rules_arg) != 0)
+        return -1;
+    cfg.rules_arg = self->rules_arg;
     self->engine = funnel_engine_new (&cfg, self->def->rules, self->store);
     funnel_engine_set_publisher (self->engine, s_pub_event, self);
     //  A predecessor that crashed on another endpoint holds its leases

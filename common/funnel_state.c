@@ -60,6 +60,9 @@ struct _funnel_state_t {
     zlistx_t *lru;              //  funnel_rec_t *, least recently used first
     funnel_state_loader_fn *loader;
     void *loader_arg;
+    funnel_state_list_fn *list_reader;
+    void *list_arg;
+    void *rules_arg;
     vec_t undo, dirty, outputs, counters, pushes, timers;
     vec_t wants;                //  funnel_rec_t *
     msgpack_sbuffer scratch;    //  Data of the next output
@@ -263,6 +266,25 @@ funnel_state_set_loader (funnel_state_t *self, funnel_state_loader_fn *fn, void 
 {
     self->loader = fn;
     self->loader_arg = arg;
+}
+
+void
+funnel_state_set_list_reader (funnel_state_t *self, funnel_state_list_fn *fn, void *arg)
+{
+    self->list_reader = fn;
+    self->list_arg = arg;
+}
+
+void
+funnel_state_set_arg (funnel_state_t *self, void *arg)
+{
+    self->rules_arg = arg;
+}
+
+void *
+funnel_state_arg (funnel_state_t *self)
+{
+    return self->rules_arg;
 }
 
 void
@@ -564,6 +586,28 @@ funnel_state_push (funnel_state_t *self, const char *kind, const char *id,
     push->value [size] = 0;
     push->size = size;
     push->max = max > 0 ? max : 1;
+}
+
+zlist_t *
+funnel_state_list (funnel_state_t *self, const char *kind, const char *id, int max)
+{
+    char key [KEY_MAX];
+    if (max < 1 || s_entity_key (self, kind, id, key, sizeof key) != 0 || !self->list_reader)
+        return NULL;
+    zlist_t *list = zlist_new ();
+    zlist_autofree (list);
+    if (self->list_reader (self->list_arg, key, max, list) != 0) {
+        zlist_destroy (&list);
+        return NULL;
+    }
+    for (size_t i = 0; i < self->pushes.count; i++) {
+        push_t *push = (push_t *) s_vec_at (&self->pushes, i);
+        if (streq (push->key, key))
+            zlist_append (list, push->value);
+    }
+    while (zlist_size (list) > (size_t) max)
+        zlist_remove (list, zlist_first (list));
+    return list;
 }
 
 static void

@@ -35,6 +35,7 @@
 #ifndef FUNNEL_STATE_H_INCLUDED
 #define FUNNEL_STATE_H_INCLUDED
 
+#include <czmq.h>
 #include <hiredis/hiredis.h>
 #include <msgpack.h>
 #include <stdbool.h>
@@ -49,6 +50,9 @@ typedef struct _funnel_rec_t funnel_rec_t;
 //  (the records stay unloaded; the caller fails the batch).
 typedef int (funnel_state_loader_fn) (void *arg, funnel_state_t *st,
                                       funnel_rec_t **recs, size_t count);
+//  Reads the last max values of the list at key into out (strings, in
+//  order); 0, or -1 if Redis is unavailable.
+typedef int (funnel_state_list_fn) (void *arg, const char *key, int max, zlist_t *out);
 
 //  prefix: the service's base key prefix, e.g. "{funnel:alpha}:"; partition
 //  p's prefix is "{funnel:alpha:p}:" (a hash tag per partition).
@@ -59,6 +63,13 @@ void
     funnel_state_destroy (funnel_state_t **self_p);
 void
     funnel_state_set_loader (funnel_state_t *self, funnel_state_loader_fn *fn, void *arg);
+void
+    funnel_state_set_list_reader (funnel_state_t *self, funnel_state_list_fn *fn, void *arg);
+//  The rules' own context (their settings, from funnel_rules_t.setup).
+void
+    funnel_state_set_arg (funnel_state_t *self, void *arg);
+void *
+    funnel_state_arg (funnel_state_t *self);
 
 //  ----------------------------------------------------------------------
 //  Keys and partitions
@@ -142,6 +153,12 @@ void
 void
     funnel_state_push (funnel_state_t *self, const char *kind, const char *id,
                        const char *value, size_t size, int max);
+//  The last max values of the list (kind, id): what is committed plus this
+//  batch's pushes, oldest first, as a zlist of strings the caller destroys;
+//  NULL if Redis is unavailable. One round trip (lists are not cached):
+//  meant for GET kinds and rare reads, not every event.
+zlist_t *
+    funnel_state_list (funnel_state_t *self, const char *kind, const char *id, int max);
 //  Arms timer `name` for entity id at due_ms (replaces an armed one); the
 //  engine's cron runs the timer rule of that name once it is due.
 void

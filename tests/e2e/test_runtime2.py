@@ -165,6 +165,21 @@ class TestRedisRefusesWritesLua(RedisRefusesWrites, FunnelTestCase):
     binary = "funnel-testsvc-lua"
 
 
+class TestRulesSettings(FunnelTestCase):
+    def test_c_rules_read_their_settings(self):
+        self.daemon("alpha", "funnel-testsvc", args=["--set", "alpha/n_max=5"])
+        api = self.wait_ready("alpha")
+        api.ok("PUBLISH", add("k", 5))
+        status, err = api.call("PUBLISH", add("k", 6))
+        self.assertEqual((status, err["code"]), ("ERR", "conflict"))
+        self.assertIn("n_max", err["message"])
+
+    def test_bad_setting_exits_2(self):
+        d = self.daemon("alpha", "funnel-testsvc", args=["--set", "alpha/n_max=many"])
+        wait_until(lambda: not d.running(), timeout=10, what="exit on a bad setting")
+        self.assertEqual(d.proc.returncode, 2)
+
+
 class TestExtValues(FunnelTestCase):
     def test_ext_anywhere_is_invalid(self):
         import msgpack

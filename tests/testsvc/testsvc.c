@@ -12,6 +12,7 @@
     C engine (funnel_engine.h); funnel-testsvc-lua (TESTSVC_LUA defined)
     runs the same rules from testsvc.lua inside Redis, to compare engines.
 */
+#include <inttypes.h>
 #include <stdlib.h>
 #include "funnel_service.h"
 
@@ -34,6 +35,33 @@ static const char *const s_consumes [] = { "test.added", NULL };
 #ifdef TESTSVC_LUA
 extern const char funnel_testsvc_lua_lua [];
 #else
+
+//  The rules' settings (C engine): <svc>/n_max, the largest |n| test.add
+//  takes (default: the schema's bound, so by default it never refuses).
+typedef struct {
+    int64_t n_max;
+} settings_t;
+
+static int
+s_setup (funnel_config_t *config, const char *section, void **arg)
+{
+    settings_t *settings = (settings_t *) calloc (1, sizeof (settings_t));
+    char path [128];
+    snprintf (path, sizeof path, "%s/n_max", section);
+    if (funnel_config_int (config, path, 1000000, &settings->n_max) || settings->n_max < 0) {
+        free (settings);
+        return -1;
+    }
+    *arg = settings;
+    return 0;
+}
+
+static void
+s_teardown (void **arg)
+{
+    free (*arg);
+    *arg = NULL;
+}
 
 //  The fields every rule reads: key (str) and n (int); -1 if malformed
 //  (an upstream's data is checked here: it was not checked by a schema).
@@ -91,6 +119,10 @@ s_on_add (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     int64_t n;
     if (s_key_n (ev, key, sizeof key, &n, err))
         return -1;
+    const settings_t *settings = (const settings_t *) funnel_state_arg (st);
+    if (n > settings->n_max || n < -settings->n_max)
+        return funnel_error_set (err, FUNNEL_ERR_CONFLICT, "n: over n_max (%" PRId64 ")",
+                                 settings->n_max);
     funnel_rec_t *counter = funnel_state_rec (st, "counter", key);
     if (!counter)
         return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "redis: unavailable");
@@ -171,7 +203,8 @@ static const funnel_query_rule_t s_queries [] = {
     { NULL }
 };
 static const funnel_rules_t s_rules = {
-    .on = s_on, .consume = s_consume, .queries = s_queries
+    .on = s_on, .consume = s_consume, .queries = s_queries,
+    .setup = s_setup, .teardown = s_teardown
 };
 #endif
 
