@@ -3,6 +3,8 @@
 # one funnel-testsvc, then service vs raw vs decode figures.
 # Usage: bench/run_bench.sh [EVENTS] [BUILD_DIR]   (defaults 200000, ./build)
 # rounds=N bench/run_bench.sh ... alternates service and raw N times (3).
+# svc=funnel-testsvc-lua bench/run_bench.sh ... runs testsvc on the Lua engine
+# (default funnel-testsvc: the C engine).
 set -eu
 events=${1:-200000}
 build=${2:-./build}
@@ -25,7 +27,7 @@ alpha
     pub = "tcp://127.0.0.1:$pub"
 CFG
 sleep 0.3
-$pin1 "$build/tests/testsvc/funnel-testsvc" -c "$dir/funnel.cfg" --log-level warn &
+$pin1 "$build/tests/testsvc/${svc:-funnel-testsvc}" -c "$dir/funnel.cfg" --log-level warn &
 svc=$!
 cleanup() { kill "$svc" 2>/dev/null; wait "$svc" 2>/dev/null; kill "$(cat "$dir/redis.pid")"; rm -rf "$dir"; }
 trap cleanup EXIT

@@ -496,8 +496,13 @@ s_scan_value (scan_t *self)
     if (self->batch && self->depth == 1)
         self->elem_start = self->p;
     item_t item;
+    uint8_t first = self->p < self->end? *self->p: 0;
     if (self->p >= self->end || s_read_header (self, &item))
         return s_truncated (self);
+    //  ext values (0xc7-0xc9, 0xd4-0xd8) carry no meaning in an event and
+    //  no consumer can decode them: invalid, wherever they are
+    if ((first >= 0xc7 && first <= 0xc9) || (first >= 0xd4 && first <= 0xd8))
+        s_scan_fail (self, false, FUNNEL_ERR_INVALID, "msgpack ext values are not accepted");
     int rc = 0;
     if (item.kind == ITEM_ARRAY || item.kind == ITEM_MAP)
         rc = s_open (self, &item);
@@ -1141,6 +1146,8 @@ static const codec_case_t s_cases [] = {
     { "str32 of 4G",        "dbffffffff",           FUNNEL_ERR_BAD_REQUEST },
     { "bin32 of 4G",        "c6ffffffff 00",        FUNNEL_ERR_BAD_REQUEST },
     { "ext32 of 4G",        "c9ffffffff 01",        FUNNEL_ERR_BAD_REQUEST },
+    { "fixext in a map",    "81a161d40102",         FUNNEL_ERR_INVALID },
+    { "ext8 in a map",      "81a161c70105aa",       FUNNEL_ERR_INVALID },
     { "array16 no data",    "dcffff",               FUNNEL_ERR_BAD_REQUEST },
     { "map needs 2/entry",  "8301020304",           FUNNEL_ERR_BAD_REQUEST },
     { "nested owed bytes",  "92dd0000000401020304", FUNNEL_ERR_BAD_REQUEST },

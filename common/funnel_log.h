@@ -2,8 +2,10 @@
 
     One line per notable event: "2026-11-27T03:55:39.123Z INFO leads: msg".
     Levels: error, warn, info, debug. The level is set once at start from
-    --log-level / FUNNEL_LOG_LEVEL. Repeated warnings on hot paths (e.g.
-    Redis down) must be rate-limited by the caller with funnel_log_every.
+    --log-level / FUNNEL_LOG_LEVEL. Errors and warnings are rate-limited
+    here, per call site: at most 5 lines a second each, and the next line
+    that passes ends with "(k similar lines suppressed)". Callers on hot
+    paths may still use funnel_log_every for one line per interval.
 */
 #ifndef FUNNEL_LOG_H_INCLUDED
 #define FUNNEL_LOG_H_INCLUDED
@@ -26,6 +28,8 @@ void funnel_log (funnel_log_level_t level, const char *format, ...)
 //  True at most once per interval_ms for the given static slot; use to
 //  rate-limit a warning that could otherwise repeat per event.
 bool funnel_log_every (int64_t *last_ms, int64_t interval_ms);
+
+void funnel_log_test (bool verbose);
 
 #define log_error(...) funnel_log (FUNNEL_LOG_ERROR, __VA_ARGS__)
 #define log_warn(...)  funnel_log (FUNNEL_LOG_WARN, __VA_ARGS__)

@@ -43,12 +43,21 @@ typedef struct {
     uint64_t seq;                       //  Last seq published
     bool synced;                        //  seq and checkpoints read since connect
     bool script_failed;                 //  Last s_eval failed in the script
+    bool outcome_unknown;               //  Last apply was sent, its reply lost
+    char refused [160];                 //  Last apply refused by Redis (OOM...), or ""
     //  Consecutive PUBLISH applies are pipelined: Redis runs one while we
     //  check the next request and publish the previous one's outputs
     pending_t pending [PIPELINE_MAX];
     int pending_count;
     int64_t started;
     int64_t last_warn;
+    //  The C engine (def->rules), NULL for the Lua one
+    funnel_engine_t *engine;
+    int64_t lease_deadline;             //  Give up waiting for leases then
+    bool lease_waiting;                 //  Logged "waiting" once
+    bool fatal;                         //  Stop with exit code 1
+    bool synced_once;                   //  The engine ran: a lease lost now is a step-down
+    void *rules_arg;                    //  The C rules' settings (rules->setup)
 } service_t;
 
 
@@ -77,10 +86,39 @@ s_args_new (service_t *self, const char *mode)
     return args;
 }
 
+static void
+s_reset_outcome (service_t *self)
+{
+    self->script_failed = false;
+    self->outcome_unknown = false;
+    self->refused [0] = 0;
+}
+
+//  Redis refusing to run anything now (memory, disk, role, start-up, a
+//  busy script, a refused transaction): retry later, not a bug
+static bool
+s_store_refusal (const char *text)
+{
+    const char *tokens [] = { "OOM ", "MISCONF", "READONLY", "LOADING", "BUSY",
+                              "MASTERDOWN", "NOREPLICAS", "EXECABORT", "TRYAGAIN", NULL };
+    for (const char *const *t = tokens; *t; t++)
+        if (strstr (text, *t))
+            return true;
+    return false;
+}
+
 //  A reply of the script's shape, else NULL (the failure logged, once).
 static redisReply *
 s_checked (service_t *self, redisReply *reply, script_args_t *args)
 {
+    if (reply && reply->type == REDIS_REPLY_ERROR && s_store_refusal (reply->str)) {
+        //  Refused before anything was written (the overlay writes last)
+        snprintf (self->refused, sizeof self->refused, "%s", reply->str);
+        if (funnel_log_every (&self->last_warn, 1000))
+            log_warn ("redis refused an apply: %s", reply->str);
+        freeReplyObject (reply);
+        return NULL;
+    }
     if (reply && (reply->type != REDIS_REPLY_ARRAY || reply->elements < 2
               ||  reply->element [0]->type != REDIS_REPLY_STRING)) {
         const char *mode = script_args_argv (args) [1];
@@ -103,11 +141,13 @@ s_eval (service_t *self, script_args_t **args_p)
 {
     s_complete_pending (self);          //  Never interleave with the pipeline
     script_args_t *args = *args_p;
-    self->script_failed = false;
+    s_reset_outcome (self);
     redisReply *reply = NULL;
-    if (redis_store_connect (self->store) == 0)
+    if (redis_store_connect (self->store) == 0) {
         reply = redis_store_eval (self->store, 1, script_args_count (args),
                                   script_args_argv (args), script_args_lens (args));
+        self->outcome_unknown = reply == NULL;
+    }
     reply = s_checked (self, reply, args);
     script_args_destroy (args_p);
     return reply;
@@ -147,9 +187,16 @@ s_publish_outputs (service_t *self, redisReply *reply, size_t first)
 }
 
 //  Reads seq and checkpoints once after each (re)connect, then catches up.
+static void s_sync_engine (service_t *self);
+static int s_engine_new (service_t *self, const char *api);
+
 static void
 s_sync (service_t *self)
 {
+    if (self->engine) {
+        s_sync_engine (self);
+        return;
+    }
     script_args_t *args = s_args_new (self, "info");
     redisReply *reply = s_eval (self, &args);
     if (!reply)
@@ -207,6 +254,17 @@ s_unavailable (service_t *self, zmsg_t *envelope)
     if (self->script_failed)
         funnel_error_set (&err, FUNNEL_ERR_INTERNAL,
                           "rules: the service's script failed; nothing was applied");
+    else
+    if (self->refused [0])
+        funnel_error_set (&err, FUNNEL_ERR_UNAVAILABLE,
+                          "redis: %.120s; nothing was applied; retry later with the same ids",
+                          self->refused);
+    else
+    if (self->outcome_unknown)
+        funnel_error_set (&err, FUNNEL_ERR_UNAVAILABLE,
+                          "redis: the connection was lost before the reply; the outcome is "
+                          "unknown: retry with the same ids (safe: applied ids are skipped "
+                          "as duplicates)");
     else
         funnel_error_set (&err, FUNNEL_ERR_UNAVAILABLE,
                           "redis: the store is unavailable; retry later with the same ids");
@@ -287,6 +345,30 @@ s_check_events (service_t *self, const msgpack_object *root, size_t size,
     return 0;
 }
 
+//  PUBLISH on the C engine: checked events, one batch, one commit.
+static void
+s_publish_engine (service_t *self, zmsg_t *envelope, funnel_msg_t *msg)
+{
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    funnel_event_t *events = NULL;
+    size_t count = 0;
+    bool is_batch = false;
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    if (funnel_publish_parse (funnel_msg_root (msg), &events, &count, &is_batch, &err) == 0
+    &&  funnel_engine_publish (self->engine, events, count, is_batch, &sbuf, &err) == 0) {
+        s_send_packed (self, envelope, &sbuf);
+        free (events);
+        return;
+    }
+    free (events);
+    msgpack_sbuffer_destroy (&sbuf);
+    if (funnel_engine_lost (self->engine))
+        self->fatal = true;
+    s_send_error (self, envelope, &err);
+}
+
 static void
 s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
 {
@@ -314,6 +396,11 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
         s_send_error (self, envelope, &err);
         return;
     }
+    if (self->engine) {
+        s_publish_engine (self, envelope, msg);
+        funnel_msg_destroy (&msg);
+        return;
+    }
     const msgpack_object *root = funnel_msg_root (msg);
     script_args_t *args = s_args_new (self, "publish");
     script_args_add (args, is_batch ? "1" : "0", 1);
@@ -321,12 +408,15 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
         script_args_add_event (args, is_batch ? &root->via.array.ptr [i] : root);
     if (self->pending_count == PIPELINE_MAX)
         s_complete_pending_to (self, PIPELINE_MAX - 1);
+    bool connected = redis_store_connected (self->store);
     if (redis_store_eval_send (self->store, 1, script_args_count (args),
                                script_args_argv (args), script_args_lens (args)) != 0) {
         s_complete_pending (self);      //  Earlier requests are answered first
         script_args_destroy (&args);
         funnel_msg_destroy (&msg);
-        self->script_failed = false;
+        s_reset_outcome (self);
+        //  Part of it may have reached Redis before the connection broke
+        self->outcome_unknown = connected;
         s_unavailable (self, envelope);
         return;
     }
@@ -374,13 +464,15 @@ s_complete_all (service_t *self, redisReply *first)
     for (int i = 0; i < count; i++)
         replies [i] = i == 0 && first ? first : redis_store_recv (self->store);
     for (int i = 0; i < count; i++) {
-        self->script_failed = false;
+        s_reset_outcome (self);
+        self->outcome_unknown = replies [i] == NULL;
         if (redis_store_is_noscript (replies [i])) {
             pending_t *pending = &self->pending [0];
             freeReplyObject (replies [i]);
             replies [i] = redis_store_eval (self->store, 1, script_args_count (pending->args),
                                             script_args_argv (pending->args),
                                             script_args_lens (pending->args));
+            self->outcome_unknown = replies [i] == NULL;
         }
         s_answer_oldest (self, replies [i]);
     }
@@ -393,8 +485,9 @@ static void
 s_complete_pending_to (service_t *self, int keep)
 {
     while (self->pending_count > keep) {
-        self->script_failed = false;
+        s_reset_outcome (self);
         redisReply *reply = redis_store_recv (self->store);
+        self->outcome_unknown = reply == NULL;
         if (redis_store_is_noscript (reply)) {
             s_complete_all (self, reply);
             return;
@@ -442,6 +535,19 @@ s_do_get (service_t *self, zmsg_t *envelope, zframe_t *body)
         s_send_error (self, envelope, &err);
         return;
     }
+    if (self->engine) {
+        msgpack_sbuffer sbuf;
+        msgpack_sbuffer_init (&sbuf);
+        msg = s_decode_map (body, "GET", &err);
+        if (msg && funnel_engine_query (self->engine, funnel_msg_root (msg), &sbuf, &err) == 0)
+            s_send_packed (self, envelope, &sbuf);
+        else {
+            msgpack_sbuffer_destroy (&sbuf);
+            s_send_error (self, envelope, &err);
+        }
+        funnel_msg_destroy (&msg);
+        return;
+    }
     script_args_t *args = s_args_new (self, "query");
     script_args_add (args, (const char *) zframe_data (body), zframe_size (body));
     redisReply *reply = s_eval (self, &args);
@@ -478,9 +584,18 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     funnel_error_t err;
     funnel_error_clear (&err);
     uint64_t from = 0, limit = REPLAY_DEFAULT;
+    char subscriber [FUNNEL_ID_MAX + 1] = "";
     funnel_msg_t *msg = s_decode_map (body, "REPLAY", &err);
-    if (msg && s_uint_arg (funnel_msg_root (msg), "from", true, &from, &err) == 0)
-        s_uint_arg (funnel_msg_root (msg), "limit", false, &limit, &err);
+    if (msg && s_uint_arg (funnel_msg_root (msg), "from", true, &from, &err) == 0
+    &&  s_uint_arg (funnel_msg_root (msg), "limit", false, &limit, &err) == 0) {
+        //  Optional: the name a subscriber registers under (C engine)
+        const msgpack_object *name = funnel_map_get (funnel_msg_root (msg), "subscriber");
+        if (name && name->type != MSGPACK_OBJECT_NIL
+        &&  (!funnel_obj_strcpy (name, subscriber, sizeof subscriber)
+             || !funnel_id_valid (subscriber, strlen (subscriber))))
+            funnel_error_set (&err, FUNNEL_ERR_INVALID,
+                              "subscriber: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+    }
     funnel_msg_destroy (&msg);
     if (err.code) {
         s_send_error (self, envelope, &err);
@@ -488,6 +603,17 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     }
     if (limit > REPLAY_DEFAULT)
         limit = REPLAY_DEFAULT;         //  Clamped, as the contract says
+    if (self->engine) {
+        msgpack_sbuffer sbuf;
+        msgpack_sbuffer_init (&sbuf);
+        if (funnel_engine_replay (self->engine, from, limit, subscriber, &sbuf, &err) == 0)
+            s_send_packed (self, envelope, &sbuf);
+        else {
+            msgpack_sbuffer_destroy (&sbuf);
+            s_send_error (self, envelope, &err);
+        }
+        return;
+    }
     char from_s [24], limit_s [24];
     snprintf (from_s, sizeof from_s, "%" PRIu64, from);
     snprintf (limit_s, sizeof limit_s, "%" PRIu64, limit);
@@ -545,6 +671,19 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
 static void
 s_do_stats (service_t *self, zmsg_t *envelope)
 {
+    if (self->engine) {
+        funnel_error_t err;
+        funnel_error_clear (&err);
+        msgpack_sbuffer sbuf;
+        msgpack_sbuffer_init (&sbuf);
+        if (funnel_engine_stats (self->engine, &sbuf, &err) == 0)
+            s_send_packed (self, envelope, &sbuf);
+        else {
+            msgpack_sbuffer_destroy (&sbuf);
+            s_send_error (self, envelope, &err);
+        }
+        return;
+    }
     script_args_t *args = s_args_new (self, "stats");
     redisReply *reply = s_eval (self, &args);
     if (!reply) {
@@ -641,11 +780,48 @@ s_on_api (zloop_t *loop, zsock_t *reader, void *arg)
             break;
         s_handle_request (self, msg);
         zmsg_destroy (&msg);
-        if (funnel_stop)
+        if (funnel_stop || self->fatal)
             break;
     }
     s_complete_pending (self);
-    return funnel_stop ? -1 : 0;
+    return funnel_stop || self->fatal ? -1 : 0;
+}
+
+//  Upstream events on the C engine: decoded again (network input), one
+//  batch with the checkpoint.
+static int
+s_apply_upstream_engine (service_t *self, upstream_t *upstream, const char **events,
+                         const size_t *sizes, size_t count, uint64_t last_seq)
+{
+    funnel_msg_t **decoded = (funnel_msg_t **) calloc (count + 1, sizeof (funnel_msg_t *));
+    funnel_event_t *parsed = (funnel_event_t *) calloc (count + 1, sizeof (funnel_event_t));
+    size_t valid = 0;
+    for (size_t i = 0; i < count; i++) {
+        funnel_error_t err;
+        decoded [i] = funnel_msg_decode (events [i], sizes [i], &funnel_limits_event, &err);
+        if (decoded [i]
+        &&  funnel_event_parse (funnel_msg_root (decoded [i]), &parsed [valid], &err) == 0)
+            valid++;
+        else
+        if (funnel_log_every (&self->last_warn, 1000))
+            log_warn ("from %s: skipped a malformed event: %s", upstream_name (upstream),
+                      err.message);
+    }
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    int rc = funnel_engine_consume (self->engine, upstream_name (upstream), parsed, valid,
+                                    last_seq, &err);
+    for (size_t i = 0; i < count; i++)
+        funnel_msg_destroy (&decoded [i]);
+    free (decoded);
+    free (parsed);
+    if (rc != 0) {
+        if (funnel_engine_lost (self->engine))
+            self->fatal = true;
+        if (funnel_log_every (&self->last_warn, 1000))
+            log_warn ("from %s: %s", upstream_name (upstream), err.message);
+    }
+    return rc == 0 ? 0 : -1;
 }
 
 //  Applies a batch of upstream events with their checkpoint.
@@ -656,6 +832,8 @@ s_apply_upstream (void *arg, upstream_t *upstream, const char **events,
     service_t *self = (service_t *) arg;
     if (!self->synced)
         return -1;
+    if (self->engine)
+        return s_apply_upstream_engine (self, upstream, events, sizes, count, last_seq);
     char last [24];
     snprintf (last, sizeof last, "%" PRIu64, last_seq);
     script_args_t *args = s_args_new (self, "consume");
@@ -764,8 +942,18 @@ s_on_housekeeping (zloop_t *loop, int timer_id, void *arg)
     service_t *self = (service_t *) arg;
     if (!redis_store_connected (self->store))
         self->synced = false;
-    if (!self->synced && redis_store_connect (self->store) == 0)
+    if (self->engine && !funnel_engine_synced (self->engine))
+        self->synced = false;
+    if (!self->synced && !self->fatal && redis_store_connect (self->store) == 0)
         s_sync (self);
+    if (self->engine && self->synced) {
+        funnel_engine_cron (self->engine);
+        self->seq = funnel_engine_seq (self->engine);
+    }
+    if (self->engine && funnel_engine_lost (self->engine))
+        self->fatal = true;
+    if (self->fatal)
+        return -1;
     if (self->synced)
         for (int u = 0; u < self->upstream_count && !funnel_stop; u++)
             upstream_catch_up (self->upstreams [u], 10);
@@ -778,7 +966,7 @@ s_on_tick (zloop_t *loop, int timer_id, void *arg)
     (void) loop;
     (void) timer_id;
     service_t *self = (service_t *) arg;
-    if (self->synced) {
+    if (self->synced && !self->engine) {
         script_args_t *args = s_args_new (self, "tick");
         redisReply *reply = s_eval (self, &args);
         if (reply) {
@@ -847,6 +1035,9 @@ s_destroy (service_t *self)
         upstream_destroy (&self->upstreams [u]);
     zsock_destroy (&self->api);
     zsock_destroy (&self->pub);
+    funnel_engine_destroy (&self->engine);
+    if (self->def->rules && self->def->rules->teardown)
+        self->def->rules->teardown (&self->rules_arg);
     redis_store_destroy (&self->store);
     msgpack_sbuffer_destroy (&self->runtime_args);
     funnel_config_destroy (&self->config);
@@ -874,13 +1065,15 @@ s_start (service_t *self)
     snprintf (path, sizeof path, "%s/prefix", name);
     snprintf (self->seq_key, sizeof self->seq_key, "%sseq",
               funnel_config_get (self->config, path, default_prefix));
-    self->store = redis_store_new (&parsed, self->def->lua);
+    self->store = redis_store_new (&parsed, self->def->rules ? NULL : self->def->lua);
     const char *api = funnel_config_endpoint (self->config, name, "api");
     const char *pub = funnel_config_endpoint (self->config, name, "pub");
     self->api = s_bind (ZMQ_ROUTER, api, "api");
     self->pub = s_bind (ZMQ_PUB, pub, "pub");
     if (!self->api || !self->pub)
         return 1;
+    if (self->def->rules && s_engine_new (self, api) != 0)
+        return 2;
     for (const char *const *up = self->def->upstreams; up && *up; up++) {
         if (self->upstream_count == UPSTREAMS_MAX)
             break;
@@ -890,6 +1083,7 @@ s_start (service_t *self)
             self->def->consumes, s_apply_upstream, self);
         if (!upstream)
             return 1;
+        upstream_set_subscriber (upstream, name);
         self->upstreams [self->upstream_count++] = upstream;
     }
     log_info ("funnel-%s %s: api %s, pub %s, %d upstream(s)", name, FUNNEL_VERSION,
@@ -915,10 +1109,116 @@ s_run (service_t *self)
         zloop_timer (loop, self->def->tick_ms, 0, s_on_tick, self);
     s_on_housekeeping (loop, 0, self);
     //  zloop_start returns on EINTR even in nonstop mode (czmq 4.2.1)
-    while (!funnel_stop)
+    while (!funnel_stop && !self->fatal)
         if (zloop_start (loop) == -1)
             break;
     zloop_destroy (&loop);
+}
+
+//  PUB of one committed output of the C engine.
+static void
+s_pub_event (void *arg, uint64_t seq, const script_event_t *event)
+{
+    service_t *self = (service_t *) arg;
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    script_pack_envelope (&sbuf, self->def->name, seq, event);
+    void *pub = zsock_resolve (self->pub);
+    zmq_send (pub, event->type.data, event->type.size, ZMQ_SNDMORE);
+    zmq_send (pub, sbuf.data, sbuf.size, 0);
+    msgpack_sbuffer_destroy (&sbuf);
+    self->seq = seq;
+}
+
+//  The C engine's settings: partitions, cache_entries, lease_ms (plus
+//  retention, dedup_ttl_s and prefix, shared with the Lua engine).
+static int
+s_engine_new (service_t *self, const char *api)
+{
+    const char *name = self->def->name;
+    int64_t values [6] = { 16, 100000, 5000, RETENTION_DEFAULT, DEDUP_TTL_DEFAULT,
+                           1024LL * 1024 * 1024 };
+    const char *keys [6] = { "partitions", "cache_entries", "lease_ms", "retention",
+                             "dedup_ttl_s", "outbox_max_bytes" };
+    const int64_t mins [6] = { 1, 1, 300, 1, 1, 1024 };
+    const int64_t maxs [6] = { 4096, 100000000, 600000, INT64_MAX / 2, INT64_MAX / 2000,
+                               INT64_MAX / 2 };
+    for (int i = 0; i < 6; i++) {
+        char path [128];
+        snprintf (path, sizeof path, "%s/%s", name, keys [i]);
+        if (funnel_config_int (self->config, path, values [i], &values [i]))
+            return -1;
+        if (values [i] < mins [i] || values [i] > maxs [i]) {
+            log_error ("%s = %" PRId64 ": must be %" PRId64 "..%" PRId64, path, values [i],
+                       mins [i], maxs [i]);
+            return -1;
+        }
+    }
+    char default_prefix [96], path [128], host [256] = "", owner [600];
+    snprintf (default_prefix, sizeof default_prefix, "{funnel:%s}:", name);
+    snprintf (path, sizeof path, "%s/prefix", name);
+    gethostname (host, sizeof host - 1);
+    snprintf (owner, sizeof owner, "%s|%s", host, api);
+    funnel_engine_cfg_t cfg = {
+        .svc = name,
+        .prefix = funnel_config_get (self->config, path, default_prefix),
+        .owner = owner,
+        .partitions = (int) values [0],
+        .cache_max = (size_t) values [1],
+        .lease_ms = (int) values [2],
+        .retention = values [3],
+        .dedup_ttl_s = values [4],
+        .outbox_max_bytes = values [5]
+    };
+    if (self->def->rules->setup
+    &&  self->def->rules->setup (self->config, name, &self->rules_arg) != 0)
+        return -1;
+    cfg.rules_arg = self->rules_arg;
+    self->engine = funnel_engine_new (&cfg, self->def->rules, self->store);
+    funnel_engine_set_publisher (self->engine, s_pub_event, self);
+    //  A predecessor that crashed on another endpoint holds its leases
+    //  until they expire: wait that long before refusing to start
+    self->lease_deadline = zclock_mono () + values [2] + 1000;
+    log_info ("C engine: %d partitions, cache %" PRId64 " records, lease %" PRId64 " ms",
+              cfg.partitions, values [1], values [2]);
+    return 0;
+}
+
+//  Takes the leases and reads seq and checkpoints, then catches up.
+static void
+s_sync_engine (service_t *self)
+{
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    int rc = funnel_engine_sync (self->engine, &err);
+    if (rc == FUNNEL_ENGINE_LEASE_HELD) {
+        if (!self->synced_once && zclock_mono () < self->lease_deadline) {
+            if (!self->lease_waiting)
+                log_warn ("%s; waiting up to its lease for it to expire", err.message);
+            self->lease_waiting = true;
+            return;
+        }
+        log_error ("%s: %s", err.message, self->synced_once
+                   ? "stepping down" : "refusing to start (one writer per partition)");
+        self->fatal = true;
+        return;
+    }
+    if (rc != 0) {
+        if (funnel_engine_lost (self->engine))
+            self->fatal = true;
+        return;
+    }
+    self->seq = funnel_engine_seq (self->engine);
+    for (int u = 0; u < self->upstream_count; u++) {
+        uint64_t checkpoint = funnel_engine_checkpoint (self->engine,
+                                                        upstream_name (self->upstreams [u]));
+        upstream_start (self->upstreams [u], checkpoint);
+        log_info ("upstream %s: resuming after seq %" PRIu64,
+                  upstream_name (self->upstreams [u]), checkpoint);
+    }
+    self->synced = true;
+    self->synced_once = true;
+    log_info ("state in Redis: last seq %" PRIu64 " (leases held)", self->seq);
 }
 
 int
@@ -941,7 +1241,13 @@ funnel_service_main (int argc, char **argv, const funnel_service_def_t *def)
     int rc = s_start (&self);
     if (rc == 0) {
         s_run (&self);
-        log_info ("stopped cleanly at seq %" PRIu64, self.seq);
+        if (self.fatal)
+            rc = 1;
+        else {
+            if (self.engine)
+                funnel_engine_release (self.engine);
+            log_info ("stopped cleanly at seq %" PRIu64, self.seq);
+        }
     }
     s_destroy (&self);
     return rc;

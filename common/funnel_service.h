@@ -20,6 +20,7 @@
 #include <msgpack.h>
 #include "event_schema.h"
 #include "funnel_config.h"
+#include "funnel_engine.h"
 
 typedef struct {
     const char *name;                       //  "leads": section, key prefix, log name
@@ -28,7 +29,11 @@ typedef struct {
     const funnel_event_schema_t *accepts;   //  PUBLISH types, NULL-terminated
     const char *const *upstreams;           //  Services to subscribe to, NULL-terminated
     const char *const *consumes;            //  Upstream types to apply, NULL-terminated
+    //  The engine is chosen by which of these is set: `rules` (C handlers,
+    //  funnel_engine.h: rules run in the process, Redis only stores) or
+    //  `lua` (runtime.lua + rules + runtime_end.lua, run inside Redis).
     const char *lua;                        //  runtime.lua + rules + runtime_end.lua
+    const funnel_rules_t *rules;            //  C rules (runtime 2)
     //  Packs the rules' settings as one msgpack map (Lua sees it as RULES);
     //  reads the config; returns -1 after logging a bad value (exit 2).
     int (*pack_rules) (funnel_config_t *config, msgpack_packer *pk);

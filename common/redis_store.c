@@ -33,6 +33,7 @@ struct _redis_store_t {
     int64_t retry_at_ms;        //  Monotonic time the next attempt may run
     bool down;                  //  Failure logged; log the recovery
     unsigned attempts;          //  Connection attempts made (self-test)
+    uint64_t generation;        //  Successful connects so far
 };
 
 
@@ -442,6 +443,7 @@ redis_store_connect (redis_store_t *self)
         return -1;
     }
     log_info ("redis connected at %s", self->shown);
+    self->generation++;
     self->down = false;
     self->backoff_ms = 0;
     self->retry_at_ms = 0;
@@ -461,6 +463,13 @@ redis_store_disconnect (redis_store_t *self)
     assert (self);
     if (self->ctx)
         s_drop (self, self->ctx->err ? self->ctx->errstr : "disconnected");
+}
+
+uint64_t
+redis_store_generation (redis_store_t *self)
+{
+    assert (self);
+    return self->generation;
 }
 
 redisContext *

@@ -49,6 +49,10 @@ bool
 //  Frees the dead context; the next connect waits for the backoff.
 void
     redis_store_disconnect (redis_store_t *self);
+//  Successful connects so far: a caller that keeps per-connection state
+//  (WATCH) sees a reconnect as a change of this number.
+uint64_t
+    redis_store_generation (redis_store_t *self);
 //  The live context, NULL if not connected (for pipelining by callers).
 redisContext *
     redis_store_context (redis_store_t *self);

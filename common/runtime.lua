@@ -32,14 +32,26 @@ local function num2s (n)
     return string.format ('%.17g', n)
 end
 
+-- One part of a key: ids may hold ':' (the charset allows it), so '%' and
+-- ':' are written %25 and %3A — K('deal', 'X:log') can then never be
+-- K('deal', 'X', 'log') (the encoding is injective). Ids without either
+-- character keep the key they always had.
+local function kpart (s)
+    s = num2s (s)
+    if type (s) == 'string' and string.find (s, '[:%%]') then
+        s = string.gsub (string.gsub (s, '%%', '%%25'), ':', '%%3A')
+    end
+    return s
+end
+
 -- Builds a key under this service's prefix: K('lead', id) = P..'lead:'..id
 local function K (a, b, ...)
     if ... == nil then         -- the common one- and two-part keys, no table
-        if b == nil then return P .. num2s (a) end
-        return P .. num2s (a) .. ':' .. num2s (b)
+        if b == nil then return P .. kpart (a) end
+        return P .. kpart (a) .. ':' .. kpart (b)
     end
     local parts = { a, b, ... }
-    for i = 1, #parts do parts[i] = num2s (parts[i]) end
+    for i = 1, #parts do parts[i] = kpart (parts[i]) end
     return P .. table.concat (parts, ':')
 end
 

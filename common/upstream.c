@@ -8,6 +8,7 @@
 #define REPLAY_TIMEOUT  2000        //  ms before a REPLAY is given up
 #define BACKOFF_MIN     250         //  ms after a failed REPLAY, doubling
 #define BACKOFF_MAX     5000
+#define ACK_MS          2000        //  A registered subscriber's position, this often
 
 struct _upstream_t {
     char *name;
@@ -31,6 +32,9 @@ struct _upstream_t {
     bool need_replay;
     int64_t last_rx;                //  zclock_mono of the last message
     int64_t last_warn;
+    char *subscriber;               //  Name registered with the upstream, or NULL
+    bool acking;                    //  The REPLAY in flight is an ack (limit 0)
+    int64_t last_ack;
 };
 
 //  Upstream replies are our own services' output, but still bytes from the
@@ -90,12 +94,20 @@ upstream_destroy (upstream_t **self_p)
         zsock_destroy (&self->dealer);
         free (self->name);
         free (self->api);
+        free (self->subscriber);
         free (self);
         *self_p = NULL;
     }
 }
 
 const char *upstream_name (upstream_t *self)      { return self->name; }
+
+void
+upstream_set_subscriber (upstream_t *self, const char *name)
+{
+    free (self->subscriber);
+    self->subscriber = name ? strdup (name) : NULL;
+}
 zsock_t *upstream_sub (upstream_t *self)          { return self->sub; }
 zsock_t *upstream_replay_sock (upstream_t *self)  { return self->dealer; }
 uint64_t upstream_expected (upstream_t *self)     { return self->expected; }
@@ -236,6 +248,7 @@ static void
 s_replay_failed (upstream_t *self, const char *why)
 {
     self->in_flight = false;
+    self->acking = false;
     self->backoff = self->backoff ? self->backoff * 2 : BACKOFF_MIN;
     if (self->backoff > BACKOFF_MAX)
         self->backoff = BACKOFF_MAX;
@@ -245,18 +258,24 @@ s_replay_failed (upstream_t *self, const char *why)
                   self->api, why);
 }
 
+//  REPLAY from, limit; with a subscriber name the upstream also learns
+//  that everything before from is applied here (and keeps the rest)
 static void
-s_send_replay (upstream_t *self)
+s_send_request (upstream_t *self, uint64_t from, uint32_t limit)
 {
     msgpack_sbuffer req;
     msgpack_sbuffer_init (&req);
     msgpack_packer pk;
     msgpack_packer_init (&pk, &req, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, 2);
+    msgpack_pack_map (&pk, self->subscriber ? 3 : 2);
     funnel_pack_cstr (&pk, "from");
-    msgpack_pack_uint64 (&pk, self->expected);
+    msgpack_pack_uint64 (&pk, from);
     funnel_pack_cstr (&pk, "limit");
-    msgpack_pack_uint32 (&pk, REPLAY_LIMIT);
+    msgpack_pack_uint32 (&pk, limit);
+    if (self->subscriber) {
+        funnel_pack_cstr (&pk, "subscriber");
+        funnel_pack_cstr (&pk, self->subscriber);
+    }
     zmsg_t *msg = zmsg_new ();
     zmsg_addmem (msg, "", 0);
     zmsg_addstr (msg, "REPLAY");
@@ -269,6 +288,13 @@ s_send_replay (upstream_t *self)
     }
     self->in_flight = true;
     self->sent_at = zclock_mono ();
+}
+
+static void
+s_send_replay (upstream_t *self)
+{
+    self->acking = false;
+    s_send_request (self, self->expected, REPLAY_LIMIT);
 }
 
 //  Applies one REPLAY page: 1 if more may follow, 0 when caught up, -1 if
@@ -322,6 +348,13 @@ s_apply_page (upstream_t *self, zframe_t *reply)
     for (size_t i = 0; i < count; i++)
         events [i] = buf.data + offsets [i];
     bool empty = list->via.array.size == 0;
+    //  An empty page for another position (a late reply to an ack or to a
+    //  request given up on) says nothing about ours: ask again
+    if (empty && s_uint_field (root, "next") != self->expected) {
+        msgpack_sbuffer_destroy (&buf);
+        funnel_msg_destroy (&msg);
+        return 1;
+    }
     int applied = 0;
     if (self->expected > first)
         applied = s_apply (self, events, sizes, count, first, self->expected - 1);
@@ -342,6 +375,11 @@ upstream_on_replay (upstream_t *self)
         zframe_t *empty = zmsg_pop (msg);
         zframe_t *status = zmsg_pop (msg);
         zframe_t *body = zmsg_pop (msg);
+        if (self->acking) {
+            self->acking = false;       //  An ack's reply: nothing to apply
+            self->in_flight = false;
+        }
+        else
         if (self->need_replay) {
             int rc = -1;
             if (status && body && zframe_streq (status, "OK"))
@@ -373,9 +411,21 @@ upstream_catch_up (upstream_t *self, int max_pages)
 {
     (void) max_pages;
     upstream_on_replay (self);          //  For owners that do not poll the socket
-    if (!self->need_replay)
-        return false;
     int64_t now = zclock_mono ();
+    if (!self->need_replay) {
+        //  Live: tell the upstream where we are now and then
+        if (self->subscriber && !self->in_flight && now - self->last_ack >= ACK_MS) {
+            self->last_ack = now;
+            self->acking = true;
+            s_send_request (self, self->persisted + 1, 1);
+        }
+        else
+        if (self->acking && now - self->sent_at > REPLAY_TIMEOUT) {
+            self->acking = false;
+            self->in_flight = false;
+        }
+        return false;
+    }
     if (self->in_flight) {
         if (now - self->sent_at > REPLAY_TIMEOUT)
             s_replay_failed (self, "no reply");

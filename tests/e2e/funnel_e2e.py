@@ -58,6 +58,7 @@ class RedisServer:
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
         self.appendonly = appendonly
+        self.start_args = []            # extra redis-server arguments
         self.proc = None
         self.start()
 
@@ -71,7 +72,7 @@ class RedisServer:
                 "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "always",
                 "--unixsocket", os.path.join(self.dir, "redis.sock"),
-                "--logfile", os.path.join(self.dir, "redis.log")]
+                "--logfile", os.path.join(self.dir, "redis.log")] + self.start_args
         self.proc = subprocess.Popen(args)
         wait_until(lambda: self.client().ping(), what="redis-server")
 

@@ -2,6 +2,10 @@
 
 on['test.add'] = function (ev, d)
     st.hadd (K ('counter', d.key), 'total', d.n)
+    -- The last 10 ids per counter: a sub-key of the counter, so an id
+    -- shaped like it ('X:log') tests that keys cannot collide
+    st.rpush (K ('counter', d.key, 'log'), ev.id)
+    st.ltrim (K ('counter', d.key, 'log'), -10, -1)
     count ('added', d.n)
     emit ('test.added', { key = d.key, n = d.n })
 end

@@ -6,6 +6,9 @@
 #include "funnel_config.h"
 #include "funnel_settings.h"
 #include "redis_store.h"
+#include "funnel_state.h"
+#include "funnel_log.h"
+#include "funnel_engine.h"
 
 typedef struct { const char *name; void (*test) (bool verbose); } selftest_t;
 
@@ -15,6 +18,9 @@ static const selftest_t s_tests [] = {
     { "funnel_config", funnel_config_test },
     { "funnel_settings", funnel_settings_test },
     { "redis_store", redis_store_test },
+    { "funnel_log", funnel_log_test },
+    { "funnel_state", funnel_state_test },
+    { "funnel_engine", funnel_engine_test },
     { NULL, NULL }
 };
 

@@ -1,0 +1,1589 @@
+/*  funnel_engine — see funnel_engine.h for what it does and why. */
+#include <czmq.h>
+#include <inttypes.h>
+#include "funnel_engine.h"
+#include "funnel_log.h"
+
+#define OB_BUCKET       1000
+#define TIMERS_MAX      100         //  Due timers run per partition per cron
+#define KEY_MAX         4096
+
+struct _funnel_engine_t {
+    funnel_engine_cfg_t cfg;
+    char *svc, *prefix, *owner;
+    const funnel_rules_t *rules;
+    redis_store_t *store;           //  Not owned
+    funnel_state_t *state;
+    funnel_engine_publish_fn *publish;
+    void *publish_arg;
+    char seq_key [KEY_MAX], ob_first_key [KEY_MAX], ckpt_key [KEY_MAX];
+    char stats_key [KEY_MAX], fence_key [KEY_MAX], subs_key [KEY_MAX], ob_size_key [KEY_MAX];
+    char **lease_keys;
+    char lease_value [256];
+    uint64_t generation;            //  redis_store generation synced, 0 = none
+    int64_t renewed;                //  zclock_mono of the last renewal sent
+    bool lost;
+    uint64_t seq;                   //  Last seq in the outbox
+    uint64_t ob_first;              //  Oldest seq held (1 if none dropped)
+    zhashx_t *ckpts;                //  upstream -> uint64_t * (owned)
+    //  Lossless outbox: registered subscribers and what each still needs
+    zhashx_t *subs;                 //  subscriber -> uint64_t * next seq it needs
+    zhashx_t *bucket_bytes;         //  "<bucket>" -> uint64_t * bytes held
+    int64_t last_warn;
+    uint64_t commits, commit_us;    //  For STATS: commits and their time
+};
+
+static int64_t
+s_now_ms (void)
+{
+    return zclock_time ();
+}
+
+static void
+s_free_item (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+//  ---------------------------------------------------------------------
+//  Redis helpers
+
+//  Reads count pipelined replies into replies[]; -1 on connection loss
+//  (the ones read are freed, the store is disconnected).
+static int
+s_read (funnel_engine_t *self, redisReply **replies, size_t count)
+{
+    for (size_t i = 0; i < count; i++) {
+        replies [i] = redis_store_recv (self->store);
+        if (!replies [i]) {
+            for (size_t j = 0; j < i; j++)
+                freeReplyObject (replies [j]);
+            self->generation = 0;
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void
+s_free_replies (redisReply **replies, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (replies [i])
+            freeReplyObject (replies [i]);
+}
+
+static int
+s_unavailable (funnel_error_t *err)
+{
+    return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+        "redis: the store is unavailable; nothing was applied; retry later with the same ids");
+}
+
+static int
+s_unknown (funnel_error_t *err)
+{
+    return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+        "redis: the connection was lost before the commit's reply; the outcome is unknown: "
+        "retry with the same ids (safe: applied ids are skipped as duplicates)");
+}
+
+static bool
+s_ready (funnel_engine_t *self)
+{
+    return !self->lost && self->generation != 0
+        && redis_store_connected (self->store)
+        && redis_store_generation (self->store) == self->generation;
+}
+
+//  ---------------------------------------------------------------------
+//  Life cycle
+
+static int s_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t count);
+static int s_list_reader (void *arg, const char *key, int max, zlist_t *out);
+
+funnel_engine_t *
+funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
+                   redis_store_t *store)
+{
+    funnel_engine_t *self = (funnel_engine_t *) zmalloc (sizeof (funnel_engine_t));
+    self->cfg = *cfg;
+    self->svc = strdup (cfg->svc);
+    self->prefix = strdup (cfg->prefix);
+    self->owner = strdup (cfg->owner ? cfg->owner : "");
+    self->cfg.partitions = cfg->partitions > 0 ? cfg->partitions : 16;
+    self->cfg.cache_max = cfg->cache_max ? cfg->cache_max : 100000;
+    self->cfg.retention = cfg->retention > 0 ? cfg->retention : 1000000;
+    self->cfg.dedup_ttl_s = cfg->dedup_ttl_s > 0 ? cfg->dedup_ttl_s : 8 * 24 * 3600;
+    self->cfg.lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 5000;
+    self->cfg.outbox_max_bytes = cfg->outbox_max_bytes > 0 ? cfg->outbox_max_bytes
+                                                            : 1024LL * 1024 * 1024;
+    self->rules = rules;
+    self->store = store;
+    self->state = funnel_state_new (cfg->svc, cfg->prefix, self->cfg.partitions,
+                                    self->cfg.cache_max);
+    funnel_state_set_loader (self->state, s_loader, self);
+    funnel_state_set_list_reader (self->state, s_list_reader, self);
+    funnel_state_set_arg (self->state, cfg->rules_arg);
+    snprintf (self->seq_key, KEY_MAX, "%sseq", cfg->prefix);
+    snprintf (self->ob_first_key, KEY_MAX, "%sob_first", cfg->prefix);
+    snprintf (self->ckpt_key, KEY_MAX, "%sckpt", cfg->prefix);
+    snprintf (self->stats_key, KEY_MAX, "%sstats", cfg->prefix);
+    snprintf (self->fence_key, KEY_MAX, "%sfence", cfg->prefix);
+    snprintf (self->subs_key, KEY_MAX, "%ssubs", cfg->prefix);
+    snprintf (self->ob_size_key, KEY_MAX, "%sob_size", cfg->prefix);
+    self->subs = zhashx_new ();
+    zhashx_set_destructor (self->subs, s_free_item);
+    self->bucket_bytes = zhashx_new ();
+    zhashx_set_destructor (self->bucket_bytes, s_free_item);
+    self->lease_keys = (char **) zmalloc (self->cfg.partitions * sizeof (char *));
+    for (int p = 0; p < self->cfg.partitions; p++)
+        self->lease_keys [p] = zsys_sprintf ("%slease", funnel_state_prefix (self->state, p));
+    self->ckpts = zhashx_new ();
+    zhashx_set_destructor (self->ckpts, s_free_item);
+    self->ob_first = 1;
+    return self;
+}
+
+void
+funnel_engine_destroy (funnel_engine_t **self_p)
+{
+    if (*self_p) {
+        funnel_engine_t *self = *self_p;
+        funnel_state_destroy (&self->state);
+        for (int p = 0; p < self->cfg.partitions; p++)
+            zstr_free (&self->lease_keys [p]);
+        free (self->lease_keys);
+        zhashx_destroy (&self->ckpts);
+        zhashx_destroy (&self->subs);
+        zhashx_destroy (&self->bucket_bytes);
+        free (self->svc);
+        free (self->prefix);
+        free (self->owner);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+void
+funnel_engine_set_publisher (funnel_engine_t *self, funnel_engine_publish_fn *fn, void *arg)
+{
+    self->publish = fn;
+    self->publish_arg = arg;
+}
+
+funnel_state_t *
+funnel_engine_state (funnel_engine_t *self)
+{
+    return self->state;
+}
+
+bool
+funnel_engine_synced (funnel_engine_t *self)
+{
+    return s_ready (self);
+}
+
+bool
+funnel_engine_lost (funnel_engine_t *self)
+{
+    return self->lost;
+}
+
+uint64_t
+funnel_engine_seq (funnel_engine_t *self)
+{
+    return self->seq;
+}
+
+uint64_t
+funnel_engine_checkpoint (funnel_engine_t *self, const char *upstream)
+{
+    uint64_t *value = (uint64_t *) zhashx_lookup (self->ckpts, upstream);
+    return value ? *value : 0;
+}
+
+static void
+s_set_checkpoint (funnel_engine_t *self, const char *upstream, uint64_t value)
+{
+    uint64_t *slot = (uint64_t *) malloc (sizeof (uint64_t));
+    *slot = value;
+    zhashx_update (self->ckpts, upstream, slot);
+}
+
+static void
+s_put_u64 (zhashx_t *map, const char *key, uint64_t value)
+{
+    uint64_t *slot = (uint64_t *) malloc (sizeof (uint64_t));
+    *slot = value;
+    zhashx_update (map, key, slot);
+}
+
+static uint64_t
+s_get_u64 (zhashx_t *map, const char *key)
+{
+    uint64_t *slot = (uint64_t *) zhashx_lookup (map, key);
+    return slot ? *slot : 0;
+}
+
+static uint64_t
+s_outbox_bytes (funnel_engine_t *self)
+{
+    uint64_t total = 0;
+    for (uint64_t *v = (uint64_t *) zhashx_first (self->bucket_bytes); v;
+         v = (uint64_t *) zhashx_next (self->bucket_bytes))
+        total += *v;
+    return total;
+}
+
+static void
+s_step_down (funnel_engine_t *self, int part, const char *holder)
+{
+    if (!self->lost)
+        log_error ("lease of partition %d lost (now held by '%s'); another instance "
+                   "owns this service: stepping down", part, holder ? holder : "nobody");
+    self->lost = true;
+    self->generation = 0;
+    funnel_state_clear (self->state);
+}
+
+//  ---------------------------------------------------------------------
+//  Sync: leases, fence, seq, checkpoints
+
+//  The owner part of a lease value "<token>|<owner>".
+static const char *
+s_lease_owner (const char *value)
+{
+    const char *bar = value ? strchr (value, '|') : NULL;
+    return bar ? bar + 1 : "";
+}
+
+//  Appends WATCH + MGET of every lease key (2 replies).
+static void
+s_append_fence (funnel_engine_t *self, redisContext *ctx)
+{
+    int n = self->cfg.partitions;
+    const char **argv = (const char **) malloc ((n + 1) * sizeof (char *));
+    argv [0] = "WATCH";
+    for (int p = 0; p < n; p++)
+        argv [p + 1] = self->lease_keys [p];
+    redisAppendCommandArgv (ctx, n + 1, argv, NULL);
+    argv [0] = "MGET";
+    redisAppendCommandArgv (ctx, n + 1, argv, NULL);
+    free (argv);
+}
+
+//  Checks an MGET of the lease keys: every one must be ours.
+static int
+s_check_fence (funnel_engine_t *self, const redisReply *mget)
+{
+    if (!mget || mget->type != REDIS_REPLY_ARRAY
+    ||  mget->elements != (size_t) self->cfg.partitions) {
+        s_step_down (self, 0, "?");
+        return -1;
+    }
+    for (int p = 0; p < self->cfg.partitions; p++) {
+        const redisReply *v = mget->element [p];
+        if (v->type != REDIS_REPLY_STRING || strcmp (v->str, self->lease_value) != 0) {
+            s_step_down (self, p, v->type == REDIS_REPLY_STRING ? s_lease_owner (v->str) : NULL);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+//  Takes every partition's lease, or finds one held by another owner.
+static int
+s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
+{
+    const char *incr [] = { "INCR", self->fence_key };
+    redisAppendCommandArgv (ctx, 2, incr, NULL);
+    redisReply *token = NULL;
+    if (s_read (self, &token, 1) != 0)
+        return s_unavailable (err);
+    if (token->type != REDIS_REPLY_INTEGER) {
+        funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "redis: INCR %s: %s", self->fence_key,
+                          token->type == REDIS_REPLY_ERROR ? token->str : "unexpected reply");
+        freeReplyObject (token);
+        return -1;
+    }
+    snprintf (self->lease_value, sizeof self->lease_value, "%lld|%s",
+              token->integer, self->owner);
+    freeReplyObject (token);
+    char px [24];
+    snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
+    int n = self->cfg.partitions;
+    redisReply **replies = (redisReply **) zmalloc (n * sizeof (redisReply *));
+    int rc = 0;
+    //  Two passes: NX first; then a partition still held by our own owner
+    //  (a predecessor on our endpoint, gone since we could bind it) is
+    //  taken over; one held by another owner stops us
+    for (int pass = 0; pass < 2 && rc == 0; pass++) {
+        for (int p = 0; p < n; p++) {
+            const char *set [] = { "SET", self->lease_keys [p], self->lease_value, "PX", px, "NX" };
+            const char *get [] = { "GET", self->lease_keys [p] };
+            if (pass == 0)
+                redisAppendCommandArgv (ctx, 6, set, NULL);
+            else
+                redisAppendCommandArgv (ctx, 2, get, NULL);
+        }
+        if (s_read (self, replies, n) != 0) {
+            free (replies);
+            return s_unavailable (err);
+        }
+        for (int p = 0; p < n && rc == 0; p++) {
+            redisReply *r = replies [p];
+            if (r->type == REDIS_REPLY_ERROR)
+                rc = funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "redis: lease: %s", r->str);
+            else
+            if (pass == 1 && r->type == REDIS_REPLY_STRING
+            &&  strcmp (r->str, self->lease_value) != 0) {
+                if (strcmp (s_lease_owner (r->str), self->owner) != 0)
+                    rc = FUNNEL_ENGINE_LEASE_HELD;
+                if (rc)
+                    funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                        "partition %d is owned by another instance ('%s')", p,
+                        s_lease_owner (r->str));
+            }
+        }
+        s_free_replies (replies, n);
+    }
+    if (rc == 0) {
+        //  Ours, or our own predecessor's: (re)write them all with our token
+        for (int p = 0; p < n; p++) {
+            const char *set [] = { "SET", self->lease_keys [p], self->lease_value, "PX", px };
+            redisAppendCommandArgv (ctx, 5, set, NULL);
+        }
+        if (s_read (self, replies, n) != 0)
+            rc = s_unavailable (err);
+        else
+            s_free_replies (replies, n);
+    }
+    free (replies);
+    self->renewed = zclock_mono ();
+    return rc;
+}
+
+int
+funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
+{
+    if (self->lost)
+        return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "lease lost: stepped down");
+    self->generation = 0;
+    funnel_state_clear (self->state);
+    if (redis_store_connect (self->store) != 0)
+        return s_unavailable (err);
+    redisContext *ctx = redis_store_context (self->store);
+    uint64_t generation = redis_store_generation (self->store);
+    int rc = s_take_leases (self, ctx, err);
+    if (rc != 0)
+        return rc;
+    s_append_fence (self, ctx);
+    const char *get_seq [] = { "GET", self->seq_key };
+    const char *get_first [] = { "GET", self->ob_first_key };
+    const char *get_ckpt [] = { "HGETALL", self->ckpt_key };
+    const char *get_subs [] = { "HGETALL", self->subs_key };
+    const char *get_sizes [] = { "HGETALL", self->ob_size_key };
+    redisAppendCommandArgv (ctx, 2, get_seq, NULL);
+    redisAppendCommandArgv (ctx, 2, get_first, NULL);
+    redisAppendCommandArgv (ctx, 2, get_ckpt, NULL);
+    redisAppendCommandArgv (ctx, 2, get_subs, NULL);
+    redisAppendCommandArgv (ctx, 2, get_sizes, NULL);
+    redisReply *r [7];
+    if (s_read (self, r, 7) != 0)
+        return s_unavailable (err);
+    zhashx_purge (self->subs);
+    zhashx_purge (self->bucket_bytes);
+    for (int m = 5; m < 7; m++)
+        for (size_t i = 0; r [m]->type == REDIS_REPLY_ARRAY && i + 1 < r [m]->elements; i += 2)
+            s_put_u64 (m == 5 ? self->subs : self->bucket_bytes, r [m]->element [i]->str,
+                       strtoull (r [m]->element [i + 1]->str, NULL, 10));
+    if (s_check_fence (self, r [1]) != 0) {
+        s_free_replies (r, 7);
+        return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "lease lost while syncing");
+    }
+    self->seq = r [2]->type == REDIS_REPLY_STRING ? strtoull (r [2]->str, NULL, 10) : 0;
+    self->ob_first = r [3]->type == REDIS_REPLY_STRING ? strtoull (r [3]->str, NULL, 10) : 1;
+    zhashx_purge (self->ckpts);
+    if (r [4]->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i + 1 < r [4]->elements; i += 2)
+            s_set_checkpoint (self, r [4]->element [i]->str,
+                              strtoull (r [4]->element [i + 1]->str, NULL, 10));
+    s_free_replies (r, 7);
+    self->generation = generation;
+    return 0;
+}
+
+//  ---------------------------------------------------------------------
+//  Reads: the batch's misses in one round trip
+
+static int
+s_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t count)
+{
+    funnel_engine_t *self = (funnel_engine_t *) arg;
+    if (!s_ready (self))
+        return -1;
+    redisContext *ctx = redis_store_context (self->store);
+    for (size_t i = 0; i < count; i++) {
+        const char *argv [] = { "HGETALL", funnel_rec_key (recs [i]) };
+        redisAppendCommandArgv (ctx, 2, argv, NULL);
+    }
+    for (size_t i = 0; i < count; i++) {
+        redisReply *reply = NULL;
+        if (s_read (self, &reply, 1) != 0)
+            return -1;
+        funnel_state_fill (st, recs [i], reply);
+        freeReplyObject (reply);
+    }
+    return 0;
+}
+
+static int
+s_list_reader (void *arg, const char *key, int max, zlist_t *out)
+{
+    funnel_engine_t *self = (funnel_engine_t *) arg;
+    if (!s_ready (self))
+        return -1;
+    char start [24];
+    snprintf (start, sizeof start, "%d", -max);
+    const char *argv [] = { "LRANGE", key, start, "-1" };
+    redisAppendCommandArgv (redis_store_context (self->store), 4, argv, NULL);
+    redisReply *reply = NULL;
+    if (s_read (self, &reply, 1) != 0)
+        return -1;
+    int rc = reply->type == REDIS_REPLY_ARRAY ? 0 : -1;
+    for (size_t i = 0; rc == 0 && i < reply->elements; i++)
+        zlist_append (out, reply->element [i]->str);
+    freeReplyObject (reply);
+    return rc;
+}
+
+//  "<partition prefix>id:<escaped id>"
+static void
+s_dedup_key (funnel_engine_t *self, const char *id, char *key, size_t size)
+{
+    char escaped [KEY_MAX];
+    funnel_key_escape (id, escaped, sizeof escaped);
+    int part = funnel_partition_of (id, self->cfg.partitions);
+    if (snprintf (key, size, "%sid:%s", funnel_state_prefix (self->state, part), escaped)
+        >= (int) size)
+        key [0] = 0;                //  Ids are ≤ 64 bytes: cannot happen
+}
+
+//  Runs the prefetch callbacks, then in one round trip reads the dedup
+//  keys (seen[i] = already applied; NULL: none) and every missed record.
+static int
+s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
+            const funnel_rule_t *table, bool *seen)
+{
+    for (size_t i = 0; i < count; i++)
+        for (const funnel_rule_t *r = table; r && r->type; r++)
+            if (r->prefetch && streq (r->type, events [i].type))
+                r->prefetch (self->state, &events [i]);
+    funnel_rec_t **recs;
+    size_t wanted = funnel_state_take_wants (self->state, &recs);
+    redisContext *ctx = redis_store_context (self->store);
+    size_t sent = 0;
+    if (seen && count > 0) {
+        const char **argv = (const char **) malloc ((count + 1) * sizeof (char *));
+        char (*keys) [512] = malloc (count * 512);
+        argv [0] = "MGET";
+        for (size_t i = 0; i < count; i++) {
+            s_dedup_key (self, events [i].id, keys [i], 512);
+            argv [i + 1] = keys [i];
+        }
+        redisAppendCommandArgv (ctx, (int) count + 1, argv, NULL);
+        free (argv);
+        free (keys);
+        sent++;
+    }
+    for (size_t i = 0; i < wanted; i++) {
+        const char *argv [] = { "HGETALL", funnel_rec_key (recs [i]) };
+        redisAppendCommandArgv (ctx, 2, argv, NULL);
+    }
+    sent += wanted;
+    redisReply **replies = (redisReply **) zmalloc ((sent + 1) * sizeof (redisReply *));
+    if (s_read (self, replies, sent) != 0) {
+        free (replies);
+        return -1;
+    }
+    int rc = 0;
+    size_t at = 0;
+    if (seen && count > 0) {
+        redisReply *mget = replies [at++];
+        if (mget->type != REDIS_REPLY_ARRAY || mget->elements != count)
+            rc = -1;
+        else
+            for (size_t i = 0; i < count; i++)
+                seen [i] = mget->element [i]->type == REDIS_REPLY_STRING;
+    }
+    for (size_t i = 0; i < wanted; i++, at++)
+        if (replies [at]->type == REDIS_REPLY_ARRAY)
+            funnel_state_fill (self->state, recs [i], replies [at]);
+        else
+            rc = -1;
+    s_free_replies (replies, sent);
+    free (replies);
+    return rc;
+}
+
+//  ---------------------------------------------------------------------
+//  Commit
+
+typedef struct {
+    const char **ids;               //  Applied event ids to remember
+    size_t id_count;
+    const char *upstream;           //  Checkpoint to write, or NULL
+    uint64_t checkpoint;
+} commit_t;
+
+//  "<id>\0<type>\0<cause>\0<ts>\0<cause_ts>\0<data>", as runtime_end.lua
+static char *
+s_entry (const funnel_output_t *out, int64_t ts, size_t *size)
+{
+    char ts_text [24], cause_ts [24] = "";
+    snprintf (ts_text, sizeof ts_text, "%" PRId64, ts);
+    if (out->cause [0] && out->cause_ts > 0)
+        snprintf (cause_ts, sizeof cause_ts, "%" PRId64, out->cause_ts);
+    size_t head = strlen (out->id) + strlen (out->type) + strlen (out->cause)
+                + strlen (ts_text) + strlen (cause_ts) + 5;
+    char *entry = (char *) malloc (head + out->size);
+    char *at = entry;
+    const char *parts [] = { out->id, out->type, out->cause, ts_text, cause_ts };
+    for (int i = 0; i < 5; i++) {
+        size_t n = strlen (parts [i]);
+        memcpy (at, parts [i], n);
+        at [n] = 0;
+        at += n + 1;
+    }
+    memcpy (at, out->data, out->size);
+    *size = head + out->size;
+    return entry;
+}
+
+//  The first queued command's error, for the log and the client.
+static const char *
+s_queue_error (redisReply **replies, size_t count)
+{
+    for (size_t i = 0; i < count; i++)
+        if (replies [i]->type == REDIS_REPLY_ERROR)
+            return replies [i]->str;
+    return NULL;
+}
+
+//  Where the outbox may start after a commit that ends at seq: whole
+//  buckets before the last `retention` seqs and before what the slowest
+//  registered subscriber still needs are dropped; past the byte cap the
+//  oldest buckets go anyway, and *lost counts the events dropped that a
+//  subscriber still needed.
+static int64_t
+s_trim_point (funnel_engine_t *self, uint64_t seq, zhashx_t *sizes, uint64_t *lost)
+{
+    int64_t keep = ((int64_t) seq - self->cfg.retention + 1) / OB_BUCKET * OB_BUCKET;
+    for (uint64_t *need = (uint64_t *) zhashx_first (self->subs); need;
+         need = (uint64_t *) zhashx_next (self->subs)) {
+        int64_t sub_keep = (int64_t) (*need / OB_BUCKET * OB_BUCKET);
+        if (sub_keep < keep)
+            keep = sub_keep;
+    }
+    //  The byte cap: drop the oldest buckets (never the newest) until under
+    uint64_t total = 0;
+    for (uint64_t *v = (uint64_t *) zhashx_first (sizes); v; v = (uint64_t *) zhashx_next (sizes))
+        total += *v;
+    int64_t first = (int64_t) self->ob_first;
+    int64_t floor = keep > first ? keep : first;
+    uint64_t last_bucket = seq / OB_BUCKET;
+    for (uint64_t b = (uint64_t) first / OB_BUCKET; b < last_bucket; b++) {
+        char name [24];
+        snprintf (name, sizeof name, "%" PRIu64, b);
+        uint64_t bytes = s_get_u64 (sizes, name);
+        if ((int64_t) ((b + 1) * OB_BUCKET) <= floor) {
+            total -= bytes;             //  Dropped by the rules above anyway
+            continue;
+        }
+        if (total <= (uint64_t) self->cfg.outbox_max_bytes)
+            break;
+        total -= bytes;
+        keep = (int64_t) ((b + 1) * OB_BUCKET);
+    }
+    *lost = 0;
+    for (uint64_t *need = (uint64_t *) zhashx_first (self->subs); need;
+         need = (uint64_t *) zhashx_next (self->subs))
+        if ((int64_t) *need < keep)
+            *lost += (uint64_t) keep - (*need > (uint64_t) first ? *need : (uint64_t) first);
+    return keep;
+}
+
+//  After a trim that dropped events some subscribers still needed: one
+//  error line per gap, and those subscribers now need the new start.
+static void
+s_count_losses (funnel_engine_t *self, uint64_t first, uint64_t lost)
+{
+    if (lost == 0)
+        return;
+    for (uint64_t *need = (uint64_t *) zhashx_first (self->subs); need;
+         need = (uint64_t *) zhashx_next (self->subs))
+        if (*need < first) {
+            log_error ("outbox over its byte cap (%" PRId64 " bytes): subscriber %s loses "
+                       "seqs %" PRIu64 "..%" PRIu64 " (STATS outbox_lost counts them)",
+                       self->cfg.outbox_max_bytes, (const char *) zhashx_cursor (self->subs),
+                       *need, first - 1);
+            *need = first;
+        }
+}
+
+//  Commits the state's write-set plus c; publishes the outputs. On any
+//  failure the batch is rolled back in the cache too.
+static int
+s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
+{
+    funnel_state_t *st = self->state;
+    funnel_savepoint_t zero = { 0, 0, 0, 0, 0, 0 };
+    if (!s_ready (self)) {
+        funnel_state_rollback (st, zero);
+        return s_unavailable (err);
+    }
+    int64_t started = zclock_usecs ();
+    redisContext *ctx = redis_store_context (self->store);
+    int64_t now = funnel_state_now (st);
+    char number [24], ttl [24];
+    size_t sent = 0;
+    redisAppendCommand (ctx, "MULTI");
+    sent++;
+    //  Dedup ids: one key each, expiring on its own (incremental expiry)
+    snprintf (ttl, sizeof ttl, "%" PRId64, self->cfg.dedup_ttl_s);
+    for (size_t i = 0; i < c->id_count; i++) {
+        char key [KEY_MAX];
+        s_dedup_key (self, c->ids [i], key, sizeof key);
+        const char *argv [] = { "SET", key, "1", "EX", ttl };
+        redisAppendCommandArgv (ctx, 5, argv, NULL);
+        sent++;
+    }
+    size_t outputs = funnel_state_output_count (st);
+    if (outputs > 0)
+        funnel_state_count (st, "events_out", (int64_t) outputs);
+    sent += funnel_state_append_writes (st, ctx, self->stats_key);
+    //  Outbox: contiguous seqs, one HSET per bucket of 1000
+    uint64_t seq = self->seq;
+    char **entries = (char **) zmalloc ((outputs + 1) * sizeof (char *));
+    size_t *entry_sizes = (size_t *) zmalloc ((outputs + 1) * sizeof (size_t));
+    char (*seqs) [24] = zmalloc ((outputs + 1) * 24);
+    //  Bucket sizes after this commit (applied to the engine's on success)
+    zhashx_t *new_sizes = zhashx_new ();
+    zhashx_set_destructor (new_sizes, s_free_item);
+    for (uint64_t *v = (uint64_t *) zhashx_first (self->bucket_bytes); v;
+         v = (uint64_t *) zhashx_next (self->bucket_bytes))
+        s_put_u64 (new_sizes, (const char *) zhashx_cursor (self->bucket_bytes), *v);
+    for (size_t i = 0; i < outputs; ) {
+        uint64_t bucket = (seq + 1) / OB_BUCKET;
+        char key [KEY_MAX];
+        snprintf (key, sizeof key, "%sob:%" PRIu64, self->prefix, bucket);
+        size_t n = 0;
+        while (i + n < outputs && (seq + 1 + n) / OB_BUCKET == bucket)
+            n++;
+        const char **argv = (const char **) malloc ((2 + 2 * n) * sizeof (char *));
+        size_t *lens = (size_t *) malloc ((2 + 2 * n) * sizeof (size_t));
+        argv [0] = "HSET";
+        lens [0] = 4;
+        argv [1] = key;
+        lens [1] = strlen (key);
+        for (size_t j = 0; j < n; j++) {
+            size_t k = i + j;
+            snprintf (seqs [k], 24, "%" PRIu64, seq + 1 + j);
+            entries [k] = s_entry (funnel_state_output (st, k), now, &entry_sizes [k]);
+            argv [2 + 2 * j] = seqs [k];
+            lens [2 + 2 * j] = strlen (seqs [k]);
+            argv [3 + 2 * j] = entries [k];
+            lens [3 + 2 * j] = entry_sizes [k];
+        }
+        redisAppendCommandArgv (ctx, (int) (2 + 2 * n), argv, lens);
+        sent++;
+        //  Bytes per bucket, for the outbox's memory cap
+        uint64_t bytes = 0;
+        for (size_t j = 0; j < n; j++)
+            bytes += entry_sizes [i + j] + strlen (seqs [i + j]);
+        char bucket_name [24], bytes_text [24];
+        snprintf (bucket_name, sizeof bucket_name, "%" PRIu64, bucket);
+        snprintf (bytes_text, sizeof bytes_text, "%" PRIu64, bytes);
+        const char *size_cmd [] = { "HINCRBY", self->ob_size_key, bucket_name, bytes_text };
+        redisAppendCommandArgv (ctx, 4, size_cmd, NULL);
+        sent++;
+        s_put_u64 (new_sizes, bucket_name, s_get_u64 (new_sizes, bucket_name) + bytes);
+        free (argv);
+        free (lens);
+        i += n;
+        seq += n;
+    }
+    uint64_t ob_first = self->ob_first;
+    uint64_t lost = 0;
+    if (outputs > 0) {
+        snprintf (number, sizeof number, "%" PRIu64, seq);
+        const char *set_seq [] = { "SET", self->seq_key, number };
+        redisAppendCommandArgv (ctx, 3, set_seq, NULL);
+        sent++;
+        int64_t keep = s_trim_point (self, seq, new_sizes, &lost);
+        if (keep > (int64_t) ob_first) {
+            for (uint64_t b = ob_first / OB_BUCKET; b < (uint64_t) keep / OB_BUCKET; b++) {
+                char key [KEY_MAX], name [24];
+                snprintf (key, sizeof key, "%sob:%" PRIu64, self->prefix, b);
+                snprintf (name, sizeof name, "%" PRIu64, b);
+                const char *del [] = { "UNLINK", key };
+                redisAppendCommandArgv (ctx, 2, del, NULL);
+                const char *hdel [] = { "HDEL", self->ob_size_key, name };
+                redisAppendCommandArgv (ctx, 3, hdel, NULL);
+                sent += 2;
+                zhashx_delete (new_sizes, name);
+            }
+            if (lost > 0) {
+                snprintf (number, sizeof number, "%" PRIu64, lost);
+                const char *incr [] = { "HINCRBY", self->stats_key, "outbox_lost", number };
+                redisAppendCommandArgv (ctx, 4, incr, NULL);
+                sent++;
+            }
+            ob_first = (uint64_t) keep;
+            snprintf (number, sizeof number, "%" PRIu64, ob_first);
+            const char *set_first [] = { "SET", self->ob_first_key, number };
+            redisAppendCommandArgv (ctx, 3, set_first, NULL);
+            sent++;
+        }
+    }
+    if (c->upstream) {
+        snprintf (number, sizeof number, "%" PRIu64, c->checkpoint);
+        const char *hset [] = { "HSET", self->ckpt_key, c->upstream, number };
+        redisAppendCommandArgv (ctx, 4, hset, NULL);
+        sent++;
+    }
+    //  Lease renewal inside the transaction: our own write to a watched
+    //  key cannot abort this EXEC (WATCH is checked before it runs)
+    bool renew = zclock_mono () - self->renewed >= self->cfg.lease_ms / 3;
+    if (renew) {
+        char px [24];
+        snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
+        for (int p = 0; p < self->cfg.partitions; p++) {
+            const char *set [] = { "SET", self->lease_keys [p], self->lease_value, "PX", px };
+            redisAppendCommandArgv (ctx, 5, set, NULL);
+            sent++;
+        }
+    }
+    redisAppendCommand (ctx, "EXEC");
+    size_t exec_at = sent++;
+    s_append_fence (self, ctx);
+    sent += 2;
+
+    redisReply **replies = (redisReply **) zmalloc (sent * sizeof (redisReply *));
+    int rc = 0;
+    if (s_read (self, replies, sent) != 0) {
+        //  The EXEC may have run: nothing in the cache can be trusted
+        funnel_state_clear (st);
+        rc = s_unknown (err);
+        log_warn ("commit: connection lost before the reply; outcome unknown");
+    }
+    else {
+        redisReply *exec = replies [exec_at];
+        if (exec->type == REDIS_REPLY_ARRAY) {
+            for (size_t i = 0; i < exec->elements && rc == 0; i++)
+                if (exec->element [i]->type == REDIS_REPLY_ERROR) {
+                    //  Cannot happen by construction (keys of known types)
+                    log_error ("commit: command %zu failed inside EXEC: %s; state may be "
+                               "partly applied", i, exec->element [i]->str);
+                    funnel_state_clear (st);
+                    self->generation = 0;       //  Re-read seq and checkpoints
+                    rc = funnel_error_set (err, FUNNEL_ERR_INTERNAL,
+                                           "store: a commit command failed: %s",
+                                           exec->element [i]->str);
+                }
+        }
+        else
+        if (exec->type == REDIS_REPLY_NIL) {
+            //  WATCH: a lease key changed since our last commit
+            funnel_state_rollback (st, zero);
+            s_check_fence (self, replies [sent - 1]);
+            if (!self->lost)
+                s_step_down (self, 0, "?");
+            rc = funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                "lease: another instance owns this service now; nothing was applied");
+        }
+        else {
+            //  EXECABORT: a command was refused while queueing (OOM,
+            //  MISCONF, READONLY, LOADING, BUSY...): nothing ran
+            const char *why = s_queue_error (replies, exec_at);
+            if (!why)
+                why = exec->type == REDIS_REPLY_ERROR ? exec->str : "unexpected reply";
+            funnel_state_rollback (st, zero);
+            rc = funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                "redis: %.120s; nothing was applied; retry later with the same ids", why);
+            if (funnel_log_every (&self->last_warn, 1000))
+                log_warn ("commit refused by redis: %s", why);
+        }
+        if (rc == 0 && !self->lost && s_check_fence (self, replies [sent - 1]) != 0)
+            log_error ("commit applied, then the lease was found lost");
+        if (rc == 0) {
+            if (renew)
+                self->renewed = zclock_mono ();
+            //  Publish, then forget the write-set (outputs live in it)
+            uint64_t first = self->seq + 1;
+            self->seq = seq;
+            self->ob_first = ob_first;
+            zhashx_destroy (&self->bucket_bytes);
+            self->bucket_bytes = new_sizes;
+            new_sizes = NULL;
+            s_count_losses (self, ob_first, lost);
+            if (c->upstream)
+                s_set_checkpoint (self, c->upstream, c->checkpoint);
+            for (size_t i = 0; i < outputs && self->publish; i++) {
+                script_event_t event;
+                if (script_outbox_entry (entries [i], entry_sizes [i], &event) == 0)
+                    self->publish (self->publish_arg, first + i, &event);
+            }
+            funnel_state_committed (st);
+        }
+        s_free_replies (replies, sent);
+    }
+    zhashx_destroy (&new_sizes);
+    for (size_t i = 0; i < outputs; i++)
+        free (entries [i]);
+    free (entries);
+    free (entry_sizes);
+    free (seqs);
+    free (replies);
+    self->commits++;
+    self->commit_us += (uint64_t) (zclock_usecs () - started);
+    return rc;
+}
+
+//  ---------------------------------------------------------------------
+//  Batches
+
+static const funnel_rule_t *
+s_rule (const funnel_rule_t *table, const char *type)
+{
+    for (const funnel_rule_t *r = table; r && r->type; r++)
+        if (streq (r->type, type))
+            return r;
+    return NULL;
+}
+
+static int
+s_not_ready (funnel_engine_t *self, funnel_error_t *err)
+{
+    if (self->lost)
+        return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+            "lease: this instance stepped down (another owns the service); nothing was applied");
+    return s_unavailable (err);
+}
+
+int
+funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
+                       size_t count, bool batch, msgpack_sbuffer *reply,
+                       funnel_error_t *err)
+{
+    if (!s_ready (self))
+        return s_not_ready (self, err);
+    funnel_state_t *st = self->state;
+    funnel_state_begin (st);
+    funnel_state_set_now (st, s_now_ms ());
+    bool *seen = (bool *) zmalloc ((count + 1) * sizeof (bool));
+    if (s_prefetch (self, events, count, self->rules->on, seen) != 0) {
+        free (seen);
+        return s_unavailable (err);
+    }
+    const char **ids = (const char **) zmalloc ((count + 1) * sizeof (char *));
+    size_t accepted = 0, duplicates = 0;
+    int rc = 0;
+    funnel_savepoint_t zero = { 0, 0, 0, 0, 0, 0 };
+    for (size_t i = 0; i < count && rc == 0; i++) {
+        const funnel_event_t *ev = &events [i];
+        bool dup = seen [i];
+        for (size_t j = 0; j < accepted && !dup; j++)
+            dup = streq (ids [j], ev->id);
+        if (dup) {
+            duplicates++;
+            continue;
+        }
+        const funnel_rule_t *rule = s_rule (self->rules->on, ev->type);
+        if (!rule)
+            rc = funnel_error_set (err, FUNNEL_ERR_UNKNOWN_TYPE,
+                                   "type: '%s' is not accepted by %s", ev->type, self->svc);
+        else {
+            funnel_state_set_cause (st, ev->id, ev->ts);
+            funnel_savepoint_t sp = funnel_state_savepoint (st);
+            funnel_error_clear (err);
+            if (rule->handle (st, ev, err) != 0) {
+                funnel_state_rollback (st, sp);
+                if (!err->code)
+                    funnel_error_set (err, FUNNEL_ERR_INTERNAL, "rules: %s refused without a reason",
+                                      ev->type);
+                rc = -1;
+            }
+        }
+        if (rc != 0) {
+            if (batch)
+                err->index = (int) i;
+            break;
+        }
+        ids [accepted++] = ev->id;
+    }
+    free (seen);
+    if (rc != 0) {
+        funnel_state_rollback (st, zero);
+        free (ids);
+        return rc;
+    }
+    funnel_state_set_cause (st, NULL, 0);
+    if (accepted)
+        funnel_state_count (st, "accepted", (int64_t) accepted);
+    if (duplicates)
+        funnel_state_count (st, "duplicates", (int64_t) duplicates);
+    commit_t c = { ids, accepted, NULL, 0 };
+    rc = s_commit (self, &c, err);
+    free (ids);
+    if (rc != 0)
+        return rc;
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, reply, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 2);
+    if (batch) {
+        funnel_pack_cstr (&pk, "accepted");
+        msgpack_pack_uint64 (&pk, accepted);
+        funnel_pack_cstr (&pk, "duplicates");
+        msgpack_pack_uint64 (&pk, duplicates);
+    }
+    else {
+        funnel_pack_cstr (&pk, "id");
+        funnel_pack_cstr (&pk, events [0].id);
+        funnel_pack_cstr (&pk, "duplicate");
+        if (duplicates)
+            msgpack_pack_true (&pk);
+        else
+            msgpack_pack_false (&pk);
+    }
+    return 0;
+}
+
+int
+funnel_engine_consume (funnel_engine_t *self, const char *upstream,
+                       const funnel_event_t *events, size_t count,
+                       uint64_t last_seq, funnel_error_t *err)
+{
+    if (!s_ready (self))
+        return s_not_ready (self, err);
+    funnel_state_t *st = self->state;
+    funnel_state_begin (st);
+    funnel_state_set_now (st, s_now_ms ());
+    if (s_prefetch (self, events, count, self->rules->consume, NULL) != 0)
+        return s_unavailable (err);
+    uint64_t ckpt = funnel_engine_checkpoint (self, upstream);
+    int64_t applied = 0, rejected = 0;
+    for (size_t i = 0; i < count; i++) {
+        const funnel_event_t *ev = &events [i];
+        if (ev->seq <= ckpt)
+            continue;               //  Applied before (a replay overlap)
+        const funnel_rule_t *rule = s_rule (self->rules->consume, ev->type);
+        if (rule) {
+            funnel_state_set_cause (st, ev->id, ev->ts);
+            funnel_savepoint_t sp = funnel_state_savepoint (st);
+            funnel_error_t refusal;
+            funnel_error_clear (&refusal);
+            if (rule->handle (st, ev, &refusal) != 0) {
+                //  A consumed event cannot be refused back to its sender:
+                //  counted, logged (rate-limited), passed over
+                funnel_state_rollback (st, sp);
+                rejected++;
+                if (funnel_log_every (&self->last_warn, 1000))
+                    log_warn ("from %s: not applied: %s %s: %s: %s (consume_rejected counts all)",
+                              upstream, ev->type, ev->id,
+                              refusal.code ? refusal.code : "internal", refusal.message);
+            }
+            else
+                applied++;
+        }
+        ckpt = ev->seq;
+    }
+    if (last_seq > ckpt)
+        ckpt = last_seq;
+    funnel_state_set_cause (st, NULL, 0);
+    if (applied)
+        funnel_state_count (st, "consumed", applied);
+    if (rejected)
+        funnel_state_count (st, "consume_rejected", rejected);
+    commit_t c = { NULL, 0, upstream, ckpt };
+    return s_commit (self, &c, err);
+}
+
+static const funnel_timer_rule_t *
+s_timer_rule (funnel_engine_t *self, const char *name)
+{
+    for (const funnel_timer_rule_t *t = self->rules->timers; t && t->name; t++)
+        if (streq (t->name, name))
+            return t;
+    return NULL;
+}
+
+//  Pops due timers of every partition (one round trip) and runs them as
+//  one batch.
+static void
+s_run_timers (funnel_engine_t *self)
+{
+    funnel_state_t *st = self->state;
+    redisContext *ctx = redis_store_context (self->store);
+    int64_t now = s_now_ms ();
+    char max [24], limit [24];
+    snprintf (max, sizeof max, "%" PRId64, now);
+    snprintf (limit, sizeof limit, "%d", TIMERS_MAX);
+    int n = self->cfg.partitions;
+    for (int p = 0; p < n; p++) {
+        char key [KEY_MAX];
+        snprintf (key, sizeof key, "%stimers", funnel_state_prefix (st, p));
+        const char *argv [] = { "ZRANGEBYSCORE", key, "-inf", max, "WITHSCORES",
+                                "LIMIT", "0", limit };
+        redisAppendCommandArgv (ctx, 8, argv, NULL);
+    }
+    redisReply **replies = (redisReply **) zmalloc (n * sizeof (redisReply *));
+    if (s_read (self, replies, n) != 0) {
+        free (replies);
+        return;
+    }
+    funnel_state_begin (st);
+    funnel_state_set_now (st, now);
+    funnel_state_set_cause (st, NULL, 0);
+    int fired = 0;
+    for (int p = 0; p < n; p++) {
+        redisReply *r = replies [p];
+        for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+            const char *member = r->element [i]->str;
+            const char *colon = strchr (member, ':');
+            char name [128], id [KEY_MAX];
+            if (!colon || colon - member >= (long) sizeof name
+            ||  funnel_key_unescape (colon + 1, id, sizeof id) < 0)
+                continue;
+            memcpy (name, member, colon - member);
+            name [colon - member] = 0;
+            int64_t due = strtoll (r->element [i + 1]->str, NULL, 10);
+            //  The firing removes the timer; a rule may arm it again
+            funnel_state_timer_cancel (st, name, id);
+            const funnel_timer_rule_t *rule = s_timer_rule (self, name);
+            if (!rule)
+                continue;
+            funnel_savepoint_t sp = funnel_state_savepoint (st);
+            funnel_error_t err;
+            funnel_error_clear (&err);
+            if (rule->fire (st, id, due, &err) != 0) {
+                funnel_state_rollback (st, sp);
+                log_warn ("timer %s %s: %s: %s (dropped)", name, id,
+                          err.code ? err.code : "internal", err.message);
+            }
+            else
+                fired++;
+        }
+    }
+    s_free_replies (replies, n);
+    free (replies);
+    //  Nothing due and no renewal due: no commit
+    if (funnel_state_savepoint (st).timers == 0
+    &&  zclock_mono () - self->renewed < self->cfg.lease_ms / 3)
+        return;
+    if (fired)
+        funnel_state_count (st, "timers_fired", fired);
+    funnel_error_t err;
+    commit_t c = { NULL, 0, NULL, 0 };
+    if (s_commit (self, &c, &err) != 0 && funnel_log_every (&self->last_warn, 1000))
+        log_warn ("timers: %s", err.message);
+}
+
+void
+funnel_engine_cron (funnel_engine_t *self)
+{
+    if (!s_ready (self))
+        return;
+    if (self->rules->timers && self->rules->timers->name)
+        s_run_timers (self);
+    else
+    if (zclock_mono () - self->renewed >= self->cfg.lease_ms / 3) {
+        //  An empty commit renews the leases and re-arms the fence
+        funnel_state_begin (self->state);
+        funnel_error_t err;
+        commit_t c = { NULL, 0, NULL, 0 };
+        s_commit (self, &c, &err);
+    }
+}
+
+//  ---------------------------------------------------------------------
+//  GET, REPLAY, STATS
+
+int
+funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
+                     msgpack_sbuffer *reply, funnel_error_t *err)
+{
+    const msgpack_object *kind = funnel_map_get (req, "kind");
+    char name [FUNNEL_ID_MAX + 1] = "";
+    funnel_obj_strcpy (kind, name, sizeof name);
+    const funnel_query_rule_t *rule = NULL;
+    char known [256] = "";
+    for (const funnel_query_rule_t *q = self->rules->queries; q && q->kind; q++) {
+        if (streq (q->kind, name))
+            rule = q;
+        size_t used = strlen (known);
+        snprintf (known + used, sizeof known - used, "%s%s", used ? ", " : "", q->kind);
+    }
+    if (!rule)
+        return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                 "kind: unknown GET kind '%s' (known: %s)", name, known);
+    if (!s_ready (self))
+        return s_not_ready (self, err);
+    funnel_state_begin (self->state);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, reply, msgpack_sbuffer_write);
+    funnel_error_clear (err);
+    int rc = rule->query (self->state, req, &pk, err);
+    if (rc != 0 && !err->code)
+        s_unavailable (err);
+    return rc;
+}
+
+int
+funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
+                      const char *subscriber, msgpack_sbuffer *reply, funnel_error_t *err)
+{
+    if (!s_ready (self))
+        return s_not_ready (self, err);
+    //  A registered subscriber has applied everything before `from`
+    bool ack = false;
+    if (subscriber && *subscriber) {
+        uint64_t need = from > self->seq + 1 ? self->seq + 1 : from;
+        if (need > s_get_u64 (self->subs, subscriber) || !zhashx_lookup (self->subs, subscriber)) {
+            s_put_u64 (self->subs, subscriber, need);
+            char text [24];
+            snprintf (text, sizeof text, "%" PRIu64, need);
+            const char *hset [] = { "HSET", self->subs_key, subscriber, text };
+            redisAppendCommandArgv (redis_store_context (self->store), 4, hset, NULL);
+            ack = true;
+        }
+    }
+    uint64_t first = self->seq > 0 ? self->ob_first : 0;
+    uint64_t start = from > first ? from : first;
+    if (start < 1)
+        start = 1;
+    uint64_t to = self->seq;
+    if (limit == 0 || start > to)
+        to = 0;
+    else
+    if (limit - 1 < to - start)
+        to = start + limit - 1;
+    redisContext *ctx = redis_store_context (self->store);
+    size_t commands = 0;
+    for (uint64_t seq = start; to && seq <= to; ) {
+        uint64_t stop = (seq / OB_BUCKET + 1) * OB_BUCKET - 1;
+        if (stop > to)
+            stop = to;
+        size_t n = (size_t) (stop - seq + 1);
+        const char **argv = (const char **) malloc ((n + 2) * sizeof (char *));
+        char (*fields) [24] = malloc (n * 24);
+        char key [KEY_MAX];
+        snprintf (key, sizeof key, "%sob:%" PRIu64, self->prefix, seq / OB_BUCKET);
+        argv [0] = "HMGET";
+        argv [1] = key;
+        for (size_t i = 0; i < n; i++) {
+            snprintf (fields [i], 24, "%" PRIu64, seq + i);
+            argv [i + 2] = fields [i];
+        }
+        redisAppendCommandArgv (ctx, (int) n + 2, argv, NULL);
+        free (argv);
+        free (fields);
+        commands++;
+        seq = stop + 1;
+    }
+    redisReply **replies = (redisReply **) zmalloc ((commands + 2) * sizeof (redisReply *));
+    if (s_read (self, replies, commands + ack) != 0) {
+        free (replies);
+        return s_unavailable (err);
+    }
+    if (ack) {
+        freeReplyObject (replies [0]);
+        memmove (replies, replies + 1, commands * sizeof (redisReply *));
+    }
+    size_t total = 0;
+    for (size_t i = 0; i < commands; i++)
+        if (replies [i]->type == REDIS_REPLY_ARRAY)
+            for (size_t j = 0; j < replies [i]->elements; j++)
+                total += replies [i]->element [j]->type == REDIS_REPLY_STRING;
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, reply, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 3);
+    funnel_pack_cstr (&pk, "events");
+    //  Count first (entries that fail to split are left out and logged)
+    script_event_t *events = (script_event_t *) zmalloc ((total + 1) * sizeof (script_event_t));
+    uint64_t *seqs = (uint64_t *) zmalloc ((total + 1) * sizeof (uint64_t));
+    size_t valid = 0;
+    uint64_t next = from, seq = start;
+    for (size_t i = 0; i < commands; i++)
+        for (size_t j = 0; replies [i]->type == REDIS_REPLY_ARRAY && j < replies [i]->elements;
+             j++, seq++) {
+            redisReply *e = replies [i]->element [j];
+            if (e->type != REDIS_REPLY_STRING)
+                continue;
+            if (script_outbox_entry (e->str, e->len, &events [valid]) == 0) {
+                seqs [valid++] = seq;
+                next = seq + 1;
+            }
+            else
+                log_error ("outbox entry %" PRIu64 " is malformed; left out of REPLAY", seq);
+        }
+    msgpack_pack_array (&pk, valid);
+    for (size_t i = 0; i < valid; i++)
+        script_pack_envelope (reply, self->svc, seqs [i], &events [i]);
+    funnel_pack_cstr (&pk, "next");
+    msgpack_pack_uint64 (&pk, next);
+    funnel_pack_cstr (&pk, "first");
+    msgpack_pack_uint64 (&pk, first ? first : next);
+    free (events);
+    free (seqs);
+    s_free_replies (replies, commands);
+    free (replies);
+    return 0;
+}
+
+int
+funnel_engine_stats (funnel_engine_t *self, msgpack_sbuffer *reply, funnel_error_t *err)
+{
+    if (!s_ready (self))
+        return s_not_ready (self, err);
+    const char *argv [] = { "HGETALL", self->stats_key };
+    redisAppendCommandArgv (redis_store_context (self->store), 2, argv, NULL);
+    redisReply *r = NULL;
+    if (s_read (self, &r, 1) != 0)
+        return s_unavailable (err);
+    //  name -> value, declared and base counters first (0), then Redis's
+    zhashx_t *counters = zhashx_new ();
+    zhashx_set_destructor (counters, s_free_item);
+    const char *base [] = { "accepted", "duplicates", "events_out", "outbox_lost", NULL };
+    for (const char *const *b = base; *b; b++)
+        zhashx_update (counters, *b, calloc (1, sizeof (int64_t)));
+    for (const char *const *d = self->rules->counters; d && *d; d++)
+        zhashx_update (counters, *d, calloc (1, sizeof (int64_t)));
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
+        int64_t *v = (int64_t *) malloc (sizeof (int64_t));
+        *v = strtoll (r->element [i + 1]->str, NULL, 10);
+        zhashx_update (counters, r->element [i]->str, v);
+    }
+    freeReplyObject (r);
+    //  In-process figures: the cache and the commits
+    uint64_t hits, misses;
+    size_t entries;
+    funnel_state_cache_stats (self->state, &hits, &misses, &entries);
+    int64_t figures [] = { (int64_t) hits, (int64_t) misses, (int64_t) entries,
+                           (int64_t) (hits + misses ? hits * 100 / (hits + misses) : 0),
+                           (int64_t) self->commits,
+                           (int64_t) (self->commits ? self->commit_us / self->commits : 0),
+                           (int64_t) s_outbox_bytes (self), (int64_t) zhashx_size (self->subs) };
+    const char *names [] = { "cache_hits", "cache_misses", "cache_entries", "cache_hit_pct",
+                             "commits", "commit_avg_us", "outbox_bytes", "subscribers" };
+    for (int i = 0; i < 8; i++) {
+        int64_t *v = (int64_t *) malloc (sizeof (int64_t));
+        *v = figures [i];
+        zhashx_update (counters, names [i], v);
+    }
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, reply, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 2);
+    funnel_pack_cstr (&pk, "svc");
+    funnel_pack_cstr (&pk, self->svc);
+    funnel_pack_cstr (&pk, "counters");
+    msgpack_pack_map (&pk, zhashx_size (counters));
+    for (int64_t *v = (int64_t *) zhashx_first (counters); v;
+         v = (int64_t *) zhashx_next (counters)) {
+        funnel_pack_cstr (&pk, (const char *) zhashx_cursor (counters));
+        msgpack_pack_int64 (&pk, *v);
+    }
+    zhashx_destroy (&counters);
+    return 0;
+}
+
+void
+funnel_engine_release (funnel_engine_t *self)
+{
+    if (!s_ready (self))
+        return;
+    //  The fence is armed: if a lease changed, EXEC aborts and we delete
+    //  nothing of another owner's
+    redisContext *ctx = redis_store_context (self->store);
+    redisAppendCommand (ctx, "MULTI");
+    for (int p = 0; p < self->cfg.partitions; p++) {
+        const char *del [] = { "DEL", self->lease_keys [p] };
+        redisAppendCommandArgv (ctx, 2, del, NULL);
+    }
+    redisAppendCommand (ctx, "EXEC");
+    size_t n = (size_t) self->cfg.partitions + 2;
+    redisReply **replies = (redisReply **) zmalloc (n * sizeof (redisReply *));
+    if (s_read (self, replies, n) == 0)
+        s_free_replies (replies, n);
+    free (replies);
+    self->generation = 0;
+}
+
+//  ---------------------------------------------------------------------
+//  Self-test against a real redis-server (FUNNEL_TEST_REDIS_URL)
+
+#undef NDEBUG
+#include <assert.h>
+
+//  test.add {key, n}: counter += n, emits test.added, n < 0 is refused;
+//  n == 7 also arms timer "ring" for key, due now; keeps a log of the last 2
+static int
+s_test_add (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
+{
+    char key [64];
+    funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key);
+    int64_t n = funnel_map_get (ev->data, "n")->via.i64;
+    funnel_rec_t *rec = funnel_state_rec (st, "counter", key);
+    assert (rec);
+    funnel_rec_add (rec, "total", n);
+    funnel_state_count (st, "added", n);
+    funnel_state_push (st, "log", key, ev->id, strlen (ev->id), 2);
+    funnel_state_emit (st, "test.added", NULL);
+    if (n == 7)
+        funnel_state_timer (st, "ring", key, funnel_state_now (st) - 1);
+    if (n < 0)
+        return funnel_error_set (err, FUNNEL_ERR_CONFLICT, "n: negative");
+    return 0;
+}
+
+static void
+s_test_want (funnel_state_t *st, const funnel_event_t *ev)
+{
+    char key [64];
+    if (funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key))
+        funnel_state_want (st, "counter", key);
+}
+
+static int
+s_test_ring (funnel_state_t *st, const char *id, int64_t due, funnel_error_t *err)
+{
+    (void) due;
+    (void) err;
+    funnel_rec_set_str (funnel_state_rec (st, "counter", id), "rang", "yes");
+    funnel_state_emit (st, "test.rang", id);
+    return 0;
+}
+
+static const funnel_rule_t s_test_on [] = { { "test.add", s_test_add, s_test_want }, { NULL } };
+static const funnel_timer_rule_t s_test_timers [] = { { "ring", s_test_ring }, { NULL } };
+static const funnel_rules_t s_test_rules = {
+    .on = s_test_on, .consume = s_test_on, .timers = s_test_timers
+};
+
+static int s_test_published;
+
+static void
+s_test_publish (void *arg, uint64_t seq, const script_event_t *event)
+{
+    (void) arg;
+    (void) event;
+    s_test_published = (int) seq;
+}
+
+//  A batch of events {key, n} with ids "<tag><i>" (NULL key ends).
+typedef struct {
+    msgpack_sbuffer sbuf;
+    funnel_msg_t *msg;
+    funnel_event_t *events;
+    size_t count;
+} test_batch_t;
+
+static void
+s_test_batch (test_batch_t *b, const char *tag, const char *key, const int *ns, size_t count)
+{
+    msgpack_sbuffer_init (&b->sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &b->sbuf, msgpack_sbuffer_write);
+    msgpack_pack_array (&pk, count);
+    for (size_t i = 0; i < count; i++) {
+        char id [32];
+        snprintf (id, sizeof id, "%s%zu", tag, i);
+        msgpack_pack_map (&pk, 7);
+        funnel_pack_cstr (&pk, "v");  msgpack_pack_int (&pk, 1);
+        funnel_pack_cstr (&pk, "id");  funnel_pack_cstr (&pk, id);
+        funnel_pack_cstr (&pk, "type");  funnel_pack_cstr (&pk, "test.add");
+        funnel_pack_cstr (&pk, "ts");  msgpack_pack_int (&pk, 5);
+        funnel_pack_cstr (&pk, "src");  funnel_pack_cstr (&pk, "t");
+        funnel_pack_cstr (&pk, "seq");  msgpack_pack_int (&pk, (int) i + 1);
+        funnel_pack_cstr (&pk, "data");
+        msgpack_pack_map (&pk, 2);
+        funnel_pack_cstr (&pk, "key");  funnel_pack_cstr (&pk, key);
+        funnel_pack_cstr (&pk, "n");  msgpack_pack_int (&pk, ns [i]);
+    }
+    funnel_error_t err;
+    b->msg = funnel_msg_decode (b->sbuf.data, b->sbuf.size, &funnel_limits_body, &err);
+    assert (b->msg);
+    bool is_batch;
+    assert (funnel_publish_parse (funnel_msg_root (b->msg), &b->events, &b->count,
+                                  &is_batch, &err) == 0);
+}
+
+static void
+s_test_batch_free (test_batch_t *b)
+{
+    free (b->events);
+    funnel_msg_destroy (&b->msg);
+    msgpack_sbuffer_destroy (&b->sbuf);
+}
+
+static redisReply *
+s_test_cmd (redis_store_t *store, const char *a, const char *b, const char *c, const char *d)
+{
+    const char *argv [] = { a, b, c, d };
+    int argc = d ? 4 : c ? 3 : b ? 2 : 1;
+    redisReply *reply = redis_store_command (store, argc, argv, NULL);
+    assert (reply);
+    return reply;
+}
+
+static void
+s_test_expect (redis_store_t *store, const char *cmd, const char *key, const char *field,
+               const char *expected)
+{
+    redisReply *r = s_test_cmd (store, cmd, key, field, NULL);
+    if (expected)
+        assert (r->type == REDIS_REPLY_STRING && streq (r->str, expected));
+    else
+        assert (r->type == REDIS_REPLY_NIL);
+    freeReplyObject (r);
+}
+
+void
+funnel_engine_test (bool verbose)
+{
+    const char *text = getenv ("FUNNEL_TEST_REDIS_URL");
+    if (!text || !*text) {
+        if (verbose)
+            printf ("FUNNEL_TEST_REDIS_URL not set: engine tests skipped\n");
+        return;
+    }
+    redis_url_t url;
+    assert (redis_url_parse (text, &url, NULL) == 0);
+    redis_store_t *store = redis_store_new (&url, NULL);
+    redis_store_t *store2 = redis_store_new (&url, NULL);
+    freeReplyObject (s_test_cmd (store, "FLUSHDB", NULL, NULL, NULL));
+    funnel_engine_cfg_t cfg = {
+        .svc = "et", .prefix = "{funnel:et}:", .owner = "host|tcp://a", .partitions = 4,
+        .cache_max = 100, .retention = 1000000, .dedup_ttl_s = 3600, .lease_ms = 2000
+    };
+    funnel_engine_t *engine = funnel_engine_new (&cfg, &s_test_rules, store);
+    funnel_engine_set_publisher (engine, s_test_publish, NULL);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (engine, &err) == 0);
+    assert (funnel_engine_synced (engine) && funnel_engine_seq (engine) == 0);
+
+    //  A second instance (another owner) cannot take the partitions
+    cfg.owner = "host|tcp://b";
+    funnel_engine_t *other = funnel_engine_new (&cfg, &s_test_rules, store2);
+    assert (funnel_engine_sync (other, &err) == FUNNEL_ENGINE_LEASE_HELD);
+    assert (strstr (err.message, "host|tcp://a"));
+
+    //  A batch: ids deduplicated within it, one commit, contiguous seqs
+    int ns [] = { 2, 3, 4 };
+    test_batch_t b;
+    s_test_batch (&b, "a", "X:log", ns, 3);
+    snprintf (b.events [2].id, sizeof b.events [2].id, "a0");     //  A duplicate
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == 0);
+    assert (funnel_engine_seq (engine) == 2 && s_test_published == 2);
+    //  The key of id "X:log" is escaped: no collision with a "X" + ":log"
+    char key [256];
+    funnel_rec_t *rec = funnel_state_rec (engine->state, "counter", "X:log");
+    snprintf (key, sizeof key, "%s", funnel_rec_key (rec));
+    assert (strstr (key, "counter:X%3Alog"));
+    s_test_expect (store, "HGET", key, "total", "5");
+    s_test_expect (store, "HGET", "{funnel:et}:stats", "accepted", "2");
+    s_test_expect (store, "HGET", "{funnel:et}:stats", "duplicates", "1");
+    s_test_expect (store, "GET", "{funnel:et}:seq", NULL, "2");
+    //  The same batch again: all duplicates, nothing new
+    reply.size = 0;
+    assert (funnel_engine_publish (engine, b.events, 2, true, &reply, &err) == 0);
+    assert (funnel_engine_seq (engine) == 2);
+    s_test_batch_free (&b);
+
+    //  A refused element: nothing of the batch, in Redis or in the cache
+    int bad [] = { 10, -1 };
+    s_test_batch (&b, "b", "X:log", bad, 2);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == -1);
+    assert (streq (err.code, FUNNEL_ERR_CONFLICT) && err.index == 1);
+    assert (funnel_rec_int (funnel_state_rec (engine->state, "counter", "X:log"), "total", 0) == 5);
+    s_test_expect (store, "HGET", key, "total", "5");
+    assert (funnel_engine_seq (engine) == 2);
+    s_test_batch_free (&b);
+
+    //  Consumed: a refused event is passed over, the checkpoint is written
+    int up [] = { 1, -5, 7 };
+    s_test_batch (&b, "u", "Y", up, 3);
+    assert (funnel_engine_consume (engine, "up", b.events, b.count, 9, &err) == 0);
+    assert (funnel_engine_checkpoint (engine, "up") == 9);
+    s_test_expect (store, "HGET", "{funnel:et}:ckpt", "up", "9");
+    s_test_expect (store, "HGET", "{funnel:et}:stats", "consume_rejected", "1");
+    assert (funnel_engine_seq (engine) == 4);
+    //  Replayed again: below the checkpoint, skipped
+    assert (funnel_engine_consume (engine, "up", b.events, b.count, 9, &err) == 0);
+    assert (funnel_engine_seq (engine) == 4);
+    s_test_batch_free (&b);
+
+    //  The timer armed by n == 7 is due: the cron fires it, once
+    funnel_engine_cron (engine);
+    assert (funnel_engine_seq (engine) == 5);
+    funnel_engine_cron (engine);
+    assert (funnel_engine_seq (engine) == 5);
+    rec = funnel_state_rec (engine->state, "counter", "Y");
+    assert (streq (funnel_rec_str (rec, "rang"), "yes"));
+    //  Bounded list: the last 2 only
+    snprintf (key, sizeof key, "%slog:Y", funnel_state_prefix (engine->state,
+                                                               funnel_partition_of ("Y", 4)));
+    redisReply *r = s_test_cmd (store, "LLEN", key, NULL, NULL);
+    assert (r->integer == 2);
+    freeReplyObject (r);
+    zlist_t *log = funnel_state_list (engine->state, "log", "Y", 5);
+    assert (log && zlist_size (log) == 2);
+    assert (streq ((const char *) zlist_first (log), "u0"));
+    assert (streq ((const char *) zlist_next (log), "u2"));
+    zlist_destroy (&log);
+
+    //  REPLAY: the outbox entries as envelopes
+    reply.size = 0;
+    assert (funnel_engine_replay (engine, 1, 1000, NULL, &reply, &err) == 0);
+    funnel_msg_t *msg = funnel_msg_decode (reply.data, reply.size, &funnel_limits_body, &err);
+    assert (msg);
+    const msgpack_object *events = funnel_map_get (funnel_msg_root (msg), "events");
+    assert (events && events->via.array.size == 5);
+    funnel_msg_destroy (&msg);
+
+    //  Redis out of memory: unavailable, nothing applied (EXECABORT)
+    freeReplyObject (s_test_cmd (store2, "CONFIG", "SET", "maxmemory", "1"));
+    int one [] = { 1 };
+    s_test_batch (&b, "oom", "Z", one, 1);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == -1);
+    assert (streq (err.code, FUNNEL_ERR_UNAVAILABLE) && strstr (err.message, "OOM"));
+    assert (strstr (err.message, "nothing was applied"));
+    freeReplyObject (s_test_cmd (store2, "CONFIG", "SET", "maxmemory", "0"));
+    assert (funnel_engine_seq (engine) == 5);
+    s_test_expect (store, "GET", "{funnel:et}:seq", NULL, "5");
+    //  ... and the retry applies
+    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == 0);
+    assert (funnel_engine_seq (engine) == 6);
+    s_test_batch_free (&b);
+
+    //  Another owner takes a lease (as after a pause past its expiry): the
+    //  next commit aborts (WATCH), nothing applied, the engine steps down
+    freeReplyObject (s_test_cmd (store2, "SET", "{funnel:et:2}:lease", "99|host|tcp://b", NULL));
+    s_test_batch (&b, "late", "Z", one, 1);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == -1);
+    assert (streq (err.code, FUNNEL_ERR_UNAVAILABLE) && funnel_engine_lost (engine));
+    s_test_expect (store, "GET", "{funnel:et}:seq", NULL, "6");
+    s_test_batch_free (&b);
+
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&other);
+    funnel_engine_destroy (&engine);
+    assert (engine == NULL);
+    redis_store_destroy (&store);
+    redis_store_destroy (&store2);
+}

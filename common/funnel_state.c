@@ -1,0 +1,1012 @@
+/*  funnel_state — see funnel_state.h for what it does and why. */
+#include <czmq.h>
+#include <inttypes.h>
+#include "funnel_state.h"
+#include "event_codec.h"
+
+#define KEY_MAX     4096        //  A 1024-byte id escaped fits
+
+struct _funnel_rec_t {
+    funnel_state_t *state;
+    char *key;                  //  Full Redis key (the cache's key too)
+    zhashx_t *fields;           //  field -> char * value (owned)
+    bool loaded;                //  fields hold what Redis has (+ this batch)
+    bool wanted;                //  In the batch's prefetch list
+    void *lru;                  //  Handle in the LRU list
+};
+
+typedef struct {
+    funnel_rec_t *rec;
+    char *field;
+    char *old;                  //  NULL: the field was absent
+} undo_t;
+
+typedef struct {
+    funnel_rec_t *rec;
+    char *field;
+} dirty_t;
+
+typedef struct {
+    char *name;
+    int64_t n;
+} counter_t;
+
+typedef struct {
+    char *key;
+    char *value;
+    size_t size;
+    int max;
+} push_t;
+
+typedef struct {
+    char *key;
+    char *member;
+    int64_t due;
+    bool cancel;
+} timer_op_t;
+
+//  A growable array of fixed-size items.
+typedef struct {
+    void *items;
+    size_t count, alloc, item_size;
+} vec_t;
+
+struct _funnel_state_t {
+    char *svc;
+    int partitions;
+    char **prefixes;
+    size_t cache_max;
+    zhashx_t *cache;            //  key -> funnel_rec_t (owned)
+    zlistx_t *lru;              //  funnel_rec_t *, least recently used first
+    funnel_state_loader_fn *loader;
+    void *loader_arg;
+    funnel_state_list_fn *list_reader;
+    void *list_arg;
+    void *rules_arg;
+    vec_t undo, dirty, outputs, counters, pushes, timers;
+    vec_t wants;                //  funnel_rec_t *
+    msgpack_sbuffer scratch;    //  Data of the next output
+    msgpack_packer scratch_pk;
+    char cause [FUNNEL_ID_MAX + 1];
+    int64_t cause_ts;
+    int emits;                  //  Outputs of the current cause so far
+    int64_t now;
+    uint64_t hits, misses;
+};
+
+static void *
+s_vec_push (vec_t *vec)
+{
+    if (vec->count == vec->alloc) {
+        vec->alloc = vec->alloc ? vec->alloc * 2 : 64;
+        vec->items = realloc (vec->items, vec->alloc * vec->item_size);
+        assert (vec->items);
+    }
+    void *item = (char *) vec->items + vec->count++ * vec->item_size;
+    memset (item, 0, vec->item_size);
+    return item;
+}
+
+static void *
+s_vec_at (vec_t *vec, size_t index)
+{
+    return (char *) vec->items + index * vec->item_size;
+}
+
+//  ---------------------------------------------------------------------
+//  Keys and partitions
+
+int
+funnel_partition_of (const char *id, int partitions)
+{
+    uint32_t hash = 2166136261u;
+    for (const unsigned char *p = (const unsigned char *) id; *p; p++) {
+        hash ^= *p;
+        hash *= 16777619u;
+    }
+    return partitions > 1 ? (int) (hash % (uint32_t) partitions) : 0;
+}
+
+static bool
+s_plain (unsigned char c)
+{
+    return isalnum (c) || c == '.' || c == '_' || c == '@' || c == '+' || c == '-';
+}
+
+int
+funnel_key_escape (const char *id, char *out, size_t size)
+{
+    static const char hex [] = "0123456789ABCDEF";
+    size_t n = 0;
+    for (const unsigned char *p = (const unsigned char *) id; *p; p++) {
+        if (s_plain (*p)) {
+            if (n + 1 >= size)
+                return -1;
+            out [n++] = (char) *p;
+        }
+        else {
+            if (n + 3 >= size)
+                return -1;
+            out [n++] = '%';
+            out [n++] = hex [*p >> 4];
+            out [n++] = hex [*p & 15];
+        }
+    }
+    if (n >= size)
+        return -1;
+    out [n] = 0;
+    return (int) n;
+}
+
+static int
+s_hex (char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+int
+funnel_key_unescape (const char *text, char *out, size_t size)
+{
+    size_t n = 0;
+    for (const char *p = text; *p; p++) {
+        if (n + 1 >= size)
+            return -1;
+        if (*p == '%') {
+            int hi = s_hex (p [1]), lo = hi < 0 ? -1 : s_hex (p [2]);
+            if (hi < 0 || lo < 0)
+                return -1;
+            out [n++] = (char) (hi * 16 + lo);
+            p += 2;
+        }
+        else
+            out [n++] = *p;
+    }
+    out [n] = 0;
+    return (int) n;
+}
+
+const char *
+funnel_state_prefix (funnel_state_t *self, int part)
+{
+    assert (part >= 0 && part < self->partitions);
+    return self->prefixes [part];
+}
+
+int
+funnel_state_partitions (funnel_state_t *self)
+{
+    return self->partitions;
+}
+
+//  ---------------------------------------------------------------------
+//  Life cycle
+
+static void
+s_rec_destroy (funnel_rec_t **rec_p)
+{
+    if (*rec_p) {
+        funnel_rec_t *rec = *rec_p;
+        zhashx_destroy (&rec->fields);
+        free (rec->key);
+        free (rec);
+        *rec_p = NULL;
+    }
+}
+
+static void
+s_free_value (void **item)
+{
+    free (*item);
+    *item = NULL;
+}
+
+funnel_state_t *
+funnel_state_new (const char *svc, const char *prefix, int partitions, size_t cache_max)
+{
+    assert (partitions >= 1);
+    funnel_state_t *self = (funnel_state_t *) zmalloc (sizeof (funnel_state_t));
+    self->svc = strdup (svc);
+    self->partitions = partitions;
+    self->cache_max = cache_max ? cache_max : 1;
+    self->prefixes = (char **) zmalloc (partitions * sizeof (char *));
+    //  "{funnel:alpha}:" -> "{funnel:alpha:3}:" (a hash tag per partition)
+    const char *close = prefix [0] == '{' ? strchr (prefix, '}') : NULL;
+    for (int p = 0; p < partitions; p++) {
+        char buf [KEY_MAX];
+        if (close)
+            snprintf (buf, sizeof buf, "%.*s:%d%s", (int) (close - prefix), prefix, p, close);
+        else
+            snprintf (buf, sizeof buf, "%s%d:", prefix, p);
+        self->prefixes [p] = strdup (buf);
+    }
+    self->cache = zhashx_new ();
+    zhashx_set_destructor (self->cache, (zhashx_destructor_fn *) s_rec_destroy);
+    self->lru = zlistx_new ();
+    self->undo.item_size = sizeof (undo_t);
+    self->dirty.item_size = sizeof (dirty_t);
+    self->outputs.item_size = sizeof (funnel_output_t);
+    self->counters.item_size = sizeof (counter_t);
+    self->pushes.item_size = sizeof (push_t);
+    self->timers.item_size = sizeof (timer_op_t);
+    self->wants.item_size = sizeof (funnel_rec_t *);
+    msgpack_sbuffer_init (&self->scratch);
+    msgpack_packer_init (&self->scratch_pk, &self->scratch, msgpack_sbuffer_write);
+    return self;
+}
+
+static void s_reset_writes (funnel_state_t *self);
+
+void
+funnel_state_destroy (funnel_state_t **self_p)
+{
+    if (*self_p) {
+        funnel_state_t *self = *self_p;
+        s_reset_writes (self);
+        zlistx_destroy (&self->lru);
+        zhashx_destroy (&self->cache);
+        for (int p = 0; p < self->partitions; p++)
+            free (self->prefixes [p]);
+        free (self->prefixes);
+        free (self->undo.items);
+        free (self->dirty.items);
+        free (self->outputs.items);
+        free (self->counters.items);
+        free (self->pushes.items);
+        free (self->timers.items);
+        free (self->wants.items);
+        msgpack_sbuffer_destroy (&self->scratch);
+        free (self->svc);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+void
+funnel_state_set_loader (funnel_state_t *self, funnel_state_loader_fn *fn, void *arg)
+{
+    self->loader = fn;
+    self->loader_arg = arg;
+}
+
+void
+funnel_state_set_list_reader (funnel_state_t *self, funnel_state_list_fn *fn, void *arg)
+{
+    self->list_reader = fn;
+    self->list_arg = arg;
+}
+
+void
+funnel_state_set_arg (funnel_state_t *self, void *arg)
+{
+    self->rules_arg = arg;
+}
+
+void *
+funnel_state_arg (funnel_state_t *self)
+{
+    return self->rules_arg;
+}
+
+void
+funnel_state_set_cause (funnel_state_t *self, const char *id, int64_t ts)
+{
+    snprintf (self->cause, sizeof self->cause, "%s", id ? id : "");
+    self->cause_ts = id ? ts : 0;
+    self->emits = 0;
+}
+
+void
+funnel_state_set_now (funnel_state_t *self, int64_t now_ms)
+{
+    self->now = now_ms;
+}
+
+int64_t
+funnel_state_now (funnel_state_t *self)
+{
+    return self->now;
+}
+
+//  ---------------------------------------------------------------------
+//  Records
+
+static funnel_rec_t *
+s_lookup (funnel_state_t *self, int part, const char *kind, const char *id)
+{
+    char escaped [KEY_MAX], key [KEY_MAX];
+    if (funnel_key_escape (id, escaped, sizeof escaped) < 0)
+        return NULL;
+    if (snprintf (key, sizeof key, "%s%s:%s", self->prefixes [part], kind, escaped)
+        >= (int) sizeof key)
+        return NULL;
+    funnel_rec_t *rec = (funnel_rec_t *) zhashx_lookup (self->cache, key);
+    if (rec) {
+        zlistx_move_end (self->lru, rec->lru);
+        if (rec->loaded)
+            self->hits++;
+        return rec;
+    }
+    rec = (funnel_rec_t *) zmalloc (sizeof (funnel_rec_t));
+    rec->state = self;
+    rec->key = strdup (key);
+    rec->fields = zhashx_new ();
+    zhashx_set_destructor (rec->fields, s_free_value);
+    rec->lru = zlistx_add_end (self->lru, rec);
+    zhashx_insert (self->cache, key, rec);
+    return rec;
+}
+
+static funnel_rec_t *
+s_get (funnel_state_t *self, int part, const char *kind, const char *id)
+{
+    funnel_rec_t *rec = s_lookup (self, part, kind, id);
+    if (rec && !rec->loaded) {
+        self->misses++;
+        if (!self->loader || self->loader (self->loader_arg, self, &rec, 1) != 0
+        ||  !rec->loaded)
+            return NULL;
+    }
+    return rec;
+}
+
+funnel_rec_t *
+funnel_state_rec (funnel_state_t *self, const char *kind, const char *id)
+{
+    return s_get (self, funnel_partition_of (id, self->partitions), kind, id);
+}
+
+funnel_rec_t *
+funnel_state_global (funnel_state_t *self, const char *kind, const char *id)
+{
+    return s_get (self, 0, kind, id);
+}
+
+static void
+s_want (funnel_state_t *self, int part, const char *kind, const char *id)
+{
+    funnel_rec_t *rec = s_lookup (self, part, kind, id);
+    if (rec && !rec->loaded && !rec->wanted) {
+        rec->wanted = true;
+        self->misses++;
+        *(funnel_rec_t **) s_vec_push (&self->wants) = rec;
+    }
+}
+
+void
+funnel_state_want (funnel_state_t *self, const char *kind, const char *id)
+{
+    s_want (self, funnel_partition_of (id, self->partitions), kind, id);
+}
+
+void
+funnel_state_want_global (funnel_state_t *self, const char *kind, const char *id)
+{
+    s_want (self, 0, kind, id);
+}
+
+size_t
+funnel_state_take_wants (funnel_state_t *self, funnel_rec_t ***recs)
+{
+    *recs = (funnel_rec_t **) self->wants.items;
+    size_t count = self->wants.count;
+    for (size_t i = 0; i < count; i++)
+        (*recs) [i]->wanted = false;
+    self->wants.count = 0;
+    return count;
+}
+
+void
+funnel_state_fill (funnel_state_t *self, funnel_rec_t *rec, const redisReply *hgetall)
+{
+    (void) self;
+    zhashx_purge (rec->fields);
+    if (hgetall && hgetall->type == REDIS_REPLY_ARRAY)
+        for (size_t i = 0; i + 1 < hgetall->elements; i += 2)
+            zhashx_insert (rec->fields, hgetall->element [i]->str,
+                           strdup (hgetall->element [i + 1]->str));
+    rec->loaded = true;
+}
+
+bool
+funnel_rec_exists (funnel_rec_t *rec)
+{
+    return zhashx_size (rec->fields) > 0;
+}
+
+bool
+funnel_rec_has (funnel_rec_t *rec, const char *field)
+{
+    return zhashx_lookup (rec->fields, field) != NULL;
+}
+
+const char *
+funnel_rec_str (funnel_rec_t *rec, const char *field)
+{
+    return (const char *) zhashx_lookup (rec->fields, field);
+}
+
+int64_t
+funnel_rec_int (funnel_rec_t *rec, const char *field, int64_t dflt)
+{
+    const char *text = funnel_rec_str (rec, field);
+    if (!text || !*text)
+        return dflt;
+    char *end;
+    errno = 0;
+    long long value = strtoll (text, &end, 10);
+    return *end || errno ? dflt : (int64_t) value;
+}
+
+const char *
+funnel_rec_key (funnel_rec_t *rec)
+{
+    return rec->key;
+}
+
+//  Sets (value) or deletes (NULL) a field, logging the old value.
+static void
+s_write (funnel_rec_t *rec, const char *field, const char *value)
+{
+    funnel_state_t *self = rec->state;
+    const char *old = funnel_rec_str (rec, field);
+    undo_t *undo = (undo_t *) s_vec_push (&self->undo);
+    undo->rec = rec;
+    undo->field = strdup (field);
+    undo->old = old ? strdup (old) : NULL;
+    dirty_t *dirty = (dirty_t *) s_vec_push (&self->dirty);
+    dirty->rec = rec;
+    dirty->field = strdup (field);
+    if (value)
+        zhashx_update (rec->fields, field, strdup (value));
+    else
+        zhashx_delete (rec->fields, field);
+}
+
+void
+funnel_rec_set_str (funnel_rec_t *rec, const char *field, const char *value)
+{
+    s_write (rec, field, value);
+}
+
+void
+funnel_rec_set_int (funnel_rec_t *rec, const char *field, int64_t value)
+{
+    char text [24];
+    snprintf (text, sizeof text, "%" PRId64, value);
+    s_write (rec, field, text);
+}
+
+int64_t
+funnel_rec_add (funnel_rec_t *rec, const char *field, int64_t n)
+{
+    int64_t value = funnel_rec_int (rec, field, 0) + n;
+    funnel_rec_set_int (rec, field, value);
+    return value;
+}
+
+void
+funnel_rec_del (funnel_rec_t *rec, const char *field)
+{
+    if (funnel_rec_has (rec, field))
+        s_write (rec, field, NULL);
+}
+
+//  ---------------------------------------------------------------------
+//  Outputs, counters, lists, timers
+
+msgpack_packer *
+funnel_state_data (funnel_state_t *self)
+{
+    self->scratch.size = 0;
+    return &self->scratch_pk;
+}
+
+static bool
+s_id_chars_ok (const char *id)
+{
+    for (const unsigned char *p = (const unsigned char *) id; *p; p++)
+        if (!s_plain (*p) && *p != ':')
+            return false;
+    return true;
+}
+
+void
+funnel_state_emit (funnel_state_t *self, const char *type, const char *key)
+{
+    funnel_output_t *out = (funnel_output_t *) s_vec_push (&self->outputs);
+    self->emits++;
+    char id [512];
+    if (key)
+        snprintf (id, sizeof id, "%s:%s:%s", self->svc, key, type);
+    else
+    if (self->cause [0])
+        snprintf (id, sizeof id, "%s:%s:%d", self->svc, self->cause, self->emits);
+    else
+        //  Without a cause (a timer), now keeps ids apart from other runs'
+        snprintf (id, sizeof id, "%s:tick:%" PRId64 ":%d", self->svc, self->now, self->emits);
+    if (strlen (id) > FUNNEL_ID_MAX || (key && !s_id_chars_ok (id))) {
+        zdigest_t *digest = zdigest_new ();
+        zdigest_update (digest, (const byte *) id, strlen (id));
+        char hex [41];
+        snprintf (hex, sizeof hex, "%s", zdigest_string (digest));
+        zdigest_destroy (&digest);
+        for (char *c = hex; *c; c++)
+            *c = (char) tolower (*c);
+        snprintf (id, sizeof id, "%s:%s", self->svc, hex);
+    }
+    memcpy (out->id, id, strlen (id) + 1);     //  ≤ 64 bytes by now
+    snprintf (out->type, sizeof out->type, "%s", type);
+    snprintf (out->cause, sizeof out->cause, "%s", self->cause);
+    out->cause_ts = self->cause_ts;
+    if (self->scratch.size == 0) {
+        out->data = strdup ("\x80");
+        out->size = 1;
+    }
+    else {
+        out->data = (char *) malloc (self->scratch.size);
+        memcpy (out->data, self->scratch.data, self->scratch.size);
+        out->size = self->scratch.size;
+    }
+    self->scratch.size = 0;
+}
+
+void
+funnel_state_count (funnel_state_t *self, const char *name, int64_t n)
+{
+    counter_t *c = (counter_t *) s_vec_push (&self->counters);
+    c->name = strdup (name);
+    c->n = n;
+}
+
+//  "<prefix of id's partition><kind>:<escaped id>"
+static int
+s_entity_key (funnel_state_t *self, const char *kind, const char *id, char *key, size_t size)
+{
+    char escaped [KEY_MAX];
+    if (funnel_key_escape (id, escaped, sizeof escaped) < 0)
+        return -1;
+    if (snprintf (key, size, "%s%s:%s",
+                  self->prefixes [funnel_partition_of (id, self->partitions)], kind, escaped)
+        >= (int) size)
+        return -1;
+    return 0;
+}
+
+void
+funnel_state_push (funnel_state_t *self, const char *kind, const char *id,
+                   const char *value, size_t size, int max)
+{
+    char key [KEY_MAX];
+    if (s_entity_key (self, kind, id, key, sizeof key) != 0)
+        return;
+    push_t *push = (push_t *) s_vec_push (&self->pushes);
+    push->key = strdup (key);
+    push->value = (char *) malloc (size + 1);
+    memcpy (push->value, value, size);
+    push->value [size] = 0;
+    push->size = size;
+    push->max = max > 0 ? max : 1;
+}
+
+zlist_t *
+funnel_state_list (funnel_state_t *self, const char *kind, const char *id, int max)
+{
+    char key [KEY_MAX];
+    if (max < 1 || s_entity_key (self, kind, id, key, sizeof key) != 0 || !self->list_reader)
+        return NULL;
+    zlist_t *list = zlist_new ();
+    zlist_autofree (list);
+    if (self->list_reader (self->list_arg, key, max, list) != 0) {
+        zlist_destroy (&list);
+        return NULL;
+    }
+    for (size_t i = 0; i < self->pushes.count; i++) {
+        push_t *push = (push_t *) s_vec_at (&self->pushes, i);
+        if (streq (push->key, key))
+            zlist_append (list, push->value);
+    }
+    while (zlist_size (list) > (size_t) max)
+        zlist_remove (list, zlist_first (list));
+    return list;
+}
+
+static void
+s_timer_op (funnel_state_t *self, const char *name, const char *id, int64_t due, bool cancel)
+{
+    char escaped [KEY_MAX], key [KEY_MAX];
+    if (funnel_key_escape (id, escaped, sizeof escaped) < 0)
+        return;
+    snprintf (key, sizeof key, "%stimers",
+              self->prefixes [funnel_partition_of (id, self->partitions)]);
+    timer_op_t *op = (timer_op_t *) s_vec_push (&self->timers);
+    op->key = strdup (key);
+    op->member = zsys_sprintf ("%s:%s", name, escaped);
+    op->due = due;
+    op->cancel = cancel;
+}
+
+void
+funnel_state_timer (funnel_state_t *self, const char *name, const char *id, int64_t due_ms)
+{
+    s_timer_op (self, name, id, due_ms, false);
+}
+
+void
+funnel_state_timer_cancel (funnel_state_t *self, const char *name, const char *id)
+{
+    s_timer_op (self, name, id, 0, true);
+}
+
+size_t
+funnel_state_output_count (funnel_state_t *self)
+{
+    return self->outputs.count;
+}
+
+const funnel_output_t *
+funnel_state_output (funnel_state_t *self, size_t index)
+{
+    assert (index < self->outputs.count);
+    return (const funnel_output_t *) s_vec_at (&self->outputs, index);
+}
+
+//  ---------------------------------------------------------------------
+//  Savepoints and commit
+
+void
+funnel_state_begin (funnel_state_t *self)
+{
+    s_reset_writes (self);
+    self->wants.count = 0;
+}
+
+funnel_savepoint_t
+funnel_state_savepoint (funnel_state_t *self)
+{
+    funnel_savepoint_t sp = {
+        self->undo.count, self->dirty.count, self->outputs.count,
+        self->counters.count, self->pushes.count, self->timers.count
+    };
+    return sp;
+}
+
+void
+funnel_state_rollback (funnel_state_t *self, funnel_savepoint_t sp)
+{
+    while (self->undo.count > sp.undo) {
+        undo_t *undo = (undo_t *) s_vec_at (&self->undo, --self->undo.count);
+        if (undo->old)
+            zhashx_update (undo->rec->fields, undo->field, undo->old);
+        else
+            zhashx_delete (undo->rec->fields, undo->field);
+        free (undo->field);
+    }
+    while (self->dirty.count > sp.dirty)
+        free (((dirty_t *) s_vec_at (&self->dirty, --self->dirty.count))->field);
+    while (self->outputs.count > sp.outputs)
+        free (((funnel_output_t *) s_vec_at (&self->outputs, --self->outputs.count))->data);
+    while (self->counters.count > sp.counters)
+        free (((counter_t *) s_vec_at (&self->counters, --self->counters.count))->name);
+    while (self->pushes.count > sp.lists) {
+        push_t *push = (push_t *) s_vec_at (&self->pushes, --self->pushes.count);
+        free (push->key);
+        free (push->value);
+    }
+    while (self->timers.count > sp.timers) {
+        timer_op_t *op = (timer_op_t *) s_vec_at (&self->timers, --self->timers.count);
+        free (op->key);
+        free (op->member);
+    }
+}
+
+//  Forgets the write-set without undoing it (the undo log's old values
+//  are freed, the cache keeps the new ones).
+static void
+s_reset_writes (funnel_state_t *self)
+{
+    for (size_t i = 0; i < self->undo.count; i++) {
+        undo_t *undo = (undo_t *) s_vec_at (&self->undo, i);
+        free (undo->field);
+        free (undo->old);
+    }
+    self->undo.count = 0;
+    funnel_savepoint_t zero = { self->undo.count, 0, 0, 0, 0, 0 };
+    funnel_state_rollback (self, zero);
+}
+
+void
+funnel_state_committed (funnel_state_t *self)
+{
+    s_reset_writes (self);
+    while (zhashx_size (self->cache) > self->cache_max) {
+        funnel_rec_t *rec = (funnel_rec_t *) zlistx_first (self->lru);
+        if (!rec)
+            break;
+        zlistx_delete (self->lru, rec->lru);
+        zhashx_delete (self->cache, rec->key);
+    }
+}
+
+void
+funnel_state_clear (funnel_state_t *self)
+{
+    s_reset_writes (self);
+    self->wants.count = 0;
+    zlistx_purge (self->lru);
+    zhashx_purge (self->cache);
+}
+
+void
+funnel_state_cache_stats (funnel_state_t *self, uint64_t *hits, uint64_t *misses,
+                          size_t *entries)
+{
+    *hits = self->hits;
+    *misses = self->misses;
+    *entries = zhashx_size (self->cache);
+}
+
+static int
+s_dirty_cmp (const void *a, const void *b)
+{
+    const dirty_t *x = (const dirty_t *) a, *y = (const dirty_t *) b;
+    if (x->rec != y->rec)
+        return (uintptr_t) x->rec < (uintptr_t) y->rec ? -1 : 1;
+    return strcmp (x->field, y->field);
+}
+
+//  An argv under construction.
+typedef struct {
+    const char **argv;
+    size_t *lens;
+    int argc, alloc;
+} cmd_t;
+
+static void
+s_cmd_add (cmd_t *cmd, const char *arg, size_t len)
+{
+    if (cmd->argc == cmd->alloc) {
+        cmd->alloc = cmd->alloc ? cmd->alloc * 2 : 16;
+        cmd->argv = (const char **) realloc (cmd->argv, cmd->alloc * sizeof (char *));
+        cmd->lens = (size_t *) realloc (cmd->lens, cmd->alloc * sizeof (size_t));
+    }
+    cmd->argv [cmd->argc] = arg;
+    cmd->lens [cmd->argc++] = len;
+}
+
+static void
+s_cmd_str (cmd_t *cmd, const char *arg)
+{
+    s_cmd_add (cmd, arg, strlen (arg));
+}
+
+static int
+s_cmd_send (cmd_t *cmd, redisContext *ctx, int min_args)
+{
+    int sent = 0;
+    if (cmd->argc > min_args) {
+        redisAppendCommandArgv (ctx, cmd->argc, cmd->argv, cmd->lens);
+        sent = 1;
+    }
+    cmd->argc = 0;
+    return sent;
+}
+
+//  Pushes by list key, then in the order they were made (qsort has no
+//  context argument in C11: the state being sorted, set just before)
+static funnel_state_t *s_sort_pushes;
+
+static int
+s_push_cmp (const void *a, const void *b)
+{
+    size_t x = *(const size_t *) a, y = *(const size_t *) b;
+    int c = strcmp (((push_t *) s_vec_at (&s_sort_pushes->pushes, x))->key,
+                    ((push_t *) s_vec_at (&s_sort_pushes->pushes, y))->key);
+    return c ? c : x < y ? -1 : x > y ? 1 : 0;
+}
+
+int
+funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char *stats_key)
+{
+    int commands = 0;
+    cmd_t set = { 0 }, del = { 0 };
+    //  Records: the final value of each dirty field, one HSET and at most
+    //  one HDEL per record
+    if (self->dirty.count > 1)
+        qsort (self->dirty.items, self->dirty.count, sizeof (dirty_t), s_dirty_cmp);
+    for (size_t i = 0; i < self->dirty.count; i++) {
+        dirty_t *d = (dirty_t *) s_vec_at (&self->dirty, i);
+        if (set.argc == 0) {
+            s_cmd_str (&set, "HSET");
+            s_cmd_str (&set, d->rec->key);
+            s_cmd_str (&del, "HDEL");
+            s_cmd_str (&del, d->rec->key);
+        }
+        //  A field written several times: its final value once
+        if (i == 0 || s_dirty_cmp (d, s_vec_at (&self->dirty, i - 1)) != 0) {
+            const char *value = funnel_rec_str (d->rec, d->field);
+            if (value) {
+                s_cmd_str (&set, d->field);
+                s_cmd_str (&set, value);
+            }
+            else
+                s_cmd_str (&del, d->field);
+        }
+        dirty_t *next = i + 1 < self->dirty.count
+                      ? (dirty_t *) s_vec_at (&self->dirty, i + 1) : NULL;
+        if (!next || next->rec != d->rec) {
+            commands += s_cmd_send (&set, ctx, 2);
+            commands += s_cmd_send (&del, ctx, 2);
+        }
+    }
+    //  Bounded lists: per list, one RPUSH of its values in order, then
+    //  one LTRIM to the smallest bound asked
+    char number [24];
+    size_t *order = (size_t *) malloc ((self->pushes.count + 1) * sizeof (size_t));
+    for (size_t i = 0; i < self->pushes.count; i++)
+        order [i] = i;
+    s_sort_pushes = self;
+    qsort (order, self->pushes.count, sizeof (size_t), s_push_cmp);
+    cmd_t rpush = { 0 };
+    for (size_t i = 0; i < self->pushes.count; ) {
+        push_t *first = (push_t *) s_vec_at (&self->pushes, order [i]);
+        int max = first->max;
+        s_cmd_str (&rpush, "RPUSH");
+        s_cmd_str (&rpush, first->key);
+        size_t j = i;
+        for (; j < self->pushes.count; j++) {
+            push_t *push = (push_t *) s_vec_at (&self->pushes, order [j]);
+            if (!streq (push->key, first->key))
+                break;
+            s_cmd_add (&rpush, push->value, push->size);
+            if (push->max < max)
+                max = push->max;
+        }
+        commands += s_cmd_send (&rpush, ctx, 2);
+        snprintf (number, sizeof number, "%d", -max);
+        const char *ltrim [] = { "LTRIM", first->key, number, "-1" };
+        redisAppendCommandArgv (ctx, 4, ltrim, NULL);
+        commands++;
+        i = j;
+    }
+    free (rpush.argv);
+    free (rpush.lens);
+    free (order);
+    //  Timers, in order (a cancel then a re-arm ends armed)
+    for (size_t i = 0; i < self->timers.count; i++) {
+        timer_op_t *op = (timer_op_t *) s_vec_at (&self->timers, i);
+        snprintf (number, sizeof number, "%" PRId64, op->due);
+        if (op->cancel) {
+            const char *zrem [] = { "ZREM", op->key, op->member };
+            redisAppendCommandArgv (ctx, 3, zrem, NULL);
+        }
+        else {
+            const char *zadd [] = { "ZADD", op->key, number, op->member };
+            redisAppendCommandArgv (ctx, 4, zadd, NULL);
+        }
+        commands++;
+    }
+    //  Counters: one HINCRBY per name
+    for (size_t i = 0; i < self->counters.count; i++) {
+        counter_t *c = (counter_t *) s_vec_at (&self->counters, i);
+        bool seen = false;
+        for (size_t j = 0; j < i && !seen; j++)
+            seen = streq (((counter_t *) s_vec_at (&self->counters, j))->name, c->name);
+        if (seen)
+            continue;
+        int64_t total = 0;
+        for (size_t j = i; j < self->counters.count; j++) {
+            counter_t *o = (counter_t *) s_vec_at (&self->counters, j);
+            if (streq (o->name, c->name))
+                total += o->n;
+        }
+        snprintf (number, sizeof number, "%" PRId64, total);
+        const char *incr [] = { "HINCRBY", stats_key, c->name, number };
+        redisAppendCommandArgv (ctx, 4, incr, NULL);
+        commands++;
+    }
+    free (set.argv);
+    free (set.lens);
+    free (del.argv);
+    free (del.lens);
+    return commands;
+}
+
+//  ---------------------------------------------------------------------
+//  Self-test (pure: no Redis; funnel_engine_test covers the commit)
+
+#undef NDEBUG
+#include <assert.h>
+
+static int
+s_test_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t count)
+{
+    int *loads = (int *) arg;
+    for (size_t i = 0; i < count; i++) {
+        (*loads)++;
+        funnel_state_fill (st, recs [i], NULL);     //  Every record starts absent
+    }
+    return 0;
+}
+
+void
+funnel_state_test (bool verbose)
+{
+    (void) verbose;
+    //  Injective keys: ':' and '%' are escaped, so "X:log" is not "X" + ":log"
+    char a [64], b [64];
+    assert (funnel_key_escape ("X:log", a, sizeof a) == 7);
+    assert (streq (a, "X%3Alog"));
+    assert (funnel_key_escape ("X%3Alog", b, sizeof b) > 0);
+    assert (!streq (a, b));
+    assert (funnel_key_unescape (a, b, sizeof b) == 5 && streq (b, "X:log"));
+    assert (funnel_key_escape ("abc", a, 3) == -1);
+    assert (funnel_partition_of ("anything", 1) == 0);
+    int hits [4] = { 0 };
+    for (int i = 0; i < 400; i++) {
+        char id [16];
+        snprintf (id, sizeof id, "L%d", i);
+        hits [funnel_partition_of (id, 4)]++;
+    }
+    for (int p = 0; p < 4; p++)
+        assert (hits [p] > 50);         //  Spread over every partition
+
+    int loads = 0;
+    funnel_state_t *st = funnel_state_new ("t", "{funnel:t}:", 4, 2);
+    assert (streq (funnel_state_prefix (st, 3), "{funnel:t:3}:"));
+    funnel_state_set_loader (st, s_test_loader, &loads);
+    funnel_state_set_now (st, 1000);
+
+    //  Event 1 applies, event 2 is refused: only event 1 remains
+    funnel_state_begin (st);
+    funnel_state_set_cause (st, "e1", 5);
+    funnel_savepoint_t sp = funnel_state_savepoint (st);
+    funnel_rec_t *rec = funnel_state_rec (st, "counter", "X:log");
+    assert (rec && !funnel_rec_exists (rec) && loads == 1);
+    assert (strstr (funnel_rec_key (rec), "counter:X%3Alog"));
+    assert (funnel_rec_add (rec, "total", 3) == 3);
+    funnel_rec_set_str (rec, "name", "x");
+    funnel_state_count (st, "added", 3);
+    msgpack_packer *pk = funnel_state_data (st);
+    msgpack_pack_map (pk, 0);
+    funnel_state_emit (st, "test.added", NULL);
+    assert (streq (funnel_state_output (st, 0)->id, "t:e1:1"));
+    sp = funnel_state_savepoint (st);
+    funnel_state_set_cause (st, "e2", 6);
+    assert (funnel_rec_add (rec, "total", 10) == 13);
+    funnel_rec_del (rec, "name");
+    funnel_state_emit (st, "test.added", NULL);
+    funnel_state_push (st, "log", "X", "a", 1, 5);
+    funnel_state_timer (st, "expire", "X", 5000);
+    funnel_state_rollback (st, sp);
+    assert (funnel_rec_int (rec, "total", 0) == 3);
+    assert (streq (funnel_rec_str (rec, "name"), "x"));
+    assert (funnel_state_output_count (st) == 1);
+    //  Reading again is a hit: no second load
+    assert (funnel_state_rec (st, "counter", "X:log") == rec && loads == 1);
+    //  Long or odd keys give sha1 ids within the charset
+    funnel_state_set_cause (st, NULL, 0);
+    funnel_state_emit (st, "t.x", "a key with spaces");
+    const char *id = funnel_state_output (st, 1)->id;
+    assert (strlen (id) == 2 + 40 && strncmp (id, "t:", 2) == 0);
+    funnel_state_committed (st);
+    assert (funnel_state_output_count (st) == 0);
+    assert (funnel_rec_int (funnel_state_rec (st, "counter", "X:log"), "total", 0) == 3);
+
+    //  The cache is bounded: older records are evicted after a commit
+    funnel_state_begin (st);
+    funnel_state_want (st, "c", "a");
+    funnel_state_want (st, "c", "b");
+    funnel_state_want (st, "c", "a");           //  Once in the list
+    funnel_rec_t **wants;
+    assert (funnel_state_take_wants (st, &wants) == 2);
+    funnel_state_committed (st);
+    uint64_t h, m;
+    size_t entries;
+    funnel_state_cache_stats (st, &h, &m, &entries);
+    assert (entries == 2 && h >= 1 && m >= 3);
+    funnel_state_clear (st);
+    funnel_state_cache_stats (st, &h, &m, &entries);
+    assert (entries == 0);
+    funnel_state_destroy (&st);
+    assert (st == NULL);
+}
