@@ -3,14 +3,34 @@
 Every test starts its own redis-server on a free loopback port in a temp
 dir and its own daemons from the build tree (FUNNEL_BUILD_DIR), talks to
 them over ZeroMQ exactly as an outside client in another language would
-(PROTOCOL.md), and stops everything afterwards. Nothing is mocked.
+(proto/wire.md), and stops everything afterwards. Nothing is mocked.
+
+Holding under load (many suites side by side on a busy machine):
+- Ports come from below the kernel's ephemeral range, so no outgoing
+  connection or port-0 bind can take one between the pick and the daemon's
+  bind, and each is reserved across processes (a byte-range lock per port in
+  one shared file) until the test ends.
+- A daemon or redis-server that still cannot bind its port exits; the next
+  kit wait notices it at once and raises PortInUse with its log, and
+  FunnelTestCase runs the test again on fresh ports (bounded: 3 attempts).
+- Every process a test starts dies with it on every path: daemons run in
+  their own process group (killed as a group), get PR_SET_PDEATHSIG, and a
+  watchdog outside the test's process tree kills whatever the test process
+  leaves behind when it dies, even by SIGKILL (a ctest timeout).
 """
+import ctypes
+import errno
+import fcntl
+import functools
 import os
+import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import unittest
 
@@ -20,14 +40,260 @@ import zmq
 
 BUILD = os.environ.get("FUNNEL_BUILD_DIR", os.path.join(os.path.dirname(__file__), "../../build"))
 SERVICES = ["campaign", "leads", "sales", "retention", "monitor"]
+ATTEMPTS = 3            # runs of one test when its ports clash
+
+
+# ---------------------------------------------------------------------------
+# Ports
+
+
+def _port_range():
+    """Below the ephemeral range (ip_local_port_range) and above the
+    launcher's defaults (Redis 6390, services 7100..7142)."""
+    low = 32768
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 10000, max(10000 + 2000, low - 1)
+
+
+PORT_LOW, PORT_HIGH = _port_range()
+_reserved = set()           # ports this process holds
+_lock_fd = None
+
+
+def _lock_file():
+    """One lock file for every suite on the machine; a port is reserved by
+    a POSIX lock on byte <port>, released when this process ends however it
+    ends. The descriptor stays open for the life of the process (closing any
+    descriptor of the file would drop all our locks)."""
+    global _lock_fd
+    if _lock_fd is None:
+        path = os.path.join(tempfile.gettempdir(), "funnel-e2e-ports.lock")
+        try:
+            _lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError:
+            _lock_fd = -1           # not shareable: still free-checked below
+    return _lock_fd
+
+
+def _bindable(port):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def _try_reserve(port):
+    if port in _reserved or not PORT_LOW <= port <= PORT_HIGH:
+        return False
+    fd = _lock_file()
+    if fd >= 0:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, 1, port)
+        except OSError:
+            return False
+    if not _bindable(port):
+        if fd >= 0:
+            fcntl.lockf(fd, fcntl.LOCK_UN, 1, port)
+        return False
+    _reserved.add(port)
+    return True
 
 
 def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
+    """A free loopback port, reserved for this process until release_ports."""
+    for _ in range(2000):
+        port = random.randint(PORT_LOW, PORT_HIGH)
+        if _try_reserve(port):
+            return port
+    raise RuntimeError("no free port in %d..%d" % (PORT_LOW, PORT_HIGH))
+
+
+def free_port_block(offsets, step=100):
+    """A base such that base + every offset is free, all reserved (for the
+    launcher's FUNNEL_PORT_BASE)."""
+    span = max(offsets) + 1
+    for _ in range(500):
+        base = random.randrange(PORT_LOW, PORT_HIGH - span, step)
+        got = []
+        for o in offsets:
+            if not _try_reserve(base + o):
+                break
+            got.append(base + o)
+        else:
+            return base
+        release_ports(got)
+    raise RuntimeError("no free port block in %d..%d" % (PORT_LOW, PORT_HIGH))
+
+
+def release_ports(ports):
+    fd = _lock_file()
+    for port in ports:
+        if port in _reserved:
+            _reserved.discard(port)
+            if fd >= 0:
+                fcntl.lockf(fd, fcntl.LOCK_UN, 1, port)
+
+
+# ---------------------------------------------------------------------------
+# Processes: every one dies with the test
+
+
+_PR_SET_PDEATHSIG = 1
+try:
+    _prctl = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):
+    _prctl = None
+
+
+def _child_setup(parent_pid):
+    """preexec_fn: die with the test process. PR_SET_PDEATHSIG fires when
+    the spawning *thread* ends, so only spawns from the main thread ask for
+    it (a daemon restarted from a threading.Timer must outlive the timer);
+    the watchdog covers the rest."""
+    if _prctl is not None:
+        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:      # it died before the prctl
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def spawn(args, **kwargs):
+    """subprocess.Popen in its own process group, dying with this process.
+    Use for anything long-lived a test starts; kill with kill_group."""
+    kwargs.setdefault("start_new_session", True)
+    if threading.current_thread() is threading.main_thread() and "preexec_fn" not in kwargs:
+        kwargs["preexec_fn"] = functools.partial(_child_setup, os.getpid())
+    return subprocess.Popen(args, **kwargs)
+
+
+def kill_group(proc, sig=signal.SIGKILL, timeout=10):
+    """Signal proc's whole process group (it leads one, see spawn), reap it."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):
+            proc.send_signal(sig)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout)
+
+
+_WATCHDOG = r"""
+import os, select, signal, sys
+target, me = int(sys.argv[1]), None
+if os.fork():
+    os._exit(0)                 # re-parented away from the test's process tree
+me = os.getpid()
+
+def procs():
+    out = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open("/proc/%s/stat" % name) as f:
+                    f = f.read().rsplit(")", 1)[1].split()
+                out[int(name)] = (int(f[1]), int(f[2]), int(f[3]), f[19])
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+seen = {}                       # pid -> start time, every descendant seen
+def scan():
+    table = procs()
+    kids = {}
+    for pid, (ppid, _, _, _) in table.items():
+        kids.setdefault(ppid, []).append(pid)
+    stack = [target]
+    while stack:
+        for c in kids.get(stack.pop(), []):
+            if c != me and c not in seen:
+                seen[c] = table[c][3]
+            if c != me:
+                stack.append(c)
+
+while True:
+    if select.select([0], [], [], 0.5)[0] and not os.read(0, 512):
+        break                   # the test process is gone
+    scan()
+for _ in range(3):
+    table = procs()
+    leaders = {p for p, st in seen.items() if p in table and table[p][3] == st}
+    victims = set(leaders)
+    # A daemon's group or session it led (its own children too)
+    for pid, (_, pgid, sid, _) in table.items():
+        if pid != me and (pgid in leaders or sid in leaders):
+            victims.add(pid)
+    if not victims:
+        break
+    for pid in victims:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    select.select([], [], [], 0.2)
+"""
+_watchdog_pipe = None
+
+
+def _start_watchdog():
+    """A watchdog outside this process's tree (ctest kills a timed-out
+    test's tree; it must survive that to clean up): it notes this process's
+    descendants twice a second and SIGKILLs the ones left when our end of
+    its pipe closes, i.e. when this process ends, however it ends."""
+    global _watchdog_pipe
+    if _watchdog_pipe is not None or not os.path.isdir("/proc"):
+        return
+    r, w = os.pipe()
+    try:
+        first = subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(os.getpid())], stdin=r,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+        first.wait(10)
+    finally:
+        os.close(r)
+    _watchdog_pipe = w          # never written: only its closing matters
+
+
+if os.environ.get("FUNNEL_E2E_WATCHDOG", "1") != "0":
+    _start_watchdog()
+
+
+# ---------------------------------------------------------------------------
+# Bind failures
+
+
+class PortInUse(AssertionError):
+    """A daemon or redis-server could not bind its port (another process
+    took it): the test runs again on fresh ports."""
+
+
+_BIND_FAILURE = ("cannot bind", "cannot listen", "Address already in use",
+                 "Could not create server TCP listening socket")
+_watched = []               # started, not stopped on purpose: checked in waits
+
+
+def check_daemons():
+    """Raise PortInUse, with the log, if a watched process exited because it
+    could not bind; called by every kit wait so the test fails at once."""
+    for proc in list(_watched):
+        if proc.proc is None or proc.proc.poll() is None:
+            continue
+        _watched.remove(proc)
+        log = proc.output()
+        if any(s in log for s in _BIND_FAILURE):
+            raise PortInUse("%s exited (code %s): it could not bind its port. Its log:\n%s"
+                            % (proc.name, proc.proc.returncode, log[-3000:]))
 
 
 def binary(name):
@@ -42,29 +308,62 @@ def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
     deadline = time.time() + timeout
     last = None
     while time.time() < deadline:
+        check_daemons()
         try:
             last = predicate()
             if last:
                 return last
+        except PortInUse:
+            raise
         except Exception as e:  # a daemon still starting, say
             last = e
         time.sleep(interval)
+    check_daemons()
     raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+
+
+def _poll_watching(sock, timeout):
+    """zmq poll in short slices, checking the daemons between them."""
+    deadline = time.time() + timeout
+    while True:
+        left = deadline - time.time()
+        if sock.poll(int(max(0, min(left, 0.1)) * 1000)):
+            return True
+        check_daemons()
+        if left <= 0.1:
+            return False
 
 
 class RedisServer:
     def __init__(self, workdir, appendonly=True):
+        self.name = "redis-server"
         self.dir = os.path.join(workdir, "redis")
         os.makedirs(self.dir, exist_ok=True)
         self.port = free_port()
         self.appendonly = appendonly
         self.start_args = []            # extra redis-server arguments
         self.proc = None
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            self.release()
+            raise
 
     @property
     def url(self):
         return "redis://127.0.0.1:%d/0" % self.port
+
+    @property
+    def log(self):
+        return os.path.join(self.dir, "redis.log")
+
+    def output(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
 
     def start(self):
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
@@ -72,18 +371,43 @@ class RedisServer:
                 "--appendonly", "yes" if self.appendonly else "no",
                 "--appendfsync", "always",
                 "--unixsocket", os.path.join(self.dir, "redis.sock"),
-                "--logfile", os.path.join(self.dir, "redis.log")] + self.start_args
-        self.proc = subprocess.Popen(args)
-        wait_until(lambda: self.client().ping(), what="redis-server")
+                "--logfile", self.log] + self.start_args
+        self.proc = spawn(args)
+        _watched.append(self)
+
+        def up():
+            if self.proc.poll() is not None:
+                check_daemons()
+                raise AssertionError("redis-server exited (code %s):\n%s"
+                                     % (self.proc.returncode, self.output()[-3000:]))
+            with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1,
+                             socket_connect_timeout=1) as probe:
+                return probe.ping()
+        try:
+            wait_until(up, what="redis-server")
+        except AssertionError as e:
+            if isinstance(e, PortInUse) or self.proc.poll() is None:
+                raise
+            raise AssertionError(str(e).split(" (last: ")[0] + ":\n" + self.output()[-3000:])
 
     def client(self):
-        return redis.Redis(host="127.0.0.1", port=self.port, db=0)
+        # Bounded: a port someone else holds must not hang a test
+        return redis.Redis(host="127.0.0.1", port=self.port, db=0, socket_timeout=30,
+                           socket_connect_timeout=10)
 
     def stop(self):
+        if self in _watched:
+            _watched.remove(self)
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(10)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                kill_group(self.proc)
         self.proc = None
+
+    def release(self):
+        release_ports([self.port])
 
 
 class Topology:
@@ -115,6 +439,9 @@ class Topology:
     def http(self):
         return "127.0.0.1:%d" % self.ports["monitor"][0]
 
+    def release(self):
+        release_ports([p for pair in self.ports.values() for p in pair])
+
 
 class Daemon:
     def __init__(self, name, binary_name, config, workdir, env=None, args=None):
@@ -127,30 +454,43 @@ class Daemon:
         self.proc = None
 
     def start(self):
-        logf = open(self.log, "a")
-        self.proc = subprocess.Popen([self.binary, "-c", self.config] + self.args,
-                                     stdout=logf, stderr=subprocess.STDOUT, env=self.env)
-        logf.close()
+        with open(self.log, "a") as logf:
+            self.proc = spawn([self.binary, "-c", self.config] + self.args,
+                              stdout=logf, stderr=subprocess.STDOUT, env=self.env)
+        if self not in _watched:
+            _watched.append(self)
         return self
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def _unwatch(self):
+        if self in _watched:
+            _watched.remove(self)
+
     def stop(self, timeout=10):
         """SIGTERM and wait: returns the exit code."""
+        self._unwatch()
         if not self.running():
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            kill_group(self.proc)
+            raise
 
     def kill9(self):
-        if self.running():
-            self.proc.kill()
-            self.proc.wait(10)
+        self._unwatch()
+        if self.proc is not None:
+            kill_group(self.proc)
 
     def output(self):
-        with open(self.log) as f:
-            return f.read()
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
 
 
 class Client:
@@ -171,7 +511,7 @@ class Client:
 
     def raw(self, frames, timeout=5.0):
         self.sock.send_multipart([b""] + frames)
-        if not self.sock.poll(int(timeout * 1000)):
+        if not _poll_watching(self.sock, timeout):
             self._connect()
             raise TimeoutError("no reply from %s" % self.endpoint)
         reply = self.sock.recv_multipart()
@@ -207,13 +547,222 @@ class Subscriber:
         self.sock.connect(endpoint)
 
     def recv(self, timeout=5.0):
-        if not self.sock.poll(int(timeout * 1000)):
+        if not _poll_watching(self.sock, timeout):
             raise TimeoutError("nothing published")
         topic, body = self.sock.recv_multipart()
         return topic.decode(), msgpack.unpackb(body, raw=False)
 
     def close(self):
         self.sock.close(0)
+
+
+def chromium():
+    """The headless browser's path, or None."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    return None
+
+
+class _WebSocket:
+    """Just enough of RFC 6455 for the DevTools protocol: a client that
+    sends masked text frames and reads whole (possibly fragmented) text
+    messages, every read bounded by the socket's timeout."""
+
+    GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+    def __init__(self, host, port, path, timeout=10.0):
+        import base64
+        import hashlib
+        self.sock = socket.create_connection((host, port), timeout)
+        key = base64.b64encode(os.urandom(16)).decode()
+        self.sock.sendall(("GET %s HTTP/1.1\r\nHost: %s:%d\r\nUpgrade: websocket\r\n"
+                           "Connection: Upgrade\r\nSec-WebSocket-Key: %s\r\n"
+                           "Sec-WebSocket-Version: 13\r\n\r\n" % (path, host, port, key)).encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                raise ConnectionError("websocket handshake: connection closed")
+            head += chunk
+        head, self.buf = head.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        if " 101 " not in lines[0] + " ":
+            raise ConnectionError("websocket handshake refused: %s" % lines[0])
+        accept = base64.b64encode(hashlib.sha1((key + self.GUID).encode()).digest()).decode()
+        headers = {k.strip().lower(): v.strip() for k, _, v in (l.partition(":") for l in lines[1:])}
+        if headers.get("sec-websocket-accept") != accept:
+            raise ConnectionError("websocket handshake: bad Sec-WebSocket-Accept")
+
+    def _frame(self, opcode, data):
+        import struct
+        n = len(data)
+        head = bytes([0x80 | opcode])
+        if n < 126:
+            head += bytes([0x80 | n])
+        elif n < 65536:
+            head += bytes([0x80 | 126]) + struct.pack("!H", n)
+        else:
+            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+        mask = os.urandom(4)
+        self.sock.sendall(head + mask + bytes(b ^ mask[i & 3] for i, b in enumerate(data)))
+
+    def send(self, text):
+        self._frame(0x1, text.encode())
+
+    def _read(self, n):
+        while len(self.buf) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("websocket closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def recv(self):
+        import struct
+        parts = []
+        while True:
+            b0, b1 = self._read(2)
+            n = b1 & 0x7F
+            if n == 126:
+                n = struct.unpack("!H", self._read(2))[0]
+            elif n == 127:
+                n = struct.unpack("!Q", self._read(8))[0]
+            mask = self._read(4) if b1 & 0x80 else None
+            data = self._read(n)
+            if mask:
+                data = bytes(b ^ mask[i & 3] for i, b in enumerate(data))
+            opcode = b0 & 0x0F
+            if opcode == 0x8:
+                raise ConnectionError("websocket closed by the browser")
+            if opcode == 0x9:
+                self._frame(0xA, data)
+                continue
+            if opcode == 0xA:
+                continue
+            parts.append(data)
+            if b0 & 0x80:
+                return b"".join(parts).decode()
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol: it binds its own
+    ephemeral debugging port (--remote-debugging-port=0) and writes it to
+    DevToolsActivePort in its fresh profile; we attach to a page over a
+    websocket and read the live DOM, so a test waits for what it asserts
+    instead of a virtual-time budget. Always close() it (or use `with`)."""
+
+    FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--remote-debugging-port=0", "--remote-debugging-address=127.0.0.1"]
+
+    def __init__(self, path=None, timeout=60.0):
+        path = path or chromium()
+        if not path:
+            raise FileNotFoundError("chromium not installed")
+        self.profile = tempfile.mkdtemp(prefix="funnel-chromium-")
+        self.log = os.path.join(self.profile, "chromium.log")
+        self.ws = None
+        self.next_id = 0
+        self.session = None
+        with open(self.log, "w") as logf:
+            self.proc = spawn([path] + self.FLAGS + ["--user-data-dir=%s" % self.profile,
+                                                     "about:blank"],
+                              stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            self._attach(timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def output(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def _attach(self, timeout):
+        active = os.path.join(self.profile, "DevToolsActivePort")
+
+        def endpoint():
+            if self.proc.poll() is not None:
+                raise AssertionError("chromium exited (%s):\n%s"
+                                     % (self.proc.returncode, self.output()[-3000:]))
+            with open(active) as f:
+                lines = f.read().split("\n")
+            return len(lines) >= 2 and lines[1].startswith("/") and (int(lines[0]), lines[1])
+        port, path = wait_until(endpoint, timeout, interval=0.1, what="chromium DevTools port")
+        self.ws = _WebSocket("127.0.0.1", port, path, timeout)
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = self.call("Target.attachToTarget",
+                                 {"targetId": target, "flatten": True})["sessionId"]
+
+    def call(self, method, params=None, session=None):
+        """One DevTools command; its result, events before it skipped."""
+        import json
+        self.next_id += 1
+        msg = {"id": self.next_id, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        self.ws.send(json.dumps(msg))
+        while True:
+            reply = json.loads(self.ws.recv())
+            if reply.get("id") == self.next_id:
+                if "error" in reply:
+                    raise RuntimeError("%s: %s" % (method, reply["error"]))
+                return reply.get("result", {})
+
+    def navigate(self, url):
+        self.call("Page.navigate", {"url": url}, self.session)
+
+    def evaluate(self, expression):
+        result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True},
+                           self.session)
+        if "exceptionDetails" in result:
+            raise RuntimeError("%s: %s" % (expression, result["exceptionDetails"]))
+        return result["result"].get("value")
+
+    def dom(self):
+        return self.evaluate("document.documentElement ? document.documentElement.outerHTML : ''")
+
+    def wait_dom(self, check, timeout=30.0, interval=0.25, what="the page"):
+        """Polls the live DOM until check(html) passes (returns without an
+        AssertionError); then returns the html. Bounded: on timeout the last
+        assertion is raised with the DOM that failed it."""
+        deadline = time.time() + timeout
+        while True:
+            html = self.dom()
+            try:
+                check(html)
+                return html
+            except AssertionError as e:
+                if time.time() > deadline:
+                    raise AssertionError("%s never held within %.0f s: %s\n---- DOM ----\n%s"
+                                         % (what, timeout, e, html[-6000:]))
+            check_daemons()
+            time.sleep(interval)
+
+    def close(self):
+        if self.ws is not None:
+            self.ws.close()
+            self.ws = None
+        kill_group(self.proc)
+        shutil.rmtree(self.profile, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 _counter = [0]
@@ -226,30 +775,100 @@ def event(etype, data, eid=None, ts=None, src="e2e"):
 
 
 class FunnelTestCase(unittest.TestCase):
-    """Per test: a temp dir, a redis-server, a topology; daemons on demand."""
+    """Per test: a temp dir, a redis-server, a topology; daemons on demand.
+    A test whose daemon could not bind (PortInUse) runs again, set up
+    afresh on new ports, up to ATTEMPTS times in all."""
 
     topology_extra = ""
 
     def setUp(self):
         self._problems_before = self._problem_count()
+        self.daemons = []
+        self.clients = []
+        self.redis = None
+        self.topology = None
         self.workdir = tempfile.mkdtemp(prefix="funnel-e2e-")
         self.redis = RedisServer(self.workdir)
         self.topology = Topology(self.workdir, self.redis.url, self.topology_extra)
-        self.daemons = []
-        self.clients = []
 
     def tearDown(self):
-        for c in self.clients:
-            c.close()
-        for d in self.daemons:
-            d.kill9()
-        self.redis.stop()
-        if self._outcome_ok():
-            shutil.rmtree(self.workdir, ignore_errors=True)
+        self._kit_cleanup(keep=not self._outcome_ok())
+
+    def _kit_cleanup(self, keep=False):
+        """Stops everything this test started, on every path; each step
+        runs even if an earlier one raised."""
+        for c in getattr(self, "clients", []):
+            try:
+                c.close()
+            except Exception:
+                pass
+        for d in getattr(self, "daemons", []):
+            try:
+                d.kill9()
+            except Exception as e:
+                print("cannot stop %s: %r" % (d.name, e), file=sys.stderr)
+        if getattr(self, "redis", None) is not None:
+            self.redis.stop()
+            self.redis.release()
+        if getattr(self, "topology", None) is not None:
+            self.topology.release()
+        workdir = getattr(self, "workdir", None)
+        if workdir is None:
+            return
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
         else:
-            print("\n(kept %s for inspection)" % self.workdir)
-            for d in self.daemons:
+            print("\n(kept %s for inspection)" % workdir)
+            for d in getattr(self, "daemons", []):
                 print("---- %s log (tail) ----\n%s" % (d.name, d.output()[-3000:]))
+
+    def run(self, result=None):
+        name = self._testMethodName
+        method = getattr(self, name)
+        if getattr(method, "__unittest_skip__", False) or \
+                getattr(type(self), "__unittest_skip__", False):
+            return super().run(result)
+        setup = self.setUp
+        attempts = [1]
+
+        def clash(e):
+            if attempts[0] >= ATTEMPTS:
+                raise e
+            attempts[0] += 1
+            print("\n(%s: a port was taken, %s; again on fresh ports, attempt %d of %d)"
+                  % (self.id(), str(e).split(". Its log")[0], attempts[0], ATTEMPTS),
+                  file=sys.stderr)
+
+        def retrying_setup():
+            while True:
+                try:
+                    return setup()
+                except PortInUse as e:
+                    self._kit_cleanup()
+                    clash(e)
+
+        @functools.wraps(method)
+        def retrying_method(*args, **kwargs):
+            while True:
+                try:
+                    return method(*args, **kwargs)
+                except (PortInUse, zmq.ZMQError) as e:
+                    if isinstance(e, zmq.ZMQError) and e.errno != errno.EADDRINUSE:
+                        raise
+                    clash(PortInUse(str(e)) if isinstance(e, zmq.ZMQError) else e)
+                    try:
+                        self.tearDown()
+                    except Exception:
+                        self._kit_cleanup()
+                    retrying_setup()
+
+        self.setUp = retrying_setup
+        setattr(self, name, retrying_method)
+        try:
+            return super().run(result)
+        finally:
+            del self.setUp
+            delattr(self, name)
 
     def _problem_count(self):
         outcome = getattr(self, "_outcome", None)

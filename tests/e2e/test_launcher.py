@@ -6,17 +6,15 @@ cleanly with exit 0. Also `up --detach`, `status` and `down`.
 import glob
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
 import unittest
 import urllib.request
 
-from funnel_e2e import BUILD, Client, free_port, wait_until
+from funnel_e2e import BUILD, Client, free_port, free_port_block, release_ports, wait_until
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 FUNNEL = os.path.join(ROOT, "deploy", "funnel")
@@ -25,26 +23,6 @@ STAGES = ["reached", "leads", "sql", "deals", "won", "customers"]
 STATS_OF = {"reached": "campaign", "leads": "leads", "sql": "leads",
             "deals": "sales", "won": "sales", "customers": "retention"}
 OFFSETS = [1, 2, 11, 12, 21, 22, 31, 32, 40, 42]
-
-
-def port_free(port):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
-def free_base():
-    """A base whose ten service ports are all free."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000, 100)
-        if all(port_free(base + o) for o in OFFSETS):
-            return base
-    raise RuntimeError("no free port base")
 
 
 def alive(pid):
@@ -67,8 +45,10 @@ class LauncherTest(unittest.TestCase):
             if not os.path.exists(os.path.join(BUILD, sub)):
                 self.skipTest("%s not built" % sub)
         self.var = tempfile.mkdtemp(prefix="funnel-launcher-")
-        self.base = free_base()
+        # Reserved for this test (see funnel_e2e): nobody else picks them
+        self.base = free_port_block(OFFSETS)
         self.redis_port = free_port()
+        self.addCleanup(release_ports, [self.base + o for o in OFFSETS] + [self.redis_port])
         self.env = dict(os.environ, FUNNEL_BUILD=os.path.abspath(BUILD), FUNNEL_NO_BUILD="1",
                         FUNNEL_PORT_BASE=str(self.base),
                         FUNNEL_REDIS_PORT=str(self.redis_port))
