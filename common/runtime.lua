@@ -428,6 +428,10 @@ local SERIES_STEPS = {
     hour = { code = 'h', ms = 3600000, keep = tonumber (RT.series_hour_s) or 90 * 86400 },
     day = { code = 'd', ms = 86400000, keep = tonumber (RT.series_day_s) or 1096 * 86400 }
 }
+-- Per call: bucket -> { key, expiry } (false: past its keep), so a batch
+-- builds each bucket's key and expiry once, not per event
+local SERIES_MEMO = { {}, {} }
+local SERIES_ORDER = { SERIES_STEPS.hour, SERIES_STEPS.day }
 local SERIES_MAX_BUCKETS = 2200
 local SERIES_NAMES = {}             -- declare_series: what GET series reads
 
@@ -452,17 +456,23 @@ local function series_add (name, t, campaign, n)
     n = n or 1
     if n == 0 or not valid_ms (t) then return end
     if campaign ~= nil and not valid_id (campaign) then return end
-    local now_s = math.floor (NOW / 1000)
-    for _, step in pairs (SERIES_STEPS) do
+    for i = 1, 2 do
+        local step = SERIES_ORDER[i]
         local bucket = math.floor (t / step.ms)
-        local at = (bucket + 1) * (step.ms / 1000) + step.keep
-        if at > now_s then
-            at = math.min (at, now_s + step.keep + step.ms / 1000)
-            local key = series_key (step, bucket, campaign)
+        local base = SERIES_MEMO[i][bucket]
+        if base == nil then
+            local now_s = math.floor (NOW / 1000)
+            local at = (bucket + 1) * (step.ms / 1000) + step.keep
+            base = at > now_s and { series_key (step, bucket),
+                                    math.min (at, now_s + step.keep + step.ms / 1000) }
+            SERIES_MEMO[i][bucket] = base
+        end
+        if base then
+            local key = campaign and (base[1] .. ':' .. campaign) or base[1]
             st.hadd (key, name, n)
-            if (expire_at[key] or 0) < at then
+            if (expire_at[key] or 0) < base[2] then
                 remember (expire_at, key, expire_at[key])
-                expire_at[key] = at
+                expire_at[key] = base[2]
             end
         end
     end
