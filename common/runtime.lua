@@ -452,10 +452,18 @@ end
 
 -- Adds n to stage `name` in the buckets holding t (ms), for the whole
 -- funnel (campaign nil) or one campaign (a valid id; anything else: none).
+local SERIES_VALID = {}             -- campaign ids checked in this call
 local function series_add (name, t, campaign, n)
     n = n or 1
     if n == 0 or not valid_ms (t) then return end
-    if campaign ~= nil and not valid_id (campaign) then return end
+    if campaign ~= nil then
+        local ok = SERIES_VALID[campaign]
+        if ok == nil then
+            ok = valid_id (campaign)
+            SERIES_VALID[campaign] = ok
+        end
+        if not ok then return end
+    end
     for i = 1, 2 do
         local step = SERIES_ORDER[i]
         local bucket = math.floor (t / step.ms)
@@ -464,11 +472,18 @@ local function series_add (name, t, campaign, n)
             local now_s = math.floor (NOW / 1000)
             local at = (bucket + 1) * (step.ms / 1000) + step.keep
             base = at > now_s and { series_key (step, bucket),
-                                    math.min (at, now_s + step.keep + step.ms / 1000) }
+                                    math.min (at, now_s + step.keep + step.ms / 1000), {} }
             SERIES_MEMO[i][bucket] = base
         end
         if base then
-            local key = campaign and (base[1] .. ':' .. campaign) or base[1]
+            local key = base[1]
+            if campaign then
+                key = base[3][campaign]
+                if not key then
+                    key = base[1] .. ':' .. campaign
+                    base[3][campaign] = key
+                end
+            end
             st.hadd (key, name, n)
             if (expire_at[key] or 0) < base[2] then
                 remember (expire_at, key, expire_at[key])
