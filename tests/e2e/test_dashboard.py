@@ -211,6 +211,15 @@ class TestDashboard(FunnelTestCase):
             b.wait("document.querySelector('#campaigns-table th[data-key=campaign]').getAttribute('aria-sort')"
                    " === 'ascending'", 5)
             self.assertEqual([r["id"] for r in self.campaign_rows(b)], ["c1", "c2", "c3"])
+            # The latency table sorts too, and stays sorted as the stream re-renders it
+            b.click("#latency-table th:nth-child(4)")
+            b.wait("document.querySelector('#latency-table th:nth-child(4)').getAttribute('aria-sort')"
+                   " === 'descending'", 5)
+            time.sleep(1.2)
+            samples = b.eval("[...document.querySelectorAll('#latency tr')].map((tr) =>"
+                             " Number(tr.children[3].dataset.value))")
+            self.assertEqual(samples, sorted(samples, reverse=True))
+            self.assertGreater(samples[0], samples[-1])
 
             # Drill-down: c1's own funnel for the range, from the API
             b.click("#campaign-c1")
