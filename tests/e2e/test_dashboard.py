@@ -153,6 +153,8 @@ class TestDashboard(FunnelTestCase):
     def test_dashboard_follows_the_api(self):
         os.makedirs(ARTIFACTS, exist_ok=True)
         with cdp.Browser(width=1280, height=900) as b:
+            # A time zone half an hour off UTC: local days do not start on UTC hours
+            b.call("Emulation.setTimezoneOverride", {"timezoneId": "Asia/Kolkata"})
             b.navigate("http://%s/" % self.topology.http())
             b.wait("document.readyState === 'complete'", 15)
             # One code path: no browser detection in the page at all
@@ -229,6 +231,16 @@ class TestDashboard(FunnelTestCase):
             self.check_funnel(b, "d-", self.api_totals(start, end, step, "c1"))
             self.assertTrue(b.eval("document.querySelectorAll('#drill-trend polyline').length > 0"))
             b.screenshot(os.path.join(ARTIFACTS, "dashboard-30d-drill.png"))
+
+            # Today (local midnight in UTC+05:30, so from is 30 min past a UTC
+            # hour): the buckets are still UTC hours, and the page says so
+            self.assertIn("UTC+05:30", b.eval("document.getElementById('tz-note').textContent"))
+            b.click("#range-today")
+            start, end, step, loaded = self.wait_loaded(b, loaded)
+            self.assertEqual(step, "hour")
+            self.assertEqual((start + 5 * HOUR + HOUR // 2) % DAY, 0)   # midnight in Kolkata
+            self.check_funnel(b, "r-", self.api_totals(start, end, step))
+            self.assertIn("UTC hour", b.eval("document.getElementById('range').textContent"))
 
             # Quarter: still exact
             b.click("#range-quarter")
