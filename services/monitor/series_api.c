@@ -213,6 +213,10 @@ s_series (series_api_t *self, series_api_param_fn *param, void *request, char **
     if (packed)
         return s_error (body, 500, "internal", NULL, "out of memory");
     int64_t *sums = (int64_t *) calloc ((size_t) range.count * FIELDS, sizeof (int64_t));
+    if (!sums) {
+        msgpack_sbuffer_destroy (&packed_get);
+        return s_error (body, 500, "internal", NULL, "out of memory");
+    }
     //  The four reads run side by side: the reply takes the slowest, not the sum
     call_t calls [FUNNEL_VIEW_SERVICES];
     for (int s = 0; s < FUNNEL_VIEW_SERVICES; s++) {
@@ -240,8 +244,10 @@ s_series (series_api_t *self, series_api_param_fn *param, void *request, char **
             const char *why = err ? json_string_value (json_object_get (err, "message")) : NULL;
             snprintf (message, sizeof message, "%s: %s", name,
                       why ? why : calls [s].status == FUNNEL_CALL_TIMEOUT ? "no reply" : "bad reply");
+            //  The monitor's own PING already reports a down service; the
+            //  client gets the reason in the body
             status = s_error (body, 503, "unavailable", NULL, message);
-            log_warn ("/api/series: %s", message);
+            log_debug ("/api/series: %s", message);
         }
         json_decref (calls [s].err);
         funnel_msg_destroy (&calls [s].msg);
