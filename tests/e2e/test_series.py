@@ -186,6 +186,35 @@ class TestSeries(SeriesCase):
         got = self.series(self.t(0, 8), self.t(0, 8), "hour")["buckets"]
         self.assertEqual((got[0]["reached"], got[0]["engaged"]), (1, 1))
 
+    def test_buckets_expire(self):
+        """Hourly buckets live 90 days past their end, daily ones 1096 days;
+        a far-future event time cannot pin a key for longer."""
+        self.start_all()
+        now = int(time.time() * 1000)
+        self.publish("campaign", "campaign.upsert", {"campaign": "c1", "name": "c1",
+                                                     "channel": "email"}, now)
+        t = now - 5 * DAY
+        self.publish("campaign", "touch", {"campaign": "c1", "kind": "click", "contact": "P1"}, t)
+        future = now + 3650 * DAY
+        self.publish("campaign", "touch", {"campaign": "c1", "kind": "click", "contact": "P2"},
+                     future)
+        r = self.redis.client()
+        now_s = time.time()
+        for step, keep in ((HOUR, 90 * 86400), (DAY, 1096 * 86400)):
+            code = "h" if step == HOUR else "d"
+            for suffix in ("", ":c1"):
+                key = "{funnel:campaign}:ser:%s:%d%s" % (code, t // step, suffix)
+                self.assertEqual(int(r.hget(key, "reached")), 1, key)
+                want = (t // step + 1) * step // 1000 + keep - now_s
+                self.assertAlmostEqual(r.ttl(key), want, delta=5)
+                key = "{funnel:campaign}:ser:%s:%d%s" % (code, future // step, suffix)
+                self.assertEqual(int(r.hget(key, "reached")), 1, key)
+                self.assertLessEqual(r.ttl(key), keep + step // 1000)
+        # Every series key has a TTL
+        keys = list(r.scan_iter(match="*:ser:*"))
+        self.assertEqual(len(keys), 8)
+        self.assertTrue(all(r.ttl(k) > 0 for k in keys))
+
     def test_a_service_down_is_503_not_a_hole(self):
         self.start_all()
         now = int(time.time() * 1000)
