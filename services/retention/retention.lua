@@ -61,7 +61,10 @@ local function refresh (id, c, now, reason, seed)
     if health.upsell_due (nps, score, tonumber (c.up), now, RULES) then
         st.hset (key, 'up', now)
         c.up = tostring (now)
-        emit ('customer.upsell', { customer = id, nps = nps, health = score }, seed)
+        -- at: the moment of the event that made the upsell due (sales counts
+        -- the expansion deal it opens there); a timer's is now
+        emit ('customer.upsell', { customer = id, nps = nps, health = score,
+                                   at = CAUSE and event_time (CAUSE) or NOW }, seed)
     end
 end
 

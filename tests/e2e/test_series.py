@@ -126,6 +126,19 @@ class TestSeries(SeriesCase):
         self.publish("retention", "customer.order", {"customer": "L1", "amount": 900},
                      t(2, 13, 45))
         mark("repeat", t(2, 13, 45), "c1")
+        # A promoter's feedback makes an upsell due: an expansion deal opens at
+        # the feedback's time, counted in deals and apart; won later
+        self.publish("retention", "customer.feedback", {"customer": "L1", "nps": 10}, t(2, 15))
+        wait_until(lambda: sales.call("GET", {"kind": "deal", "id": "XL1-1"})[0] == "OK",
+                   what="expansion deal XL1-1 opened from customer.upsell")
+        mark("deals", t(2, 15), "c1")
+        mark("expansion", t(2, 15), "c1")
+        self.publish("sales", "deal.offer", {"deal": "XL1-1", "amount": 5000}, t(2, 15, 30))
+        self.publish("sales", "deal.close", {"deal": "XL1-1", "outcome": "won"}, t(2, 16))
+        for field in ("won", "won_expansion"):
+            mark(field, t(2, 16), "c1")
+        for field in ("revenue", "revenue_expansion"):
+            mark(field, t(2, 16), "c1", 5000)
         # An event older than the hourly keep (90 days): daily bucket only
         self.publish("campaign", "touch", {"campaign": "c1", "kind": "impression",
                                            "contact": "P9"}, base - 100 * DAY)
@@ -135,7 +148,7 @@ class TestSeries(SeriesCase):
 
     def wait_applied(self):
         want = {"campaign": {"reached": 3}, "leads": {"leads": 3},
-                "sales": {"deals": 2, "won": 1, "lost": 1},
+                "sales": {"deals": 3, "won": 2, "lost": 1, "expansion": 1},
                 "retention": {"customers": 1, "repeat": 1}}
         for svc, counters in want.items():
             wait_until(lambda: all(self.stats(svc).get(k) == v for k, v in counters.items()),
