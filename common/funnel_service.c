@@ -1014,13 +1014,27 @@ s_pack_runtime_args (service_t *self)
     snprintf (path, sizeof path, "%s/dedup_ttl_s", self->def->name);
     if (funnel_config_int (self->config, path, DEDUP_TTL_DEFAULT, &dedup_ttl) || dedup_ttl < 1)
         return -1;
+    //  Stage series: hourly buckets kept 90 days, daily 3 years (runtime.lua)
+    int64_t hourly_days = 90, daily_days = 1096;
+    snprintf (path, sizeof path, "%s/series_hourly_days", self->def->name);
+    if (funnel_config_int (self->config, path, 90, &hourly_days)
+    ||  hourly_days < 1 || hourly_days > 36600)
+        return -1;
+    snprintf (path, sizeof path, "%s/series_daily_days", self->def->name);
+    if (funnel_config_int (self->config, path, 1096, &daily_days)
+    ||  daily_days < 1 || daily_days > 36600)
+        return -1;
     msgpack_packer pk;
     msgpack_packer_init (&pk, &self->runtime_args, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, 3);
+    msgpack_pack_map (&pk, 5);
     funnel_pack_cstr (&pk, "retention");
     msgpack_pack_int64 (&pk, retention);
     funnel_pack_cstr (&pk, "dedup_ttl");
     msgpack_pack_int64 (&pk, dedup_ttl);
+    funnel_pack_cstr (&pk, "series_hour_s");
+    msgpack_pack_int64 (&pk, hourly_days * 86400);
+    funnel_pack_cstr (&pk, "series_day_s");
+    msgpack_pack_int64 (&pk, daily_days * 86400);
     funnel_pack_cstr (&pk, "rules");
     if (self->def->pack_rules)
         return self->def->pack_rules (self->config, &pk);

@@ -67,6 +67,7 @@ local cache_s, cache_h, cache_hall, cache_m, cache_z = {}, {}, {}, {}, {}
 local delta_h = {}  -- blind increments of hash fields whose value is unread
 local dirty_s, dirty_h, dirty_m, dirty_z = {}, {}, {}, {}
 local writes, outputs = {}, {}      -- writes: ordered (lists, expiry)
+local expire_at = {}                -- key -> unix s: one EXPIREAT each at commit
 local undo_t, undo_k, undo_v, undo_n = {}, {}, {}, 0
 local NIL = {}      -- undo marker for "was not cached"
 local rcall = redis.call
@@ -350,6 +351,10 @@ local function flush_overlay ()
     for i = 1, #writes do
         redis.call (unpack (writes[i]))
     end
+    -- After the hashes: EXPIREAT on a key no write created is a no-op
+    for key, at in pairs (expire_at) do
+        redis.call ('EXPIREAT', key, num2s (at))
+    end
 end
 
 local function savepoint ()
@@ -418,6 +423,111 @@ local function counter (name)
     return tonumber (st.hget (P .. 'stats', name)) or 0
 end
 
+---------------------------------------------------------- stage series --
+-- Stage counts over time (proto/monitor.md, "Series"): every stage counted
+-- with count_stage also lands in a UTC hour bucket and a UTC day bucket of
+-- the moment the entity reached the stage, as a whole and per campaign:
+--   <prefix>ser:<h|d>:<bucket>            hash stage -> n
+--   <prefix>ser:<h|d>:<bucket>:<campaign> hash stage -> n
+-- bucket = floor(t / 3600000) (h) or floor(t / 86400000) (d), t in ms.
+-- Each key expires keep seconds after its bucket ends (RT.series_hour_s,
+-- default 90 days; RT.series_day_s, default 1096 days), and never later
+-- than keep + one bucket from now, so a far-future t cannot pin a key.
+-- A t whose bucket is already past its keep writes nothing. Written through
+-- the overlay, so a refused event or failed batch leaves no trace; one
+-- HINCRBY per field and one EXPIREAT per key per commit.
+local SERIES_STEPS = {
+    hour = { code = 'h', ms = 3600000, keep = tonumber (RT.series_hour_s) or 90 * 86400 },
+    day = { code = 'd', ms = 86400000, keep = tonumber (RT.series_day_s) or 1096 * 86400 }
+}
+-- Per call: bucket -> { key, expiry } (false: past its keep), so a batch
+-- builds each bucket's key and expiry once, not per event
+local SERIES_MEMO = { {}, {} }
+local SERIES_ORDER = { SERIES_STEPS.hour, SERIES_STEPS.day }
+local SERIES_MAX_BUCKETS = 2200
+local SERIES_NAMES = {}             -- declare_series: what GET series reads
+
+local function valid_id (s)
+    return type (s) == 'string' and #s >= 1 and #s <= 64
+       and not string.find (s, '[^A-Za-z0-9._:@+-]')
+end
+
+local function valid_ms (t)
+    return type (t) == 'number' and t >= 0 and t <= 9007199254740992 and t == math.floor (t)
+end
+
+local function series_key (step, bucket, campaign)
+    local key = P .. 'ser:' .. step.code .. ':' .. num2s (bucket)
+    if campaign then key = key .. ':' .. campaign end
+    return key
+end
+
+-- Adds n to stage `name` in the buckets holding t (ms), for the whole
+-- funnel (campaign nil) or one campaign (a valid id; anything else: none).
+local SERIES_VALID = {}             -- campaign ids checked in this call
+local function series_add (name, t, campaign, n)
+    n = n or 1
+    if n == 0 or not valid_ms (t) then return end
+    if campaign ~= nil then
+        local ok = SERIES_VALID[campaign]
+        if ok == nil then
+            ok = valid_id (campaign)
+            SERIES_VALID[campaign] = ok
+        end
+        if not ok then return end
+    end
+    for i = 1, 2 do
+        local step = SERIES_ORDER[i]
+        local bucket = math.floor (t / step.ms)
+        local base = SERIES_MEMO[i][bucket]
+        if base == nil then
+            local now_s = math.floor (NOW / 1000)
+            local at = (bucket + 1) * (step.ms / 1000) + step.keep
+            base = at > now_s and { series_key (step, bucket),
+                                    math.min (at, now_s + step.keep + step.ms / 1000), {} }
+            SERIES_MEMO[i][bucket] = base
+        end
+        if base then
+            local key = base[1]
+            if campaign then
+                key = base[3][campaign]
+                if not key then
+                    key = base[1] .. ':' .. campaign
+                    base[3][campaign] = key
+                end
+            end
+            st.hadd (key, name, n)
+            if (expire_at[key] or 0) < base[2] then
+                remember (expire_at, key, expire_at[key])
+                expire_at[key] = base[2]
+            end
+        end
+    end
+end
+
+-- A stage reached at event time t: the STATS counter (as count) plus the
+-- series, whole and for the entity's campaign (nil when it has none).
+local function count_stage (name, t, campaign, n)
+    count (name, n)
+    series_add (name, t, nil, n)
+    if campaign ~= nil then series_add (name, t, campaign, n) end
+end
+
+-- Stages GET series returns (top level): declare_series('leads', 'mql').
+local function declare_series (...)
+    for _, name in ipairs ({...}) do SERIES_NAMES[#SERIES_NAMES + 1] = name end
+end
+
+-- The moment an event stands for: for an upstream event, data.at when the
+-- upstream carried its own cause's moment along (stage events do), else
+-- ts; for a PUBLISHed event always its ts (set by CONSUMING).
+local CONSUMING = false
+local function event_time (ev)
+    local at = ev.data and ev.data.at
+    if CONSUMING and valid_ms (at) then return at end
+    return ev.ts
+end
+
 -- A field of a hash as a number (0 when absent).
 local function hnum (key, field)
     return tonumber (st.hget (key, field)) or 0
@@ -426,3 +536,36 @@ end
 -- Tables the service fills in: on[type] for PUBLISH, consume[type] for
 -- upstream events, query[kind] for GET, ticks[] run by the timer.
 local on, consume, query, ticks = {}, {}, {}, {}
+
+-- GET {"kind": "series", "from": ms, "to": ms, "step": "hour"|"day",
+-- "campaign"?: id} -> {step, first (ms of the first bucket), n, series =
+-- {name = [n per bucket]}}: every declared stage, one count per bucket from
+-- the one holding from to the one holding to, inclusive (at most 2200).
+query['series'] = function (req)
+    local step = SERIES_STEPS[req.step or 'hour']
+    if not step then return fail ('invalid', 'step: must be hour or day') end
+    if not valid_ms (req.from) then return fail ('invalid', 'from: must be an integer ms 0..2^53') end
+    if not valid_ms (req.to) then return fail ('invalid', 'to: must be an integer ms 0..2^53') end
+    if req.to < req.from then return fail ('invalid', 'to: must not be before from') end
+    if req.campaign ~= nil and not valid_id (req.campaign) then
+        return fail ('invalid', 'campaign: must be 1-64 bytes of [A-Za-z0-9._:@+-]')
+    end
+    local b0, b1 = math.floor (req.from / step.ms), math.floor (req.to / step.ms)
+    if b1 - b0 + 1 > SERIES_MAX_BUCKETS then
+        return fail ('invalid', 'to: the range holds ' .. num2s (b1 - b0 + 1) ..
+                     ' buckets; at most ' .. SERIES_MAX_BUCKETS)
+    end
+    local series = {}
+    for i = 1, #SERIES_NAMES do series[SERIES_NAMES[i]] = {} end
+    if #SERIES_NAMES > 0 then
+        for b = b0, b1 do
+            local vals = rcall ('HMGET', series_key (step, b, req.campaign), unpack (SERIES_NAMES))
+            for i = 1, #SERIES_NAMES do
+                local a = series[SERIES_NAMES[i]]
+                a[#a + 1] = tonumber (vals[i]) or 0
+            end
+        end
+    end
+    return { step = req.step or 'hour', first = b0 * step.ms, n = b1 - b0 + 1,
+             series = #SERIES_NAMES > 0 and series or nil }
+end

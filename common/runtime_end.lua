@@ -198,6 +198,7 @@ local function do_consume ()
     local ckpt = tonumber (st.hget (P .. 'ckpt', upstream)) or 0
     local applied, skipped, rejected, errors = 0, 0, 0, {}
     local events = read_events (7)
+    CONSUMING = true
     for i = 1, #events do
         local ev = events[i]
         local seq = ev.seq or 0
@@ -232,6 +233,7 @@ local function do_consume ()
             ckpt = seq
         end
     end
+    CONSUMING = false
     local last = tonumber (ARGV[6]) or 0
     if last > ckpt then ckpt = last end
     st.hset (P .. 'ckpt', upstream, ckpt)

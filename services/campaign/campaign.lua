@@ -28,6 +28,9 @@ local CFG = {
 declare_counters ('reached', 'engaged', 'touches', 'in_audience', 'anonymous',
                   'anonymous_impressions', 'campaigns', 'spend', 'conv_lead', 'conv_mql',
                   'conv_sql', 'conv_won', 'conv_revenue', 'unattributed')
+-- Over time (GET series): the whole funnel's unique contacts reached and
+-- engaged, and per campaign its own unique contacts (as the report's reach)
+declare_series ('reached', 'engaged')
 
 local MODELS = attribution.MODELS
 local NM = #MODELS
@@ -178,7 +181,8 @@ end
 ---------------------------------------------------------------- touches --
 
 -- Marks a contact reached (1) or engaged (2) in a campaign or bucket hash;
--- the mark lives in the contact's hash, so each count is exact.
+-- the mark lives in the contact's hash, so each count is exact. Returns
+-- whether the contact is newly reached, newly engaged there.
 local function mark_reach (ck, field, key, engaged)
     local was = tonumber (st.hget (ck, field))
     if not was then st.hincr (key, 'reach', 1) end
@@ -188,6 +192,7 @@ local function mark_reach (ck, field, key, engaged)
     elseif not was then
         st.hset (ck, field, 1)
     end
+    return not was, engaged and was ~= 2
 end
 
 on['touch'] = function (ev, d)
@@ -223,12 +228,14 @@ on['touch'] = function (ev, d)
     local ck = K ('c', d.contact)
     local b = st.hget (key, 'b')
     local h = st.hget (ck, 'h')
-    if not h then count ('reached') end
+    if not h then count_stage ('reached', ev.ts) end
     if not impression and not st.hget (ck, 'e') then
         st.hset (ck, 'e', 1)
-        count ('engaged')
+        count_stage ('engaged', ev.ts)
     end
-    mark_reach (ck, 'r' .. n, key, not impression)
+    local reached, engaged = mark_reach (ck, 'r' .. n, key, not impression)
+    if reached then series_add ('reached', ev.ts, d.campaign) end
+    if engaged then series_add ('engaged', ev.ts, d.campaign) end
     mark_reach (ck, 'b' .. b, K ('bkt', b), not impression)
     local history = attribution.decode (h)
     local kept = attribution.insert (history, { ts = ev.ts, c = tonumber (n), b = tonumber (b) },

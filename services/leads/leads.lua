@@ -15,6 +15,9 @@
 -- leads, mql and sql from a fresh start, too)
 declare_counters ('leads', 'mql', 'sql', 'disqualified', 'recycled', 'touches',
                   'touches_pending', 'in.nurture', 'in.mql', 'in.sql', 'in.disqualified')
+-- Over time (GET series), at the event time of the event that made the
+-- lead reach the stage, per the lead's campaign (capture or first touch)
+declare_series ('leads', 'mql', 'sql')
 
 local HL = RULES.half_life_ms
 local RANK = { nurture = 0, mql = 1, sql = 2 }
@@ -152,8 +155,9 @@ local function release (id, L)
     L.open = nil
 end
 
--- Stages are cumulative: reaching SQL passes MQL first.
-local function promote (id, L, target, reason)
+-- Stages are cumulative: reaching SQL passes MQL first. t: the event time
+-- of the event that promotes (series bucket; carried as `at`).
+local function promote (id, L, target, reason, t)
     local key = K ('lead', id)
     local s = score.round ((tonumber (L.fit) or 0) + engagement (L, lead_now (L)))
     if L.stage == 'nurture' or L.stage == 'disqualified' then
@@ -161,19 +165,19 @@ local function promote (id, L, target, reason)
         if L.em ~= '1' then
             st.hset (key, 'em', 1)
             L.em = '1'
-            count ('mql')
+            count_stage ('mql', t, L.cmp)
         end
-        emit ('lead.mql', { lead = id, score = s })
+        emit ('lead.mql', { lead = id, score = s, at = t })
     end
     if target == 'sql' and L.stage == 'mql' then
         move (id, L, 'sql', reason)
         if L.es ~= '1' then
             st.hset (key, 'es', 1)
             L.es = '1'
-            count ('sql')
+            count_stage ('sql', t, L.cmp)
         end
         local rep = route (id, L)
-        emit ('lead.sql', { lead = id, score = s, rep = rep, campaign = L.cmp })
+        emit ('lead.sql', { lead = id, score = s, rep = rep, campaign = L.cmp, at = t })
     end
 end
 
@@ -221,7 +225,7 @@ local function evaluate (id, L, t_event)
     if RANK[L.stage] then
         local target = score.stage_for (total, fit, RULES)
         if RANK[target] > RANK[L.stage] then
-            promote (id, L, target, 'score')
+            promote (id, L, target, 'score', tonumber (t_event) or NOW)
         elseif RANK[L.stage] > 0 and target == 'nurture' and L.man ~= '1' then
             recycle (id, L, 'score')
         end
@@ -358,7 +362,6 @@ on['lead.capture'] = function (ev, d)
     L = L or {}
     if new then
         st.hset (key, 'ct', NOW)
-        count ('leads')
     else
         count ('merged')
     end
@@ -377,6 +380,8 @@ on['lead.capture'] = function (ev, d)
     end
     if d.attrs then merge_attrs (id, L, d.attrs, new and {} or changed) end
     fold_pending (d.lead, id, L)
+    -- Counted once its campaign is known (the capture's, else a pending touch's)
+    if new then count_stage ('leads', ev.ts, L.cmp) end
     refit (id, L)
     if new then
         emit ('lead.captured', { lead = id, campaign = L.cmp, email = L.email,
@@ -412,7 +417,7 @@ on['lead.qualify'] = function (ev, d)
     st.hset (K ('lead', id), 'man', 1)
     L.man = '1'
     st.hdel (K ('lead', id), 'dq')
-    promote (id, L, d.stage, d.by and ('manual by ' .. d.by) or 'manual')
+    promote (id, L, d.stage, d.by and ('manual by ' .. d.by) or 'manual', ev.ts)
     schedule (id, L)
     count ('qualified_manually')
 end

@@ -12,6 +12,7 @@
 #include "funnel_view.h"
 #include "json_msgpack.h"
 #include "monitor_http.h"
+#include "series_api.h"
 #include "service_probe.h"
 
 #define POLL_MS         500     //  STATS/PING of each service, snapshot rebuild
@@ -25,6 +26,8 @@ typedef struct {
     service_probe_t *probes [FUNNEL_VIEW_SERVICES];
     monitor_http_t *http;
     zsock_t *pub;
+    series_api_t *series;       //  /api/series, /api/campaigns (HTTP threads)
+    const char *currency;       //  monitor/currency: the dashboard's money
     json_t *snapshot;           //  Latest /api/funnel document
     unsigned ticks;
     int next_down;              //  Round robin over down services
@@ -79,6 +82,7 @@ s_render (monitor_t *self)
     funnel_view_tick (self->view, now);
     json_decref (self->snapshot);
     self->snapshot = funnel_view_json (self->view, now);
+    json_object_set_new (self->snapshot, "currency", json_string (self->currency));
     char *json = json_dumps (self->snapshot, JSON_COMPACT);
     char *metrics = funnel_view_prometheus (self->view, now);
     monitor_http_update (self->http, json, metrics);
@@ -87,6 +91,20 @@ s_render (monitor_t *self)
 }
 
 //  A stop signal may land while zmq_poll is not waiting: check the flag
+static int
+s_on_api (void *arg, const char *path, monitor_http_param_fn *param, void *request,
+          char **body)
+{
+    return series_api_handle ((series_api_t *) arg, path, param, request, body);
+}
+
+//  An ISO 4217 code: three capital letters (Intl.NumberFormat checks the rest)
+static bool
+s_valid_currency (const char *code)
+{
+    return strlen (code) == 3 && strspn (code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 3;
+}
+
 static int
 s_on_check_stop (zloop_t *loop, int timer_id, void *arg)
 {
@@ -119,7 +137,7 @@ main (int argc, char *argv [])
     funnel_config_about_t about = { "monitor",
         "live funnel monitor: /api/funnel, /metrics, /events (SSE), / (dashboard)",
         "Monitor keys: monitor/http (host:port, --http), monitor/pub (funnel.metrics\n"
-        "every second). It reads every service's api and pub; no Redis of its own.\n"
+        "every second), monitor/currency (ISO 4217, default USD). It reads every service's api and pub; no Redis of its own.\n"
         "Exit codes: 0 clean stop, 1 cannot start (port in use), 2 bad config or flag.\n" };
     funnel_config_status_t status;
     funnel_config_t *config = funnel_config_load (argc, argv, &about, &status);
@@ -131,6 +149,18 @@ main (int argc, char *argv [])
 
     monitor_t self = { .view = funnel_view_new () };
     int rc = 0;
+    self.currency = funnel_config_get (config, "monitor/currency", "USD");
+    if (!s_valid_currency (self.currency)) {
+        log_error ("monitor/currency: '%s' is not an ISO 4217 code (three capital letters)",
+                   self.currency);
+        funnel_view_destroy (&self.view);
+        funnel_config_destroy (&config);
+        return 2;
+    }
+    const char *apis [FUNNEL_VIEW_SERVICES];
+    for (int s = 0; s < FUNNEL_VIEW_SERVICES; s++)
+        apis [s] = funnel_config_endpoint (config, funnel_view_services [s], "api");
+    self.series = series_api_new (apis);
     const char *http = funnel_config_endpoint (config, "monitor", "http");
     const char *pub = funnel_config_endpoint (config, "monitor", "pub");
     self.pub = zsock_new (ZMQ_PUB);
@@ -147,6 +177,8 @@ main (int argc, char *argv [])
     }
     if (rc == 0 && !(self.http = monitor_http_new (http, funnel_dashboard_html)))
         rc = 1;
+    if (rc == 0)
+        monitor_http_set_handler (self.http, s_on_api, self.series);
     if (rc == 0) {
         log_info ("funnel-monitor %s: http %s, pub %s", FUNNEL_VERSION, http, pub);
         zloop_t *loop = zloop_new ();
@@ -165,7 +197,8 @@ main (int argc, char *argv [])
         zloop_destroy (&loop);
         log_info ("stopped cleanly");
     }
-    monitor_http_destroy (&self.http);
+    monitor_http_destroy (&self.http);     //  Joins the HTTP threads first
+    series_api_destroy (&self.series);
     for (int s = 0; s < FUNNEL_VIEW_SERVICES; s++)
         service_probe_destroy (&self.probes [s]);
     zsock_destroy (&self.pub);

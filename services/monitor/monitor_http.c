@@ -24,6 +24,8 @@ struct _monitor_http_t {
     char *metrics;
     uint64_t version;           //  Bumped when json changes
     bool stopping;
+    monitor_http_handler_fn *handler;   //  /api/series, /api/campaigns
+    void *handler_arg;
 };
 
 //  One SSE client: the text being written and the version it holds.
@@ -140,6 +142,26 @@ s_queue_events (monitor_http_t *self, struct MHD_Connection *connection)
     return rc;
 }
 
+static const char *
+s_param (void *request, const char *name)
+{
+    return MHD_lookup_connection_value ((struct MHD_Connection *) request,
+                                        MHD_GET_ARGUMENT_KIND, name);
+}
+
+//  A read the handler answers on this thread (it may ask the services)
+static enum MHD_Result
+s_queue_handled (monitor_http_t *self, struct MHD_Connection *connection, const char *url)
+{
+    char *body = NULL;
+    int code = self->handler (self->handler_arg, url, s_param, connection, &body);
+    if (!body)
+        return s_queue (connection, MHD_HTTP_INTERNAL_SERVER_ERROR, "application/json",
+                        "{\"error\":\"internal\"}\n", MHD_RESPMEM_PERSISTENT);
+    return s_queue (connection, (unsigned int) code, "application/json", body,
+                    MHD_RESPMEM_MUST_FREE);
+}
+
 static enum MHD_Result
 s_on_request (void *cls, struct MHD_Connection *connection, const char *url,
               const char *method, const char *version, const char *upload_data,
@@ -168,6 +190,9 @@ s_on_request (void *cls, struct MHD_Connection *connection, const char *url,
                                  "text/plain; version=0.0.4; charset=utf-8");
     if (strcmp (url, "/events") == 0)
         return s_queue_events (self, connection);
+    if (self->handler
+    &&  (strcmp (url, "/api/series") == 0 || strcmp (url, "/api/campaigns") == 0))
+        return s_queue_handled (self, connection, url);
     if (strcmp (url, "/healthz") == 0)
         return s_queue (connection, MHD_HTTP_OK, "text/plain", "ok\n", MHD_RESPMEM_PERSISTENT);
     return s_queue (connection, MHD_HTTP_NOT_FOUND, "application/json",
@@ -274,6 +299,13 @@ monitor_http_destroy (monitor_http_t **self_p)
         free (self);
         *self_p = NULL;
     }
+}
+
+void
+monitor_http_set_handler (monitor_http_t *self, monitor_http_handler_fn *handler, void *arg)
+{
+    self->handler = handler;
+    self->handler_arg = arg;
 }
 
 void

@@ -21,6 +21,16 @@ monitor_http_t *
 void
     monitor_http_destroy (monitor_http_t **self_p);
 
+//  Requests on /api/series and /api/campaigns go to handler (on the
+//  connection's thread): it returns the status and a fresh JSON body.
+typedef const char *(monitor_http_param_fn) (void *request, const char *name);
+typedef int (monitor_http_handler_fn) (void *arg, const char *path,
+                                       monitor_http_param_fn *param, void *request,
+                                       char **body);
+void
+    monitor_http_set_handler (monitor_http_t *self, monitor_http_handler_fn *handler,
+                              void *arg);
+
 //  Publishes a new snapshot (copied); SSE clients get it if json changed.
 void
     monitor_http_update (monitor_http_t *self, const char *json, const char *metrics);

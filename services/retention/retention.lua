@@ -16,6 +16,8 @@ local DAY_MS = 86400000
 
 -- The stage's counters, listed by STATS as 0 before the first customer
 declare_counters ('customers', 'repeat', 'at_risk', 'churned', 'revenue')
+-- Over time (GET series), per the customer's campaign (its first won deal's)
+declare_series ('customers', 'repeat')
 
 local function cust_key (id) return K ('c', id) end
 
@@ -59,7 +61,10 @@ local function refresh (id, c, now, reason, seed)
     if health.upsell_due (nps, score, tonumber (c.up), now, RULES) then
         st.hset (key, 'up', now)
         c.up = tostring (now)
-        emit ('customer.upsell', { customer = id, nps = nps, health = score }, seed)
+        -- at: the moment of the event that made the upsell due (sales counts
+        -- the expansion deal it opens there); a timer's is now
+        emit ('customer.upsell', { customer = id, nps = nps, health = score,
+                                   at = CAUSE and event_time (CAUSE) or NOW }, seed)
     end
 end
 
@@ -98,8 +103,9 @@ local function has_order (c, order)
     return order ~= nil and c['#' .. order] ~= nil
 end
 
--- Records one order at event time ts. order: its id or nil.
-local function add_order (id, c, amount, order, ts)
+-- Records one order at event time ts. order: its id or nil. at: the
+-- moment for the series (the won deal's close for deal.won; else ts).
+local function add_order (id, c, amount, order, ts, at)
     local key = cust_key (id)
     if order then
         st.hset (key, '#' .. order, 1)
@@ -116,7 +122,7 @@ local function add_order (id, c, amount, order, ts)
     cohort_add (c, 'v', amount)
     if n == 2 then
         -- n grows by one per order, so this runs once per customer
-        count ('repeat')
+        count_stage ('repeat', at or ts, c.cmp)
         cohort_add (c, 'r', 1)
         emit ('customer.repeat', { customer = id, orders = n })
     end
@@ -145,10 +151,12 @@ consume['deal.won'] = function (ev, d)
     -- '/' is outside the id charset: no client order id can look like this
     local order = 'deal/' .. d.deal
     if has_order (c, order) then return end
+    local at = event_time (ev)
     if not c.n then
-        c = { on = tostring (ts), deal = d.deal, n = '0' }
-        st.hmset (key, { on = ts, deal = d.deal, n = 0 })
-        count ('customers')
+        local campaign = valid_id (d.campaign) and d.campaign or nil
+        c = { on = tostring (ts), deal = d.deal, n = '0', cmp = campaign }
+        st.hmset (key, { on = ts, deal = d.deal, n = 0, cmp = campaign })
+        count_stage ('customers', at, campaign)
         -- STATS lists a counter once written: make the stage's all appear
         for _, name in ipairs ({ 'repeat', 'at_risk', 'churned', 'revenue' }) do
             count (name, 0)
@@ -157,7 +165,7 @@ consume['deal.won'] = function (ev, d)
         emit ('customer.onboarded', { customer = id, deal = d.deal, amount = amount })
     end
     touch (id, c, ts)
-    add_order (id, c, amount, order, ts)
+    add_order (id, c, amount, order, ts, at)
     refresh (id, c, NOW, 'health')
 end
 

@@ -13,7 +13,12 @@ local FIRST = deal_policy.FIRST_STAGE
 local DAY_MS = 86400000
 
 -- The monitor's counters, listed by STATS as 0 before their first event
-declare_counters ('deals', 'won', 'lost', 'expansion', 'revenue', 'delivered')
+declare_counters ('deals', 'won', 'lost', 'expansion', 'revenue', 'delivered',
+                  'won_expansion', 'revenue_expansion')
+-- Over time (GET series), per the deal's campaign; expansion deals are also
+-- counted apart (deals, won and revenue include them, as the contract says)
+declare_series ('deals', 'expansion', 'won', 'won_expansion', 'lost', 'revenue',
+                'revenue_expansion')
 
 --------------------------------------------------------------- helpers --
 
@@ -98,8 +103,8 @@ local function open_deal (id, f)
     end
     history (id, { e = 'open', rep = f.rep, kind = f.kind, src = f.src,
                    amount = f.amount, nps = f.nps, health = f.health })
-    count ('deals')
-    if f.kind == 'expansion' then count ('expansion') end
+    count_stage ('deals', f.at, f.campaign)
+    if f.kind == 'expansion' then count_stage ('expansion', f.at, f.campaign) end
     emit ('deal.opened', { deal = id, lead = f.lead, rep = f.rep, kind = f.kind,
                            amount = f.amount })
 end
@@ -124,7 +129,7 @@ consume['lead.sql'] = function (ev, d)
     local campaign = short_id (d.campaign) and d.campaign or st.hget (lkey, 'camp')
     if campaign then st.hset (lkey, 'camp', campaign) end
     open_deal (id, { lead = d.lead, rep = rep, kind = 'new', src = 'sql',
-                     amount = 0, campaign = campaign })
+                     amount = 0, campaign = campaign, at = event_time (ev) })
 end
 
 -- retention sees room to grow a customer: open an expansion deal, unless
@@ -147,7 +152,7 @@ consume['customer.upsell'] = function (ev, d)
     open_deal (id, { lead = d.customer, rep = lead.rep or pool_rep (nil) or 'unassigned',
                      kind = 'expansion', src = 'upsell', amount = 0,
                      campaign = lead.camp, nps = tonumber (d.nps),
-                     health = tonumber (d.health) })
+                     health = tonumber (d.health), at = event_time (ev) })
 end
 
 --------------------------------------------------------------- commands --
@@ -159,7 +164,7 @@ on['deal.open'] = function (ev, d)
     local lead = st.hgetall (K ('lead', d.lead))
     open_deal (d.deal, { lead = d.lead, rep = d.rep or lead.rep or pool_rep (nil) or 'unassigned',
                          kind = 'new', src = 'api', amount = d.amount or 0,
-                         campaign = lead.camp })
+                         campaign = lead.camp, at = ev.ts })
 end
 
 on['deal.interaction'] = function (ev, d)
@@ -261,18 +266,23 @@ on['deal.close'] = function (ev, d)
     st.zrem (K ('sla'), d.deal)
     st.hmset (key, { status = d.outcome, tc = NOW })
     if won then
-        count ('won')
-        count ('revenue', value)
+        count_stage ('won', ev.ts, deal.camp)
+        count_stage ('revenue', ev.ts, deal.camp, value)
+        if deal.kind == 'expansion' then
+            count_stage ('won_expansion', ev.ts, deal.camp)
+            count_stage ('revenue_expansion', ev.ts, deal.camp, value)
+        end
         st.hincr (K ('agg'), 'cycle_ms', NOW - tonumber (deal.t0))
         st.hincr (K ('agg'), 'cycle_n', 1)
         history (d.deal, { e = 'close', outcome = 'won', amount = value, reason = d.reason })
         emit ('deal.won', { deal = d.deal, lead = deal.lead, amount = value,
-                            campaign = deal.camp, kind = deal.kind, rep = deal.rep })
+                            campaign = deal.camp, kind = deal.kind, rep = deal.rep,
+                            at = ev.ts })
     else
         local reason = d.reason or 'unspecified'
         st.hset (key, 'why', reason)
         st.zincr (K ('reasons'), 1, deal_policy.reason_key (reason))
-        count ('lost')
+        count_stage ('lost', ev.ts, deal.camp)
         history (d.deal, { e = 'close', outcome = 'lost', amount = value, reason = reason })
         emit ('deal.lost', { deal = d.deal, lead = deal.lead, reason = reason })
     end

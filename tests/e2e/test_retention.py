@@ -123,12 +123,15 @@ class TestRetention(RetentionCase):
     def test_feedback_upsell_tickets_activity(self):
         self.win("L3", 50000)
         self.wait_customer("L3")
-        self.ok("customer.feedback", {"customer": "L3", "nps": 10})
+        ts = int(time.time() * 1000) - 60000
+        self.ok("customer.feedback", {"customer": "L3", "nps": 10}, ts=ts)
         c = self.customer("L3")
         # 30+4+7.5+20+15 = 76.5 -> 77, low risk, a healthy promoter
         self.assertEqual((c["nps"], c["health"], c["risk"]), (10, 77, "low"))
         upsell = self.events("customer.upsell")
-        self.assertEqual([e["data"] for e in upsell], [{"customer": "L3", "nps": 10, "health": 77}])
+        # at: the feedback's event time (sales counts the expansion deal there)
+        self.assertEqual([e["data"] for e in upsell],
+                         [{"customer": "L3", "nps": 10, "health": 77, "at": ts}])
         # at most once per period (90 days by default)
         self.ok("customer.feedback", {"customer": "L3", "nps": 9})
         self.assertEqual(len(self.events("customer.upsell")), 1)

@@ -1,12 +1,15 @@
 -- Rules of the test service (see testsvc.c).
 
+declare_series ('added')
+
 on['test.add'] = function (ev, d)
     st.hadd (K ('counter', d.key), 'total', d.n)
     -- The last 10 ids per counter: a sub-key of the counter, so an id
     -- shaped like it ('X:log') tests that keys cannot collide
     st.rpush (K ('counter', d.key, 'log'), ev.id)
     st.ltrim (K ('counter', d.key, 'log'), -10, -1)
-    count ('added', d.n)
+    -- A stage over time too (the benchmark measures the series' cost)
+    count_stage ('added', ev.ts, string.sub (d.key, 1, 2), d.n)
     emit ('test.added', { key = d.key, n = d.n })
 end
 
