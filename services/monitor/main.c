@@ -7,6 +7,7 @@
 */
 #include <signal.h>
 #include "funnel_config.h"
+#include "funnel_curve.h"
 #include "funnel_log.h"
 #include "funnel_signals.h"
 #include "funnel_view.h"
@@ -133,8 +134,10 @@ main (int argc, char *argv [])
     int rc = 0;
     const char *http = funnel_config_endpoint (config, "monitor", "http");
     const char *pub = funnel_config_endpoint (config, "monitor", "pub");
-    self.pub = zsock_new (ZMQ_PUB);
-    if (!self.pub || zsock_bind (self.pub, "%s", pub) < 0) {
+    rc = funnel_curve_setup (config, "monitor");      //  ZAP before any bind
+    self.pub = rc == 0 ? zsock_new (ZMQ_PUB) : NULL;
+    if (rc == 0 && (!self.pub || funnel_curve_server (self.pub, pub, FUNNEL_CURVE_DOMAIN_PUB)
+                ||  zsock_bind (self.pub, "%s", pub) < 0)) {
         log_error ("cannot bind pub %s", pub);
         rc = 1;
     }
@@ -169,6 +172,7 @@ main (int argc, char *argv [])
     for (int s = 0; s < FUNNEL_VIEW_SERVICES; s++)
         service_probe_destroy (&self.probes [s]);
     zsock_destroy (&self.pub);
+    funnel_curve_teardown ();
     json_decref (self.snapshot);
     funnel_view_destroy (&self.view);
     funnel_config_destroy (&config);

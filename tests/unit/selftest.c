@@ -3,8 +3,11 @@
 #include <string.h>
 #include "event_codec.h"
 #include "event_schema.h"
+#include "funnel_authz.h"
 #include "funnel_config.h"
+#include "funnel_curve.h"
 #include "funnel_settings.h"
+#include "redis_auth.h"
 #include "redis_store.h"
 
 typedef struct { const char *name; void (*test) (bool verbose); } selftest_t;
@@ -13,8 +16,11 @@ static const selftest_t s_tests [] = {
     { "event_codec", event_codec_test },
     { "event_schema", event_schema_test },
     { "funnel_config", funnel_config_test },
+    { "funnel_curve", funnel_curve_test },
+    { "funnel_authz", funnel_authz_test },
     { "funnel_settings", funnel_settings_test },
     { "redis_store", redis_store_test },
+    { "redis_auth", redis_auth_test },
     { NULL, NULL }
 };
 
