@@ -31,6 +31,18 @@ def keys(certs, name):
     return zmq.auth.load_certificate(os.path.join(certs, name + ".cert_secret"))
 
 
+def set_keys(topology, section, **keys):
+    """Adds keys to an existing section of the topology file."""
+    with open(topology.path) as f:
+        text = f.read()
+    lines = "".join('    %s = "%s"\n' % kv for kv in keys.items())
+    head = "\n%s\n" % section
+    assert head in text, section
+    text = text.replace(head, head + lines, 1)
+    with open(topology.path, "w") as f:
+        f.write(text)
+
+
 class SecurityCase(FunnelTestCase):
     """Every program with CURVE on; extra client certificates: admin (all
     rights), toucher (may publish touch only), blind (read = 0) are listed
@@ -238,9 +250,8 @@ class TestRedisUsers(FunnelTestCase):
         with self.assertRaises(redis.exceptions.AuthenticationError):
             redis.Redis(host="127.0.0.1", port=self.redis.port).get("x")
         # The daemon runs as its user, the password read from its file
-        with open(self.topology.path, "a") as f:
-            f.write('sales\n    redis_user = "funnel-sales"\n    redis_password_file = "%s"\n'
-                    % os.path.join(secrets, "redis-sales.pass"))
+        set_keys(self.topology, "sales", redis_user="funnel-sales",
+                 redis_password_file=os.path.join(secrets, "redis-sales.pass"))
         d = self.daemon("sales")
         c = self.client("sales")
         wait_until(lambda: c.call("PING", timeout=0.5)[1]["redis"] == "ok", 10, what="sales")
@@ -249,7 +260,11 @@ class TestRedisUsers(FunnelTestCase):
 
 
 class TestMonitorHardened(FunnelTestCase):
-    topology_extra = "monitor\n    max_per_ip = 1000\n"
+
+    def setUp(self):
+        super().setUp()
+        # All from one address here: the per-address limit is tested below
+        set_keys(self.topology, "monitor", max_per_ip=1000)
 
     def _get(self, path, token=None, source="127.0.0.1", timeout=5):
         host, port = self.topology.http().split(":")
@@ -308,8 +323,7 @@ class TestMonitorLimits(FunnelTestCase):
         with open(self.token_file, "w") as f:
             f.write("t0ken\n")
         os.chmod(self.token_file, 0o600)
-        with open(self.topology.path, "a") as f:
-            f.write('monitor\n    token_file = "%s"\n    max_per_ip = 20\n' % self.token_file)
+        set_keys(self.topology, "monitor", token_file=self.token_file, max_per_ip=20)
 
     _get = TestMonitorHardened._get
 
