@@ -322,7 +322,8 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
     const msgpack_object *root = funnel_msg_root (msg);
     script_args_t *args = s_args_new (self, "publish");
     script_args_add (args, is_batch ? "1" : "0", 1);
-    script_args_add (args, self->peer.by, strlen (self->peer.by));     //  "" = anonymous
+    //  A copy: a pending apply may be re-run (NOSCRIPT) after the next request
+    script_args_add_copy (args, self->peer.by);                         //  "" = anonymous
     for (uint32_t i = 0; i < (is_batch ? root->via.array.size : 1); i++)
         script_args_add_event (args, is_batch ? &root->via.array.ptr [i] : root);
     if (self->pending_count == PIPELINE_MAX)
