@@ -346,5 +346,29 @@ class TestMonitorLimits(FunnelTestCase):
                 s.close()
 
 
+class TestMonitorTls(FunnelTestCase):
+
+    def test_https_with_tls_cert_and_key(self):
+        import shutil
+        import ssl
+        if not shutil.which("openssl"):
+            self.skipTest("openssl not installed")
+        cert, key = (os.path.join(self.workdir, n) for n in ("cert.pem", "key.pem"))
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key,
+                        "-out", cert, "-days", "1", "-subj", "/CN=localhost"],
+                       check=True, capture_output=True)
+        set_keys(self.topology, "monitor", tls_cert=cert, tls_key=key)
+        self.daemon("monitor")
+        context = ssl.create_default_context(cafile=cert)
+        context.check_hostname = False
+        url = "https://%s/healthz" % self.topology.http()
+        body = wait_until(lambda: urllib.request.urlopen(url, timeout=2, context=context).read(),
+                          10, what="https")
+        self.assertEqual(body, b"ok\n")
+        # Plain HTTP on the same port gets no page
+        with self.assertRaises(Exception):
+            urllib.request.urlopen("http://%s/healthz" % self.topology.http(), timeout=2).read()
+
+
 if __name__ == "__main__":
     unittest.main()
