@@ -387,6 +387,15 @@ funnel_curve_keygen (const char *name, const char *dir, const char *publish,
         snprintf (err, err_size, "publish: 1-%d characters", PUBLISH_MAX_LEN);
         return -1;
     }
+    char *existing = zsys_sprintf ("%s/%s.cert_secret", dir, name);
+    bool exists = zsys_file_exists (existing);
+    free (existing);
+    if (exists) {
+        //  A new pair would lock out every server that pinned the old key
+        snprintf (err, err_size, "%s/%s.cert_secret exists; remove it first to replace it",
+                  dir, name);
+        return -1;
+    }
     if (zsys_dir_create ("%s", dir) != 0) {
         snprintf (err, err_size, "cannot create %s: %s", dir, strerror (errno));
         return -1;
@@ -446,6 +455,8 @@ funnel_curve_test (bool verbose)
     assert (funnel_curve_keygen ("good", certs, "touch", "0", err, sizeof err) == 0);
     assert (funnel_curve_keygen ("bad", certs, NULL, NULL, err, sizeof err) == 0);
     assert (funnel_curve_keygen ("bad name", certs, NULL, NULL, err, sizeof err) == -1);
+    assert (funnel_curve_keygen ("bad", certs, NULL, NULL, err, sizeof err) == -1);
+    assert (strstr (err, "exists"));
     zsys_dir_create ("%s", clients);
     zcert_t *good = s_test_cert (certs, "good");
     assert (streq (zcert_meta (good, "publish"), "touch"));

@@ -222,6 +222,10 @@ main (int argc, char *argv [])
     char *tls_cert = NULL, *tls_key = NULL;
     if (rc == 0 && s_http_limits (config, &limits, token, sizeof token, &tls_cert, &tls_key))
         rc = 2;
+    if (rc == 0 && !limits.token && strncmp (http, "127.", 4) && strncmp (http, "[::1]", 5)
+    &&  strncmp (http, "localhost:", 10))
+        log_warn ("http on %s without monitor/token_file: anyone who can reach it reads "
+                  "the funnel (proto/security.md)", http);
     if (rc == 0 && !(self.http = monitor_http_new_with (http, funnel_dashboard_html, &limits)))
         rc = 1;
     memset (token, 0, sizeof token);
