@@ -125,6 +125,8 @@ class TestCurve(SecurityCase):
         self.assertIsNone(self.call(self.dealer("campaign", "admin", "leads"), "PING",
                                     timeout=1.5))
         self.assertIn("not in security/clients", self.daemons[0].output())
+        # The ZAP handler ends with the process: a clean stop is still exit 0
+        self.assertEqual(self.daemons[0].stop(), 0)
 
     def test_subscribers_need_curve_a_listed_key_and_read(self):
         self.start("campaign")
@@ -313,6 +315,7 @@ class TestMonitorHardened(FunnelTestCase):
         finally:
             for s in slow:
                 s.close()
+        self.assertEqual(self.daemons[0].stop(), 0)
 
 
 class TestMonitorLimits(FunnelTestCase):
