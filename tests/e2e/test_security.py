@@ -344,6 +344,17 @@ class TestMonitorLimits(FunnelTestCase):
         try:
             time.sleep(0.3)
             self.assertEqual(self._get("/healthz", source="127.0.0.2", timeout=2)[0], 200)
+            # Those over the limit were closed at once by the server
+            closed = 0
+            for sock in held:
+                sock.setblocking(False)
+                try:
+                    closed += sock.recv(1) == b""
+                except BlockingIOError:
+                    pass
+                except ConnectionResetError:
+                    closed += 1
+            self.assertGreaterEqual(closed, 20)
         finally:
             for s in held:
                 s.close()
