@@ -351,6 +351,11 @@ class TestMonitorFunnel(MonitorCase):
             self.skipTest("chromium not installed (apt-get install -y chromium)")
         self.drive_funnel()
         counts = self.wait_counts_match_stats()
+        # The campaign report is fetched every 2 s (300 ms allowed): on a
+        # loaded machine the page could otherwise see the one from before c1
+        wait_until(lambda: any(r.get("campaign") == "c1"
+                               for r in (self.funnel().get("campaigns") or {}).get("campaigns", [])),
+                   15, what="the campaign report with c1")
         profile = tempfile.mkdtemp(prefix="funnel-chromium-")
         try:
             out = subprocess.run(
