@@ -1,13 +1,15 @@
 #include "funnel_client.h"
 #include "event_codec.h"
+#include "funnel_curve.h"
 
 struct _funnel_client_t {
     char *endpoint;
+    char *server;                   //  Whose key CURVE pins, NULL = unknown
     zsock_t *dealer;
 };
 
 static zsock_t *
-s_connect (const char *endpoint)
+s_connect (const char *endpoint, const char *server)
 {
     zsock_t *dealer = zsock_new (ZMQ_DEALER);
     if (!dealer)
@@ -15,7 +17,8 @@ s_connect (const char *endpoint)
     zsock_set_linger (dealer, 0);
     zsock_set_reconnect_ivl_max (dealer, 2000);
     zsock_set_maxmsgsize (dealer, 80 * 1024 * 1024);
-    if (zsock_connect (dealer, "%s", endpoint) != 0)
+    if (funnel_curve_client (dealer, server) != 0
+    ||  zsock_connect (dealer, "%s", endpoint) != 0)
         zsock_destroy (&dealer);
     return dealer;
 }
@@ -23,9 +26,16 @@ s_connect (const char *endpoint)
 funnel_client_t *
 funnel_client_new (const char *endpoint)
 {
+    return funnel_client_new_for (endpoint, NULL);
+}
+
+funnel_client_t *
+funnel_client_new_for (const char *endpoint, const char *server)
+{
     funnel_client_t *self = (funnel_client_t *) zmalloc (sizeof (funnel_client_t));
     self->endpoint = strdup (endpoint);
-    self->dealer = s_connect (endpoint);
+    self->server = server ? strdup (server) : NULL;
+    self->dealer = s_connect (endpoint, server);
     if (!self->dealer)
         funnel_client_destroy (&self);
     return self;
@@ -38,6 +48,7 @@ funnel_client_destroy (funnel_client_t **self_p)
         funnel_client_t *self = *self_p;
         zsock_destroy (&self->dealer);
         free (self->endpoint);
+        free (self->server);
         free (self);
         *self_p = NULL;
     }
@@ -56,7 +67,7 @@ funnel_client_call (funnel_client_t *self, const char *verb,
 {
     *reply = NULL;
     if (!self->dealer)
-        self->dealer = s_connect (self->endpoint);
+        self->dealer = s_connect (self->endpoint, self->server);
     if (!self->dealer)
         return FUNNEL_CALL_BROKEN;
     void *handle = zsock_resolve (self->dealer);
@@ -70,7 +81,7 @@ funnel_client_call (funnel_client_t *self, const char *verb,
     if (zmq_poll (&item, 1, timeout_ms) <= 0) {
         //  Rebuild, so this request's late reply is never read as the next's
         zsock_destroy (&self->dealer);
-        self->dealer = s_connect (self->endpoint);
+        self->dealer = s_connect (self->endpoint, self->server);
         return FUNNEL_CALL_TIMEOUT;
     }
     zmsg_t *msg = zmsg_recv (self->dealer);

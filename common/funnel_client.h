@@ -22,6 +22,11 @@ typedef enum {
 
 funnel_client_t *
     funnel_client_new (const char *endpoint);
+//  The same for a known server (a program name, e.g. "leads"): with
+//  security/curve = 1 the connection pins that server's public key
+//  (funnel_curve_client); funnel_client_new cannot connect under CURVE.
+funnel_client_t *
+    funnel_client_new_for (const char *endpoint, const char *server);
 void
     funnel_client_destroy (funnel_client_t **self_p);
 

@@ -536,22 +536,27 @@ typedef struct {
     size_t id_count;
     const char *upstream;           //  Checkpoint to write, or NULL
     uint64_t checkpoint;
+    const char *by;                 //  Publisher's certificate name, or NULL
 } commit_t;
 
-//  "<id>\0<type>\0<cause>\0<ts>\0<cause_ts>\0<data>", as runtime_end.lua
+//  "<id>\0<type>\0<cause>\0<ts>\0<cause_ts>\0[<by>\0]<data>", as
+//  runtime_end.lua: by (ASCII) never starts the way a msgpack map does
 static char *
-s_entry (const funnel_output_t *out, int64_t ts, size_t *size)
+s_entry (const funnel_output_t *out, int64_t ts, const char *by, size_t *size)
 {
     char ts_text [24], cause_ts [24] = "";
     snprintf (ts_text, sizeof ts_text, "%" PRId64, ts);
     if (out->cause [0] && out->cause_ts > 0)
         snprintf (cause_ts, sizeof cause_ts, "%" PRId64, out->cause_ts);
+    if (!by)
+        by = "";
+    int nparts = *by ? 6 : 5;
     size_t head = strlen (out->id) + strlen (out->type) + strlen (out->cause)
-                + strlen (ts_text) + strlen (cause_ts) + 5;
+                + strlen (ts_text) + strlen (cause_ts) + 5 + (*by ? strlen (by) + 1 : 0);
     char *entry = (char *) malloc (head + out->size);
     char *at = entry;
-    const char *parts [] = { out->id, out->type, out->cause, ts_text, cause_ts };
-    for (int i = 0; i < 5; i++) {
+    const char *parts [] = { out->id, out->type, out->cause, ts_text, cause_ts, by };
+    for (int i = 0; i < nparts; i++) {
         size_t n = strlen (parts [i]);
         memcpy (at, parts [i], n);
         at [n] = 0;
@@ -656,7 +661,8 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     for (size_t i = 0; i < c->id_count; i++) {
         char key [KEY_MAX];
         s_dedup_key (self, c->ids [i], key, sizeof key);
-        const char *argv [] = { "SET", key, "1", "EX", ttl };
+        //  The value says who published it ('1': anonymous), as the Lua engine
+        const char *argv [] = { "SET", key, c->by && *c->by ? c->by : "1", "EX", ttl };
         redisAppendCommandArgv (ctx, 5, argv, NULL);
         sent++;
     }
@@ -691,7 +697,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         for (size_t j = 0; j < n; j++) {
             size_t k = i + j;
             snprintf (seqs [k], 24, "%" PRIu64, seq + 1 + j);
-            entries [k] = s_entry (funnel_state_output (st, k), now, &entry_sizes [k]);
+            entries [k] = s_entry (funnel_state_output (st, k), now, c->by, &entry_sizes [k]);
             argv [2 + 2 * j] = seqs [k];
             lens [2 + 2 * j] = strlen (seqs [k]);
             argv [3 + 2 * j] = entries [k];
@@ -875,8 +881,8 @@ s_not_ready (funnel_engine_t *self, funnel_error_t *err)
 
 int
 funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
-                       size_t count, bool batch, msgpack_sbuffer *reply,
-                       funnel_error_t *err)
+                       size_t count, bool batch, const char *by,
+                       msgpack_sbuffer *reply, funnel_error_t *err)
 {
     if (!s_ready (self))
         return s_not_ready (self, err);
@@ -935,7 +941,7 @@ funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
         funnel_state_count (st, "accepted", (int64_t) accepted);
     if (duplicates)
         funnel_state_count (st, "duplicates", (int64_t) duplicates);
-    commit_t c = { ids, accepted, NULL, 0 };
+    commit_t c = { ids, accepted, NULL, 0, by };
     rc = s_commit (self, &c, err);
     free (ids);
     if (rc != 0)
@@ -1007,7 +1013,7 @@ funnel_engine_consume (funnel_engine_t *self, const char *upstream,
         funnel_state_count (st, "consumed", applied);
     if (rejected)
         funnel_state_count (st, "consume_rejected", rejected);
-    commit_t c = { NULL, 0, upstream, ckpt };
+    commit_t c = { NULL, 0, upstream, ckpt, NULL };
     return s_commit (self, &c, err);
 }
 
@@ -1086,7 +1092,7 @@ s_run_timers (funnel_engine_t *self)
     if (fired)
         funnel_state_count (st, "timers_fired", fired);
     funnel_error_t err;
-    commit_t c = { NULL, 0, NULL, 0 };
+    commit_t c = { NULL, 0, NULL, 0, NULL };
     if (s_commit (self, &c, &err) != 0 && funnel_log_every (&self->last_warn, 1000))
         log_warn ("timers: %s", err.message);
 }
@@ -1103,7 +1109,7 @@ funnel_engine_cron (funnel_engine_t *self)
         //  An empty commit renews the leases and re-arms the fence
         funnel_state_begin (self->state);
         funnel_error_t err;
-        commit_t c = { NULL, 0, NULL, 0 };
+        commit_t c = { NULL, 0, NULL, 0, NULL };
         s_commit (self, &c, &err);
     }
 }
@@ -1488,7 +1494,7 @@ funnel_engine_test (bool verbose)
     snprintf (b.events [2].id, sizeof b.events [2].id, "a0");     //  A duplicate
     msgpack_sbuffer reply;
     msgpack_sbuffer_init (&reply);
-    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == 0);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
     assert (funnel_engine_seq (engine) == 2 && s_test_published == 2);
     //  The key of id "X:log" is escaped: no collision with a "X" + ":log"
     char key [256];
@@ -1501,14 +1507,14 @@ funnel_engine_test (bool verbose)
     s_test_expect (store, "GET", "{funnel:et}:seq", NULL, "2");
     //  The same batch again: all duplicates, nothing new
     reply.size = 0;
-    assert (funnel_engine_publish (engine, b.events, 2, true, &reply, &err) == 0);
+    assert (funnel_engine_publish (engine, b.events, 2, true, NULL, &reply, &err) == 0);
     assert (funnel_engine_seq (engine) == 2);
     s_test_batch_free (&b);
 
     //  A refused element: nothing of the batch, in Redis or in the cache
     int bad [] = { 10, -1 };
     s_test_batch (&b, "b", "X:log", bad, 2);
-    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == -1);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
     assert (streq (err.code, FUNNEL_ERR_CONFLICT) && err.index == 1);
     assert (funnel_rec_int (funnel_state_rec (engine->state, "counter", "X:log"), "total", 0) == 5);
     s_test_expect (store, "HGET", key, "total", "5");
@@ -1560,14 +1566,14 @@ funnel_engine_test (bool verbose)
     freeReplyObject (s_test_cmd (store2, "CONFIG", "SET", "maxmemory", "1"));
     int one [] = { 1 };
     s_test_batch (&b, "oom", "Z", one, 1);
-    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == -1);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
     assert (streq (err.code, FUNNEL_ERR_UNAVAILABLE) && strstr (err.message, "OOM"));
     assert (strstr (err.message, "nothing was applied"));
     freeReplyObject (s_test_cmd (store2, "CONFIG", "SET", "maxmemory", "0"));
     assert (funnel_engine_seq (engine) == 5);
     s_test_expect (store, "GET", "{funnel:et}:seq", NULL, "5");
     //  ... and the retry applies
-    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == 0);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
     assert (funnel_engine_seq (engine) == 6);
     s_test_batch_free (&b);
 
@@ -1575,7 +1581,7 @@ funnel_engine_test (bool verbose)
     //  next commit aborts (WATCH), nothing applied, the engine steps down
     freeReplyObject (s_test_cmd (store2, "SET", "{funnel:et:2}:lease", "99|host|tcp://b", NULL));
     s_test_batch (&b, "late", "Z", one, 1);
-    assert (funnel_engine_publish (engine, b.events, b.count, true, &reply, &err) == -1);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
     assert (streq (err.code, FUNNEL_ERR_UNAVAILABLE) && funnel_engine_lost (engine));
     s_test_expect (store, "GET", "{funnel:et}:seq", NULL, "6");
     s_test_batch_free (&b);

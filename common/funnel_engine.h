@@ -133,12 +133,14 @@ uint64_t
 uint64_t
     funnel_engine_checkpoint (funnel_engine_t *self, const char *upstream);
 
-//  PUBLISH of checked events; reply gets the OK body. -1 with err (index
-//  set for a batch element) if refused or unavailable; nothing applied.
+//  PUBLISH of checked events; reply gets the OK body. by: the publisher's
+//  certificate name (recorded with the ids and the outputs), NULL or "" if
+//  anonymous. -1 with err (index set for a batch element) if refused or
+//  unavailable; nothing applied.
 int
     funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
-                           size_t count, bool batch, msgpack_sbuffer *reply,
-                           funnel_error_t *err);
+                           size_t count, bool batch, const char *by,
+                           msgpack_sbuffer *reply, funnel_error_t *err);
 //  Upstream events (seq order) and the checkpoint last_seq, one commit;
 //  refused events are counted, logged (rate-limited) and passed over.
 int

@@ -18,6 +18,7 @@
 #define FUNNEL_ERR_TOO_LARGE    "too_large"
 #define FUNNEL_ERR_UNAVAILABLE  "unavailable"
 #define FUNNEL_ERR_INTERNAL     "internal"
+#define FUNNEL_ERR_FORBIDDEN    "forbidden"   //  Beyond the client certificate's rights
 
 typedef struct {
     const char *code;       //  One of the FUNNEL_ERR_* constants, NULL = no error

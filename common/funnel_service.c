@@ -8,8 +8,11 @@
 */
 #include "funnel_service.h"
 #include "event_codec.h"
+#include "funnel_authz.h"
+#include "funnel_curve.h"
 #include "funnel_log.h"
 #include "funnel_signals.h"
+#include "redis_auth.h"
 #include "redis_store.h"
 #include "script_args.h"
 #include "upstream.h"
@@ -58,6 +61,7 @@ typedef struct {
     bool fatal;                         //  Stop with exit code 1
     bool synced_once;                   //  The engine ran: a lease lost now is a step-down
     void *rules_arg;                    //  The C rules' settings (rules->setup)
+    funnel_peer_t peer;                 //  Who sent the request being handled
 } service_t;
 
 
@@ -357,7 +361,8 @@ s_publish_engine (service_t *self, zmsg_t *envelope, funnel_msg_t *msg)
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
     if (funnel_publish_parse (funnel_msg_root (msg), &events, &count, &is_batch, &err) == 0
-    &&  funnel_engine_publish (self->engine, events, count, is_batch, &sbuf, &err) == 0) {
+    &&  funnel_engine_publish (self->engine, events, count, is_batch, self->peer.by,
+                                &sbuf, &err) == 0) {
         s_send_packed (self, envelope, &sbuf);
         free (events);
         return;
@@ -390,7 +395,8 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
                                            &err);
     bool is_batch = false;
     if (!msg || s_check_events (self, funnel_msg_root (msg), zframe_size (body),
-                                &is_batch, &err) != 0) {
+                                &is_batch, &err) != 0
+    ||  funnel_authz_publish (&self->peer, funnel_msg_root (msg), &err) != 0) {
         funnel_msg_destroy (&msg);
         s_complete_pending (self);      //  Replies stay in request order
         s_send_error (self, envelope, &err);
@@ -404,6 +410,8 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
     const msgpack_object *root = funnel_msg_root (msg);
     script_args_t *args = s_args_new (self, "publish");
     script_args_add (args, is_batch ? "1" : "0", 1);
+    //  A copy: a pending apply may be re-run (NOSCRIPT) after the next request
+    script_args_add_copy (args, self->peer.by);                         //  "" = anonymous
     for (uint32_t i = 0; i < (is_batch ? root->via.array.size : 1); i++)
         script_args_add_event (args, is_batch ? &root->via.array.ptr [i] : root);
     if (self->pending_count == PIPELINE_MAX)
@@ -734,6 +742,8 @@ s_handle_request (service_t *self, zmsg_t *msg)
     if (body && zframe_size (body) > FUNNEL_FRAME_MAX_BYTES)
         funnel_error_set (&err, FUNNEL_ERR_TOO_LARGE, "body: %zu bytes, the limit is %d",
                           zframe_size (body), FUNNEL_FRAME_MAX_BYTES);
+    else
+        funnel_authz_request (verb, &self->peer, &err);
     //  Only PUBLISH joins the pipeline; anything else answers after it
     if (err.code || !zframe_streq (verb, "PUBLISH"))
         s_complete_pending (self);
@@ -996,6 +1006,10 @@ s_bind (int type, const char *endpoint, const char *what)
         zsock_set_sndhwm (sock, 100000);
     zsock_set_heartbeat_ivl (sock, 1000);
     zsock_set_heartbeat_timeout (sock, 3000);
+    if (funnel_curve_server (sock, endpoint, type == ZMQ_ROUTER ? FUNNEL_CURVE_DOMAIN_API
+                                                                : FUNNEL_CURVE_DOMAIN_PUB) != 0)
+        zsock_destroy (&sock);
+    else
     if (zsock_bind (sock, "%s", endpoint) < 0) {
         log_error ("cannot bind %s socket at %s: %s", what, endpoint, zmq_strerror (zmq_errno ()));
         zsock_destroy (&sock);
@@ -1055,6 +1069,7 @@ s_destroy (service_t *self)
     redis_store_destroy (&self->store);
     msgpack_sbuffer_destroy (&self->runtime_args);
     funnel_config_destroy (&self->config);
+    funnel_curve_teardown ();           //  After every socket is closed
 }
 
 //  Builds sockets, store and upstreams; returns an exit code, 0 = run.
@@ -1069,6 +1084,8 @@ s_start (service_t *self)
         log_error ("%s", err.message);
         return 2;
     }
+    if (redis_auth_apply (self->config, name, &parsed) != 0)
+        return 2;
     if (s_pack_runtime_args (self) != 0) {
         log_error ("bad settings in the [%s] section; see --help", name);
         return 2;
@@ -1082,6 +1099,9 @@ s_start (service_t *self)
     self->store = redis_store_new (&parsed, self->def->rules ? NULL : self->def->lua);
     const char *api = funnel_config_endpoint (self->config, name, "api");
     const char *pub = funnel_config_endpoint (self->config, name, "pub");
+    int rc = funnel_curve_setup (self->config, name);     //  ZAP before any bind
+    if (rc != 0)
+        return rc;
     self->api = s_bind (ZMQ_ROUTER, api, "api");
     self->pub = s_bind (ZMQ_PUB, pub, "pub");
     if (!self->api || !self->pub)

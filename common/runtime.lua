@@ -376,6 +376,10 @@ end
 -- The event being handled (set by the runtime): handlers read CAUSE.
 local CAUSE = nil
 local EMITS = 0
+-- The certificate name of the client whose PUBLISH is being applied (nil
+-- without CURVE, and when consuming or ticking): recorded as `by` with
+-- every output it causes (proto/security.md)
+local BY = nil
 
 -- A handler returns nil on success or fail(code, message) to refuse.
 local function fail (code, message)
@@ -403,7 +407,8 @@ local function emit (etype, data, key)
     end
     outputs[#outputs + 1] = {
         type = etype, data = data, id = id,
-        cause = CAUSE and CAUSE.id or nil, cause_ts = CAUSE and CAUSE.ts or nil
+        cause = CAUSE and CAUSE.id or nil, cause_ts = CAUSE and CAUSE.ts or nil,
+        by = CAUSE and BY or nil
     }
 end
 

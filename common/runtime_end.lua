@@ -2,8 +2,9 @@
 --
 -- Modes (ARGV[1]) and their replies (a Redis array, first element the
 -- status "ok" or "err"; an "err" carries a packed {code, message[, index]}):
---   publish  ARGV[5] "1" if a batch, ARGV[6..] events (6 ARGV each, see
---            read_events) -> ok, reply body, then the outputs (commit)
+--   publish  ARGV[5] "1" if a batch, ARGV[6] the client's certificate name
+--            ("" = none), ARGV[7..] events (6 ARGV each, see read_events)
+--            -> ok, reply body, then the outputs (commit)
 --   consume  ARGV[5] upstream, ARGV[6] last seq seen, ARGV[7..] events
 --            -> ok, packed summary, then the outputs
 --   tick     -> ok, packed summary, then the outputs
@@ -39,14 +40,15 @@ local function dedup_seen (ids)
     return seen
 end
 
-local function dedup_record (ids)
+-- The value is who published the event (its `by`), '1' if anonymous.
+local function dedup_record (ids, by)
     if #ids == 0 then return end
     local period = dedup_period ()
     local key = P .. 'ids:' .. num2s (period)
     local args = { 'HSET', key }
     for i = 1, #ids do
         args[#args + 1] = ids[i]
-        args[#args + 1] = '1'
+        args[#args + 1] = by or '1'
     end
     redis.call (unpack (args))
     redis.call ('EXPIREAT', key, num2s ((period + 2) * RT.dedup_ttl))
@@ -83,8 +85,9 @@ end
 
 -- The outbox: output events by seq, for REPLAY. One hash per 1000 seqs
 -- (<prefix>ob:<seq div 1000>, field <seq>), each entry one string
--- "id NUL type NUL cause NUL ts NUL cause_ts NUL data" (none but data
--- holds a NUL; data, msgpack, is last). A batch's outputs are one or two HSETs instead
+-- "id NUL type NUL cause NUL ts NUL cause_ts NUL [by NUL] data" (none but
+-- data holds a NUL; data, msgpack, is last; `by`, only when a certificate
+-- name caused it, is ASCII, so it never starts like a msgpack map does). A batch's outputs are one or two HSETs instead
 -- of a stream XADD per event, and whole buckets are dropped past the
 -- retention. <prefix>ob_first is the oldest seq still held.
 local OB_BUCKET = 1000
@@ -128,7 +131,8 @@ local function commit ()
         -- a map: subscribers would drop the event as malformed.
         local data = next (o.data or {}) == nil and '\128' or cmsgpack.pack (o.data)
         local entry = o.id .. '\0' .. o.type .. '\0' .. (o.cause or '') .. '\0' ..
-                      ts .. '\0' .. (o.cause_ts and num2s (o.cause_ts) or '') .. '\0' .. data
+                      ts .. '\0' .. (o.cause_ts and num2s (o.cause_ts) or '') .. '\0' ..
+                      (o.by and (o.by .. '\0') or '') .. data
         hset[#hset + 1] = num2s (seq)
         hset[#hset + 1] = entry
         published[#published + 1] = entry
@@ -155,7 +159,8 @@ end
 
 local function do_publish ()
     local batch = ARGV[5] == '1'
-    local events = read_events (6)
+    BY = ARGV[6] ~= '' and ARGV[6] or nil
+    local events = read_events (7)
     local ids = {}
     for i = 1, #events do ids[i] = events[i].id end
     local seen = dedup_seen (ids)
@@ -183,7 +188,7 @@ local function do_publish ()
     end
     if accepted > 0 then count ('accepted', accepted) end
     if duplicates > 0 then count ('duplicates', duplicates) end
-    dedup_record (applied)
+    dedup_record (applied, BY)
     local body_out
     if batch then
         body_out = cmsgpack.pack ({ accepted = accepted, duplicates = duplicates })

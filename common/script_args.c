@@ -165,7 +165,8 @@ script_pack_envelope (msgpack_sbuffer *sbuf, const char *svc, uint64_t seq,
     msgpack_packer_init (&pk, sbuf, msgpack_sbuffer_write);
     bool with_cause = event->cause.size > 0;
     bool with_cause_ts = with_cause && event->cause_ts > 0;
-    msgpack_pack_map (&pk, 8 + with_cause + with_cause_ts);
+    bool with_by = event->by.size > 0;
+    msgpack_pack_map (&pk, 8 + with_cause + with_cause_ts + with_by);
     funnel_pack_cstr (&pk, "v");
     msgpack_pack_uint8 (&pk, 1);
     funnel_pack_cstr (&pk, "id");
@@ -187,6 +188,10 @@ script_pack_envelope (msgpack_sbuffer *sbuf, const char *svc, uint64_t seq,
     if (with_cause_ts) {
         funnel_pack_cstr (&pk, "cause_ts");
         msgpack_pack_int64 (&pk, event->cause_ts);
+    }
+    if (with_by) {
+        funnel_pack_cstr (&pk, "by");
+        s_pack_str (&pk, event->by);
     }
     funnel_pack_cstr (&pk, "data");
     msgpack_sbuffer_write (sbuf, event->data.data, event->data.size);
@@ -221,6 +226,17 @@ script_outbox_entry (const char *entry, size_t size, script_event_t *event)
             return -1;
         parts [i]->data = at;
         parts [i]->size = (size_t) (nul - at);
+        at = nul + 1;
+    }
+    //  An optional `by` part: ASCII, where data (a msgpack map) would
+    //  start with 0x80-0x8f, 0xde or 0xdf
+    event->by.data = at;
+    event->by.size = 0;
+    if (at < end && (byte) *at < 0x80) {
+        const char *nul = memchr (at, 0, (size_t) (end - at));
+        if (!nul)
+            return -1;
+        event->by.size = (size_t) (nul - at);
         at = nul + 1;
     }
     event->data.data = at;

@@ -48,18 +48,20 @@ typedef struct {
 //  An output event as the outbox keeps it.
 typedef struct {
     script_str_t id, type, cause, data;     //  data is msgpack already
+    script_str_t by;                        //  Publisher's certificate name, or empty
     int64_t ts;                             //  When it was applied
     int64_t cause_ts;                       //  The cause's own ts, 0 if none
 } script_event_t;
 
-//  Packs a full envelope (PROTOCOL §4) as published and replayed. An empty
-//  cause is left out, and so is cause_ts then.
+//  Packs a full envelope (proto/wire.md) as published and replayed. An
+//  empty cause is left out, and so is cause_ts then; an empty by too.
 void
     script_pack_envelope (msgpack_sbuffer *sbuf, const char *svc, uint64_t seq,
                           const script_event_t *event);
 
 //  Splits an outbox entry as runtime_end.lua stores it, "id NUL type NUL
-//  cause NUL ts NUL cause_ts NUL data"; -1 if it is not of that shape.
+//  cause NUL ts NUL cause_ts NUL [by NUL] data"; -1 if it is not of that
+//  shape.
 int
     script_outbox_entry (const char *entry, size_t size, script_event_t *event);
 

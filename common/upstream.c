@@ -1,6 +1,7 @@
 /*  upstream — see upstream.h for why. */
 #include "upstream.h"
 #include "event_codec.h"
+#include "funnel_curve.h"
 #include "funnel_log.h"
 
 #define DRAIN_MAX       1000        //  Live events applied per batch
@@ -67,7 +68,8 @@ upstream_new (const char *name, const char *api, const char *pub,
     //  Everything: seq is per publisher, so skipping a topic would look
     //  like a gap. Unconsumed types just advance the position.
     zsock_set_subscribe (self->sub, "");
-    if (zsock_connect (self->sub, "%s", pub) != 0) {
+    if (funnel_curve_client (self->sub, name) != 0
+    ||  zsock_connect (self->sub, "%s", pub) != 0) {
         log_error ("upstream %s: cannot connect to %s", name, pub);
         upstream_destroy (&self);
         return NULL;
@@ -78,7 +80,8 @@ upstream_new (const char *name, const char *api, const char *pub,
     zsock_set_reconnect_ivl_max (self->dealer, 2000);
     zsock_set_heartbeat_ivl (self->dealer, 1000);
     zsock_set_heartbeat_timeout (self->dealer, 3000);
-    if (zsock_connect (self->dealer, "%s", api) != 0) {
+    if (funnel_curve_client (self->dealer, name) != 0
+    ||  zsock_connect (self->dealer, "%s", api) != 0) {
         log_error ("upstream %s: cannot connect to %s", name, api);
         upstream_destroy (&self);
     }

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # launcher.sh — run the whole funnel on one machine (called by deploy/funnel).
 #
-#   up [--rate N] [--seed N] [--duration S] [--var DIR] [--detach]
+#   up [--rate N] [--seed N] [--duration S] [--var DIR] [--detach] [--insecure]
 #        start a private Redis (AOF, everysec, data in VAR/redis), the four
 #        services, the monitor and funnel-sim; print the dashboard URL; wait.
 #        Ctrl-C / SIGTERM stops the sim, then the daemons, then Redis.
 #        --detach: start everything in the background and return.
+#        Secure by default: CURVE keypairs in VAR/certs (clients listed in
+#        VAR/clients), one Redis ACL user per service (VAR/secrets, 0600).
+#        --insecure: neither (plain ZeroMQ, one passwordless Redis user).
 #   down [--var DIR]           stop a set started by up (detached or not)
 #   status [--var DIR]         each process up/down, PING answers, the funnel
 #   logs [NAME] [--var DIR]    follow the logs (all, or one of redis, campaign,
@@ -25,13 +28,13 @@ STOP_TIMEOUT=${FUNNEL_STOP_TIMEOUT:-15}
 
 say()  { printf '\033[1mfunnel:\033[0m %s\n' "$*" >&2; }
 die()  { say "error: $*"; exit 1; }
-usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 # ---------------------------------------------------------------- options
 CMD=${1:-}
 [ -n "$CMD" ] || usage
 shift
-RATE=50 SEED=1 DURATION="" VAR="$ROOT/var" DETACH=0 LOGNAME_ARG=""
+RATE=50 SEED=1 DURATION="" VAR="$ROOT/var" DETACH=0 LOGNAME_ARG="" INSECURE=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --rate)     RATE=${2:?--rate needs N}; shift 2 ;;
@@ -39,6 +42,7 @@ while [ $# -gt 0 ]; do
         --duration) DURATION=${2:?--duration needs seconds}; shift 2 ;;
         --var)      VAR=${2:?--var needs a directory}; shift 2 ;;
         --detach|-d) DETACH=1; shift ;;
+        --insecure) INSECURE=1; shift ;;
         -h|--help)  usage ;;
         -*)         say "unknown option '$1'"; usage ;;
         *)          if [ "$CMD" = logs ] && [ -z "$LOGNAME_ARG" ]; then LOGNAME_ARG=$1; shift
@@ -48,6 +52,9 @@ done
 mkdir -p "$VAR"
 VAR=$(cd "$VAR" && pwd)
 LOG=$VAR/log RUN=$VAR/run DATA=$VAR/redis
+CERTS=$VAR/certs CLIENTS=$VAR/clients SECRETS=$VAR/secrets
+# Every program of the local set has a keypair; all are allowed clients
+PROGRAMS="campaign leads sales retention monitor gateway sim funnelctl"
 CFG=${FUNNEL_CONFIG:-$VAR/funnel.cfg}
 
 # Ports: remembered in VAR/run/ports by up, so down/status find the same set
@@ -77,6 +84,16 @@ pid_of() {                      # pid from VAR/run/NAME.pid if that process live
 }
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# redis-cli as the admin once the default user has a password (the
+# password goes in the environment, never in argv); harmless before
+rcli() {
+    if [ -s "$SECRETS/redis-admin.pass" ]; then
+        REDISCLI_AUTH=$(cat "$SECRETS/redis-admin.pass") redis-cli --no-auth-warning -p "$REDIS_PORT" "$@"
+    else
+        redis-cli -p "$REDIS_PORT" "$@"
+    fi
+}
 
 PY_PING='
 import sys, json, zmq, msgpack
@@ -112,6 +129,32 @@ print(urllib.request.urlopen("http://127.0.0.1:%s%s" % (sys.argv[1], sys.argv[2]
 ' "$HTTP_PORT" "$1" 2>/dev/null
 }
 
+# ---------------------------------------------------------------- security
+# CURVE keypairs for every program (kept across runs), and the public half
+# of each in CLIENTS: the list of who may connect (proto/security.md)
+make_certs() {
+    local name
+    mkdir -p "$CERTS" "$CLIENTS"
+    chmod 700 "$CERTS"
+    for name in $PROGRAMS; do
+        [ -f "$CERTS/$name.cert_secret" ] ||
+            "$FUNNELCTL" keygen "$name" --dir "$CERTS" >/dev/null ||
+            die "cannot make a certificate for $name"
+        cp "$CERTS/$name.cert" "$CLIENTS/$name.cert"
+    done
+}
+
+# The lines a service's section gets for its own Redis user
+redis_user_keys() {
+    [ "$INSECURE" = 1 ] && return 0
+    printf '    redis_user = "funnel-%s"\n    redis_password_file = "%s"\n' "$1" "$SECRETS/redis-$1.pass"
+}
+
+security_section() {
+    [ "$INSECURE" = 1 ] && return 0
+    printf 'security\n    curve = 1\n    certs = "%s"\n    clients = "%s"\n' "$CERTS" "$CLIENTS"
+}
+
 # ---------------------------------------------------------------- start
 write_config() {
     [ -z "${FUNNEL_CONFIG:-}" ] || { say "using topology $CFG (FUNNEL_CONFIG)"; return; }
@@ -120,12 +163,15 @@ write_config() {
 # (Set FUNNEL_CONFIG=FILE to run your own file instead; see deploy/topology.cfg.)
 redis
     url = "redis://127.0.0.1:$REDIS_PORT/0"
+$(security_section)
 campaign
     api = "tcp://127.0.0.1:$((BASE + 1))"
     pub = "tcp://127.0.0.1:$((BASE + 2))"
+$(redis_user_keys campaign)
 leads
     api = "tcp://127.0.0.1:$((BASE + 11))"
     pub = "tcp://127.0.0.1:$((BASE + 12))"
+$(redis_user_keys leads)
     reps
         ana
             region = "us"
@@ -141,6 +187,7 @@ leads
 sales
     api = "tcp://127.0.0.1:$((BASE + 21))"
     pub = "tcp://127.0.0.1:$((BASE + 22))"
+$(redis_user_keys sales)
     reps
         ana
         ben
@@ -149,6 +196,7 @@ sales
 retention
     api = "tcp://127.0.0.1:$((BASE + 31))"
     pub = "tcp://127.0.0.1:$((BASE + 32))"
+$(redis_user_keys retention)
     # Demo time scale: a simulated customer who goes quiet for ~5 minutes
     # churns (the default is 90 days)
     churn_days = 0.0035
@@ -178,7 +226,7 @@ start_redis() {
         --logfile "" --protected-mode yes
     local _
     for _ in $(seq 100); do
-        [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ] && return 0
+        [ "$(rcli ping 2>/dev/null)" = PONG ] && return 0
         pid_of redis >/dev/null || { log_tail redis; die "redis-server exited"; }
         sleep 0.1
     done
@@ -205,7 +253,7 @@ stop_one() {
     pid=$(pid_of "$name") || { rm -f "$RUN/$name.pid"; return 0; }
     if [ "$name" = redis ]; then
         # SHUTDOWN flushes the AOF before exiting
-        redis-cli -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+        rcli shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
     else
         kill -TERM "$pid" 2>/dev/null || true
     fi
@@ -250,6 +298,12 @@ cmd_up() {
     done
     mkdir -p "$LOG" "$RUN" "$DATA"
     printf 'BASE=%s\nREDIS_PORT=%s\n' "$BASE" "$REDIS_PORT" >"$RUN/ports"
+    if [ "$INSECURE" = 1 ]; then
+        rm -f "$SECRETS/redis-admin.pass"      # this Redis will have no password
+    elif [ -z "${FUNNEL_CONFIG:-}" ]; then
+        [ -x "$FUNNELCTL" ] || die "$FUNNELCTL is not built (it makes the certificates)"
+        make_certs
+    fi
     write_config
 
     # From here on, any failure or signal stops what was started
@@ -258,6 +312,16 @@ cmd_up() {
 
     say "redis on 127.0.0.1:$REDIS_PORT (AOF everysec, data in $DATA)"
     start_redis
+    if [ "$INSECURE" = 1 ]; then
+        say "--insecure: no CURVE, one passwordless Redis user"
+    elif [ -n "${FUNNEL_CONFIG:-}" ]; then
+        say "FUNNEL_CONFIG: its own security section applies (see proto/security.md)"
+    else
+        "$ROOT/deploy/redis-users.sh" "$REDIS_PORT" "$SECRETS" campaign leads sales retention ||
+            die "cannot create the Redis users"
+        say "redis: one ACL user per service, passwords in $SECRETS (mode 0600)"
+        say "CURVE on: keypairs in $CERTS, allowed clients in $CLIENTS"
+    fi
     local svc
     for svc in $DAEMONS; do
         [ "$svc" = monitor ] && [ $with_monitor = 0 ] && continue
@@ -334,7 +398,7 @@ cmd_status() {
         if pid=$(pid_of "$name"); then
             state="up (pid $pid)"
             case $name in
-                redis) if [ "$(redis-cli -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]; then
+                redis) if [ "$(rcli ping 2>/dev/null)" = PONG ]; then
                            state="$state, PING ok, port $REDIS_PORT"
                        else state="$state, no PING answer"; rc=1; fi ;;
                 monitor) if http_get /api/funnel >/dev/null; then

@@ -65,5 +65,6 @@ int ctl_cmd_publish (ctl_t *self, int argc, char **argv);
 int ctl_cmd_replay (ctl_t *self, int argc, char **argv);
 int ctl_cmd_tail (ctl_t *self, int argc, char **argv);
 int ctl_cmd_top (ctl_t *self, int argc, char **argv);
+int ctl_cmd_keygen (ctl_t *self, int argc, char **argv);
 
 #endif

@@ -60,7 +60,10 @@ ctl_call (ctl_t *self, const char *service, const char *verb, json_t *body,
         fprintf (stderr, "funnelctl: request too deeply nested\n");
         return CTL_USAGE;
     }
-    funnel_client_t *client = funnel_client_new (endpoint);
+    //  A service name pins that service's key under CURVE; an endpoint
+    //  given directly names no server, so it works without CURVE only
+    funnel_client_t *client = funnel_client_new_for (endpoint,
+                                                     strstr (service, "://") ? NULL : service);
     if (!client) {
         fprintf (stderr, "funnelctl: %s: cannot connect to %s\n", service, endpoint);
         msgpack_sbuffer_destroy (&sbuf);

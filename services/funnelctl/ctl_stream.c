@@ -1,6 +1,7 @@
 /*  replay and tail: a service's output events as JSON lines. */
 #include <czmq.h>
 #include "ctl.h"
+#include "funnel_curve.h"
 
 #define REPLAY_PAGE 1000
 
@@ -109,6 +110,11 @@ ctl_cmd_tail (ctl_t *self, int argc, char **argv)
         if (ctl_call (self, *name, "PING", NULL, 1, &reply) != CTL_UNREACHABLE)
             reachable++;
         json_decref (reply);
+        //  CURVE options apply per connect: each pins its own server's key
+        if (funnel_curve_client (sub, strstr (*name, "://") ? NULL : *name) != 0) {
+            zsock_destroy (&sub);
+            return CTL_USAGE;
+        }
         zsock_connect (sub, "%s", pub);
     }
     if (reachable == 0) {

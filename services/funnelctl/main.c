@@ -2,6 +2,7 @@
 #include <czmq.h>
 #include <getopt.h>
 #include "ctl.h"
+#include "funnel_curve.h"
 #include "funnel_log.h"
 
 static void
@@ -30,12 +31,17 @@ s_help (void)
 "  tail SERVICE|all [TYPE-PREFIX...] [-n COUNT] [--timeout S] [--heartbeats]\n"
 "                                live output events as JSON lines, by type prefix\n"
 "  top [--once] [--interval MS]  the live funnel from STATS, redrawn each second\n"
+"  keygen NAME --dir DIR [--publish TYPES] [--read 0|1]\n"
+"                                write a CURVE certificate pair DIR/NAME.cert and\n"
+"                                DIR/NAME.cert_secret (czmq format, metadata name)\n"
 "\n"
 "Services: campaign, leads, sales, retention, or an endpoint (tcp://host:port).\n"
 "\n"
 "Options:\n"
 "  -c, --config FILE   topology file (env FUNNEL_CONFIG; else the PROTOCOL §1\n"
-"                      defaults, campaign api tcp://127.0.0.1:7101 and so on)\n"
+"                      defaults, campaign api tcp://127.0.0.1:7101 and so on);\n"
+"                      with security/curve = 1 funnelctl uses the keypair\n"
+"                      <certs>/funnelctl.cert_secret, or FUNNEL_CERT=FILE\n"
 "  -t, --timeout MS    wait per attempt (default 2000)\n"
 "  -r, --retries N     extra attempts for publish and replay (default 5)\n"
 "  -p, --pretty        indented JSON\n"
@@ -105,17 +111,22 @@ main (int argc, char *argv [])
     } commands [] = {
         { "ping", ctl_cmd_ping }, { "stats", ctl_cmd_stats }, { "get", ctl_cmd_get },
         { "publish", ctl_cmd_publish }, { "replay", ctl_cmd_replay },
-        { "tail", ctl_cmd_tail }, { "top", ctl_cmd_top }, { NULL, NULL }
+        { "tail", ctl_cmd_tail }, { "top", ctl_cmd_top }, { "keygen", ctl_cmd_keygen },
+        { NULL, NULL }
     };
     const char *command = argv [first];
     int rc = -1;
-    for (int i = 0; commands [i].name; i++)
+    //  keygen makes certificates, so it cannot need them
+    if (!streq (command, "keygen") && funnel_curve_setup (ctl.config, "funnelctl") != 0)
+        rc = CTL_USAGE;
+    for (int i = 0; commands [i].name && rc == -1; i++)
         if (streq (commands [i].name, command))
             rc = commands [i].run (&ctl, argc - first - 1, argv + first + 1);
     if (rc == -1) {
         fprintf (stderr, "funnelctl: unknown command '%s'; see funnelctl --help\n", command);
         rc = CTL_USAGE;
     }
+    funnel_curve_teardown ();
     funnel_config_destroy (&ctl.config);
     return rc;
 }

@@ -7,7 +7,9 @@
 */
 #include <signal.h>
 #include "funnel_config.h"
+#include "funnel_curve.h"
 #include "funnel_log.h"
+#include "redis_auth.h"
 #include "funnel_signals.h"
 #include "funnel_view.h"
 #include "json_msgpack.h"
@@ -129,6 +131,71 @@ s_on_second (zloop_t *loop, int timer_id, void *arg)
     return 0;
 }
 
+//  A whole PEM file as a string (caller frees); NULL after logging.
+static char *
+s_read_pem (const char *key, const char *path)
+{
+    zchunk_t *chunk = NULL;
+    FILE *file = fopen (path, "rb");
+    if (file) {
+        chunk = zchunk_read (file, 1024 * 1024);
+        fclose (file);
+    }
+    if (!chunk || zchunk_size (chunk) == 0) {
+        log_error ("%s: cannot read %s", key, path);
+        zchunk_destroy (&chunk);
+        return NULL;
+    }
+    char *text = zchunk_strdup (chunk);
+    zchunk_destroy (&chunk);
+    return text;
+}
+
+//  The HTTP side's limits, token and TLS (proto/security.md); -1 after
+//  logging a bad setting. *secrets gets what the caller frees.
+static int
+s_http_limits (funnel_config_t *config, monitor_http_limits_t *limits, char *token,
+               size_t token_size, char **cert, char **key)
+{
+    int64_t max = 1000, per_ip = 64, timeout = 10;
+    if (funnel_config_int (config, "monitor/max_connections", 1000, &max)
+    ||  funnel_config_int (config, "monitor/max_per_ip", 64, &per_ip)
+    ||  funnel_config_int (config, "monitor/timeout_s", 10, &timeout))
+        return -1;
+    if (max < 1 || max > 100000 || per_ip < 1 || per_ip > 100000 || timeout < 1
+    ||  timeout > 3600) {
+        log_error ("monitor/max_connections, max_per_ip: 1..100000; timeout_s: 1..3600");
+        return -1;
+    }
+    limits->max_connections = (unsigned) max;
+    limits->max_per_ip = (unsigned) per_ip;
+    limits->timeout_s = (unsigned) timeout;
+    const char *token_file = funnel_config_get (config, "monitor/token_file", NULL);
+    if (token_file && *token_file) {
+        funnel_error_t err;
+        if (redis_auth_read_secret (token_file, token, token_size, &err) != 0) {
+            log_error ("monitor/token_file: %s", err.message);
+            return -1;
+        }
+        limits->token = token;
+    }
+    const char *tls_cert = funnel_config_get (config, "monitor/tls_cert", NULL);
+    const char *tls_key = funnel_config_get (config, "monitor/tls_key", NULL);
+    if ((tls_cert && *tls_cert) != (tls_key && *tls_key)) {
+        log_error ("monitor/tls_cert and monitor/tls_key go together");
+        return -1;
+    }
+    if (tls_cert && *tls_cert) {
+        *cert = s_read_pem ("monitor/tls_cert", tls_cert);
+        *key = s_read_pem ("monitor/tls_key", tls_key);
+        if (!*cert || !*key)
+            return -1;
+        limits->tls_cert = *cert;
+        limits->tls_key = *key;
+    }
+    return 0;
+}
+
 int
 main (int argc, char *argv [])
 {
@@ -138,6 +205,9 @@ main (int argc, char *argv [])
         "live funnel monitor: /api/funnel, /metrics, /events (SSE), / (dashboard)",
         "Monitor keys: monitor/http (host:port, --http), monitor/pub (funnel.metrics\n"
         "every second), monitor/currency (ISO 4217, default USD). It reads every service's api and pub; no Redis of its own.\n"
+        "HTTP limits: monitor/max_connections (1000), max_per_ip (64), timeout_s (10);\n"
+        "monitor/token_file (a bearer token for /api/*, /events, /metrics),\n"
+        "monitor/tls_cert and tls_key (PEM files: HTTPS). See proto/security.md.\n"
         "Exit codes: 0 clean stop, 1 cannot start (port in use), 2 bad config or flag.\n" };
     funnel_config_status_t status;
     funnel_config_t *config = funnel_config_load (argc, argv, &about, &status);
@@ -163,8 +233,10 @@ main (int argc, char *argv [])
     self.series = series_api_new (apis);
     const char *http = funnel_config_endpoint (config, "monitor", "http");
     const char *pub = funnel_config_endpoint (config, "monitor", "pub");
-    self.pub = zsock_new (ZMQ_PUB);
-    if (!self.pub || zsock_bind (self.pub, "%s", pub) < 0) {
+    rc = funnel_curve_setup (config, "monitor");      //  ZAP before any bind
+    self.pub = rc == 0 ? zsock_new (ZMQ_PUB) : NULL;
+    if (rc == 0 && (!self.pub || funnel_curve_server (self.pub, pub, FUNNEL_CURVE_DOMAIN_PUB)
+                ||  zsock_bind (self.pub, "%s", pub) < 0)) {
         log_error ("cannot bind pub %s", pub);
         rc = 1;
     }
@@ -175,10 +247,24 @@ main (int argc, char *argv [])
         if (!self.probes [s])
             rc = 1;
     }
-    if (rc == 0 && !(self.http = monitor_http_new (http, funnel_dashboard_html)))
+    monitor_http_limits_t limits = MONITOR_HTTP_LIMITS_DEFAULT;
+    char token [256] = "";
+    char *tls_cert = NULL, *tls_key = NULL;
+    if (rc == 0 && s_http_limits (config, &limits, token, sizeof token, &tls_cert, &tls_key))
+        rc = 2;
+    if (rc == 0 && !limits.token && strncmp (http, "127.", 4) && strncmp (http, "[::1]", 5)
+    &&  strncmp (http, "localhost:", 10))
+        log_warn ("http on %s without monitor/token_file: anyone who can reach it reads "
+                  "the funnel (proto/security.md)", http);
+    if (rc == 0 && !(self.http = monitor_http_new_with (http, funnel_dashboard_html, &limits)))
         rc = 1;
     if (rc == 0)
         monitor_http_set_handler (self.http, s_on_api, self.series);
+    memset (token, 0, sizeof token);
+    if (tls_key)
+        memset (tls_key, 0, strlen (tls_key));
+    free (tls_cert);
+    free (tls_key);
     if (rc == 0) {
         log_info ("funnel-monitor %s: http %s, pub %s", FUNNEL_VERSION, http, pub);
         zloop_t *loop = zloop_new ();
@@ -202,6 +288,7 @@ main (int argc, char *argv [])
     for (int s = 0; s < FUNNEL_VIEW_SERVICES; s++)
         service_probe_destroy (&self.probes [s]);
     zsock_destroy (&self.pub);
+    funnel_curve_teardown ();
     json_decref (self.snapshot);
     funnel_view_destroy (&self.view);
     funnel_config_destroy (&config);

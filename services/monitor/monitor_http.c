@@ -12,29 +12,49 @@
 #include <time.h>
 #include "monitor_http.h"
 #include "funnel_log.h"
+#include <czmq.h>
 
 #define SSE_TICK_MS 1000        //  Longest wait between two writes to a stream
+#define HTTP_THREADS 4          //  Epoll threads (see monitor_http_new_with)
+
+typedef struct _stream_t stream_t;
 
 struct _monitor_http_t {
     struct MHD_Daemon *daemon;
     const char *dashboard;
+    char *auth;                 //  "Bearer <token>", NULL = no token needed
     pthread_mutex_t lock;
-    pthread_cond_t changed;     //  Signalled on a new version or stop
     char *json;
     char *metrics;
     uint64_t version;           //  Bumped when json changes
     bool stopping;
     monitor_http_handler_fn *handler;   //  /api/series, /api/campaigns
     void *handler_arg;
+    stream_t *streams;          //  Every open SSE stream
 };
 
-//  One SSE client: the text being written and the version it holds.
-typedef struct {
+//  One SSE client: the text being written and the version it holds. With
+//  nothing to write, the reader suspends its connection (one polling
+//  thread serves every client, so it must never wait); the next snapshot,
+//  or the keepalive tick, resumes it (monitor_http_update).
+struct _stream_t {
     monitor_http_t *http;
+    struct MHD_Connection *connection;
     uint64_t version;
     char *pending;
     size_t size, offset;
-} stream_t;
+    int64_t last_write;         //  Monotonic ms
+    bool suspended;
+    stream_t *next, *prev;
+};
+
+static int64_t
+s_now_ms (void)
+{
+    struct timespec now;
+    clock_gettime (CLOCK_MONOTONIC, &now);
+    return (int64_t) now.tv_sec * 1000 + now.tv_nsec / 1000000;
+}
 
 static ssize_t
 s_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
@@ -47,18 +67,13 @@ s_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
         stream->pending = NULL;
         stream->size = stream->offset = 0;
         pthread_mutex_lock (&http->lock);
-        struct timespec deadline;
-        clock_gettime (CLOCK_MONOTONIC, &deadline);
-        deadline.tv_sec += SSE_TICK_MS / 1000;
-        while (!http->stopping && http->version == stream->version)
-            if (pthread_cond_timedwait (&http->changed, &http->lock, &deadline))
-                break;      //  Timed out: a keepalive comment
         if (http->stopping) {
             pthread_mutex_unlock (&http->lock);
             return MHD_CONTENT_READER_END_OF_STREAM;
         }
         char *text = NULL;
         int size;
+        int64_t now = s_now_ms ();
         if (http->version != stream->version && http->json) {
             //  json_dumps compact output has no newline, so one data line
             size = asprintf (&text, "%sdata: %s\n\n", stream->version ? "" : "retry: 2000\n",
@@ -66,7 +81,17 @@ s_stream_read (void *cls, uint64_t pos, char *buf, size_t max)
             stream->version = http->version;
         }
         else
+        if (now - stream->last_write >= SSE_TICK_MS)
             size = asprintf (&text, ": keepalive\n\n");
+        else {
+            //  Nothing yet: off MHD's loop until update resumes it. The flag
+            //  and the suspension change together under the lock.
+            stream->suspended = true;
+            MHD_suspend_connection (stream->connection);
+            pthread_mutex_unlock (&http->lock);
+            return 0;
+        }
+        stream->last_write = now;
         pthread_mutex_unlock (&http->lock);
         if (size < 0)
             return MHD_CONTENT_READER_END_WITH_ERROR;
@@ -85,8 +110,42 @@ static void
 s_stream_free (void *cls)
 {
     stream_t *stream = (stream_t *) cls;
+    monitor_http_t *http = stream->http;
+    pthread_mutex_lock (&http->lock);
+    if (stream->prev)
+        stream->prev->next = stream->next;
+    else
+        http->streams = stream->next;
+    if (stream->next)
+        stream->next->prev = stream->prev;
+    pthread_mutex_unlock (&http->lock);
     free (stream->pending);
     free (stream);
+}
+
+//  Resumes suspended streams that have something to write: a new version,
+//  the keepalive due, or the end (stopping). MHD_resume_connection is
+//  called outside our lock; a suspended stream cannot be freed meanwhile
+//  (MHD does not touch a suspended connection).
+static void
+s_wake_streams (monitor_http_t *self)
+{
+    struct MHD_Connection *wake [256];
+    int count;
+    do {
+        count = 0;
+        int64_t now = s_now_ms ();
+        pthread_mutex_lock (&self->lock);
+        for (stream_t *s = self->streams; s && count < 256; s = s->next)
+            if (s->suspended && (self->stopping || s->version != self->version
+                             ||  now - s->last_write >= SSE_TICK_MS)) {
+                s->suspended = false;
+                wake [count++] = s->connection;
+            }
+        pthread_mutex_unlock (&self->lock);
+        for (int i = 0; i < count; i++)
+            MHD_resume_connection (wake [i]);
+    } while (count == 256);
 }
 
 static enum MHD_Result
@@ -128,6 +187,8 @@ s_queue_events (monitor_http_t *self, struct MHD_Connection *connection)
     if (!stream)
         return MHD_NO;
     stream->http = self;
+    stream->connection = connection;
+    stream->last_write = s_now_ms ();
     struct MHD_Response *response = MHD_create_response_from_callback (
         MHD_SIZE_UNKNOWN, 16 * 1024, s_stream_read, stream, s_stream_free);
     if (!response) {
@@ -137,6 +198,12 @@ s_queue_events (monitor_http_t *self, struct MHD_Connection *connection)
     MHD_add_response_header (response, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header (response, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header (response, "X-Accel-Buffering", "no");
+    pthread_mutex_lock (&self->lock);
+    stream->next = self->streams;
+    if (self->streams)
+        self->streams->prev = stream;
+    self->streams = stream;
+    pthread_mutex_unlock (&self->lock);
     enum MHD_Result rc = MHD_queue_response (connection, MHD_HTTP_OK, response);
     MHD_destroy_response (response);
     return rc;
@@ -162,6 +229,43 @@ s_queue_handled (monitor_http_t *self, struct MHD_Connection *connection, const 
                     MHD_RESPMEM_MUST_FREE);
 }
 
+//  With a token, /api/*, /events and /metrics need "Authorization: Bearer
+//  <token>"; the page, its assets and /healthz stay open (proto/security.md).
+static bool
+s_authorized (monitor_http_t *self, struct MHD_Connection *connection, const char *url)
+{
+    if (!self->auth)
+        return true;
+    if (strncmp (url, "/api/", 5) != 0 && strcmp (url, "/events") != 0
+    &&  strcmp (url, "/metrics") != 0)
+        return true;
+    const char *given = MHD_lookup_connection_value (connection, MHD_HEADER_KIND,
+                                                     MHD_HTTP_HEADER_AUTHORIZATION);
+    if (!given)
+        return false;
+    //  Constant time in the token's length: no timing hint of a prefix
+    size_t length = strlen (self->auth), given_length = strlen (given);
+    unsigned char diff = given_length != length;
+    for (size_t i = 0; i < length; i++)
+        diff |= (unsigned char) (self->auth [i] ^ (i < given_length ? given [i] : 0));
+    return diff == 0;
+}
+
+static enum MHD_Result
+s_unauthorized (struct MHD_Connection *connection)
+{
+    const char *body = "{\"error\":\"unauthorized\"}\n";
+    struct MHD_Response *response = MHD_create_response_from_buffer (
+        strlen (body), (void *) body, MHD_RESPMEM_PERSISTENT);
+    if (!response)
+        return MHD_NO;
+    MHD_add_response_header (response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    MHD_add_response_header (response, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer");
+    enum MHD_Result rc = MHD_queue_response (connection, MHD_HTTP_UNAUTHORIZED, response);
+    MHD_destroy_response (response);
+    return rc;
+}
+
 static enum MHD_Result
 s_on_request (void *cls, struct MHD_Connection *connection, const char *url,
               const char *method, const char *version, const char *upload_data,
@@ -180,6 +284,8 @@ s_on_request (void *cls, struct MHD_Connection *connection, const char *url,
         return MHD_YES;
     }
     *upload_data_size = 0;
+    if (!s_authorized (self, connection, url))
+        return s_unauthorized (connection);
     if (strcmp (url, "/") == 0 || strcmp (url, "/index.html") == 0)
         return s_queue (connection, MHD_HTTP_OK, "text/html; charset=utf-8",
                         self->dashboard, MHD_RESPMEM_PERSISTENT);
@@ -240,6 +346,19 @@ s_resolve (const char *address)
 monitor_http_t *
 monitor_http_new (const char *address, const char *dashboard)
 {
+    monitor_http_limits_t limits = MONITOR_HTTP_LIMITS_DEFAULT;
+    return monitor_http_new_with (address, dashboard, &limits);
+}
+
+monitor_http_t *
+monitor_http_new_with (const char *address, const char *dashboard,
+                       const monitor_http_limits_t *limits)
+{
+    bool tls = limits->tls_cert && limits->tls_key;
+    if (tls && MHD_is_feature_supported (MHD_FEATURE_TLS) != MHD_YES) {
+        log_error ("http: this libmicrohttpd has no TLS; unset monitor/tls_cert");
+        return NULL;
+    }
     struct addrinfo *ai = s_resolve (address);
     if (!ai) {
         log_error ("http: cannot resolve '%s'", address);
@@ -248,13 +367,15 @@ monitor_http_new (const char *address, const char *dashboard)
     monitor_http_t *self = (monitor_http_t *) calloc (1, sizeof (monitor_http_t));
     self->dashboard = dashboard;
     pthread_mutex_init (&self->lock, NULL);
-    pthread_condattr_t attr;
-    pthread_condattr_init (&attr);
-    pthread_condattr_setclock (&attr, CLOCK_MONOTONIC);
-    pthread_cond_init (&self->changed, &attr);
-    pthread_condattr_destroy (&attr);
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION
-                       | MHD_USE_ERROR_LOG;
+    if (limits->token)
+        self->auth = zsys_sprintf ("Bearer %s", limits->token);
+    //  A small pool of epoll threads for every connection: a slow or idle
+    //  client costs a socket, not a thread, and the limits and timeout below
+    //  bound those; more than one thread because /api/series and
+    //  /api/campaigns ask the services on their connection's thread
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL_INTERNAL_THREAD
+                       | MHD_USE_TURBO | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG
+                       | (tls ? MHD_USE_TLS : 0);
     if (ai->ai_family == AF_INET6)
         flags |= MHD_USE_IPv6;
     //  Its threads inherit this mask: stop signals must reach the main
@@ -267,9 +388,14 @@ monitor_http_new (const char *address, const char *dashboard)
     self->daemon = MHD_start_daemon (flags, 0, NULL, NULL, s_on_request, self,
         MHD_OPTION_SOCK_ADDR, ai->ai_addr,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int) 1,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int) 256,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) 60,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int) limits->max_connections,
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) limits->max_per_ip,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) limits->timeout_s,
         MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, NULL,
+        MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) HTTP_THREADS,
+        //  Listed last: without TLS, MHD_OPTION_END ends the list here
+        tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, limits->tls_cert,
+        MHD_OPTION_HTTPS_MEM_KEY, limits->tls_key,
         MHD_OPTION_END);
     pthread_sigmask (SIG_SETMASK, &saved, NULL);
     freeaddrinfo (ai);
@@ -287,13 +413,14 @@ monitor_http_destroy (monitor_http_t **self_p)
         monitor_http_t *self = *self_p;
         pthread_mutex_lock (&self->lock);
         self->stopping = true;
-        pthread_cond_broadcast (&self->changed);
         pthread_mutex_unlock (&self->lock);
-        //  Joins the connection threads; streams see stopping and end
-        if (self->daemon)
+        //  Streams resume, see stopping and end; then the thread stops
+        if (self->daemon) {
+            s_wake_streams (self);
             MHD_stop_daemon (self->daemon);
-        pthread_cond_destroy (&self->changed);
+        }
         pthread_mutex_destroy (&self->lock);
+        free (self->auth);
         free (self->json);
         free (self->metrics);
         free (self);
@@ -319,9 +446,8 @@ monitor_http_update (monitor_http_t *self, const char *json, const char *metrics
     free (self->metrics);
     self->json = json_copy;
     self->metrics = metrics_copy;
-    if (changed) {
+    if (changed)
         self->version++;
-        pthread_cond_broadcast (&self->changed);
-    }
     pthread_mutex_unlock (&self->lock);
+    s_wake_streams (self);
 }

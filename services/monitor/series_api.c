@@ -74,11 +74,12 @@ s_error (char **body, int status, const char *code, const char *param, const cha
 //  One GET to one service; the decoded OK reply, or NULL (*status says why:
 //  FUNNEL_CALL_ERR with *err_body holding the ERR map as JSON).
 static funnel_msg_t *
-s_get (const char *api, const msgpack_sbuffer *request, funnel_call_status_t *status,
-       json_t **err_body)
+s_get (const char *api, const char *server, const msgpack_sbuffer *request,
+       funnel_call_status_t *status, json_t **err_body)
 {
     *err_body = NULL;
-    funnel_client_t *client = funnel_client_new (api);
+    //  The service's key pinned under CURVE (proto/security.md)
+    funnel_client_t *client = funnel_client_new_for (api, server);
     zframe_t *reply = NULL;
     *status = client ? funnel_client_call (client, "GET", request->data, request->size,
                                            CALL_TIMEOUT_MS, &reply)
@@ -176,6 +177,7 @@ s_series_json (const series_range_t *range, const int64_t *sums)
 //  One service's read, on its own thread
 typedef struct {
     const char *api;
+    const char *server;                 //  The service's name (its certificate)
     const msgpack_sbuffer *request;     //  Shared, read only
     pthread_t thread;
     bool started;
@@ -188,7 +190,7 @@ static void *
 s_call_run (void *arg)
 {
     call_t *call = (call_t *) arg;
-    call->msg = s_get (call->api, call->request, &call->status, &call->err);
+    call->msg = s_get (call->api, call->server, call->request, &call->status, &call->err);
     return NULL;
 }
 
@@ -220,7 +222,8 @@ s_series (series_api_t *self, series_api_param_fn *param, void *request, char **
     //  The four reads run side by side: the reply takes the slowest, not the sum
     call_t calls [FUNNEL_VIEW_SERVICES];
     for (int s = 0; s < FUNNEL_VIEW_SERVICES; s++) {
-        calls [s] = (call_t) { .api = self->apis [s], .request = &packed_get };
+        calls [s] = (call_t) { .api = self->apis [s], .server = funnel_view_services [s],
+                               .request = &packed_get };
         calls [s].started = pthread_create (&calls [s].thread, NULL, s_call_run, &calls [s]) == 0;
         if (!calls [s].started)
             s_call_run (&calls [s]);
@@ -284,7 +287,7 @@ s_campaigns (series_api_t *self, series_api_param_fn *param, void *request, char
         return s_error (body, 500, "internal", NULL, "out of memory");
     funnel_call_status_t call;
     json_t *err = NULL;
-    funnel_msg_t *msg = s_get (self->apis [0], &packed_get, &call, &err);
+    funnel_msg_t *msg = s_get (self->apis [0], funnel_view_services [0], &packed_get, &call, &err);
     msgpack_sbuffer_destroy (&packed_get);
     int status;
     if (msg && call == FUNNEL_CALL_OK) {

@@ -59,7 +59,7 @@ service_probe_new (int svc, const char *api, const char *pub, funnel_view_t *vie
     self->svc = svc;
     self->name = funnel_view_services [svc];
     self->view = view;
-    self->client = funnel_client_new (api);
+    self->client = funnel_client_new_for (api, self->name);
     self->upstream = upstream_new (self->name, api, pub, funnel_view_event_types,
                                    s_on_events, self);
     if (!self->client || !self->upstream)

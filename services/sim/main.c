@@ -23,6 +23,7 @@
 #include "event_codec.h"
 #include "funnel_client.h"
 #include "funnel_config.h"
+#include "funnel_curve.h"
 #include "funnel_log.h"
 #include "funnel_signals.h"
 #include "sim_model.h"
@@ -632,11 +633,11 @@ main (int argc, char **argv)
         self->run [k] = 0;
     }
 
-    int rc = 0;
+    int rc = funnel_curve_setup (config, "sim");
     msgpack_sbuffer_init (&self->sbuf);
-    for (int i = 0; i < SIM_SERVICES; i++) {
+    for (int i = 0; i < SIM_SERVICES && rc == 0; i++) {
         const char *endpoint = funnel_config_endpoint (config, s_service_names [i], "api");
-        self->clients [i] = funnel_client_new (endpoint);
+        self->clients [i] = funnel_client_new_for (endpoint, s_service_names [i]);
         if (!self->clients [i]) {
             log_error ("cannot connect to %s at %s", s_service_names [i], endpoint);
             rc = 1;
@@ -649,8 +650,11 @@ main (int argc, char **argv)
     zsock_set_linger (self->sub, 0);
     zsock_set_subscribe (self->sub, "deal.opened");
     zsock_set_subscribe (self->sub, "customer.onboarded");
-    if (zsock_connect (self->sub, "%s", funnel_config_endpoint (config, "sales", "pub"))
-    ||  zsock_connect (self->sub, "%s", funnel_config_endpoint (config, "retention", "pub"))) {
+    //  CURVE options apply per connect: each pins its own server's key
+    if (rc == 0 && (funnel_curve_client (self->sub, "sales")
+    ||  zsock_connect (self->sub, "%s", funnel_config_endpoint (config, "sales", "pub"))
+    ||  funnel_curve_client (self->sub, "retention")
+    ||  zsock_connect (self->sub, "%s", funnel_config_endpoint (config, "retention", "pub")))) {
         log_error ("cannot connect to the sales or retention PUB endpoint");
         rc = 1;
     }
@@ -705,6 +709,7 @@ main (int argc, char **argv)
         s_outbox_free (&self->outbox [i]);
     }
     zsock_destroy (&self->sub);
+    funnel_curve_teardown ();
     msgpack_sbuffer_destroy (&self->sbuf);
     funnel_config_destroy (&config);
     return rc;

@@ -99,7 +99,7 @@ class TestRuntimeLua(FunnelTestCase):
         return self.run_mode("consume", args)
 
     def publish(self, events):
-        args = ["1"]
+        args = ["1", ""]      # a batch, no certificate name
         for i, d in enumerate(events):
             args += ["p-%d-%d" % (time.time_ns(), i), "op", "1", "e2e", "0", msgpack.packb(d)]
         return self.run_mode("publish", args)

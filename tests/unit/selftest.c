@@ -3,8 +3,11 @@
 #include <string.h>
 #include "event_codec.h"
 #include "event_schema.h"
+#include "funnel_authz.h"
 #include "funnel_config.h"
+#include "funnel_curve.h"
 #include "funnel_settings.h"
+#include "redis_auth.h"
 #include "redis_store.h"
 #include "funnel_state.h"
 #include "funnel_log.h"
@@ -16,11 +19,14 @@ static const selftest_t s_tests [] = {
     { "event_codec", event_codec_test },
     { "event_schema", event_schema_test },
     { "funnel_config", funnel_config_test },
+    { "funnel_curve", funnel_curve_test },
+    { "funnel_authz", funnel_authz_test },
     { "funnel_settings", funnel_settings_test },
     { "redis_store", redis_store_test },
     { "funnel_log", funnel_log_test },
     { "funnel_state", funnel_state_test },
     { "funnel_engine", funnel_engine_test },
+    { "redis_auth", redis_auth_test },
     { NULL, NULL }
 };
 
