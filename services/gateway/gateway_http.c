@@ -259,12 +259,12 @@ s_read (gateway_http_t *self, request_t *req, struct MHD_Connection *connection,
     return rc;
 }
 
-static enum MHD_Result
-s_stats (gateway_http_t *self, request_t *req, struct MHD_Connection *connection)
+json_t *
+gateway_http_stats (gateway_http_t *self)
 {
-    enum MHD_Result rc = MHD_NO;
-    if (!s_auth (self, req, connection, &rc))
-        return rc;
+    pthread_mutex_lock (&self->lock);
+    size_t tokens = token_store_size (self->tokens);
+    pthread_mutex_unlock (&self->lock);
     json_t *webhooks = self->config.webhooks_stats
                      ? self->config.webhooks_stats (self->config.webhooks_arg) : json_array ();
     int failing = 0;
@@ -284,10 +284,21 @@ s_stats (gateway_http_t *self, request_t *req, struct MHD_Connection *connection
             "timeouts", (json_int_t) atomic_load (&self->timeouts),
             "webhooks", (int) json_array_size (webhooks),
             "webhooks_failing", failing,
-        "tokens", (int) token_store_size (req->tokens),
+        "tokens", (int) tokens,
         "webhooks", webhooks);
-    return s_respond (self, req, connection, MHD_HTTP_OK, json_dumps (stats, JSON_COMPACT),
-                      JSON_TYPE);
+    return stats;
+}
+
+static enum MHD_Result
+s_stats (gateway_http_t *self, request_t *req, struct MHD_Connection *connection)
+{
+    enum MHD_Result rc = MHD_NO;
+    if (!s_auth (self, req, connection, &rc))
+        return rc;
+    json_t *stats = gateway_http_stats (self);
+    char *text = json_dumps (stats, JSON_COMPACT);
+    json_decref (stats);
+    return s_respond (self, req, connection, MHD_HTTP_OK, text, JSON_TYPE);
 }
 
 static bool

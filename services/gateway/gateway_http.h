@@ -43,6 +43,10 @@ gateway_http_t *
 void
     gateway_http_destroy (gateway_http_t **self_p);
 
+//  The document GET /v1/stats serves (caller owns it).
+json_t *
+    gateway_http_stats (gateway_http_t *self);
+
 //  Swaps in a new token store (SIGHUP); requests in flight keep the old.
 void
     gateway_http_set_tokens (gateway_http_t *self, token_store_t *tokens);

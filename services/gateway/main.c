@@ -15,6 +15,7 @@
 #include "funnel_settings.h"
 #include "funnel_signals.h"
 #include "gateway_http.h"
+#include "json_msgpack.h"
 #include "webhook.h"
 
 #define WEBHOOKS_MAX 64
@@ -46,6 +47,90 @@ s_webhooks_stats (void *arg)
     for (int i = 0; i < webhooks->count; i++)
         json_array_append_new (list, webhook_stats (webhooks->hooks [i]));
     return list;
+}
+
+//  The optional API socket (gateway/api): PING and STATS as every service
+//  answers them (proto/wire.md), so the monitor and funnelctl can watch the
+//  gateway like a service. STATS counters are the /v1/stats counters plus,
+//  per subscription, webhook.<name>.{delivered,failures,
+//  consecutive_failures,backlog}.
+static json_t *
+s_api_reply (gateway_http_t *http, const char *verb, int64_t started, bool *ok)
+{
+    *ok = true;
+    json_t *stats = gateway_http_stats (http);
+    json_t *reply = NULL;
+    if (strcmp (verb, "PING") == 0) {
+        bool redis = true;
+        size_t i;
+        json_t *hook;
+        json_array_foreach (json_object_get (stats, "webhooks"), i, hook)
+            redis = redis && json_is_true (json_object_get (hook, "redis"));
+        reply = json_pack ("{s:s, s:s, s:i, s:s, s:I}", "svc", "gateway",
+                           "version", FUNNEL_VERSION, "seq", 0, "redis", redis ? "ok" : "down",
+                           "uptime_s", (json_int_t) ((zclock_mono () - started) / 1000));
+    }
+    else
+    if (strcmp (verb, "STATS") == 0) {
+        json_t *counters = json_deep_copy (json_object_get (stats, "counters"));
+        size_t i;
+        json_t *hook;
+        json_array_foreach (json_object_get (stats, "webhooks"), i, hook) {
+            const char *name = json_string_value (json_object_get (hook, "name"));
+            const char *keys [] = { "delivered", "failures", "consecutive_failures" };
+            char key [160];
+            for (size_t k = 0; k < sizeof keys / sizeof keys [0]; k++) {
+                snprintf (key, sizeof key, "webhook.%s.%s", name, keys [k]);
+                json_object_set (counters, key, json_object_get (hook, keys [k]));
+            }
+            json_int_t backlog = 0;
+            const char *svc;
+            json_t *feed;
+            json_object_foreach (json_object_get (hook, "services"), svc, feed)
+                backlog += json_integer_value (json_object_get (feed, "backlog"));
+            snprintf (key, sizeof key, "webhook.%s.backlog", name);
+            json_object_set_new (counters, key, json_integer (backlog));
+        }
+        reply = json_pack ("{s:s, s:o}", "svc", "gateway", "counters", counters);
+    }
+    else {
+        *ok = false;
+        reply = json_pack ("{s:s, s:s}", "code", "bad_request",
+                           "message", "verb: the gateway answers PING and STATS");
+    }
+    json_decref (stats);
+    return reply;
+}
+
+static void
+s_on_api (zsock_t *api, gateway_http_t *http, int64_t started)
+{
+    zmsg_t *msg = zmsg_recv (api);
+    if (!msg)
+        return;
+    zframe_t *identity = zmsg_pop (msg);
+    zframe_t *delimiter = NULL;
+    if (zmsg_first (msg) && zframe_size (zmsg_first (msg)) == 0)
+        delimiter = zmsg_pop (msg);             //  REQ or DEALER with delimiter
+    char *verb = zmsg_popstr (msg);
+    bool ok;
+    json_t *reply = s_api_reply (http, verb ? verb : "", started, &ok);
+    msgpack_sbuffer sbuf;
+    if (identity && json_to_msgpack_sbuffer (reply, &sbuf) == 0) {
+        zmsg_t *out = zmsg_new ();
+        zmsg_append (out, &identity);
+        if (delimiter)
+            zmsg_append (out, &delimiter);
+        zmsg_addstr (out, ok ? "OK" : "ERR");
+        zmsg_addmem (out, sbuf.data, sbuf.size);
+        msgpack_sbuffer_destroy (&sbuf);
+        zmsg_send (&out, api);
+    }
+    json_decref (reply);
+    free (verb);
+    zframe_destroy (&identity);
+    zframe_destroy (&delimiter);
+    zmsg_destroy (&msg);
 }
 
 //  Loads gateway/tokens; an empty store (and a warning) when unset.
@@ -121,6 +206,7 @@ main (int argc, char *argv [])
         funnel_settings_help ("gateway", s_settings,
             "  gateway/http = 127.0.0.1:7150  host:port to listen on (--http)\n"
             "  gateway/tokens = FILE  lines TOKEN NAME TYPES; re-read on SIGHUP\n"
+            "  gateway/api = ENDPOINT  optional: answer PING and STATS there (--api)\n"
             "  gateway/cors_origins = \"https://a.example,https://b.example\" or \"*\"\n"
             "  gateway/redis, gateway/prefix = {funnel:gateway}:  webhook positions\n"
             "  webhooks/<name>/url, types, secret, start = latest|earliest\n"
@@ -175,11 +261,29 @@ main (int argc, char *argv [])
         if (!http)
             rc = 1;
     }
+    zsock_t *api = NULL;
+    const char *api_endpoint = funnel_config_get (config, "gateway/api", NULL);
+    if (rc == 0 && api_endpoint) {
+        api = zsock_new (ZMQ_ROUTER);
+        zsock_set_maxmsgsize (api, 64 * 1024);
+        if (!api || zsock_bind (api, "%s", api_endpoint) < 0) {
+            log_error ("cannot bind api %s", api_endpoint);
+            rc = 1;
+        }
+    }
     if (rc == 0) {
-        log_info ("funnel-gateway %s: http %s, %zu tokens, %d webhooks", FUNNEL_VERSION,
-                  address, token_store_size (tokens), webhooks.count);
+        log_info ("funnel-gateway %s: http %s%s%s, %zu tokens, %d webhooks", FUNNEL_VERSION,
+                  address, api ? ", api " : "", api ? api_endpoint : "",
+                  token_store_size (tokens), webhooks.count);
+        int64_t started = zclock_mono ();
         while (!funnel_stop) {
-            zclock_sleep (100);
+            if (api) {
+                zmq_pollitem_t item = { zsock_resolve (api), 0, ZMQ_POLLIN, 0 };
+                if (zmq_poll (&item, 1, 100) > 0)
+                    s_on_api (api, http, started);
+            }
+            else
+                zclock_sleep (100);
             if (funnel_reload) {
                 funnel_reload = 0;
                 token_store_t *fresh = s_load_tokens (config);
@@ -194,6 +298,7 @@ main (int argc, char *argv [])
         }
         log_info ("stopping");
     }
+    zsock_destroy (&api);
     gateway_http_destroy (&http);           //  No request is in flight after this
     for (int i = 0; i < webhooks.count; i++)
         webhook_destroy (&webhooks.hooks [i]);

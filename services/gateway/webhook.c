@@ -52,6 +52,7 @@ struct _webhook_t {
     uint64_t delivered, failures, consecutive;
     long last_status;
     char last_error [256];
+    bool redis_ok;                  //  The last position read or write worked
 };
 
 static const char *const s_all [] = { "*", NULL };
@@ -111,6 +112,9 @@ s_save (webhook_t *self, feed_t *feed)
     if (redis_store_connect (self->store) == 0)
         reply = redis_store_command (self->store, 4, argv, NULL);
     bool ok = reply && reply->type == REDIS_REPLY_INTEGER;
+    pthread_mutex_lock (&self->lock);
+    self->redis_ok = ok;
+    pthread_mutex_unlock (&self->lock);
     if (ok)
         feed->saved = feed->position;
     else
@@ -132,6 +136,9 @@ s_start_feed (webhook_t *self, feed_t *feed)
         return;
     const char *argv [] = { "HGET", self->key, feed->service };
     redisReply *reply = redis_store_command (self->store, 3, argv, NULL);
+    pthread_mutex_lock (&self->lock);
+    self->redis_ok = reply != NULL;
+    pthread_mutex_unlock (&self->lock);
     if (!reply)
         return;
     bool known = reply->type == REDIS_REPLY_STRING;
@@ -473,12 +480,12 @@ webhook_stats (webhook_t *self)
             "position", (json_int_t) feed->position, "head", (json_int_t) head,
             "backlog", (json_int_t) backlog, "started", feed->started));
     }
-    json_t *stats = json_pack ("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:i, s:o}",
+    json_t *stats = json_pack ("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:i, s:b, s:o}",
         "name", self->name, "url", self->url, "types", self->types, "state", self->state,
         "delivered", (json_int_t) self->delivered, "failures", (json_int_t) self->failures,
         "consecutive_failures", (json_int_t) self->consecutive,
         "last_error", self->last_error, "last_status", (int) self->last_status,
-        "services", services);
+        "redis", self->redis_ok, "services", services);
     pthread_mutex_unlock (&self->lock);
     return stats;
 }

@@ -56,7 +56,8 @@ void
 
 //  {"name", "url", "state": "starting"|"ok"|"retrying", "delivered",
 //   "failures", "consecutive_failures", "last_error", "last_status",
-//   "services": {svc: {"position", "head", "backlog"}}}
+//   "redis": bool (the last position read/write worked),
+//   "services": {svc: {"position", "head", "backlog", "started"}}}
 json_t *
     webhook_stats (webhook_t *self);
 

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 
-from funnel_e2e import FunnelTestCase, free_port, wait_until
+from funnel_e2e import Client, FunnelTestCase, free_port, wait_until
 
 SERVICES = ["campaign", "leads", "sales", "retention"]
 ADMIN = "admin-token-0123456789abcdef"
@@ -91,13 +91,15 @@ class GatewayCase(FunnelTestCase):
         super().setUp()
         self.http_port = free_port()
         self.hook_port = free_port()
+        self.api_port = free_port()
         self.tokens = os.path.join(self.workdir, "tokens")
         with open(self.tokens, "w") as f:
             f.write("# e2e tokens\n%s admin *\n%s webforms lead.capture,touch\n" % (ADMIN, FORMS))
         extra = ("gateway\n    http = \"127.0.0.1:%d\"\n    tokens = \"%s\"\n"
+                 "    api = \"tcp://127.0.0.1:%d\"\n"
                  "    cors_origins = \"https://shop.example, https://www.example\"\n"
                  "    call_timeout_ms = 1500\n    max_body = 100000\n%s"
-                 % (self.http_port, self.tokens, self.gateway_settings))
+                 % (self.http_port, self.tokens, self.api_port, self.gateway_settings))
         if self.webhook:
             extra += ("webhooks\n    crm\n        url = \"http://127.0.0.1:%d/hook\"\n"
                       "        types = \"lead.,deal.won\"\n        secret = \"%s\"\n"
@@ -398,6 +400,16 @@ class TestWebhooks(GatewayCase):
         wait_until(failing, timeout=20, what="subscription failing in stats")
         stats = self.request("GET", "/v1/stats")[2]
         self.assertEqual(stats["counters"]["webhooks_failing"], 1)
+        # The same on the gateway's API socket, as a service's STATS
+        api = Client("tcp://127.0.0.1:%d" % self.api_port)
+        self.clients.append(api)
+        ping = api.ok("PING")
+        self.assertEqual((ping["svc"], ping["redis"]), ("gateway", "ok"))
+        counters = api.ok("STATS")["counters"]
+        self.assertEqual(counters["webhooks_failing"], 1)
+        self.assertGreaterEqual(counters["webhook.crm.consecutive_failures"], 2)
+        self.assertGreater(counters["webhook.crm.backlog"], 0)
+        self.assertEqual(api.call("PUBLISH", {})[0], "ERR")
         self.assertGreater(stats["webhooks"][0]["services"]["leads"]["backlog"], 0)
         # The gateway restarts while the receiver is down: the position survives
         self.assertEqual(self.gateway.stop(), 0)
