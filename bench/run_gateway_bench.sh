@@ -50,7 +50,7 @@ start_gateway() {
     gw=$!
     sleep 0.5
 }
-start_gateway
+start_gateway ${gateway_args:-}
 echo "gateway-bench: $events events per line, lead.capture, on $(nproc) cores"
 run=$$
 "$bench" direct "tcp://127.0.0.1:$api" "$events" 100 1 "${run}a"
@@ -73,5 +73,5 @@ CFG
 "$bench" receive "$hook" "$backlog" &
 receiver=$!
 sleep 0.3
-start_gateway
+start_gateway ${gateway_args:-}
 wait "$receiver" || echo "webhook: receiver did not get all $backlog events"

@@ -2,9 +2,9 @@
 # launcher.sh — run the whole funnel on one machine (called by deploy/funnel).
 #
 #   up [--rate N] [--seed N] [--duration S] [--var DIR] [--detach]
-#        start a private Redis (AOF, everysec, data in VAR/redis), the four
-#        services, the monitor, the gateway and funnel-sim; print the
-#        dashboard URL and the gateway's token (VAR/gateway.tokens); wait.
+#        start a private Redis (AOF, everysec, data in VAR/redis), the
+#        services, monitor, gateway, and funnel-sim (through the gateway);
+#        print the dashboard URL and the gateway token; wait.
 #        Ctrl-C / SIGTERM stops the sim, then the daemons, then Redis.
 #        --detach: start everything in the background and return.
 #   down [--var DIR]           stop a set started by up (detached or not)
@@ -14,7 +14,7 @@
 #
 # Environment: FUNNEL_BUILD (build dir, default ./build), FUNNEL_PORT_BASE
 # (default 7100: campaign base+1/+2, leads +11/+12, sales +21/+22, retention
-# +31/+32, monitor HTTP +40 and PUB +42, gateway HTTP +50), FUNNEL_REDIS_PORT (default 6390),
+# +31/+32, monitor HTTP +40 and PUB +42, gateway +50), FUNNEL_REDIS_PORT (6390),
 # FUNNEL_CONFIG (use this topology file instead of writing VAR/funnel.cfg;
 # its ports must then match FUNNEL_PORT_BASE for status and the URL).
 set -euo pipefail
@@ -283,6 +283,7 @@ cmd_up() {
     done
     local sim_args=(-c "$CFG" --rate "$RATE" --seed "$SEED")
     [ -n "$DURATION" ] && sim_args+=(--duration "$DURATION")
+    [ $with_gateway = 1 ] && sim_args+=(--via-gateway)     # HTTP/JSON, as an integrator would
     start_bg sim "$(bin_of sim)" "${sim_args[@]}"
     say "simulated traffic: $RATE events/s, seed $SEED${DURATION:+, for ${DURATION}s} (log $LOG/sim.log)"
     if [ $with_monitor = 1 ]; then

@@ -436,3 +436,17 @@ class TestWebhooks(GatewayCase):
         wait_until(lambda: self.request("GET", "/v1/stats")[2]["webhooks"][0]["state"] == "ok",
                    what="subscription ok again")
         receiver.stop()
+
+
+class TestSimViaGateway(GatewayCase):
+    def test_sim_publishes_through_the_gateway(self):
+        # The first token in gateway/tokens (admin, *) is the sim's
+        sim = self.daemon("sim", "funnel-sim", args=["--via-gateway", "--rate", "200",
+                                                     "--duration", "4", "--batch", "50"])
+        self.assertEqual(sim.proc.wait(60), 0, sim.output())
+        self.assertIn("publishing through the gateway", sim.output())
+        published = self.request("GET", "/v1/stats")[2]["counters"]["published"]
+        self.assertGreater(published, 4)
+        accepted = sum(self.stats(svc)["accepted"] for svc in SERVICES)
+        self.assertGreater(accepted, 100)
+        self.assertEqual(self.request("GET", "/v1/stats")[2]["counters"]["errors_5xx"], 0)
