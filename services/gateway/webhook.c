@@ -29,6 +29,7 @@ typedef struct {
     int64_t next_try;
     uint64_t position;              //  Last seq delivered (or passed over)
     uint64_t saved;                 //  Last position written to Redis
+    uint64_t head;                  //  upstream_head, copied for stats readers
 } feed_t;
 
 struct _webhook_t {
@@ -272,9 +273,11 @@ static int
 s_on_events (void *arg, upstream_t *upstream, const char **events, const size_t *sizes,
              size_t count, uint64_t last_seq)
 {
-    (void) upstream;
     feed_t *feed = (feed_t *) arg;
     webhook_t *self = feed->hook;
+    pthread_mutex_lock (&self->lock);           //  For stats while this blocks
+    feed->head = upstream_head (upstream);
+    pthread_mutex_unlock (&self->lock);
     for (size_t i = 0; i < count; i++) {
         funnel_error_t err;
         funnel_msg_t *msg = funnel_msg_decode (events [i], sizes [i], &funnel_limits_event, &err);
@@ -334,6 +337,9 @@ s_run (void *arg)
             upstream_drain (feed->upstream);    //  Before the start: dropped
             if (feed->started)
                 upstream_catch_up (feed->upstream, 0);
+            pthread_mutex_lock (&self->lock);
+            feed->head = upstream_head (feed->upstream);
+            pthread_mutex_unlock (&self->lock);
         }
         if (now >= next_flush) {
             next_flush = now + FLUSH_MS;
@@ -472,9 +478,7 @@ webhook_stats (webhook_t *self)
     json_t *services = json_object ();
     for (int f = 0; f < self->feed_count; f++) {
         feed_t *feed = &self->feeds [f];
-        //  head is written by the subscription's thread; a torn read of a
-        //  counter that only grows is harmless for a stats page
-        uint64_t head = upstream_head (feed->upstream);
+        uint64_t head = feed->head;
         uint64_t backlog = head > feed->position ? head - feed->position : 0;
         json_object_set_new (services, feed->service, json_pack ("{s:I, s:I, s:I, s:b}",
             "position", (json_int_t) feed->position, "head", (json_int_t) head,
