@@ -176,6 +176,10 @@ class LauncherTest(unittest.TestCase):
         status = subprocess.run([FUNNEL, "status", "--var", self.var], env=self.env,
                                 capture_output=True, text=True, timeout=30)
         self.assertEqual(status.returncode, 0, status.stdout + status.stderr)
+        if os.path.exists(os.path.join(BUILD, "services/gateway/funnel-gateway")):
+            self.assertRegex(status.stdout, r"gateway +up .*http://127.0.0.1:%d/v1/" % (self.base + 50))
+            self.assertIn("gateway: http://127.0.0.1:%d/v1/events, token: demo-" % (self.base + 50),
+                          up.stderr)
         again = subprocess.run([FUNNEL, "up", "--detach", "--var", self.var], env=self.env,
                                capture_output=True, text=True, timeout=30)
         self.assertNotEqual(again.returncode, 0, "a second up on a running set must refuse")
