@@ -371,11 +371,9 @@ s_route (gateway_http_t *self, request_t *req, struct MHD_Connection *connection
     if (strcmp (url, "/v1/events") == 0)
         return post ? s_ingest (self, req, connection)
                     : s_not_allowed (self, req, connection, "POST, OPTIONS");
-    if (strcmp (url, "/v1/openapi.json") == 0 || strcmp (url, "/v1/health") == 0
-    ||  strcmp (url, "/v1/stats") == 0 || strncmp (url, "/v1/", 4) == 0) {
-        if (!get)
-            return s_not_allowed (self, req, connection, "GET, HEAD, OPTIONS");
-    }
+    //  Every other /v1/ path is read-only
+    if (strncmp (url, "/v1/", 4) == 0 && !get)
+        return s_not_allowed (self, req, connection, "GET, HEAD, OPTIONS");
     if (strcmp (url, "/v1/openapi.json") == 0)
         return s_respond (self, req, connection, MHD_HTTP_OK, strdup (self->config.openapi),
                           JSON_TYPE);

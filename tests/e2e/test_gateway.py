@@ -89,9 +89,25 @@ class GatewayCase(FunnelTestCase):
 
     def setUp(self):
         super().setUp()
-        self.http_port = free_port()
-        self.hook_port = free_port()
-        self.api_port = free_port()
+        try:
+            self.start_all()
+        except BaseException:
+            self.tearDown()         # unittest skips it when setUp fails
+            raise
+
+    def own_port(self):
+        """A free port that the topology has not given to a service."""
+        taken = {p for pair in self.topology.ports.values() for p in pair}
+        while True:
+            port = free_port()
+            if port not in taken and port not in getattr(self, "_own", set()):
+                self._own = getattr(self, "_own", set()) | {port}
+                return port
+
+    def start_all(self):
+        self.http_port = self.own_port()
+        self.hook_port = self.own_port()
+        self.api_port = self.own_port()
         self.tokens = os.path.join(self.workdir, "tokens")
         with open(self.tokens, "w") as f:
             f.write("# e2e tokens\n%s admin *\n%s webforms lead.capture,touch\n" % (ADMIN, FORMS))
