@@ -23,7 +23,7 @@
 extern const char funnel_gateway_openapi [];
 
 static const funnel_setting_t s_settings [] = {
-    { "threads", 8, 1, 256, true, "HTTP threads, each serving many connections (epoll)" },
+    { "threads", 16, 1, 256, true, "HTTP threads, each serving many connections (epoll)" },
     { "connection_limit", 1024, 1, 100000, true, "open HTTP connections at most" },
     { "connection_timeout_s", 60, 1, 86400, true, "idle HTTP connections closed after" },
     { "call_timeout_ms", 5000, 100, 600000, true, "wait for a service's reply (then 503)" },
