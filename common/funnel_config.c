@@ -51,6 +51,7 @@ static const struct {
     { "retention/pub", "tcp://127.0.0.1:7132" },
     { "monitor/http",  "127.0.0.1:7140" },
     { "monitor/pub",   "tcp://127.0.0.1:7142" },
+    { "gateway/http",  "127.0.0.1:7150" },
 };
 #define DEFAULT_REDIS_URL "redis://127.0.0.1:6379/0"
 
@@ -191,8 +192,9 @@ s_print_help (const funnel_config_about_t *about)
     snprintf (path, sizeof path, "%s/pub", svc);
     printf ("      --pub ENDPOINT     this service's PUB endpoint (default %s)\n",
             s_default_of (path) ? s_default_of (path) : "none");
-    printf ("      --http ADDR        monitor only: HTTP host:port (default %s)\n",
-            s_default_of ("monitor/http"));
+    snprintf (path, sizeof path, "%s/http", svc);
+    printf ("      --http ADDR        monitor, gateway: HTTP host:port (default %s)\n",
+            s_default_of (path) ? s_default_of (path) : s_default_of ("monitor/http"));
     printf ("      --set PATH=VALUE   set any key, e.g. --set leads/rules/mql=40 (repeatable)\n");
     printf ("      --log-level LEVEL  error|warn|info|debug (default info)\n");
     printf ("  -h, --help             print this help and exit\n");
@@ -831,6 +833,7 @@ s_test_defaults (bool verbose)
     assert (streq (funnel_config_endpoint (config, "retention", "pub"), "tcp://127.0.0.1:7132"));
     assert (streq (funnel_config_endpoint (config, "monitor", "http"), "127.0.0.1:7140"));
     assert (streq (funnel_config_endpoint (config, "monitor", "pub"), "tcp://127.0.0.1:7142"));
+    assert (streq (funnel_config_endpoint (config, "gateway", "http"), "127.0.0.1:7150"));
     assert (funnel_config_endpoint (config, "monitor", "api") == NULL);
     assert (funnel_config_endpoint (config, "nosuch", "api") == NULL);
     assert (streq (funnel_config_redis_url (config, "leads"), DEFAULT_REDIS_URL));

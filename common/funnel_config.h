@@ -9,7 +9,7 @@
       --redis URL           this service's Redis (env FUNNEL_REDIS_URL)
       --api ENDPOINT        this service's API endpoint (env FUNNEL_API)
       --pub ENDPOINT        this service's PUB endpoint (env FUNNEL_PUB)
-      --http ADDR           monitor only: host:port (env FUNNEL_HTTP)
+      --http ADDR           monitor, gateway: host:port (env FUNNEL_HTTP)
       --set PATH=VALUE      set any key, e.g. --set leads/rules/mql=40
       --log-level LEVEL     error|warn|info|debug (env FUNNEL_LOG_LEVEL)
       -h, --help            usage and exit 0;  -V, --version

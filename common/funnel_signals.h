@@ -14,8 +14,13 @@
 #include <signal.h>
 
 extern volatile sig_atomic_t funnel_stop;
+//  Set by SIGHUP once funnel_signals_reload_on_hup was called (programs
+//  that re-read a file on HUP; the others keep the default action).
+extern volatile sig_atomic_t funnel_reload;
 
 void
     funnel_signals_init (void);
+void
+    funnel_signals_reload_on_hup (void);
 
 #endif

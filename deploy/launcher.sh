@@ -2,8 +2,9 @@
 # launcher.sh — run the whole funnel on one machine (called by deploy/funnel).
 #
 #   up [--rate N] [--seed N] [--duration S] [--var DIR] [--detach] [--insecure]
-#        start a private Redis (AOF, everysec, data in VAR/redis), the four
-#        services, the monitor and funnel-sim; print the dashboard URL; wait.
+#        start a private Redis (AOF, everysec, data in VAR/redis), the
+#        services, monitor, gateway, and funnel-sim (through the gateway);
+#        print the dashboard URL and the gateway token; wait.
 #        Ctrl-C / SIGTERM stops the sim, then the daemons, then Redis.
 #        --detach: start everything in the background and return.
 #        Secure by default: CURVE keypairs in VAR/certs (clients listed in
@@ -12,18 +13,18 @@
 #   down [--var DIR]           stop a set started by up (detached or not)
 #   status [--var DIR]         each process up/down, PING answers, the funnel
 #   logs [NAME] [--var DIR]    follow the logs (all, or one of redis, campaign,
-#                              leads, sales, retention, monitor, sim)
+#                              leads, sales, retention, monitor, gateway, sim)
 #
 # Environment: FUNNEL_BUILD (build dir, default ./build), FUNNEL_PORT_BASE
 # (default 7100: campaign base+1/+2, leads +11/+12, sales +21/+22, retention
-# +31/+32, monitor HTTP +40 and PUB +42), FUNNEL_REDIS_PORT (default 6390),
+# +31/+32, monitor HTTP +40 and PUB +42, gateway +50), FUNNEL_REDIS_PORT (6390),
 # FUNNEL_CONFIG (use this topology file instead of writing VAR/funnel.cfg;
 # its ports must then match FUNNEL_PORT_BASE for status and the URL).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${FUNNEL_BUILD:-$ROOT/build}
-DAEMONS="retention sales leads campaign monitor"    # start order: downstream first
+DAEMONS="retention sales leads campaign monitor gateway"    # start order: downstream first
 STOP_TIMEOUT=${FUNNEL_STOP_TIMEOUT:-15}
 
 say()  { printf '\033[1mfunnel:\033[0m %s\n' "$*" >&2; }
@@ -65,6 +66,7 @@ fi
 BASE=${FUNNEL_PORT_BASE:-${BASE:-7100}}
 REDIS_PORT=${FUNNEL_REDIS_PORT:-${REDIS_PORT:-6390}}
 HTTP_PORT=$((BASE + 40))
+GATEWAY_PORT=$((BASE + 50))
 
 bin_of() {
     case "$1" in
@@ -122,11 +124,11 @@ ping_svc() {
     echo "$out" | grep -q '"redis": *"ok"'
 }
 
-http_get() {                    # body of GET path on the monitor, or fail
+http_get() {                    # body of GET path on the monitor (or port $2), or fail
     /usr/bin/python3 -c '
 import sys, urllib.request
 print(urllib.request.urlopen("http://127.0.0.1:%s%s" % (sys.argv[1], sys.argv[2]), timeout=2).read().decode())
-' "$HTTP_PORT" "$1" 2>/dev/null
+' "${2:-$HTTP_PORT}" "$1" 2>/dev/null
 }
 
 # ---------------------------------------------------------------- security
@@ -203,7 +205,14 @@ $(redis_user_keys retention)
 monitor
     http = "127.0.0.1:$HTTP_PORT"
     pub = "tcp://127.0.0.1:$((BASE + 42))"
+gateway
+    http = "127.0.0.1:$GATEWAY_PORT"
+    tokens = "$VAR/gateway.tokens"
+$(redis_user_keys gateway)
 EOF
+    # One token for every type, made once per VAR (kept across runs)
+    [ -f "$VAR/gateway.tokens" ] || (umask 077; printf '%s demo *\n' \
+        "demo-$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')" >"$VAR/gateway.tokens")
 }
 
 STARTED=""                      # names started by this run, for cleanup
@@ -238,6 +247,8 @@ wait_ready() {                  # wait_ready SVC: PING ok within 20 s
     for _ in $(seq 100); do
         if [ "$svc" = monitor ]; then
             http_get /api/funnel >/dev/null && return 0
+        elif [ "$svc" = gateway ]; then
+            http_get /v1/health "$GATEWAY_PORT" >/dev/null && return 0
         else
             ping_svc "$svc" >/dev/null && return 0
         fi
@@ -272,10 +283,10 @@ stop_one() {
 stop_all() {
     local rc=0 name pid
     stop_one sim || rc=1
-    for name in monitor campaign leads sales retention; do
+    for name in gateway monitor campaign leads sales retention; do
         if pid=$(pid_of "$name"); then kill -TERM "$pid" 2>/dev/null || true; fi
     done
-    for name in monitor campaign leads sales retention; do
+    for name in gateway monitor campaign leads sales retention; do
         stop_one "$name" || rc=1
     done
     stop_one redis || rc=1
@@ -290,10 +301,11 @@ cmd_up() {
     for svc in campaign leads sales retention sim; do
         [ -x "$(bin_of "$svc")" ] || die "$(bin_of "$svc") is not built (deploy/funnel build)"
     done
-    local with_monitor=1
+    local with_monitor=1 with_gateway=1
     [ -x "$(bin_of monitor)" ] || { with_monitor=0; say "funnel-monitor is not built: no dashboard"; }
+    [ -x "$(bin_of gateway)" ] || { with_gateway=0; say "funnel-gateway is not built: no HTTP ingest"; }
     for p in $((BASE+1)) $((BASE+2)) $((BASE+11)) $((BASE+12)) $((BASE+21)) $((BASE+22)) \
-             $((BASE+31)) $((BASE+32)) "$HTTP_PORT" $((BASE+42)); do
+             $((BASE+31)) $((BASE+32)) "$HTTP_PORT" $((BASE+42)) "$GATEWAY_PORT"; do
         port_busy "$p" && die "port $p is in use; set FUNNEL_PORT_BASE to another base"
     done
     mkdir -p "$LOG" "$RUN" "$DATA"
@@ -317,7 +329,7 @@ cmd_up() {
     elif [ -n "${FUNNEL_CONFIG:-}" ]; then
         say "FUNNEL_CONFIG: its own security section applies (see proto/security.md)"
     else
-        "$ROOT/deploy/redis-users.sh" "$REDIS_PORT" "$SECRETS" campaign leads sales retention ||
+        "$ROOT/deploy/redis-users.sh" "$REDIS_PORT" "$SECRETS" campaign leads sales retention gateway ||
             die "cannot create the Redis users"
         say "redis: one ACL user per service, passwords in $SECRETS (mode 0600)"
         say "CURVE on: keypairs in $CERTS, allowed clients in $CLIENTS"
@@ -325,19 +337,25 @@ cmd_up() {
     local svc
     for svc in $DAEMONS; do
         [ "$svc" = monitor ] && [ $with_monitor = 0 ] && continue
+        [ "$svc" = gateway ] && [ $with_gateway = 0 ] && continue
         start_bg "$svc" "$(bin_of "$svc")" -c "$CFG"
     done
     for svc in $DAEMONS; do
         [ "$svc" = monitor ] && [ $with_monitor = 0 ] && continue
+        [ "$svc" = gateway ] && [ $with_gateway = 0 ] && continue
         wait_ready "$svc"
         say "$svc up (log $LOG/$svc.log)"
     done
     local sim_args=(-c "$CFG" --rate "$RATE" --seed "$SEED")
     [ -n "$DURATION" ] && sim_args+=(--duration "$DURATION")
+    [ $with_gateway = 1 ] && sim_args+=(--via-gateway)     # HTTP/JSON, as an integrator would
     start_bg sim "$(bin_of sim)" "${sim_args[@]}"
     say "simulated traffic: $RATE events/s, seed $SEED${DURATION:+, for ${DURATION}s} (log $LOG/sim.log)"
     if [ $with_monitor = 1 ]; then
         say "dashboard: http://127.0.0.1:$HTTP_PORT/   (JSON /api/funnel, Prometheus /metrics)"
+    fi
+    if [ $with_gateway = 1 ]; then
+        say "gateway: http://127.0.0.1:$GATEWAY_PORT/v1/events, token: $(cut -d' ' -f1 "$VAR/gateway.tokens" | head -n 1)"
     fi
     trap - EXIT
 
@@ -357,6 +375,7 @@ cmd_up() {
         wait $! || true
         for svc in $DAEMONS redis; do
             [ "$svc" = monitor ] && [ $with_monitor = 0 ] && continue
+            [ "$svc" = gateway ] && [ $with_gateway = 0 ] && continue
             if ! pid_of "$svc" >/dev/null; then
                 kill $tail_pid 2>/dev/null || true
                 say "$svc stopped unexpectedly"
@@ -403,6 +422,9 @@ cmd_status() {
                        else state="$state, no PING answer"; rc=1; fi ;;
                 monitor) if http_get /api/funnel >/dev/null; then
                            state="$state, http://127.0.0.1:$HTTP_PORT/"
+                         else state="$state, HTTP not answering"; rc=1; fi ;;
+                gateway) if http_get /v1/health "$GATEWAY_PORT" >/dev/null; then
+                           state="$state, http://127.0.0.1:$GATEWAY_PORT/v1/"
                          else state="$state, HTTP not answering"; rc=1; fi ;;
                 sim) ;;
                 *) if reply=$(ping_svc "$name"); then state="$state, PING $reply"

@@ -26,6 +26,7 @@
 #include "funnel_curve.h"
 #include "funnel_log.h"
 #include "funnel_signals.h"
+#include "sim_gateway.h"
 #include "sim_model.h"
 
 #ifndef FUNNEL_VERSION
@@ -67,6 +68,7 @@ typedef struct {
     char run [16];
     size_t batch;
     funnel_client_t *clients [SIM_SERVICES];
+    sim_gateway_t *gateway;     //  --via-gateway: PUBLISH goes through it
     outbox_t outbox [SIM_SERVICES];
     zsock_t *sub;
     sim_model_t *model;
@@ -280,9 +282,11 @@ s_flush (sim_t *self, int service)
             msgpack_sbuffer_write (&self->sbuf, p->bytes, p->size);
         }
         zframe_t *reply = NULL;
-        funnel_call_status_t rc = funnel_client_call (self->clients [service], "PUBLISH",
-                                                      self->sbuf.data, self->sbuf.size,
-                                                      CALL_TIMEOUT_MS, &reply);
+        funnel_call_status_t rc = self->gateway
+            ? sim_gateway_publish (self->gateway, self->sbuf.data, self->sbuf.size,
+                                   CALL_TIMEOUT_MS, &reply)
+            : funnel_client_call (self->clients [service], "PUBLISH", self->sbuf.data,
+                                  self->sbuf.size, CALL_TIMEOUT_MS, &reply);
         if (rc == FUNNEL_CALL_OK) {
             s_read_ok (self, reply);
             for (size_t i = 0; i < n; i++) {
@@ -451,6 +455,10 @@ s_help (void)
 "      --run ID          prefix of this run's ids, 1-12 of [a-z0-9] (default: from\n"
 "                        the clock, so a second run never collides with the first)\n"
 "      --batch N         events per PUBLISH batch, 1-1000 (default 500)\n"
+"      --via-gateway     publish through funnel-gateway (POST /v1/events on\n"
+"                        gateway/http) instead of the services' API sockets; the\n"
+"                        token is FUNNEL_GATEWAY_TOKEN, else the first one in the\n"
+"                        file gateway/tokens names (it must allow every type)\n"
 "      --log-level LEVEL error|warn|info|debug (default info)\n"
 "      --selftest        test the model (deterministic, plausible rates) and exit\n"
 "  -h, --help            print this help and exit\n"
@@ -524,7 +532,8 @@ main (int argc, char **argv)
     int nsets = 0;
     bool run_given = false;
 
-    enum { OPT_SET = 256, OPT_RUN, OPT_BATCH, OPT_LOG, OPT_SELFTEST };
+    enum { OPT_SET = 256, OPT_RUN, OPT_BATCH, OPT_LOG, OPT_SELFTEST, OPT_VIA_GATEWAY };
+    bool via_gateway = false;
     static const struct option options [] = {
         { "config", required_argument, NULL, 'c' },
         { "set", required_argument, NULL, OPT_SET },
@@ -535,6 +544,7 @@ main (int argc, char **argv)
         { "batch", required_argument, NULL, OPT_BATCH },
         { "log-level", required_argument, NULL, OPT_LOG },
         { "selftest", no_argument, NULL, OPT_SELFTEST },
+        { "via-gateway", no_argument, NULL, OPT_VIA_GATEWAY },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 }
@@ -577,6 +587,7 @@ main (int argc, char **argv)
                 self->batch = (size_t) value;
                 break;
             case OPT_LOG: log_level = optarg; break;
+            case OPT_VIA_GATEWAY: via_gateway = true; break;
             case OPT_SELFTEST: {
                 int failed = sim_model_selftest (true);
                 free (sets);
@@ -643,6 +654,24 @@ main (int argc, char **argv)
             rc = 1;
         }
     }
+    if (rc == 0 && via_gateway) {
+        const char *tokens = funnel_config_get (config, "gateway/tokens", NULL);
+        const char *env = getenv ("FUNNEL_GATEWAY_TOKEN");
+        char *token = env && *env ? strdup (env) : tokens ? sim_gateway_first_token (tokens) : NULL;
+        const char *address = funnel_config_endpoint (config, "gateway", "http");
+        if (!token) {
+            log_error ("--via-gateway: no token (FUNNEL_GATEWAY_TOKEN, or gateway/tokens)");
+            rc = 2;
+        }
+        else
+        if (!(self->gateway = sim_gateway_new (address, token))) {
+            log_error ("--via-gateway: cannot set up HTTP to %s", address);
+            rc = 1;
+        }
+        else
+            log_info ("publishing through the gateway at http://%s/v1/events", address);
+        free (token);
+    }
     //  One SUB on both publishers: sales opens deals, retention onboards
     self->sub = zsock_new (ZMQ_SUB);
     zsock_set_rcvhwm (self->sub, 1000000);
@@ -704,6 +733,7 @@ main (int argc, char **argv)
     }
 
     sim_model_destroy (&self->model);
+    sim_gateway_destroy (&self->gateway);
     for (int i = 0; i < SIM_SERVICES; i++) {
         funnel_client_destroy (&self->clients [i]);
         s_outbox_free (&self->outbox [i]);

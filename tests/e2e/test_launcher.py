@@ -22,7 +22,7 @@ STAGES = ["reached", "leads", "sql", "deals", "won", "customers"]
 # Where each stage's count is when there is no monitor (services/README.md)
 STATS_OF = {"reached": "campaign", "leads": "leads", "sql": "leads",
             "deals": "sales", "won": "sales", "customers": "retention"}
-OFFSETS = [1, 2, 11, 12, 21, 22, 31, 32, 40, 42]
+OFFSETS = [1, 2, 11, 12, 21, 22, 31, 32, 40, 42, 50]
 
 
 def alive(pid):
@@ -156,6 +156,10 @@ class LauncherTest(unittest.TestCase):
         status = subprocess.run([FUNNEL, "status", "--var", self.var], env=self.env,
                                 capture_output=True, text=True, timeout=30)
         self.assertEqual(status.returncode, 0, status.stdout + status.stderr)
+        if os.path.exists(os.path.join(BUILD, "services/gateway/funnel-gateway")):
+            self.assertRegex(status.stdout, r"gateway +up .*http://127.0.0.1:%d/v1/" % (self.base + 50))
+            self.assertIn("gateway: http://127.0.0.1:%d/v1/events, token: demo-" % (self.base + 50),
+                          up.stderr)
         again = subprocess.run([FUNNEL, "up", "--detach", "--var", self.var], env=self.env,
                                capture_output=True, text=True, timeout=30)
         self.assertNotEqual(again.returncode, 0, "a second up on a running set must refuse")

@@ -1,0 +1,543 @@
+/*  webhook — see webhook.h for why. */
+#include <curl/curl.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include "event_codec.h"
+#include "funnel_client.h"
+#include "funnel_log.h"
+#include "funnel_signals.h"
+#include "json_msgpack.h"
+#include "redis_auth.h"
+#include "redis_store.h"
+#include "upstream.h"
+#include "webhook.h"
+
+#define POLL_MS         50          //  Loop tick: REPLAY timers, stop checks
+#define START_RETRY_MS  1000        //  Position unknown (Redis or service down)
+#define PING_TIMEOUT_MS 1000
+#define FLUSH_MS        1000        //  Positions moved by unmatched events
+
+typedef struct {
+    webhook_t *hook;
+    const char *service;            //  Points into the config copy
+    upstream_t *upstream;
+    funnel_client_t *client;        //  PING for start = latest
+    bool started;
+    int64_t next_try;
+    uint64_t position;              //  Last seq delivered (or passed over)
+    uint64_t saved;                 //  Last position written to Redis
+    uint64_t head;                  //  upstream_head, copied for stats readers
+} feed_t;
+
+struct _webhook_t {
+    char *name, *url, *types, *secret, *key;
+    bool from_start;
+    int timeout_ms, backoff_min, backoff_max;
+    char *services [WEBHOOK_SERVICES_MAX], *apis [WEBHOOK_SERVICES_MAX],
+         *pubs [WEBHOOK_SERVICES_MAX];
+    feed_t feeds [WEBHOOK_SERVICES_MAX];
+    int feed_count;
+    redis_url_t redis;
+    redis_store_t *store;
+    CURL *curl;
+    pthread_t thread;
+    bool running;
+    atomic_bool stopping;
+    int64_t last_warn;
+    //  Stats, under lock: read by HTTP threads
+    pthread_mutex_t lock;
+    const char *state;
+    uint64_t delivered, failures, consecutive;
+    long last_status;
+    char last_error [256];
+    bool redis_ok;                  //  The last position read or write worked
+};
+
+static const char *const s_all [] = { "*", NULL };
+
+static bool
+s_stopping (webhook_t *self)
+{
+    return funnel_stop || atomic_load (&self->stopping);
+}
+
+bool
+webhook_matches (const char *types, const char *type)
+{
+    size_t type_length = strlen (type);
+    for (const char *p = types; *p; ) {
+        size_t length = strcspn (p, ",");
+        if (length == 1 && *p == '*')
+            return true;
+        if (length > 0 && p [length - 1] == '.' ? length <= type_length
+                                                  && strncmp (p, type, length) == 0
+                                                : length == type_length
+                                                  && strncmp (p, type, length) == 0)
+            return true;
+        p += length;
+        if (*p == ',')
+            p++;
+    }
+    return false;
+}
+
+void
+webhook_sign (const char *secret, const void *body, size_t size, char hex [65])
+{
+    unsigned char mac [EVP_MAX_MD_SIZE];
+    unsigned int mac_size = 0;
+    HMAC (EVP_sha256 (), secret, (int) strlen (secret), (const unsigned char *) body, size,
+          mac, &mac_size);
+    for (unsigned int i = 0; i < mac_size && i < 32; i++)
+        snprintf (hex + 2 * i, 3, "%02x", mac [i]);
+    hex [64] = 0;
+}
+
+//  --------------------------------------------------------------------------
+//  Positions in Redis
+
+//  Writes the feed's position if it moved; false if Redis is down (the
+//  delivery stands: at worst a restart POSTs those events again).
+static bool
+s_save (webhook_t *self, feed_t *feed)
+{
+    if (feed->position == feed->saved)
+        return true;
+    char value [24];
+    snprintf (value, sizeof value, "%" PRIu64, feed->position);
+    const char *argv [] = { "HSET", self->key, feed->service, value };
+    redisReply *reply = NULL;
+    if (redis_store_connect (self->store) == 0)
+        reply = redis_store_command (self->store, 4, argv, NULL);
+    bool ok = reply && reply->type == REDIS_REPLY_INTEGER;
+    pthread_mutex_lock (&self->lock);
+    self->redis_ok = ok;
+    pthread_mutex_unlock (&self->lock);
+    if (ok)
+        feed->saved = feed->position;
+    else
+    if (funnel_log_every (&self->last_warn, 5000))
+        log_warn ("webhook %s: cannot save the position of %s in Redis; will retry",
+                  self->name, feed->service);
+    if (reply)
+        freeReplyObject (reply);
+    return ok;
+}
+
+//  Finds where a feed starts: its stored position, or for a new
+//  subscription the service's current seq (latest) or 0 (earliest).
+static void
+s_start_feed (webhook_t *self, feed_t *feed)
+{
+    feed->next_try = zclock_mono () + START_RETRY_MS;
+    if (redis_store_connect (self->store) != 0)
+        return;
+    const char *argv [] = { "HGET", self->key, feed->service };
+    redisReply *reply = redis_store_command (self->store, 3, argv, NULL);
+    pthread_mutex_lock (&self->lock);
+    self->redis_ok = reply != NULL;
+    pthread_mutex_unlock (&self->lock);
+    if (!reply)
+        return;
+    bool known = reply->type == REDIS_REPLY_STRING;
+    uint64_t position = known ? strtoull (reply->str, NULL, 10) : 0;
+    bool nil = reply->type == REDIS_REPLY_NIL;
+    freeReplyObject (reply);
+    if (!known && !nil)
+        return;
+    if (nil && !self->from_start) {
+        zframe_t *body = NULL;
+        if (funnel_client_call (feed->client, "PING", NULL, 0, PING_TIMEOUT_MS, &body)
+            != FUNNEL_CALL_OK || !body) {
+            zframe_destroy (&body);
+            return;                 //  Down: try again in a second
+        }
+        funnel_error_t err;
+        funnel_msg_t *msg = funnel_msg_decode (zframe_data (body), zframe_size (body),
+                                               &funnel_limits_event, &err);
+        const msgpack_object *seq = msg ? funnel_map_get (funnel_msg_root (msg), "seq") : NULL;
+        bool got = seq && seq->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
+        position = got ? seq->via.u64 : 0;
+        funnel_msg_destroy (&msg);
+        zframe_destroy (&body);
+        if (!got)
+            return;
+    }
+    pthread_mutex_lock (&self->lock);
+    feed->position = position;
+    feed->saved = known ? position : UINT64_MAX;    //  A new one is written now
+    pthread_mutex_unlock (&self->lock);
+    if (!known && !s_save (self, feed))
+        return;
+    upstream_start (feed->upstream, position);
+    feed->started = true;
+    log_info ("webhook %s: %s from seq %" PRIu64 "%s", self->name, feed->service,
+              position + 1, known ? "" : (self->from_start ? " (new, earliest)" : " (new, latest)"));
+}
+
+//  --------------------------------------------------------------------------
+//  Delivery
+
+static size_t
+s_discard (char *data, size_t size, size_t count, void *arg)
+{
+    (void) data; (void) arg;
+    return size * count;
+}
+
+//  Aborts a POST in progress when the gateway stops
+static int
+s_progress (void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
+{
+    (void) a; (void) b; (void) c; (void) d;
+    return s_stopping ((webhook_t *) arg) ? 1 : 0;
+}
+
+//  One POST; 0 if the receiver answered 2xx.
+static int
+s_post (webhook_t *self, const char *body, const char *id, uint64_t seq, const char *svc)
+{
+    char signature [128], hex [65], header_id [FUNNEL_ID_MAX + 32], header_seq [128];
+    webhook_sign (self->secret, body, strlen (body), hex);
+    snprintf (signature, sizeof signature, "X-Funnel-Signature: sha256=%s", hex);
+    snprintf (header_id, sizeof header_id, "X-Funnel-Event-Id: %s", id);
+    snprintf (header_seq, sizeof header_seq, "X-Funnel-Seq: %s:%" PRIu64, svc, seq);
+    struct curl_slist *headers = NULL;
+    headers = curl_slist_append (headers, "Content-Type: application/json");
+    headers = curl_slist_append (headers, signature);
+    headers = curl_slist_append (headers, header_id);
+    headers = curl_slist_append (headers, header_seq);
+    headers = curl_slist_append (headers, "Expect:");    //  No 100-continue round trip
+    curl_easy_setopt (self->curl, CURLOPT_HTTPHEADER, headers);
+    curl_easy_setopt (self->curl, CURLOPT_POSTFIELDS, body);
+    curl_easy_setopt (self->curl, CURLOPT_POSTFIELDSIZE, (long) strlen (body));
+    CURLcode code = curl_easy_perform (self->curl);
+    long status = 0;
+    curl_easy_getinfo (self->curl, CURLINFO_RESPONSE_CODE, &status);
+    curl_easy_setopt (self->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all (headers);
+
+    int rc = code == CURLE_OK && status >= 200 && status < 300 ? 0 : -1;
+    pthread_mutex_lock (&self->lock);
+    self->last_status = status;
+    if (rc == 0) {
+        self->delivered++;
+        self->consecutive = 0;
+        self->state = "ok";
+    }
+    else {
+        self->failures++;
+        self->consecutive++;
+        self->state = "retrying";
+        if (code != CURLE_OK)
+            snprintf (self->last_error, sizeof self->last_error, "%s", curl_easy_strerror (code));
+        else
+            snprintf (self->last_error, sizeof self->last_error, "HTTP %ld", status);
+    }
+    pthread_mutex_unlock (&self->lock);
+    return rc;
+}
+
+//  POSTs one event until the receiver takes it; -1 only when stopping.
+static int
+s_deliver (webhook_t *self, const msgpack_object *root, const funnel_event_t *event)
+{
+    json_t *json = json_from_msgpack (root);
+    char *body = json ? json_dumps (json, JSON_COMPACT) : NULL;
+    json_decref (json);
+    if (!body)
+        return -1;
+    int backoff = self->backoff_min;
+    int rc = -1;
+    while (!s_stopping (self)) {
+        if (s_post (self, body, event->id, event->seq, event->svc) == 0) {
+            rc = 0;
+            break;
+        }
+        if (funnel_log_every (&self->last_warn, 5000))
+            log_warn ("webhook %s: %s (event %s, %s seq %" PRIu64 "); retrying in %d ms",
+                      self->name, self->last_error, event->id, event->svc, event->seq, backoff);
+        for (int waited = 0; waited < backoff && !s_stopping (self); waited += 100)
+            zclock_sleep (backoff - waited < 100 ? backoff - waited : 100);
+        backoff = backoff * 2 > self->backoff_max ? self->backoff_max : backoff * 2;
+    }
+    free (body);
+    return rc;
+}
+
+//  Upstream apply: events of one service in seq order
+static int
+s_on_events (void *arg, upstream_t *upstream, const char **events, const size_t *sizes,
+             size_t count, uint64_t last_seq)
+{
+    feed_t *feed = (feed_t *) arg;
+    webhook_t *self = feed->hook;
+    pthread_mutex_lock (&self->lock);           //  For stats while this blocks
+    feed->head = upstream_head (upstream);
+    pthread_mutex_unlock (&self->lock);
+    for (size_t i = 0; i < count; i++) {
+        funnel_error_t err;
+        funnel_msg_t *msg = funnel_msg_decode (events [i], sizes [i], &funnel_limits_event, &err);
+        funnel_event_t event;
+        if (!msg || funnel_event_parse (funnel_msg_root (msg), &event, &err)) {
+            log_error ("webhook %s: a malformed event from %s is passed over: %s",
+                       self->name, feed->service, err.message);
+            funnel_msg_destroy (&msg);
+            continue;
+        }
+        int rc = 0;
+        if (event.seq > feed->position && webhook_matches (self->types, event.type))
+            rc = s_deliver (self, funnel_msg_root (msg), &event);
+        funnel_msg_destroy (&msg);
+        if (rc) {
+            s_save (self, feed);
+            return -1;              //  Stopping: the rest is for the next run
+        }
+        if (event.seq > feed->position) {
+            pthread_mutex_lock (&self->lock);
+            feed->position = event.seq;
+            pthread_mutex_unlock (&self->lock);
+        }
+    }
+    if (last_seq > feed->position) {
+        pthread_mutex_lock (&self->lock);
+        feed->position = last_seq;
+        pthread_mutex_unlock (&self->lock);
+    }
+    s_save (self, feed);
+    return 0;
+}
+
+//  --------------------------------------------------------------------------
+//  The thread
+
+static void *
+s_run (void *arg)
+{
+    webhook_t *self = (webhook_t *) arg;
+    int64_t next_flush = zclock_mono () + FLUSH_MS;
+    while (!s_stopping (self)) {
+        zmq_pollitem_t items [2 * WEBHOOK_SERVICES_MAX];
+        int n = 0;
+        for (int f = 0; f < self->feed_count; f++) {
+            items [n++] = (zmq_pollitem_t) {
+                zsock_resolve (upstream_sub (self->feeds [f].upstream)), 0, ZMQ_POLLIN, 0 };
+            items [n++] = (zmq_pollitem_t) {
+                zsock_resolve (upstream_replay_sock (self->feeds [f].upstream)), 0, ZMQ_POLLIN, 0 };
+        }
+        zmq_poll (items, n, POLL_MS);
+        int64_t now = zclock_mono ();
+        for (int f = 0; f < self->feed_count && !s_stopping (self); f++) {
+            feed_t *feed = &self->feeds [f];
+            if (!feed->started && now >= feed->next_try)
+                s_start_feed (self, feed);
+            upstream_drain (feed->upstream);    //  Before the start: dropped
+            if (feed->started)
+                upstream_catch_up (feed->upstream, 0);
+            pthread_mutex_lock (&self->lock);
+            feed->head = upstream_head (feed->upstream);
+            pthread_mutex_unlock (&self->lock);
+        }
+        if (now >= next_flush) {
+            next_flush = now + FLUSH_MS;
+            for (int f = 0; f < self->feed_count; f++)
+                if (self->feeds [f].started) {
+                    upstream_flush (self->feeds [f].upstream);
+                    s_save (self, &self->feeds [f]);
+                }
+        }
+    }
+    return NULL;
+}
+
+static bool
+s_valid_url (const char *url)
+{
+    return (strncmp (url, "http://", 7) == 0 && url [7])
+        || (strncmp (url, "https://", 8) == 0 && url [8]);
+}
+
+webhook_t *
+webhook_new (const webhook_config_t *config, char *error, size_t error_size)
+{
+    const char *name = config->name;
+    if (!config->url || !s_valid_url (config->url)) {
+        snprintf (error, error_size, "webhooks/%s/url: an http:// or https:// URL is required", name);
+        return NULL;
+    }
+    if (!config->types || !*config->types) {
+        snprintf (error, error_size, "webhooks/%s/types: required (types, prefixes ending in "
+                  "'.', or *)", name);
+        return NULL;
+    }
+    if (!config->secret || !*config->secret) {
+        snprintf (error, error_size, "webhooks/%s/secret: required", name);
+        return NULL;
+    }
+    webhook_t *self = (webhook_t *) zmalloc (sizeof (webhook_t));
+    funnel_error_t err;
+    if (redis_url_parse (config->redis_url, &self->redis, &err)) {
+        snprintf (error, error_size, "redis url of the gateway: %s", err.message);
+        free (self);
+        return NULL;
+    }
+    //  The gateway's own Redis user and password file (proto/security.md)
+    if (config->redis_config
+    &&  redis_auth_apply (config->redis_config, "gateway", &self->redis) != 0) {
+        snprintf (error, error_size, "gateway: the Redis credentials cannot be read");
+        free (self);
+        return NULL;
+    }
+    self->name = strdup (name);
+    self->url = strdup (config->url);
+    self->types = strdup (config->types);
+    self->secret = strdup (config->secret);
+    if (asprintf (&self->key, "%swh:%s", config->prefix, name) < 0)
+        self->key = NULL;
+    self->from_start = config->from_start;
+    self->timeout_ms = config->timeout_ms;
+    self->backoff_min = config->backoff_min_ms;
+    self->backoff_max = config->backoff_max_ms;
+    self->state = "starting";
+    pthread_mutex_init (&self->lock, NULL);
+    atomic_init (&self->stopping, false);
+    self->store = redis_store_new (&self->redis, NULL);
+    self->curl = curl_easy_init ();
+    bool ok = self->key && self->store && self->curl;
+    for (int s = 0; ok && s < config->service_count && s < WEBHOOK_SERVICES_MAX; s++) {
+        feed_t *feed = &self->feeds [self->feed_count++];
+        feed->hook = self;
+        self->services [s] = strdup (config->services [s]);
+        self->apis [s] = strdup (config->apis [s]);
+        self->pubs [s] = strdup (config->pubs [s]);
+        feed->service = self->services [s];
+        feed->upstream = upstream_new (feed->service, self->apis [s], self->pubs [s],
+                                       s_all, s_on_events, feed);
+        feed->client = funnel_client_new_for (self->apis [s], feed->service);
+        ok = feed->upstream && feed->client;
+    }
+    if (ok) {
+        curl_easy_setopt (self->curl, CURLOPT_URL, self->url);
+        curl_easy_setopt (self->curl, CURLOPT_POST, 1L);
+        curl_easy_setopt (self->curl, CURLOPT_NOSIGNAL, 1L);
+        curl_easy_setopt (self->curl, CURLOPT_TIMEOUT_MS, (long) self->timeout_ms);
+        curl_easy_setopt (self->curl, CURLOPT_CONNECTTIMEOUT_MS,
+                          (long) (self->timeout_ms < 5000 ? self->timeout_ms : 5000));
+        curl_easy_setopt (self->curl, CURLOPT_WRITEFUNCTION, s_discard);
+        curl_easy_setopt (self->curl, CURLOPT_NOPROGRESS, 0L);
+        curl_easy_setopt (self->curl, CURLOPT_XFERINFOFUNCTION, s_progress);
+        curl_easy_setopt (self->curl, CURLOPT_XFERINFODATA, self);
+        curl_easy_setopt (self->curl, CURLOPT_USERAGENT, "funnel-gateway/" FUNNEL_VERSION);
+        //  Stop signals belong to the main thread
+        sigset_t block, saved;
+        sigemptyset (&block);
+        sigaddset (&block, SIGINT);
+        sigaddset (&block, SIGTERM);
+        sigaddset (&block, SIGHUP);
+        pthread_sigmask (SIG_BLOCK, &block, &saved);
+        ok = pthread_create (&self->thread, NULL, s_run, self) == 0;
+        pthread_sigmask (SIG_SETMASK, &saved, NULL);
+        self->running = ok;
+    }
+    if (!ok) {
+        snprintf (error, error_size, "webhooks/%s: cannot start (sockets or memory)", name);
+        webhook_destroy (&self);
+    }
+    return self;
+}
+
+void
+webhook_destroy (webhook_t **self_p)
+{
+    if (*self_p) {
+        webhook_t *self = *self_p;
+        atomic_store (&self->stopping, true);
+        if (self->running)
+            pthread_join (self->thread, NULL);
+        for (int f = 0; f < self->feed_count; f++) {
+            upstream_destroy (&self->feeds [f].upstream);
+            funnel_client_destroy (&self->feeds [f].client);
+            free (self->services [f]);
+            free (self->apis [f]);
+            free (self->pubs [f]);
+        }
+        if (self->curl)
+            curl_easy_cleanup (self->curl);
+        redis_store_destroy (&self->store);
+        pthread_mutex_destroy (&self->lock);
+        free (self->name);
+        free (self->url);
+        free (self->types);
+        free (self->secret);
+        free (self->key);
+        free (self);
+        *self_p = NULL;
+    }
+}
+
+json_t *
+webhook_stats (webhook_t *self)
+{
+    pthread_mutex_lock (&self->lock);
+    json_t *services = json_object ();
+    for (int f = 0; f < self->feed_count; f++) {
+        feed_t *feed = &self->feeds [f];
+        uint64_t head = feed->head;
+        uint64_t backlog = head > feed->position ? head - feed->position : 0;
+        json_object_set_new (services, feed->service, json_pack ("{s:I, s:I, s:I, s:b}",
+            "position", (json_int_t) feed->position, "head", (json_int_t) head,
+            "backlog", (json_int_t) backlog, "started", feed->started));
+    }
+    json_t *stats = json_pack ("{s:s, s:s, s:s, s:s, s:I, s:I, s:I, s:s, s:i, s:b, s:o}",
+        "name", self->name, "url", self->url, "types", self->types, "state", self->state,
+        "delivered", (json_int_t) self->delivered, "failures", (json_int_t) self->failures,
+        "consecutive_failures", (json_int_t) self->consecutive,
+        "last_error", self->last_error, "last_status", (int) self->last_status,
+        "redis", self->redis_ok, "services", services);
+    pthread_mutex_unlock (&self->lock);
+    return stats;
+}
+
+//  --------------------------------------------------------------------------
+//  Self test
+
+#define check(cond) do { if (!(cond)) { \
+    fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
+    abort (); } } while (0)
+
+void
+webhook_test (bool verbose)
+{
+    (void) verbose;
+    check (webhook_matches ("lead.,deal.won", "lead.sql"));
+    check (webhook_matches ("lead.,deal.won", "deal.won"));
+    check (!webhook_matches ("lead.,deal.won", "deal.wonder"));
+    check (!webhook_matches ("lead.,deal.won", "deal.lost"));
+    check (!webhook_matches ("lead.", "lead"));
+    check (webhook_matches ("*", "anything"));
+    check (!webhook_matches ("", "x"));
+    check (webhook_matches ("a,,b", "b"));
+    //  RFC 4231 test case 2
+    char hex [65];
+    webhook_sign ("Jefe", "what do ya want for nothing?", 28, hex);
+    check (strcmp (hex, "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843") == 0);
+    //  Settings are checked before anything starts
+    char error [256];
+    webhook_config_t config = { .name = "crm", .url = "ftp://x", .types = "lead.",
+                                .secret = "s", .redis_url = "redis://127.0.0.1:1/0",
+                                .prefix = "p:" };
+    check (!webhook_new (&config, error, sizeof error) && strstr (error, "webhooks/crm/url"));
+    config.url = "http://127.0.0.1:1/hook";
+    config.types = "";
+    check (!webhook_new (&config, error, sizeof error) && strstr (error, "webhooks/crm/types"));
+    config.types = "lead.";
+    config.secret = NULL;
+    check (!webhook_new (&config, error, sizeof error) && strstr (error, "webhooks/crm/secret"));
+    config.secret = "s";
+    config.redis_url = "mysql://x";
+    check (!webhook_new (&config, error, sizeof error) && strstr (error, "redis url"));
+}
