@@ -33,6 +33,23 @@
 struct _funnel_config_t {
     zconfig_t *root;
     char *service;
+    zhashx_t *known;            //  Every path the program looked up (strict keys)
+    bool recording;             //  Until funnel_config_check_keys
+    char *file;                 //  The topology file, or NULL
+    char **set_paths;           //  --set and other flag paths, for messages
+    int set_count;
+};
+
+//  The top-level sections of a Funnel topology; a file naming another is
+//  a typo. alpha and beta are funnel-testsvc's stand-in services (tests).
+static const char *s_sections [] = {
+    "redis", "log", "campaign", "leads", "sales", "retention", "monitor", "sim",
+    "gateway", "alpha", "beta", NULL
+};
+
+//  Keys that are known whether or not this program reads them.
+static const char *s_global_keys [] = {
+    "redis/url", "log/level", "log/format", NULL
 };
 
 //  PROTOCOL §1 defaults.
@@ -120,6 +137,31 @@ s_getenv (const char *name)
     return value && *value ? value : NULL;
 }
 
+//  Levenshtein distance, for "did you mean"; long strings compare as far.
+static size_t
+s_distance (const char *a, const char *b)
+{
+    size_t la = strlen (a), lb = strlen (b);
+    if (la > 255 || lb > 255)
+        return 1000;
+    size_t row [256], prev [256];
+    for (size_t j = 0; j <= lb; j++)
+        prev [j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        row [0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t best = prev [j - 1] + (a [i - 1] != b [j - 1]);
+            if (prev [j] + 1 < best)
+                best = prev [j] + 1;
+            if (row [j - 1] + 1 < best)
+                best = row [j - 1] + 1;
+            row [j] = best;
+        }
+        memcpy (prev, row, (lb + 1) * sizeof row [0]);
+    }
+    return prev [lb];
+}
+
 static const char *
 s_default_of (const char *path)
 {
@@ -204,6 +246,8 @@ s_print_help (const funnel_config_about_t *about)
     printf ("  FUNNEL_PUB             as --pub\n");
     printf ("  FUNNEL_HTTP            as --http\n");
     printf ("  FUNNEL_LOG_LEVEL       as --log-level\n");
+    printf ("\nA section or key this program does not know (a typo), in the file, --set or\n"
+            "the environment, stops it with exit code 2, naming the nearest known key.\n");
     if (about->extra_help)
         printf ("\n%s\n", about->extra_help);
 }
@@ -384,9 +428,16 @@ static funnel_config_t *
 s_new (zconfig_t *root, const char *service)
 {
     funnel_config_t *self = calloc (1, sizeof *self);
-    if (self)
+    if (self) {
         self->service = strdup (service);
-    if (!self || !self->service) {
+        self->known = zhashx_new ();
+        self->recording = true;
+    }
+    if (!self || !self->service || !self->known) {
+        if (self) {
+            free (self->service);
+            zhashx_destroy (&self->known);
+        }
         free (self);
         zconfig_destroy (&root);
         return NULL;
@@ -417,18 +468,77 @@ s_apply_environment (funnel_config_t *self)
     return 0;
 }
 
-static void
+static int
 s_apply_flags (funnel_config_t *self, const flags_t *flags)
 {
-    for (int i = 0; i < flags->count; i++)
+    if (flags->count && !(self->set_paths = calloc ((size_t) flags->count, sizeof (char *))))
+        return -1;
+    for (int i = 0; i < flags->count; i++) {
         zconfig_put (self->root, flags->settings [i].path, flags->settings [i].value);
+        const char *path = flags->settings [i].path;
+        if (!(self->set_paths [self->set_count++] = strdup (*path == '/' ? path + 1 : path)))
+            return -1;
+    }
+    return 0;
+}
+
+//  A FUNNEL_* variable two edits or fewer from one a daemon reads is taken
+//  as a typo of it; others belong to other tools (FUNNEL_BUILD, ...).
+static funnel_config_status_t
+s_check_environment (const char *svc)
+{
+    extern char **environ;
+    const char *names [sizeof s_environment / sizeof s_environment [0] + 1];
+    size_t count = 0;
+    for (size_t i = 0; i < sizeof s_environment / sizeof s_environment [0]; i++)
+        names [count++] = s_environment [i].name;
+    names [count++] = "FUNNEL_CONFIG";
+    for (char **entry = environ; entry && *entry; entry++) {
+        if (strncmp (*entry, "FUNNEL_", 7))
+            continue;
+        char name [128];
+        size_t length = strcspn (*entry, "=");
+        if (length >= sizeof name)
+            continue;
+        memcpy (name, *entry, length);
+        name [length] = 0;
+        const char *nearest = NULL;
+        size_t best = 3;
+        for (size_t i = 0; i < count; i++) {
+            size_t distance = s_distance (name, names [i]);
+            if (distance == 0) {
+                nearest = NULL;
+                break;
+            }
+            if (distance < best) {
+                best = distance;
+                nearest = names [i];
+            }
+        }
+        if (nearest)
+            return s_usage_error (svc, "unknown environment variable %s; did you mean %s?",
+                                  name, nearest);
+    }
+    return FUNNEL_CONFIG_OK;
+}
+
+//  A key's value, not recorded as read (the module's own lookups).
+static const char *
+s_lookup (funnel_config_t *self, const char *path)
+{
+    zconfig_t *item = zconfig_locate (self->root, path);
+    const char *value = item ? zconfig_value (item) : NULL;
+    //  A section reads as "" (parsed) or NULL (made by zconfig_put): unset
+    if (!value || (!*value && zconfig_child (item)))
+        return NULL;
+    return value;
 }
 
 static void
 s_fill_defaults (funnel_config_t *self)
 {
     for (size_t i = 0; i < sizeof s_defaults / sizeof s_defaults [0]; i++)
-        if (!funnel_config_get (self, s_defaults [i].path, NULL))
+        if (!s_lookup (self, s_defaults [i].path))
             zconfig_put (self->root, s_defaults [i].path, s_defaults [i].value);
 }
 
@@ -489,7 +599,7 @@ s_check_section (funnel_config_t *self, zconfig_t *section)
 static int
 s_validate (funnel_config_t *self)
 {
-    const char *level = funnel_config_get (self, "log/level", NULL);
+    const char *level = s_lookup (self, "log/level");
     funnel_log_level_t parsed;
     if (level && funnel_log_level_parse (level, &parsed)) {
         fprintf (stderr, "funnel-%s: log/level: '%s' is not error, warn, info or debug\n",
@@ -519,11 +629,17 @@ funnel_config_load (int argc, char **argv, const funnel_config_about_t *about,
         s_flags_free (&flags);
         return NULL;
     }
+    *status = s_check_environment (about->service);
+    if (*status != FUNNEL_CONFIG_OK) {
+        s_flags_free (&flags);
+        return NULL;
+    }
     const char *file = flags.config_file ? flags.config_file : s_getenv ("FUNNEL_CONFIG");
     zconfig_t *root = file ? s_load_file (about->service, file) : zconfig_new ("root", NULL);
     funnel_config_t *self = root ? s_new (root, about->service) : NULL;
-    if (self && s_apply_environment (self) == 0) {
-        s_apply_flags (self, &flags);
+    if (self && file && !(self->file = strdup (file)))
+        funnel_config_destroy (&self);
+    if (self && s_apply_environment (self) == 0 && s_apply_flags (self, &flags) == 0) {
         s_fill_defaults (self);
         if (s_validate (self))
             funnel_config_destroy (&self);
@@ -563,6 +679,11 @@ funnel_config_destroy (funnel_config_t **self_p)
     funnel_config_t *self = *self_p;
     if (self) {
         zconfig_destroy (&self->root);
+        zhashx_destroy (&self->known);
+        for (int i = 0; i < self->set_count; i++)
+            free (self->set_paths [i]);
+        free (self->set_paths);
+        free (self->file);
         free (self->service);
         free (self);
         *self_p = NULL;
@@ -576,16 +697,20 @@ funnel_config_service (funnel_config_t *self)
     return self->service;
 }
 
+static void
+s_record (funnel_config_t *self, const char *path)
+{
+    if (self->recording)
+        zhashx_insert (self->known, *path == '/' ? path + 1 : path, (void *) 1);
+}
+
 const char *
 funnel_config_get (funnel_config_t *self, const char *path, const char *default_value)
 {
     assert (self && path);
-    zconfig_t *item = zconfig_locate (self->root, path);
-    const char *value = item ? zconfig_value (item) : NULL;
-    //  A section reads as "" (parsed) or NULL (made by zconfig_put): unset
-    if (!value || (!*value && zconfig_child (item)))
-        return default_value;
-    return value;
+    s_record (self, path);
+    const char *value = s_lookup (self, path);
+    return value ? value : default_value;
 }
 
 static bool
@@ -709,6 +834,8 @@ funnel_config_children (funnel_config_t *self, const char *path,
 {
     assert (self && names);
     bool top = !path || !*path || strcmp (path, "/") == 0;
+    if (!top)
+        s_record (self, path);
     zconfig_t *section = top ? self->root : zconfig_locate (self->root, path);
     int count = 0;
     for (zconfig_t *child = section ? zconfig_child (section) : NULL; child;
@@ -719,8 +846,140 @@ funnel_config_children (funnel_config_t *self, const char *path,
             break;
         }
         names [count++] = zconfig_name (child);
+        if (!top) {
+            char *child_path = s_path_join (path, zconfig_name (child));
+            if (child_path)
+                s_record (self, child_path);
+            free (child_path);
+        }
     }
     return count;
+}
+
+static bool
+s_in (const char *const *list, const char *name)
+{
+    for (; *list; list++)
+        if (streq (*list, name))
+            return true;
+    return false;
+}
+
+static bool
+s_known_section (funnel_config_t *self, const char *name)
+{
+    if (s_in (s_sections, name) || streq (name, self->service))
+        return true;
+    size_t length = strlen (name);
+    for (void *item = zhashx_first (self->known); item; item = zhashx_next (self->known)) {
+        const char *path = (const char *) zhashx_cursor (self->known);
+        if (strncmp (path, name, length) == 0 && (path [length] == '/' || !path [length]))
+            return true;
+    }
+    return false;
+}
+
+static bool
+s_known_key (funnel_config_t *self, const char *path)
+{
+    return zhashx_lookup (self->known, path) || s_in (s_global_keys, path)
+        || s_default_of (path);     //  Filled in by us, read or not
+}
+
+//  The known key (or section, when path has no '/') nearest to path.
+static const char *
+s_nearest (funnel_config_t *self, const char *path)
+{
+    const char *nearest = NULL;
+    size_t best = SIZE_MAX;
+    bool section = !strchr (path, '/');
+    for (const char *const *known = section ? s_sections : s_global_keys; *known; known++)
+        if (s_distance (path, *known) < best) {
+            best = s_distance (path, *known);
+            nearest = *known;
+        }
+    if (section)
+        return nearest;
+    for (void *item = zhashx_first (self->known); item; item = zhashx_next (self->known)) {
+        const char *known = (const char *) zhashx_cursor (self->known);
+        size_t distance = s_distance (path, known);
+        if (distance < best) {
+            best = distance;
+            nearest = known;
+        }
+    }
+    return nearest;
+}
+
+//  Where a key came from, for the message.
+static const char *
+s_origin (funnel_config_t *self, const char *path, char *buffer, size_t size)
+{
+    size_t length = strlen (path);
+    for (int i = self->set_count - 1; i >= 0; i--)
+        if (strncmp (self->set_paths [i], path, length) == 0
+        &&  (self->set_paths [i][length] == 0 || self->set_paths [i][length] == '/'))
+            return "from the command line";
+    for (size_t i = 0; i < sizeof s_environment / sizeof s_environment [0]; i++) {
+        char *env_path = s_environment [i].own
+                       ? s_path_join (self->service, s_environment [i].key)
+                       : strdup (s_environment [i].key);
+        bool match = env_path && streq (env_path, path) && s_getenv (s_environment [i].name);
+        free (env_path);
+        if (match) {
+            snprintf (buffer, size, "from %s", s_environment [i].name);
+            return buffer;
+        }
+    }
+    snprintf (buffer, size, "in %s", self->file ? self->file : "the topology");
+    return buffer;
+}
+
+static int
+s_unknown (funnel_config_t *self, const char *what, const char *path)
+{
+    char origin [300];
+    const char *nearest = s_nearest (self, path);
+    fprintf (stderr, "funnel-%s: unknown %s '%s' (%s)%s%s%s\n", self->service, what, path,
+             s_origin (self, path, origin, sizeof origin),
+             nearest ? "; did you mean '" : "", nearest ? nearest : "", nearest ? "'?" : "");
+    return -1;
+}
+
+//  Every leaf under node (path is its own) must be a known key.
+static int
+s_check_keys_under (funnel_config_t *self, zconfig_t *node, const char *path)
+{
+    zconfig_t *child = zconfig_child (node);
+    if (!child)
+        return s_known_key (self, path) ? 0 : s_unknown (self, "key", path);
+    for (; child; child = zconfig_next (child)) {
+        char *child_path = s_path_join (path, zconfig_name (child));
+        int rc = child_path ? s_check_keys_under (self, child, child_path) : -1;
+        free (child_path);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int
+funnel_config_check_keys (funnel_config_t *self)
+{
+    assert (self);
+    self->recording = false;
+    //  Sections first: a misspelt section explains its keys
+    zconfig_t *section;
+    for (section = zconfig_child (self->root); section; section = zconfig_next (section))
+        if (!s_known_section (self, zconfig_name (section)))
+            return s_unknown (self, "section", zconfig_name (section));
+    for (section = zconfig_child (self->root); section; section = zconfig_next (section)) {
+        const char *name = zconfig_name (section);
+        if ((streq (name, self->service) || streq (name, "redis") || streq (name, "log"))
+        &&  s_check_keys_under (self, section, name))
+            return -1;
+    }
+    return 0;
 }
 
 
@@ -1102,6 +1361,131 @@ s_test_flags (bool verbose)
     s_test_usage_error (usage_hint, "Try 'funnel-leads --help'", verbose);
 }
 
+//  What a leads service would read of the test file below.
+static void
+s_test_read_leads (funnel_config_t *config)
+{
+    int64_t value;
+    const char *names [4];
+    assert (funnel_config_int (config, "leads/rules/mql", 0, &value) == 0);
+    assert (funnel_config_children (config, "leads/reps", names, 4) == 2);
+    for (int i = 0; i < 2; i++) {
+        char path [64];
+        snprintf (path, sizeof path, "leads/reps/%s/capacity", names [i]);
+        assert (funnel_config_int (config, path, 0, &value) == 0);
+    }
+    funnel_config_endpoint (config, "leads", "api");
+}
+
+static void
+s_test_strict_keys (bool verbose)
+{
+    char dir [] = "/tmp/funnel-config-test.XXXXXX";
+    char *path = s_test_write_file (dir,
+        "redis\n"
+        "    url = \"redis://127.0.0.1:6390/0\"\n"
+        "leads\n"
+        "    rules\n"
+        "        mql = 40\n"
+        "    reps\n"
+        "        ana\n"
+        "            capacity = 5\n"
+        "        ben\n"
+        "sales\n"
+        "    anything = 1\n");
+    funnel_config_status_t status;
+    //  What leads reads: all known, other services' keys are theirs to check
+    const char *file_only [] = { "-c", path, NULL };
+    funnel_config_t *config = s_test_load (file_only, &status, NULL, NULL, verbose);
+    assert (config);
+    s_test_read_leads (config);
+    assert (funnel_config_check_keys (config) == 0);
+    funnel_config_destroy (&config);
+
+    //  A typo'd key from --set: named, with the nearest
+    const char *typo [] = { "-c", path, "--set", "leads/rules/mqll=40", NULL };
+    config = s_test_load (typo, &status, NULL, NULL, verbose);
+    assert (config);
+    s_test_read_leads (config);
+    capture_t capture;
+    s_capture_start (&capture, 2);
+    assert (funnel_config_check_keys (config) == -1);
+    char *err = s_capture_end (&capture, verbose);
+    assert (strstr (err, "unknown key 'leads/rules/mqll' (from the command line); "
+                         "did you mean 'leads/rules/mql'?"));
+    free (err);
+    funnel_config_destroy (&config);
+
+    //  A reader with the typo: the file's key is then the unknown one
+    config = s_test_load (file_only, &status, NULL, NULL, verbose);
+    assert (config);
+    int64_t value;
+    assert (funnel_config_int (config, "leads/rules/mql", 0, &value) == 0);
+    assert (funnel_config_int (config, "leads/reps/ana/capacty", 0, &value) == 0);
+    const char *names [4];
+    assert (funnel_config_children (config, "leads/reps", names, 4) == 2);
+    s_capture_start (&capture, 2);
+    assert (funnel_config_check_keys (config) == -1);
+    err = s_capture_end (&capture, verbose);
+    assert (strstr (err, "unknown key 'leads/reps/ana/capacity' (in /tmp/funnel-config-test."));
+    assert (strstr (err, "did you mean 'leads/reps/ana/capacty'?"));
+    free (err);
+    funnel_config_destroy (&config);
+
+    //  An unknown section, and a key in redis
+    const char *section [] = { "-c", path, "--set", "retension/api=tcp://x:1", NULL };
+    config = s_test_load (section, &status, NULL, NULL, verbose);
+    assert (config);
+    s_capture_start (&capture, 2);
+    assert (funnel_config_check_keys (config) == -1);
+    err = s_capture_end (&capture, verbose);
+    assert (strstr (err, "unknown section 'retension' (from the command line); "
+                         "did you mean 'retention'?"));
+    free (err);
+    funnel_config_destroy (&config);
+    const char *redis [] = { "-c", path, "--set", "redis/uri=redis://x", NULL };
+    config = s_test_load (redis, &status, NULL, NULL, verbose);
+    assert (config);
+    s_test_read_leads (config);
+    s_capture_start (&capture, 2);
+    assert (funnel_config_check_keys (config) == -1);
+    err = s_capture_end (&capture, verbose);
+    assert (strstr (err, "unknown key 'redis/uri'") && strstr (err, "'redis/url'?"));
+    free (err);
+    funnel_config_destroy (&config);
+
+    //  The environment: a key it sets that leads does not read, and a typo
+    setenv ("FUNNEL_HTTP", "127.0.0.1:8080", 1);
+    config = s_test_load (file_only, &status, NULL, NULL, verbose);
+    assert (config);
+    s_test_read_leads (config);
+    s_capture_start (&capture, 2);
+    assert (funnel_config_check_keys (config) == -1);
+    err = s_capture_end (&capture, verbose);
+    assert (strstr (err, "unknown key 'leads/http' (from FUNNEL_HTTP)"));
+    free (err);
+    funnel_config_destroy (&config);
+    unsetenv ("FUNNEL_HTTP");
+    setenv ("FUNNEL_LOG_LEVL", "debug", 1);
+    s_test_usage_error (file_only, "unknown environment variable FUNNEL_LOG_LEVL; "
+                        "did you mean FUNNEL_LOG_LEVEL?", verbose);
+    unsetenv ("FUNNEL_LOG_LEVL");
+    char *saved = getenv ("FUNNEL_PORT_BASE") ? strdup (getenv ("FUNNEL_PORT_BASE")) : NULL;
+    setenv ("FUNNEL_PORT_BASE", "7300", 1);       //  The launcher's: left alone
+    config = s_test_load (file_only, &status, NULL, NULL, verbose);
+    assert (config);
+    funnel_config_destroy (&config);
+    if (saved)
+        setenv ("FUNNEL_PORT_BASE", saved, 1);
+    else
+        unsetenv ("FUNNEL_PORT_BASE");
+    free (saved);
+
+    assert (unlink (path) == 0);
+    assert (rmdir (dir) == 0);
+    free (path);
+}
+
 void
 funnel_config_test (bool verbose)
 {
@@ -1116,4 +1500,5 @@ funnel_config_test (bool verbose)
     s_test_from_text ();
     s_test_file_and_precedence (verbose);
     s_test_flags (verbose);
+    s_test_strict_keys (verbose);
 }

@@ -13,7 +13,9 @@
       --set PATH=VALUE      set any key, e.g. --set leads/rules/mql=40
       --log-level LEVEL     error|warn|info|debug (env FUNNEL_LOG_LEVEL)
       -h, --help            usage and exit 0;  -V, --version
-    Any bad file, flag or value: a message on stderr and exit code 2.
+    Any bad file, flag or value: a message on stderr and exit code 2; so is
+    an unknown section or key (funnel_config_check_keys) and a FUNNEL_*
+    variable within two edits of one above (a typo: FUNNEL_LOG_LEVL).
 */
 #ifndef FUNNEL_CONFIG_H_INCLUDED
 #define FUNNEL_CONFIG_H_INCLUDED
@@ -78,6 +80,17 @@ const char *
 int
     funnel_config_children (funnel_config_t *self, const char *path,
                             const char **names, int max);
+
+//  Strict keys. Every lookup above records its key as known; once a program
+//  has read all its settings at start, this checks the loaded tree: each
+//  top-level section must be one Funnel has, and each key under the
+//  program's own section, redis and log one it read (a key nobody reads
+//  is a typo). An unknown one prints "funnel-leads: unknown key
+//  'leads/rules/mqll' (from the command line); did you mean
+//  'leads/rules/mql'?" and returns -1: exit 2. Lookups after this call are
+//  not recorded (it makes the config read-only, so threads may share it).
+int
+    funnel_config_check_keys (funnel_config_t *self);
 
 void
     funnel_config_test (bool verbose);

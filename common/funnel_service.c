@@ -892,6 +892,9 @@ s_start (service_t *self)
             return 1;
         self->upstreams [self->upstream_count++] = upstream;
     }
+    //  Everything the service reads is read by now: what is left is a typo
+    if (funnel_config_check_keys (self->config))
+        return 2;
     log_info ("funnel-%s %s: api %s, pub %s, %d upstream(s)", name, FUNNEL_VERSION,
               api, pub, self->upstream_count);
     return 0;

@@ -147,6 +147,9 @@ main (int argc, char *argv [])
     }
     if (rc == 0 && !(self.http = monitor_http_new (http, funnel_dashboard_html)))
         rc = 1;
+    //  Everything the monitor reads is read by now: what is left is a typo
+    if (rc == 0 && funnel_config_check_keys (config))
+        rc = 2;
     if (rc == 0) {
         log_info ("funnel-monitor %s: http %s, pub %s", FUNNEL_VERSION, http, pub);
         zloop_t *loop = zloop_new ();
