@@ -47,6 +47,25 @@ static const char *s_sections [] = {
     "gateway", "alpha", "beta", NULL
 };
 
+//  The name messages start with: "funnel-<service>", or about->program.
+static char s_program [64] = "funnel";
+static char s_program_set [64];
+
+void
+funnel_config_set_program (const char *name)
+{
+    snprintf (s_program_set, sizeof s_program_set, "%s", name ? name : "");
+}
+
+static void
+s_set_program (const char *service)
+{
+    if (*s_program_set)
+        snprintf (s_program, sizeof s_program, "%s", s_program_set);
+    else
+        snprintf (s_program, sizeof s_program, "funnel-%s", service);
+}
+
 //  Keys that are known whether or not this program reads them.
 static const char *s_global_keys [] = {
     "redis/url", "log/level", "log/format", NULL
@@ -82,10 +101,11 @@ static const struct {
     { "FUNNEL_PUB",       "pub",       true },
     { "FUNNEL_HTTP",      "http",      true },
     { "FUNNEL_LOG_LEVEL", "log/level", false },
+    { "FUNNEL_LOG_FORMAT", "log/format", false },
 };
 
 enum {
-    OPT_REDIS = 256, OPT_API, OPT_PUB, OPT_HTTP, OPT_SET, OPT_LOG_LEVEL
+    OPT_REDIS = 256, OPT_API, OPT_PUB, OPT_HTTP, OPT_SET, OPT_LOG_LEVEL, OPT_LOG_FORMAT
 };
 
 static const struct option s_options [] = {
@@ -96,6 +116,7 @@ static const struct option s_options [] = {
     { "http",      required_argument, NULL, OPT_HTTP },
     { "set",       required_argument, NULL, OPT_SET },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+    { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
     { "help",      no_argument,       NULL, 'h' },
     { "version",   no_argument,       NULL, 'V' },
     { NULL, 0, NULL, 0 }
@@ -202,12 +223,13 @@ s_usage_error (const char *service, const char *format, ...)
 static funnel_config_status_t
 s_usage_error (const char *service, const char *format, ...)
 {
-    fprintf (stderr, "funnel-%s: ", service);
+    (void) service;
+    fprintf (stderr, "%s: ", s_program);
     va_list args;
     va_start (args, format);
     vfprintf (stderr, format, args);
     va_end (args);
-    fprintf (stderr, "\nTry 'funnel-%s --help' for more information.\n", service);
+    fprintf (stderr, "\nTry '%s --help' for more information.\n", s_program);
     return FUNNEL_CONFIG_EXIT_USAGE;
 }
 
@@ -237,6 +259,7 @@ s_print_help (const funnel_config_about_t *about)
             s_default_of ("monitor/http"));
     printf ("      --set PATH=VALUE   set any key, e.g. --set leads/rules/mql=40 (repeatable)\n");
     printf ("      --log-level LEVEL  error|warn|info|debug (default info)\n");
+    printf ("      --log-format FMT   text (default) or json: one JSON object per line\n");
     printf ("  -h, --help             print this help and exit\n");
     printf ("  -V, --version          print the version and exit\n");
     printf ("\nEnvironment (overrides the file; flags override the environment):\n");
@@ -246,6 +269,7 @@ s_print_help (const funnel_config_about_t *about)
     printf ("  FUNNEL_PUB             as --pub\n");
     printf ("  FUNNEL_HTTP            as --http\n");
     printf ("  FUNNEL_LOG_LEVEL       as --log-level\n");
+    printf ("  FUNNEL_LOG_FORMAT      as --log-format\n");
     printf ("\nA section or key this program does not know (a typo), in the file, --set or\n"
             "the environment, stops it with exit code 2, naming the nearest known key.\n");
     if (about->extra_help)
@@ -319,6 +343,7 @@ s_flag (int opt, char **argv, const funnel_config_about_t *about, flags_t *flags
     const char *own_key = NULL;
     char buffer [8];
     funnel_log_level_t level;
+    funnel_log_format_t format;
     switch (opt) {
         case 'c':           flags->config_file = optarg; return FUNNEL_CONFIG_OK;
         case OPT_REDIS:     own_key = "redis"; break;
@@ -331,6 +356,12 @@ s_flag (int opt, char **argv, const funnel_config_about_t *about, flags_t *flags
                 return s_usage_error (svc, "--log-level '%s': expected error, warn, info or debug",
                                       optarg);
             if (s_flags_add (flags, strdup ("log/level"), optarg))
+                return s_usage_error (svc, "out of memory");
+            return FUNNEL_CONFIG_OK;
+        case OPT_LOG_FORMAT:
+            if (funnel_log_format_parse (optarg, &format))
+                return s_usage_error (svc, "--log-format '%s': expected text or json", optarg);
+            if (s_flags_add (flags, strdup ("log/format"), optarg))
                 return s_usage_error (svc, "out of memory");
             return FUNNEL_CONFIG_OK;
         case 'h':
@@ -411,7 +442,7 @@ s_read_file (const char *file, const char **reason)
 //  NULL for every failure, "loads" a directory, and in czmq 4.2.1 leaks
 //  its zfile when the text does not parse.
 static zconfig_t *
-s_load_file (const char *svc, const char *file)
+s_load_file (const char *file)
 {
     const char *reason = NULL;
     char *text = s_read_file (file, &reason);
@@ -420,7 +451,7 @@ s_load_file (const char *svc, const char *file)
     if (!root && !reason)
         reason = "not valid ZPL (see the zconfig error for the line)";
     if (!root)
-        fprintf (stderr, "funnel-%s: cannot read config %s: %s\n", svc, file, reason);
+        fprintf (stderr, "%s: cannot read config %s: %s\n", s_program, file, reason);
     return root;
 }
 
@@ -573,7 +604,7 @@ s_is_http_address (const char *value)
 }
 
 static int
-s_check_section (funnel_config_t *self, zconfig_t *section)
+s_check_section (zconfig_t *section)
 {
     const char *name = zconfig_name (section);
     const char *kinds [] = { "api", "pub" };
@@ -581,16 +612,15 @@ s_check_section (funnel_config_t *self, zconfig_t *section)
         zconfig_t *item = zconfig_locate (section, kinds [i]);
         const char *value = item ? zconfig_value (item) : NULL;
         if (value && !s_is_endpoint (value)) {
-            fprintf (stderr, "funnel-%s: %s/%s: '%s' is not a ZeroMQ endpoint "
-                     "(tcp://, ipc:// or inproc://)\n", self->service, name, kinds [i], value);
+            fprintf (stderr, "%s: %s/%s: '%s' is not a ZeroMQ endpoint "
+                     "(tcp://, ipc:// or inproc://)\n", s_program, name, kinds [i], value);
             return -1;
         }
     }
     zconfig_t *item = zconfig_locate (section, "http");
     const char *value = item ? zconfig_value (item) : NULL;
     if (value && !s_is_http_address (value)) {
-        fprintf (stderr, "funnel-%s: %s/http: '%s' is not host:port\n",
-                 self->service, name, value);
+        fprintf (stderr, "%s: %s/http: '%s' is not host:port\n", s_program, name, value);
         return -1;
     }
     return 0;
@@ -602,14 +632,22 @@ s_validate (funnel_config_t *self)
     const char *level = s_lookup (self, "log/level");
     funnel_log_level_t parsed;
     if (level && funnel_log_level_parse (level, &parsed)) {
-        fprintf (stderr, "funnel-%s: log/level: '%s' is not error, warn, info or debug\n",
-                 self->service, level);
+        fprintf (stderr, "%s: log/level: '%s' is not error, warn, info or debug\n",
+                 s_program, level);
         return -1;
     }
+    const char *format = s_lookup (self, "log/format");
+    funnel_log_format_t log_format = FUNNEL_LOG_TEXT;
+    if (format && funnel_log_format_parse (format, &log_format)) {
+        fprintf (stderr, "%s: log/format: '%s' is not text or json\n", s_program, format);
+        return -1;
+    }
+    //  Applied here, so every program that loads a config logs as it says
+    funnel_log_set_format (log_format);
     //  Every section, not just ours: we connect to the upstreams' endpoints
     for (zconfig_t *section = zconfig_child (self->root); section;
          section = zconfig_next (section))
-        if (s_check_section (self, section))
+        if (s_check_section (section))
             return -1;
     return 0;
 }
@@ -623,6 +661,7 @@ funnel_config_load (int argc, char **argv, const funnel_config_about_t *about,
                     funnel_config_status_t *status)
 {
     assert (about && about->service && status);
+    s_set_program (about->service);
     flags_t flags = { NULL, NULL, 0 };
     *status = s_parse_flags (argc, argv, about, &flags);
     if (*status != FUNNEL_CONFIG_OK) {
@@ -635,7 +674,7 @@ funnel_config_load (int argc, char **argv, const funnel_config_about_t *about,
         return NULL;
     }
     const char *file = flags.config_file ? flags.config_file : s_getenv ("FUNNEL_CONFIG");
-    zconfig_t *root = file ? s_load_file (about->service, file) : zconfig_new ("root", NULL);
+    zconfig_t *root = file ? s_load_file (file) : zconfig_new ("root", NULL);
     funnel_config_t *self = root ? s_new (root, about->service) : NULL;
     if (self && file && !(self->file = strdup (file)))
         funnel_config_destroy (&self);
@@ -646,7 +685,7 @@ funnel_config_load (int argc, char **argv, const funnel_config_about_t *about,
     }
     else
     if (self) {
-        fprintf (stderr, "funnel-%s: out of memory\n", about->service);
+        fprintf (stderr, "%s: out of memory\n", s_program);
         funnel_config_destroy (&self);
     }
     s_flags_free (&flags);
@@ -658,6 +697,7 @@ funnel_config_t *
 funnel_config_from_text (const char *zpl, const char *service)
 {
     assert (zpl && service);
+    s_set_program (service);
     zconfig_t *root = zconfig_str_load (zpl);
     if (!root) {
         log_error ("config: not valid ZPL (see the zconfig error for the line)");
@@ -940,7 +980,7 @@ s_unknown (funnel_config_t *self, const char *what, const char *path)
 {
     char origin [300];
     const char *nearest = s_nearest (self, path);
-    fprintf (stderr, "funnel-%s: unknown %s '%s' (%s)%s%s%s\n", self->service, what, path,
+    fprintf (stderr, "%s: unknown %s '%s' (%s)%s%s%s\n", s_program, what, path,
              s_origin (self, path, origin, sizeof origin),
              nearest ? "; did you mean '" : "", nearest ? nearest : "", nearest ? "'?" : "");
     return -1;

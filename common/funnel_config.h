@@ -12,6 +12,7 @@
       --http ADDR           monitor only: host:port (env FUNNEL_HTTP)
       --set PATH=VALUE      set any key, e.g. --set leads/rules/mql=40
       --log-level LEVEL     error|warn|info|debug (env FUNNEL_LOG_LEVEL)
+      --log-format FORMAT   text or json, one object a line (env FUNNEL_LOG_FORMAT)
       -h, --help            usage and exit 0;  -V, --version
     Any bad file, flag or value: a message on stderr and exit code 2; so is
     an unknown section or key (funnel_config_check_keys) and a FUNNEL_*
@@ -31,6 +32,11 @@ typedef struct {
     const char *summary;        //  One line for --help
     const char *extra_help;     //  More lines for --help, or NULL
 } funnel_config_about_t;
+
+//  The name the loader's messages start with, for a program that is not a
+//  daemon (funnelctl); by default "funnel-<service>". Call before loading.
+void
+    funnel_config_set_program (const char *name);
 
 typedef enum {
     FUNNEL_CONFIG_OK = 0,       //  Run

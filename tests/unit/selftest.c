@@ -4,6 +4,7 @@
 #include "event_codec.h"
 #include "event_schema.h"
 #include "funnel_config.h"
+#include "funnel_log.h"
 #include "funnel_settings.h"
 #include "redis_store.h"
 
@@ -13,6 +14,7 @@ static const selftest_t s_tests [] = {
     { "event_codec", event_codec_test },
     { "event_schema", event_schema_test },
     { "funnel_config", funnel_config_test },
+    { "funnel_log", funnel_log_test },
     { "funnel_settings", funnel_settings_test },
     { "redis_store", redis_store_test },
     { NULL, NULL }
