@@ -7,6 +7,7 @@
     is needed anywhere. Throughput comes from batching, not threads.
 */
 #include "funnel_service.h"
+#include "funnel_notify.h"
 #include "event_codec.h"
 #include "funnel_log.h"
 #include "funnel_signals.h"
@@ -752,6 +753,7 @@ s_on_second (zloop_t *loop, int timer_id, void *arg)
     if (self->synced)
         for (int u = 0; u < self->upstream_count; u++)
             upstream_flush (self->upstreams [u]);
+    funnel_notify_tick ();          //  The loop is alive
     return funnel_stop ? -1 : 0;
 }
 
@@ -917,10 +919,12 @@ s_run (service_t *self)
     if (self->def->tick_ms > 0)
         zloop_timer (loop, self->def->tick_ms, 0, s_on_tick, self);
     s_on_housekeeping (loop, 0, self);
+    funnel_notify_ready (self->def->name);      //  Sockets bound: serving
     //  zloop_start returns on EINTR even in nonstop mode (czmq 4.2.1)
     while (!funnel_stop)
         if (zloop_start (loop) == -1)
             break;
+    funnel_notify_stopping ();
     zloop_destroy (&loop);
 }
 

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include "funnel_config.h"
 #include "funnel_log.h"
+#include "funnel_notify.h"
 #include "funnel_signals.h"
 #include "funnel_view.h"
 #include "json_msgpack.h"
@@ -108,6 +109,7 @@ s_on_second (zloop_t *loop, int timer_id, void *arg)
         zmsg_send (&msg, self->pub);
         msgpack_sbuffer_destroy (&sbuf);
     }
+    funnel_notify_tick ();          //  The loop is alive
     return 0;
 }
 
@@ -161,10 +163,12 @@ main (int argc, char *argv [])
         zloop_timer (loop, 100, 0, s_on_check_stop, NULL);
         s_render (&self);           //  Served at once, services unknown
         s_on_poll (loop, 0, &self);
+        funnel_notify_ready ("monitor");    //  HTTP and PUB up: serving
         //  zloop_start returns on EINTR even in nonstop mode (czmq 4.2.1)
         while (!funnel_stop)
             if (zloop_start (loop) == -1)
                 break;
+        funnel_notify_stopping ();
         zloop_destroy (&loop);
         log_info ("stopped cleanly");
     }
