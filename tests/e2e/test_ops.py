@@ -127,5 +127,36 @@ class TestJsonLogs(FunnelTestCase):
         self.assertIn("log/format", out.stderr)
 
 
+class TestHealthcheckScript(FunnelTestCase):
+    """deploy/healthcheck.sh, the container image's HEALTHCHECK, run here
+    with the daemon named (no container engine on this machine)."""
+
+    def check(self, *args):
+        script = os.path.join(os.path.dirname(__file__), "../../deploy/healthcheck.sh")
+        env = dict(os.environ, FUNNEL_CONFIG=self.topology.path,
+                   PATH=os.path.dirname(binary("funnelctl")) + ":" + os.environ["PATH"])
+        return subprocess.run(["sh", script] + list(args), capture_output=True, text=True,
+                              timeout=30, env=env)
+
+    def test_service_and_monitor(self):
+        self.assertEqual(self.check("funnel-leads").returncode, 1)     # not running
+        self.daemon("leads")
+        self.wait_ready("leads")
+        out = self.check("funnel-leads")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        # Its bind endpoint as given on the command line, "*" read as loopback
+        port = self.topology.api("leads").rsplit(":", 1)[1]
+        self.assertEqual(self.check("funnel-leads", "tcp://*:%s" % port).returncode, 0)
+        # Redis gone: up but not healthy
+        self.redis.stop()
+        out = self.check("funnel-leads")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("Redis is not ok", out.stderr)
+        self.assertEqual(self.check("funnel-monitor", self.topology.http()).returncode, 1)
+        self.daemon("monitor")
+        wait_until(lambda: self.check("funnel-monitor", self.topology.http()).returncode == 0,
+                   what="monitor healthy")
+
+
 if __name__ == "__main__":
     unittest.main()
