@@ -1,6 +1,6 @@
 /*  funnel_config — the topology file (ZPL), FUNNEL_* environment and flags.
 
-    One ZPL file describes the whole deployment (PROTOCOL §1); each daemon
+    One ZPL file describes the whole deployment (proto/README.md); each daemon
     reads its own section and its upstreams'. Precedence, lowest first:
     built-in defaults, the file, environment, command-line flags.
 
@@ -72,7 +72,7 @@ int funnel_config_num (funnel_config_t *self, const char *path, double default_v
 int funnel_config_bool (funnel_config_t *self, const char *path, bool default_value, bool *value);
 
 //  Endpoint of a service: kind is "api" or "pub" (or "http" for the
-//  monitor); PROTOCOL §1 defaults when the file does not say.
+//  monitor); the proto/README.md defaults when the file does not say.
 const char *
     funnel_config_endpoint (funnel_config_t *self, const char *service, const char *kind);
 

@@ -52,7 +52,7 @@ typedef struct {
     int64_t cause_ts;                       //  The cause's own ts, 0 if none
 } script_event_t;
 
-//  Packs a full envelope (PROTOCOL §4) as published and replayed. An empty
+//  Packs a full envelope (proto/wire.md, PUB) as published and replayed. An empty
 //  cause is left out, and so is cause_ts then.
 void
     script_pack_envelope (msgpack_sbuffer *sbuf, const char *svc, uint64_t seq,

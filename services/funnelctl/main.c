@@ -34,7 +34,7 @@ s_help (void)
 "Services: campaign, leads, sales, retention, or an endpoint (tcp://host:port).\n"
 "\n"
 "Options (before or after the command; after '--' all is the command's):\n"
-"  -c, --config FILE   topology file (env FUNNEL_CONFIG; else the PROTOCOL §1\n"
+"  -c, --config FILE   topology file (env FUNNEL_CONFIG; else the proto/README.md\n"
 "                      defaults, campaign api tcp://127.0.0.1:7101 and so on)\n"
 "  -t, --timeout MS    wait per attempt (default 2000)\n"
 "  -r, --retries N     extra attempts for publish and replay (default 5)\n"

@@ -1,5 +1,5 @@
 /*  funnel-monitor — the live funnel: JSON, Prometheus, SSE, dashboard and
-    a telemetry PUB (PROTOCOL §6; proto/monitor.md).
+    a telemetry PUB (proto/monitor.md).
 
     Not a funnel_service: it owns no state and no Redis. One zloop thread
     talks to the services (service_probe) and, every 500 ms, renders the
