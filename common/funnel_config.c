@@ -2,7 +2,7 @@
 
     Everything ends up in one zconfig tree: the file (or an empty tree), then
     the environment, then the flags, written over it with zconfig_put; the
-    PROTOCOL §1 defaults are filled in last wherever nothing said otherwise.
+    proto/README.md defaults are filled in last wherever nothing said otherwise.
     Lookups are then plain tree reads, and a daemon sees its upstreams'
     endpoints the same way it sees its own.
 
@@ -44,7 +44,7 @@ struct _funnel_config_t {
 //  a typo. alpha and beta are funnel-testsvc's stand-in services (tests).
 static const char *s_sections [] = {
     "redis", "log", "campaign", "leads", "sales", "retention", "monitor", "sim",
-    "gateway", "alpha", "beta", NULL
+    "gateway", "webhooks", "security", "alpha", "beta", NULL
 };
 
 //  The name messages start with: "funnel-<service>", or about->program.
@@ -71,7 +71,7 @@ static const char *s_global_keys [] = {
     "redis/url", "log/level", "log/format", NULL
 };
 
-//  PROTOCOL §1 defaults.
+//  The defaults of proto/README.md, section 1.
 static const struct {
     const char *path;
     const char *value;
