@@ -1,4 +1,4 @@
-/*  event_codec — safe msgpack decoding and the event envelope (PROTOCOL §4).
+/*  event_codec — safe msgpack decoding and the event envelope (proto/wire.md).
 
     Decoding is two passes over one whole frame:
     1.  s_scan walks the raw bytes with an explicit stack (no recursion, so
@@ -12,7 +12,7 @@
 
     Frame errors (bad_request, too_large) stop the scan at once. Limit
     errors inside an event (invalid) are remembered and the scan goes on, so
-    a frame that is both is reported as a frame error, as PROTOCOL §3 orders.
+    a frame that is both is reported as a frame error, as proto/wire.md orders.
 */
 #include <stdarg.h>
 #include <stdio.h>

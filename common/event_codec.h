@@ -1,7 +1,7 @@
-/*  event_codec — safe msgpack decoding and the event envelope (PROTOCOL §4).
+/*  event_codec — safe msgpack decoding and the event envelope (proto/wire.md).
 
-    msgpack-c allocates from declared counts before reading elements (see
-    PITFALLS), so untrusted bytes are never handed to it directly. Every
+    msgpack-c allocates from declared counts before reading elements (a
+    6-byte input can reserve gigabytes), so untrusted bytes are never handed to it directly. Every
     frame is first pre-scanned iteratively (funnel_msg_decode): each declared
     length or count must fit in the bytes that remain, strings must be UTF-8
     and ≤ limit, maps/arrays ≤ limit entries, nesting ≤ limit. Only then is

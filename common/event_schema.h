@@ -3,7 +3,7 @@
     Each service declares, per accepted event type, a table of fields; the
     runtime checks shapes and types here, before any state is read, so a
     malformed event is `invalid` (naming the field) even if it also names an
-    unknown entity (PROTOCOL §3 order of checks).
+    unknown entity (proto/wire.md, order of checks).
 */
 #ifndef EVENT_SCHEMA_H_INCLUDED
 #define EVENT_SCHEMA_H_INCLUDED

@@ -2,7 +2,7 @@
 
     Everything ends up in one zconfig tree: the file (or an empty tree), then
     the environment, then the flags, written over it with zconfig_put; the
-    PROTOCOL §1 defaults are filled in last wherever nothing said otherwise.
+    proto/README.md defaults are filled in last wherever nothing said otherwise.
     Lookups are then plain tree reads, and a daemon sees its upstreams'
     endpoints the same way it sees its own.
 
@@ -33,9 +33,45 @@
 struct _funnel_config_t {
     zconfig_t *root;
     char *service;
+    zhashx_t *known;            //  Every path the program looked up (strict keys)
+    bool recording;             //  Until funnel_config_check_keys
+    char *file;                 //  The topology file, or NULL
+    char **set_paths;           //  --set and other flag paths, for messages
+    int set_count;
 };
 
-//  PROTOCOL §1 defaults.
+//  The top-level sections of a Funnel topology; a file naming another is
+//  a typo. alpha and beta are funnel-testsvc's stand-in services (tests).
+static const char *s_sections [] = {
+    "redis", "log", "campaign", "leads", "sales", "retention", "monitor", "sim",
+    "gateway", "webhooks", "security", "alpha", "beta", NULL
+};
+
+//  The name messages start with: "funnel-<service>", or about->program.
+static char s_program [64] = "funnel";
+static char s_program_set [64];
+
+void
+funnel_config_set_program (const char *name)
+{
+    snprintf (s_program_set, sizeof s_program_set, "%s", name ? name : "");
+}
+
+static void
+s_set_program (const char *service)
+{
+    if (*s_program_set)
+        snprintf (s_program, sizeof s_program, "%s", s_program_set);
+    else
+        snprintf (s_program, sizeof s_program, "funnel-%s", service);
+}
+
+//  Keys that are known whether or not this program reads them.
+static const char *s_global_keys [] = {
+    "redis/url", "log/level", "log/format", NULL
+};
+
+//  The defaults of proto/README.md, section 1.
 static const struct {
     const char *path;
     const char *value;
@@ -66,10 +102,11 @@ static const struct {
     { "FUNNEL_PUB",       "pub",       true },
     { "FUNNEL_HTTP",      "http",      true },
     { "FUNNEL_LOG_LEVEL", "log/level", false },
+    { "FUNNEL_LOG_FORMAT", "log/format", false },
 };
 
 enum {
-    OPT_REDIS = 256, OPT_API, OPT_PUB, OPT_HTTP, OPT_SET, OPT_LOG_LEVEL
+    OPT_REDIS = 256, OPT_API, OPT_PUB, OPT_HTTP, OPT_SET, OPT_LOG_LEVEL, OPT_LOG_FORMAT
 };
 
 static const struct option s_options [] = {
@@ -80,6 +117,7 @@ static const struct option s_options [] = {
     { "http",      required_argument, NULL, OPT_HTTP },
     { "set",       required_argument, NULL, OPT_SET },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
+    { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
     { "help",      no_argument,       NULL, 'h' },
     { "version",   no_argument,       NULL, 'V' },
     { NULL, 0, NULL, 0 }
@@ -119,6 +157,31 @@ s_getenv (const char *name)
 {
     const char *value = getenv (name);
     return value && *value ? value : NULL;
+}
+
+//  Levenshtein distance, for "did you mean"; long strings compare as far.
+static size_t
+s_distance (const char *a, const char *b)
+{
+    size_t la = strlen (a), lb = strlen (b);
+    if (la > 255 || lb > 255)
+        return 1000;
+    size_t row [256], prev [256];
+    for (size_t j = 0; j <= lb; j++)
+        prev [j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        row [0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t best = prev [j - 1] + (a [i - 1] != b [j - 1]);
+            if (prev [j] + 1 < best)
+                best = prev [j] + 1;
+            if (row [j - 1] + 1 < best)
+                best = row [j - 1] + 1;
+            row [j] = best;
+        }
+        memcpy (prev, row, (lb + 1) * sizeof row [0]);
+    }
+    return prev [lb];
 }
 
 static const char *
@@ -161,12 +224,13 @@ s_usage_error (const char *service, const char *format, ...)
 static funnel_config_status_t
 s_usage_error (const char *service, const char *format, ...)
 {
-    fprintf (stderr, "funnel-%s: ", service);
+    (void) service;
+    fprintf (stderr, "%s: ", s_program);
     va_list args;
     va_start (args, format);
     vfprintf (stderr, format, args);
     va_end (args);
-    fprintf (stderr, "\nTry 'funnel-%s --help' for more information.\n", service);
+    fprintf (stderr, "\nTry '%s --help' for more information.\n", s_program);
     return FUNNEL_CONFIG_EXIT_USAGE;
 }
 
@@ -197,6 +261,7 @@ s_print_help (const funnel_config_about_t *about)
             s_default_of (path) ? s_default_of (path) : s_default_of ("monitor/http"));
     printf ("      --set PATH=VALUE   set any key, e.g. --set leads/rules/mql=40 (repeatable)\n");
     printf ("      --log-level LEVEL  error|warn|info|debug (default info)\n");
+    printf ("      --log-format FMT   text (default) or json: one JSON object per line\n");
     printf ("  -h, --help             print this help and exit\n");
     printf ("  -V, --version          print the version and exit\n");
     printf ("\nEnvironment (overrides the file; flags override the environment):\n");
@@ -206,6 +271,9 @@ s_print_help (const funnel_config_about_t *about)
     printf ("  FUNNEL_PUB             as --pub\n");
     printf ("  FUNNEL_HTTP            as --http\n");
     printf ("  FUNNEL_LOG_LEVEL       as --log-level\n");
+    printf ("  FUNNEL_LOG_FORMAT      as --log-format\n");
+    printf ("\nA section or key this program does not know (a typo), in the file, --set or\n"
+            "the environment, stops it with exit code 2, naming the nearest known key.\n");
     if (about->extra_help)
         printf ("\n%s\n", about->extra_help);
 }
@@ -277,6 +345,7 @@ s_flag (int opt, char **argv, const funnel_config_about_t *about, flags_t *flags
     const char *own_key = NULL;
     char buffer [8];
     funnel_log_level_t level;
+    funnel_log_format_t format;
     switch (opt) {
         case 'c':           flags->config_file = optarg; return FUNNEL_CONFIG_OK;
         case OPT_REDIS:     own_key = "redis"; break;
@@ -289,6 +358,12 @@ s_flag (int opt, char **argv, const funnel_config_about_t *about, flags_t *flags
                 return s_usage_error (svc, "--log-level '%s': expected error, warn, info or debug",
                                       optarg);
             if (s_flags_add (flags, strdup ("log/level"), optarg))
+                return s_usage_error (svc, "out of memory");
+            return FUNNEL_CONFIG_OK;
+        case OPT_LOG_FORMAT:
+            if (funnel_log_format_parse (optarg, &format))
+                return s_usage_error (svc, "--log-format '%s': expected text or json", optarg);
+            if (s_flags_add (flags, strdup ("log/format"), optarg))
                 return s_usage_error (svc, "out of memory");
             return FUNNEL_CONFIG_OK;
         case 'h':
@@ -369,7 +444,7 @@ s_read_file (const char *file, const char **reason)
 //  NULL for every failure, "loads" a directory, and in czmq 4.2.1 leaks
 //  its zfile when the text does not parse.
 static zconfig_t *
-s_load_file (const char *svc, const char *file)
+s_load_file (const char *file)
 {
     const char *reason = NULL;
     char *text = s_read_file (file, &reason);
@@ -378,7 +453,7 @@ s_load_file (const char *svc, const char *file)
     if (!root && !reason)
         reason = "not valid ZPL (see the zconfig error for the line)";
     if (!root)
-        fprintf (stderr, "funnel-%s: cannot read config %s: %s\n", svc, file, reason);
+        fprintf (stderr, "%s: cannot read config %s: %s\n", s_program, file, reason);
     return root;
 }
 
@@ -386,9 +461,16 @@ static funnel_config_t *
 s_new (zconfig_t *root, const char *service)
 {
     funnel_config_t *self = calloc (1, sizeof *self);
-    if (self)
+    if (self) {
         self->service = strdup (service);
-    if (!self || !self->service) {
+        self->known = zhashx_new ();
+        self->recording = true;
+    }
+    if (!self || !self->service || !self->known) {
+        if (self) {
+            free (self->service);
+            zhashx_destroy (&self->known);
+        }
         free (self);
         zconfig_destroy (&root);
         return NULL;
@@ -419,18 +501,77 @@ s_apply_environment (funnel_config_t *self)
     return 0;
 }
 
-static void
+static int
 s_apply_flags (funnel_config_t *self, const flags_t *flags)
 {
-    for (int i = 0; i < flags->count; i++)
+    if (flags->count && !(self->set_paths = calloc ((size_t) flags->count, sizeof (char *))))
+        return -1;
+    for (int i = 0; i < flags->count; i++) {
         zconfig_put (self->root, flags->settings [i].path, flags->settings [i].value);
+        const char *path = flags->settings [i].path;
+        if (!(self->set_paths [self->set_count++] = strdup (*path == '/' ? path + 1 : path)))
+            return -1;
+    }
+    return 0;
+}
+
+//  A FUNNEL_* variable two edits or fewer from one a daemon reads is taken
+//  as a typo of it; others belong to other tools (FUNNEL_BUILD, ...).
+static funnel_config_status_t
+s_check_environment (const char *svc)
+{
+    extern char **environ;
+    const char *names [sizeof s_environment / sizeof s_environment [0] + 1];
+    size_t count = 0;
+    for (size_t i = 0; i < sizeof s_environment / sizeof s_environment [0]; i++)
+        names [count++] = s_environment [i].name;
+    names [count++] = "FUNNEL_CONFIG";
+    for (char **entry = environ; entry && *entry; entry++) {
+        if (strncmp (*entry, "FUNNEL_", 7))
+            continue;
+        char name [128];
+        size_t length = strcspn (*entry, "=");
+        if (length >= sizeof name)
+            continue;
+        memcpy (name, *entry, length);
+        name [length] = 0;
+        const char *nearest = NULL;
+        size_t best = 3;
+        for (size_t i = 0; i < count; i++) {
+            size_t distance = s_distance (name, names [i]);
+            if (distance == 0) {
+                nearest = NULL;
+                break;
+            }
+            if (distance < best) {
+                best = distance;
+                nearest = names [i];
+            }
+        }
+        if (nearest)
+            return s_usage_error (svc, "unknown environment variable %s; did you mean %s?",
+                                  name, nearest);
+    }
+    return FUNNEL_CONFIG_OK;
+}
+
+//  A key's value, not recorded as read (the module's own lookups).
+static const char *
+s_lookup (funnel_config_t *self, const char *path)
+{
+    zconfig_t *item = zconfig_locate (self->root, path);
+    const char *value = item ? zconfig_value (item) : NULL;
+    //  A section reads as "" (parsed) or NULL (made by zconfig_put): unset
+    if (!value || (!*value && zconfig_child (item)))
+        return NULL;
+    return value;
 }
 
 static void
 s_fill_defaults (funnel_config_t *self)
 {
     for (size_t i = 0; i < sizeof s_defaults / sizeof s_defaults [0]; i++)
-        if (!funnel_config_get (self, s_defaults [i].path, NULL))
+        if (!s_lookup (self, s_defaults [i].path))
             zconfig_put (self->root, s_defaults [i].path, s_defaults [i].value);
 }
 
@@ -465,7 +606,7 @@ s_is_http_address (const char *value)
 }
 
 static int
-s_check_section (funnel_config_t *self, zconfig_t *section)
+s_check_section (zconfig_t *section)
 {
     const char *name = zconfig_name (section);
     const char *kinds [] = { "api", "pub" };
@@ -473,16 +614,15 @@ s_check_section (funnel_config_t *self, zconfig_t *section)
         zconfig_t *item = zconfig_locate (section, kinds [i]);
         const char *value = item ? zconfig_value (item) : NULL;
         if (value && !s_is_endpoint (value)) {
-            fprintf (stderr, "funnel-%s: %s/%s: '%s' is not a ZeroMQ endpoint "
-                     "(tcp://, ipc:// or inproc://)\n", self->service, name, kinds [i], value);
+            fprintf (stderr, "%s: %s/%s: '%s' is not a ZeroMQ endpoint "
+                     "(tcp://, ipc:// or inproc://)\n", s_program, name, kinds [i], value);
             return -1;
         }
     }
     zconfig_t *item = zconfig_locate (section, "http");
     const char *value = item ? zconfig_value (item) : NULL;
     if (value && !s_is_http_address (value)) {
-        fprintf (stderr, "funnel-%s: %s/http: '%s' is not host:port\n",
-                 self->service, name, value);
+        fprintf (stderr, "%s: %s/http: '%s' is not host:port\n", s_program, name, value);
         return -1;
     }
     return 0;
@@ -491,17 +631,25 @@ s_check_section (funnel_config_t *self, zconfig_t *section)
 static int
 s_validate (funnel_config_t *self)
 {
-    const char *level = funnel_config_get (self, "log/level", NULL);
+    const char *level = s_lookup (self, "log/level");
     funnel_log_level_t parsed;
     if (level && funnel_log_level_parse (level, &parsed)) {
-        fprintf (stderr, "funnel-%s: log/level: '%s' is not error, warn, info or debug\n",
-                 self->service, level);
+        fprintf (stderr, "%s: log/level: '%s' is not error, warn, info or debug\n",
+                 s_program, level);
         return -1;
     }
+    const char *format = s_lookup (self, "log/format");
+    funnel_log_format_t log_format = FUNNEL_LOG_TEXT;
+    if (format && funnel_log_format_parse (format, &log_format)) {
+        fprintf (stderr, "%s: log/format: '%s' is not text or json\n", s_program, format);
+        return -1;
+    }
+    //  Applied here, so every program that loads a config logs as it says
+    funnel_log_set_format (log_format);
     //  Every section, not just ours: we connect to the upstreams' endpoints
     for (zconfig_t *section = zconfig_child (self->root); section;
          section = zconfig_next (section))
-        if (s_check_section (self, section))
+        if (s_check_section (section))
             return -1;
     return 0;
 }
@@ -515,24 +663,31 @@ funnel_config_load (int argc, char **argv, const funnel_config_about_t *about,
                     funnel_config_status_t *status)
 {
     assert (about && about->service && status);
+    s_set_program (about->service);
     flags_t flags = { NULL, NULL, 0 };
     *status = s_parse_flags (argc, argv, about, &flags);
     if (*status != FUNNEL_CONFIG_OK) {
         s_flags_free (&flags);
         return NULL;
     }
+    *status = s_check_environment (about->service);
+    if (*status != FUNNEL_CONFIG_OK) {
+        s_flags_free (&flags);
+        return NULL;
+    }
     const char *file = flags.config_file ? flags.config_file : s_getenv ("FUNNEL_CONFIG");
-    zconfig_t *root = file ? s_load_file (about->service, file) : zconfig_new ("root", NULL);
+    zconfig_t *root = file ? s_load_file (file) : zconfig_new ("root", NULL);
     funnel_config_t *self = root ? s_new (root, about->service) : NULL;
-    if (self && s_apply_environment (self) == 0) {
-        s_apply_flags (self, &flags);
+    if (self && file && !(self->file = strdup (file)))
+        funnel_config_destroy (&self);
+    if (self && s_apply_environment (self) == 0 && s_apply_flags (self, &flags) == 0) {
         s_fill_defaults (self);
         if (s_validate (self))
             funnel_config_destroy (&self);
     }
     else
     if (self) {
-        fprintf (stderr, "funnel-%s: out of memory\n", about->service);
+        fprintf (stderr, "%s: out of memory\n", s_program);
         funnel_config_destroy (&self);
     }
     s_flags_free (&flags);
@@ -544,6 +699,7 @@ funnel_config_t *
 funnel_config_from_text (const char *zpl, const char *service)
 {
     assert (zpl && service);
+    s_set_program (service);
     zconfig_t *root = zconfig_str_load (zpl);
     if (!root) {
         log_error ("config: not valid ZPL (see the zconfig error for the line)");
@@ -565,6 +721,11 @@ funnel_config_destroy (funnel_config_t **self_p)
     funnel_config_t *self = *self_p;
     if (self) {
         zconfig_destroy (&self->root);
+        zhashx_destroy (&self->known);
+        for (int i = 0; i < self->set_count; i++)
+            free (self->set_paths [i]);
+        free (self->set_paths);
+        free (self->file);
         free (self->service);
         free (self);
         *self_p = NULL;
@@ -578,16 +739,20 @@ funnel_config_service (funnel_config_t *self)
     return self->service;
 }
 
+static void
+s_record (funnel_config_t *self, const char *path)
+{
+    if (self->recording)
+        zhashx_insert (self->known, *path == '/' ? path + 1 : path, (void *) 1);
+}
+
 const char *
 funnel_config_get (funnel_config_t *self, const char *path, const char *default_value)
 {
     assert (self && path);
-    zconfig_t *item = zconfig_locate (self->root, path);
-    const char *value = item ? zconfig_value (item) : NULL;
-    //  A section reads as "" (parsed) or NULL (made by zconfig_put): unset
-    if (!value || (!*value && zconfig_child (item)))
-        return default_value;
-    return value;
+    s_record (self, path);
+    const char *value = s_lookup (self, path);
+    return value ? value : default_value;
 }
 
 static bool
@@ -711,6 +876,8 @@ funnel_config_children (funnel_config_t *self, const char *path,
 {
     assert (self && names);
     bool top = !path || !*path || strcmp (path, "/") == 0;
+    if (!top)
+        s_record (self, path);
     zconfig_t *section = top ? self->root : zconfig_locate (self->root, path);
     int count = 0;
     for (zconfig_t *child = section ? zconfig_child (section) : NULL; child;
@@ -721,8 +888,140 @@ funnel_config_children (funnel_config_t *self, const char *path,
             break;
         }
         names [count++] = zconfig_name (child);
+        if (!top) {
+            char *child_path = s_path_join (path, zconfig_name (child));
+            if (child_path)
+                s_record (self, child_path);
+            free (child_path);
+        }
     }
     return count;
+}
+
+static bool
+s_in (const char *const *list, const char *name)
+{
+    for (; *list; list++)
+        if (streq (*list, name))
+            return true;
+    return false;
+}
+
+static bool
+s_known_section (funnel_config_t *self, const char *name)
+{
+    if (s_in (s_sections, name) || streq (name, self->service))
+        return true;
+    size_t length = strlen (name);
+    for (void *item = zhashx_first (self->known); item; item = zhashx_next (self->known)) {
+        const char *path = (const char *) zhashx_cursor (self->known);
+        if (strncmp (path, name, length) == 0 && (path [length] == '/' || !path [length]))
+            return true;
+    }
+    return false;
+}
+
+static bool
+s_known_key (funnel_config_t *self, const char *path)
+{
+    return zhashx_lookup (self->known, path) || s_in (s_global_keys, path)
+        || s_default_of (path);     //  Filled in by us, read or not
+}
+
+//  The known key (or section, when path has no '/') nearest to path.
+static const char *
+s_nearest (funnel_config_t *self, const char *path)
+{
+    const char *nearest = NULL;
+    size_t best = SIZE_MAX;
+    bool section = !strchr (path, '/');
+    for (const char *const *known = section ? s_sections : s_global_keys; *known; known++)
+        if (s_distance (path, *known) < best) {
+            best = s_distance (path, *known);
+            nearest = *known;
+        }
+    if (section)
+        return nearest;
+    for (void *item = zhashx_first (self->known); item; item = zhashx_next (self->known)) {
+        const char *known = (const char *) zhashx_cursor (self->known);
+        size_t distance = s_distance (path, known);
+        if (distance < best) {
+            best = distance;
+            nearest = known;
+        }
+    }
+    return nearest;
+}
+
+//  Where a key came from, for the message.
+static const char *
+s_origin (funnel_config_t *self, const char *path, char *buffer, size_t size)
+{
+    size_t length = strlen (path);
+    for (int i = self->set_count - 1; i >= 0; i--)
+        if (strncmp (self->set_paths [i], path, length) == 0
+        &&  (self->set_paths [i][length] == 0 || self->set_paths [i][length] == '/'))
+            return "from the command line";
+    for (size_t i = 0; i < sizeof s_environment / sizeof s_environment [0]; i++) {
+        char *env_path = s_environment [i].own
+                       ? s_path_join (self->service, s_environment [i].key)
+                       : strdup (s_environment [i].key);
+        bool match = env_path && streq (env_path, path) && s_getenv (s_environment [i].name);
+        free (env_path);
+        if (match) {
+            snprintf (buffer, size, "from %s", s_environment [i].name);
+            return buffer;
+        }
+    }
+    snprintf (buffer, size, "in %s", self->file ? self->file : "the topology");
+    return buffer;
+}
+
+static int
+s_unknown (funnel_config_t *self, const char *what, const char *path)
+{
+    char origin [300];
+    const char *nearest = s_nearest (self, path);
+    fprintf (stderr, "%s: unknown %s '%s' (%s)%s%s%s\n", s_program, what, path,
+             s_origin (self, path, origin, sizeof origin),
+             nearest ? "; did you mean '" : "", nearest ? nearest : "", nearest ? "'?" : "");
+    return -1;
+}
+
+//  Every leaf under node (path is its own) must be a known key.
+static int
+s_check_keys_under (funnel_config_t *self, zconfig_t *node, const char *path)
+{
+    zconfig_t *child = zconfig_child (node);
+    if (!child)
+        return s_known_key (self, path) ? 0 : s_unknown (self, "key", path);
+    for (; child; child = zconfig_next (child)) {
+        char *child_path = s_path_join (path, zconfig_name (child));
+        int rc = child_path ? s_check_keys_under (self, child, child_path) : -1;
+        free (child_path);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+int
+funnel_config_check_keys (funnel_config_t *self)
+{
+    assert (self);
+    self->recording = false;
+    //  Sections first: a misspelt section explains its keys
+    zconfig_t *section;
+    for (section = zconfig_child (self->root); section; section = zconfig_next (section))
+        if (!s_known_section (self, zconfig_name (section)))
+            return s_unknown (self, "section", zconfig_name (section));
+    for (section = zconfig_child (self->root); section; section = zconfig_next (section)) {
+        const char *name = zconfig_name (section);
+        if ((streq (name, self->service) || streq (name, "redis") || streq (name, "log"))
+        &&  s_check_keys_under (self, section, name))
+            return -1;
+    }
+    return 0;
 }
 
 
@@ -1105,6 +1404,131 @@ s_test_flags (bool verbose)
     s_test_usage_error (usage_hint, "Try 'funnel-leads --help'", verbose);
 }
 
+//  What a leads service would read of the test file below.
+static void
+s_test_read_leads (funnel_config_t *config)
+{
+    int64_t value;
+    const char *names [4];
+    assert (funnel_config_int (config, "leads/rules/mql", 0, &value) == 0);
+    assert (funnel_config_children (config, "leads/reps", names, 4) == 2);
+    for (int i = 0; i < 2; i++) {
+        char path [64];
+        snprintf (path, sizeof path, "leads/reps/%s/capacity", names [i]);
+        assert (funnel_config_int (config, path, 0, &value) == 0);
+    }
+    funnel_config_endpoint (config, "leads", "api");
+}
+
+static void
+s_test_strict_keys (bool verbose)
+{
+    char dir [] = "/tmp/funnel-config-test.XXXXXX";
+    char *path = s_test_write_file (dir,
+        "redis\n"
+        "    url = \"redis://127.0.0.1:6390/0\"\n"
+        "leads\n"
+        "    rules\n"
+        "        mql = 40\n"
+        "    reps\n"
+        "        ana\n"
+        "            capacity = 5\n"
+        "        ben\n"
+        "sales\n"
+        "    anything = 1\n");
+    funnel_config_status_t status;
+    //  What leads reads: all known, other services' keys are theirs to check
+    const char *file_only [] = { "-c", path, NULL };
+    funnel_config_t *config = s_test_load (file_only, &status, NULL, NULL, verbose);
+    assert (config);
+    s_test_read_leads (config);
+    assert (funnel_config_check_keys (config) == 0);
+    funnel_config_destroy (&config);
+
+    //  A typo'd key from --set: named, with the nearest
+    const char *typo [] = { "-c", path, "--set", "leads/rules/mqll=40", NULL };
+    config = s_test_load (typo, &status, NULL, NULL, verbose);
+    assert (config);
+    s_test_read_leads (config);
+    capture_t capture;
+    s_capture_start (&capture, 2);
+    assert (funnel_config_check_keys (config) == -1);
+    char *err = s_capture_end (&capture, verbose);
+    assert (strstr (err, "unknown key 'leads/rules/mqll' (from the command line); "
+                         "did you mean 'leads/rules/mql'?"));
+    free (err);
+    funnel_config_destroy (&config);
+
+    //  A reader with the typo: the file's key is then the unknown one
+    config = s_test_load (file_only, &status, NULL, NULL, verbose);
+    assert (config);
+    int64_t value;
+    assert (funnel_config_int (config, "leads/rules/mql", 0, &value) == 0);
+    assert (funnel_config_int (config, "leads/reps/ana/capacty", 0, &value) == 0);
+    const char *names [4];
+    assert (funnel_config_children (config, "leads/reps", names, 4) == 2);
+    s_capture_start (&capture, 2);
+    assert (funnel_config_check_keys (config) == -1);
+    err = s_capture_end (&capture, verbose);
+    assert (strstr (err, "unknown key 'leads/reps/ana/capacity' (in /tmp/funnel-config-test."));
+    assert (strstr (err, "did you mean 'leads/reps/ana/capacty'?"));
+    free (err);
+    funnel_config_destroy (&config);
+
+    //  An unknown section, and a key in redis
+    const char *section [] = { "-c", path, "--set", "retension/api=tcp://x:1", NULL };
+    config = s_test_load (section, &status, NULL, NULL, verbose);
+    assert (config);
+    s_capture_start (&capture, 2);
+    assert (funnel_config_check_keys (config) == -1);
+    err = s_capture_end (&capture, verbose);
+    assert (strstr (err, "unknown section 'retension' (from the command line); "
+                         "did you mean 'retention'?"));
+    free (err);
+    funnel_config_destroy (&config);
+    const char *redis [] = { "-c", path, "--set", "redis/uri=redis://x", NULL };
+    config = s_test_load (redis, &status, NULL, NULL, verbose);
+    assert (config);
+    s_test_read_leads (config);
+    s_capture_start (&capture, 2);
+    assert (funnel_config_check_keys (config) == -1);
+    err = s_capture_end (&capture, verbose);
+    assert (strstr (err, "unknown key 'redis/uri'") && strstr (err, "'redis/url'?"));
+    free (err);
+    funnel_config_destroy (&config);
+
+    //  The environment: a key it sets that leads does not read, and a typo
+    setenv ("FUNNEL_HTTP", "127.0.0.1:8080", 1);
+    config = s_test_load (file_only, &status, NULL, NULL, verbose);
+    assert (config);
+    s_test_read_leads (config);
+    s_capture_start (&capture, 2);
+    assert (funnel_config_check_keys (config) == -1);
+    err = s_capture_end (&capture, verbose);
+    assert (strstr (err, "unknown key 'leads/http' (from FUNNEL_HTTP)"));
+    free (err);
+    funnel_config_destroy (&config);
+    unsetenv ("FUNNEL_HTTP");
+    setenv ("FUNNEL_LOG_LEVL", "debug", 1);
+    s_test_usage_error (file_only, "unknown environment variable FUNNEL_LOG_LEVL; "
+                        "did you mean FUNNEL_LOG_LEVEL?", verbose);
+    unsetenv ("FUNNEL_LOG_LEVL");
+    char *saved = getenv ("FUNNEL_PORT_BASE") ? strdup (getenv ("FUNNEL_PORT_BASE")) : NULL;
+    setenv ("FUNNEL_PORT_BASE", "7300", 1);       //  The launcher's: left alone
+    config = s_test_load (file_only, &status, NULL, NULL, verbose);
+    assert (config);
+    funnel_config_destroy (&config);
+    if (saved)
+        setenv ("FUNNEL_PORT_BASE", saved, 1);
+    else
+        unsetenv ("FUNNEL_PORT_BASE");
+    free (saved);
+
+    assert (unlink (path) == 0);
+    assert (rmdir (dir) == 0);
+    free (path);
+}
+
 void
 funnel_config_test (bool verbose)
 {
@@ -1119,4 +1543,5 @@ funnel_config_test (bool verbose)
     s_test_from_text ();
     s_test_file_and_precedence (verbose);
     s_test_flags (verbose);
+    s_test_strict_keys (verbose);
 }

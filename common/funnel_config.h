@@ -1,6 +1,6 @@
 /*  funnel_config — the topology file (ZPL), FUNNEL_* environment and flags.
 
-    One ZPL file describes the whole deployment (PROTOCOL §1); each daemon
+    One ZPL file describes the whole deployment (proto/README.md); each daemon
     reads its own section and its upstreams'. Precedence, lowest first:
     built-in defaults, the file, environment, command-line flags.
 
@@ -12,8 +12,11 @@
       --http ADDR           monitor, gateway: host:port (env FUNNEL_HTTP)
       --set PATH=VALUE      set any key, e.g. --set leads/rules/mql=40
       --log-level LEVEL     error|warn|info|debug (env FUNNEL_LOG_LEVEL)
+      --log-format FORMAT   text or json, one object a line (env FUNNEL_LOG_FORMAT)
       -h, --help            usage and exit 0;  -V, --version
-    Any bad file, flag or value: a message on stderr and exit code 2.
+    Any bad file, flag or value: a message on stderr and exit code 2; so is
+    an unknown section or key (funnel_config_check_keys) and a FUNNEL_*
+    variable within two edits of one above (a typo: FUNNEL_LOG_LEVL).
 */
 #ifndef FUNNEL_CONFIG_H_INCLUDED
 #define FUNNEL_CONFIG_H_INCLUDED
@@ -29,6 +32,11 @@ typedef struct {
     const char *summary;        //  One line for --help
     const char *extra_help;     //  More lines for --help, or NULL
 } funnel_config_about_t;
+
+//  The name the loader's messages start with, for a program that is not a
+//  daemon (funnelctl); by default "funnel-<service>". Call before loading.
+void
+    funnel_config_set_program (const char *name);
 
 typedef enum {
     FUNNEL_CONFIG_OK = 0,       //  Run
@@ -64,7 +72,7 @@ int funnel_config_num (funnel_config_t *self, const char *path, double default_v
 int funnel_config_bool (funnel_config_t *self, const char *path, bool default_value, bool *value);
 
 //  Endpoint of a service: kind is "api" or "pub" (or "http" for the
-//  monitor); PROTOCOL §1 defaults when the file does not say.
+//  monitor); the proto/README.md defaults when the file does not say.
 const char *
     funnel_config_endpoint (funnel_config_t *self, const char *service, const char *kind);
 
@@ -78,6 +86,17 @@ const char *
 int
     funnel_config_children (funnel_config_t *self, const char *path,
                             const char **names, int max);
+
+//  Strict keys. Every lookup above records its key as known; once a program
+//  has read all its settings at start, this checks the loaded tree: each
+//  top-level section must be one Funnel has, and each key under the
+//  program's own section, redis and log one it read (a key nobody reads
+//  is a typo). An unknown one prints "funnel-leads: unknown key
+//  'leads/rules/mqll' (from the command line); did you mean
+//  'leads/rules/mql'?" and returns -1: exit 2. Lookups after this call are
+//  not recorded (it makes the config read-only, so threads may share it).
+int
+    funnel_config_check_keys (funnel_config_t *self);
 
 void
     funnel_config_test (bool verbose);

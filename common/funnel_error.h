@@ -1,6 +1,6 @@
 /*  funnel_error — the error every check in Funnel reports.
 
-    A check that fails fills one of these with a contract code (PROTOCOL §3:
+    A check that fails fills one of these with a contract code (proto/wire.md:
     bad_request, invalid, unknown_type, not_found, conflict, too_large,
     unavailable) and a message that names the field. The API layer turns it
     into the ERR body {"code", "message"[, "index"]}.

@@ -7,6 +7,7 @@
     is needed anywhere. Throughput comes from batching, not threads.
 */
 #include "funnel_service.h"
+#include "funnel_notify.h"
 #include "event_codec.h"
 #include "funnel_authz.h"
 #include "funnel_curve.h"
@@ -940,6 +941,7 @@ s_on_second (zloop_t *loop, int timer_id, void *arg)
     if (self->synced)
         for (int u = 0; u < self->upstream_count; u++)
             upstream_flush (self->upstreams [u]);
+    funnel_notify_tick ();          //  The loop is alive
     return funnel_stop ? -1 : 0;
 }
 
@@ -1120,6 +1122,9 @@ s_start (service_t *self)
         upstream_set_subscriber (upstream, name);
         self->upstreams [self->upstream_count++] = upstream;
     }
+    //  Everything the service reads is read by now: what is left is a typo
+    if (funnel_config_check_keys (self->config))
+        return 2;
     log_info ("funnel-%s %s: api %s, pub %s, %d upstream(s)", name, FUNNEL_VERSION,
               api, pub, self->upstream_count);
     return 0;
@@ -1142,10 +1147,12 @@ s_run (service_t *self)
     if (self->def->tick_ms > 0)
         zloop_timer (loop, self->def->tick_ms, 0, s_on_tick, self);
     s_on_housekeeping (loop, 0, self);
+    funnel_notify_ready (self->def->name);      //  Sockets bound: serving
     //  zloop_start returns on EINTR even in nonstop mode (czmq 4.2.1)
     while (!funnel_stop && !self->fatal)
         if (zloop_start (loop) == -1)
             break;
+    funnel_notify_stopping ();
     zloop_destroy (&loop);
 }
 

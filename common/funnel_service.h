@@ -3,7 +3,7 @@
     A daemon is a definition (its name, the event types it accepts and
     their field schemas, its upstreams and what it consumes from them, its
     Lua rules) handed to funnel_service_main. The runtime does the rest:
-      - API ROUTER: PING, PUBLISH, GET, REPLAY, STATS (PROTOCOL §3), for REQ
+      - API ROUTER: PING, PUBLISH, GET, REPLAY, STATS (proto/wire.md), for REQ
         and DEALER clients; every check in the contract's order, in C, before
         Redis is touched; state checks in the Lua rules.
       - Atomic apply: one EVALSHA per request or batch (runtime.lua), OK only

@@ -2,7 +2,7 @@
 
     czmq installs its own SIGINT/SIGTERM handlers when it initialises (any
     zsys_ call, even a log line, does that), and zloop_start returns on
-    EINTR whatever the handler did (PITFALLS). So every Funnel program calls
+    EINTR whatever the handler did (czmq 4.2.1). So every Funnel program calls
     funnel_signals_init first thing: czmq's handling is switched off, the
     two signals only set funnel_stop (a handler does nothing else), and
     SIGPIPE is ignored (hiredis writes to sockets that may have died).

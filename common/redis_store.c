@@ -1,7 +1,7 @@
 /*  redis_store — one synchronous hiredis connection with the service's Lua.
 
     A hiredis context is dead after any error and redisReconnect forgets
-    AUTH and SELECT (PITFALLS), so s_open does the whole handshake and is
+    AUTH and SELECT (hiredis 0.14), so s_open does the whole handshake and is
     the only way a context is made. Failures are rate-limited by backoff,
     not by logging: the first failure and the recovery are logged, the
     retries in between are silent.

@@ -1,12 +1,12 @@
 /*  redis_store — one synchronous hiredis connection with the service's Lua.
 
-    hiredis 0.14 has no TLS and no async timeouts, and a context is dead
-    after any error (PITFALLS): so one function does connect + AUTH + SELECT
-    + SCRIPT LOAD, used for the first connect and every reconnect, with
-    exponential backoff (100 ms doubling to 5 s). EVALSHA re-loads the script
-    once on NOSCRIPT (Redis restarted without it).
+    hiredis 0.14 has no TLS and no async timeouts, a context is dead after
+    any error, and redisReconnect forgets AUTH and SELECT: so one function
+    does connect + AUTH + SELECT + SCRIPT LOAD, used for the first connect
+    and every reconnect, with exponential backoff (100 ms doubling to 5 s).
+    EVALSHA re-loads the script once on NOSCRIPT (Redis restarted without it).
 
-    URL forms (PROTOCOL §1):
+    URL forms (proto/README.md):
       redis://[[user]:password@]host[:port][/db]     default port 6379, db 0
       unix:///path/to/socket[?db=N]
 */

@@ -1,6 +1,6 @@
 -- runtime.lua — the atomic apply that every Funnel service shares.
 --
--- One EVALSHA = one atomic step (DESIGN "Delivery guarantees"): dedup by
+-- One EVALSHA = one atomic step (proto/wire.md, "Delivery"): dedup by
 -- event id, the service's state change, outbox append with the next
 -- contiguous seq, and the upstream checkpoint. A service's rules (its own
 -- .lua) are appended after this prelude and before runtime_end.lua.

@@ -6,7 +6,7 @@
 #include "funnel_settings.h"
 
 //  --------------------------------------------------------------------
-//  Field tables (PROTOCOL §5 campaign accepts)
+//  Field tables (proto/campaign.md, accepted types)
 
 #define AMOUNT_MAX  1e13        //  Cents: 100 billion in any currency
 #define AGE_MAX     150

@@ -1,6 +1,6 @@
 /*  campaign_rules — the marketing stage's event schemas and settings.
 
-    The field tables are PROTOCOL §5 "campaign accepts", checked by the
+    The field tables are proto/campaign.md's accepted types, checked by the
     runtime before Redis is touched. The settings (topology-file section
     `campaign`, documented in proto/campaign.md) are packed for the Lua
     rules as RULES.

@@ -1,4 +1,4 @@
-/*  funnel-campaign — the marketing stage (PROTOCOL §5).
+/*  funnel-campaign — the marketing stage (proto/campaign.md).
 
     Marketing raises awareness and forms the first relationships: campaigns
     with target audiences, touches (impressions, clicks, forms...) with

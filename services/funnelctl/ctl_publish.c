@@ -8,6 +8,7 @@
 #include <czmq.h>
 #include <unistd.h>
 #include "ctl.h"
+#include "ctl_args.h"
 #include "event_codec.h"
 
 #define BATCH_DEFAULT 100
@@ -156,14 +157,14 @@ ctl_cmd_publish (ctl_t *self, int argc, char **argv)
                         .batch_max = BATCH_DEFAULT };
     const char *json_text = NULL;
     for (int i = 0; i < argc; i++) {
-        if (streq (argv [i], "--batch") && i + 1 < argc) {
-            long size = atol (argv [++i]);
-            if (size < 1 || size > FUNNEL_BATCH_MAX) {
-                fprintf (stderr, "funnelctl: --batch must be 1..%d\n", FUNNEL_BATCH_MAX);
+        if (streq (argv [i], "--batch")) {
+            long long size;
+            const char *value = ctl_args_value ("publish --batch", argc, argv, &i);
+            if (!value || ctl_args_int ("publish --batch", value, 1, FUNNEL_BATCH_MAX, &size))
                 return CTL_USAGE;
-            }
             pub.batch_max = (size_t) size;
         }
+
         else
         if (!pub.service)
             pub.service = argv [i];

@@ -1,6 +1,8 @@
 /*  replay and tail: a service's output events as JSON lines. */
 #include <czmq.h>
+#include <limits.h>
 #include "ctl.h"
+#include "ctl_args.h"
 #include "funnel_curve.h"
 
 #define REPLAY_PAGE 1000
@@ -13,11 +15,19 @@ ctl_cmd_replay (ctl_t *self, int argc, char **argv)
     const char *service = NULL;
     long long from = 1, limit = -1;
     for (int i = 0; i < argc; i++) {
-        if (streq (argv [i], "--from") && i + 1 < argc)
-            from = atoll (argv [++i]);
+        const char *value;
+        if (streq (argv [i], "--from")) {
+            if (!(value = ctl_args_value ("replay --from", argc, argv, &i))
+            ||  ctl_args_int ("replay --from", value, 0, LLONG_MAX, &from))
+                return CTL_USAGE;
+        }
         else
-        if (streq (argv [i], "--limit") && i + 1 < argc)
-            limit = atoll (argv [++i]);
+        if (streq (argv [i], "--limit")) {
+            if (!(value = ctl_args_value ("replay --limit", argc, argv, &i))
+            ||  ctl_args_int ("replay --limit", value, 0, LLONG_MAX, &limit))
+                return CTL_USAGE;
+        }
+
         else
         if (!service && argv [i][0] != '-')
             service = argv [i];
@@ -69,11 +79,19 @@ ctl_cmd_tail (ctl_t *self, int argc, char **argv)
     double timeout_s = -1;
     bool heartbeats = false;
     for (int i = 0; i < argc; i++) {
-        if (streq (argv [i], "-n") && i + 1 < argc)
-            limit = atoll (argv [++i]);
+        const char *value;
+        if (streq (argv [i], "-n")) {
+            if (!(value = ctl_args_value ("tail -n", argc, argv, &i))
+            ||  ctl_args_int ("tail -n", value, 1, LLONG_MAX, &limit))
+                return CTL_USAGE;
+        }
         else
-        if (streq (argv [i], "--timeout") && i + 1 < argc)
-            timeout_s = atof (argv [++i]);
+        if (streq (argv [i], "--timeout")) {
+            if (!(value = ctl_args_value ("tail --timeout", argc, argv, &i))
+            ||  ctl_args_num ("tail --timeout", value, 0, 1e9, &timeout_s))
+                return CTL_USAGE;
+        }
+
         else
         if (streq (argv [i], "--heartbeats"))
             heartbeats = true;

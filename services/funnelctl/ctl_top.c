@@ -5,7 +5,9 @@
     --once prints one frame without escapes, for scripts and tests.
 */
 #include <czmq.h>
+#include <unistd.h>
 #include "ctl.h"
+#include "ctl_args.h"
 
 #define BAR_WIDTH 40
 
@@ -106,13 +108,17 @@ int
 ctl_cmd_top (ctl_t *self, int argc, char **argv)
 {
     bool once = false;
-    long interval = 1000;
+    long long interval = 1000;
     for (int i = 0; i < argc; i++) {
+        const char *value;
         if (streq (argv [i], "--once"))
             once = true;
         else
-        if (streq (argv [i], "--interval") && i + 1 < argc)
-            interval = atol (argv [++i]);
+        if (streq (argv [i], "--interval")) {
+            if (!(value = ctl_args_value ("top --interval", argc, argv, &i))
+            ||  ctl_args_int ("top --interval", value, 1, 86400000, &interval))
+                return CTL_USAGE;
+        }
         else {
             fprintf (stderr, "funnelctl: usage: top [--once] [--interval MS]\n");
             return CTL_USAGE;
@@ -125,20 +131,23 @@ ctl_cmd_top (ctl_t *self, int argc, char **argv)
     //  Unreachable services are shown as DOWN, not reported one by one
     self->quiet = true;
     int rc = CTL_OK;
+    bool any_up = false;        //  In any frame: a stop mid-refresh is no outage
     do {
         int64_t started = zclock_mono ();
         s_refresh (self, services);
-        s_draw (services, !once);
+        if (funnel_stop && !once)
+            break;
+        for (int s = 0; s < 4; s++)
+            any_up |= services [s].up;
+        //  Escape codes only for a terminal: a pipe gets plain frames
+        s_draw (services, !once && isatty (STDOUT_FILENO));
         if (once)
             break;
         while (!funnel_stop && zclock_mono () - started < interval)
             zclock_sleep (50);
     } while (!funnel_stop);
-    bool any_up = false;
-    for (int s = 0; s < 4; s++) {
-        any_up |= services [s].up;
+    for (int s = 0; s < 4; s++)
         json_decref (services [s].counters);
-    }
     self->quiet = false;
     if (!any_up) {
         fprintf (stderr, "funnelctl: top: no service answered\n");

@@ -1,7 +1,7 @@
 /*  funnelctl — the Funnel command-line client (proto/funnelctl.md). */
 #include <czmq.h>
-#include <getopt.h>
 #include "ctl.h"
+#include "ctl_args.h"
 #include "funnel_curve.h"
 #include "funnel_log.h"
 
@@ -9,7 +9,7 @@ static void
 s_help (void)
 {
     printf (
-"Usage: funnelctl [OPTIONS] COMMAND [ARGS]\n"
+"Usage: funnelctl [OPTIONS] COMMAND [ARGS] [OPTIONS]\n"
 "The Funnel command-line client: talks to the services' API and PUB sockets,\n"
 "found through the topology file. JSON in, JSON out (msgpack on the wire).\n"
 "\n"
@@ -37,8 +37,8 @@ s_help (void)
 "\n"
 "Services: campaign, leads, sales, retention, or an endpoint (tcp://host:port).\n"
 "\n"
-"Options:\n"
-"  -c, --config FILE   topology file (env FUNNEL_CONFIG; else the PROTOCOL §1\n"
+"Options (before or after the command; after '--' all is the command's):\n"
+"  -c, --config FILE   topology file (env FUNNEL_CONFIG; else the proto/README.md\n"
 "                      defaults, campaign api tcp://127.0.0.1:7101 and so on);\n"
 "                      with security/curve = 1 funnelctl uses the keypair\n"
 "                      <certs>/funnelctl.cert_secret, or FUNNEL_CERT=FILE\n"
@@ -60,38 +60,18 @@ main (int argc, char *argv [])
 {
     funnel_signals_init ();
     funnel_log_init ("funnelctl", FUNNEL_LOG_ERROR);
+    funnel_log_set_format (FUNNEL_LOG_PLAIN);
 
     ctl_t ctl = { .timeout_ms = 2000, .retries = 5 };
     const char *config_file = NULL;
-    static const struct option options [] = {
-        { "config", required_argument, NULL, 'c' },
-        { "timeout", required_argument, NULL, 't' },
-        { "retries", required_argument, NULL, 'r' },
-        { "pretty", no_argument, NULL, 'p' },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { NULL, 0, NULL, 0 }
-    };
-    int option;
-    //  '+': stop at the command, whose own options come after it
-    while ((option = getopt_long (argc, argv, "+c:t:r:phV", options, NULL)) != -1) {
-        switch (option) {
-            case 'c': config_file = optarg; break;
-            case 't': ctl.timeout_ms = atoi (optarg); break;
-            case 'r': ctl.retries = atoi (optarg); break;
-            case 'p': ctl.pretty = true; break;
-            case 'h': s_help (); return CTL_OK;
-            case 'V': printf ("funnelctl %s\n", FUNNEL_VERSION); return CTL_OK;
-            default:
-                fprintf (stderr, "funnelctl: see funnelctl --help\n");
-                return CTL_USAGE;
-        }
+    //  Global options before or after the command (ctl_args.h)
+    switch (ctl_args_global (&ctl, &argc, argv, &config_file)) {
+        case CTL_ARGS_GO:       break;
+        case CTL_ARGS_HELP:     s_help (); return CTL_OK;
+        case CTL_ARGS_VERSION:  printf ("funnelctl %s\n", FUNNEL_VERSION); return CTL_OK;
+        default:                return CTL_USAGE;
     }
-    if (ctl.timeout_ms < 1 || ctl.retries < 0) {
-        fprintf (stderr, "funnelctl: --timeout must be > 0 and --retries >= 0\n");
-        return CTL_USAGE;
-    }
-    int first = optind;     //  The config loader runs getopt again
+    int first = 1;
     if (first >= argc) {
         fprintf (stderr, "funnelctl: no command; see funnelctl --help\n");
         return CTL_USAGE;
@@ -101,9 +81,12 @@ main (int argc, char *argv [])
     char *load_argv [] = { "funnelctl", "-c", (char *) config_file, NULL };
     funnel_config_about_t about = { "ctl", "funnelctl", NULL };
     funnel_config_status_t status;
+    funnel_config_set_program ("funnelctl");
     ctl.config = funnel_config_load (config_file ? 3 : 1, load_argv, &about, &status);
     if (status != FUNNEL_CONFIG_OK)
         return CTL_USAGE;
+    //  One prefix for every message, whatever the topology's log/format
+    funnel_log_set_format (FUNNEL_LOG_PLAIN);
 
     static const struct {
         const char *name;

@@ -1,4 +1,4 @@
--- leads.lua — the lead generation stage (PROTOCOL §5, proto/leads.md).
+-- leads.lua — the lead generation stage (proto/leads.md).
 --
 -- A lead is captured (or merged into the lead it already is), earns fit
 -- from BANT and the ideal customer profile and engagement from campaign's

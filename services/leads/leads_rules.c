@@ -1,6 +1,6 @@
 /*  leads_rules — funnel-leads' field tables and settings.
 
-    The tables are PROTOCOL §5 "leads accepts" plus rep.update; shapes are
+    The tables are proto/leads.md's accepted types plus rep.update; shapes are
     checked here, before Redis, so the Lua rules only check state. The
     settings are read once at start and handed to the Lua rules as RULES.
 */
@@ -92,7 +92,7 @@ static const funnel_setting_t s_rules [] = {
 };
 #define RULES_ROWS (sizeof s_rules / sizeof s_rules [0] - 1)
 
-//  Engagement per touch kind (PROTOCOL §5 kinds) and BANT fit, packed as
+//  Engagement per touch kind (proto/campaign.md touch kinds) and BANT fit, packed as
 //  RULES.points.<kind> and RULES.bant.<part>
 static const funnel_setting_t s_fit [] = {
     { "points/impression", 0, -HUGE_VAL, HUGE_VAL, false, "per impression" },

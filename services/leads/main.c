@@ -1,7 +1,7 @@
 /*  funnel-leads — lead generation: capture, scoring, MQL/SQL, routing.
 
     Whittles the audience campaign reached down to the people most likely
-    to buy and hands them to sales (PROTOCOL §5):
+    to buy and hands them to sales (proto/leads.md):
       - lead.capture / lead.qualify / lead.disqualify / rep.update (PUBLISH)
       - prospect.touched from campaign: engagement that decays by half-life
       - fit from BANT and ideal-customer-profile rules on the lead's attrs

@@ -27,7 +27,7 @@ const char *const funnel_view_event_types [] = {
     NULL
 };
 
-//  The stages in contract order (PROTOCOL §6), then lost; each is one
+//  The stages in contract order (proto/monitor.md), then lost; each is one
 //  STATS counter of one service (services/README.md).
 typedef struct {
     const char *name;

@@ -3,7 +3,7 @@
     Pure bookkeeping, no sockets: the probes feed it what the services say
     (PING, STATS counters, stream position, live events with their
     latency, the campaign report) and it renders the figures as the
-    /api/funnel JSON (PROTOCOL §6) and as Prometheus text. Stage counts
+    /api/funnel JSON (proto/monitor.md) and as Prometheus text. Stage counts
     come only from STATS counters, which are exact and persistent in each
     service's Redis, so the view needs no storage of its own: after any
     restart the next STATS poll gives the same numbers.

@@ -1,5 +1,5 @@
 /*  funnel-monitor — the live funnel: JSON, Prometheus, SSE, dashboard and
-    a telemetry PUB (PROTOCOL §6; proto/monitor.md).
+    a telemetry PUB (proto/monitor.md).
 
     Not a funnel_service: it owns no state and no Redis. One zloop thread
     talks to the services (service_probe) and, every 500 ms, renders the
@@ -10,6 +10,7 @@
 #include "funnel_curve.h"
 #include "funnel_log.h"
 #include "redis_auth.h"
+#include "funnel_notify.h"
 #include "funnel_signals.h"
 #include "funnel_view.h"
 #include "json_msgpack.h"
@@ -128,6 +129,7 @@ s_on_second (zloop_t *loop, int timer_id, void *arg)
         zmsg_send (&msg, self->pub);
         msgpack_sbuffer_destroy (&sbuf);
     }
+    funnel_notify_tick ();          //  The loop is alive
     return 0;
 }
 
@@ -265,6 +267,9 @@ main (int argc, char *argv [])
         memset (tls_key, 0, strlen (tls_key));
     free (tls_cert);
     free (tls_key);
+    //  Everything the monitor reads is read by now: what is left is a typo
+    if (rc == 0 && funnel_config_check_keys (config))
+        rc = 2;
     if (rc == 0) {
         log_info ("funnel-monitor %s: http %s, pub %s", FUNNEL_VERSION, http, pub);
         zloop_t *loop = zloop_new ();
@@ -276,10 +281,12 @@ main (int argc, char *argv [])
         zloop_timer (loop, 100, 0, s_on_check_stop, NULL);
         s_render (&self);           //  Served at once, services unknown
         s_on_poll (loop, 0, &self);
+        funnel_notify_ready ("monitor");    //  HTTP and PUB up: serving
         //  zloop_start returns on EINTR even in nonstop mode (czmq 4.2.1)
         while (!funnel_stop)
             if (zloop_start (loop) == -1)
                 break;
+        funnel_notify_stopping ();
         zloop_destroy (&loop);
         log_info ("stopped cleanly");
     }

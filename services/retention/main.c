@@ -1,4 +1,4 @@
-/*  funnel-retention — the retention stage (PROTOCOL §5).
+/*  funnel-retention — the retention stage (proto/retention.md).
 
     Retention turns customers into repeat customers: on sales' deal.won the
     lead becomes a customer with a first order; orders, feedback, tickets

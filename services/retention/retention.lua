@@ -1,5 +1,5 @@
 -- retention.lua — the retention stage: customers, repeat orders, health,
--- churn risk (PROTOCOL §5; proto/retention.md is the full spec).
+-- churn risk (proto/retention.md is the full spec).
 --
 -- Keys (all under the service prefix, see proto/retention.md):
 --   c:<id>    hash, one per customer (short fields, integers), plus one

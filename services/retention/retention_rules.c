@@ -5,7 +5,7 @@
 #include "funnel_settings.h"
 
 //  --------------------------------------------------------------------
-//  Field tables (PROTOCOL §5 retention accepts)
+//  Field tables (proto/retention.md, accepted types)
 
 #define AMOUNT_MAX 1e13         //  Cents: 100 billion in any currency
 

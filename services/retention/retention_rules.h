@@ -1,6 +1,6 @@
 /*  retention_rules — the retention stage's event schemas and settings.
 
-    The field tables are PROTOCOL §5 "retention accepts", checked by the
+    The field tables are proto/retention.md's accepted types, checked by the
     runtime before Redis is touched. The settings (topology-file section
     `retention`, documented in proto/retention.md) are packed for the Lua
     rules as RULES.

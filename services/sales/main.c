@@ -1,5 +1,5 @@
 /*  funnel-sales — the sales stage: deals, interactions, offers, closing
-    and delivery (PROTOCOL §5, proto/sales.md).
+    and delivery (proto/sales.md).
 
     On lead.sql from leads, open a deal for the lead's rep; on
     customer.upsell from retention, open an expansion deal. Reps work the

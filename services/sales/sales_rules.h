@@ -1,4 +1,4 @@
-/*  sales_rules — what the sales stage accepts (field tables, PROTOCOL §5)
+/*  sales_rules — what the sales stage accepts (field tables, proto/sales.md)
     and its settings from the topology file's `sales` section, packed for
     the Lua rules as RULES. Documented in proto/sales.md.
 */

@@ -446,7 +446,7 @@ s_help (void)
 "(PUBLISH) and PUB sockets, like any outside system.\n"
 "\n"
 "Options:\n"
-"  -c, --config FILE     topology file (ZPL, PROTOCOL §1); defaults if none\n"
+"  -c, --config FILE     topology file (ZPL, proto/README.md); defaults if none\n"
 "      --set PATH=VALUE  set any topology key, e.g. --set sales/pub=tcp://127.0.0.1:7122\n"
 "  -r, --rate N          events per second to publish (default 50)\n"
 "  -d, --duration S      stop after S seconds (default: until SIGINT/SIGTERM)\n"

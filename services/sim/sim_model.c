@@ -21,7 +21,7 @@
 typedef struct {
     const char *id;             //  Campaign id (stable across runs)
     const char *name;
-    const char *channel;        //  PROTOCOL §5 channel
+    const char *channel;        //  A campaign channel (proto/campaign.md)
     const char *platform;
     int64_t budget;             //  Cents
     int cpm;                    //  Cents per 1000 impressions

@@ -5,6 +5,7 @@ and the documented exit codes (0 ok, 1 ERR, 2 usage/invalid JSON, 3 down)."""
 import json
 import os
 import re
+import select
 import subprocess
 import time
 
@@ -258,3 +259,90 @@ class TestRealServices(CtlCase):
         out = self.ctl("publish", "leads", '{"type": "lead.sql", "data": {"lead": "x1"}}')
         self.assertEqual(out.returncode, 1)
         self.assertIn("leads: ERR unknown_type", out.stderr)
+
+
+class TestStrictCommandLine(CtlCase):
+    """Numbers parsed strictly, options before or after the command, no
+    escape codes into a pipe, one error prefix."""
+
+    def bare(self, *args, timeout=30):
+        """funnelctl without the kit's leading -c."""
+        return subprocess.run([binary("funnelctl")] + list(args), capture_output=True,
+                              text=True, timeout=timeout)
+
+    def assertUsage(self, out, option):
+        self.assertEqual(out.returncode, 2, (out.stdout, out.stderr))
+        self.assertIn(option, out.stderr)
+        self.assertEqual(out.stdout, "")
+
+    def test_bad_numbers_exit_2_naming_the_option(self):
+        # Nothing needs to run: the values are refused before any call
+        cases = [(("replay", "campaign", "--from", "abc"), "replay --from"),
+                 (("replay", "campaign", "--limit", "abc"), "replay --limit"),
+                 (("replay", "campaign", "--from", "-3"), "replay --from"),
+                 (("replay", "campaign", "--limit"), "replay --limit"),
+                 (("tail", "campaign", "-n", "3x"), "tail -n"),
+                 (("tail", "campaign", "--timeout", "soon"), "tail --timeout"),
+                 (("top", "--interval", "1e3"), "top --interval"),
+                 (("publish", "campaign", "--batch", "0x10"), "publish --batch"),
+                 (("-t", "abc", "ping"), "--timeout"),
+                 (("ping", "-r", "-1"), "--retries"),
+                 (("ping", "--timeout=0"), "--timeout")]
+        for args, option in cases:
+            with self.subTest(args=args):
+                self.assertUsage(self.ctl(*args), option)
+
+    def test_options_after_the_command(self):
+        self.start_standin("campaign")
+        # The kit's topology given after the command, not the defaults
+        out = self.bare("ping", "campaign", "-c", self.topology.path, "-t", "2000")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(json.loads(out.stdout)["svc"], "campaign")
+        out = self.bare("--pretty", "ping", "campaign", "--config=%s" % self.topology.path)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("\n  ", out.stdout)
+        # Long and short options mixed, on both sides
+        out = self.bare("-t", "2000", "stats", "campaign", "--config", self.topology.path, "-p")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertIn("counters", json.loads(out.stdout))
+
+    def test_one_error_prefix(self):
+        outs = [self.bare("frobnicate"), self.bare("--bogus", "ping"),
+                self.bare("ping", "-c", "/nonexistent/funnel.cfg"),
+                self.ctl("replay", "campaign", "--from", "x"),
+                self.ctl("-t", "200", "-r", "0", "ping", "leads"),
+                self.ctl("ping", "nosuch")]
+        for out in outs:
+            self.assertNotEqual(out.returncode, 0)
+            lines = out.stderr.splitlines()
+            self.assertTrue(lines, out)
+            for line in lines:
+                self.assertTrue(line.startswith("funnelctl: "), line)
+
+    def test_top_into_a_pipe_has_no_escape_codes(self):
+        self.start_standin("campaign")
+        proc = subprocess.Popen([binary("funnelctl"), "-c", self.topology.path, "-t", "300",
+                                 "top", "--interval", "100"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        out = b""
+        try:
+            # Read until three frames are in, then stop it as Ctrl-C would
+            deadline = time.time() + 20
+            while out.count(b"Funnel  ") < 3 and time.time() < deadline:
+                if select.select([proc.stdout], [], [], 0.5)[0]:
+                    chunk = os.read(proc.stdout.fileno(), 65536)
+                    if not chunk:
+                        break
+                    out += chunk
+            proc.terminate()
+            rest, err = proc.communicate(timeout=30)
+            out += rest
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        text = out.decode()
+        self.assertEqual(proc.returncode, 0, err)
+        self.assertGreaterEqual(text.count("Funnel  "), 3, text)
+        self.assertNotIn("\033", text)
+        self.assertRegex(text, r"(?m)^campaign\s+up\s")

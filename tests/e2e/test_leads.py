@@ -1,6 +1,6 @@
 """funnel-leads end to end (real redis-server, real daemons, real sockets):
 capture with identity merge, every accepted type, every check, batches,
-GET kinds, STATS, routing to reps, the reversible lifecycle, the PROTOCOL §5
+GET kinds, STATS, routing to reps, the reversible lifecycle, the contract's
 SQL guarantee and decay back to nurture with funnel-campaign upstream, and
 kill -9 mid-stream with exact counts after the restart."""
 import random

@@ -68,7 +68,7 @@ assert (parts['icp.size'] == 10 and parts['icp.industry'] == 10 and parts.audien
 fit = score.fit ({ employees = '500', industry = 7, public = false }, false, rules)
 assert (fit == 0, fit)
 
--- stages: the PROTOCOL §5 guarantee under the default points (form 10, click 3)
+-- stages: the contract's guarantee (proto/leads.md) under the default points (form 10, click 3)
 local eng = 0
 local tt = 0
 eng, tt = score.add (eng, tt, 10, 1000, 1209600000)
