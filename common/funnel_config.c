@@ -68,7 +68,7 @@ s_set_program (const char *service)
 
 //  Keys that are known whether or not this program reads them.
 static const char *s_global_keys [] = {
-    "redis/url", "log/level", "log/format", NULL
+    "redis/url", "redis/user", "redis/password_file", "log/level", "log/format", NULL
 };
 
 //  The defaults of proto/README.md, section 1.

@@ -13,6 +13,8 @@
 #include "funnel_config.h"
 #include "funnel_curve.h"
 #include "funnel_log.h"
+#include "funnel_notify.h"
+#include "redis_auth.h"
 #include "funnel_settings.h"
 #include "funnel_signals.h"
 #include "gateway_http.h"
@@ -229,6 +231,18 @@ main (int argc, char *argv [])
     msgpack_packer_init (&pk, &scratch, msgpack_sbuffer_write);
     int bad = funnel_settings_pack_entries (config, "gateway", s_settings, &pk, values);
     msgpack_sbuffer_destroy (&scratch);
+    //  The gateway's Redis credentials are checked at start, webhooks or
+    //  not, so a bad password file (or a typo in its keys) stops it now
+    redis_url_t redis_url;
+    funnel_error_t url_err;
+    if (!bad && redis_url_parse (funnel_config_redis_url (config, "gateway"), &redis_url,
+                                 &url_err) != 0) {
+        log_error ("gateway redis url: %s", url_err.message);
+        bad = 1;
+    }
+    if (!bad && redis_auth_apply (config, "gateway", &redis_url) != 0)
+        bad = 1;                    //  Logged by redis_auth_apply
+    memset (&redis_url, 0, sizeof redis_url);       //  The password: not kept
     token_store_t *tokens = bad ? NULL : s_load_tokens (config);
     if (!tokens) {
         funnel_config_destroy (&config);
@@ -283,10 +297,14 @@ main (int argc, char *argv [])
             rc = 1;
         }
     }
+    //  Everything the gateway reads is read by now: what is left is a typo
+    if (rc == 0 && funnel_config_check_keys (config))
+        rc = 2;
     if (rc == 0) {
         log_info ("funnel-gateway %s: http %s%s%s, %zu tokens, %d webhooks", FUNNEL_VERSION,
                   address, api ? ", api " : "", api ? api_endpoint : "",
                   token_store_size (tokens), webhooks.count);
+        funnel_notify_ready ("gateway: serving HTTP");
         int64_t started = zclock_mono ();
         while (!funnel_stop) {
             if (api) {
@@ -296,6 +314,7 @@ main (int argc, char *argv [])
             }
             else
                 zclock_sleep (100);
+            funnel_notify_tick ();
             if (funnel_reload) {
                 funnel_reload = 0;
                 token_store_t *fresh = s_load_tokens (config);
@@ -309,6 +328,7 @@ main (int argc, char *argv [])
             }
         }
         log_info ("stopping");
+        funnel_notify_stopping ();
     }
     zsock_destroy (&api);
     gateway_http_destroy (&http);           //  No request is in flight after this

@@ -3,8 +3,11 @@ topology file, from --set or a mistyped FUNNEL_* variable stops a daemon
 with exit code 2, naming it and the nearest known key; the sample
 topologies shipped in deploy/ pass every daemon's check."""
 import os
+import shutil
 import subprocess
 import unittest
+
+import redis
 
 from funnel_e2e import Daemon, FunnelTestCase, binary, wait_until
 
@@ -57,16 +60,47 @@ class TestStrictConfig(FunnelTestCase):
         out = self.run_daemon("monitor", "--set", "monitor/htp=127.0.0.1:1")
         self.assertRefused(out, "unknown key 'monitor/htp'", "did you mean 'monitor/http'?")
 
+    def multihost_here(self):
+        """The multi-host sample with its /etc/funnel files made here: a
+        keypair per program (public halves listed as clients), the Redis
+        password files, and that password required by this test's Redis."""
+        etc = os.path.join(self.workdir, "etc-funnel")
+        certs, clients = os.path.join(etc, "certs"), os.path.join(etc, "clients")
+        os.makedirs(clients)
+        for name in DAEMONS + ["gateway", "sim", "funnelctl"]:
+            subprocess.run([binary("funnelctl"), "keygen", name, "--dir", certs],
+                           check=True, capture_output=True, timeout=30)
+            shutil.copy(os.path.join(certs, name + ".cert"), clients)
+        for f in ("redis.pass", "redis-retention.pass"):
+            with open(os.path.join(etc, f), "w") as out:
+                out.write("multihost-sample\n")
+            os.chmod(os.path.join(etc, f), 0o600)
+        self.redis.client().config_set("requirepass", "multihost-sample")
+
+        def unlock():           # the kit's own client has no password
+            if self.redis.proc:
+                redis.Redis(host="127.0.0.1", port=self.redis.port, password="multihost-sample",
+                            socket_timeout=10).config_set("requirepass", "")
+        self.addCleanup(unlock)
+        path = os.path.join(self.workdir, "topology-multihost.cfg")
+        with open(os.path.join(ROOT, "deploy", "topology-multihost.cfg")) as f:
+            text = f.read().replace("/etc/funnel", etc)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
     def test_shipped_topologies_pass_every_daemon(self):
         samples = ["topology.cfg", "topology-multihost.cfg", "compose-topology.cfg"]
         for sample in samples:
+            config = self.multihost_here() if sample == "topology-multihost.cfg" else \
+                os.path.join(ROOT, "deploy", sample)
             for name in DAEMONS:
                 with self.subTest(sample=sample, daemon=name):
                     # The monitor has no Redis of its own (and so no --redis)
                     own = ["--http", self.topology.http()] if name == "monitor" else \
                           ["--api", self.topology.api(name), "--redis", self.redis.url]
                     d = Daemon("%s-%s" % (name, sample), "funnel-%s" % name,
-                               os.path.join(ROOT, "deploy", sample), self.workdir,
+                               config, self.workdir,
                                args=own + ["--pub", self.topology.pub(name)])
                     self.daemons.append(d)
                     d.start()
