@@ -1249,18 +1249,27 @@ funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
     if (streq (name, "series"))
         return s_query_series (self, req, reply, err);
     const funnel_query_rule_t *rule = NULL;
-    char known [256] = "";
-    for (const funnel_query_rule_t *q = self->rules->queries; q && q->kind; q++) {
+    for (const funnel_query_rule_t *q = self->rules->queries; q && q->kind; q++)
         if (streq (q->kind, name))
             rule = q;
-        size_t used = strlen (known);
-        snprintf (known + used, sizeof known - used, "%s%s", used ? ", " : "", q->kind);
-    }
-    size_t used = strlen (known);
-    snprintf (known + used, sizeof known - used, "%sseries", used ? ", " : "");
-    if (!rule)
+    if (!rule) {
+        //  The known kinds sorted, series among them, as the Lua engine lists them
+        zlistx_t *kinds = zlistx_new ();
+        zlistx_set_comparator (kinds, (zlistx_comparator_fn *) strcmp);
+        zlistx_add_end (kinds, (void *) "series");
+        for (const funnel_query_rule_t *q = self->rules->queries; q && q->kind; q++)
+            zlistx_add_end (kinds, (void *) q->kind);
+        zlistx_sort (kinds);
+        char known [256] = "";
+        for (const char *k = (const char *) zlistx_first (kinds); k;
+             k = (const char *) zlistx_next (kinds)) {
+            size_t used = strlen (known);
+            snprintf (known + used, sizeof known - used, "%s%s", used ? ", " : "", k);
+        }
+        zlistx_destroy (&kinds);
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
                                  "kind: unknown GET kind '%s' (known: %s)", name, known);
+    }
     if (!s_ready (self))
         return s_not_ready (self, err);
     funnel_state_begin (self->state);
@@ -1767,6 +1776,17 @@ s_test_stage_series (redis_store_t *store)
     //  2200 buckets is the most
     assert (s_test_get_series (engine, 0, 2199LL * 3600000, NULL, NULL, &msg, &err));
     msgpack_unpacked_destroy (&msg);
+    //  An unknown kind lists the known ones sorted, series among them
+    s_test_reply.size = 0;
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &s_test_reply, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 1);
+    funnel_pack_cstr (&pk, "kind");  funnel_pack_cstr (&pk, "nope");
+    funnel_msg_t *request = funnel_msg_decode (s_test_reply.data, s_test_reply.size,
+                                               &funnel_limits_body, &err);
+    assert (funnel_engine_query (engine, funnel_msg_root (request), &reply, &err) == -1);
+    assert (streq (err.message, "kind: unknown GET kind 'nope' (known: series)"));
+    funnel_msg_destroy (&request);
     msgpack_sbuffer_destroy (&s_test_reply);
     msgpack_sbuffer_destroy (&reply);
     funnel_engine_destroy (&engine);
