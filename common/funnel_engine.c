@@ -1154,6 +1154,9 @@ s_query_series (funnel_engine_t *self, const msgpack_object *req, msgpack_sbuffe
                 funnel_error_t *err)
 {
     const msgpack_object *step_obj = s_req_field (req, "step");
+    //  Lua's `req.step or 'hour'`: false is the default too
+    if (step_obj && step_obj->type == MSGPACK_OBJECT_BOOLEAN && !step_obj->via.boolean)
+        step_obj = NULL;
     char step [8] = "hour";
     if (step_obj && (!funnel_obj_strcpy (step_obj, step, sizeof step)
                      || (!streq (step, "hour") && !streq (step, "day"))))

@@ -85,6 +85,8 @@ class TestSeriesBothEngines(FunnelTestCase):
         self.same("GET", {"kind": "series", "from": now + 5 * 365 * DAY,
                           "to": now + 5 * 365 * DAY + DAY})
         self.same("GET", {"kind": "series", "from": 0, "to": 2199 * HOUR})
+        self.same("GET", {"kind": "series", "from": start, "to": end, "step": False,
+                          "campaign": None})
 
         # The same refusals, word for word
         for bad in ({"step": "week"}, {"from": -1}, {"from": 1.5}, {"to": "x"},
