@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include "event_codec.h"
 #include "event_routes.h"
+#include "funnel_http.h"
 #include "funnel_log.h"
 #include "gateway_http.h"
 #include "gateway_request.h"
@@ -463,46 +464,10 @@ s_on_completed (void *cls, struct MHD_Connection *connection, void **request_sta
     }
 }
 
-static void
-s_mhd_log (void *cls, const char *format, va_list args)
-{
-    (void) cls;
-    if (!funnel_log_enabled (FUNNEL_LOG_DEBUG))
-        return;
-    char text [512];
-    vsnprintf (text, sizeof text, format, args);
-    text [strcspn (text, "\n")] = 0;
-    log_debug ("http: %s", text);
-}
-
-//  "host:port", "[v6]:port" or ":port" to a socket address.
-static struct addrinfo *
-s_resolve (const char *address)
-{
-    char host [256] = "";
-    const char *colon = strrchr (address, ':');
-    if (!colon || (size_t) (colon - address) >= sizeof host)
-        return NULL;
-    const char *start = address;
-    size_t length = (size_t) (colon - address);
-    if (length >= 2 && start [0] == '[' && start [length - 1] == ']') {
-        start++;
-        length -= 2;
-    }
-    memcpy (host, start, length);
-    host [length] = 0;
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-    struct addrinfo *result = NULL;
-    if (getaddrinfo (*host ? host : NULL, colon + 1, &hints, &result))
-        return NULL;
-    return result;
-}
-
 gateway_http_t *
 gateway_http_new (const gateway_http_config_t *config, token_store_t *tokens)
 {
-    struct addrinfo *ai = s_resolve (config->address);
+    struct addrinfo *ai = funnel_http_resolve (config->address);
     if (!ai) {
         log_error ("http: cannot resolve '%s'", config->address);
         return NULL;
@@ -529,7 +494,7 @@ gateway_http_new (const gateway_http_config_t *config, token_store_t *tokens)
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int) config->connection_limit,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) config->connection_timeout_s,
         MHD_OPTION_NOTIFY_COMPLETED, s_on_completed, self,
-        MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, funnel_http_log, NULL,
         MHD_OPTION_END);
     pthread_sigmask (SIG_SETMASK, &saved, NULL);
     freeaddrinfo (ai);

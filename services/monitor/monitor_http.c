@@ -11,6 +11,7 @@
 #include <sys/socket.h>
 #include <time.h>
 #include "monitor_http.h"
+#include "funnel_http.h"
 #include "funnel_log.h"
 #include <czmq.h>
 
@@ -305,44 +306,6 @@ s_on_request (void *cls, struct MHD_Connection *connection, const char *url,
                     "{\"error\":\"not_found\"}\n", MHD_RESPMEM_PERSISTENT);
 }
 
-//  libmicrohttpd's messages are mostly clients hanging up mid-stream,
-//  routine for SSE: debug level, in our log format
-static void
-s_mhd_log (void *cls, const char *format, va_list args)
-{
-    (void) cls;
-    if (!funnel_log_enabled (FUNNEL_LOG_DEBUG))
-        return;
-    char text [512];
-    vsnprintf (text, sizeof text, format, args);
-    text [strcspn (text, "\n")] = 0;
-    log_debug ("http: %s", text);
-}
-
-//  "host:port", "[v6]:port" or ":port" to a socket address.
-static struct addrinfo *
-s_resolve (const char *address)
-{
-    char host [256] = "";
-    const char *colon = strrchr (address, ':');
-    if (!colon || (size_t) (colon - address) >= sizeof host)
-        return NULL;
-    const char *start = address;
-    size_t length = (size_t) (colon - address);
-    if (length >= 2 && start [0] == '[' && start [length - 1] == ']') {
-        start++;
-        length -= 2;
-    }
-    memcpy (host, start, length);
-    host [length] = 0;
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_PASSIVE | AI_NUMERICSERV };
-    struct addrinfo *result = NULL;
-    if (getaddrinfo (*host ? host : NULL, colon + 1, &hints, &result))
-        return NULL;
-    return result;
-}
-
 monitor_http_t *
 monitor_http_new (const char *address, const char *dashboard)
 {
@@ -359,7 +322,7 @@ monitor_http_new_with (const char *address, const char *dashboard,
         log_error ("http: this libmicrohttpd has no TLS; unset monitor/tls_cert");
         return NULL;
     }
-    struct addrinfo *ai = s_resolve (address);
+    struct addrinfo *ai = funnel_http_resolve (address);
     if (!ai) {
         log_error ("http: cannot resolve '%s'", address);
         return NULL;
@@ -391,7 +354,7 @@ monitor_http_new_with (const char *address, const char *dashboard,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int) limits->max_connections,
         MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned int) limits->max_per_ip,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int) limits->timeout_s,
-        MHD_OPTION_EXTERNAL_LOGGER, s_mhd_log, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, funnel_http_log, NULL,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int) HTTP_THREADS,
         //  Listed last: without TLS, MHD_OPTION_END ends the list here
         tls ? MHD_OPTION_HTTPS_MEM_CERT : MHD_OPTION_END, limits->tls_cert,

@@ -5,6 +5,7 @@
 #include "event_schema.h"
 #include "funnel_authz.h"
 #include "funnel_config.h"
+#include "funnel_http.h"
 #include "funnel_curve.h"
 #include "funnel_settings.h"
 #include "redis_auth.h"
@@ -19,6 +20,7 @@ static const selftest_t s_tests [] = {
     { "event_codec", event_codec_test },
     { "event_schema", event_schema_test },
     { "funnel_config", funnel_config_test },
+    { "funnel_http", funnel_http_test },
     { "funnel_curve", funnel_curve_test },
     { "funnel_authz", funnel_authz_test },
     { "funnel_settings", funnel_settings_test },
