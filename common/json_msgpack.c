@@ -7,9 +7,7 @@
 
 #define streq(a, b) (strcmp ((a), (b)) == 0)
 //  Self-test checks that stay on in Release builds (assert is off there)
-#define check(cond) do { if (!(cond)) { \
-    fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    abort (); } } while (0)
+#include "funnel_check.h"
 
 #define DEPTH_MAX 64
 

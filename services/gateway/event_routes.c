@@ -34,9 +34,7 @@ event_routes_known_service (const char *name)
     return false;
 }
 
-#define check(cond) do { if (!(cond)) { \
-    fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    abort (); } } while (0)
+#include "funnel_check.h"
 
 void
 event_routes_test (bool verbose)

@@ -218,9 +218,7 @@ gateway_error_json (const funnel_error_t *err)
 //  --------------------------------------------------------------------------
 //  Self test
 
-#define check(cond) do { if (!(cond)) { \
-    fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    abort (); } } while (0)
+#include "funnel_check.h"
 
 //  Builds and returns the body as JSON (NULL on error, err filled).
 static json_t *

@@ -243,9 +243,7 @@ token_may_publish (const token_t *token, const char *type)
     return false;
 }
 
-#define check(cond) do { if (!(cond)) { \
-    fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    abort (); } } while (0)
+#include "funnel_check.h"
 
 void
 token_store_test (bool verbose)

@@ -505,9 +505,7 @@ webhook_stats (webhook_t *self)
 //  --------------------------------------------------------------------------
 //  Self test
 
-#define check(cond) do { if (!(cond)) { \
-    fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    abort (); } } while (0)
+#include "funnel_check.h"
 
 void
 webhook_test (bool verbose)

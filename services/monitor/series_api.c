@@ -13,9 +13,7 @@
 #include "json_msgpack.h"
 
 //  Self-test checks that stay on in Release builds (assert is off there)
-#define check(cond) do { if (!(cond)) { \
-    fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    abort (); } } while (0)
+#include "funnel_check.h"
 
 #define CALL_TIMEOUT_MS 3000    //  A 90-day hourly read takes a few ms
 

@@ -7,9 +7,7 @@
 #include "series_range.h"
 
 //  Self-test checks that stay on in Release builds (assert is off there)
-#define check(cond) do { if (!(cond)) { \
-    fprintf (stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #cond); \
-    abort (); } } while (0)
+#include "funnel_check.h"
 
 int64_t
 series_range_floor (int64_t t, int64_t step_ms)
