@@ -1067,7 +1067,7 @@ s_run_timers (funnel_engine_t *self)
             name [colon - member] = 0;
             int64_t due = strtoll (r->element [i + 1]->str, NULL, 10);
             //  The firing removes the timer; a rule may arm it again
-            funnel_state_timer_cancel (st, name, id);
+            funnel_state_timer_cancel_at (st, p, name, id);
             const funnel_timer_rule_t *rule = s_timer_rule (self, name);
             if (!rule)
                 continue;

@@ -361,6 +361,13 @@ funnel_state_global (funnel_state_t *self, const char *kind, const char *id)
     return s_get (self, 0, kind, id);
 }
 
+funnel_rec_t *
+funnel_state_rec_in (funnel_state_t *self, const char *owner, const char *kind,
+                     const char *id)
+{
+    return s_get (self, funnel_partition_of (owner, self->partitions), kind, id);
+}
+
 static void
 s_want (funnel_state_t *self, int part, const char *kind, const char *id)
 {
@@ -376,6 +383,13 @@ void
 funnel_state_want (funnel_state_t *self, const char *kind, const char *id)
 {
     s_want (self, funnel_partition_of (id, self->partitions), kind, id);
+}
+
+void
+funnel_state_want_in (funnel_state_t *self, const char *owner, const char *kind,
+                      const char *id)
+{
+    s_want (self, funnel_partition_of (owner, self->partitions), kind, id);
 }
 
 void
@@ -411,6 +425,35 @@ bool
 funnel_rec_exists (funnel_rec_t *rec)
 {
     return zhashx_size (rec->fields) > 0;
+}
+
+size_t
+funnel_rec_count (funnel_rec_t *rec)
+{
+    return zhashx_size (rec->fields);
+}
+
+static int
+s_strcmp (const void *a, const void *b)
+{
+    return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+zlist_t *
+funnel_rec_names (funnel_rec_t *rec)
+{
+    size_t count = zhashx_size (rec->fields);
+    const char **names = (const char **) zmalloc ((count + 1) * sizeof (char *));
+    size_t n = 0;
+    for (void *v = zhashx_first (rec->fields); v && n < count; v = zhashx_next (rec->fields))
+        names [n++] = (const char *) zhashx_cursor (rec->fields);
+    qsort (names, n, sizeof (char *), s_strcmp);
+    zlist_t *list = zlist_new ();
+    zlist_autofree (list);
+    for (size_t i = 0; i < n; i++)
+        zlist_append (list, (void *) names [i]);
+    free (names);
+    return list;
 }
 
 bool
@@ -560,13 +603,14 @@ funnel_state_count (funnel_state_t *self, const char *name, int64_t n)
 
 //  "<prefix of id's partition><kind>:<escaped id>"
 static int
-s_entity_key (funnel_state_t *self, const char *kind, const char *id, char *key, size_t size)
+s_entity_key (funnel_state_t *self, const char *owner, const char *kind, const char *id,
+              char *key, size_t size)
 {
     char escaped [KEY_MAX];
     if (funnel_key_escape (id, escaped, sizeof escaped) < 0)
         return -1;
     if (snprintf (key, size, "%s%s:%s",
-                  self->prefixes [funnel_partition_of (id, self->partitions)], kind, escaped)
+                  self->prefixes [funnel_partition_of (owner, self->partitions)], kind, escaped)
         >= (int) size)
         return -1;
     return 0;
@@ -576,8 +620,15 @@ void
 funnel_state_push (funnel_state_t *self, const char *kind, const char *id,
                    const char *value, size_t size, int max)
 {
+    funnel_state_push_in (self, id, kind, id, value, size, max);
+}
+
+void
+funnel_state_push_in (funnel_state_t *self, const char *owner, const char *kind,
+                      const char *id, const char *value, size_t size, int max)
+{
     char key [KEY_MAX];
-    if (s_entity_key (self, kind, id, key, sizeof key) != 0)
+    if (s_entity_key (self, owner, kind, id, key, sizeof key) != 0)
         return;
     push_t *push = (push_t *) s_vec_push (&self->pushes);
     push->key = strdup (key);
@@ -591,8 +642,16 @@ funnel_state_push (funnel_state_t *self, const char *kind, const char *id,
 zlist_t *
 funnel_state_list (funnel_state_t *self, const char *kind, const char *id, int max)
 {
+    return funnel_state_list_in (self, id, kind, id, max);
+}
+
+zlist_t *
+funnel_state_list_in (funnel_state_t *self, const char *owner, const char *kind,
+                      const char *id, int max)
+{
     char key [KEY_MAX];
-    if (max < 1 || s_entity_key (self, kind, id, key, sizeof key) != 0 || !self->list_reader)
+    if (max < 1 || s_entity_key (self, owner, kind, id, key, sizeof key) != 0
+    ||  !self->list_reader)
         return NULL;
     zlist_t *list = zlist_new ();
     zlist_autofree (list);
@@ -611,13 +670,14 @@ funnel_state_list (funnel_state_t *self, const char *kind, const char *id, int m
 }
 
 static void
-s_timer_op (funnel_state_t *self, const char *name, const char *id, int64_t due, bool cancel)
+s_timer_op (funnel_state_t *self, int part, const char *name, const char *id, int64_t due,
+            bool cancel)
 {
     char escaped [KEY_MAX], key [KEY_MAX];
-    if (funnel_key_escape (id, escaped, sizeof escaped) < 0)
+    if (part < 0 || part >= self->partitions
+    ||  funnel_key_escape (id, escaped, sizeof escaped) < 0)
         return;
-    snprintf (key, sizeof key, "%stimers",
-              self->prefixes [funnel_partition_of (id, self->partitions)]);
+    snprintf (key, sizeof key, "%stimers", self->prefixes [part]);
     timer_op_t *op = (timer_op_t *) s_vec_push (&self->timers);
     op->key = strdup (key);
     op->member = zsys_sprintf ("%s:%s", name, escaped);
@@ -628,13 +688,34 @@ s_timer_op (funnel_state_t *self, const char *name, const char *id, int64_t due,
 void
 funnel_state_timer (funnel_state_t *self, const char *name, const char *id, int64_t due_ms)
 {
-    s_timer_op (self, name, id, due_ms, false);
+    s_timer_op (self, funnel_partition_of (id, self->partitions), name, id, due_ms, false);
 }
 
 void
 funnel_state_timer_cancel (funnel_state_t *self, const char *name, const char *id)
 {
-    s_timer_op (self, name, id, 0, true);
+    s_timer_op (self, funnel_partition_of (id, self->partitions), name, id, 0, true);
+}
+
+void
+funnel_state_timer_in (funnel_state_t *self, const char *owner, const char *name,
+                       const char *id, int64_t due_ms)
+{
+    s_timer_op (self, funnel_partition_of (owner, self->partitions), name, id, due_ms, false);
+}
+
+void
+funnel_state_timer_cancel_in (funnel_state_t *self, const char *owner, const char *name,
+                              const char *id)
+{
+    s_timer_op (self, funnel_partition_of (owner, self->partitions), name, id, 0, true);
+}
+
+void
+funnel_state_timer_cancel_at (funnel_state_t *self, int part, const char *name,
+                              const char *id)
+{
+    s_timer_op (self, part, name, id, 0, true);
 }
 
 size_t
