@@ -952,9 +952,22 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
     free (rpush.argv);
     free (rpush.lens);
     free (order);
-    //  Timers, in order (a cancel then a re-arm ends armed)
+    //  Timers: only the last op per timer counts (a cancel then a re-arm
+    //  ends armed), so a batch re-arming one timer per event sends one
+    zhashx_t *last = zhashx_new ();
     for (size_t i = 0; i < self->timers.count; i++) {
         timer_op_t *op = (timer_op_t *) s_vec_at (&self->timers, i);
+        char *name = zsys_sprintf ("%s %s", op->key, op->member);
+        zhashx_update (last, name, (void *) (uintptr_t) (i + 1));
+        zstr_free (&name);
+    }
+    for (size_t i = 0; i < self->timers.count; i++) {
+        timer_op_t *op = (timer_op_t *) s_vec_at (&self->timers, i);
+        char *name = zsys_sprintf ("%s %s", op->key, op->member);
+        size_t final = (size_t) (uintptr_t) zhashx_lookup (last, name);
+        zstr_free (&name);
+        if (final != i + 1)
+            continue;
         snprintf (number, sizeof number, "%" PRId64, op->due);
         if (op->cancel) {
             const char *zrem [] = { "ZREM", op->key, op->member };
@@ -966,6 +979,7 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         }
         commands++;
     }
+    zhashx_destroy (&last);
     //  Counters: one HINCRBY per name
     for (size_t i = 0; i < self->counters.count; i++) {
         counter_t *c = (counter_t *) s_vec_at (&self->counters, i);
