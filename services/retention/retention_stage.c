@@ -100,27 +100,11 @@ s_str (const msgpack_object *map, const char *key, char *out)
     return o && funnel_obj_strcpy (o, out, ID_MAX);
 }
 
-static int64_t
-s_event_time (const funnel_event_t *ev, bool consumed)
-{
-    double at;
-    if (consumed && s_num (ev->data, "at", &at) && at >= 0 && at <= 9007199254740992.0
-    &&  at == floor (at))
-        return (int64_t) at;
-    return ev->ts;
-}
-
 static void
 s_count_stage (funnel_state_t *st, const char *name, int64_t t, const char *campaign,
                int64_t n)
 {
-#ifdef FUNNEL_STATE_HAS_SERIES
     funnel_state_count_stage (st, name, t, campaign, n);
-#else
-    (void) t;
-    (void) campaign;
-    funnel_state_count (st, name, n);
-#endif
 }
 
 //  Adds n to one of the customer's cohort figures (c, r, x or v); the
@@ -459,7 +443,7 @@ s_on_won (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         return UNAVAILABLE (err);
     if (has)
         return 0;
-    int64_t at = s_event_time (ev, true);
+    int64_t at = funnel_state_event_time (st, ev, true);
     if (!funnel_rec_has (c, "n")) {
         bool has_campaign = s_str (ev->data, "campaign", campaign)
                          && funnel_id_valid (campaign, strlen (campaign));
@@ -499,7 +483,8 @@ s_on_delivered (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *er
     funnel_rec_add (c, "dl", 1);
     if (s_touch (st, c, ev->ts))
         return UNAVAILABLE (err);
-    s_refresh (st, id, c, funnel_state_now (st), "health", NULL, s_event_time (ev, true));
+    s_refresh (st, id, c, funnel_state_now (st), "health", NULL,
+               funnel_state_event_time (st, ev, true));
     s_arm (st, id, c);
     return 0;
 }
@@ -873,10 +858,12 @@ static const funnel_timer_rule_t s_timers [] = {
     { "t", s_fire },
     { NULL }
 };
+static const char *const s_series [] = {
+    "customers", "repeat", NULL };
 static const char *const s_counters [] = {
     "customers", "repeat", "at_risk", "churned", "revenue", NULL };
 
 const funnel_rules_t retention_stage_rules = {
     .on = s_on, .consume = s_consume, .queries = s_queries, .timers = s_timers,
-    .counters = s_counters, .setup = s_setup, .teardown = s_teardown
+    .counters = s_counters, .series = s_series, .setup = s_setup, .teardown = s_teardown
 };

@@ -392,29 +392,12 @@ s_pool_rep (funnel_state_t *st, const char *current, bool *failed)
                                  turn);
 }
 
-//  The moment a consumed event stands for: data.at when the upstream
-//  carried its cause's moment along, else ts (the Lua rules' event_time)
-static int64_t
-s_event_time (const funnel_event_t *ev)
-{
-    double at;
-    if (s_num (ev->data, "at", &at) && at >= 0 && at <= 9007199254740992.0 && at == floor (at))
-        return (int64_t) at;
-    return ev->ts;
-}
-
 //  Series: stage counts over time (the engine's count_stage once merged)
 static void
 s_count_stage (funnel_state_t *st, const char *name, int64_t t, const char *campaign,
                int64_t n)
 {
-#ifdef FUNNEL_STATE_HAS_SERIES
     funnel_state_count_stage (st, name, t, campaign, n);
-#else
-    (void) t;
-    (void) campaign;
-    funnel_state_count (st, name, n);
-#endif
 }
 
 //  ---------------------------------------------------------------------
@@ -589,7 +572,7 @@ s_on_lead_sql (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err
         return UNAVAILABLE (err);
     open_t f = { .id = id, .lead = lead, .rep = rep_copy,
                  .campaign = campaign ? camp_copy : NULL, .origin = 's', .amount = 0,
-                 .at = s_event_time (ev) };
+                 .at = funnel_state_event_time (st, ev, true) };
     return s_open_deal (st, &f, err);
 }
 
@@ -637,7 +620,7 @@ s_on_upsell (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         snprintf (camp_copy, sizeof camp_copy, "%s", campaign);
     open_t f = { .id = id, .lead = customer, .rep = rep_copy,
                  .campaign = campaign ? camp_copy : NULL, .origin = 'u', .amount = 0,
-                 .at = s_event_time (ev) };
+                 .at = funnel_state_event_time (st, ev, true) };
     f.has_nps = s_num (ev->data, "nps", &f.nps);
     f.has_health = s_num (ev->data, "health", &f.health);
     return s_open_deal (st, &f, err);
@@ -1576,11 +1559,14 @@ static const funnel_timer_rule_t s_timers [] = {
     { "stale", s_fire_stale },
     { NULL }
 };
+static const char *const s_series [] = {
+    "deals", "expansion", "won", "won_expansion", "lost", "revenue",
+    "revenue_expansion", NULL };
 static const char *const s_counters [] = {
     "deals", "won", "lost", "expansion", "revenue", "delivered",
     "won_expansion", "revenue_expansion", NULL };
 
 const funnel_rules_t sales_stage_rules = {
     .on = s_on, .consume = s_consume, .queries = s_queries, .timers = s_timers,
-    .counters = s_counters, .setup = s_setup, .teardown = s_teardown
+    .counters = s_counters, .series = s_series, .setup = s_setup, .teardown = s_teardown
 };
