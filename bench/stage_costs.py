@@ -1,12 +1,13 @@
-#!/usr/bin/env python3
+#!/usr/bin/python3
 """stage_costs.py — per-event cost and Redis bytes of sales and retention.
 
-    FUNNEL_BUILD_DIR=build python3 bench/stage_costs.py [DEALS] [ORDERS]
+    FUNNEL_BUILD_DIR=build /usr/bin/python3 bench/stage_costs.py [DEALS] [ORDERS]
 
 Starts a private redis-server, funnel-sales and funnel-retention (the e2e
 kit: temp dir, free ports, everything stopped at the end), then reports:
-  - bytes per deal: DEALS deals opened, given 2 interactions, an offer, a
-    stage change and closed won (a short history); MEMORY USAGE of every
+  - bytes per deal: DEALS deals opened (ids L<lead>-1, as from lead.sql),
+    given 2 interactions, an offer, a stage change and closed won (a short
+    history: 6 entries); MEMORY USAGE of every
     key, grouped by kind (the token after the prefix);
   - bytes per customer: the DEALS customers those wins made;
   - the big customer: ORDERS past orders with ids (in 1000-order batches),
@@ -52,7 +53,8 @@ class Costs(FunnelTestCase):
         for start in range(0, DEALS, 100):
             batch = []
             for i in range(start, min(DEALS, start + 100)):
-                d, lead = "D%06d" % i, "lead%06d" % i
+                # Ids as lead.sql gives them (L<lead>-<n>): the deal needs no route
+                d, lead = "Llead%06d-1" % i, "lead%06d" % i
                 batch += [event("deal.open", {"deal": d, "lead": lead, "amount": 10000}),
                           event("deal.interaction", {"deal": d, "kind": "call", "outcome": "positive"}),
                           event("deal.interaction", {"deal": d, "kind": "demo"}),

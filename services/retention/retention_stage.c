@@ -122,8 +122,39 @@ s_cohort_add (funnel_state_t *st, funnel_rec_t *c, char what, int64_t n)
     return 0;
 }
 
+//  Times that mostly equal another are stored only when they differ: first
+//  order (default: onboarded), last order (default: first order), last
+//  activity (default: onboarded) — a new customer's record stays small
+static int64_t
+s_fo (funnel_rec_t *c)
+{
+    return funnel_rec_int (c, "fo", funnel_rec_int (c, "on", 0));
+}
+
+static int64_t
+s_lo (funnel_rec_t *c)
+{
+    return funnel_rec_int (c, "lo", s_fo (c));
+}
+
+static int64_t
+s_la (funnel_rec_t *c)
+{
+    return funnel_rec_int (c, "la", funnel_rec_int (c, "on", 0));
+}
+
+static void
+s_set_time (funnel_rec_t *c, const char *field, int64_t value, int64_t dflt)
+{
+    if (value == dflt)
+        funnel_rec_del (c, field);
+    else
+        funnel_rec_set_int (c, field, value);
+}
+
 //  ---------------------------------------------------------------------
-//  Order ids: the last few in the record, the rest a record each
+//  Order ids: the onboarding deal's implied, the next few in the record,
+//  the rest a record each
 
 static void
 s_order_key (const char *customer, const char *order, char *out)
@@ -132,12 +163,22 @@ s_order_key (const char *customer, const char *order, char *out)
     snprintf (out, KEYID_MAX, "%s/%s", customer, order);
 }
 
+//  True for the order of the deal that made the customer: deal/<deal>
+static bool
+s_first_order (funnel_rec_t *c, const char *order)
+{
+    const char *deal = funnel_rec_str (c, "deal");
+    return deal && strncmp (order, "deal/", 5) == 0 && streq (order + 5, deal);
+}
+
 static bool
 s_inline_has (funnel_rec_t *c, const char *order, int *count)
 {
+    *count = 0;
+    if (s_first_order (c, order))
+        return true;
     const char *list = funnel_rec_str (c, "oi");
     size_t len = strlen (order);
-    *count = 0;
     for (const char *p = list; p && *p; ) {
         const char *end = strchr (p, ' ');
         size_t n = end ? (size_t) (end - p) : strlen (p);
@@ -170,7 +211,8 @@ static int
 s_add_order_id (funnel_state_t *st, const char *customer, funnel_rec_t *c, const char *order)
 {
     int count;
-    s_inline_has (c, order, &count);
+    if (s_inline_has (c, order, &count))
+        return 0;                   //  The onboarding deal's: implied
     if (count < ORDERS_INLINE) {
         const char *list = funnel_rec_str (c, "oi");
         char *joined = zsys_sprintf ("%s%s%s", list ? list : "", list ? " " : "", order);
@@ -198,8 +240,8 @@ s_arm (funnel_state_t *st, const char *id, funnel_rec_t *c)
     int64_t due = INT64_MAX;
     if (funnel_rec_has (c, "sd"))
         due = funnel_rec_int (c, "sd", 0);
-    if (!funnel_rec_has (c, "ch") && funnel_rec_has (c, "la")) {
-        int64_t churn = (int64_t) ceil ((double) funnel_rec_int (c, "la", 0)
+    if (!funnel_rec_has (c, "ch") && funnel_rec_has (c, "n")) {
+        int64_t churn = (int64_t) ceil ((double) s_la (c)
                                         + cfg->churn_days * HEALTH_DAY_MS);
         if (churn < due)
             due = churn;
@@ -218,8 +260,8 @@ s_inputs (funnel_rec_t *c, int64_t now, health_input_t *in)
 {
     memset (in, 0, sizeof *in);
     in->now = now;
-    in->has_last = funnel_rec_has (c, "la");
-    in->last = funnel_rec_int (c, "la", 0);
+    in->has_last = true;
+    in->last = s_la (c);
     in->orders = funnel_rec_int (c, "n", 0);
     in->revenue = funnel_rec_int (c, "rev", 0);
     in->has_nps = funnel_rec_has (c, "nps");
@@ -287,7 +329,7 @@ s_refresh (funnel_state_t *st, const char *id, funnel_rec_t *c, int64_t now,
 static int
 s_touch (funnel_state_t *st, funnel_rec_t *c, int64_t ts)
 {
-    int64_t la = funnel_rec_int (c, "la", 0);
+    int64_t la = funnel_rec_has (c, "la") || funnel_rec_has (c, "n") ? s_la (c) : 0;
     if (ts > la)
         la = ts;
     if (funnel_rec_has (c, "ch")) {
@@ -298,7 +340,7 @@ s_touch (funnel_state_t *st, funnel_rec_t *c, int64_t ts)
             return -1;
         funnel_rec_del (c, "r");
     }
-    funnel_rec_set_int (c, "la", la);
+    s_set_time (c, "la", la, funnel_rec_int (c, "on", 0));
     return 0;
 }
 
@@ -312,12 +354,13 @@ s_add_order (funnel_state_t *st, const char *id, funnel_rec_t *c, int64_t amount
         return -1;
     int64_t n = funnel_rec_add (c, "n", 1);
     funnel_rec_add (c, "rev", amount);
-    int64_t fo = funnel_rec_has (c, "fo") ? funnel_rec_int (c, "fo", ts) : ts;
-    int64_t lo = funnel_rec_has (c, "lo") ? funnel_rec_int (c, "lo", ts) : ts;
+    //  The first order's times are ts (n was 0)
+    int64_t fo = n > 1 ? s_fo (c) : ts;
+    int64_t lo = n > 1 ? s_lo (c) : ts;
     fo = ts < fo ? ts : fo;
     lo = ts > lo ? ts : lo;
-    funnel_rec_set_int (c, "fo", fo);
-    funnel_rec_set_int (c, "lo", lo);
+    s_set_time (c, "fo", fo, funnel_rec_int (c, "on", 0));
+    s_set_time (c, "lo", lo, fo);
     funnel_state_count (st, "revenue", amount);
     if (s_cohort_add (st, c, 'v', amount))
         return -1;
@@ -625,8 +668,8 @@ s_fire (funnel_state_t *st, const char *id, int64_t due, funnel_error_t *err)
         }
     }
     //  Churn: no activity for churn_days
-    int64_t la = funnel_rec_int (c, "la", 0);
-    if (!funnel_rec_has (c, "ch") && funnel_rec_has (c, "la")
+    int64_t la = s_la (c);
+    if (!funnel_rec_has (c, "ch")
     &&  (double) la <= (double) now - cfg->churn_days * HEALTH_DAY_MS) {
         funnel_rec_set_int (c, "ch", now);
         funnel_state_count (st, "churned", 1);
@@ -670,12 +713,10 @@ s_get_customer (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
         return funnel_error_set (err, FUNNEL_ERR_NOT_FOUND, "id: no customer %s", id);
     int64_t n = funnel_rec_int (c, "n", 0);
     int64_t due = 0, gap = 0;
-    bool has_due = n >= 2 && health_due_at (funnel_rec_int (c, "fo", 0),
-                                            funnel_rec_int (c, "lo", 0), n, cfg, &due, &gap);
+    bool has_due = n >= 2 && health_due_at (s_fo (c), s_lo (c), n, cfg, &due, &gap);
     const char *opt [][2] = {
-        { "first_order", "fo" }, { "last_order", "lo" }, { "last_activity", "la" },
         { "nps", "nps" }, { "health", "h" }, { "churned_at", "ch" }, { "last_upsell", "up" } };
-    int fields = 11 + 2 * has_due + funnel_rec_has (c, "deal") + funnel_rec_has (c, "r");
+    int fields = 14 + 2 * has_due + funnel_rec_has (c, "deal") + funnel_rec_has (c, "r");
     for (size_t i = 0; i < sizeof opt / sizeof opt [0]; i++)
         fields += funnel_rec_has (c, opt [i][1]);
     msgpack_pack_map (pk, fields);
@@ -690,6 +731,9 @@ s_get_customer (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
     s_kv_int (pk, "orders", n);
     s_kv_int (pk, "revenue", funnel_rec_int (c, "rev", 0));
     s_kv_int (pk, "ltv", funnel_rec_int (c, "rev", 0));
+    s_kv_int (pk, "first_order", s_fo (c));
+    s_kv_int (pk, "last_order", s_lo (c));
+    s_kv_int (pk, "last_activity", s_la (c));
     for (size_t i = 0; i < sizeof opt / sizeof opt [0]; i++)
         if (funnel_rec_has (c, opt [i][1]))
             s_kv_int (pk, opt [i][0], funnel_rec_int (c, opt [i][1], 0));

@@ -27,7 +27,8 @@
 
 #define DAY_MS          86400000LL
 #define HISTORY_MAX     1000        //  Entries kept per deal (what GET deal returns)
-#define HIST_INLINE     4           //  Entries kept in the deal record itself
+#define HIST_INLINE     8           //  History entries kept in the deal record itself
+#define HIST_VALUE_MAX  64          //  ... each at most this long (a listpack value)
 #define QUAL_MAX        4           //  lead.sql ids remembered per lead
 #define REASONS_MAX     100         //  Distinct lost reasons kept; then "other"
 #define ID_MAX          (FUNNEL_STR_MAX + 1)
@@ -256,32 +257,30 @@ s_history (funnel_state_t *st, funnel_rec_t *deal, const char *lead, const char 
         funnel_state_push_in (st, lead, "dl", id, (const char *) zchunk_data (entry),
                               zchunk_size (entry), HISTORY_MAX);
     else {
-        const char *h = funnel_rec_str (deal, "h");
-        size_t count = 0;
-        for (const char *p = h; p && *p; p++)
-            count += *p == 2;
-        if (h && count + 1 >= HIST_INLINE) {
+        //  Inline: one field per entry, h0, h1...: each value stays within
+        //  Redis's listpack bound (64 bytes), so the deal stays a listpack
+        int count = 0;
+        char field [16];
+        do
+            snprintf (field, sizeof field, "h%d", count++);
+        while (funnel_rec_has (deal, field));
+        count--;                    //  field is h<count>, the first free one
+        if (count < HIST_INLINE && zchunk_size (entry) <= HIST_VALUE_MAX) {
+            char *text = zchunk_strdup (entry);
+            funnel_rec_set_str (deal, field, text);
+            free (text);
+        }
+        else {
             //  Spill: every entry moves to the list, later ones go there
-            const char *p = h;
-            while (*p) {
-                const char *end = strchr (p, 2);
-                funnel_state_push_in (st, lead, "dl", id, p, end - p, HISTORY_MAX);
-                p = end + 1;
+            for (int i = 0; i < count; i++) {
+                snprintf (field, sizeof field, "h%d", i);
+                const char *h = funnel_rec_str (deal, field);
+                funnel_state_push_in (st, lead, "dl", id, h, strlen (h), HISTORY_MAX);
+                funnel_rec_del (deal, field);
             }
             funnel_state_push_in (st, lead, "dl", id, (const char *) zchunk_data (entry),
                                   zchunk_size (entry), HISTORY_MAX);
-            funnel_rec_del (deal, "h");
             funnel_rec_set_str (deal, "hl", "1");
-        }
-        else {
-            size_t old = h ? strlen (h) : 0;
-            char *joined = (char *) malloc (old + zchunk_size (entry) + 2);
-            memcpy (joined, h ? h : "", old);
-            memcpy (joined + old, zchunk_data (entry), zchunk_size (entry));
-            joined [old + zchunk_size (entry)] = 2;
-            joined [old + zchunk_size (entry) + 1] = 0;
-            funnel_rec_set_str (deal, "h", joined);
-            free (joined);
         }
     }
     zchunk_destroy (&entry);
@@ -305,11 +304,88 @@ s_entry_begin (entry_t *e, funnel_state_t *st, const char *what, int fields)
     return &e->pk;
 }
 
+//  History entries are stored compact: a msgpack array [code, at - t0,
+//  value...] with the values of the entry's fields in schema order (nil
+//  when absent, trailing nils dropped); stage names as their index; an open
+//  entry's kind and src come from the deal. GET deal rebuilds the maps.
+typedef struct {
+    const char *what;
+    const char *fields [5];
+} schema_t;
+
+static const schema_t s_schemas [] = {
+    { "open", { "rep", "amount", "nps", "health", NULL } },
+    { "interaction", { "kind", "outcome", "objections", "text", NULL } },
+    { "offer", { "amount", "discount_pct", NULL } },
+    { "approve", { "by", "discount_pct", NULL } },
+    { "stage", { "from", "to", "ms", NULL } },
+    { "close", { "outcome", "amount", "reason", NULL } },
+    { "deliver", { NULL } },
+    { "sla_breached", { "rep", "new_rep", NULL } },
+    { "stalled", { "days", NULL } },
+    { NULL }
+};
+
+static bool
+s_is_stage_field (const char *name)
+{
+    return streq (name, "from") || streq (name, "to");
+}
+
+//  The map in sbuf, compacted to its array form into out.
+static void
+s_compact (const msgpack_sbuffer *sbuf, int64_t t0, msgpack_sbuffer *out)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init (&u);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, out, msgpack_sbuffer_write);
+    if (msgpack_unpack_next (&u, sbuf->data, sbuf->size, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        char what [32] = "";
+        funnel_obj_strcpy (funnel_map_get (&u.data, "e"), what, sizeof what);
+        int code = 0;
+        while (s_schemas [code].what && !streq (s_schemas [code].what, what))
+            code++;
+        const schema_t *schema = &s_schemas [code];
+        const msgpack_object *values [5] = { NULL };
+        int used = 0;
+        for (int f = 0; schema->what && schema->fields [f]; f++) {
+            values [f] = funnel_map_get (&u.data, schema->fields [f]);
+            if (values [f] && values [f]->type != MSGPACK_OBJECT_NIL)
+                used = f + 1;
+        }
+        const msgpack_object *at = funnel_map_get (&u.data, "at");
+        msgpack_pack_array (&pk, 2 + used);
+        msgpack_pack_int (&pk, code);
+        msgpack_pack_int64 (&pk, (at ? at->via.i64 : 0) - t0);
+        for (int f = 0; f < used; f++) {
+            char stage [32];
+            if (!values [f])
+                msgpack_pack_nil (&pk);
+            else
+            if (s_is_stage_field (schema->fields [f])
+            &&  funnel_obj_strcpy (values [f], stage, sizeof stage))
+                msgpack_pack_int (&pk, deal_policy_stage_index (stage));
+            else
+                msgpack_pack_object (&pk, *values [f]);
+        }
+    }
+    msgpack_unpacked_destroy (&u);
+}
+
+//  The array form in data back to the entry's map, packed into pk.
+static int
+s_expand (const char *data, size_t size, funnel_rec_t *deal, msgpack_packer *pk);
+
 static void
 s_entry_end (entry_t *e, funnel_state_t *st, funnel_rec_t *deal, const char *lead,
              const char *id)
 {
-    s_history (st, deal, lead, id, &e->sbuf);
+    msgpack_sbuffer compact;
+    msgpack_sbuffer_init (&compact);
+    s_compact (&e->sbuf, funnel_rec_int (deal, "t0", funnel_state_now (st)), &compact);
+    s_history (st, deal, lead, id, &compact);
+    msgpack_sbuffer_destroy (&compact);
     msgpack_sbuffer_destroy (&e->sbuf);
 }
 
@@ -400,6 +476,42 @@ s_count_stage (funnel_state_t *st, const char *name, int64_t t, const char *camp
     funnel_state_count_stage (st, name, t, campaign, n);
 }
 
+//  One timer per open deal, "t", due at the earlier of its speed-to-lead
+//  time (a lead.sql deal with no interaction yet, not yet breached) and its
+//  stale time (stale_days after the last interaction, else the open; not
+//  while already reported stalled)
+static bool
+s_sla_pending (settings_t *cfg, funnel_rec_t *deal)
+{
+    const char *o = funnel_rec_str (deal, "o");
+    return cfg->sla_ms > 0 && o && o [0] == 's' && !funnel_rec_has (deal, "t1")
+        && !funnel_rec_has (deal, "sb");
+}
+
+static int64_t
+s_idle_since (funnel_rec_t *deal)
+{
+    return funnel_rec_int (deal, "tl", funnel_rec_int (deal, "t0", 0));
+}
+
+static void
+s_arm_deal (funnel_state_t *st, const char *lead, const char *id, funnel_rec_t *deal)
+{
+    settings_t *cfg = s_cfg (st);
+    const char *status = s_status (deal);
+    int64_t due = INT64_MAX;
+    if (status && streq (status, "open")) {
+        if (s_sla_pending (cfg, deal))
+            due = funnel_rec_int (deal, "t0", 0) + cfg->sla_ms;
+        if (!funnel_rec_has (deal, "sl") && s_idle_since (deal) + cfg->stale_ms < due)
+            due = s_idle_since (deal) + cfg->stale_ms;
+    }
+    if (due == INT64_MAX)
+        funnel_state_timer_cancel_in (st, lead, "t", id);
+    else
+        funnel_state_timer_in (st, lead, "t", id, due);
+}
+
 //  ---------------------------------------------------------------------
 //  Opening a deal
 
@@ -414,7 +526,6 @@ typedef struct {
 static int
 s_open_deal (funnel_state_t *st, const open_t *f, funnel_error_t *err)
 {
-    settings_t *cfg = s_cfg (st);
     int64_t now = funnel_state_now (st);
     char derived [ID_MAX];
     if (!s_derived_lead (f->id, derived) || !streq (derived, f->lead)) {
@@ -436,9 +547,7 @@ s_open_deal (funnel_state_t *st, const open_t *f, funnel_error_t *err)
         funnel_rec_set_str (deal, "c", f->campaign);
     if (s_tally_stage (st, 0, 1, f->amount) || s_tally_rep (st, f->rep, 1, f->amount))
         return UNAVAILABLE (err);
-    funnel_state_timer_in (st, f->lead, "stale", f->id, now + cfg->stale_ms);
-    if (f->origin == 's' && cfg->sla_ms > 0)
-        funnel_state_timer_in (st, f->lead, "sla", f->id, now + cfg->sla_ms);
+    s_arm_deal (st, f->lead, f->id, deal);
     entry_t e;
     msgpack_packer *pk = s_entry_begin (&e, st, "open", 4 + f->has_nps + f->has_health);
     s_kv_str (pk, "rep", f->rep);
@@ -714,7 +823,6 @@ s_on_open (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 static int
 s_on_interaction (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 {
-    settings_t *cfg = s_cfg (st);
     char id [ID_MAX], lead [ID_MAX];
     s_short_id (ev->data, "deal", id);
     funnel_rec_t *deal = s_need (st, id, "interaction", lead, err);
@@ -724,7 +832,6 @@ s_on_interaction (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *
     if (!funnel_rec_has (deal, "t1")) {
         //  The first contact answers the speed-to-lead timer
         funnel_rec_set_int (deal, "t1", now);
-        funnel_state_timer_cancel_in (st, lead, "sla", id);
         if (streq (s_src (deal), "sql")
         &&  (s_agg (st, "stl_ms", now - funnel_rec_int (deal, "t0", 0))
           || s_agg (st, "stl_n", 1)))
@@ -732,7 +839,7 @@ s_on_interaction (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *
     }
     funnel_rec_set_int (deal, "tl", now);
     funnel_rec_del (deal, "sl");
-    funnel_state_timer_in (st, lead, "stale", id, now + cfg->stale_ms);
+    s_arm_deal (st, lead, id, deal);
     const msgpack_object *objections = funnel_map_get (ev->data, "objections");
     if (objections && objections->type == MSGPACK_OBJECT_ARRAY) {
         funnel_rec_t *obj = s_global (st, "obj");
@@ -939,8 +1046,7 @@ s_on_close (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (s_stage_time (st, g, funnel_rec_int (deal, "ts", funnel_rec_int (deal, "t0", 0)))
     ||  s_tally_stage (st, g, -1, -value) || s_tally_rep (st, rep, -1, -value))
         return UNAVAILABLE (err);
-    funnel_state_timer_cancel_in (st, lead, "stale", id);
-    funnel_state_timer_cancel_in (st, lead, "sla", id);
+    funnel_state_timer_cancel_in (st, lead, "t", id);
     funnel_rec_set_str (deal, "s", won ? "w" : "l");
     funnel_rec_set_int (deal, "tc", now);
     funnel_rec_t *tot = s_global (st, "tot");
@@ -1037,16 +1143,10 @@ s_on_deliver (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 //  Speed to lead: a lead.sql deal with no first interaction by its due time
 //  goes to another available rep
 static int
-s_fire_sla (funnel_state_t *st, const char *id, int64_t due, funnel_error_t *err)
+s_fire_sla (funnel_state_t *st, const char *id, const char *lead, funnel_rec_t *deal,
+            funnel_error_t *err)
 {
-    (void) due;
-    char lead [ID_MAX], key [ID_MAX + 8];
-    funnel_rec_t *deal = s_deal (st, id, lead);
-    if (!deal)
-        return UNAVAILABLE (err);
-    const char *status = s_status (deal);
-    if (!status || !streq (status, "open") || funnel_rec_has (deal, "t1"))
-        return 0;
+    char key [ID_MAX + 8];
     char rep [ID_MAX], new_rep [ID_MAX];
     snprintf (rep, sizeof rep, "%s", funnel_rec_str (deal, "r"));
     bool failed = false;
@@ -1082,17 +1182,10 @@ s_fire_sla (funnel_state_t *st, const char *id, int64_t due, funnel_error_t *err
 //  Stale deals: open deals without an interaction for stale_days, reported
 //  once per idle spell (an interaction re-arms the timer)
 static int
-s_fire_stale (funnel_state_t *st, const char *id, int64_t due, funnel_error_t *err)
+s_fire_stale (funnel_state_t *st, const char *id, const char *lead, funnel_rec_t *deal)
 {
-    settings_t *cfg = s_cfg (st);
-    char lead [ID_MAX], key [ID_MAX + 40];
-    funnel_rec_t *deal = s_deal (st, id, lead);
-    if (!deal)
-        return UNAVAILABLE (err);
-    const char *status = s_status (deal);
-    if (!status || !streq (status, "open"))
-        return 0;
-    int64_t since = due - cfg->stale_ms;
+    char key [ID_MAX + 40];
+    int64_t since = s_idle_since (deal);
     int64_t days = (int64_t) floor ((double) (funnel_state_now (st) - since) / DAY_MS);
     funnel_rec_set_str (deal, "sl", "1");
     entry_t e;
@@ -1111,6 +1204,31 @@ s_fire_stale (funnel_state_t *st, const char *id, int64_t due, funnel_error_t *e
     return 0;
 }
 
+//  A deal's timer: speed to lead first, then staleness, whichever is due;
+//  then armed again for what is left
+static int
+s_fire (funnel_state_t *st, const char *id, int64_t due, funnel_error_t *err)
+{
+    (void) due;
+    settings_t *cfg = s_cfg (st);
+    int64_t now = funnel_state_now (st);
+    char lead [ID_MAX];
+    funnel_rec_t *deal = s_deal (st, id, lead);
+    if (!deal)
+        return UNAVAILABLE (err);
+    const char *status = s_status (deal);
+    if (!status || !streq (status, "open"))
+        return 0;
+    if (s_sla_pending (cfg, deal) && funnel_rec_int (deal, "t0", 0) + cfg->sla_ms <= now
+    &&  s_fire_sla (st, id, lead, deal, err))
+        return -1;
+    if (!funnel_rec_has (deal, "sl") && s_idle_since (deal) + cfg->stale_ms <= now
+    &&  s_fire_stale (st, id, lead, deal))
+        return -1;
+    s_arm_deal (st, lead, id, deal);
+    return 0;
+}
+
 //  ---------------------------------------------------------------------
 //  Reports
 
@@ -1125,27 +1243,83 @@ s_entries (funnel_state_t *st, funnel_rec_t *deal, const char *lead, const char 
     else {
         raw = zlist_new ();
         zlist_autofree (raw);
-        const char *h = funnel_rec_str (deal, "h");
-        for (const char *p = h; p && *p; ) {
-            const char *end = strchr (p, 2);
-            char *one = strndup (p, end - p);
-            zlist_append (raw, one);
-            free (one);
-            p = end + 1;
+        for (int i = 0; i < HIST_INLINE; i++) {
+            char field [16];
+            snprintf (field, sizeof field, "h%d", i);
+            const char *h = funnel_rec_str (deal, field);
+            if (!h)
+                break;
+            zlist_append (raw, (void *) h);
         }
     }
     if (!raw)
         return NULL;
     zlist_t *out = zlist_new ();
+    char *bytes = NULL;
+    size_t bytes_max = 0;
     for (char *text = (char *) zlist_first (raw); text; text = (char *) zlist_next (raw)) {
         size_t len = strlen (text);
-        zchunk_t *chunk = zchunk_new (NULL, len);
-        size_t n = s_unescape (text, len, (char *) zchunk_data (chunk));
-        zchunk_set (chunk, zchunk_data (chunk), n);
-        zlist_append (out, chunk);
+        if (len > bytes_max) {
+            bytes_max = len;
+            bytes = (char *) realloc (bytes, bytes_max);
+        }
+        size_t n = s_unescape (text, len, bytes);
+        msgpack_sbuffer map;
+        msgpack_sbuffer_init (&map);
+        msgpack_packer pk;
+        msgpack_packer_init (&pk, &map, msgpack_sbuffer_write);
+        if (s_expand (bytes, n, deal, &pk) == 0)
+            zlist_append (out, zchunk_new (map.data, map.size));
+        msgpack_sbuffer_destroy (&map);
     }
+    free (bytes);
     zlist_destroy (&raw);
     return out;
+}
+
+static int
+s_expand (const char *data, size_t size, funnel_rec_t *deal, msgpack_packer *pk)
+{
+    msgpack_unpacked u;
+    msgpack_unpacked_init (&u);
+    int rc = -1;
+    if (msgpack_unpack_next (&u, data, size, NULL) == MSGPACK_UNPACK_SUCCESS
+    &&  u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size >= 2) {
+        const msgpack_object *a = u.data.via.array.ptr;
+        uint32_t count = u.data.via.array.size;
+        int64_t code = a [0].via.i64;
+        int schemas = (int) (sizeof s_schemas / sizeof s_schemas [0]) - 1;
+        if (a [0].type == MSGPACK_OBJECT_POSITIVE_INTEGER && code < schemas) {
+            const schema_t *schema = &s_schemas [code];
+            bool open = code == 0;
+            int fields = 2 + 2 * open;
+            for (uint32_t f = 2; f < count; f++)
+                fields += a [f].type != MSGPACK_OBJECT_NIL;
+            msgpack_pack_map (pk, fields);
+            s_kv_str (pk, "e", schema->what);
+            s_kv_int (pk, "at", funnel_rec_int (deal, "t0", 0) + (a [1].type
+                      == MSGPACK_OBJECT_NEGATIVE_INTEGER ? a [1].via.i64 : (int64_t) a [1].via.u64));
+            if (open) {
+                s_kv_str (pk, "kind", s_kind (deal));
+                s_kv_str (pk, "src", s_src (deal));
+            }
+            for (uint32_t f = 2; f < count && f - 2 < 5 && schema->fields [f - 2]; f++) {
+                if (a [f].type == MSGPACK_OBJECT_NIL)
+                    continue;
+                const char *name = schema->fields [f - 2];
+                if (s_is_stage_field (name) && a [f].type == MSGPACK_OBJECT_POSITIVE_INTEGER
+                &&  a [f].via.u64 < DEAL_STAGES)
+                    s_kv_str (pk, name, deal_policy_stages [a [f].via.u64]);
+                else {
+                    funnel_pack_cstr (pk, name);
+                    msgpack_pack_object (pk, a [f]);
+                }
+            }
+            rc = 0;
+        }
+    }
+    msgpack_unpacked_destroy (&u);
+    return rc;
 }
 
 static void
@@ -1555,8 +1729,7 @@ static const funnel_query_rule_t s_queries [] = {
     { NULL }
 };
 static const funnel_timer_rule_t s_timers [] = {
-    { "sla", s_fire_sla },
-    { "stale", s_fire_stale },
+    { "t", s_fire },
     { NULL }
 };
 static const char *const s_series [] = {
