@@ -1199,6 +1199,7 @@ funnel_state_test (bool verbose)
         assert (hits [p] > 50);         //  Spread over every partition
 
     int loads = 0;
+    funnel_rec_t **wants_in;
     funnel_state_t *st = funnel_state_new ("t", "{funnel:t}:", 4, 2);
     assert (streq (funnel_state_prefix (st, 3), "{funnel:t:3}:"));
     funnel_state_set_loader (st, s_test_loader, &loads);
@@ -1239,6 +1240,33 @@ funnel_state_test (bool verbose)
     funnel_state_committed (st);
     assert (funnel_state_output_count (st) == 0);
     assert (funnel_rec_int (funnel_state_rec (st, "counter", "X:log"), "total", 0) == 3);
+
+    //  Records of one entity kept in another's partition (a deal in its
+    //  lead's): the key carries the owner's partition prefix, not the id's
+    funnel_state_begin (st);
+    int owner_part = funnel_partition_of ("lead-7", 4);
+    const char *owner_prefix = funnel_state_prefix (st, owner_part);
+    char owner_key [64];
+    snprintf (owner_key, sizeof owner_key, "%sd:Lx-1", owner_prefix);
+    funnel_rec_t *in = funnel_state_rec_in (st, "lead-7", "d", "Lx-1");
+    assert (in && streq (funnel_rec_key (in), owner_key));
+    funnel_rec_set_str (in, "b", "2");
+    funnel_rec_set_str (in, "a", "1");
+    assert (funnel_rec_count (in) == 2);
+    zlist_t *names = funnel_rec_names (in);
+    assert (zlist_size (names) == 2 && streq ((char *) zlist_first (names), "a"));
+    zlist_destroy (&names);
+    funnel_state_want_in (st, "lead-7", "d", "Lx-2");
+    assert (funnel_state_take_wants (st, &wants_in) == 1);
+    assert (strncmp (funnel_rec_key (wants_in [0]), owner_prefix, strlen (owner_prefix)) == 0);
+    //  Timer ops: only the last per timer is sent (checked in the engine's
+    //  test); cancel_at names the partition the engine read it from
+    funnel_state_timer_in (st, "lead-7", "t", "Lx-1", 10);
+    funnel_state_timer_cancel_at (st, owner_part, "t", "Lx-1");
+    funnel_state_timer_cancel_at (st, 99, "t", "Lx-1");      //  No such partition: nothing
+    assert (funnel_state_savepoint (st).timers == 2);
+    funnel_state_rollback (st, (funnel_savepoint_t) { 0 });
+    funnel_state_clear (st);
 
     //  The cache is bounded: older records are evicted after a commit
     funnel_state_begin (st);

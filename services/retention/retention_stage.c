@@ -171,21 +171,24 @@ s_first_order (funnel_rec_t *c, const char *order)
     return deal && strncmp (order, "deal/", 5) == 0 && streq (order + 5, deal);
 }
 
+//  True if order is the onboarding deal's or in fields o0..o3 (one id
+//  each, so every value stays within the listpack bound); count: the
+//  inline slots used
 static bool
 s_inline_has (funnel_rec_t *c, const char *order, int *count)
 {
     *count = 0;
     if (s_first_order (c, order))
         return true;
-    const char *list = funnel_rec_str (c, "oi");
-    size_t len = strlen (order);
-    for (const char *p = list; p && *p; ) {
-        const char *end = strchr (p, ' ');
-        size_t n = end ? (size_t) (end - p) : strlen (p);
-        if (n == len && memcmp (p, order, len) == 0)
+    for (int i = 0; i < ORDERS_INLINE; i++) {
+        char name [16];
+        snprintf (name, sizeof name, "o%d", i);
+        const char *v = funnel_rec_str (c, name);
+        if (!v)
+            break;
+        if (streq (v, order))
             return true;
         (*count)++;
-        p = end ? end + 1 : p + n;
     }
     return false;
 }
@@ -213,11 +216,10 @@ s_add_order_id (funnel_state_t *st, const char *customer, funnel_rec_t *c, const
     int count;
     if (s_inline_has (c, order, &count))
         return 0;                   //  The onboarding deal's: implied
-    if (count < ORDERS_INLINE) {
-        const char *list = funnel_rec_str (c, "oi");
-        char *joined = zsys_sprintf ("%s%s%s", list ? list : "", list ? " " : "", order);
-        funnel_rec_set_str (c, "oi", joined);
-        zstr_free (&joined);
+    if (count < ORDERS_INLINE && strlen (order) <= 64) {
+        char name [16];
+        snprintf (name, sizeof name, "o%d", count);
+        funnel_rec_set_str (c, name, order);
         return 0;
     }
     char key [KEYID_MAX];

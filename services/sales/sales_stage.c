@@ -604,32 +604,25 @@ s_next_deal_id (funnel_state_t *st, const char *prefix, const char *entity,
     }
 }
 
-//  Whether id is among the remembered ids of field (space-separated);
-//  remembers it, keeping the last QUAL_MAX.
+//  Whether id is among the remembered ids (fields <field>0..<field>3, one
+//  id each: every value stays within the listpack bound); remembers it in
+//  the next slot of the ring (index <field>i), keeping the last QUAL_MAX.
 static bool
 s_seen (funnel_rec_t *rec, const char *field, const char *id, bool remember)
 {
-    const char *list = funnel_rec_str (rec, field);
-    size_t len = strlen (id);
-    int count = 0;
-    for (const char *p = list; p && *p; ) {
-        const char *end = strchr (p, ' ');
-        size_t n = end ? (size_t) (end - p) : strlen (p);
-        if (n == len && memcmp (p, id, len) == 0)
+    char name [16];
+    for (int i = 0; i < QUAL_MAX; i++) {
+        snprintf (name, sizeof name, "%s%d", field, i);
+        const char *v = funnel_rec_str (rec, name);
+        if (v && streq (v, id))
             return true;
-        count++;
-        p = end ? end + 1 : p + n;
     }
     if (remember) {
-        const char *keep = list ? list : "";
-        while (count >= QUAL_MAX) {
-            const char *sp = strchr (keep, ' ');
-            keep = sp ? sp + 1 : "";
-            count--;
-        }
-        char *joined = zsys_sprintf ("%s%s%s", keep, *keep ? " " : "", id);
-        funnel_rec_set_str (rec, field, joined);
-        zstr_free (&joined);
+        snprintf (name, sizeof name, "%si", field);
+        int64_t slot = funnel_rec_int (rec, name, 0);
+        funnel_rec_set_int (rec, name, (slot + 1) % QUAL_MAX);
+        snprintf (name, sizeof name, "%s%d", field, (int) (slot % QUAL_MAX));
+        funnel_rec_set_str (rec, name, id);
     }
     return false;
 }
