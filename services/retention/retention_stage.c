@@ -140,7 +140,19 @@ s_lo (funnel_rec_t *c)
 static int64_t
 s_la (funnel_rec_t *c)
 {
-    return funnel_rec_int (c, "la", funnel_rec_int (c, "on", 0));
+    return funnel_rec_int (c, "la", s_lo (c));
+}
+
+//  The deal that made the customer: field deal, absent when it is
+//  L<customer>-1 (the first deal of a lead, as lead.sql names it)
+static const char *
+s_first_deal (funnel_rec_t *c, const char *id, char *buf, size_t size)
+{
+    const char *deal = funnel_rec_str (c, "deal");
+    if (deal)
+        return deal;
+    snprintf (buf, size, "L%s-1", id);
+    return buf;
 }
 
 static void
@@ -165,20 +177,23 @@ s_order_key (const char *customer, const char *order, char *out)
 
 //  True for the order of the deal that made the customer: deal/<deal>
 static bool
-s_first_order (funnel_rec_t *c, const char *order)
+s_first_order (funnel_rec_t *c, const char *customer, const char *order)
 {
-    const char *deal = funnel_rec_str (c, "deal");
-    return deal && strncmp (order, "deal/", 5) == 0 && streq (order + 5, deal);
+    if (!funnel_rec_has (c, "n"))
+        return false;               //  No customer yet
+    char buf [KEYID_MAX];
+    const char *deal = s_first_deal (c, customer, buf, sizeof buf);
+    return strncmp (order, "deal/", 5) == 0 && streq (order + 5, deal);
 }
 
 //  True if order is the onboarding deal's or in fields o0..o3 (one id
 //  each, so every value stays within the listpack bound); count: the
 //  inline slots used
 static bool
-s_inline_has (funnel_rec_t *c, const char *order, int *count)
+s_inline_has (funnel_rec_t *c, const char *customer, const char *order, int *count)
 {
     *count = 0;
-    if (s_first_order (c, order))
+    if (s_first_order (c, customer, order))
         return true;
     for (int i = 0; i < ORDERS_INLINE; i++) {
         char name [16];
@@ -198,7 +213,7 @@ static int
 s_has_order (funnel_state_t *st, const char *customer, funnel_rec_t *c, const char *order)
 {
     int count;
-    if (s_inline_has (c, order, &count))
+    if (s_inline_has (c, customer, order, &count))
         return 1;
     if (!funnel_rec_has (c, "ox"))
         return 0;
@@ -214,7 +229,7 @@ static int
 s_add_order_id (funnel_state_t *st, const char *customer, funnel_rec_t *c, const char *order)
 {
     int count;
-    if (s_inline_has (c, order, &count))
+    if (s_inline_has (c, customer, order, &count))
         return 0;                   //  The onboarding deal's: implied
     if (count < ORDERS_INLINE && strlen (order) <= 64) {
         char name [16];
@@ -342,7 +357,7 @@ s_touch (funnel_state_t *st, funnel_rec_t *c, int64_t ts)
             return -1;
         funnel_rec_del (c, "r");
     }
-    s_set_time (c, "la", la, funnel_rec_int (c, "on", 0));
+    s_set_time (c, "la", la, s_lo (c));
     return 0;
 }
 
@@ -356,13 +371,15 @@ s_add_order (funnel_state_t *st, const char *id, funnel_rec_t *c, int64_t amount
         return -1;
     int64_t n = funnel_rec_add (c, "n", 1);
     funnel_rec_add (c, "rev", amount);
-    //  The first order's times are ts (n was 0)
+    //  The first order's times are ts (n was 0); la defaults to lo: kept
+    int64_t la = s_la (c);
     int64_t fo = n > 1 ? s_fo (c) : ts;
     int64_t lo = n > 1 ? s_lo (c) : ts;
     fo = ts < fo ? ts : fo;
     lo = ts > lo ? ts : lo;
     s_set_time (c, "fo", fo, funnel_rec_int (c, "on", 0));
     s_set_time (c, "lo", lo, fo);
+    s_set_time (c, "la", la, lo);
     funnel_state_count (st, "revenue", amount);
     if (s_cohort_add (st, c, 'v', amount))
         return -1;
@@ -493,7 +510,10 @@ s_on_won (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         bool has_campaign = s_str (ev->data, "campaign", campaign)
                          && funnel_id_valid (campaign, strlen (campaign));
         funnel_rec_set_int (c, "on", ts);
-        funnel_rec_set_str (c, "deal", deal);
+        char first [KEYID_MAX];
+        snprintf (first, sizeof first, "L%s-1", id);
+        if (!streq (deal, first))
+            funnel_rec_set_str (c, "deal", deal);
         funnel_rec_set_int (c, "n", 0);
         if (has_campaign)
             funnel_rec_set_str (c, "cmp", campaign);
@@ -718,13 +738,13 @@ s_get_customer (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
     bool has_due = n >= 2 && health_due_at (s_fo (c), s_lo (c), n, cfg, &due, &gap);
     const char *opt [][2] = {
         { "nps", "nps" }, { "health", "h" }, { "churned_at", "ch" }, { "last_upsell", "up" } };
-    int fields = 14 + 2 * has_due + funnel_rec_has (c, "deal") + funnel_rec_has (c, "r");
+    int fields = 15 + 2 * has_due + funnel_rec_has (c, "r");
     for (size_t i = 0; i < sizeof opt / sizeof opt [0]; i++)
         fields += funnel_rec_has (c, opt [i][1]);
     msgpack_pack_map (pk, fields);
     s_kv_str (pk, "customer", id);
-    if (funnel_rec_has (c, "deal"))
-        s_kv_str (pk, "deal", funnel_rec_str (c, "deal"));
+    char first [KEYID_MAX];
+    s_kv_str (pk, "deal", s_first_deal (c, id, first, sizeof first));
     int64_t on = funnel_rec_int (c, "on", 0);
     char month [16];
     cohort_month (on, month, sizeof month);

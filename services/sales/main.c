@@ -4,8 +4,9 @@
     On lead.sql from leads, open a deal for the lead's rep; on
     customer.upsell from retention, open an expansion deal. Reps work the
     deal with deal.* commands; the discount policy, speed-to-lead timer and
-    stale sweep are in the rules (deal_policy.lua, sales.lua). Everything
-    else — sockets, validation order, atomic apply, replay — is the runtime.
+    stale sweep are the rules (sales_stage.c on deal_policy.c), on the C
+    engine. Everything else — sockets, validation order, atomic apply,
+    replay — is the runtime.
 */
 #include "funnel_service.h"
 #include "sales_rules.h"
