@@ -88,6 +88,20 @@ class Costs(FunnelTestCase):
             times.append((time.perf_counter() - t) * 1000)
         print("retention: one 1000-order batch for a customer with >= %d orders: median %.1f ms "
               "(all: %s)" % (ORDERS, statistics.median(times), ", ".join("%.1f" % x for x in times)))
+        # The same batch for a customer with one past order, and 1000
+        # activities (no order ids): the cost does not grow with past orders
+        for label, make in (("a customer with 1 past order", lambda rep, i: event(
+                                "customer.order", {"customer": "lead000001", "amount": 100,
+                                                   "order": "z%d-%04d" % (rep, i)})),
+                            ("1000 customer.activity, big customer", lambda rep, i: event(
+                                "customer.activity", {"customer": big, "kind": "login"}))):
+            times = []
+            for rep in range(5):
+                batch = [make(rep, i) for i in range(1000)]
+                t = time.perf_counter()
+                ret.ok("PUBLISH", batch, timeout=60)
+                times.append((time.perf_counter() - t) * 1000)
+            print("retention: one 1000-event batch, %s: median %.1f ms" % (label, statistics.median(times)))
         for etype, data in (("customer.activity", {"customer": big, "kind": "login"}),
                             ("customer.order", {"customer": big, "amount": 5})):
             times = []
