@@ -1068,7 +1068,7 @@ s_run_timers (funnel_engine_t *self)
             name [colon - member] = 0;
             int64_t due = strtoll (r->element [i + 1]->str, NULL, 10);
             //  The firing removes the timer; a rule may arm it again
-            funnel_state_timer_cancel (st, name, id);
+            funnel_state_timer_cancel_at (st, p, name, id);
             const funnel_timer_rule_t *rule = s_timer_rule (self, name);
             if (!rule)
                 continue;
@@ -1415,21 +1415,30 @@ funnel_engine_stats (funnel_engine_t *self, msgpack_sbuffer *reply, funnel_error
     uint64_t hits, misses;
     size_t entries;
     funnel_state_cache_stats (self->state, &hits, &misses, &entries);
-    int64_t figures [] = { (int64_t) hits, (int64_t) misses, (int64_t) entries,
-                           (int64_t) (hits + misses ? hits * 100 / (hits + misses) : 0),
-                           (int64_t) self->commits,
+    int64_t figures [] = { (int64_t) self->commits,
                            (int64_t) (self->commits ? self->commit_us / self->commits : 0),
                            (int64_t) s_outbox_bytes (self), (int64_t) zhashx_size (self->subs) };
-    const char *names [] = { "cache_hits", "cache_misses", "cache_entries", "cache_hit_pct",
-                             "commits", "commit_avg_us", "outbox_bytes", "subscribers" };
-    for (int i = 0; i < 8; i++) {
+    const char *names [] = { "commits", "commit_avg_us", "outbox_bytes", "subscribers" };
+    for (int i = 0; i < 4; i++) {
         int64_t *v = (int64_t *) malloc (sizeof (int64_t));
         *v = figures [i];
         zhashx_update (counters, names [i], v);
     }
     msgpack_packer pk;
     msgpack_packer_init (&pk, reply, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, 2);
+    msgpack_pack_map (&pk, 3);
+    //  The cache's figures move with every read (a GET, a refused event):
+    //  apart from the counters, which only applied events change
+    funnel_pack_cstr (&pk, "cache");
+    msgpack_pack_map (&pk, 4);
+    funnel_pack_cstr (&pk, "hits");
+    msgpack_pack_uint64 (&pk, hits);
+    funnel_pack_cstr (&pk, "misses");
+    msgpack_pack_uint64 (&pk, misses);
+    funnel_pack_cstr (&pk, "entries");
+    msgpack_pack_uint64 (&pk, entries);
+    funnel_pack_cstr (&pk, "hit_pct");
+    msgpack_pack_uint64 (&pk, hits + misses ? hits * 100 / (hits + misses) : 0);
     funnel_pack_cstr (&pk, "svc");
     funnel_pack_cstr (&pk, self->svc);
     funnel_pack_cstr (&pk, "counters");

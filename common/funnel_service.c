@@ -1095,6 +1095,11 @@ s_start (service_t *self)
         log_error ("bad settings in the [%s] section; see --help", name);
         return 2;
     }
+    //  The C rules' settings, checked before any bind: a bad value exits 2
+    //  even while another instance holds the endpoints
+    if (self->def->rules && self->def->rules->setup
+    &&  self->def->rules->setup (self->config, name, &self->rules_arg) != 0)
+        return 2;
     char default_prefix [96];
     snprintf (default_prefix, sizeof default_prefix, "{funnel:%s}:", name);
     char path [128];
@@ -1217,9 +1222,6 @@ s_engine_new (service_t *self, const char *api)
         .series_hour_s = self->series_hour_s,
         .series_day_s = self->series_day_s
     };
-    if (self->def->rules->setup
-    &&  self->def->rules->setup (self->config, name, &self->rules_arg) != 0)
-        return -1;
     cfg.rules_arg = self->rules_arg;
     self->engine = funnel_engine_new (&cfg, self->def->rules, self->store);
     funnel_engine_set_publisher (self->engine, s_pub_event, self);

@@ -379,6 +379,13 @@ funnel_state_global (funnel_state_t *self, const char *kind, const char *id)
     return s_get (self, 0, kind, id);
 }
 
+funnel_rec_t *
+funnel_state_rec_in (funnel_state_t *self, const char *owner, const char *kind,
+                     const char *id)
+{
+    return s_get (self, funnel_partition_of (owner, self->partitions), kind, id);
+}
+
 static void
 s_want (funnel_state_t *self, int part, const char *kind, const char *id)
 {
@@ -394,6 +401,13 @@ void
 funnel_state_want (funnel_state_t *self, const char *kind, const char *id)
 {
     s_want (self, funnel_partition_of (id, self->partitions), kind, id);
+}
+
+void
+funnel_state_want_in (funnel_state_t *self, const char *owner, const char *kind,
+                      const char *id)
+{
+    s_want (self, funnel_partition_of (owner, self->partitions), kind, id);
 }
 
 void
@@ -429,6 +443,35 @@ bool
 funnel_rec_exists (funnel_rec_t *rec)
 {
     return zhashx_size (rec->fields) > 0;
+}
+
+size_t
+funnel_rec_count (funnel_rec_t *rec)
+{
+    return zhashx_size (rec->fields);
+}
+
+static int
+s_strcmp (const void *a, const void *b)
+{
+    return strcmp (*(const char *const *) a, *(const char *const *) b);
+}
+
+zlist_t *
+funnel_rec_names (funnel_rec_t *rec)
+{
+    size_t count = zhashx_size (rec->fields);
+    const char **names = (const char **) zmalloc ((count + 1) * sizeof (char *));
+    size_t n = 0;
+    for (void *v = zhashx_first (rec->fields); v && n < count; v = zhashx_next (rec->fields))
+        names [n++] = (const char *) zhashx_cursor (rec->fields);
+    qsort (names, n, sizeof (char *), s_strcmp);
+    zlist_t *list = zlist_new ();
+    zlist_autofree (list);
+    for (size_t i = 0; i < n; i++)
+        zlist_append (list, (void *) names [i]);
+    free (names);
+    return list;
 }
 
 bool
@@ -665,13 +708,14 @@ funnel_state_event_time (funnel_state_t *self, const funnel_event_t *ev, bool co
 
 //  "<prefix of id's partition><kind>:<escaped id>"
 static int
-s_entity_key (funnel_state_t *self, const char *kind, const char *id, char *key, size_t size)
+s_entity_key (funnel_state_t *self, const char *owner, const char *kind, const char *id,
+              char *key, size_t size)
 {
     char escaped [KEY_MAX];
     if (funnel_key_escape (id, escaped, sizeof escaped) < 0)
         return -1;
     if (snprintf (key, size, "%s%s:%s",
-                  self->prefixes [funnel_partition_of (id, self->partitions)], kind, escaped)
+                  self->prefixes [funnel_partition_of (owner, self->partitions)], kind, escaped)
         >= (int) size)
         return -1;
     return 0;
@@ -681,8 +725,15 @@ void
 funnel_state_push (funnel_state_t *self, const char *kind, const char *id,
                    const char *value, size_t size, int max)
 {
+    funnel_state_push_in (self, id, kind, id, value, size, max);
+}
+
+void
+funnel_state_push_in (funnel_state_t *self, const char *owner, const char *kind,
+                      const char *id, const char *value, size_t size, int max)
+{
     char key [KEY_MAX];
-    if (s_entity_key (self, kind, id, key, sizeof key) != 0)
+    if (s_entity_key (self, owner, kind, id, key, sizeof key) != 0)
         return;
     push_t *push = (push_t *) s_vec_push (&self->pushes);
     push->key = strdup (key);
@@ -696,8 +747,16 @@ funnel_state_push (funnel_state_t *self, const char *kind, const char *id,
 zlist_t *
 funnel_state_list (funnel_state_t *self, const char *kind, const char *id, int max)
 {
+    return funnel_state_list_in (self, id, kind, id, max);
+}
+
+zlist_t *
+funnel_state_list_in (funnel_state_t *self, const char *owner, const char *kind,
+                      const char *id, int max)
+{
     char key [KEY_MAX];
-    if (max < 1 || s_entity_key (self, kind, id, key, sizeof key) != 0 || !self->list_reader)
+    if (max < 1 || s_entity_key (self, owner, kind, id, key, sizeof key) != 0
+    ||  !self->list_reader)
         return NULL;
     zlist_t *list = zlist_new ();
     zlist_autofree (list);
@@ -716,13 +775,14 @@ funnel_state_list (funnel_state_t *self, const char *kind, const char *id, int m
 }
 
 static void
-s_timer_op (funnel_state_t *self, const char *name, const char *id, int64_t due, bool cancel)
+s_timer_op (funnel_state_t *self, int part, const char *name, const char *id, int64_t due,
+            bool cancel)
 {
     char escaped [KEY_MAX], key [KEY_MAX];
-    if (funnel_key_escape (id, escaped, sizeof escaped) < 0)
+    if (part < 0 || part >= self->partitions
+    ||  funnel_key_escape (id, escaped, sizeof escaped) < 0)
         return;
-    snprintf (key, sizeof key, "%stimers",
-              self->prefixes [funnel_partition_of (id, self->partitions)]);
+    snprintf (key, sizeof key, "%stimers", self->prefixes [part]);
     timer_op_t *op = (timer_op_t *) s_vec_push (&self->timers);
     op->key = strdup (key);
     op->member = zsys_sprintf ("%s:%s", name, escaped);
@@ -733,13 +793,34 @@ s_timer_op (funnel_state_t *self, const char *name, const char *id, int64_t due,
 void
 funnel_state_timer (funnel_state_t *self, const char *name, const char *id, int64_t due_ms)
 {
-    s_timer_op (self, name, id, due_ms, false);
+    s_timer_op (self, funnel_partition_of (id, self->partitions), name, id, due_ms, false);
 }
 
 void
 funnel_state_timer_cancel (funnel_state_t *self, const char *name, const char *id)
 {
-    s_timer_op (self, name, id, 0, true);
+    s_timer_op (self, funnel_partition_of (id, self->partitions), name, id, 0, true);
+}
+
+void
+funnel_state_timer_in (funnel_state_t *self, const char *owner, const char *name,
+                       const char *id, int64_t due_ms)
+{
+    s_timer_op (self, funnel_partition_of (owner, self->partitions), name, id, due_ms, false);
+}
+
+void
+funnel_state_timer_cancel_in (funnel_state_t *self, const char *owner, const char *name,
+                              const char *id)
+{
+    s_timer_op (self, funnel_partition_of (owner, self->partitions), name, id, 0, true);
+}
+
+void
+funnel_state_timer_cancel_at (funnel_state_t *self, int part, const char *name,
+                              const char *id)
+{
+    s_timer_op (self, part, name, id, 0, true);
 }
 
 size_t
@@ -990,9 +1071,22 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
     free (rpush.argv);
     free (rpush.lens);
     free (order);
-    //  Timers, in order (a cancel then a re-arm ends armed)
+    //  Timers: only the last op per timer counts (a cancel then a re-arm
+    //  ends armed), so a batch re-arming one timer per event sends one
+    zhashx_t *last = zhashx_new ();
     for (size_t i = 0; i < self->timers.count; i++) {
         timer_op_t *op = (timer_op_t *) s_vec_at (&self->timers, i);
+        char *name = zsys_sprintf ("%s %s", op->key, op->member);
+        zhashx_update (last, name, (void *) (uintptr_t) (i + 1));
+        zstr_free (&name);
+    }
+    for (size_t i = 0; i < self->timers.count; i++) {
+        timer_op_t *op = (timer_op_t *) s_vec_at (&self->timers, i);
+        char *name = zsys_sprintf ("%s %s", op->key, op->member);
+        size_t final = (size_t) (uintptr_t) zhashx_lookup (last, name);
+        zstr_free (&name);
+        if (final != i + 1)
+            continue;
         snprintf (number, sizeof number, "%" PRId64, op->due);
         if (op->cancel) {
             const char *zrem [] = { "ZREM", op->key, op->member };
@@ -1004,6 +1098,7 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         }
         commands++;
     }
+    zhashx_destroy (&last);
     //  Counters: one HINCRBY per name
     for (size_t i = 0; i < self->counters.count; i++) {
         counter_t *c = (counter_t *) s_vec_at (&self->counters, i);
@@ -1104,6 +1199,7 @@ funnel_state_test (bool verbose)
         assert (hits [p] > 50);         //  Spread over every partition
 
     int loads = 0;
+    funnel_rec_t **wants_in;
     funnel_state_t *st = funnel_state_new ("t", "{funnel:t}:", 4, 2);
     assert (streq (funnel_state_prefix (st, 3), "{funnel:t:3}:"));
     funnel_state_set_loader (st, s_test_loader, &loads);
@@ -1144,6 +1240,33 @@ funnel_state_test (bool verbose)
     funnel_state_committed (st);
     assert (funnel_state_output_count (st) == 0);
     assert (funnel_rec_int (funnel_state_rec (st, "counter", "X:log"), "total", 0) == 3);
+
+    //  Records of one entity kept in another's partition (a deal in its
+    //  lead's): the key carries the owner's partition prefix, not the id's
+    funnel_state_begin (st);
+    int owner_part = funnel_partition_of ("lead-7", 4);
+    const char *owner_prefix = funnel_state_prefix (st, owner_part);
+    char owner_key [64];
+    snprintf (owner_key, sizeof owner_key, "%sd:Lx-1", owner_prefix);
+    funnel_rec_t *in = funnel_state_rec_in (st, "lead-7", "d", "Lx-1");
+    assert (in && streq (funnel_rec_key (in), owner_key));
+    funnel_rec_set_str (in, "b", "2");
+    funnel_rec_set_str (in, "a", "1");
+    assert (funnel_rec_count (in) == 2);
+    zlist_t *names = funnel_rec_names (in);
+    assert (zlist_size (names) == 2 && streq ((char *) zlist_first (names), "a"));
+    zlist_destroy (&names);
+    funnel_state_want_in (st, "lead-7", "d", "Lx-2");
+    assert (funnel_state_take_wants (st, &wants_in) == 1);
+    assert (strncmp (funnel_rec_key (wants_in [0]), owner_prefix, strlen (owner_prefix)) == 0);
+    //  Timer ops: only the last per timer is sent (checked in the engine's
+    //  test); cancel_at names the partition the engine read it from
+    funnel_state_timer_in (st, "lead-7", "t", "Lx-1", 10);
+    funnel_state_timer_cancel_at (st, owner_part, "t", "Lx-1");
+    funnel_state_timer_cancel_at (st, 99, "t", "Lx-1");      //  No such partition: nothing
+    assert (funnel_state_savepoint (st).timers == 2);
+    funnel_state_rollback (st, (funnel_savepoint_t) { 0 });
+    funnel_state_clear (st);
 
     //  The cache is bounded: older records are evicted after a commit
     funnel_state_begin (st);

@@ -102,6 +102,15 @@ funnel_rec_t *
 //  A global record (not keyed by an entity): its owner is partition 0.
 funnel_rec_t *
     funnel_state_global (funnel_state_t *self, const char *kind, const char *id);
+//  The record (kind, id) kept in the partition of owner, another entity's
+//  id: an entity that belongs to another (a deal to its lead) stays in its
+//  owner's partition. A (kind, id) must always be given the same owner.
+funnel_rec_t *
+    funnel_state_rec_in (funnel_state_t *self, const char *owner, const char *kind,
+                         const char *id);
+void
+    funnel_state_want_in (funnel_state_t *self, const char *owner, const char *kind,
+                          const char *id);
 //  Declares that the batch will read (kind, id): prefetch callbacks call
 //  this; the engine loads every miss of the batch in one round trip.
 void
@@ -113,6 +122,12 @@ bool
     funnel_rec_exists (funnel_rec_t *rec);
 bool
     funnel_rec_has (funnel_rec_t *rec, const char *field);
+//  How many fields the record has, and their names (sorted; a zlist of
+//  strings the caller destroys): for small records only (reports).
+size_t
+    funnel_rec_count (funnel_rec_t *rec);
+zlist_t *
+    funnel_rec_names (funnel_rec_t *rec);
 //  The value, NULL if absent.
 const char *
     funnel_rec_str (funnel_rec_t *rec, const char *field);
@@ -186,6 +201,23 @@ void
 //  meant for GET kinds and rare reads, not every event.
 zlist_t *
     funnel_state_list (funnel_state_t *self, const char *kind, const char *id, int max);
+//  The same in the partition of owner (see funnel_state_rec_in).
+void
+    funnel_state_push_in (funnel_state_t *self, const char *owner, const char *kind,
+                          const char *id, const char *value, size_t size, int max);
+zlist_t *
+    funnel_state_list_in (funnel_state_t *self, const char *owner, const char *kind,
+                          const char *id, int max);
+void
+    funnel_state_timer_in (funnel_state_t *self, const char *owner, const char *name,
+                           const char *id, int64_t due_ms);
+void
+    funnel_state_timer_cancel_in (funnel_state_t *self, const char *owner,
+                                  const char *name, const char *id);
+//  For the engine: cancels a timer read from partition part.
+void
+    funnel_state_timer_cancel_at (funnel_state_t *self, int part, const char *name,
+                                  const char *id);
 //  Arms timer `name` for entity id at due_ms (replaces an armed one); the
 //  engine's cron runs the timer rule of that name once it is due.
 void

@@ -7,21 +7,17 @@
     It tells sales about healthy promoters (customer.upsell) and everyone
     about customers at risk or churned.
 
-    The rules are retention.lua (state, reports, timers) on health.lua and
-    cohort.lua (pure logic); the schemas and settings are retention_rules.c.
-    proto/retention.md is the full spec.
+    The rules are retention_stage.c (state, reports, the customer timer) on
+    customer_health.c and cohort.c (pure logic), run by the C engine; the
+    schemas and settings are retention_rules.c. proto/retention.md is the
+    full spec.
 */
 #include "funnel_service.h"
 #include "retention_rules.h"
-
-extern const char funnel_retention_lua [];
+#include "retention_stage.h"
 
 static const char *const s_upstreams [] = { "sales", NULL };
 static const char *const s_consumes [] = { "deal.won", "deal.delivered", NULL };
-
-//  Timers (silence, churn sweep) are checked this often; each check is
-//  two bounded ZRANGEBYSCOREs, cheap at any customer count.
-#define TICK_MS 500
 
 int
 main (int argc, char *argv [])
@@ -33,9 +29,8 @@ main (int argc, char *argv [])
         .accepts = retention_accepts,
         .upstreams = s_upstreams,
         .consumes = s_consumes,
-        .lua = funnel_retention_lua,
-        .pack_rules = retention_pack_rules,
-        .tick_ms = TICK_MS
+        .rules = &retention_stage_rules,
+        .tick_ms = 0
     };
     return funnel_service_main (argc, argv, &def);
 }

@@ -45,7 +45,7 @@ const funnel_event_schema_t retention_accepts [] = {
 };
 
 //  --------------------------------------------------------------------
-//  Settings: path under retention/ (group/name packs as RULES.group.name),
+//  Settings: path under retention/ (group/name packs as map group: {name: ...}),
 //  default and allowed range.
 
 static const funnel_setting_t s_settings [] = {

@@ -2,8 +2,8 @@
 
     The field tables are proto/retention.md's accepted types, checked by the
     runtime before Redis is touched. The settings (topology-file section
-    `retention`, documented in proto/retention.md) are packed for the Lua
-    rules as RULES.
+    `retention`, documented in proto/retention.md) are packed as one map, which
+    the rules (retention_stage.c) read at start.
 */
 #ifndef RETENTION_RULES_H_INCLUDED
 #define RETENTION_RULES_H_INCLUDED
@@ -13,7 +13,7 @@
 //  PUBLISH types with their field tables, NULL-terminated.
 extern const funnel_event_schema_t retention_accepts [];
 
-//  Reads and checks the settings, packs them as one map (RULES in Lua);
+//  Reads and checks the settings, packs them as one map (read by retention_stage.c);
 //  -1 after logging a bad value.
 int
     retention_pack_rules (funnel_config_t *config, msgpack_packer *pk);

@@ -7,7 +7,7 @@
 #include "funnel_settings.h"
 
 //  --------------------------------------------------------------------------
-//  Field tables: shapes only; deal state (not_found, conflict) is sales.lua's
+//  Field tables: shapes only; deal state (not_found, conflict) is sales_stage.c's
 
 static const char *const s_stages [] = {
     "discovery", "proposal", "negotiation", "commit", NULL };
@@ -18,7 +18,7 @@ static const char *const s_objections [] = {
     "price", "timing", "authority", "competitor", "need", "trust", "other", NULL };
 static const char *const s_close [] = { "won", "lost", NULL };
 
-//  Amounts are cents; 1e13 cents is far beyond any deal and exact in Lua.
+//  Amounts are cents; 1e13 cents is far beyond any deal and exact in a double.
 #define AMOUNT_MAX 1e13
 
 static const funnel_field_t s_open [] = {
@@ -81,8 +81,8 @@ const funnel_event_schema_t sales_accepts [] = {
 
 #define REPS_MAX    256
 
-//  sales/<path>, packed as RULES.<path> (probability/<stage> as
-//  RULES.probability.<stage>)
+//  sales/<path>, packed as map entry <path> (probability/<stage> in a
+//  map probability: {<stage>: ...}); sales_stage.c reads that map
 static const funnel_setting_t s_settings [] = {
     { "max_discount_pct", 20, 0, 100, false,
       "above it: deal.approval_required; closing won needs deal.approve" },

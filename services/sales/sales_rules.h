@@ -1,6 +1,6 @@
 /*  sales_rules — what the sales stage accepts (field tables, proto/sales.md)
     and its settings from the topology file's `sales` section, packed for
-    the Lua rules as RULES. Documented in proto/sales.md.
+    the rules (sales_stage.c) as one map. Documented in proto/sales.md.
 */
 #ifndef SALES_RULES_H_INCLUDED
 #define SALES_RULES_H_INCLUDED
