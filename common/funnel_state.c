@@ -437,6 +437,23 @@ funnel_rec_int (funnel_rec_t *rec, const char *field, int64_t dflt)
     return *end || errno ? dflt : (int64_t) value;
 }
 
+static int
+s_strcmp (void *a, void *b)
+{
+    return strcmp ((const char *) a, (const char *) b);
+}
+
+zlist_t *
+funnel_rec_fields (funnel_rec_t *rec)
+{
+    zlist_t *names = zlist_new ();
+    zlist_autofree (names);
+    for (void *value = zhashx_first (rec->fields); value; value = zhashx_next (rec->fields))
+        zlist_append (names, (void *) zhashx_cursor (rec->fields));
+    zlist_sort (names, s_strcmp);
+    return names;
+}
+
 const char *
 funnel_rec_key (funnel_rec_t *rec)
 {
@@ -981,6 +998,11 @@ funnel_state_test (bool verbose)
     assert (funnel_rec_int (rec, "total", 0) == 3);
     assert (streq (funnel_rec_str (rec, "name"), "x"));
     assert (funnel_state_output_count (st) == 1);
+    //  Field names, sorted, as of this batch
+    zlist_t *names = funnel_rec_fields (rec);
+    assert (zlist_size (names) == 2 && streq (zlist_first (names), "name")
+         && streq (zlist_next (names), "total"));
+    zlist_destroy (&names);
     //  Reading again is a hit: no second load
     assert (funnel_state_rec (st, "counter", "X:log") == rec && loads == 1);
     //  Long or odd keys give sha1 ids within the charset

@@ -127,6 +127,10 @@ int64_t
     funnel_rec_add (funnel_rec_t *rec, const char *field, int64_t n);
 void
     funnel_rec_del (funnel_rec_t *rec, const char *field);
+//  The record's field names, sorted (strcmp), as a zlist of strings the
+//  caller destroys: to walk a small record (an index) whole.
+zlist_t *
+    funnel_rec_fields (funnel_rec_t *rec);
 //  The record's Redis key (for tests and logs).
 const char *
     funnel_rec_key (funnel_rec_t *rec);

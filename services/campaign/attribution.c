@@ -1,4 +1,5 @@
 /*  attribution — see attribution.h.  */
+#undef NDEBUG                   //  The self-test needs its asserts
 #include <assert.h>
 #include <math.h>
 #include <stdio.h>

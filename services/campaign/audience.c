@@ -1,4 +1,5 @@
 /*  audience — see audience.h.  */
+#undef NDEBUG                   //  The self-test needs its asserts
 #include <assert.h>
 #include <inttypes.h>
 #include <stdio.h>
