@@ -1090,6 +1090,13 @@ s_start (service_t *self)
         log_error ("bad settings in the [%s] section; see --help", name);
         return 2;
     }
+    //  The C rules' settings are checked here too, before any bind: a bad
+    //  value exits 2 even when the endpoints are taken (as the Lua rules')
+    if (self->def->rules && self->def->rules->setup
+    &&  self->def->rules->setup (self->config, name, &self->rules_arg) != 0) {
+        log_error ("bad settings in the [%s] section; see --help", name);
+        return 2;
+    }
     char default_prefix [96];
     snprintf (default_prefix, sizeof default_prefix, "{funnel:%s}:", name);
     char path [128];
@@ -1204,9 +1211,6 @@ s_engine_new (service_t *self, const char *api)
         .dedup_ttl_s = values [4],
         .outbox_max_bytes = values [5]
     };
-    if (self->def->rules->setup
-    &&  self->def->rules->setup (self->config, name, &self->rules_arg) != 0)
-        return -1;
     cfg.rules_arg = self->rules_arg;
     self->engine = funnel_engine_new (&cfg, self->def->rules, self->store);
     funnel_engine_set_publisher (self->engine, s_pub_event, self);
