@@ -126,6 +126,7 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     funnel_state_set_loader (self->state, s_loader, self);
     funnel_state_set_list_reader (self->state, s_list_reader, self);
     funnel_state_set_arg (self->state, cfg->rules_arg);
+    funnel_state_set_series_keep (self->state, cfg->series_hour_s, cfg->series_day_s);
     snprintf (self->seq_key, KEY_MAX, "%sseq", cfg->prefix);
     snprintf (self->ob_first_key, KEY_MAX, "%sob_first", cfg->prefix);
     snprintf (self->ckpt_key, KEY_MAX, "%sckpt", cfg->prefix);
@@ -644,7 +645,7 @@ static int
 s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
 {
     funnel_state_t *st = self->state;
-    funnel_savepoint_t zero = { 0, 0, 0, 0, 0, 0 };
+    funnel_savepoint_t zero = { 0 };
     if (!s_ready (self)) {
         funnel_state_rollback (st, zero);
         return s_unavailable (err);
@@ -897,7 +898,7 @@ funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
     const char **ids = (const char **) zmalloc ((count + 1) * sizeof (char *));
     size_t accepted = 0, duplicates = 0;
     int rc = 0;
-    funnel_savepoint_t zero = { 0, 0, 0, 0, 0, 0 };
+    funnel_savepoint_t zero = { 0 };
     for (size_t i = 0; i < count && rc == 0; i++) {
         const funnel_event_t *ev = &events [i];
         bool dup = seen [i];
@@ -1117,6 +1118,128 @@ funnel_engine_cron (funnel_engine_t *self)
 //  ---------------------------------------------------------------------
 //  GET, REPLAY, STATS
 
+#define SERIES_MAX_BUCKETS  2200
+
+//  A request's field as ms (an integer 0..2^53, or a float holding one):
+//  false if absent or anything else.
+static bool
+s_req_ms (const msgpack_object *obj, int64_t *ms)
+{
+    if (obj && obj->type == MSGPACK_OBJECT_POSITIVE_INTEGER
+    &&  obj->via.u64 <= 9007199254740992ULL) {
+        *ms = (int64_t) obj->via.u64;
+        return true;
+    }
+    if (obj && (obj->type == MSGPACK_OBJECT_FLOAT64 || obj->type == MSGPACK_OBJECT_FLOAT32)
+    &&  obj->via.f64 >= 0
+    &&  obj->via.f64 <= 9007199254740992.0 && obj->via.f64 == (double) (int64_t) obj->via.f64) {
+        *ms = (int64_t) obj->via.f64;
+        return true;
+    }
+    return false;
+}
+
+//  A field that is absent or nil (msgpack nil is Lua nil: absent).
+static const msgpack_object *
+s_req_field (const msgpack_object *req, const char *name)
+{
+    const msgpack_object *obj = funnel_map_get (req, name);
+    return obj && obj->type != MSGPACK_OBJECT_NIL ? obj : NULL;
+}
+
+//  GET series: the same checks, messages and reply as runtime.lua's
+//  query['series']; one pipelined round trip of HMGETs.
+static int
+s_query_series (funnel_engine_t *self, const msgpack_object *req, msgpack_sbuffer *reply,
+                funnel_error_t *err)
+{
+    const msgpack_object *step_obj = s_req_field (req, "step");
+    //  Lua's `req.step or 'hour'`: false is the default too
+    if (step_obj && step_obj->type == MSGPACK_OBJECT_BOOLEAN && !step_obj->via.boolean)
+        step_obj = NULL;
+    char step [8] = "hour";
+    if (step_obj && (!funnel_obj_strcpy (step_obj, step, sizeof step)
+                     || (!streq (step, "hour") && !streq (step, "day"))))
+        return funnel_error_set (err, FUNNEL_ERR_INVALID, "step: must be hour or day");
+    int64_t step_ms = streq (step, "hour") ? 3600000 : 86400000;
+    int64_t from, to;
+    if (!s_req_ms (s_req_field (req, "from"), &from))
+        return funnel_error_set (err, FUNNEL_ERR_INVALID, "from: must be an integer ms 0..2^53");
+    if (!s_req_ms (s_req_field (req, "to"), &to))
+        return funnel_error_set (err, FUNNEL_ERR_INVALID, "to: must be an integer ms 0..2^53");
+    if (to < from)
+        return funnel_error_set (err, FUNNEL_ERR_INVALID, "to: must not be before from");
+    const msgpack_object *campaign_obj = s_req_field (req, "campaign");
+    char campaign [FUNNEL_ID_MAX + 1] = "";
+    if (campaign_obj && (!funnel_obj_strcpy (campaign_obj, campaign, sizeof campaign)
+                         || !funnel_id_valid (campaign, strlen (campaign))))
+        return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                 "campaign: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+    int64_t b0 = from / step_ms, b1 = to / step_ms, n = b1 - b0 + 1;
+    if (n > SERIES_MAX_BUCKETS)
+        return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                 "to: the range holds %" PRId64 " buckets; at most %d",
+                                 n, SERIES_MAX_BUCKETS);
+    size_t names = 0;
+    for (const char *const *s = self->rules->series; s && *s; s++)
+        names++;
+    int64_t *counts = (int64_t *) zmalloc ((names * (size_t) n + 1) * sizeof (int64_t));
+    if (names > 0) {
+        if (!s_ready (self)) {
+            free (counts);
+            return s_not_ready (self, err);
+        }
+        redisContext *ctx = redis_store_context (self->store);
+        const char **argv = (const char **) malloc ((names + 2) * sizeof (char *));
+        char key [KEY_MAX];
+        argv [0] = "HMGET";
+        argv [1] = key;
+        for (size_t i = 0; i < names; i++)
+            argv [i + 2] = self->rules->series [i];
+        for (int64_t b = b0; b <= b1; b++) {
+            funnel_state_series_key (self->state, step [0], b, campaign [0] ? campaign : NULL,
+                                     key, sizeof key);
+            redisAppendCommandArgv (ctx, (int) names + 2, argv, NULL);
+        }
+        free (argv);
+        redisReply **replies = (redisReply **) zmalloc ((size_t) n * sizeof (redisReply *));
+        if (s_read (self, replies, (size_t) n) != 0) {
+            free (replies);
+            free (counts);
+            return s_unavailable (err);
+        }
+        for (int64_t b = 0; b < n; b++) {
+            redisReply *r = replies [b];
+            for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < names && i < r->elements; i++)
+                if (r->element [i]->type == REDIS_REPLY_STRING)
+                    counts [i * (size_t) n + (size_t) b] = strtoll (r->element [i]->str, NULL, 10);
+        }
+        s_free_replies (replies, (size_t) n);
+        free (replies);
+    }
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, reply, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, names > 0 ? 4 : 3);
+    funnel_pack_cstr (&pk, "step");
+    funnel_pack_cstr (&pk, step);
+    funnel_pack_cstr (&pk, "first");
+    msgpack_pack_int64 (&pk, b0 * step_ms);
+    funnel_pack_cstr (&pk, "n");
+    msgpack_pack_int64 (&pk, n);
+    if (names > 0) {
+        funnel_pack_cstr (&pk, "series");
+        msgpack_pack_map (&pk, names);
+        for (size_t i = 0; i < names; i++) {
+            funnel_pack_cstr (&pk, self->rules->series [i]);
+            msgpack_pack_array (&pk, (size_t) n);
+            for (int64_t b = 0; b < n; b++)
+                msgpack_pack_int64 (&pk, counts [i * (size_t) n + (size_t) b]);
+        }
+    }
+    free (counts);
+    return 0;
+}
+
 int
 funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
                      msgpack_sbuffer *reply, funnel_error_t *err)
@@ -1124,17 +1247,32 @@ funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
     const msgpack_object *kind = funnel_map_get (req, "kind");
     char name [FUNNEL_ID_MAX + 1] = "";
     funnel_obj_strcpy (kind, name, sizeof name);
+    funnel_error_clear (err);
+    //  Every service answers series, before the rules' own kinds
+    if (streq (name, "series"))
+        return s_query_series (self, req, reply, err);
     const funnel_query_rule_t *rule = NULL;
-    char known [256] = "";
-    for (const funnel_query_rule_t *q = self->rules->queries; q && q->kind; q++) {
+    for (const funnel_query_rule_t *q = self->rules->queries; q && q->kind; q++)
         if (streq (q->kind, name))
             rule = q;
-        size_t used = strlen (known);
-        snprintf (known + used, sizeof known - used, "%s%s", used ? ", " : "", q->kind);
-    }
-    if (!rule)
+    if (!rule) {
+        //  The known kinds sorted, series among them, as the Lua engine lists them
+        zlistx_t *kinds = zlistx_new ();
+        zlistx_set_comparator (kinds, (zlistx_comparator_fn *) strcmp);
+        zlistx_add_end (kinds, (void *) "series");
+        for (const funnel_query_rule_t *q = self->rules->queries; q && q->kind; q++)
+            zlistx_add_end (kinds, (void *) q->kind);
+        zlistx_sort (kinds);
+        char known [256] = "";
+        for (const char *k = (const char *) zlistx_first (kinds); k;
+             k = (const char *) zlistx_next (kinds)) {
+            size_t used = strlen (known);
+            snprintf (known + used, sizeof known - used, "%s%s", used ? ", " : "", k);
+        }
+        zlistx_destroy (&kinds);
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
                                  "kind: unknown GET kind '%s' (known: %s)", name, known);
+    }
     if (!s_ready (self))
         return s_not_ready (self, err);
     funnel_state_begin (self->state);
@@ -1397,7 +1535,8 @@ typedef struct {
 } test_batch_t;
 
 static void
-s_test_batch (test_batch_t *b, const char *tag, const char *key, const int *ns, size_t count)
+s_test_batch (test_batch_t *b, const char *tag, const char *key, const int *ns, size_t count,
+              int64_t ts)
 {
     msgpack_sbuffer_init (&b->sbuf);
     msgpack_packer pk;
@@ -1410,7 +1549,7 @@ s_test_batch (test_batch_t *b, const char *tag, const char *key, const int *ns, 
         funnel_pack_cstr (&pk, "v");  msgpack_pack_int (&pk, 1);
         funnel_pack_cstr (&pk, "id");  funnel_pack_cstr (&pk, id);
         funnel_pack_cstr (&pk, "type");  funnel_pack_cstr (&pk, "test.add");
-        funnel_pack_cstr (&pk, "ts");  msgpack_pack_int (&pk, 5);
+        funnel_pack_cstr (&pk, "ts");  msgpack_pack_int64 (&pk, ts);
         funnel_pack_cstr (&pk, "src");  funnel_pack_cstr (&pk, "t");
         funnel_pack_cstr (&pk, "seq");  msgpack_pack_int (&pk, (int) i + 1);
         funnel_pack_cstr (&pk, "data");
@@ -1456,6 +1595,206 @@ s_test_expect (redis_store_t *store, const char *cmd, const char *key, const cha
     freeReplyObject (r);
 }
 
+//  test.stage {key, n}: stage "added" at the event's time, campaign the
+//  first two characters of key (as testsvc); n < 0 is refused
+static int
+s_test_stage (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
+{
+    char key [64];
+    funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key);
+    int64_t n = funnel_map_get (ev->data, "n")->via.i64;
+    key [2] = 0;
+    funnel_state_count_stage (st, "added", funnel_state_event_time (st, ev, false), key, n);
+    if (n < 0)
+        return funnel_error_set (err, FUNNEL_ERR_CONFLICT, "n: negative");
+    return 0;
+}
+
+static const funnel_rule_t s_test_stage_on [] = { { "test.add", s_test_stage, NULL }, { NULL } };
+static const char *const s_test_series [] = { "added", NULL };
+static const funnel_rules_t s_test_stage_rules = { .on = s_test_stage_on, .series = s_test_series };
+
+static int64_t
+s_test_int (redis_store_t *store, const char *cmd, const char *key, const char *field)
+{
+    redisReply *r = s_test_cmd (store, cmd, key, field, NULL);
+    int64_t value = r->type == REDIS_REPLY_INTEGER ? r->integer
+                  : r->type == REDIS_REPLY_STRING ? strtoll (r->str, NULL, 10) : -999;
+    freeReplyObject (r);
+    return value;
+}
+
+//  GET series {from, to, step, campaign} (step or campaign NULL: left out);
+//  the reply's root, or NULL with err set. msg holds it (initialised) and
+//  refers to s_test_reply; the caller destroys it before the next call.
+static msgpack_sbuffer s_test_reply;
+
+static const msgpack_object *
+s_test_get_series (funnel_engine_t *engine, int64_t from, int64_t to, const char *step,
+                   const char *campaign, msgpack_unpacked *msg, funnel_error_t *err)
+{
+    msgpack_sbuffer req;
+    msgpack_sbuffer_init (&req);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &req, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 3 + (step != NULL) + (campaign != NULL));
+    funnel_pack_cstr (&pk, "kind");  funnel_pack_cstr (&pk, "series");
+    funnel_pack_cstr (&pk, "from");  msgpack_pack_int64 (&pk, from);
+    funnel_pack_cstr (&pk, "to");  msgpack_pack_int64 (&pk, to);
+    if (step) {
+        funnel_pack_cstr (&pk, "step");  funnel_pack_cstr (&pk, step);
+    }
+    if (campaign) {
+        funnel_pack_cstr (&pk, "campaign");  funnel_pack_cstr (&pk, campaign);
+    }
+    funnel_msg_t *request = funnel_msg_decode (req.data, req.size, &funnel_limits_body, err);
+    assert (request);
+    msgpack_sbuffer *reply = &s_test_reply;
+    reply->size = 0;
+    msgpack_unpacked_init (msg);
+    bool ok = funnel_engine_query (engine, funnel_msg_root (request), reply, err) == 0;
+    if (ok)
+        assert (msgpack_unpack_next (msg, reply->data, reply->size, NULL)
+                == MSGPACK_UNPACK_SUCCESS);
+    funnel_msg_destroy (&request);
+    msgpack_sbuffer_destroy (&req);
+    return ok ? &msg->data : NULL;
+}
+
+//  The counts of the reply's series "added"
+static void
+s_test_expect_counts (const msgpack_object *root, int64_t first, const int64_t *counts,
+                      size_t n)
+{
+    assert (root && funnel_map_get (root, "first")->via.i64 == first);
+    assert (funnel_map_get (root, "n")->via.u64 == n);
+    const msgpack_object *added = funnel_map_get (funnel_map_get (root, "series"), "added");
+    assert (added && added->type == MSGPACK_OBJECT_ARRAY && added->via.array.size == n);
+    for (size_t i = 0; i < n; i++)
+        assert (added->via.array.ptr [i].via.i64 == counts [i]);
+}
+
+//  Stage series: buckets, campaign keys, TTLs, a refused event writes
+//  nothing, GET series
+static void
+s_test_stage_series (redis_store_t *store)
+{
+    funnel_engine_cfg_t cfg = {
+        .svc = "es", .prefix = "{funnel:es}:", .owner = "host|tcp://a", .partitions = 4
+    };
+    funnel_engine_t *engine = funnel_engine_new (&cfg, &s_test_stage_rules, store);
+    msgpack_sbuffer_init (&s_test_reply);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (engine, &err) == 0);
+    int64_t now = zclock_time (), t = now - 2 * 3600000;
+    int64_t hb = t / 3600000, db = t / 86400000;
+    char h [64], hc [128], d [64], dc [128], key [128];
+    snprintf (h, sizeof h, "{funnel:es}:ser:h:%" PRId64, hb);
+    snprintf (hc, sizeof hc, "%s:c1", h);
+    snprintf (d, sizeof d, "{funnel:es}:ser:d:%" PRId64, db);
+    snprintf (dc, sizeof dc, "%s:c1", d);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    test_batch_t b;
+    int ns [] = { 2, 3 };
+    s_test_batch (&b, "s", "c1x", ns, 2, t);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&b);
+    assert (s_test_int (store, "HGET", h, "added") == 5);
+    assert (s_test_int (store, "HGET", hc, "added") == 5);
+    assert (s_test_int (store, "HGET", d, "added") == 5);
+    assert (s_test_int (store, "HGET", dc, "added") == 5);
+    assert (s_test_int (store, "HGET", "{funnel:es}:stats", "added") == 5);
+    //  Kept 90 days after the hour ends, 1096 days after the day ends
+    int64_t now_s = now / 1000;
+    int64_t ttl = s_test_int (store, "TTL", hc, NULL), want = (hb + 1) * 3600 + 90 * 86400 - now_s;
+    assert (ttl <= want && ttl >= want - 5);
+    ttl = s_test_int (store, "TTL", d, NULL);
+    want = (db + 1) * 86400 + 1096 * 86400 - now_s;
+    assert (ttl <= want && ttl >= want - 5);
+
+    //  A refused element: no series write at all (not even a new bucket's key)
+    int bad [] = { 4, -1 };
+    s_test_batch (&b, "r", "c1x", bad, 2, t - 3600000);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
+    s_test_batch_free (&b);
+    snprintf (key, sizeof key, "{funnel:es}:ser:h:%" PRId64, hb - 1);
+    assert (s_test_int (store, "EXISTS", key, NULL) == 0);
+    assert (s_test_int (store, "HGET", d, "added") == 5);
+
+    //  An invalid campaign id ("c " of "c y"): the whole funnel only
+    int one [] = { 1 };
+    s_test_batch (&b, "i", "c y", one, 1, t);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&b);
+    assert (s_test_int (store, "HGET", h, "added") == 6);
+    assert (s_test_int (store, "HGET", hc, "added") == 5);
+    snprintf (key, sizeof key, "%s:c ", h);
+    assert (s_test_int (store, "EXISTS", key, NULL) == 0);
+
+    //  1970 is past every keep: counted in STATS, no bucket written
+    s_test_batch (&b, "o", "c1x", one, 1, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&b);
+    assert (s_test_int (store, "EXISTS", "{funnel:es}:ser:h:0", NULL) == 0);
+    assert (s_test_int (store, "EXISTS", "{funnel:es}:ser:d:0", NULL) == 0);
+    assert (s_test_int (store, "HGET", "{funnel:es}:stats", "added") == 7);
+    //  A far-future time cannot pin a key: at most keep + one bucket from now
+    int64_t future = now + 10LL * 365 * 86400000;
+    s_test_batch (&b, "f", "c1x", one, 1, future);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&b);
+    snprintf (key, sizeof key, "{funnel:es}:ser:h:%" PRId64 ":c1", future / 3600000);
+    ttl = s_test_int (store, "TTL", key, NULL);
+    assert (ttl > 90 * 86400 - 5 && ttl <= 90 * 86400 + 3600);
+
+    //  GET series: hour and day, whole and per campaign
+    msgpack_unpacked msg;
+    int64_t hours [] = { 0, 6 }, hours_c1 [] = { 0, 5 }, days [] = { 6 };
+    s_test_expect_counts (s_test_get_series (engine, t - 3600000, t, NULL, NULL, &msg, &err),
+                          (hb - 1) * 3600000, hours, 2);
+    msgpack_unpacked_destroy (&msg);
+    s_test_expect_counts (s_test_get_series (engine, t - 3600000, t, "hour", "c1", &msg, &err),
+                          (hb - 1) * 3600000, hours_c1, 2);
+    msgpack_unpacked_destroy (&msg);
+    s_test_expect_counts (s_test_get_series (engine, t, t, "day", NULL, &msg, &err),
+                          db * 86400000, days, 1);
+    msgpack_unpacked_destroy (&msg);
+    //  The Lua engine's checks and messages
+    struct { int64_t from, to; const char *step, *campaign, *message; } bad_reqs [] = {
+        { 0, 1, "week", NULL, "step: must be hour or day" },
+        { -1, 1, NULL, NULL, "from: must be an integer ms 0..2^53" },
+        { 0, -1, NULL, NULL, "to: must be an integer ms 0..2^53" },
+        { 5, 1, NULL, NULL, "to: must not be before from" },
+        { 0, 1, NULL, "a b", "campaign: must be 1-64 bytes of [A-Za-z0-9._:@+-]" },
+        { 0, 2200LL * 3600000, NULL, NULL, "to: the range holds 2201 buckets; at most 2200" },
+    };
+    for (size_t i = 0; i < sizeof bad_reqs / sizeof bad_reqs [0]; i++) {
+        assert (!s_test_get_series (engine, bad_reqs [i].from, bad_reqs [i].to,
+                                    bad_reqs [i].step, bad_reqs [i].campaign, &msg, &err));
+        assert (streq (err.code, FUNNEL_ERR_INVALID) && streq (err.message, bad_reqs [i].message));
+        msgpack_unpacked_destroy (&msg);
+    }
+    //  2200 buckets is the most
+    assert (s_test_get_series (engine, 0, 2199LL * 3600000, NULL, NULL, &msg, &err));
+    msgpack_unpacked_destroy (&msg);
+    //  An unknown kind lists the known ones sorted, series among them
+    s_test_reply.size = 0;
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &s_test_reply, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 1);
+    funnel_pack_cstr (&pk, "kind");  funnel_pack_cstr (&pk, "nope");
+    funnel_msg_t *request = funnel_msg_decode (s_test_reply.data, s_test_reply.size,
+                                               &funnel_limits_body, &err);
+    assert (funnel_engine_query (engine, funnel_msg_root (request), &reply, &err) == -1);
+    assert (streq (err.message, "kind: unknown GET kind 'nope' (known: series)"));
+    funnel_msg_destroy (&request);
+    msgpack_sbuffer_destroy (&s_test_reply);
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&engine);
+}
+
 void
 funnel_engine_test (bool verbose)
 {
@@ -1490,7 +1829,7 @@ funnel_engine_test (bool verbose)
     //  A batch: ids deduplicated within it, one commit, contiguous seqs
     int ns [] = { 2, 3, 4 };
     test_batch_t b;
-    s_test_batch (&b, "a", "X:log", ns, 3);
+    s_test_batch (&b, "a", "X:log", ns, 3, 5);
     snprintf (b.events [2].id, sizeof b.events [2].id, "a0");     //  A duplicate
     msgpack_sbuffer reply;
     msgpack_sbuffer_init (&reply);
@@ -1513,7 +1852,7 @@ funnel_engine_test (bool verbose)
 
     //  A refused element: nothing of the batch, in Redis or in the cache
     int bad [] = { 10, -1 };
-    s_test_batch (&b, "b", "X:log", bad, 2);
+    s_test_batch (&b, "b", "X:log", bad, 2, 5);
     assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
     assert (streq (err.code, FUNNEL_ERR_CONFLICT) && err.index == 1);
     assert (funnel_rec_int (funnel_state_rec (engine->state, "counter", "X:log"), "total", 0) == 5);
@@ -1523,7 +1862,7 @@ funnel_engine_test (bool verbose)
 
     //  Consumed: a refused event is passed over, the checkpoint is written
     int up [] = { 1, -5, 7 };
-    s_test_batch (&b, "u", "Y", up, 3);
+    s_test_batch (&b, "u", "Y", up, 3, 5);
     assert (funnel_engine_consume (engine, "up", b.events, b.count, 9, &err) == 0);
     assert (funnel_engine_checkpoint (engine, "up") == 9);
     s_test_expect (store, "HGET", "{funnel:et}:ckpt", "up", "9");
@@ -1565,7 +1904,7 @@ funnel_engine_test (bool verbose)
     //  Redis out of memory: unavailable, nothing applied (EXECABORT)
     freeReplyObject (s_test_cmd (store2, "CONFIG", "SET", "maxmemory", "1"));
     int one [] = { 1 };
-    s_test_batch (&b, "oom", "Z", one, 1);
+    s_test_batch (&b, "oom", "Z", one, 1, 5);
     assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
     assert (streq (err.code, FUNNEL_ERR_UNAVAILABLE) && strstr (err.message, "OOM"));
     assert (strstr (err.message, "nothing was applied"));
@@ -1580,7 +1919,7 @@ funnel_engine_test (bool verbose)
     //  Another owner takes a lease (as after a pause past its expiry): the
     //  next commit aborts (WATCH), nothing applied, the engine steps down
     freeReplyObject (s_test_cmd (store2, "SET", "{funnel:et:2}:lease", "99|host|tcp://b", NULL));
-    s_test_batch (&b, "late", "Z", one, 1);
+    s_test_batch (&b, "late", "Z", one, 1, 5);
     assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
     assert (streq (err.code, FUNNEL_ERR_UNAVAILABLE) && funnel_engine_lost (engine));
     s_test_expect (store, "GET", "{funnel:et}:seq", NULL, "6");
@@ -1590,6 +1929,7 @@ funnel_engine_test (bool verbose)
     funnel_engine_destroy (&other);
     funnel_engine_destroy (&engine);
     assert (engine == NULL);
+    s_test_stage_series (store2);
     redis_store_destroy (&store);
     redis_store_destroy (&store2);
 }

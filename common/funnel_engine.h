@@ -78,6 +78,9 @@ typedef struct {
     const funnel_query_rule_t *queries; //  GET kinds
     const funnel_timer_rule_t *timers;
     const char *const *counters;        //  Shown as 0 in STATS before use
+    //  Stage names GET series returns (NULL-terminated), or NULL; the rules
+    //  count them with funnel_state_count_stage
+    const char *const *series;
     //  Optional, at start: reads the rules' settings (section = the service
     //  name) into *arg, which handlers get with funnel_state_arg; returns
     //  -1 after logging a bad value (exit 2). teardown frees it.
@@ -95,6 +98,8 @@ typedef struct {
     int64_t dedup_ttl_s;                //  How long ids are remembered
     int lease_ms;                       //  Default 5000
     int64_t outbox_max_bytes;           //  Outbox memory cap, default 1 GiB
+    int64_t series_hour_s;              //  Hourly series kept (s), default 90 days
+    int64_t series_day_s;               //  Daily series kept (s), default 1096 days
     void *rules_arg;                    //  funnel_state_arg for the handlers
 } funnel_engine_cfg_t;
 
@@ -150,6 +155,9 @@ int
 //  Housekeeping: renews leases when due, runs due timers (one batch).
 void
     funnel_engine_cron (funnel_engine_t *self);
+//  GET: kind "series" (every service, as runtime.lua's query['series']:
+//  the rules' series stages per hour or day bucket, one round trip), else
+//  the rules' own kinds.
 int
     funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
                          msgpack_sbuffer *reply, funnel_error_t *err);

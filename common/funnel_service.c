@@ -56,6 +56,7 @@ typedef struct {
     int64_t last_warn;
     //  The C engine (def->rules), NULL for the Lua one
     funnel_engine_t *engine;
+    int64_t series_hour_s, series_day_s;    //  Series keeps (s), both engines
     int64_t lease_deadline;             //  Give up waiting for leases then
     bool lease_waiting;                 //  Logged "waiting" once
     bool fatal;                         //  Stop with exit code 1
@@ -1038,6 +1039,8 @@ s_pack_runtime_args (service_t *self)
     if (funnel_config_int (self->config, path, 1096, &daily_days)
     ||  daily_days < 1 || daily_days > 36600)
         return -1;
+    self->series_hour_s = hourly_days * 86400;
+    self->series_day_s = daily_days * 86400;
     msgpack_packer pk;
     msgpack_packer_init (&pk, &self->runtime_args, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 5);
@@ -1209,7 +1212,10 @@ s_engine_new (service_t *self, const char *api)
         .lease_ms = (int) values [2],
         .retention = values [3],
         .dedup_ttl_s = values [4],
-        .outbox_max_bytes = values [5]
+        .outbox_max_bytes = values [5],
+        //  Read with the Lua engine's runtime arguments (s_pack_runtime_args)
+        .series_hour_s = self->series_hour_s,
+        .series_day_s = self->series_day_s
     };
     cfg.rules_arg = self->rules_arg;
     self->engine = funnel_engine_new (&cfg, self->def->rules, self->store);

@@ -1,6 +1,7 @@
 /*  funnel_state — see funnel_state.h for what it does and why. */
 #include <czmq.h>
 #include <inttypes.h>
+#include <math.h>
 #include "funnel_state.h"
 #include "event_codec.h"
 
@@ -38,6 +39,15 @@ typedef struct {
     int max;
 } push_t;
 
+//  One series increment: n to field of the bucket hash key, which expires
+//  at expire_at (unix s)
+typedef struct {
+    char *key;
+    char *field;
+    int64_t n;
+    int64_t expire_at;
+} series_op_t;
+
 typedef struct {
     char *key;
     char *member;
@@ -55,6 +65,8 @@ struct _funnel_state_t {
     char *svc;
     int partitions;
     char **prefixes;
+    char *base;                 //  The service's base prefix (series keys)
+    int64_t series_keep [2];    //  Seconds hour / day buckets are kept
     size_t cache_max;
     zhashx_t *cache;            //  key -> funnel_rec_t (owned)
     zlistx_t *lru;              //  funnel_rec_t *, least recently used first
@@ -63,7 +75,7 @@ struct _funnel_state_t {
     funnel_state_list_fn *list_reader;
     void *list_arg;
     void *rules_arg;
-    vec_t undo, dirty, outputs, counters, pushes, timers;
+    vec_t undo, dirty, outputs, counters, pushes, timers, series;
     vec_t wants;                //  funnel_rec_t *
     msgpack_sbuffer scratch;    //  Data of the next output
     msgpack_packer scratch_pk;
@@ -207,6 +219,9 @@ funnel_state_new (const char *svc, const char *prefix, int partitions, size_t ca
     funnel_state_t *self = (funnel_state_t *) zmalloc (sizeof (funnel_state_t));
     self->svc = strdup (svc);
     self->partitions = partitions;
+    self->base = strdup (prefix);
+    self->series_keep [0] = 90 * 86400;
+    self->series_keep [1] = 1096 * 86400;
     self->cache_max = cache_max ? cache_max : 1;
     self->prefixes = (char **) zmalloc (partitions * sizeof (char *));
     //  "{funnel:alpha}:" -> "{funnel:alpha:3}:" (a hash tag per partition)
@@ -228,6 +243,7 @@ funnel_state_new (const char *svc, const char *prefix, int partitions, size_t ca
     self->counters.item_size = sizeof (counter_t);
     self->pushes.item_size = sizeof (push_t);
     self->timers.item_size = sizeof (timer_op_t);
+    self->series.item_size = sizeof (series_op_t);
     self->wants.item_size = sizeof (funnel_rec_t *);
     msgpack_sbuffer_init (&self->scratch);
     msgpack_packer_init (&self->scratch_pk, &self->scratch, msgpack_sbuffer_write);
@@ -253,7 +269,9 @@ funnel_state_destroy (funnel_state_t **self_p)
         free (self->counters.items);
         free (self->pushes.items);
         free (self->timers.items);
+        free (self->series.items);
         free (self->wants.items);
+        free (self->base);
         msgpack_sbuffer_destroy (&self->scratch);
         free (self->svc);
         free (self);
@@ -575,6 +593,93 @@ funnel_state_count (funnel_state_t *self, const char *name, int64_t n)
     c->n = n;
 }
 
+//  ---------------------------------------------------------------------
+//  Stage series (proto/monitor.md, "Series"; runtime.lua's series_add)
+
+static const int64_t s_step_ms [2] = { 3600000, 86400000 };
+static const char s_step_code [2] = { 'h', 'd' };
+
+static bool
+s_valid_ms (int64_t t)
+{
+    return t >= 0 && t <= 9007199254740992LL;
+}
+
+void
+funnel_state_set_series_keep (funnel_state_t *self, int64_t hour_s, int64_t day_s)
+{
+    self->series_keep [0] = hour_s > 0 ? hour_s : 90 * 86400;
+    self->series_keep [1] = day_s > 0 ? day_s : 1096 * 86400;
+}
+
+int
+funnel_state_series_key (funnel_state_t *self, char step, int64_t bucket,
+                         const char *campaign, char *key, size_t size)
+{
+    //  The campaign is a valid id: written as it is (the bucket is digits,
+    //  so everything after its ':' is the campaign), as the Lua engine does
+    int len = campaign
+        ? snprintf (key, size, "%sser:%c:%" PRId64 ":%s", self->base, step, bucket, campaign)
+        : snprintf (key, size, "%sser:%c:%" PRId64, self->base, step, bucket);
+    return len < 0 || (size_t) len >= size ? -1 : 0;
+}
+
+//  Adds n to stage name in the buckets holding t_ms, whole funnel
+//  (campaign NULL) or one campaign (already checked).
+static void
+s_series_add (funnel_state_t *self, const char *name, int64_t t_ms,
+              const char *campaign, int64_t n)
+{
+    int64_t now_s = self->now / 1000;
+    for (int i = 0; i < 2; i++) {
+        int64_t bucket = t_ms / s_step_ms [i];
+        int64_t step_s = s_step_ms [i] / 1000;
+        //  Kept keep seconds after the bucket ends, never later than keep
+        //  + one bucket from now; a bucket already past its keep: nothing
+        int64_t at = (bucket + 1) * step_s + self->series_keep [i];
+        if (at <= now_s)
+            continue;
+        int64_t cap = now_s + self->series_keep [i] + step_s;
+        char key [KEY_MAX];
+        if (funnel_state_series_key (self, s_step_code [i], bucket, campaign,
+                                     key, sizeof key) != 0)
+            continue;
+        series_op_t *op = (series_op_t *) s_vec_push (&self->series);
+        op->key = strdup (key);
+        op->field = strdup (name);
+        op->n = n;
+        op->expire_at = at < cap ? at : cap;
+    }
+}
+
+void
+funnel_state_count_stage (funnel_state_t *self, const char *name, int64_t t_ms,
+                          const char *campaign, int64_t n)
+{
+    funnel_state_count (self, name, n);
+    if (n == 0 || !s_valid_ms (t_ms))
+        return;
+    s_series_add (self, name, t_ms, NULL, n);
+    //  An invalid campaign id counts only the whole funnel (as the Lua)
+    if (campaign && funnel_id_valid (campaign, strlen (campaign)))
+        s_series_add (self, name, t_ms, campaign, n);
+}
+
+int64_t
+funnel_state_event_time (funnel_state_t *self, const funnel_event_t *ev, bool consumed)
+{
+    (void) self;
+    const msgpack_object *at = consumed ? funnel_map_get (ev->data, "at") : NULL;
+    if (at && at->type == MSGPACK_OBJECT_POSITIVE_INTEGER
+    &&  at->via.u64 <= 9007199254740992ULL)
+        return (int64_t) at->via.u64;
+    if (at && (at->type == MSGPACK_OBJECT_FLOAT64 || at->type == MSGPACK_OBJECT_FLOAT32)
+    &&  at->via.f64 >= 0
+    &&  at->via.f64 <= 9007199254740992.0 && at->via.f64 == floor (at->via.f64))
+        return (int64_t) at->via.f64;
+    return ev->ts;
+}
+
 //  "<prefix of id's partition><kind>:<escaped id>"
 static int
 s_entity_key (funnel_state_t *self, const char *kind, const char *id, char *key, size_t size)
@@ -682,7 +787,8 @@ funnel_state_savepoint (funnel_state_t *self)
 {
     funnel_savepoint_t sp = {
         self->undo.count, self->dirty.count, self->outputs.count,
-        self->counters.count, self->pushes.count, self->timers.count
+        self->counters.count, self->pushes.count, self->timers.count,
+        self->series.count
     };
     return sp;
 }
@@ -714,6 +820,11 @@ funnel_state_rollback (funnel_state_t *self, funnel_savepoint_t sp)
         free (op->key);
         free (op->member);
     }
+    while (self->series.count > sp.series) {
+        series_op_t *op = (series_op_t *) s_vec_at (&self->series, --self->series.count);
+        free (op->key);
+        free (op->field);
+    }
 }
 
 //  Forgets the write-set without undoing it (the undo log's old values
@@ -727,7 +838,7 @@ s_reset_writes (funnel_state_t *self)
         free (undo->old);
     }
     self->undo.count = 0;
-    funnel_savepoint_t zero = { self->undo.count, 0, 0, 0, 0, 0 };
+    funnel_savepoint_t zero = { self->undo.count, 0, 0, 0, 0, 0, 0 };
     funnel_state_rollback (self, zero);
 }
 
@@ -819,6 +930,14 @@ s_push_cmp (const void *a, const void *b)
     int c = strcmp (((push_t *) s_vec_at (&s_sort_pushes->pushes, x))->key,
                     ((push_t *) s_vec_at (&s_sort_pushes->pushes, y))->key);
     return c ? c : x < y ? -1 : x > y ? 1 : 0;
+}
+
+static int
+s_series_cmp (const void *a, const void *b)
+{
+    const series_op_t *x = (const series_op_t *) a, *y = (const series_op_t *) b;
+    int c = strcmp (x->key, y->key);
+    return c ? c : strcmp (x->field, y->field);
 }
 
 int
@@ -920,6 +1039,40 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         const char *incr [] = { "HINCRBY", stats_key, c->name, number };
         redisAppendCommandArgv (ctx, 4, incr, NULL);
         commands++;
+    }
+    //  Series: one HINCRBY per (key, stage), then one EXPIREAT per key
+    //  (after its writes: EXPIREAT on a key no write created is a no-op)
+    if (self->series.count > 1)
+        qsort (self->series.items, self->series.count, sizeof (series_op_t), s_series_cmp);
+    for (size_t i = 0; i < self->series.count; ) {
+        series_op_t *first = (series_op_t *) s_vec_at (&self->series, i);
+        int64_t expire_at = 0;
+        size_t j = i;
+        while (j < self->series.count) {
+            series_op_t *op = (series_op_t *) s_vec_at (&self->series, j);
+            if (!streq (op->key, first->key))
+                break;
+            int64_t total = 0;
+            size_t k = j;
+            for (; k < self->series.count; k++) {
+                series_op_t *o = (series_op_t *) s_vec_at (&self->series, k);
+                if (!streq (o->key, first->key) || !streq (o->field, op->field))
+                    break;
+                total += o->n;
+                if (o->expire_at > expire_at)
+                    expire_at = o->expire_at;
+            }
+            snprintf (number, sizeof number, "%" PRId64, total);
+            const char *incr [] = { "HINCRBY", op->key, op->field, number };
+            redisAppendCommandArgv (ctx, 4, incr, NULL);
+            commands++;
+            j = k;
+        }
+        snprintf (number, sizeof number, "%" PRId64, expire_at);
+        const char *expire [] = { "EXPIREAT", first->key, number };
+        redisAppendCommandArgv (ctx, 3, expire, NULL);
+        commands++;
+        i = j;
     }
     free (set.argv);
     free (set.lens);
@@ -1029,6 +1182,69 @@ funnel_state_test (bool verbose)
     funnel_state_clear (st);
     funnel_state_cache_stats (st, &h, &m, &entries);
     assert (entries == 0);
+
+    //  Series: the keys (base prefix), what is written, and a rollback
+    //  drops a refused event's increments
+    char skey [128];
+    assert (funnel_state_series_key (st, 'h', 7, NULL, skey, sizeof skey) == 0);
+    assert (streq (skey, "{funnel:t}:ser:h:7"));
+    assert (funnel_state_series_key (st, 'd', 7, "c:1", skey, sizeof skey) == 0);
+    assert (streq (skey, "{funnel:t}:ser:d:7:c:1"));
+    funnel_state_begin (st);
+    funnel_state_set_now (st, 1700000000000);
+    funnel_state_count_stage (st, "won", 1700000000000, "c1", 2);
+    assert (funnel_state_savepoint (st).series == 4);   //  Hour + day, whole + campaign
+    sp = funnel_state_savepoint (st);
+    funnel_state_count_stage (st, "won", 1700000000000, "c 1", 1);
+    assert (funnel_state_savepoint (st).series == 6);   //  A bad campaign: whole only
+    funnel_state_count_stage (st, "won", 5, "c1", 1);   //  1970: past its keep
+    funnel_state_count_stage (st, "won", 1700000000000, "c1", 0);
+    funnel_state_count_stage (st, "won", -1, "c1", 1);
+    assert (funnel_state_savepoint (st).series == 6);
+    assert (funnel_state_savepoint (st).counters == 5);    //  STATS counts them all
+    funnel_state_rollback (st, sp);
+    assert (funnel_state_savepoint (st).series == 4 && funnel_state_savepoint (st).counters == 1);
+    //  A shorter keep: a bucket 3 hours old is past an hour's keep, not a day's
+    funnel_state_set_series_keep (st, 3600, 86400);
+    funnel_state_count_stage (st, "won", 1700000000000 - 3 * 3600000, NULL, 1);
+    assert (funnel_state_savepoint (st).series == 5);
+    funnel_state_committed (st);
+    assert (funnel_state_savepoint (st).series == 0);
+
+    //  Event time: a consumed event's data.at (a valid ms), else ts
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer dpk;
+    msgpack_packer_init (&dpk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_array (&dpk, 4);
+    msgpack_pack_map (&dpk, 1);
+    msgpack_pack_str (&dpk, 2);  msgpack_pack_str_body (&dpk, "at", 2);
+    msgpack_pack_int64 (&dpk, 1234);
+    msgpack_pack_map (&dpk, 1);
+    msgpack_pack_str (&dpk, 2);  msgpack_pack_str_body (&dpk, "at", 2);
+    msgpack_pack_int64 (&dpk, -5);
+    msgpack_pack_map (&dpk, 1);
+    msgpack_pack_str (&dpk, 2);  msgpack_pack_str_body (&dpk, "at", 2);
+    msgpack_pack_double (&dpk, 4321.0);
+    msgpack_pack_map (&dpk, 0);
+    msgpack_unpacked unpacked;
+    msgpack_unpacked_init (&unpacked);
+    assert (msgpack_unpack_next (&unpacked, sbuf.data, sbuf.size, NULL) == MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *datas = unpacked.data.via.array.ptr;
+    funnel_event_t ev;
+    memset (&ev, 0, sizeof ev);
+    ev.ts = 99;
+    ev.data = &datas [0];
+    assert (funnel_state_event_time (st, &ev, true) == 1234);
+    assert (funnel_state_event_time (st, &ev, false) == 99);    //  PUBLISHed: ts
+    ev.data = &datas [1];
+    assert (funnel_state_event_time (st, &ev, true) == 99);     //  Not a valid ms
+    ev.data = &datas [2];
+    assert (funnel_state_event_time (st, &ev, true) == 4321);
+    ev.data = &datas [3];
+    assert (funnel_state_event_time (st, &ev, true) == 99);     //  No at
+    msgpack_unpacked_destroy (&unpacked);
+    msgpack_sbuffer_destroy (&sbuf);
     funnel_state_destroy (&st);
     assert (st == NULL);
 }

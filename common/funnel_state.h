@@ -41,6 +41,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "event_codec.h"
 
 typedef struct _funnel_state_t funnel_state_t;
 typedef struct _funnel_rec_t funnel_rec_t;
@@ -153,6 +154,32 @@ void
 //  Adds n to a service counter (STATS).
 void
     funnel_state_count (funnel_state_t *self, const char *name, int64_t n);
+//  A stage reached at event time t_ms (ms since the epoch): adds n to the
+//  STATS counter `name` (as funnel_state_count) and to the UTC hour and
+//  day buckets holding t_ms, for the whole funnel and, when campaign is a
+//  valid id (non-NULL, non-empty), for that campaign too. Same keys,
+//  TTLs and semantics as the Lua engine's count_stage (proto/monitor.md,
+//  "Series"); written through the batch's write-set (a refused event or
+//  failed commit leaves no trace). Series keys live under the service's
+//  base prefix ("{funnel:<svc>}:ser:h:<n>[:<campaign>]"), as in the Lua
+//  engine, so a service keeps its series across a change of engine.
+void
+    funnel_state_count_stage (funnel_state_t *self, const char *name,
+                              int64_t t_ms, const char *campaign, int64_t n);
+//  The moment an event stands for: for a consumed upstream event whose
+//  data carries a valid `at` (ms), that; else ev->ts. (Lua: event_time.)
+int64_t
+    funnel_state_event_time (funnel_state_t *self, const funnel_event_t *ev, bool consumed);
+//  How long series buckets are kept after they end (seconds); defaults
+//  90 days (hour) and 1096 days (day). The engine sets them from
+//  <svc>/series_hourly_days and <svc>/series_daily_days.
+void
+    funnel_state_set_series_keep (funnel_state_t *self, int64_t hour_s, int64_t day_s);
+//  The series key of bucket (of step 'h' or 'd'), campaign NULL for the
+//  whole funnel; -1 if it does not fit. GET series reads these.
+int
+    funnel_state_series_key (funnel_state_t *self, char step, int64_t bucket,
+                             const char *campaign, char *key, size_t size);
 //  Appends value to the list (kind, id) and keeps its last max entries.
 void
     funnel_state_push (funnel_state_t *self, const char *kind, const char *id,
@@ -184,7 +211,7 @@ int64_t
     funnel_state_now (funnel_state_t *self);
 
 typedef struct {
-    size_t undo, dirty, outputs, counters, lists, timers;
+    size_t undo, dirty, outputs, counters, lists, timers, series;
 } funnel_savepoint_t;
 
 //  Starts a batch (pins the records it touches against eviction).
@@ -225,7 +252,7 @@ const funnel_output_t *
     funnel_state_output (funnel_state_t *self, size_t index);
 
 //  Appends the write-set's commands (records, lists, timers, counters
-//  under stats_key) to ctx's pipeline; returns how many were appended.
+//  under stats_key, series HINCRBY + one EXPIREAT per key) to ctx's pipeline; returns how many were appended.
 int
     funnel_state_append_writes (funnel_state_t *self, redisContext *ctx,
                                 const char *stats_key);
