@@ -665,6 +665,16 @@ funnel_state_count_stage (funnel_state_t *self, const char *name, int64_t t_ms,
         s_series_add (self, name, t_ms, campaign, n);
 }
 
+void
+funnel_state_series_add (funnel_state_t *self, const char *name, int64_t t_ms,
+                         const char *campaign, int64_t n)
+{
+    if (n == 0 || !s_valid_ms (t_ms))
+        return;
+    if (!campaign || funnel_id_valid (campaign, strlen (campaign)))
+        s_series_add (self, name, t_ms, campaign, n);
+}
+
 int64_t
 funnel_state_event_time (funnel_state_t *self, const funnel_event_t *ev, bool consumed)
 {
@@ -1208,6 +1218,14 @@ funnel_state_test (bool verbose)
     funnel_state_set_series_keep (st, 3600, 86400);
     funnel_state_count_stage (st, "won", 1700000000000 - 3 * 3600000, NULL, 1);
     assert (funnel_state_savepoint (st).series == 5);
+    //  One series alone: no counter, no whole-funnel bucket
+    funnel_savepoint_t before = funnel_state_savepoint (st);
+    funnel_state_series_add (st, "reached", 1700000000000, "c1", 1);
+    assert (funnel_state_savepoint (st).series == before.series + 2);   //  Hour + day
+    assert (funnel_state_savepoint (st).counters == before.counters);
+    funnel_state_series_add (st, "reached", 1700000000000, "c 1", 1);  //  Bad id: nothing
+    funnel_state_series_add (st, "reached", -5, NULL, 1);
+    assert (funnel_state_savepoint (st).series == before.series + 2);
     funnel_state_committed (st);
     assert (funnel_state_savepoint (st).series == 0);
 

@@ -166,6 +166,12 @@ void
 void
     funnel_state_count_stage (funnel_state_t *self, const char *name,
                               int64_t t_ms, const char *campaign, int64_t n);
+//  Adds n to one series only (campaign NULL: the whole funnel), without
+//  the counter: a stage whose per-campaign count differs from the whole
+//  funnel's (campaign's unique reach). Lua: series_add.
+void
+    funnel_state_series_add (funnel_state_t *self, const char *name, int64_t t_ms,
+                             const char *campaign, int64_t n);
 //  The moment an event stands for: for a consumed upstream event whose
 //  data carries a valid `at` (ms), that; else ev->ts. (Lua: event_time.)
 int64_t

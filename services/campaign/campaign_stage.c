@@ -153,19 +153,21 @@ s_count (funnel_state_t *st, const char *name, int64_t n)
         funnel_rec_add (tot, name, n);
 }
 
-//  A stage reached over time, whole funnel (Lua count_stage: counter too)
+//  A stage reached over time, whole funnel, and its counter (mirrored)
 static void
 s_count_stage (funnel_state_t *st, const char *name, int64_t t)
 {
-    (void) t;
-    s_count (st, name, 1);
+    funnel_state_count_stage (st, name, t, NULL, 1);
+    funnel_rec_t *tot = funnel_state_global (st, "tot", ALL);
+    if (tot)
+        funnel_rec_add (tot, name, 1);
 }
 
-//  One campaign's own stage series (Lua series_add)
+//  One campaign's own stage series (its unique reach, not the funnel's)
 static void
 s_series_campaign (funnel_state_t *st, const char *name, int64_t t, const char *campaign)
 {
-    (void) st; (void) name; (void) t; (void) campaign;
+    funnel_state_series_add (st, name, t, campaign, 1);
 }
 
 //  --------------------------------------------------------------------
@@ -1561,6 +1563,9 @@ static const funnel_query_rule_t s_queries [] = {
 };
 //  STATS shows these as 0 before their first event (the monitor reads
 //  reached and engaged from a fresh start, too)
+//  Over time (GET series): the whole funnel's unique contacts reached and
+//  engaged, and per campaign its own unique contacts (as the report's reach)
+static const char *const s_series [] = { "reached", "engaged", NULL };
 static const char *const s_counters [] = {
     "reached", "engaged", "touches", "in_audience", "anonymous", "anonymous_impressions",
     "campaigns", "spend", "conv_lead", "conv_mql", "conv_sql", "conv_won", "conv_revenue",
@@ -1569,5 +1574,5 @@ static const char *const s_counters [] = {
 
 const funnel_rules_t campaign_stage_rules = {
     .on = s_on, .consume = s_consume, .queries = s_queries, .counters = s_counters,
-    .setup = s_setup, .teardown = s_teardown
+    .series = s_series, .setup = s_setup, .teardown = s_teardown
 };

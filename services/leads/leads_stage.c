@@ -195,12 +195,17 @@ s_count (funnel_state_t *st, const char *name, int64_t n)
         funnel_rec_add (tot, name, n);
 }
 
-//  A stage reached over time (Lua count_stage: the counter too)
+//  A stage reached at event time t, whole funnel and the lead's campaign,
+//  and its counter (mirrored in tot:0); a time that is not a whole ms
+//  counts no series (as the Lua engine's valid_ms)
 static void
 s_count_stage (funnel_state_t *st, const char *name, double t, const char *campaign)
 {
-    (void) t; (void) campaign;
-    s_count (st, name, 1);
+    int64_t ms = t == floor (t) && t >= 0 && t <= 9007199254740992.0 ? (int64_t) t : -1;
+    funnel_state_count_stage (st, name, ms, campaign, 1);
+    funnel_rec_t *tot = funnel_state_global (st, "tot", ALL);
+    if (tot)
+        funnel_rec_add (tot, name, 1);
 }
 
 //  --------------------------------------------------------------------
@@ -1619,6 +1624,9 @@ static const funnel_timer_rule_t s_timers [] = {
 };
 //  STATS shows these as 0 before their first event (the monitor reads
 //  leads, mql and sql from a fresh start, too)
+//  Over time (GET series), at the event time of the event that made the
+//  lead reach the stage, per the lead's campaign (capture or first touch)
+static const char *const s_series [] = { "leads", "mql", "sql", NULL };
 static const char *const s_counters [] = {
     "leads", "mql", "sql", "disqualified", "recycled", "touches", "touches_pending",
     "in.nurture", "in.mql", "in.sql", "in.disqualified", NULL
@@ -1626,5 +1634,5 @@ static const char *const s_counters [] = {
 
 const funnel_rules_t leads_stage_rules = {
     .on = s_on, .consume = s_consume, .queries = s_queries, .timers = s_timers,
-    .counters = s_counters, .setup = s_setup, .teardown = s_teardown
+    .counters = s_counters, .series = s_series, .setup = s_setup, .teardown = s_teardown
 };
