@@ -40,8 +40,9 @@ admin_cli() {
 commands=""
 for svc in $SERVICES; do
     pass=$(secret "$SECRETS/redis-$svc.pass")
-    # '~' patterns are globs: the braces of the hash tag are literal
-    commands+="ACL SETUSER funnel-$svc reset on >$pass ~{funnel:$svc}:* resetchannels"
+    # '~' patterns are globs: the braces of the hash tag are literal. The
+    # second pattern is the C engine's partitions ({funnel:<svc>:<p>}:...)
+    commands+="ACL SETUSER funnel-$svc reset on >$pass ~{funnel:$svc}:* ~{funnel:$svc:*}:* resetchannels"
     commands+=" +@read +@write +@scripting +@connection +@transaction +wait -@dangerous -@admin"$'\n'
 done
 admin=$(secret "$ADMIN_FILE")
