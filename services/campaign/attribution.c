@@ -72,10 +72,12 @@ attribution_encode (const attribution_touch_t *list, size_t n, char *out, size_t
     size_t len = 0;
     out [0] = 0;
     for (size_t i = 0; i < n; i++) {
-        char ts [16];
-        attribution_base36 (list [i].ts, ts);
-        int w = snprintf (out + len, size - len, "%s%s,%u,%u", i ? ";" : "", ts,
-                          list [i].c, list [i].b);
+        //  Times ascend: the first in full, then each as the step from the last
+        char ts [16], c [16], b [16];
+        attribution_base36 (i ? list [i].ts - list [i - 1].ts : list [i].ts, ts);
+        attribution_base36 (list [i].c, c);
+        attribution_base36 (list [i].b, b);
+        int w = snprintf (out + len, size - len, "%s%s,%s,%s", i ? ";" : "", ts, c, b);
         if (w < 0 || (size_t) w >= size - len)
             break;              //  Callers size out for the bound; never here
         len += (size_t) w;
@@ -88,17 +90,19 @@ attribution_decode (const char *text, attribution_touch_t *list, size_t max)
 {
     size_t n = 0;
     const char *p = text;
+    int64_t last = 0;
     while (p && *p && n < max) {
         int64_t ts = s_number (&p, 36);
         if (ts == INT64_MIN || *p++ != ',')
             break;
-        int64_t c = s_number (&p, 10);
+        int64_t c = s_number (&p, 36);
         if (c == INT64_MIN || *p++ != ',')
             break;
-        int64_t b = s_number (&p, 10);
+        int64_t b = s_number (&p, 36);
         if (b == INT64_MIN)
             break;
-        list [n++] = (attribution_touch_t) { ts, (uint32_t) c, (uint32_t) b };
+        last = n ? last + ts : ts;
+        list [n++] = (attribution_touch_t) { last, (uint32_t) c, (uint32_t) b };
         if (*p == ';')
             p++;
     }
@@ -441,9 +445,17 @@ attribution_test (bool verbose)
     attribution_touch_t zero [] = { s_t (0, 1, 1) };
     attribution_encode (zero, 1, text, sizeof text);
     assert (attribution_decode (text, back, 8) == 1 && back [0].ts == 0);
-    //  Edge: decoding stops at max and at garbage
-    assert (attribution_decode ("1,1,1;2,2,2;3,3,3", back, 2) == 2);
+    //  Edge: decoding stops at max and at garbage; times are steps from the last
+    assert (attribution_decode ("1,1,1;2,2,2;3,3,3", back, 2) == 2 && back [1].ts == 3);
     assert (attribution_decode ("1,1,1;zz", back, 8) == 1);
+    //  Six touches a few hours apart, campaign and bucket numbers over 9: short
+    attribution_touch_t six [6];
+    for (int i = 0; i < 6; i++)
+        six [i] = s_t (1796182227520 + i * 3 * 3600000LL, 12 + i % 2, 35 + i % 2);
+    len = attribution_encode (six, 6, text, sizeof text);
+    assert (len < 70);          //  About 11 bytes a touch
+    assert (attribution_decode (text, back, 8) == 6 && back [5].ts == six [5].ts
+         && back [5].c == 13 && back [5].b == 36);
 
     //  Insert keeps time order (late touches slot in), arrival order on ties, newest max
     attribution_touch_t list [4];

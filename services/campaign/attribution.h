@@ -2,7 +2,8 @@
 
     Pure functions. A contact's touch history is an array of touches
     {ts, c, b} (event time in ms, campaign number, channel×segment bucket
-    number), oldest first, kept as one compact string ("ts36,c,b;..."). A
+    number), oldest first, kept as one compact string ("ts,c,b;..." in base
+    36, each time after the first as the step from the one before). A
     conversion at time `at` is credited to the touches at or before it;
     every model's credit is split in integer units (ATTRIBUTION_UNITS per
     conversion, and the amount's cents for revenue) with the largest
@@ -56,7 +57,8 @@ typedef struct {
     attribution_key_t key [ATTRIBUTION_HISTORY_MAX];
 } attribution_credits_t;
 
-//  "ts36,c,b;..." into out (size >= 24 per touch + 1); returns the length.
+//  "ts,c,b;..." (base 36; times after the first as steps) into out (size
+//  >= 40 per touch + 1); returns the length.
 size_t
     attribution_encode (const attribution_touch_t *list, size_t n, char *out, size_t size);
 //  Parses at most max touches; NULL or "" is empty.

@@ -1,12 +1,11 @@
 /*  campaign_stage — the marketing stage's rules on funnel_state.
 
     Records (funnel_state.h keys; "global" = partition 0, see below):
-      c:<contact>     the contact (its partition): h touch history
-                      ("ts36,c,b;..."), e engaged once, s stage reached
-                      (1 lead .. 3 sql), x conversion records
-                      ("<S><t36>,<a36>:<credits>|...", last
-                      conversions_max), r<campaign n> / b<bucket n> reach
-                      marks (1 reached, 2 engaged)
+      c:<contact>     the contact (its partition): h, h1.. touch history
+                      (attribution.h), e engaged once, s stage reached
+                      (1 lead .. 3 sql), x, x1.. conversion records (the
+                      last conversions_max, see record_t), r<campaign n> /
+                      b<bucket n> reach marks (1 reached, 2 engaged)
       wb:<customer>   a win-back member (its partition): state, since, ts,
                       health, reason, days_inactive
       global cmp:<id> a campaign: settings, counters, credits "<model><stage>"
@@ -52,6 +51,7 @@ static const char *const s_channels [] = {
 typedef struct {
     campaign_settings_t cfg;
     attribution_touch_t *history;       //  history_max + 1
+    attribution_touch_t *prev;          //  The history before a touch
     attribution_credits_t *cr, *old, *diff;
 } ctx_t;
 
@@ -512,12 +512,96 @@ s_apply_credits (funnel_state_t *st, const attribution_credits_t *cr, int stage,
     return 0;
 }
 
-//  The contact's history into ctx->history; returns the count
-static size_t
-s_history (ctx_t *ctx, funnel_rec_t *contact)
+//  Long texts (a history, conversion records) are kept in chunks of at
+//  most CHUNK_MAX bytes, fields <base>, <base>1, <base>2...: Redis keeps a
+//  hash compact (listpack) only while every value fits its
+//  hash-max-listpack-value (64 by default); one longer value turns the
+//  whole contact into a hashtable several times its size.
+#define CHUNK_MAX 64
+
+//  The chunks of base joined by sep (malloc'd; "" if none)
+static char *
+s_chunked_get (funnel_rec_t *rec, const char *base, char sep)
 {
-    return attribution_decode (funnel_rec_str (contact, "h"), ctx->history,
-                               (size_t) ctx->cfg.history_max);
+    zchunk_t *text = zchunk_new (NULL, 256);
+    char field [16];
+    for (int i = 0; ; i++) {
+        if (i)
+            snprintf (field, sizeof field, "%s%d", base, i);
+        const char *part = funnel_rec_str (rec, i ? field : base);
+        if (!part)
+            break;
+        if (i)
+            zchunk_extend (text, &sep, 1);
+        zchunk_extend (text, part, strlen (part));
+    }
+    zchunk_extend (text, "", 1);
+    char *out = strdup ((const char *) zchunk_data (text));
+    zchunk_destroy (&text);
+    return out;
+}
+
+//  Writes text as chunks of items (split at sep) of at most CHUNK_MAX
+//  bytes (an item over it alone), and drops chunks left over
+static void
+s_chunked_set (funnel_rec_t *rec, const char *base, const char *text, char sep)
+{
+    char field [16], *part = malloc (strlen (text) + 1);
+    int i = 0;
+    const char *p = text;
+    while (*p) {
+        size_t len = 0;
+        for (bool first = true; ; first = false) {
+            const char *item_end = strchr (p + len + (first ? 0 : 1), sep);
+            size_t next = item_end ? (size_t) (item_end - p) : strlen (p);
+            if (!first && next > CHUNK_MAX)
+                break;
+            len = next;
+            if (!item_end || len >= CHUNK_MAX)
+                break;
+        }
+        if (len == 0 && *p == sep) {    //  An empty item: skip its separator
+            p++;
+            continue;
+        }
+        memcpy (part, p, len);
+        part [len] = 0;
+        if (i)
+            snprintf (field, sizeof field, "%s%d", base, i);
+        funnel_rec_set_str (rec, i ? field : base, part);
+        i++;
+        p += len;
+        if (*p == sep)
+            p++;
+    }
+    free (part);
+    for (;; i++) {
+        if (i)
+            snprintf (field, sizeof field, "%s%d", base, i);
+        if (!funnel_rec_has (rec, i ? field : base))
+            break;
+        funnel_rec_del (rec, i ? field : base);
+    }
+}
+
+//  The contact's history into list; returns the count
+static size_t
+s_history (ctx_t *ctx, funnel_rec_t *contact, attribution_touch_t *list)
+{
+    char *text = s_chunked_get (contact, "h", ';');
+    size_t n = attribution_decode (text, list, (size_t) ctx->cfg.history_max);
+    free (text);
+    return n;
+}
+
+static void
+s_set_history (funnel_rec_t *contact, const attribution_touch_t *list, size_t n)
+{
+    size_t size = n * 40 + 1;
+    char *text = malloc (size);
+    attribution_encode (list, n, text, size);
+    s_chunked_set (contact, "h", text, ';');
+    free (text);
 }
 
 static int
@@ -529,10 +613,16 @@ s_stage_index (char code)
     return -1;
 }
 
-//  One conversion record "<S><t36>,<a36>:<credits>" parsed in place
+//  One conversion record "<S><t36>,<a36>[:<credits>]", parsed in place.
+//  Without ':' its credits are implicit: exactly what the contact's
+//  current history gives for it (attribution_credit at t), which holds
+//  until a touch at or before t falls off a full history; then they are
+//  written out (explicit). Most contacts never get there, so a record is
+//  about 12 bytes.
 typedef struct {
     int stage;
     int64_t t, amount;
+    bool explicit_;
     const char *credits;
     size_t credits_len;
 } record_t;
@@ -564,7 +654,8 @@ s_record (const char *p, record_t *r)
     if (*p == ',')
         p++;
     r->amount = s_b36 (&p);
-    if (*p == ':')
+    r->explicit_ = *p == ':';
+    if (r->explicit_)
         p++;
     r->credits = p;
     const char *end = strchr (p, '|');
@@ -574,6 +665,18 @@ s_record (const char *p, record_t *r)
     return end;
 }
 
+//  A record's credits: its own, or the history's for it
+static int
+s_record_credits (ctx_t *ctx, const record_t *r, const attribution_touch_t *history,
+                  size_t n, attribution_credits_t *out)
+{
+    if (r->explicit_)
+        return attribution_credits_decode (r->credits, r->credits_len, r->amount, out);
+    attribution_credit (history, n, r->t, ctx->cfg.half_life_ms, r->amount, out);
+    return 0;
+}
+
+//  Appends a record; cr NULL: implicit credits
 static void
 s_record_append (zchunk_t *out, int stage, int64_t t, int64_t amount,
                  const attribution_credits_t *cr)
@@ -582,9 +685,11 @@ s_record_append (zchunk_t *out, int stage, int64_t t, int64_t amount,
     char t36 [16], a36 [16];
     attribution_base36 (t, t36);
     attribution_base36 (amount, a36);
-    int len = snprintf (text, sizeof text, "%s%c%s,%s:", zchunk_size (out) ? "|" : "",
-                        s_stage_code [stage], t36, a36);
-    len += (int) attribution_credits_encode (cr, amount, text + len, sizeof text - (size_t) len);
+    int len = snprintf (text, sizeof text, "%s%c%s,%s%s", zchunk_size (out) ? "|" : "",
+                        s_stage_code [stage], t36, a36, cr ? ":" : "");
+    if (cr)
+        len += (int) attribution_credits_encode (cr, amount, text + len,
+                                                 sizeof text - (size_t) len);
     zchunk_extend (out, text, (size_t) len);
 }
 
@@ -592,7 +697,7 @@ static void
 s_set_records (funnel_rec_t *contact, zchunk_t *records)
 {
     zchunk_extend (records, "", 1);     //  NUL-terminated
-    funnel_rec_set_str (contact, "x", (const char *) zchunk_data (records));
+    s_chunked_set (contact, "x", (const char *) zchunk_data (records), '|');
 }
 
 //  One conversion of a contact: credit it from the touches so far and keep
@@ -602,26 +707,26 @@ s_convert (funnel_state_t *st, const funnel_event_t *ev, funnel_rec_t *contact,
            int stage, int64_t amount)
 {
     ctx_t *ctx = s_ctx (st);
-    size_t n = s_history (ctx, contact);
+    size_t n = s_history (ctx, contact, ctx->history);
     attribution_credit (ctx->history, n, ev->ts, ctx->cfg.half_life_ms, amount, ctx->cr);
     if (s_apply_credits (st, ctx->cr, stage, 1))
         return -1;
     //  Keep the newest conversions_max - 1 old records, then this one
-    const char *x = funnel_rec_str (contact, "x");
-    size_t count = 0;
-    for (const char *p = x; p && *p; p++)
+    char *x = s_chunked_get (contact, "x", '|');
+    size_t count = *x ? 1 : 0;
+    for (const char *p = x; *p; p++)
         count += *p == '|';
-    count += x && *x ? 1 : 0;
-    const char *keep = x ? x : "";
+    const char *keep = x;
     while (count >= (size_t) ctx->cfg.conversions_max && *keep) {
         const char *bar = strchr (keep, '|');
         keep = bar ? bar + 1 : keep + strlen (keep);
         count--;
     }
     zchunk_t *records = zchunk_new (keep, strlen (keep));
-    s_record_append (records, stage, ev->ts, amount, ctx->cr);
+    s_record_append (records, stage, ev->ts, amount, NULL);
     s_set_records (contact, records);
     zchunk_destroy (&records);
+    free (x);
     char name [16];
     snprintf (name, sizeof name, "conv_%s", s_stages [stage]);
     s_count (st, name, 1);
@@ -632,33 +737,46 @@ s_convert (funnel_state_t *st, const funnel_event_t *ev, funnel_rec_t *contact,
     return 0;
 }
 
-//  A touch at ts re-attributes every kept conversion at or after ts:
-//  subtract its old credits, add the new ones (only the differences are
-//  written). Bounded: conversions_max records × history_max touches.
+//  A touch at ts was inserted (old: the history before, ctx->history
+//  after; dropped: how many of old's oldest fell off). Every kept
+//  conversion at or after ts is re-attributed: subtract its old credits,
+//  add the new ones (only the differences are written). A conversion
+//  before ts keeps its credits; if a dropped touch counted for it, they
+//  are written out, as the history no longer gives them. Bounded:
+//  conversions_max records × history_max touches.
 static int
-s_reattribute (funnel_state_t *st, funnel_rec_t *contact, int64_t ts)
+s_reattribute (funnel_state_t *st, funnel_rec_t *contact, int64_t ts,
+               const attribution_touch_t *old, size_t old_n, size_t dropped)
 {
     ctx_t *ctx = s_ctx (st);
-    const char *x = funnel_rec_str (contact, "x");
-    if (!x || !*x)
+    char *x = s_chunked_get (contact, "x", '|');
+    if (!*x) {
+        free (x);
         return 0;
-    size_t n = s_history (ctx, contact);
+    }
+    size_t n = old_n + 1 - dropped;
     zchunk_t *records = zchunk_new (NULL, strlen (x) + 64);
     bool changed = false;
     int rc = 0;
     for (const char *p = x; *p && rc == 0; ) {
         record_t r;
         const char *end = s_record (p, &r);
-        if (r.stage >= 0 && r.t >= ts
-        &&  attribution_credits_decode (r.credits, r.credits_len, r.amount, ctx->old) == 0) {
-            attribution_credit (ctx->history, n, r.t, ctx->cfg.half_life_ms, r.amount, ctx->cr);
-            attribution_diff (ctx->old, ctx->cr, ctx->diff);
-            rc = s_apply_credits (st, ctx->diff, r.stage, 1);
-            if (ctx->old->n == 0 && ctx->cr->n > 0)
-                s_count (st, "unattributed", -1);
-            s_record_append (records, r.stage, r.t, r.amount, ctx->cr);
+        bool again = r.stage >= 0 && r.t >= ts;
+        bool lost = r.stage >= 0 && !again && !r.explicit_ && dropped > 0 && old [0].ts <= r.t;
+        if ((again || lost) && s_record_credits (ctx, &r, old, old_n, ctx->old) == 0) {
+            if (again) {
+                attribution_credit (ctx->history, n, r.t, ctx->cfg.half_life_ms, r.amount,
+                                    ctx->cr);
+                attribution_diff (ctx->old, ctx->cr, ctx->diff);
+                rc = s_apply_credits (st, ctx->diff, r.stage, 1);
+                if (ctx->old->n == 0 && ctx->cr->n > 0)
+                    s_count (st, "unattributed", -1);
+                funnel_state_count (st, "reattributed", 1);
+                s_record_append (records, r.stage, r.t, r.amount, NULL);
+            }
+            else
+                s_record_append (records, r.stage, r.t, r.amount, ctx->old);
             changed = true;
-            funnel_state_count (st, "reattributed", 1);
         }
         else {
             if (zchunk_size (records))
@@ -670,6 +788,7 @@ s_reattribute (funnel_state_t *st, funnel_rec_t *contact, int64_t ts)
     if (changed && rc == 0)
         s_set_records (contact, records);
     zchunk_destroy (&records);
+    free (x);
     return rc;
 }
 
@@ -770,15 +889,13 @@ s_on_touch (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         s_series_campaign (st, "engaged", ev->ts, id);
     snprintf (field, sizeof field, "b%s", b);
     s_mark_reach (contact, field, bkt, !impression, &reached, &engaged);
-    size_t count = s_history (ctx, contact);
+    size_t old_n = s_history (ctx, contact, ctx->prev);
+    memcpy (ctx->history, ctx->prev, old_n * sizeof *ctx->history);
+    size_t count = old_n;
     attribution_touch_t touch = { ev->ts, (uint32_t) atoll (n), (uint32_t) atoll (b) };
     if (attribution_insert (ctx->history, &count, touch, (size_t) ctx->cfg.history_max)) {
-        size_t size = count * 40 + 1;
-        char *text = malloc (size);
-        attribution_encode (ctx->history, count, text, size);
-        funnel_rec_set_str (contact, "h", text);
-        free (text);
-        if (s_reattribute (st, contact, ev->ts))
+        s_set_history (contact, ctx->history, count);
+        if (s_reattribute (st, contact, ev->ts, ctx->prev, old_n, old_n + 1 - count))
             return s_unavailable (err);
     }
     msgpack_packer *pk = funnel_state_data (st);
@@ -1514,10 +1631,11 @@ s_setup (funnel_config_t *config, const char *section, void **arg)
         return -1;
     }
     ctx->history = calloc ((size_t) ctx->cfg.history_max + 1, sizeof *ctx->history);
+    ctx->prev = calloc ((size_t) ctx->cfg.history_max + 1, sizeof *ctx->prev);
     ctx->cr = malloc (sizeof *ctx->cr);
     ctx->old = malloc (sizeof *ctx->old);
     ctx->diff = malloc (sizeof *ctx->diff);
-    if (!ctx->history || !ctx->cr || !ctx->old || !ctx->diff) {
+    if (!ctx->history || !ctx->prev || !ctx->cr || !ctx->old || !ctx->diff) {
         log_error ("campaign: out of memory");
         return -1;
     }
@@ -1531,6 +1649,7 @@ s_teardown (void **arg)
     ctx_t *ctx = (ctx_t *) *arg;
     if (ctx) {
         free (ctx->history);
+        free (ctx->prev);
         free (ctx->cr);
         free (ctx->old);
         free (ctx->diff);
