@@ -145,11 +145,34 @@ s_fnum (funnel_rec_t *rec, const char *field, double dflt)
     return end == text ? dflt : x;
 }
 
+//  Yes/no marks are letters of one field "fl" (fewer fields, a smaller
+//  hash): a in the audience, m/s ever MQL/SQL, o open in its rep's load,
+//  p pinned (qualified by hand)
 static bool
-s_flag (funnel_rec_t *rec, const char *field)
+s_flag (funnel_rec_t *rec, char flag)
 {
-    const char *v = funnel_rec_str (rec, field);
-    return v && streq (v, "1");
+    const char *v = funnel_rec_str (rec, "fl");
+    return v && strchr (v, flag);
+}
+
+static void
+s_flag_set (funnel_rec_t *rec, char flag, bool on)
+{
+    const char *v = funnel_rec_str (rec, "fl");
+    if (s_flag (rec, flag) == on)
+        return;
+    char out [16];
+    size_t n = 0;
+    for (; v && *v && n < sizeof out - 2; v++)
+        if (*v != flag)
+            out [n++] = *v;
+    if (on)
+        out [n++] = flag;
+    out [n] = 0;
+    if (n)
+        funnel_rec_set_str (rec, "fl", out);
+    else
+        funnel_rec_del (rec, "fl");
 }
 
 static void
@@ -336,7 +359,7 @@ static double
 s_fit (funnel_state_t *st, funnel_rec_t *lead, double *parts)
 {
     attr_ctx_t a = { lead, "" };
-    return lead_score_fit (s_attr, &a, s_flag (lead, "aud"), &s_ctx (st)->rules, parts);
+    return lead_score_fit (s_attr, &a, s_flag (lead, 'a'), &s_ctx (st)->rules, parts);
 }
 
 static lead_score_sum_t
@@ -389,6 +412,38 @@ s_load (funnel_state_t *st, const char *id, bool *exists)
     return lead;
 }
 
+static int64_t
+s_b36_parse (const char *p)
+{
+    int64_t n = 0;
+    for (; p && *p; p++) {
+        if (*p >= '0' && *p <= '9')
+            n = n * 36 + (*p - '0');
+        else
+        if (*p >= 'a' && *p <= 'z')
+            n = n * 36 + (*p - 'a' + 10);
+        else
+            break;
+    }
+    return n;
+}
+
+static void
+s_b36_format (int64_t n, char *out)
+{
+    char tmp [16];
+    int len = 0;
+    if (n < 0)
+        n = 0;
+    do {
+        tmp [len++] = "0123456789abcdefghijklmnopqrstuvwxyz" [n % 36];
+        n /= 36;
+    } while (n > 0);
+    for (int i = 0; i < len; i++)
+        out [i] = tmp [len - 1 - i];
+    out [len] = 0;
+}
+
 //  --------------------------------------------------------------------
 //  History: the last history_max lines "<at36><from><to><reason>", joined
 //  by RS (0x1e); the four fixed reasons are one letter, others start '='
@@ -415,16 +470,7 @@ s_history_add (funnel_state_t *st, funnel_rec_t *lead, int64_t at, stage_t from,
         lines--;
     }
     char at36 [16];
-    int64_t n = at < 0 ? 0 : at;
-    int len = 0;
-    char tmp [16];
-    do {
-        tmp [len++] = "0123456789abcdefghijklmnopqrstuvwxyz" [n % 36];
-        n /= 36;
-    } while (n > 0);
-    for (int i = 0; i < len; i++)
-        at36 [i] = tmp [len - 1 - i];
-    at36 [len] = 0;
+    s_b36_format (at, at36);
     const char *code = NULL;
     for (size_t i = 0; i < sizeof s_reasons / sizeof s_reasons [0]; i++)
         if (streq (reason, s_reasons [i][1]))
@@ -437,6 +483,53 @@ s_history_add (funnel_state_t *st, funnel_rec_t *lead, int64_t at, stage_t from,
     free (text);
 }
 
+//  Since when the lead is in its stage: "st" is "<stage code><ms in base 36>"
+static int64_t
+s_since (funnel_rec_t *lead, int64_t dflt)
+{
+    const char *st = funnel_rec_str (lead, "st");
+    return st && st [0] && st [1] ? s_b36_parse (st + 1) : dflt;
+}
+
+//  Entries and ms spent per stage (nurture, mql, sql, disqualified), the
+//  running totals GET lead reports: one field "sx", "n0,n1,n2,n3,d0,..."
+//  in base 36
+static int
+s_stage_slot (stage_t s)
+{
+    return s == ST_DISQ ? 3 : (int) s;
+}
+
+static void
+s_totals (funnel_rec_t *lead, int64_t n [4], int64_t d [4])
+{
+    const char *p = funnel_rec_str (lead, "sx");
+    for (int i = 0; i < 8; i++) {
+        int64_t v = p && *p ? s_b36_parse (p) : 0;
+        if (i < 4)
+            n [i] = v;
+        else
+            d [i - 4] = v;
+        while (p && *p && *p != ',')
+            p++;
+        if (p && *p == ',')
+            p++;
+    }
+}
+
+static void
+s_totals_set (funnel_rec_t *lead, const int64_t n [4], const int64_t d [4])
+{
+    char text [8 * 16], *out = text;
+    for (int i = 0; i < 8; i++) {
+        if (i)
+            *out++ = ',';
+        s_b36_format (i < 4 ? n [i] : d [i - 4], out);
+        out += strlen (out);
+    }
+    funnel_rec_set_str (lead, "sx", text);
+}
+
 //  Every transition: the stage, its history line and totals, the gauges,
 //  the event. seed: for timer-made moves, which have no cause event.
 static void
@@ -445,18 +538,18 @@ s_move (funnel_state_t *st, const char *id, funnel_rec_t *lead, stage_t to,
 {
     int64_t now = funnel_state_now (st);
     stage_t from = s_stage (lead);
-    char field [4];
+    int64_t n [4], d [4];
+    s_totals (lead, n, d);
     if (from != ST_NEW) {
         //  Time spent in the stage it leaves (a running total)
-        int64_t since = funnel_rec_int (lead, "si", now);
-        snprintf (field, sizeof field, "d%c", s_stage_code (from));
-        funnel_rec_add (lead, field, now - since > 0 ? now - since : 0);
+        int64_t since = s_since (lead, now);
+        d [s_stage_slot (from)] += now - since > 0 ? now - since : 0;
     }
-    snprintf (field, sizeof field, "n%c", s_stage_code (to));
-    funnel_rec_add (lead, field, 1);
-    char code [2] = { s_stage_code (to), 0 };
+    n [s_stage_slot (to)]++;
+    s_totals_set (lead, n, d);
+    char code [20] = { s_stage_code (to) };
+    s_b36_format (now, code + 1);
     funnel_rec_set_str (lead, "st", code);
-    funnel_rec_set_int (lead, "si", now);
     s_history_add (st, lead, now, from, to, reason);
     char name [32];
     if (from != ST_NEW) {
@@ -569,7 +662,7 @@ s_route (funnel_state_t *st, const char *id, funnel_rec_t *lead, char *name_out)
     s_rep_count (st, name_out, "open", 1);
     s_rep_count (st, name_out, "sql", 1);
     funnel_rec_set_str (lead, "rep", name_out);
-    funnel_rec_set_int (lead, "op", 1);
+    s_flag_set (lead, 'o', true);
     return 0;
 }
 
@@ -577,7 +670,7 @@ s_route (funnel_state_t *st, const char *id, funnel_rec_t *lead, char *name_out)
 static int
 s_release (funnel_state_t *st, funnel_rec_t *lead)
 {
-    if (!s_flag (lead, "op"))
+    if (!s_flag (lead, 'o'))
         return 0;
     const char *rep = funnel_rec_str (lead, "rep");
     funnel_rec_t *rec = rep ? funnel_state_global (st, "rep", rep) : NULL;
@@ -585,7 +678,7 @@ s_release (funnel_state_t *st, funnel_rec_t *lead)
         return -1;
     funnel_rec_add (rec, "open", -1);
     s_rep_count (st, rep, "open", -1);
-    funnel_rec_del (lead, "op");
+    s_flag_set (lead, 'o', false);
     return 0;
 }
 
@@ -602,8 +695,8 @@ s_promote (funnel_state_t *st, const char *id, funnel_rec_t *lead, stage_t targe
     stage_t stage = s_stage (lead);
     if (stage == ST_NURTURE || stage == ST_DISQ) {
         s_move (st, id, lead, ST_MQL, reason, NULL);
-        if (!s_flag (lead, "em")) {
-            funnel_rec_set_int (lead, "em", 1);
+        if (!s_flag (lead, 'm')) {
+            s_flag_set (lead, 'm', true);
             s_count_stage (st, "mql", t, funnel_rec_str (lead, "cmp"));
         }
         msgpack_packer *pk = funnel_state_data (st);
@@ -615,8 +708,8 @@ s_promote (funnel_state_t *st, const char *id, funnel_rec_t *lead, stage_t targe
     }
     if (target == ST_SQL && s_stage (lead) == ST_MQL) {
         s_move (st, id, lead, ST_SQL, reason, NULL);
-        if (!s_flag (lead, "es")) {
-            funnel_rec_set_int (lead, "es", 1);
+        if (!s_flag (lead, 's')) {
+            s_flag_set (lead, 's', true);
             s_count_stage (st, "sql", t, funnel_rec_str (lead, "cmp"));
         }
         char rep [ID_SIZE];
@@ -656,7 +749,7 @@ s_schedule (funnel_state_t *st, const char *id, funnel_rec_t *lead)
     ctx_t *ctx = s_ctx (st);
     stage_t stage = s_stage (lead);
     double t;
-    bool due = s_ranked (stage) && stage > ST_NURTURE && !s_flag (lead, "man")
+    bool due = s_ranked (stage) && stage > ST_NURTURE && !s_flag (lead, 'p')
             && lead_score_crossing (s_sum (lead), ctx->rules.mql - s_fnum (lead, "f", 0),
                                     ctx->hl, &t);
     if (due) {
@@ -711,7 +804,7 @@ s_evaluate (funnel_state_t *st, const char *id, funnel_rec_t *lead, double t_eve
                 return -1;
         }
         else
-        if (stage > ST_NURTURE && target == ST_NURTURE && !s_flag (lead, "man")) {
+        if (stage > ST_NURTURE && target == ST_NURTURE && !s_flag (lead, 'p')) {
             if (s_recycle (st, id, lead, "score", NULL))
                 return -1;
         }
@@ -732,6 +825,13 @@ s_kind_index (const char *kind)
     return -1;
 }
 
+//  Touch counts per kind are fields "t<kind index>" ("t_": other kinds)
+static bool
+s_touch_field (const char *f)
+{
+    return f [0] == 't' && ((f [1] >= '0' && f [1] <= '9') || f [1] == '_') && !f [2];
+}
+
 //  One touch into a lead or a pending contact (same fields in both)
 static void
 s_touch (funnel_state_t *st, funnel_rec_t *rec, const funnel_event_t *ev, int kind, double t)
@@ -742,15 +842,15 @@ s_touch (funnel_state_t *st, funnel_rec_t *rec, const funnel_event_t *ev, int ki
     s_set_num (rec, "ev", e.v);
     s_set_num (rec, "et", e.t0);
     char field [32];
-    snprintf (field, sizeof field, "t.%s", kind >= 0 ? s_kinds [kind] : "other");
+    snprintf (field, sizeof field, "t%c", kind >= 0 ? '0' + kind : '_');
     funnel_rec_add (rec, field, 1);
     funnel_rec_add (rec, "nt", 1);
     char campaign [FUNNEL_STR_MAX + 1];
     if (!funnel_rec_has (rec, "cmp") && s_str (ev->data, "campaign", campaign, sizeof campaign))
         funnel_rec_set_str (rec, "cmp", campaign);
     const msgpack_object *aud = funnel_map_get (ev->data, "in_audience");
-    if (aud && aud->type == MSGPACK_OBJECT_BOOLEAN && aud->via.boolean && !s_flag (rec, "aud"))
-        funnel_rec_set_int (rec, "aud", 1);
+    if (aud && aud->type == MSGPACK_OBJECT_BOOLEAN && aud->via.boolean && !s_flag (rec, 'a'))
+        s_flag_set (rec, 'a', true);
 }
 
 //  Touches a contact earned before its capture now count for the lead
@@ -770,11 +870,11 @@ s_fold_pending (funnel_state_t *st, const char *contact, funnel_rec_t *lead)
     const char *cmp = funnel_rec_str (p, "cmp");
     if (cmp && !funnel_rec_has (lead, "cmp"))
         funnel_rec_set_str (lead, "cmp", cmp);
-    if (s_flag (p, "aud"))
-        funnel_rec_set_int (lead, "aud", 1);
+    if (s_flag (p, 'a'))
+        s_flag_set (lead, 'a', true);
     zlist_t *fields = funnel_rec_fields (p);
     for (const char *f = zlist_first (fields); f; f = zlist_next (fields)) {
-        if (streq (f, "nt") || strncmp (f, "t.", 2) == 0)
+        if (streq (f, "nt") || s_touch_field (f))
             funnel_rec_add (lead, f, funnel_rec_int (p, f, 0));
         funnel_rec_del (p, f);
     }
@@ -829,10 +929,10 @@ s_on_touched (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         funnel_state_count (st, "touches_pending", 1);
         return 0;
     }
-    bool aud = s_flag (lead, "aud");
+    bool aud = s_flag (lead, 'a');
     s_touch (st, lead, ev, kind, t);
     funnel_state_count (st, "touches", 1);
-    if (s_flag (lead, "aud") != aud)
+    if (s_flag (lead, 'a') != aud)
         s_refit (st, lead);
     return s_evaluate (st, id, lead, t) ? s_unavailable (err) : 0;
 }
@@ -1008,7 +1108,11 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     }
     bool created = !exists;
     if (created)
-        funnel_rec_set_int (lead, "ct", funnel_state_now (st));
+    {
+        char ct [16];
+        s_b36_format (funnel_state_now (st), ct);
+        funnel_rec_set_str (lead, "ct", ct);
+    }
     else
         funnel_state_count (st, "merged", 1);
     const char *changed [64 + 5];
@@ -1145,7 +1249,7 @@ s_on_qualify (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (s_ranked (stage) && stage >= target)
         return funnel_error_set (err, FUNNEL_ERR_CONFLICT, "stage: lead %s is already %s", id,
                                  s_stage_name (stage));
-    funnel_rec_set_int (lead, "man", 1);
+    s_flag_set (lead, 'p', true);
     funnel_rec_del (lead, "dq");
     char reason [FUNNEL_STR_MAX + 16] = "manual";
     if (s_str (ev->data, "by", by, sizeof by))
@@ -1171,7 +1275,7 @@ s_on_disqualify (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *e
     if (s_release (st, lead))
         return s_unavailable (err);
     funnel_rec_set_str (lead, "dq", reason);
-    funnel_rec_del (lead, "man");
+    s_flag_set (lead, 'p', false);
     s_move (st, id, lead, ST_DISQ, reason, NULL);
     s_count (st, "disqualified", 1);
     msgpack_packer *pk = funnel_state_data (st);
@@ -1237,7 +1341,7 @@ s_fire_decay (funnel_state_t *st, const char *id, int64_t due_ms, funnel_error_t
     int64_t crossing = funnel_rec_int (lead, "dz", due_ms);
     funnel_rec_del (lead, "dz");
     stage_t stage = s_stage (lead);
-    if (s_ranked (stage) && stage > ST_NURTURE && !s_flag (lead, "man")
+    if (s_ranked (stage) && stage > ST_NURTURE && !s_flag (lead, 'p')
     &&  s_fnum (lead, "f", 0) + s_engagement (st, lead) < ctx->rules.mql) {
         char seed [128];
         snprintf (seed, sizeof seed, "decay:%s:%" PRId64, id, crossing);
@@ -1278,7 +1382,7 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     size_t nattrs = 0, ntouches = 0;
     for (const char *f = zlist_first (fields); f; f = zlist_next (fields)) {
         nattrs += strncmp (f, "a.", 2) == 0;
-        ntouches += strncmp (f, "t.", 2) == 0;
+        ntouches += s_touch_field (f);
     }
     const char *profile [6][2] = {
         { "email", "e" }, { "name", "n" }, { "company", "co" }, { "title", "ti" },
@@ -1299,8 +1403,8 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         s_kv_str (pk, "alias_of", given);
     stage_t stage = s_stage (lead);
     s_kv_str (pk, "stage", s_stage_name (stage));
-    s_kv_num (pk, "since", s_fnum (lead, "si", 0));
-    s_kv_num (pk, "created", s_fnum (lead, "ct", 0));
+    s_kv_num (pk, "since", (double) s_since (lead, 0));
+    s_kv_num (pk, "created", (double) s_b36_parse (funnel_rec_str (lead, "ct")));
     s_kv_num (pk, "score", lead_score_round (fit + eng, 0));
     if (nprofile > 0) {
         funnel_pack_cstr (pk, "profile");
@@ -1337,11 +1441,12 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         funnel_pack_cstr (pk, "touches");
         msgpack_pack_map (pk, ntouches);
         for (const char *f = zlist_first (fields); f; f = zlist_next (fields))
-            if (strncmp (f, "t.", 2) == 0)
-                s_kv_num (pk, f + 2, (double) funnel_rec_int (lead, f, 0));
+            if (s_touch_field (f))
+                s_kv_num (pk, f [1] == '_' ? "other" : s_kinds [f [1] - '0'],
+                          (double) funnel_rec_int (lead, f, 0));
     }
     s_kv_num (pk, "total_touches", (double) funnel_rec_int (lead, "nt", 0));
-    s_kv_bool (pk, "in_audience", s_flag (lead, "aud"));
+    s_kv_bool (pk, "in_audience", s_flag (lead, 'a'));
     s_kv_num (pk, "half_life_s", ctx->hl / 1000);
     zlist_destroy (&fields);
     //  History: the last history_max lines
@@ -1382,36 +1487,32 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     }
     //  Time in stage and entries: running totals plus the open interval
     stage_t all [4] = { ST_NURTURE, ST_MQL, ST_SQL, ST_DISQ };
+    int64_t n [4], d [4];
+    s_totals (lead, n, d);
     size_t entered = 0;
-    for (int i = 0; i < 4; i++) {
-        char field [4] = { 'n', s_stage_code (all [i]), 0 };
-        entered += funnel_rec_int (lead, field, 0) > 0;
-    }
+    for (int i = 0; i < 4; i++)
+        entered += n [i] > 0;
     funnel_pack_cstr (pk, "time_in_stage");
     msgpack_pack_map (pk, entered);
     for (int i = 0; i < 4; i++) {
-        char n [4] = { 'n', s_stage_code (all [i]), 0 }, d [4] = { 'd', s_stage_code (all [i]), 0 };
-        if (funnel_rec_int (lead, n, 0) == 0)
+        if (n [i] == 0)
             continue;
-        int64_t spent = funnel_rec_int (lead, d, 0);
+        int64_t spent = d [i];
         if (all [i] == stage) {
-            int64_t open = now - funnel_rec_int (lead, "si", now);
+            int64_t open = now - s_since (lead, now);
             spent += open > 0 ? open : 0;
         }
         s_kv_num (pk, s_stage_name (all [i]), (double) spent);
     }
     funnel_pack_cstr (pk, "entries");
     msgpack_pack_map (pk, entered);
-    for (int i = 0; i < 4; i++) {
-        char n [4] = { 'n', s_stage_code (all [i]), 0 };
-        int64_t count = funnel_rec_int (lead, n, 0);
-        if (count > 0)
-            s_kv_num (pk, s_stage_name (all [i]), (double) count);
-    }
+    for (int i = 0; i < 4; i++)
+        if (n [i] > 0)
+            s_kv_num (pk, s_stage_name (all [i]), (double) n [i]);
     if (rep)
         s_kv_str (pk, "rep", rep);
-    s_kv_bool (pk, "rep_open", s_flag (lead, "op"));
-    s_kv_bool (pk, "manual", s_flag (lead, "man"));
+    s_kv_bool (pk, "rep_open", s_flag (lead, 'o'));
+    s_kv_bool (pk, "manual", s_flag (lead, 'p'));
     if (dq)
         s_kv_str (pk, "disqualified_reason", dq);
     if (decays)
