@@ -393,7 +393,7 @@ attribution_credits_decode (const char *text, size_t len, int64_t amount,
 }
 
 //  --------------------------------------------------------------------
-//  Self-test (ports tests/unit/test_campaign_attribution.lua, plus edges)
+//  Self-test (every case of the former Lua unit test, plus edges)
 
 #define U      ATTRIBUTION_UNITS
 #define DAY    86400000LL

@@ -56,7 +56,7 @@ channel_rank (channel_rank_row_t *rows, size_t n, double alpha, double beta, dou
 }
 
 //  --------------------------------------------------------------------
-//  Self-test (ports tests/unit/test_campaign_channel_rank.lua, plus edges)
+//  Self-test (every case of the former Lua unit test, plus edges)
 
 static bool
 s_near (double a, double b)

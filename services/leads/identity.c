@@ -96,7 +96,7 @@ identity_phone (const char *s, char *out, size_t size)
 }
 
 //  --------------------------------------------------------------------
-//  Self-test (ports tests/unit/test_leads_identity.lua, plus edges)
+//  Self-test (every case of the former Lua unit test, plus edges)
 
 #undef NDEBUG                   //  The self-test needs its asserts
 #include <assert.h>

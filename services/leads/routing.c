@@ -80,7 +80,7 @@ routing_sticky (const routing_rep_t *rep)
 }
 
 //  --------------------------------------------------------------------
-//  Self-test (ports tests/unit/test_leads_routing.lua, plus edges)
+//  Self-test (every case of the former Lua unit test, plus edges)
 
 #undef NDEBUG                   //  The self-test needs its asserts
 #include <assert.h>
