@@ -908,17 +908,17 @@ s_on_touched (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     double t;
     if (!s_num (funnel_map_get (ev->data, "at"), &t))
         t = (double) ev->ts;
-    //  Ids longer than an id cannot name a lead: they stay pending only
+    //  Campaign's contact ids are ids; anything else could name no record
+    if (!funnel_id_valid (contact, strlen (contact)))
+        return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                 "data.contact: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
     char id [ID_SIZE];
     bool exists = false;
-    funnel_rec_t *lead = NULL;
-    if (strlen (contact) < ID_SIZE) {
-        if (!s_resolve (st, contact, id))
-            return s_unavailable (err);
-        lead = s_load (st, id, &exists);
-        if (!lead)
-            return s_unavailable (err);
-    }
+    if (!s_resolve (st, contact, id))
+        return s_unavailable (err);
+    funnel_rec_t *lead = s_load (st, id, &exists);
+    if (!lead)
+        return s_unavailable (err);
     if (!exists) {
         funnel_rec_t *p = funnel_state_rec (st, "p", contact);
         if (!p)
@@ -1159,8 +1159,11 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
             }
             free (e);
         }
-    if (s_fold_pending (st, given, lead))
+    if (s_fold_pending (st, given, lead)) {
+        for (size_t i = 0; i < nowned; i++)
+            free (owned [i]);
         return s_unavailable (err);
+    }
     //  Counted once its campaign is known (the capture's, else a pending touch's)
     if (created)
         s_count_stage (st, "leads", (double) ev->ts, funnel_rec_str (lead, "cmp"));
