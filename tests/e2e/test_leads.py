@@ -326,6 +326,24 @@ class TestLeadsApi(LeadsCase):
         merged = [e for _, e in self.outbox("lead.merged")]
         self.assertEqual(len(merged), n)
 
+    def test_history_is_bounded_and_totals_stay_exact(self):
+        """history_max 5: GET lead returns the last 5 transitions, while
+        entries and time in stage count the lead's whole life."""
+        self.leads_d.stop()
+        self.leads_d = self.daemon("leads", args=REPS + ["--set", "leads/rules/history_max=5"])
+        self.api = self.wait_ready("leads")
+        self.api.ok("PUBLISH", capture("h1"))
+        for i in range(10):
+            self.api.ok("PUBLISH", qualify("h1", "mql"))
+            self.api.ok("PUBLISH", disqualify("h1", "round %d" % i))
+        lead = self.get("h1")
+        self.assertEqual(len(lead["history"]), 5)
+        self.assertEqual(lead["history"][-1], dict(lead["history"][-1], to="disqualified",
+                                                   reason="round 9"))
+        self.assertEqual(lead["entries"], {"nurture": 1, "mql": 10, "disqualified": 10})
+        self.assertEqual(set(lead["time_in_stage"]), {"nurture", "mql", "disqualified"})
+        self.assertTrue(all(v >= 0 for v in lead["time_in_stage"].values()))
+
     def test_help_lists_settings(self):
         out = subprocess.run([binary("funnel-leads"), "--help"], capture_output=True, text=True)
         self.assertEqual(out.returncode, 0)
