@@ -3,16 +3,17 @@
     Records (funnel_state.h keys; partition of the entity id; "global" =
     partition 0):
       l:<lead>     the lead: e n co ti ph (e-mail, name, company, title,
-                   phone), cmp, a.<attr> (typed n<num>/b1/b0/s<str>/j<json>),
-                   st (stage), si (since), ct (created), f (fit), ev/et
-                   (engagement and its reference ms), off (clock lag), sc
-                   (last published score), t.<kind>/nt (touch counts), aud,
-                   rep, op (counted in the rep's load), em/es (ever MQL/SQL),
-                   man (pinned), dq (reason), dz (decay timer due), h (the
-                   last history_max transitions), n<S>/d<S> (entries and ms
-                   spent per stage S: running totals for GET lead)
-      p:<contact>  touches before capture: ev, et, t.<kind>, nt, cmp, aud;
-                   timer `pend` drops it pending_ttl_s after the last touch
+                   phone), c (campaign), .<attr> (typed n<num>/b1/b0/s<str>/
+                   j<json>), st (stage letter + since), ct (created), f
+                   (fit), ev/et (engagement and its reference ms), o (clock
+                   lag), sc (last published score), tk (touch counts per
+                   kind), fl (flags, s_flag), r (rep), dq (reason), dz
+                   (decay crossing), h (the last history_max transitions),
+                   sx (entries and ms spent per stage: running totals for
+                   GET lead). Few fields, short names, base-36 times: about
+                   400 B for a lead with six attrs (proto/leads.md)
+      p:<contact>  touches before capture: ev, et, tk, c, fl; timer `pend`
+                   drops it pending_ttl_s after the last touch
       em:<e-mail>  l = the lead owning the normalised address
       al:<id>      l = the lead an alias id belongs to
       global rep:<name>  open, cur, away, cap (run-time rep state)
@@ -287,7 +288,7 @@ s_ranked (stage_t s)
 }
 
 //  --------------------------------------------------------------------
-//  Attrs: typed fields "a.<name>"
+//  Attrs: typed fields ".<name>"
 
 typedef struct {
     funnel_rec_t *lead;
@@ -299,7 +300,7 @@ s_attr (void *arg, const char *name)
 {
     attr_ctx_t *a = (attr_ctx_t *) arg;
     char field [128];
-    snprintf (field, sizeof field, "a.%s", name);
+    snprintf (field, sizeof field, ".%s", name);
     const char *e = funnel_rec_str (a->lead, field);
     lead_attr_t v = { LEAD_ATTR_ABSENT, 0, false, NULL };
     if (!e)
@@ -372,7 +373,7 @@ s_sum (funnel_rec_t *rec)
 static double
 s_lead_now (funnel_state_t *st, funnel_rec_t *lead)
 {
-    return (double) funnel_state_now (st) - s_fnum (lead, "off", 0);
+    return (double) funnel_state_now (st) - s_fnum (lead, "o", 0);
 }
 
 static double
@@ -505,7 +506,7 @@ s_totals (funnel_rec_t *lead, int64_t n [4], int64_t d [4])
 {
     const char *p = funnel_rec_str (lead, "sx");
     for (int i = 0; i < 8; i++) {
-        int64_t v = p && *p ? s_b36_parse (p) : 0;
+        int64_t v = p && *p && *p != ',' ? s_b36_parse (p) : 0;
         if (i < 4)
             n [i] = v;
         else
@@ -520,11 +521,19 @@ s_totals (funnel_rec_t *lead, int64_t n [4], int64_t d [4])
 static void
 s_totals_set (funnel_rec_t *lead, const int64_t n [4], const int64_t d [4])
 {
+    //  Zeros as "", trailing ones left out: "1,1,1" for three entries
     char text [8 * 16], *out = text;
-    for (int i = 0; i < 8; i++) {
+    int last = 7;
+    while (last > 0 && (last < 4 ? n [last] : d [last - 4]) == 0)
+        last--;
+    for (int i = 0; i <= last; i++) {
+        int64_t v = i < 4 ? n [i] : d [i - 4];
         if (i)
             *out++ = ',';
-        s_b36_format (i < 4 ? n [i] : d [i - 4], out);
+        if (v)
+            s_b36_format (v, out);
+        else
+            *out = 0;
         out += strlen (out);
     }
     funnel_rec_set_str (lead, "sx", text);
@@ -631,7 +640,7 @@ s_route (funnel_state_t *st, const char *id, funnel_rec_t *lead, char *name_out)
     rep_state_t reps [REPS_MAX];
     routing_rep_t pick [REPS_MAX];
     int prev = -1;
-    const char *prev_name = funnel_rec_str (lead, "rep");
+    const char *prev_name = funnel_rec_str (lead, "r");
     for (size_t i = 0; i < ctx->nreps; i++) {
         if (!s_rep_state (st, i, &reps [i]))
             return -1;
@@ -661,7 +670,7 @@ s_route (funnel_state_t *st, const char *id, funnel_rec_t *lead, char *name_out)
     funnel_rec_add (rec, "open", 1);
     s_rep_count (st, name_out, "open", 1);
     s_rep_count (st, name_out, "sql", 1);
-    funnel_rec_set_str (lead, "rep", name_out);
+    funnel_rec_set_str (lead, "r", name_out);
     s_flag_set (lead, 'o', true);
     return 0;
 }
@@ -672,7 +681,7 @@ s_release (funnel_state_t *st, funnel_rec_t *lead)
 {
     if (!s_flag (lead, 'o'))
         return 0;
-    const char *rep = funnel_rec_str (lead, "rep");
+    const char *rep = funnel_rec_str (lead, "r");
     funnel_rec_t *rec = rep ? funnel_state_global (st, "rep", rep) : NULL;
     if (!rec)
         return -1;
@@ -697,7 +706,7 @@ s_promote (funnel_state_t *st, const char *id, funnel_rec_t *lead, stage_t targe
         s_move (st, id, lead, ST_MQL, reason, NULL);
         if (!s_flag (lead, 'm')) {
             s_flag_set (lead, 'm', true);
-            s_count_stage (st, "mql", t, funnel_rec_str (lead, "cmp"));
+            s_count_stage (st, "mql", t, funnel_rec_str (lead, "c"));
         }
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 3);
@@ -710,12 +719,12 @@ s_promote (funnel_state_t *st, const char *id, funnel_rec_t *lead, stage_t targe
         s_move (st, id, lead, ST_SQL, reason, NULL);
         if (!s_flag (lead, 's')) {
             s_flag_set (lead, 's', true);
-            s_count_stage (st, "sql", t, funnel_rec_str (lead, "cmp"));
+            s_count_stage (st, "sql", t, funnel_rec_str (lead, "c"));
         }
         char rep [ID_SIZE];
         if (s_route (st, id, lead, rep))
             return -1;
-        const char *cmp = funnel_rec_str (lead, "cmp");
+        const char *cmp = funnel_rec_str (lead, "c");
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 4 + (cmp != NULL));
         s_kv_str (pk, "lead", id);
@@ -753,7 +762,7 @@ s_schedule (funnel_state_t *st, const char *id, funnel_rec_t *lead)
             && lead_score_crossing (s_sum (lead), ctx->rules.mql - s_fnum (lead, "f", 0),
                                     ctx->hl, &t);
     if (due) {
-        double wall = t + s_fnum (lead, "off", 0);
+        double wall = t + s_fnum (lead, "o", 0);
         int64_t ms = (int64_t) ceil (wall);
         //  The timer looks at it on the next whole second (the Lua engine's
         //  tick of 1 s): decays_at stays the exact crossing
@@ -777,9 +786,9 @@ s_evaluate (funnel_state_t *st, const char *id, funnel_rec_t *lead, double t_eve
     double off = now - t_event > 0 ? now - t_event : 0;
     char text [40];
     s_num2s (off, text, sizeof text);
-    const char *old_off = funnel_rec_str (lead, "off");
+    const char *old_off = funnel_rec_str (lead, "o");
     if (!streq (text, old_off ? old_off : "0"))
-        funnel_rec_set_str (lead, "off", text);
+        funnel_rec_set_str (lead, "o", text);
     double fit = s_fnum (lead, "f", 0);
     double eng = s_engagement (st, lead);
     double total = fit + eng;
@@ -825,11 +834,43 @@ s_kind_index (const char *kind)
     return -1;
 }
 
-//  Touch counts per kind are fields "t<kind index>" ("t_": other kinds)
-static bool
-s_touch_field (const char *f)
+//  Touch counts per kind: one field "tk", the counts of the ten kinds (in
+//  points/* order) and of other kinds, base 36, comma-separated, 0 as ""
+#define TK_SLOTS (KINDS + 1)
+
+static int64_t
+s_tk (funnel_rec_t *rec, int64_t out [TK_SLOTS])
 {
-    return f [0] == 't' && ((f [1] >= '0' && f [1] <= '9') || f [1] == '_') && !f [2];
+    const char *p = funnel_rec_str (rec, "tk");
+    int64_t total = 0;
+    for (int i = 0; i < TK_SLOTS; i++) {
+        out [i] = p && *p && *p != ',' ? s_b36_parse (p) : 0;
+        total += out [i];
+        while (p && *p && *p != ',')
+            p++;
+        if (p && *p == ',')
+            p++;
+    }
+    return total;
+}
+
+static void
+s_tk_set (funnel_rec_t *rec, const int64_t counts [TK_SLOTS])
+{
+    char text [TK_SLOTS * 16], *out = text;
+    int last = TK_SLOTS - 1;
+    while (last > 0 && counts [last] == 0)
+        last--;
+    for (int i = 0; i <= last; i++) {
+        if (i)
+            *out++ = ',';
+        if (counts [i])
+            s_b36_format (counts [i], out);
+        else
+            *out = 0;
+        out += strlen (out);
+    }
+    funnel_rec_set_str (rec, "tk", text);
 }
 
 //  One touch into a lead or a pending contact (same fields in both)
@@ -841,13 +882,13 @@ s_touch (funnel_state_t *st, funnel_rec_t *rec, const funnel_event_t *ev, int ki
                                          ctx->hl);
     s_set_num (rec, "ev", e.v);
     s_set_num (rec, "et", e.t0);
-    char field [32];
-    snprintf (field, sizeof field, "t%c", kind >= 0 ? '0' + kind : '_');
-    funnel_rec_add (rec, field, 1);
-    funnel_rec_add (rec, "nt", 1);
+    int64_t counts [TK_SLOTS];
+    s_tk (rec, counts);
+    counts [kind >= 0 ? kind : KINDS]++;
+    s_tk_set (rec, counts);
     char campaign [FUNNEL_STR_MAX + 1];
-    if (!funnel_rec_has (rec, "cmp") && s_str (ev->data, "campaign", campaign, sizeof campaign))
-        funnel_rec_set_str (rec, "cmp", campaign);
+    if (!funnel_rec_has (rec, "c") && s_str (ev->data, "campaign", campaign, sizeof campaign))
+        funnel_rec_set_str (rec, "c", campaign);
     const msgpack_object *aud = funnel_map_get (ev->data, "in_audience");
     if (aud && aud->type == MSGPACK_OBJECT_BOOLEAN && aud->via.boolean && !s_flag (rec, 'a'))
         s_flag_set (rec, 'a', true);
@@ -866,18 +907,21 @@ s_fold_pending (funnel_state_t *st, const char *contact, funnel_rec_t *lead)
     lead_score_sum_t e = lead_score_merge (s_sum (lead), s_sum (p), ctx->hl);
     s_set_num (lead, "ev", e.v);
     s_set_num (lead, "et", e.t0);
-    int64_t nt = funnel_rec_int (p, "nt", 0);
-    const char *cmp = funnel_rec_str (p, "cmp");
-    if (cmp && !funnel_rec_has (lead, "cmp"))
-        funnel_rec_set_str (lead, "cmp", cmp);
+    int64_t mine [TK_SLOTS], theirs [TK_SLOTS];
+    s_tk (lead, mine);
+    int64_t nt = s_tk (p, theirs);
+    for (int i = 0; i < TK_SLOTS; i++)
+        mine [i] += theirs [i];
+    if (nt > 0)
+        s_tk_set (lead, mine);
+    const char *cmp = funnel_rec_str (p, "c");
+    if (cmp && !funnel_rec_has (lead, "c"))
+        funnel_rec_set_str (lead, "c", cmp);
     if (s_flag (p, 'a'))
         s_flag_set (lead, 'a', true);
     zlist_t *fields = funnel_rec_fields (p);
-    for (const char *f = zlist_first (fields); f; f = zlist_next (fields)) {
-        if (streq (f, "nt") || s_touch_field (f))
-            funnel_rec_add (lead, f, funnel_rec_int (p, f, 0));
+    for (const char *f = zlist_first (fields); f; f = zlist_next (fields))
         funnel_rec_del (p, f);
-    }
     zlist_destroy (&fields);
     funnel_state_timer_cancel (st, "pend", contact);
     s_count (st, "touches_folded", nt);
@@ -1130,8 +1174,8 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (f.has [0])
         funnel_rec_set_str (index, "l", id);
     char campaign [ID_SIZE];
-    if (s_str (ev->data, "campaign", campaign, sizeof campaign) && !funnel_rec_has (lead, "cmp"))
-        funnel_rec_set_str (lead, "cmp", campaign);
+    if (s_str (ev->data, "campaign", campaign, sizeof campaign) && !funnel_rec_has (lead, "c"))
+        funnel_rec_set_str (lead, "c", campaign);
     const msgpack_object *attrs = funnel_map_get (ev->data, "attrs");
     if (attrs && attrs->type == MSGPACK_OBJECT_MAP)
         for (uint32_t i = 0; i < attrs->via.map.size && nowned < 64; i++) {
@@ -1139,9 +1183,9 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
             if (kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size > 100)
                 continue;
             char field [128];
-            snprintf (field, sizeof field, "a.%.*s", (int) kv->key.via.str.size,
+            snprintf (field, sizeof field, ".%.*s", (int) kv->key.via.str.size,
                       kv->key.via.str.ptr);
-            if (strlen (field) != kv->key.via.str.size + 2)
+            if (strlen (field) != kv->key.via.str.size + 1)
                 continue;                               //  A NUL in the key
             char *e;
             if (!s_attr_encode (&kv->val, &e)) {
@@ -1152,7 +1196,7 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
                 funnel_rec_set_str (lead, field, e);
                 if (!created) {
                     char *name = malloc (strlen (field) + 6);
-                    sprintf (name, "attrs.%s", field + 2);
+                    sprintf (name, "attrs.%s", field + 1);
                     owned [nowned++] = name;
                     changed [nchanged++] = name;
                 }
@@ -1166,14 +1210,14 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     }
     //  Counted once its campaign is known (the capture's, else a pending touch's)
     if (created)
-        s_count_stage (st, "leads", (double) ev->ts, funnel_rec_str (lead, "cmp"));
+        s_count_stage (st, "leads", (double) ev->ts, funnel_rec_str (lead, "c"));
     s_refit (st, lead);
     int rc = 0;
     if (created) {
-        const char *cmp = funnel_rec_str (lead, "cmp");
+        const char *cmp = funnel_rec_str (lead, "c");
         const char *email = funnel_rec_str (lead, "e");
         const char *company = funnel_rec_str (lead, "co");
-        const char *region = funnel_rec_str (lead, "a.region");
+        const char *region = funnel_rec_str (lead, ".region");
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 1 + (cmp != NULL) + (email != NULL) + (company != NULL)
                               + (region != NULL));
@@ -1383,19 +1427,21 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     int64_t now = funnel_state_now (st);
     zlist_t *fields = funnel_rec_fields (lead);
     size_t nattrs = 0, ntouches = 0;
-    for (const char *f = zlist_first (fields); f; f = zlist_next (fields)) {
-        nattrs += strncmp (f, "a.", 2) == 0;
-        ntouches += s_touch_field (f);
-    }
+    for (const char *f = zlist_first (fields); f; f = zlist_next (fields))
+        nattrs += f [0] == '.';
+    int64_t counts [TK_SLOTS];
+    int64_t total_touches = s_tk (lead, counts);
+    for (int i = 0; i < TK_SLOTS; i++)
+        ntouches += counts [i] > 0;
     const char *profile [6][2] = {
         { "email", "e" }, { "name", "n" }, { "company", "co" }, { "title", "ti" },
-        { "phone", "ph" }, { "campaign", "cmp" }
+        { "phone", "ph" }, { "campaign", "c" }
     };
     size_t nprofile = 0;
     for (int i = 0; i < 6; i++)
         nprofile += funnel_rec_has (lead, profile [i][1]);
     bool alias = !streq (given, id);
-    const char *rep = funnel_rec_str (lead, "rep");
+    const char *rep = funnel_rec_str (lead, "r");
     const char *dq = funnel_rec_str (lead, "dq");
     bool decays = funnel_rec_has (lead, "dz");
     size_t entries = 12 + alias + (nprofile > 0) + (nattrs > 0) + (rep != NULL) + (dq != NULL)
@@ -1420,8 +1466,8 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         funnel_pack_cstr (pk, "attrs");
         msgpack_pack_map (pk, nattrs);
         for (const char *f = zlist_first (fields); f; f = zlist_next (fields))
-            if (strncmp (f, "a.", 2) == 0) {
-                funnel_pack_cstr (pk, f + 2);
+            if (f [0] == '.') {
+                funnel_pack_cstr (pk, f + 1);
                 s_pack_attr (pk, funnel_rec_str (lead, f));
             }
     }
@@ -1443,12 +1489,11 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     if (ntouches > 0) {
         funnel_pack_cstr (pk, "touches");
         msgpack_pack_map (pk, ntouches);
-        for (const char *f = zlist_first (fields); f; f = zlist_next (fields))
-            if (s_touch_field (f))
-                s_kv_num (pk, f [1] == '_' ? "other" : s_kinds [f [1] - '0'],
-                          (double) funnel_rec_int (lead, f, 0));
+        for (int i = 0; i < TK_SLOTS; i++)
+            if (counts [i] > 0)
+                s_kv_num (pk, i < KINDS ? s_kinds [i] : "other", (double) counts [i]);
     }
-    s_kv_num (pk, "total_touches", (double) funnel_rec_int (lead, "nt", 0));
+    s_kv_num (pk, "total_touches", (double) total_touches);
     s_kv_bool (pk, "in_audience", s_flag (lead, 'a'));
     s_kv_num (pk, "half_life_s", ctx->hl / 1000);
     zlist_destroy (&fields);
