@@ -128,16 +128,17 @@ bench_cmdstats_delta (const bench_cmdstat_t *before, int nbefore,
 //  Key classification
 
 static const char *s_outbox [] = { "ob", "ob_first", "seq", "outbox", NULL };
-static const char *s_dedup [] = { "ids", "dedup", "dd", NULL };
+static const char *s_dedup [] = { "ids", "dedup", "dd", "id", NULL };
 static const char *s_runtime [] = {
-    "stats", "ckpt", "lease", "fence", "subs", "sub", "counters", "meta", NULL
+    "stats", "ckpt", "lease", "fence", "subs", "sub", "counters", "meta", "ob_size",
+    "timers", NULL
 };
 //  The stages' keys (proto/<service>.md, "Redis keys")
 static const char *s_state [] = {
     //  campaign
-    "cmp", "cmpn", "bkt", "bktn", "num", "c", "wbz", "wb",
-    //  leads
-    "lead", "hist", "pend", "email", "alias", "rep", "decay",
+    "cmp", "cmpn", "bkt", "bktn", "num", "c", "wbz", "wb", "tot",
+    //  leads (the Lua engine's names, then the C engine's)
+    "lead", "hist", "pend", "email", "alias", "rep", "decay", "l", "p", "em", "al",
     //  sales
     "deal", "deal:log", "cust", "sla", "idle", "bystage", "byrep", "agg",
     "objections", "reasons", "rr",
@@ -324,6 +325,10 @@ bench_redis_test (bool verbose)
         { "{funnel:campaign}:seq", "campaign", "seq", "outbox" },
         { "{funnel:retention}:ids:2613", "retention", "ids", "dedup" },
         { "{funnel:retention}:stats", "retention", "stats", "runtime" },
+        { "{funnel:leads:3}:l:L1", "leads", "l", "state" },
+        { "{funnel:leads:0}:em:a%40b.io", "leads", "em", "state" },
+        { "{funnel:campaign:9}:id:campaign-1", "campaign", "id", "dedup" },
+        { "{funnel:campaign:0}:timers", "campaign", "timers", "runtime" },
         { "{funnel:retention:3}:wal:9", "retention", "wal", "other" },
         { "plain:key", "other", "plain", "other" },
         { "{funnel:x", "other", "{funnel", "other" },

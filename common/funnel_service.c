@@ -1095,11 +1095,13 @@ s_start (service_t *self)
         log_error ("bad settings in the [%s] section; see --help", name);
         return 2;
     }
-    //  The C rules' settings, checked before any bind: a bad value exits 2
-    //  even while another instance holds the endpoints
+    //  The C rules' settings are checked here too, before any bind: a bad
+    //  value exits 2 even when the endpoints are taken (as the Lua rules')
     if (self->def->rules && self->def->rules->setup
-    &&  self->def->rules->setup (self->config, name, &self->rules_arg) != 0)
+    &&  self->def->rules->setup (self->config, name, &self->rules_arg) != 0) {
+        log_error ("bad settings in the [%s] section; see --help", name);
         return 2;
+    }
     char default_prefix [96];
     snprintf (default_prefix, sizeof default_prefix, "{funnel:%s}:", name);
     char path [128];

@@ -451,29 +451,6 @@ funnel_rec_count (funnel_rec_t *rec)
     return zhashx_size (rec->fields);
 }
 
-static int
-s_strcmp (const void *a, const void *b)
-{
-    return strcmp (*(const char *const *) a, *(const char *const *) b);
-}
-
-zlist_t *
-funnel_rec_names (funnel_rec_t *rec)
-{
-    size_t count = zhashx_size (rec->fields);
-    const char **names = (const char **) zmalloc ((count + 1) * sizeof (char *));
-    size_t n = 0;
-    for (void *v = zhashx_first (rec->fields); v && n < count; v = zhashx_next (rec->fields))
-        names [n++] = (const char *) zhashx_cursor (rec->fields);
-    qsort (names, n, sizeof (char *), s_strcmp);
-    zlist_t *list = zlist_new ();
-    zlist_autofree (list);
-    for (size_t i = 0; i < n; i++)
-        zlist_append (list, (void *) names [i]);
-    free (names);
-    return list;
-}
-
 bool
 funnel_rec_has (funnel_rec_t *rec, const char *field)
 {
@@ -496,6 +473,23 @@ funnel_rec_int (funnel_rec_t *rec, const char *field, int64_t dflt)
     errno = 0;
     long long value = strtoll (text, &end, 10);
     return *end || errno ? dflt : (int64_t) value;
+}
+
+static int
+s_strcmp (void *a, void *b)
+{
+    return strcmp ((const char *) a, (const char *) b);
+}
+
+zlist_t *
+funnel_rec_fields (funnel_rec_t *rec)
+{
+    zlist_t *names = zlist_new ();
+    zlist_autofree (names);
+    for (void *value = zhashx_first (rec->fields); value; value = zhashx_next (rec->fields))
+        zlist_append (names, (void *) zhashx_cursor (rec->fields));
+    zlist_sort (names, s_strcmp);
+    return names;
 }
 
 const char *
@@ -688,6 +682,16 @@ funnel_state_count_stage (funnel_state_t *self, const char *name, int64_t t_ms,
     s_series_add (self, name, t_ms, NULL, n);
     //  An invalid campaign id counts only the whole funnel (as the Lua)
     if (campaign && funnel_id_valid (campaign, strlen (campaign)))
+        s_series_add (self, name, t_ms, campaign, n);
+}
+
+void
+funnel_state_series_add (funnel_state_t *self, const char *name, int64_t t_ms,
+                         const char *campaign, int64_t n)
+{
+    if (n == 0 || !s_valid_ms (t_ms))
+        return;
+    if (!campaign || funnel_id_valid (campaign, strlen (campaign)))
         s_series_add (self, name, t_ms, campaign, n);
 }
 
@@ -1230,6 +1234,11 @@ funnel_state_test (bool verbose)
     assert (funnel_rec_int (rec, "total", 0) == 3);
     assert (streq (funnel_rec_str (rec, "name"), "x"));
     assert (funnel_state_output_count (st) == 1);
+    //  Field names, sorted, as of this batch
+    zlist_t *names = funnel_rec_fields (rec);
+    assert (zlist_size (names) == 2 && streq (zlist_first (names), "name")
+         && streq (zlist_next (names), "total"));
+    zlist_destroy (&names);
     //  Reading again is a hit: no second load
     assert (funnel_state_rec (st, "counter", "X:log") == rec && loads == 1);
     //  Long or odd keys give sha1 ids within the charset
@@ -1253,7 +1262,7 @@ funnel_state_test (bool verbose)
     funnel_rec_set_str (in, "b", "2");
     funnel_rec_set_str (in, "a", "1");
     assert (funnel_rec_count (in) == 2);
-    zlist_t *names = funnel_rec_names (in);
+    names = funnel_rec_fields (in);
     assert (zlist_size (names) == 2 && streq ((char *) zlist_first (names), "a"));
     zlist_destroy (&names);
     funnel_state_want_in (st, "lead-7", "d", "Lx-2");
@@ -1309,6 +1318,14 @@ funnel_state_test (bool verbose)
     funnel_state_set_series_keep (st, 3600, 86400);
     funnel_state_count_stage (st, "won", 1700000000000 - 3 * 3600000, NULL, 1);
     assert (funnel_state_savepoint (st).series == 5);
+    //  One series alone: no counter, no whole-funnel bucket
+    funnel_savepoint_t before = funnel_state_savepoint (st);
+    funnel_state_series_add (st, "reached", 1700000000000, "c1", 1);
+    assert (funnel_state_savepoint (st).series == before.series + 2);   //  Hour + day
+    assert (funnel_state_savepoint (st).counters == before.counters);
+    funnel_state_series_add (st, "reached", 1700000000000, "c 1", 1);  //  Bad id: nothing
+    funnel_state_series_add (st, "reached", -5, NULL, 1);
+    assert (funnel_state_savepoint (st).series == before.series + 2);
     funnel_state_committed (st);
     assert (funnel_state_savepoint (st).series == 0);
 

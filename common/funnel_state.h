@@ -122,12 +122,9 @@ bool
     funnel_rec_exists (funnel_rec_t *rec);
 bool
     funnel_rec_has (funnel_rec_t *rec, const char *field);
-//  How many fields the record has, and their names (sorted; a zlist of
-//  strings the caller destroys): for small records only (reports).
+//  How many fields the record has (funnel_rec_fields lists them).
 size_t
     funnel_rec_count (funnel_rec_t *rec);
-zlist_t *
-    funnel_rec_names (funnel_rec_t *rec);
 //  The value, NULL if absent.
 const char *
     funnel_rec_str (funnel_rec_t *rec, const char *field);
@@ -143,6 +140,10 @@ int64_t
     funnel_rec_add (funnel_rec_t *rec, const char *field, int64_t n);
 void
     funnel_rec_del (funnel_rec_t *rec, const char *field);
+//  The record's field names, sorted (strcmp), as a zlist of strings the
+//  caller destroys: to walk a small record (an index) whole.
+zlist_t *
+    funnel_rec_fields (funnel_rec_t *rec);
 //  The record's Redis key (for tests and logs).
 const char *
     funnel_rec_key (funnel_rec_t *rec);
@@ -177,6 +178,12 @@ void
 void
     funnel_state_count_stage (funnel_state_t *self, const char *name,
                               int64_t t_ms, const char *campaign, int64_t n);
+//  Adds n to one series only (campaign NULL: the whole funnel), without
+//  the counter: a stage whose per-campaign count differs from the whole
+//  funnel's (campaign's unique reach). Lua: series_add.
+void
+    funnel_state_series_add (funnel_state_t *self, const char *name, int64_t t_ms,
+                             const char *campaign, int64_t n);
 //  The moment an event stands for: for a consumed upstream event whose
 //  data carries a valid `at` (ms), that; else ev->ts. (Lua: event_time.)
 int64_t

@@ -1,4 +1,5 @@
 /*  campaign_rules — schemas and settings of funnel-campaign.  */
+#include <stdio.h>
 #include <string.h>
 #include "campaign_rules.h"
 #include "event_codec.h"
@@ -6,7 +7,7 @@
 #include "funnel_settings.h"
 
 //  --------------------------------------------------------------------
-//  Field tables (proto/campaign.md, accepted types)
+//  Field tables (proto/campaign.md, what campaign accepts)
 
 #define AMOUNT_MAX  1e13        //  Cents: 100 billion in any currency
 #define AGE_MAX     150
@@ -20,7 +21,7 @@ static const char *const s_kinds [] = {
     "form", NULL
 };
 
-//  A campaign's target audience; age_min <= age_max is checked in Lua
+//  A campaign's target audience; age_min <= age_max is checked by the rules
 static const funnel_field_t s_audience [] = {
     FIELD_RANGE ("age_min", FIELD_INT, false, 0, AGE_MAX),
     FIELD_RANGE ("age_max", FIELD_INT, false, 0, AGE_MAX),
@@ -94,7 +95,7 @@ static const funnel_setting_t s_settings [] = {
 static const char *const s_stages [] = { "lead", "mql", "sql", "won", NULL };
 
 int
-campaign_pack_rules (funnel_config_t *config, msgpack_packer *pk)
+campaign_settings_read (funnel_config_t *config, campaign_settings_t *settings)
 {
     const char *stage = funnel_config_get (config, "campaign/recommend_stage", STAGE_DEFAULT);
     bool known = false;
@@ -104,11 +105,27 @@ campaign_pack_rules (funnel_config_t *config, msgpack_packer *pk)
         log_error ("config campaign/recommend_stage: '%s' is not lead, mql, sql or won", stage);
         return -1;
     }
-    msgpack_pack_map (pk, funnel_settings_count (s_settings) + 1);
-    if (funnel_settings_pack_entries (config, "campaign", s_settings, pk, NULL))
+    //  The table's reader checks ranges; the packed map itself is not needed
+    double values [16];
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, funnel_settings_count (s_settings));
+    int rc = funnel_settings_pack_entries (config, "campaign", s_settings, &pk, values);
+    msgpack_sbuffer_destroy (&sbuf);
+    if (rc)
         return -1;
-    funnel_pack_cstr (pk, "recommend_stage");
-    funnel_pack_cstr (pk, stage);
+    settings->history_max = (int64_t) funnel_settings_value (s_settings, values, "history_max");
+    settings->conversions_max =
+        (int64_t) funnel_settings_value (s_settings, values, "conversions_max");
+    settings->half_life_ms =
+        funnel_settings_value (s_settings, values, "half_life_days") * 86400000;
+    settings->prior_alpha = funnel_settings_value (s_settings, values, "prior_alpha");
+    settings->prior_beta = funnel_settings_value (s_settings, values, "prior_beta");
+    settings->z = funnel_settings_value (s_settings, values, "recommend_z");
+    settings->report_max = (int64_t) funnel_settings_value (s_settings, values, "report_max");
+    snprintf (settings->stage, sizeof settings->stage, "%s", stage);
     return 0;
 }
 

@@ -9,14 +9,13 @@
     touch arrives. From that it recommends channels per segment, and it
     keeps the win-back audience retention flags.
 
-    The rules are campaign.lua (state, reports) on audience.lua,
-    attribution.lua and channel_rank.lua (pure logic); the schemas and
-    settings are campaign_rules.c. proto/campaign.md is the full spec.
+    The rules are campaign_stage.c (state, reports, on the C engine) on
+    audience.c, attribution.c and channel_rank.c (pure logic); the schemas
+    and settings are campaign_rules.c. proto/campaign.md is the full spec.
 */
 #include "funnel_service.h"
 #include "campaign_rules.h"
-
-extern const char funnel_campaign_lua [];
+#include "campaign_stage.h"
 
 //  Conversions come from leads and sales; win-back from retention
 static const char *const s_upstreams [] = { "leads", "sales", "retention", NULL };
@@ -35,8 +34,7 @@ main (int argc, char *argv [])
         .accepts = campaign_accepts,
         .upstreams = s_upstreams,
         .consumes = s_consumes,
-        .lua = funnel_campaign_lua,
-        .pack_rules = campaign_pack_rules,
+        .rules = &campaign_stage_rules,
         .tick_ms = 0            //  Nothing here runs on a timer
     };
     return funnel_service_main (argc, argv, &def);

@@ -1,8 +1,9 @@
 /*  leads_rules — funnel-leads' field tables and settings.
 
-    The tables are proto/leads.md's accepted types plus rep.update; shapes are
-    checked here, before Redis, so the Lua rules only check state. The
-    settings are read once at start and handed to the Lua rules as RULES.
+    The tables are proto/leads.md's accepted events plus rep.update; shapes
+    are checked here, before any state is read, so the rules only check
+    state. The settings are read once at start into one msgpack map (RULES),
+    which leads_stage.c reads into its own struct.
 */
 #include <ctype.h>
 #include <inttypes.h>
@@ -88,6 +89,7 @@ static const funnel_setting_t s_rules [] = {
     { "sql_fit_min", 30, -HUGE_VAL, HUGE_VAL, false, "... when the fit alone is at least this" },
     { "pending_ttl_s", 7776000, 1, HUGE_VAL, true, "keep touches of uncaptured contacts (90 days)" },
     { "in_audience_fit", 5, -HUGE_VAL, HUGE_VAL, false, "fit points once a touch was in the audience" },
+    { "history_max", 50, 1, 10000, true, "stage changes kept per lead (GET lead's history)" },
     { NULL }
 };
 #define RULES_ROWS (sizeof s_rules / sizeof s_rules [0] - 1)

@@ -1,5 +1,6 @@
 /*  leads_rules — what funnel-leads accepts (field tables) and its settings
-    (topology file section `leads`, packed for the Lua rules as RULES).
+    (topology file section `leads`, packed as one map, RULES, that the
+    rules in leads_stage.c read at start).
     Every key and default is listed in leads_rules_help () and proto/leads.md.
 */
 #ifndef LEADS_RULES_H_INCLUDED

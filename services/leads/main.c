@@ -9,13 +9,13 @@
         round-robin over free capacity), a reversible lifecycle whose every
         transition is a lead.stage_changed, and a decay timer that sends
         leads whose engagement faded back to nurture.
-    The rules are in leads.lua; the settings in leads_rules.c; the wire
-    format in proto/leads.md.
+    The rules are leads_stage.c (on the C engine) over identity.c,
+    lead_score.c and routing.c (pure logic); the settings in leads_rules.c;
+    the wire format in proto/leads.md.
 */
 #include "funnel_service.h"
 #include "leads_rules.h"
-
-extern const char funnel_leads_lua [];
+#include "leads_stage.h"
 
 static const char *const s_upstreams [] = { "campaign", NULL };
 static const char *const s_consumes [] = { "prospect.touched", NULL };
@@ -30,10 +30,9 @@ main (int argc, char *argv [])
         .accepts = leads_accepts,
         .upstreams = s_upstreams,
         .consumes = s_consumes,
-        .lua = funnel_leads_lua,
-        .pack_rules = leads_pack_rules,
-        //  The decay timer: leads due to fall below MQL, once a second
-        .tick_ms = 1000
+        .rules = &leads_stage_rules,
+        //  The decay and pending timers run on the engine's housekeeping
+        .tick_ms = 0
     };
     return funnel_service_main (argc, argv, &def);
 }

@@ -790,7 +790,7 @@ s_get_cohorts (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk
     funnel_rec_t *coh = funnel_state_global (st, "g", "coh");
     if (!coh)
         return UNAVAILABLE (err);
-    zlist_t *names = funnel_rec_names (coh);         //  Sorted: months in order
+    zlist_t *names = funnel_rec_fields (coh);         //  Sorted: months in order
     month_t *rows = (month_t *) zmalloc ((zlist_size (names) + 1) * sizeof (month_t));
     size_t count = 0;
     for (const char *f = (const char *) zlist_first (names); f;

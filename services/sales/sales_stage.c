@@ -1531,7 +1531,7 @@ s_top_cmp (const void *a, const void *b)
 static void
 s_pack_top (funnel_rec_t *rec, const char *label, size_t n, msgpack_packer *pk)
 {
-    zlist_t *names = funnel_rec_names (rec);
+    zlist_t *names = funnel_rec_fields (rec);
     size_t count = zlist_size (names), used = 0;
     top_t *tops = (top_t *) zmalloc ((count + 1) * sizeof (top_t));
     for (const char *name = (const char *) zlist_first (names); name;
@@ -1596,7 +1596,7 @@ s_get_pipeline (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
     s_kv_int (pk, "open", open);
     s_kv_int (pk, "open_amount", open_amount);
     //  Reps with open deals, by name
-    zlist_t *names = funnel_rec_names (byrep);
+    zlist_t *names = funnel_rec_fields (byrep);
     size_t reps = 0;
     for (const char *f = (const char *) zlist_first (names); f; f = (const char *) zlist_next (names))
         reps += strncmp (f, "n:", 2) == 0 && funnel_rec_int (byrep, f, 0) > 0;

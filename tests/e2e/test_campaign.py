@@ -384,12 +384,13 @@ class TestTouches(CampaignCase):
         self.ok([touch("a", "impression", "M%d" % i, ts=T0 + i) for i in range(200)])
         self.ok([touch("b", "click", "M%d" % i, ts=T0 + 1000 + i) for i in range(200)])
         r = self.redis.client()
-        one = r.memory_usage("{funnel:campaign}:c:M7")
-        keys = r.keys("{funnel:campaign}:c:M*")
+        # A contact's record lives in its partition: {funnel:campaign:<p>}:c:<id>
+        keys = r.keys("{funnel:campaign:*}:c:M*")
+        m7 = [k for k in keys if k.endswith(b"}:c:M7")][0]
+        one = r.memory_usage(m7)
         total = sum(r.memory_usage(k) for k in keys)
         print("\n  contact hash, 2 touches in 2 campaigns: %d bytes (mean %.0f over %d); "
-              "hash: %r" % (one, total / len(keys), len(keys),
-                            r.hgetall("{funnel:campaign}:c:M7")))
+              "hash: %r" % (one, total / len(keys), len(keys), r.hgetall(m7)))
         self.assertEqual(len(keys), 200)
         self.assertLess(one, 200)
 
@@ -555,6 +556,38 @@ class TestAttribution(CampaignCase):
         c = self.counters()
         self.assertEqual((c["winback"], c["won_back"], c["consume_rejected"]), (2, 1, 1))
         self.assertEqual(self.get(kind="winback")["total"], 2)
+
+
+class TestBoundedHistory(CampaignCase):
+    def test_touches_falling_off_a_full_history_keep_conversions_exact(self):
+        """history_max 3: a conversion keeps the credits of touches that
+        later fall off the history, and a late touch re-attributes it by
+        the difference, so every model still sums to exactly one lead."""
+        self.campaign.stop()
+        self.campaign = self.daemon("campaign", args=["--set", "campaign/history_max=3"])
+        self.api = self.wait_ready("campaign")
+        self.ok([upsert("A", "email"), upsert("B", "social"), upsert("C", "search"),
+                 upsert("D", "video"), upsert("E", "event")])
+        self.ok([touch("A", "click", "H1", ts=T0 + 1), touch("B", "click", "H1", ts=T0 + 2),
+                 touch("C", "click", "H1", ts=T0 + 3)])
+        self.peers["leads"].publish("lead.captured", {"lead": "H1"}, ts=T0 + 10)
+        self.wait_consumed(1)
+
+        def credits(model):
+            return {c: self.get(kind="campaign", id=c)["attribution"][model]["leads"] for c in "ABCDE"}
+        self.assertEqual(credits("first_touch")["A"], 1)
+        # D comes after the conversion and pushes A out of the history: the
+        # conversion keeps A's credit
+        self.ok(touch("D", "click", "H1", ts=T0 + 20))
+        self.assertEqual(credits("first_touch"), {"A": 1, "B": 0, "C": 0, "D": 0, "E": 0})
+        # E is late (before the conversion): re-attributed over the history
+        # as it is now (C, E; D is after the conversion), by the difference
+        self.ok(touch("E", "click", "H1", ts=T0 + 5))
+        self.assertEqual(credits("first_touch"), {"A": 0, "B": 0, "C": 1, "D": 0, "E": 0})
+        self.assertEqual(credits("last_touch"), {"A": 0, "B": 0, "C": 0, "D": 0, "E": 1})
+        for model in MODELS:
+            self.assertAlmostEqual(sum(credits(model).values()), 1.0, places=6, msg=model)
+        self.assertEqual(self.counters()["reattributed"], 1)
 
 
 class TestCrash(CampaignCase):

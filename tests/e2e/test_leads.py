@@ -5,6 +5,7 @@ SQL guarantee and decay back to nurture with funnel-campaign upstream, and
 kill -9 mid-stream with exact counts after the restart."""
 import random
 import subprocess
+import threading
 import time
 import unittest
 
@@ -284,6 +285,64 @@ class TestLeadsApi(LeadsCase):
                          (1, 1, 0))
         # every published lead event has data
         self.assertTrue(all(e["data"] and e["data"]["lead"] for _, e in self.outbox()))
+
+    def test_concurrent_captures_of_one_email_make_one_lead(self):
+        """Two clients capture the same e-mails under different ids at once:
+        every address ends as one lead (the other id its alias), even when
+        the two ids live in different partitions."""
+        def partition(lead, parts=16):      # FNV-1a 32 mod partitions (proto/wire.md)
+            h = 0x811C9DC5
+            for b in lead.encode():
+                h = ((h ^ b) * 0x01000193) & 0xFFFFFFFF
+            return h % parts
+        n = 60
+        pairs = [("a%d" % i, "b%d" % i) for i in range(n)]
+        self.assertTrue(any(partition(a) != partition(b) for a, b in pairs))
+        clients = [self.client("leads"), self.client("leads")]
+        start = threading.Barrier(2)
+        errors = []
+
+        def run(k):
+            try:
+                start.wait(5)
+                for i, ids in enumerate(pairs):
+                    email = ("p%d@x.io" % i) if k == 0 else (" P%d@X.io" % i)
+                    clients[k].ok("PUBLISH", capture(ids[k], email=email))
+            except Exception as e:          # reported below, in the main thread
+                errors.append(e)
+        threads = [threading.Thread(target=run, args=(k,)) for k in (0, 1)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        self.assertEqual(errors, [])
+        for i, (a, b) in enumerate(pairs):
+            la, lb = self.get(a), self.get(b)
+            self.assertEqual(la["lead"], lb["lead"], (a, b))
+            self.assertEqual(la["profile"]["email"], "p%d@x.io" % i)
+            self.assertEqual(sum("alias_of" in x for x in (la, lb)), 1, (la, lb))
+        counters = self.stats("leads")
+        self.assertEqual((counters["leads"], counters["aliased"]), (n, n))
+        merged = [e for _, e in self.outbox("lead.merged")]
+        self.assertEqual(len(merged), n)
+
+    def test_history_is_bounded_and_totals_stay_exact(self):
+        """history_max 5: GET lead returns the last 5 transitions, while
+        entries and time in stage count the lead's whole life."""
+        self.leads_d.stop()
+        self.leads_d = self.daemon("leads", args=REPS + ["--set", "leads/rules/history_max=5"])
+        self.api = self.wait_ready("leads")
+        self.api.ok("PUBLISH", capture("h1"))
+        for i in range(10):
+            self.api.ok("PUBLISH", qualify("h1", "mql"))
+            self.api.ok("PUBLISH", disqualify("h1", "round %d" % i))
+        lead = self.get("h1")
+        self.assertEqual(len(lead["history"]), 5)
+        self.assertEqual(lead["history"][-1], dict(lead["history"][-1], to="disqualified",
+                                                   reason="round 9"))
+        self.assertEqual(lead["entries"], {"nurture": 1, "mql": 10, "disqualified": 10})
+        self.assertEqual(set(lead["time_in_stage"]), {"nurture", "mql", "disqualified"})
+        self.assertTrue(all(v >= 0 for v in lead["time_in_stage"].values()))
 
     def test_help_lists_settings(self):
         out = subprocess.run([binary("funnel-leads"), "--help"], capture_output=True, text=True)
