@@ -60,7 +60,16 @@ upstream_new (const char *name, const char *api, const char *pub,
     self->need_replay = true;       //  Nothing applied live before upstream_start
     self->last_rx = zclock_mono ();
     self->sub = zsock_new (ZMQ_SUB);
-    zsock_set_rcvhwm (self->sub, 100000);
+    //  No receive high-water mark. libzmq 4.3.4 aborts the whole process
+    //  (assertion _input_stopped, stream_engine_base.cpp:417; libzmq issue
+    //  3937, fixed upstream after 4.3.4) when a connecting socket's engine
+    //  stopped reading because its pipe was full, the connection then
+    //  dropped (the publisher restarted, or a heartbeat timed out while we
+    //  were busy applying) and the pipe drained after the reconnect. A pipe
+    //  that is never full never stops the engine. The cost: a subscriber far
+    //  behind holds its backlog in memory instead of in the publisher's
+    //  queue (which would drop it and make us REPLAY it anyway).
+    zsock_set_rcvhwm (self->sub, 0);
     zsock_set_maxmsgsize (self->sub, FUNNEL_EVENT_MAX_BYTES + 1024);
     zsock_set_reconnect_ivl_max (self->sub, 2000);
     zsock_set_heartbeat_ivl (self->sub, 1000);
