@@ -53,6 +53,7 @@ typedef struct {
     attribution_touch_t *history;       //  history_max + 1
     attribution_touch_t *prev;          //  The history before a touch
     attribution_credits_t *cr, *old, *diff;
+    zhashx_t *auds;                     //  Parsed audiences by stored text
 } ctx_t;
 
 static ctx_t *
@@ -143,14 +144,22 @@ s_fnum (funnel_rec_t *rec, const char *field, double dflt)
     return end == text ? dflt : x;
 }
 
-//  A STATS counter, mirrored in tot:0 when a report shows it.
+//  A STATS counter, mirrored in tot:0 when the report shows it
 static void
 s_count (funnel_state_t *st, const char *name, int64_t n)
 {
     funnel_state_count (st, name, n);
-    funnel_rec_t *tot = funnel_state_global (st, "tot", ALL);
-    if (tot)
-        funnel_rec_add (tot, name, n);
+    static const char *const shown [] = {
+        "reached", "engaged", "conv_lead", "conv_mql", "conv_sql", "conv_won", "conv_revenue",
+        "spend", "unattributed", "anonymous", "anonymous_impressions", NULL
+    };
+    for (const char *const *s = shown; *s; s++)
+        if (streq (*s, name)) {
+            funnel_rec_t *tot = funnel_state_global (st, "tot", ALL);
+            if (tot)
+                funnel_rec_add (tot, name, n);
+            break;
+        }
 }
 
 //  A stage reached over time, whole funnel, and its counter (mirrored)
@@ -228,6 +237,38 @@ s_aud_free (aud_t *a)
 {
     json_decref (a->json);
     a->json = NULL;
+}
+
+//  Parsed audiences by their stored text: a touch reads its campaign's on
+//  every event, so it is parsed once; bounded (dropped whole when full)
+#define AUD_CACHE_MAX 1024
+
+static void
+s_aud_destroy (void **item)
+{
+    aud_t *a = (aud_t *) *item;
+    s_aud_free (a);
+    free (a);
+    *item = NULL;
+}
+
+static const audience_t *
+s_aud_cached (zhashx_t *cache, const char *text)
+{
+    if (!text)
+        return NULL;
+    aud_t *a = (aud_t *) zhashx_lookup (cache, text);
+    if (!a) {
+        a = (aud_t *) calloc (1, sizeof (aud_t));
+        if (!a || !s_aud_load (text, a)) {
+            free (a);
+            return NULL;
+        }
+        if (zhashx_size (cache) >= AUD_CACHE_MAX)
+            zhashx_purge (cache);
+        zhashx_insert (cache, text, a);
+    }
+    return &a->aud;
 }
 
 //  A msgpack array of strings as JSON (non-strings as null)
@@ -841,16 +882,13 @@ s_on_touch (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (status && streq (status, "draft"))
         return funnel_error_set (err, FUNNEL_ERR_CONFLICT,
             "campaign: %s is a draft; touches need an active, paused or ended campaign", id);
-    aud_t a;
-    bool has = s_aud_load (funnel_rec_str (cmp, "aud"), &a);
+    const audience_t *aud = s_aud_cached (ctx->auds, funnel_rec_str (cmp, "aud"));
     attrs_t attrs;
     const msgpack_object *attrs_obj = funnel_map_get (ev->data, "attrs");
     s_attrs_read (attrs_obj, &attrs);
-    bool in_audience = audience_matches (has ? &a.aud : NULL,
-                                         attrs_obj && attrs_obj->type == MSGPACK_OBJECT_MAP
-                                         ? &attrs.attrs : NULL);
+    bool in_audience = audience_matches (aud, attrs_obj && attrs_obj->type == MSGPACK_OBJECT_MAP
+                                              ? &attrs.attrs : NULL);
     s_attrs_free (&attrs);
-    s_aud_free (&a);
     bool impression = streq (kind, "impression");
     funnel_rec_add (cmp, "touches", 1);
     s_count (st, "touches", 1);
@@ -1635,7 +1673,10 @@ s_setup (funnel_config_t *config, const char *section, void **arg)
     ctx->cr = malloc (sizeof *ctx->cr);
     ctx->old = malloc (sizeof *ctx->old);
     ctx->diff = malloc (sizeof *ctx->diff);
-    if (!ctx->history || !ctx->prev || !ctx->cr || !ctx->old || !ctx->diff) {
+    ctx->auds = zhashx_new ();
+    if (ctx->auds)
+        zhashx_set_destructor (ctx->auds, s_aud_destroy);
+    if (!ctx->auds || !ctx->history || !ctx->prev || !ctx->cr || !ctx->old || !ctx->diff) {
         log_error ("campaign: out of memory");
         return -1;
     }
@@ -1648,6 +1689,7 @@ s_teardown (void **arg)
 {
     ctx_t *ctx = (ctx_t *) *arg;
     if (ctx) {
+        zhashx_destroy (&ctx->auds);
         free (ctx->history);
         free (ctx->prev);
         free (ctx->cr);
