@@ -15,7 +15,7 @@ bench_redis_new (const char *url)
         return NULL;
     }
     bench_redis_t *self = (bench_redis_t *) zmalloc (sizeof (bench_redis_t));
-    self->store = redis_store_new (&parsed, NULL);
+    self->store = redis_store_new (&parsed);
     if (!self->store || redis_store_connect (self->store) != 0) {
         fprintf (stderr, "funnel-bench-funnel: cannot connect to Redis at %s\n", url);
         bench_redis_destroy (&self);

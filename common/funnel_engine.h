@@ -39,7 +39,7 @@
 #include "funnel_error.h"
 #include "funnel_state.h"
 #include "redis_store.h"
-#include "script_args.h"
+#include "outbox_entry.h"
 
 //  A rule for one event type: 0, or -1 with err set (not_found, conflict,
 //  invalid...) to refuse the event (its effects are rolled back).
@@ -109,7 +109,7 @@ typedef struct _funnel_engine_t funnel_engine_t;
 
 //  Called for each committed output, in seq order (to PUB it).
 typedef void (funnel_engine_publish_fn) (void *arg, uint64_t seq,
-                                         const script_event_t *event);
+                                         const outbox_entry_t *event);
 
 funnel_engine_t *
     funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,

@@ -34,8 +34,7 @@ main (int argc, char *argv [])
         .accepts = campaign_accepts,
         .upstreams = s_upstreams,
         .consumes = s_consumes,
-        .rules = &campaign_stage_rules,
-        .tick_ms = 0            //  Nothing here runs on a timer
+        .rules = &campaign_stage_rules
     };
     return funnel_service_main (argc, argv, &def);
 }

@@ -30,9 +30,7 @@ main (int argc, char *argv [])
         .accepts = leads_accepts,
         .upstreams = s_upstreams,
         .consumes = s_consumes,
-        .rules = &leads_stage_rules,
-        //  The decay and pending timers run on the engine's housekeeping
-        .tick_ms = 0
+        .rules = &leads_stage_rules     //  Its decay and pending timers: engine timers
     };
     return funnel_service_main (argc, argv, &def);
 }

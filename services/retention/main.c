@@ -29,8 +29,7 @@ main (int argc, char *argv [])
         .accepts = retention_accepts,
         .upstreams = s_upstreams,
         .consumes = s_consumes,
-        .rules = &retention_stage_rules,
-        .tick_ms = 0
+        .rules = &retention_stage_rules
     };
     return funnel_service_main (argc, argv, &def);
 }
