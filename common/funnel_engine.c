@@ -652,7 +652,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     for (size_t i = 0; i < c->id_count; i++) {
         char key [KEY_MAX];
         s_dedup_key (self, c->ids [i], key, sizeof key);
-        //  The value says who published it ('1': anonymous), as the Lua engine
+        //  The value says who published it ('1': anonymous; proto/wire.md)
         const char *argv [] = { "SET", key, c->by && *c->by ? c->by : "1", "EX", ttl };
         redisAppendCommandArgv (ctx, 5, argv, NULL);
         sent++;
@@ -1129,7 +1129,7 @@ s_req_ms (const msgpack_object *obj, int64_t *ms)
     return false;
 }
 
-//  A field that is absent or nil (msgpack nil is Lua nil: absent).
+//  A field that is absent or nil (nil counts as absent).
 static const msgpack_object *
 s_req_field (const msgpack_object *req, const char *name)
 {
@@ -1137,14 +1137,14 @@ s_req_field (const msgpack_object *req, const char *name)
     return obj && obj->type != MSGPACK_OBJECT_NIL ? obj : NULL;
 }
 
-//  GET series: the same checks, messages and reply as runtime.lua's
-//  query['series']; one pipelined round trip of HMGETs.
+//  GET series (proto/monitor.md, "Series"): one pipelined round trip of
+//  HMGETs.
 static int
 s_query_series (funnel_engine_t *self, const msgpack_object *req, msgpack_sbuffer *reply,
                 funnel_error_t *err)
 {
     const msgpack_object *step_obj = s_req_field (req, "step");
-    //  Lua's `req.step or 'hour'`: false is the default too
+    //  false is the default too (as nil), as the contract has always read
     if (step_obj && step_obj->type == MSGPACK_OBJECT_BOOLEAN && !step_obj->via.boolean)
         step_obj = NULL;
     char step [8] = "hour";
@@ -1246,7 +1246,7 @@ funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
         if (streq (q->kind, name))
             rule = q;
     if (!rule) {
-        //  The known kinds sorted, series among them, as the Lua engine lists them
+        //  The known kinds sorted, series among them
         zlistx_t *kinds = zlistx_new ();
         zlistx_set_comparator (kinds, (zlistx_comparator_fn *) strcmp);
         zlistx_add_end (kinds, (void *) "series");
@@ -1760,7 +1760,7 @@ s_test_stage_series (redis_store_t *store)
     s_test_expect_counts (s_test_get_series (engine, t, t, "day", NULL, &msg, &err),
                           db * 86400000, days, 1);
     msgpack_unpacked_destroy (&msg);
-    //  The Lua engine's checks and messages
+    //  The contract's checks and messages
     struct { int64_t from, to; const char *step, *campaign, *message; } bad_reqs [] = {
         { 0, 1, "week", NULL, "step: must be hour or day" },
         { -1, 1, NULL, NULL, "from: must be an integer ms 0..2^53" },

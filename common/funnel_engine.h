@@ -71,7 +71,7 @@ typedef struct {
     funnel_timer_fn *fire;
 } funnel_timer_rule_t;
 
-//  A service's rules (the C engine's counterpart of a .lua file).
+//  A service's rules: what it does per event type, GET kind and timer.
 typedef struct {
     const funnel_rule_t *on;            //  PUBLISHed types
     const funnel_rule_t *consume;       //  Upstream types
@@ -155,9 +155,9 @@ int
 //  Housekeeping: renews leases when due, runs due timers (one batch).
 void
     funnel_engine_cron (funnel_engine_t *self);
-//  GET: kind "series" (every service, as runtime.lua's query['series']:
-//  the rules' series stages per hour or day bucket, one round trip), else
-//  the rules' own kinds.
+//  GET: kind "series" (every service: the rules' series stages per hour
+//  or day bucket, one round trip; proto/monitor.md), else the rules' own
+//  kinds.
 int
     funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
                          msgpack_sbuffer *reply, funnel_error_t *err);

@@ -38,7 +38,7 @@ typedef struct {
     int64_t last_warn;
     funnel_engine_t *engine;            //  Runs the rules (def->rules)
     funnel_engine_cfg_t cfg;            //  Its settings, read before any bind
-    char owner [600];                   //  "<host>|<api endpoint>": cfg.owner
+    char default_prefix [96];           //  "{funnel:<name>}:", cfg.prefix's default
     int64_t lease_deadline;             //  Give up waiting for leases then
     bool lease_waiting;                 //  Logged "waiting" once
     bool fatal;                         //  Stop with exit code 1
@@ -588,12 +588,12 @@ s_read_settings (service_t *self)
             return -1;
         }
     }
-    char default_prefix [96], path [128];
-    snprintf (default_prefix, sizeof default_prefix, "{funnel:%s}:", name);
+    char path [128];
+    snprintf (self->default_prefix, sizeof self->default_prefix, "{funnel:%s}:", name);
     snprintf (path, sizeof path, "%s/prefix", name);
     self->cfg = (funnel_engine_cfg_t) {
         .svc = name,
-        .prefix = funnel_config_get (self->config, path, default_prefix),
+        .prefix = funnel_config_get (self->config, path, self->default_prefix),
         .partitions = (int) values [0],
         .cache_max = (size_t) values [1],
         .lease_ms = (int) values [2],
