@@ -1,5 +1,5 @@
-/*  funnel_engine — runtime 2: a service's rules run in C in the service
-    process; Redis only stores (proto/wire.md "The C engine").
+/*  funnel_engine — a service's rules run in C in the service
+    process; Redis only stores (proto/wire.md "The engine").
 
     Per batch (a PUBLISH request, a run of upstream events, the due timers):
       1. one pipelined round trip reads what the cache misses: the events'

@@ -153,7 +153,7 @@ s_check_events (service_t *self, const msgpack_object *root, size_t size,
     return 0;
 }
 
-//  PUBLISH on the C engine: checked events, one batch, one commit.
+//  PUBLISH: checked events, one batch, one commit.
 static void
 s_publish_engine (service_t *self, zmsg_t *envelope, funnel_msg_t *msg)
 {
@@ -282,7 +282,7 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     funnel_msg_t *msg = s_decode_map (body, "REPLAY", &err);
     if (msg && s_uint_arg (funnel_msg_root (msg), "from", true, &from, &err) == 0
     &&  s_uint_arg (funnel_msg_root (msg), "limit", false, &limit, &err) == 0) {
-        //  Optional: the name a subscriber registers under (C engine)
+        //  Optional: the name a subscriber registers under
         const msgpack_object *name = funnel_map_get (funnel_msg_root (msg), "subscriber");
         if (name && name->type != MSGPACK_OBJECT_NIL
         &&  (!funnel_obj_strcpy (name, subscriber, sizeof subscriber)

@@ -1,4 +1,4 @@
-/*  funnel_state — the C rules' view of a service's state (runtime 2).
+/*  funnel_state — the rules' view of a service's state.
 
     A service's rules are C functions (funnel_engine.h) that read and write
     state only through this module. State is a set of records — one Redis

@@ -17,7 +17,7 @@
       global wbz:0    win-back member -> flagged time (the listing's order)
 
     Global data stays exact because one instance owns every partition
-    (proto/wire.md "The C engine"): its cache is the only writer of
+    (proto/wire.md "The engine"): its cache is the only writer of
     partition 0 too, every handler reads and writes global records through
     the same write-set as the entity's, and a batch commits all of it in
     one MULTI/EXEC. A touch in any contact's partition updates its

@@ -1,4 +1,4 @@
-"""Runtime 2 (the C engine, common/funnel_engine.c) end to end through
+"""The engine (common/funnel_engine.c) end to end through
 funnel-testsvc: one writer per partition (lease + fencing), ids shaped like
 keys, and Redis refusing writes (OOM, MISCONF) answered `unavailable` with
 nothing half-applied, a reply lost with the connection, the lossless
@@ -183,7 +183,7 @@ if __name__ == "__main__":
 
 
 class TestLosslessOutbox(FunnelTestCase):
-    """A registered subscriber keeps the outbox (C engine) past retention."""
+    """A registered subscriber keeps the outbox past retention."""
 
     def start_beta(self):
         return self.daemon("beta", "funnel-testsvc",
