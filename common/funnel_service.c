@@ -771,6 +771,7 @@ s_sync (service_t *self)
 int
 funnel_service_main (int argc, char **argv, const funnel_service_def_t *def)
 {
+    assert (def && def->rules);         //  A service is its rules
     funnel_signals_init ();
     zsys_set_logstream (stderr);
 
