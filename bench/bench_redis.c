@@ -15,7 +15,7 @@ bench_redis_new (const char *url)
         return NULL;
     }
     bench_redis_t *self = (bench_redis_t *) zmalloc (sizeof (bench_redis_t));
-    self->store = redis_store_new (&parsed, NULL);
+    self->store = redis_store_new (&parsed);
     if (!self->store || redis_store_connect (self->store) != 0) {
         fprintf (stderr, "funnel-bench-funnel: cannot connect to Redis at %s\n", url);
         bench_redis_destroy (&self);
@@ -137,13 +137,12 @@ static const char *s_runtime [] = {
 static const char *s_state [] = {
     //  campaign
     "cmp", "cmpn", "bkt", "bktn", "num", "c", "wbz", "wb", "tot",
-    //  leads (the Lua engine's names, then the C engine's)
-    "lead", "hist", "pend", "email", "alias", "rep", "decay", "l", "p", "em", "al",
-    //  sales
-    "deal", "deal:log", "cust", "sla", "idle", "bystage", "byrep", "agg",
-    "objections", "reasons", "rr",
-    //  retention
-    "tk", "act", "due", "coh",
+    //  leads
+    "l", "p", "em", "al", "rep",
+    //  sales (g: its global hashes, g:bystage...)
+    "d", "dl", "dr", "ld", "g",
+    //  retention (c: customers, as campaign's contacts)
+    "o", "tk",
     NULL
 };
 
@@ -193,10 +192,6 @@ bench_key_classify (const char *key, size_t length,
     const char *colon = memchr (rest, ':', end - rest);
     size_t token_length = (colon ? colon : end) - rest;
     s_copy (token, token_size, rest, token_length);
-    //  A per-entity sub-key named by its last segment (deal:<id>:log)
-    if (colon && end - rest > 4 && memcmp (end - 4, ":log", 4) == 0
-    &&  strlen (token) + 4 < token_size)
-        strcat (token, ":log");
     if (!tagged)
         return "other";
     if (s_in (token, s_outbox))
@@ -317,10 +312,11 @@ bench_redis_test (bool verbose)
     struct {
         const char *key, *svc, *token, *kind;
     } cases [] = {
-        { "{funnel:leads}:lead:r.j1", "leads", "lead", "state" },
-        { "{funnel:leads:7}:lead:r.j1", "leads", "lead", "state" },
-        { "{funnel:sales}:deal:Lr.j1-1:log", "sales", "deal:log", "state" },
-        { "{funnel:sales}:deal:Lr.j1-1", "sales", "deal", "state" },
+        { "{funnel:leads}:l:r.j1", "leads", "l", "state" },
+        { "{funnel:leads:7}:p:r.j1", "leads", "p", "state" },
+        { "{funnel:sales:2}:dl:Lr.j1-1", "sales", "dl", "state" },
+        { "{funnel:sales:0}:g:bystage", "sales", "g", "state" },
+        { "{funnel:retention:5}:o:c1/o9", "retention", "o", "state" },
         { "{funnel:campaign}:ob:12", "campaign", "ob", "outbox" },
         { "{funnel:campaign}:seq", "campaign", "seq", "outbox" },
         { "{funnel:retention}:ids:2613", "retention", "ids", "dedup" },
@@ -345,12 +341,12 @@ bench_redis_test (bool verbose)
         assert (streq (token, cases [i].token));
         assert (streq (kind, cases [i].kind));
     }
-    bench_cmdstat_t before [] = { { "evalsha", 10, 1000 }, { "ping", 5, 5 } };
-    bench_cmdstat_t after [] = { { "evalsha", 30, 9000 }, { "ping", 5, 5 }, { "scan", 1, 50 } };
+    bench_cmdstat_t before [] = { { "exec", 10, 1000 }, { "ping", 5, 5 } };
+    bench_cmdstat_t after [] = { { "exec", 30, 9000 }, { "ping", 5, 5 }, { "scan", 1, 50 } };
     bench_cmdstat_t delta [4];
     int count = bench_cmdstats_delta (before, 2, after, 3, delta, 4);
     assert (count == 2);
-    assert (streq (delta [0].name, "evalsha") && delta [0].calls == 20 && delta [0].usec == 8000);
+    assert (streq (delta [0].name, "exec") && delta [0].calls == 20 && delta [0].usec == 8000);
     assert (streq (delta [1].name, "scan"));
     if (verbose)
         printf ("OK\n");

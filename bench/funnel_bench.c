@@ -1,7 +1,7 @@
 /*  funnel-bench — measures, side by side on one machine:
 
     service  events/s one service applies through batched PUBLISH (dedup +
-             state + outbox, one EVALSHA per batch), driven over its API
+             state + outbox, one engine commit per batch), driven over its API
              socket with a few batches in flight;
     raw      events/s of a pipelined hiredis loop doing the same Redis
              writes per event (SET id EX, HINCRBY, XADD) with no service;

@@ -3,8 +3,6 @@
 # one funnel-testsvc, then service vs raw vs decode figures.
 # Usage: bench/run_bench.sh [EVENTS] [BUILD_DIR]   (defaults 200000, ./build)
 # rounds=N bench/run_bench.sh ... alternates service and raw N times (3).
-# svc=funnel-testsvc-lua bench/run_bench.sh ... runs testsvc on the Lua engine
-# (default funnel-testsvc: the C engine).
 # curve=1 bench/run_bench.sh ...: a second service with security/curve = 1
 # (its own Redis db) runs in each round too, and CURVE vs plain is printed.
 set -eu
@@ -47,7 +45,7 @@ alpha
 CFG
 fi
 sleep 0.3
-$pin1 "$build/tests/testsvc/${svc:-funnel-testsvc}" -c "$dir/funnel.cfg" --log-level warn &
+$pin1 "$build/tests/testsvc/funnel-testsvc" -c "$dir/funnel.cfg" --log-level warn &
 svc=$!
 if [ "${curve:-0}" = 1 ]; then
     $pin1 "$build/tests/testsvc/funnel-testsvc" -c "$dir/curve.cfg" --log-level warn &

@@ -739,7 +739,7 @@ static const char *const s_envelope_keys [ENV_KEYS] = {
 
 //  One pass over the map: each known key's value, nil counting as absent.
 //  A known key given twice is refused, since decoders disagree on which
-//  copy wins (msgpack-c lookups take the first, Lua tables the last).
+//  copy wins (msgpack-c lookups take the first, Python dicts the last).
 static int
 s_envelope_fields (const msgpack_object *obj, const msgpack_object **fields,
                    funnel_error_t *err)

@@ -29,7 +29,8 @@
 #define FUNNEL_DEPTH_MAX        8
 #define FUNNEL_BATCH_MAX        1000
 #define FUNNEL_ID_MAX           64
-//  Largest integer that survives Redis Lua (doubles) exactly: 2^53
+//  Largest integer a double holds exactly (the rules' figures, JSON
+//  clients): 2^53
 #define FUNNEL_INT_MAX          9007199254740992LL
 
 typedef struct {

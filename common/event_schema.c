@@ -4,7 +4,7 @@
     runs before any state is touched. Sizes, depth and UTF-8 were already
     enforced by the codec, so this only checks presence, types and ranges.
 
-    Integers are exact: an integer beyond ±2^53 (what a Lua number holds
+    Integers are exact: an integer beyond ±2^53 (what a double holds
     exactly) is never in range, and within that it converts to a double
     without loss, so comparing with the double bounds is exact.
 */

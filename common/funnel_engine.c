@@ -540,32 +540,22 @@ typedef struct {
     const char *by;                 //  Publisher's certificate name, or NULL
 } commit_t;
 
-//  "<id>\0<type>\0<cause>\0<ts>\0<cause_ts>\0[<by>\0]<data>", as
-//  runtime_end.lua: by (ASCII) never starts the way a msgpack map does
+//  One output as its outbox entry (outbox_entry.h); malloc'd.
 static char *
 s_entry (const funnel_output_t *out, int64_t ts, const char *by, size_t *size)
 {
-    char ts_text [24], cause_ts [24] = "";
-    snprintf (ts_text, sizeof ts_text, "%" PRId64, ts);
-    if (out->cause [0] && out->cause_ts > 0)
-        snprintf (cause_ts, sizeof cause_ts, "%" PRId64, out->cause_ts);
-    if (!by)
-        by = "";
-    int nparts = *by ? 6 : 5;
-    size_t head = strlen (out->id) + strlen (out->type) + strlen (out->cause)
-                + strlen (ts_text) + strlen (cause_ts) + 5 + (*by ? strlen (by) + 1 : 0);
-    char *entry = (char *) malloc (head + out->size);
-    char *at = entry;
-    const char *parts [] = { out->id, out->type, out->cause, ts_text, cause_ts, by };
-    for (int i = 0; i < nparts; i++) {
-        size_t n = strlen (parts [i]);
-        memcpy (at, parts [i], n);
-        at [n] = 0;
-        at += n + 1;
-    }
-    memcpy (at, out->data, out->size);
-    *size = head + out->size;
-    return entry;
+    outbox_entry_t entry = {
+        .id = { out->id, strlen (out->id) },
+        .type = { out->type, strlen (out->type) },
+        .cause = { out->cause, strlen (out->cause) },
+        .data = { out->data, out->size },
+        .by = { by ? by : "", by ? strlen (by) : 0 },
+        .ts = ts,
+        .cause_ts = out->cause_ts
+    };
+    char *encoded = outbox_entry_encode (&entry, size);
+    assert (encoded);
+    return encoded;
 }
 
 //  The first queued command's error, for the log and the client.
@@ -662,7 +652,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     for (size_t i = 0; i < c->id_count; i++) {
         char key [KEY_MAX];
         s_dedup_key (self, c->ids [i], key, sizeof key);
-        //  The value says who published it ('1': anonymous), as the Lua engine
+        //  The value says who published it ('1': anonymous; proto/wire.md)
         const char *argv [] = { "SET", key, c->by && *c->by ? c->by : "1", "EX", ttl };
         redisAppendCommandArgv (ctx, 5, argv, NULL);
         sent++;
@@ -839,8 +829,8 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
             if (c->upstream)
                 s_set_checkpoint (self, c->upstream, c->checkpoint);
             for (size_t i = 0; i < outputs && self->publish; i++) {
-                script_event_t event;
-                if (script_outbox_entry (entries [i], entry_sizes [i], &event) == 0)
+                outbox_entry_t event;
+                if (outbox_entry_parse (entries [i], entry_sizes [i], &event) == 0)
                     self->publish (self->publish_arg, first + i, &event);
             }
             funnel_state_committed (st);
@@ -1139,7 +1129,7 @@ s_req_ms (const msgpack_object *obj, int64_t *ms)
     return false;
 }
 
-//  A field that is absent or nil (msgpack nil is Lua nil: absent).
+//  A field that is absent or nil (nil counts as absent).
 static const msgpack_object *
 s_req_field (const msgpack_object *req, const char *name)
 {
@@ -1147,14 +1137,14 @@ s_req_field (const msgpack_object *req, const char *name)
     return obj && obj->type != MSGPACK_OBJECT_NIL ? obj : NULL;
 }
 
-//  GET series: the same checks, messages and reply as runtime.lua's
-//  query['series']; one pipelined round trip of HMGETs.
+//  GET series (proto/monitor.md, "Series"): one pipelined round trip of
+//  HMGETs.
 static int
 s_query_series (funnel_engine_t *self, const msgpack_object *req, msgpack_sbuffer *reply,
                 funnel_error_t *err)
 {
     const msgpack_object *step_obj = s_req_field (req, "step");
-    //  Lua's `req.step or 'hour'`: false is the default too
+    //  false is the default too (as nil), as the contract has always read
     if (step_obj && step_obj->type == MSGPACK_OBJECT_BOOLEAN && !step_obj->via.boolean)
         step_obj = NULL;
     char step [8] = "hour";
@@ -1256,7 +1246,7 @@ funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
         if (streq (q->kind, name))
             rule = q;
     if (!rule) {
-        //  The known kinds sorted, series among them, as the Lua engine lists them
+        //  The known kinds sorted, series among them
         zlistx_t *kinds = zlistx_new ();
         zlistx_set_comparator (kinds, (zlistx_comparator_fn *) strcmp);
         zlistx_add_end (kinds, (void *) "series");
@@ -1356,7 +1346,7 @@ funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
     msgpack_pack_map (&pk, 3);
     funnel_pack_cstr (&pk, "events");
     //  Count first (entries that fail to split are left out and logged)
-    script_event_t *events = (script_event_t *) zmalloc ((total + 1) * sizeof (script_event_t));
+    outbox_entry_t *events = (outbox_entry_t *) zmalloc ((total + 1) * sizeof (outbox_entry_t));
     uint64_t *seqs = (uint64_t *) zmalloc ((total + 1) * sizeof (uint64_t));
     size_t valid = 0;
     uint64_t next = from, seq = start;
@@ -1366,7 +1356,7 @@ funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
             redisReply *e = replies [i]->element [j];
             if (e->type != REDIS_REPLY_STRING)
                 continue;
-            if (script_outbox_entry (e->str, e->len, &events [valid]) == 0) {
+            if (outbox_entry_parse (e->str, e->len, &events [valid]) == 0) {
                 seqs [valid++] = seq;
                 next = seq + 1;
             }
@@ -1375,7 +1365,7 @@ funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
         }
     msgpack_pack_array (&pk, valid);
     for (size_t i = 0; i < valid; i++)
-        script_pack_envelope (reply, self->svc, seqs [i], &events [i]);
+        outbox_entry_pack_envelope (&events [i], self->svc, seqs [i], reply);
     funnel_pack_cstr (&pk, "next");
     msgpack_pack_uint64 (&pk, next);
     funnel_pack_cstr (&pk, "first");
@@ -1528,7 +1518,7 @@ static const funnel_rules_t s_test_rules = {
 static int s_test_published;
 
 static void
-s_test_publish (void *arg, uint64_t seq, const script_event_t *event)
+s_test_publish (void *arg, uint64_t seq, const outbox_entry_t *event)
 {
     (void) arg;
     (void) event;
@@ -1770,7 +1760,7 @@ s_test_stage_series (redis_store_t *store)
     s_test_expect_counts (s_test_get_series (engine, t, t, "day", NULL, &msg, &err),
                           db * 86400000, days, 1);
     msgpack_unpacked_destroy (&msg);
-    //  The Lua engine's checks and messages
+    //  The contract's checks and messages
     struct { int64_t from, to; const char *step, *campaign, *message; } bad_reqs [] = {
         { 0, 1, "week", NULL, "step: must be hour or day" },
         { -1, 1, NULL, NULL, "from: must be an integer ms 0..2^53" },
@@ -1815,8 +1805,8 @@ funnel_engine_test (bool verbose)
     }
     redis_url_t url;
     assert (redis_url_parse (text, &url, NULL) == 0);
-    redis_store_t *store = redis_store_new (&url, NULL);
-    redis_store_t *store2 = redis_store_new (&url, NULL);
+    redis_store_t *store = redis_store_new (&url);
+    redis_store_t *store2 = redis_store_new (&url);
     freeReplyObject (s_test_cmd (store, "FLUSHDB", NULL, NULL, NULL));
     funnel_engine_cfg_t cfg = {
         .svc = "et", .prefix = "{funnel:et}:", .owner = "host|tcp://a", .partitions = 4,

@@ -1,5 +1,5 @@
-/*  funnel_engine — runtime 2: a service's rules run in C in the service
-    process; Redis only stores (proto/wire.md "The C engine").
+/*  funnel_engine — a service's rules run in C in the service
+    process; Redis only stores (proto/wire.md "The engine").
 
     Per batch (a PUBLISH request, a run of upstream events, the due timers):
       1. one pipelined round trip reads what the cache misses: the events'
@@ -39,7 +39,7 @@
 #include "funnel_error.h"
 #include "funnel_state.h"
 #include "redis_store.h"
-#include "script_args.h"
+#include "outbox_entry.h"
 
 //  A rule for one event type: 0, or -1 with err set (not_found, conflict,
 //  invalid...) to refuse the event (its effects are rolled back).
@@ -71,7 +71,7 @@ typedef struct {
     funnel_timer_fn *fire;
 } funnel_timer_rule_t;
 
-//  A service's rules (the C engine's counterpart of a .lua file).
+//  A service's rules: what it does per event type, GET kind and timer.
 typedef struct {
     const funnel_rule_t *on;            //  PUBLISHed types
     const funnel_rule_t *consume;       //  Upstream types
@@ -109,7 +109,7 @@ typedef struct _funnel_engine_t funnel_engine_t;
 
 //  Called for each committed output, in seq order (to PUB it).
 typedef void (funnel_engine_publish_fn) (void *arg, uint64_t seq,
-                                         const script_event_t *event);
+                                         const outbox_entry_t *event);
 
 funnel_engine_t *
     funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
@@ -155,9 +155,9 @@ int
 //  Housekeeping: renews leases when due, runs due timers (one batch).
 void
     funnel_engine_cron (funnel_engine_t *self);
-//  GET: kind "series" (every service, as runtime.lua's query['series']:
-//  the rules' series stages per hour or day bucket, one round trip), else
-//  the rules' own kinds.
+//  GET: kind "series" (every service: the rules' series stages per hour
+//  or day bucket, one round trip; proto/monitor.md), else the rules' own
+//  kinds.
 int
     funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
                          msgpack_sbuffer *reply, funnel_error_t *err);

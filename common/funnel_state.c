@@ -614,7 +614,7 @@ funnel_state_count (funnel_state_t *self, const char *name, int64_t n)
 }
 
 //  ---------------------------------------------------------------------
-//  Stage series (proto/monitor.md, "Series"; runtime.lua's series_add)
+//  Stage series (proto/monitor.md, "Series")
 
 static const int64_t s_step_ms [2] = { 3600000, 86400000 };
 static const char s_step_code [2] = { 'h', 'd' };
@@ -637,7 +637,7 @@ funnel_state_series_key (funnel_state_t *self, char step, int64_t bucket,
                          const char *campaign, char *key, size_t size)
 {
     //  The campaign is a valid id: written as it is (the bucket is digits,
-    //  so everything after its ':' is the campaign), as the Lua engine does
+    //  so everything after its ':' is the campaign)
     int len = campaign
         ? snprintf (key, size, "%sser:%c:%" PRId64 ":%s", self->base, step, bucket, campaign)
         : snprintf (key, size, "%sser:%c:%" PRId64, self->base, step, bucket);
@@ -680,7 +680,7 @@ funnel_state_count_stage (funnel_state_t *self, const char *name, int64_t t_ms,
     if (n == 0 || !s_valid_ms (t_ms))
         return;
     s_series_add (self, name, t_ms, NULL, n);
-    //  An invalid campaign id counts only the whole funnel (as the Lua)
+    //  An invalid campaign id counts only the whole funnel
     if (campaign && funnel_id_valid (campaign, strlen (campaign)))
         s_series_add (self, name, t_ms, campaign, n);
 }

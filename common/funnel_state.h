@@ -1,4 +1,4 @@
-/*  funnel_state — the C rules' view of a service's state (runtime 2).
+/*  funnel_state — the rules' view of a service's state.
 
     A service's rules are C functions (funnel_engine.h) that read and write
     state only through this module. State is a set of records — one Redis
@@ -169,23 +169,22 @@ void
 //  A stage reached at event time t_ms (ms since the epoch): adds n to the
 //  STATS counter `name` (as funnel_state_count) and to the UTC hour and
 //  day buckets holding t_ms, for the whole funnel and, when campaign is a
-//  valid id (non-NULL, non-empty), for that campaign too. Same keys,
-//  TTLs and semantics as the Lua engine's count_stage (proto/monitor.md,
+//  valid id (non-NULL, non-empty), for that campaign too (proto/monitor.md,
 //  "Series"); written through the batch's write-set (a refused event or
 //  failed commit leaves no trace). Series keys live under the service's
-//  base prefix ("{funnel:<svc>}:ser:h:<n>[:<campaign>]"), as in the Lua
-//  engine, so a service keeps its series across a change of engine.
+//  base prefix ("{funnel:<svc>}:ser:h:<n>[:<campaign>]"), not a
+//  partition's, so they do not move when the partition count changes.
 void
     funnel_state_count_stage (funnel_state_t *self, const char *name,
                               int64_t t_ms, const char *campaign, int64_t n);
 //  Adds n to one series only (campaign NULL: the whole funnel), without
 //  the counter: a stage whose per-campaign count differs from the whole
-//  funnel's (campaign's unique reach). Lua: series_add.
+//  funnel's (campaign's unique reach).
 void
     funnel_state_series_add (funnel_state_t *self, const char *name, int64_t t_ms,
                              const char *campaign, int64_t n);
 //  The moment an event stands for: for a consumed upstream event whose
-//  data carries a valid `at` (ms), that; else ev->ts. (Lua: event_time.)
+//  data carries a valid `at` (ms), that; else ev->ts.
 int64_t
     funnel_state_event_time (funnel_state_t *self, const funnel_event_t *ev, bool consumed);
 //  How long series buckets are kept after they end (seconds); defaults

@@ -1,4 +1,4 @@
-/*  redis_store — one synchronous hiredis connection with the service's Lua.
+/*  redis_store — see redis_store.h.
 
     A hiredis context is dead after any error and redisReconnect forgets
     AUTH and SELECT (hiredis 0.14), so s_open does the whole handshake and is
@@ -26,8 +26,6 @@
 struct _redis_store_t {
     redis_url_t url;
     char shown [512];           //  The URL for logs, password masked
-    char *script;               //  Lua text, NULL = none
-    char sha [41];              //  Its SHA1 once loaded
     redisContext *ctx;          //  NULL when not connected
     int64_t backoff_ms;         //  Current delay, 0 after a success
     int64_t retry_at_ms;        //  Monotonic time the next attempt may run
@@ -324,28 +322,7 @@ s_select (redis_store_t *self, redisContext *ctx, char *reason, size_t size)
     return 0;
 }
 
-//  SCRIPT LOAD; a reply that is not a 40-char SHA1 counts as a failure.
-static int
-s_load_script (redis_store_t *self, redisContext *ctx, char *reason, size_t size)
-{
-    if (!self->script)
-        return 0;
-    const char *argv [] = { "SCRIPT", "LOAD", self->script };
-    redisReply *reply = s_handshake (ctx, 3, argv, reason, size);
-    if (!reply)
-        return -1;
-    int rc = 0;
-    if (reply->type == REDIS_REPLY_STRING && reply->len == 40)
-        memcpy (self->sha, reply->str, 41);
-    else {
-        snprintf (reason, size, "SCRIPT LOAD: unexpected reply");
-        rc = -1;
-    }
-    freeReplyObject (reply);
-    return rc;
-}
-
-//  Connect + timeouts + AUTH + SELECT + SCRIPT LOAD: the only way a
+//  Connect + timeouts + AUTH + SELECT: the only way a
 //  context is made, so a reconnect is never missing a step.
 static redisContext *
 s_open (redis_store_t *self, char *reason, size_t size)
@@ -364,8 +341,7 @@ s_open (redis_store_t *self, char *reason, size_t size)
         snprintf (reason, size, "%s", ctx->errstr);
     else
     if (s_authenticate (self, ctx, reason, size) == 0
-    &&  s_select (self, ctx, reason, size) == 0
-    &&  s_load_script (self, ctx, reason, size) == 0)
+    &&  s_select (self, ctx, reason, size) == 0)
         return ctx;
     redisFree (ctx);
     return NULL;
@@ -396,7 +372,7 @@ s_drop (redis_store_t *self, const char *reason)
 }
 
 redis_store_t *
-redis_store_new (const redis_url_t *url, const char *script)
+redis_store_new (const redis_url_t *url)
 {
     assert (url);
     redis_store_t *self = calloc (1, sizeof *self);
@@ -404,10 +380,6 @@ redis_store_new (const redis_url_t *url, const char *script)
         return NULL;
     self->url = *url;
     s_format_url (url, self->shown, sizeof self->shown);
-    if (script && !(self->script = strdup (script))) {
-        free (self);
-        return NULL;
-    }
     return self;
 }
 
@@ -419,7 +391,6 @@ redis_store_destroy (redis_store_t **self_p)
     if (self) {
         if (self->ctx)
             redisFree (self->ctx);
-        free (self->script);
         //  The password lived here too
         memset (&self->url, 0, sizeof self->url);
         free (self);
@@ -500,126 +471,6 @@ redis_store_command (redis_store_t *self, int argc,
     if (redis_store_connect (self))
         return NULL;
     return s_command (self, argc, argv, argvlen);
-}
-
-static bool
-s_is_noscript (const redisReply *reply)
-{
-    return reply->type == REDIS_REPLY_ERROR && reply->str
-        && strncmp (reply->str, "NOSCRIPT", 8) == 0;
-}
-
-bool
-redis_store_is_noscript (const redisReply *reply)
-{
-    return reply && s_is_noscript (reply);
-}
-
-//  SCRIPT LOAD after NOSCRIPT (Redis restarted or flushed its scripts).
-//  NULL when the script is loaded; else the reply to hand to the caller
-//  (an error reply), or NULL with the store disconnected.
-static redisReply *
-s_reload_script (redis_store_t *self, bool *loaded)
-{
-    const char *argv [] = { "SCRIPT", "LOAD", self->script };
-    redisReply *reply = s_command (self, 3, argv, NULL);
-    *loaded = false;
-    if (reply && reply->type == REDIS_REPLY_STRING && reply->len == 40) {
-        memcpy (self->sha, reply->str, 41);
-        freeReplyObject (reply);
-        *loaded = true;
-        return NULL;
-    }
-    if (reply && reply->type != REDIS_REPLY_ERROR)
-        log_error ("redis SCRIPT LOAD at %s: unexpected reply type %d", self->shown, reply->type);
-    return reply;
-}
-
-//  Builds "EVALSHA sha numkeys argv..." (keys is the caller's buffer for
-//  the number); 0, or -1 after logging when out of memory. The caller
-//  frees *all and *lengths either way.
-static int
-s_evalsha_args (redis_store_t *self, int numkeys, int argc, const char **argv,
-                const size_t *argvlen, char *keys, const char ***all_p, size_t **lengths_p)
-{
-    const char **all = malloc ((size_t) (argc + 3) * sizeof *all);
-    size_t *lengths = malloc ((size_t) (argc + 3) * sizeof *lengths);
-    *all_p = all;
-    *lengths_p = lengths;
-    if (!all || !lengths) {
-        log_error ("redis_store: out of memory for %d arguments", argc);
-        return -1;
-    }
-    snprintf (keys, 16, "%d", numkeys);
-    all [0] = "EVALSHA";
-    all [1] = self->sha;
-    all [2] = keys;
-    for (int i = 0; i < 3; i++)
-        lengths [i] = strlen (all [i]);
-    for (int i = 0; i < argc; i++) {
-        all [i + 3] = argv [i];
-        lengths [i + 3] = argvlen ? argvlen [i] : strlen (argv [i]);
-    }
-    return 0;
-}
-
-redisReply *
-redis_store_eval (redis_store_t *self, int numkeys, int argc,
-                  const char **argv, const size_t *argvlen)
-{
-    assert (self && argc >= numkeys && numkeys >= 0);
-    if (!self->script) {
-        log_error ("redis_store_eval without a script");
-        return NULL;
-    }
-    if (redis_store_connect (self))
-        return NULL;
-    redisReply *reply = NULL;
-    const char **all;
-    size_t *lengths;
-    char keys [16];
-    if (s_evalsha_args (self, numkeys, argc, argv, argvlen, keys, &all, &lengths) == 0) {
-        reply = s_command (self, argc + 3, all, lengths);
-        if (reply && s_is_noscript (reply)) {
-            freeReplyObject (reply);
-            bool loaded;
-            reply = s_reload_script (self, &loaded);
-            if (loaded)         //  Once: a second NOSCRIPT goes to the caller
-                reply = s_command (self, argc + 3, all, lengths);
-        }
-    }
-    free (all);
-    free (lengths);
-    return reply;
-}
-
-int
-redis_store_eval_send (redis_store_t *self, int numkeys, int argc,
-                       const char **argv, const size_t *argvlen)
-{
-    assert (self && argc >= numkeys && numkeys >= 0);
-    if (!self->script || redis_store_connect (self))
-        return -1;
-    const char **all;
-    size_t *lengths;
-    char keys [16];
-    int rc = -1;
-    if (s_evalsha_args (self, numkeys, argc, argv, argvlen, keys, &all, &lengths) == 0) {
-        //  Written out now, so Redis starts on it while we do other work
-        int done = 0;
-        if (redisAppendCommandArgv (self->ctx, argc + 3, all, lengths) == REDIS_OK) {
-            while (!done)
-                if (redisBufferWrite (self->ctx, &done) != REDIS_OK)
-                    break;
-        }
-        if (done)
-            rc = 0;
-        else
-            s_drop (self, self->ctx->err ? self->ctx->errstr : "write failed");
-    }
-    free (all);
-    free (lengths);
-    return rc;
 }
 
 redisReply *
@@ -820,7 +671,7 @@ s_test_backoff (bool verbose)
     snprintf (text, sizeof text, "redis://:sekrit@127.0.0.1:%d/0", s_closed_port ());
     redis_url_t url;
     assert (redis_url_parse (text, &url, NULL) == 0);
-    redis_store_t *store = redis_store_new (&url, "return 1");
+    redis_store_t *store = redis_store_new (&url);
     assert (store);
     capture_t capture;
     s_capture_start (&capture);
@@ -866,70 +717,61 @@ s_expect_string (redisReply *reply, const char *expected)
 }
 
 static redis_store_t *
-s_test_store (const char *text, const char *script)
+s_test_store (const char *text)
 {
     redis_url_t url;
     funnel_error_t err;
     assert (redis_url_parse (text, &url, &err) == 0);
-    redis_store_t *store = redis_store_new (&url, script);
+    redis_store_t *store = redis_store_new (&url);
     assert (store);
     return store;
 }
 
-//  EVALSHA, the NOSCRIPT path, binary arguments and a lost connection.
+//  Commands, binary arguments, pipelining, an error reply, a lost
+//  connection.
 static void
-s_test_eval (const char *text, bool verbose)
+s_test_commands (const char *text, bool verbose)
 {
     capture_t capture;
     s_capture_start (&capture);
-    redis_store_t *store = s_test_store (text, "return ARGV[1] .. redis.call('GET', KEYS[1])");
+    redis_store_t *store = s_test_store (text);
     assert (!redis_store_connected (store));
     assert (redis_store_connect (store) == 0);
     assert (redis_store_connected (store) && redis_store_context (store));
 
     const char *set [] = { "SET", "funnel:test:k", "-v" };
     s_expect_string (redis_store_command (store, 3, set, NULL), "OK");
-    const char *args [] = { "funnel:test:k", "hello" };
-    s_expect_string (redis_store_eval (store, 1, 2, args, NULL), "hello-v");
-    s_expect_string (s_run (store, 2, (const char *[]) { "SCRIPT", "FLUSH" }), "OK");
-    s_expect_string (redis_store_eval (store, 1, 2, args, NULL), "hello-v");
+    const char *get [] = { "GET", "funnel:test:k" };
+    s_expect_string (redis_store_command (store, 2, get, NULL), "-v");
     redisReply *reply;
 
-    //  Pipelined: replies come back in order; after a SCRIPT FLUSH every
-    //  pending reply is NOSCRIPT, for the caller to re-run
-    const char *one [] = { "funnel:test:k", "one" };
-    const char *two [] = { "funnel:test:k", "two" };
-    assert (redis_store_eval_send (store, 1, 2, one, NULL) == 0);
-    assert (redis_store_eval_send (store, 1, 2, two, NULL) == 0);
-    s_expect_string (redis_store_recv (store), "one-v");
-    s_expect_string (redis_store_recv (store), "two-v");
-    s_expect_string (s_run (store, 2, (const char *[]) { "SCRIPT", "FLUSH" }), "OK");
-    assert (redis_store_eval_send (store, 1, 2, one, NULL) == 0);
-    assert (redis_store_eval_send (store, 1, 2, two, NULL) == 0);
+    //  Pipelined: appended to the context, replies read back in order
+    const char *append [] = { "APPEND", "funnel:test:k", "x" };
+    redisAppendCommandArgv (redis_store_context (store), 3, append, NULL);
+    redisAppendCommandArgv (redis_store_context (store), 2, get, NULL);
     reply = redis_store_recv (store);
-    assert (redis_store_is_noscript (reply));
+    assert (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 3);
     freeReplyObject (reply);
-    reply = redis_store_recv (store);
-    assert (redis_store_is_noscript (reply));
-    freeReplyObject (reply);
-    s_expect_string (redis_store_eval (store, 1, 2, two, NULL), "two-v");
+    s_expect_string (redis_store_recv (store), "-vx");
 
     //  Binary-safe arguments: a NUL inside
-    const char *binary [] = { "funnel:test:k", "a\0b" };
-    size_t lengths [] = { 13, 3 };
-    reply = redis_store_eval (store, 1, 2, binary, lengths);
-    assert (reply && reply->type == REDIS_REPLY_STRING && reply->len == 5);
-    assert (memcmp (reply->str, "a\0b-v", 5) == 0);
+    const char *binary [] = { "SET", "funnel:test:k", "a\0b" };
+    size_t lengths [] = { 3, 13, 3 };
+    s_expect_string (redis_store_command (store, 3, binary, lengths), "OK");
+    reply = redis_store_command (store, 2, get, NULL);
+    assert (reply && reply->type == REDIS_REPLY_STRING && reply->len == 3);
+    assert (memcmp (reply->str, "a\0b", 3) == 0);
     freeReplyObject (reply);
 
-    //  A script error is a reply, not a lost connection
-    reply = redis_store_eval (store, 0, 0, NULL, NULL);
+    //  A command error is a reply, not a lost connection
+    const char *wrong [] = { "HGET", "funnel:test:k", "f" };
+    reply = redis_store_command (store, 3, wrong, NULL);
     assert (reply && reply->type == REDIS_REPLY_ERROR);
     freeReplyObject (reply);
     assert (redis_store_connected (store));
 
     //  Lost connection: killed from another client
-    redis_store_t *killer = s_test_store (text, NULL);
+    redis_store_t *killer = s_test_store (text);
     reply = s_run (store, 2, (const char *[]) { "CLIENT", "ID" });
     assert (reply && reply->type == REDIS_REPLY_INTEGER);
     char id [32];
@@ -938,11 +780,14 @@ s_test_eval (const char *text, bool verbose)
     reply = s_run (killer, 4, (const char *[]) { "CLIENT", "KILL", "ID", id });
     assert (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 1);
     freeReplyObject (reply);
-    assert (redis_store_eval (store, 1, 2, args, NULL) == NULL);
+    assert (redis_store_command (store, 2, get, NULL) == NULL);
     assert (!redis_store_connected (store));
-    assert (redis_store_eval (store, 1, 2, args, NULL) == NULL);    //  Backoff
+    assert (redis_store_command (store, 2, get, NULL) == NULL);     //  Backoff
+    assert (redis_store_recv (store) == NULL);                      //  Not connected
     usleep ((BACKOFF_FIRST_MS + 20) * 1000);
-    s_expect_string (redis_store_eval (store, 1, 2, args, NULL), "hello-v");
+    reply = redis_store_command (store, 2, get, NULL);
+    assert (reply && reply->type == REDIS_REPLY_STRING && reply->len == 3);
+    freeReplyObject (reply);
     reply = s_run (store, 2, (const char *[]) { "DEL", "funnel:test:k" });
     assert (reply && reply->integer == 1);
     freeReplyObject (reply);
@@ -963,28 +808,26 @@ s_test_auth (const redis_url_t *base, bool verbose)
     capture_t capture;
     s_capture_start (&capture);
     char text [512];
-    redis_store_t *admin = redis_store_new (base, NULL);
+    redis_store_t *admin = redis_store_new (base);
     assert (admin);
     s_expect_string (s_run (admin, 7, (const char *[]) {
         "ACL", "SETUSER", "funneltest", "on", ">pa:ss@1", "~*", "+@all" }), "OK");
     snprintf (text, sizeof text, "redis://funneltest:pa%%3Ass%%401@%s:%d/1",
               base->host, base->port);
-    redis_store_t *store = s_test_store (text, "return 7");
-    redisReply *reply = redis_store_eval (store, 0, 0, NULL, NULL);
-    assert (reply && reply->type == REDIS_REPLY_INTEGER && reply->integer == 7);
-    freeReplyObject (reply);
+    redis_store_t *store = s_test_store (text);
+    redisReply *reply;
     s_expect_string (s_run (store, 2, (const char *[]) { "ACL", "WHOAMI" }), "funneltest");
     redis_store_destroy (&store);
 
     snprintf (text, sizeof text, "redis://funneltest:b4dpw@%s:%d", base->host, base->port);
-    store = s_test_store (text, NULL);
+    store = s_test_store (text);
     assert (redis_store_connect (store) == -1);
     redis_store_destroy (&store);
 
     s_expect_string (s_run (admin, 4, (const char *[]) {
         "CONFIG", "SET", "requirepass", "topsecret" }), "OK");
     snprintf (text, sizeof text, "redis://:topsecret@%s:%d", base->host, base->port);
-    store = s_test_store (text, NULL);
+    store = s_test_store (text);
     s_expect_string (s_run (store, 1, (const char *[]) { "PING" }), "PONG");
     redis_store_destroy (&store);
     //  admin authenticated before the password was set: still allowed
@@ -1008,13 +851,13 @@ s_test_unix_socket (const char *sock, const redis_url_t *base, bool verbose)
     s_capture_start (&capture);
     char text [512];
     snprintf (text, sizeof text, "unix://%s?db=2", sock);
-    redis_store_t *via_socket = s_test_store (text, NULL);
+    redis_store_t *via_socket = s_test_store (text);
     s_expect_string (s_run (via_socket, 3, (const char *[]) {
         "SET", "funnel:test:db", "two" }), "OK");
     snprintf (text, sizeof text, "redis://%s:%d/2", base->host, base->port);
-    redis_store_t *db2 = s_test_store (text, NULL);
+    redis_store_t *db2 = s_test_store (text);
     s_expect_string (s_run (db2, 2, (const char *[]) { "GET", "funnel:test:db" }), "two");
-    redis_store_t *db0 = redis_store_new (base, NULL);
+    redis_store_t *db0 = redis_store_new (base);
     redisReply *reply = s_run (db0, 2, (const char *[]) { "GET", "funnel:test:db" });
     assert (reply && reply->type == REDIS_REPLY_NIL);
     freeReplyObject (reply);
@@ -1045,7 +888,7 @@ redis_store_test (bool verbose)
     }
     redis_url_t base;
     assert (redis_url_parse (text, &base, NULL) == 0);
-    s_test_eval (text, verbose);
+    s_test_commands (text, verbose);
     s_test_auth (&base, verbose);
     const char *sock = getenv ("FUNNEL_TEST_REDIS_SOCK");
     if (sock && *sock)

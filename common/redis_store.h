@@ -1,10 +1,10 @@
-/*  redis_store — one synchronous hiredis connection with the service's Lua.
+/*  redis_store — one synchronous hiredis connection that survives Redis
+    going away.
 
     hiredis 0.14 has no TLS and no async timeouts, a context is dead after
     any error, and redisReconnect forgets AUTH and SELECT: so one function
-    does connect + AUTH + SELECT + SCRIPT LOAD, used for the first connect
-    and every reconnect, with exponential backoff (100 ms doubling to 5 s).
-    EVALSHA re-loads the script once on NOSCRIPT (Redis restarted without it).
+    does connect + AUTH + SELECT, used for the first connect and every
+    reconnect, with exponential backoff (100 ms doubling to 5 s).
 
     URL forms (proto/README.md):
       redis://[[user]:password@]host[:port][/db]     default port 6379, db 0
@@ -34,9 +34,9 @@ int
 
 typedef struct _redis_store_t redis_store_t;
 
-//  Takes the Lua script text (may be NULL); does not connect yet.
+//  Does not connect yet.
 redis_store_t *
-    redis_store_new (const redis_url_t *url, const char *script);
+    redis_store_new (const redis_url_t *url);
 void
     redis_store_destroy (redis_store_t **self_p);
 
@@ -57,25 +57,12 @@ uint64_t
 redisContext *
     redis_store_context (redis_store_t *self);
 
-//  EVALSHA of the script with numkeys keys then args (argv holds keys and
-//  args). Re-loads on NOSCRIPT. NULL on connection loss (store is then
-//  disconnected; caller answers `unavailable`). Caller frees the reply.
-redisReply *
-    redis_store_eval (redis_store_t *self, int numkeys, int argc,
-                      const char **argv, const size_t *argvlen);
-//  Pipelining. eval_send sends an EVALSHA without waiting for its reply
-//  (argv must stay valid until that reply is read); recv reads the next
-//  reply in order, NULL on connection loss (the store is then
-//  disconnected). A NOSCRIPT error comes back as it is: read every pending
-//  reply first, then re-run those with redis_store_eval, which reloads.
-//  Never mix with the synchronous calls while replies are pending.
-int
-    redis_store_eval_send (redis_store_t *self, int numkeys, int argc,
-                           const char **argv, const size_t *argvlen);
+//  Pipelining: callers append commands to the context (redisAppend...)
+//  and read each reply here, in order; NULL on connection loss (the store
+//  is then disconnected). Never mix with redis_store_command while
+//  replies are pending.
 redisReply *
     redis_store_recv (redis_store_t *self);
-bool
-    redis_store_is_noscript (const redisReply *reply);
 
 //  Any command; NULL on connection loss. Caller frees the reply.
 redisReply *

@@ -35,7 +35,7 @@ void
 const char *
     upstream_name (upstream_t *self);
 //  Registers with the upstream under this name (REPLAY "subscriber"): its
-//  outbox then keeps what we have not applied (C engine upstreams), and we
+//  outbox then keeps what we have not applied, and we
 //  report our position every 2 s while live.
 void
     upstream_set_subscriber (upstream_t *self, const char *name);

@@ -40,10 +40,10 @@ admin_cli() {
 commands=""
 for svc in $SERVICES; do
     pass=$(secret "$SECRETS/redis-$svc.pass")
-    # '~' patterns are globs: the braces of the hash tag are literal; the C
-    # engine's partitions are {funnel:<svc>:<p>}
+    # '~' patterns are globs: the braces of the hash tag are literal; the
+    # partitions are {funnel:<svc>:<p>}. No @scripting: nothing runs scripts
     commands+="ACL SETUSER funnel-$svc reset on >$pass ~{funnel:$svc}:* ~{funnel:$svc:*}:* resetchannels"
-    commands+=" +@read +@write +@scripting +@connection +@transaction +wait -@dangerous -@admin"$'\n'
+    commands+=" +@read +@write +@connection +@transaction +wait -@dangerous -@admin"$'\n'
 done
 admin=$(secret "$ADMIN_FILE")
 commands+="ACL SETUSER default on resetpass >$admin"$'\n'

@@ -393,7 +393,7 @@ attribution_credits_decode (const char *text, size_t len, int64_t amount,
 }
 
 //  --------------------------------------------------------------------
-//  Self-test (every case of the former Lua unit test, plus edges)
+//  Self-test (the rules' cases, plus edges)
 
 #define U      ATTRIBUTION_UNITS
 #define DAY    86400000LL

@@ -121,7 +121,7 @@ audience_segment (const audience_t *aud, char *out)
 }
 
 //  --------------------------------------------------------------------
-//  Self-test (every case of the former Lua unit test, plus edges)
+//  Self-test (the rules' cases, plus edges)
 
 static bool
 s_m (const audience_t *aud, bool has_age, int64_t age, const char *region,

@@ -17,7 +17,7 @@
       global wbz:0    win-back member -> flagged time (the listing's order)
 
     Global data stays exact because one instance owns every partition
-    (proto/wire.md "The C engine"): its cache is the only writer of
+    (proto/wire.md "The engine"): its cache is the only writer of
     partition 0 too, every handler reads and writes global records through
     the same write-set as the entity's, and a batch commits all of it in
     one MULTI/EXEC. A touch in any contact's partition updates its
@@ -109,7 +109,7 @@ s_valid_id (const msgpack_object *obj, char *buf, size_t size)
     return funnel_obj_strcpy (obj, buf, size) && funnel_id_valid (buf, strlen (buf));
 }
 
-//  A number as msgpack: an integer when it is one (as the Lua engine did)
+//  A number as msgpack: an integer when it is one, else a float
 static void
 s_pack_num (msgpack_packer *pk, double x)
 {
@@ -188,7 +188,7 @@ typedef struct {
     json_t *json;
 } aud_t;
 
-//  Reads one list of strings (non-strings are NULL holes, as Lua skips them)
+//  Reads one list of strings (non-strings are NULL holes, skipped by readers)
 static size_t
 s_json_list (json_t *array, const char **out)
 {
@@ -1090,7 +1090,7 @@ s_join_winback (funnel_state_t *st, const funnel_event_t *ev, const char *state,
     return 0;
 }
 
-//  A number as Lua's tostring wrote it
+//  A number as stored: %.14g (integers without a decimal point)
 static void
 s_set_num (funnel_rec_t *rec, const char *field, double x)
 {

@@ -1,4 +1,4 @@
-/*  campaign_stage — the marketing stage's rules on the C engine
+/*  campaign_stage — the marketing stage's rules on the engine
     (proto/campaign.md): campaigns and their audiences, touches and exact
     reach, attribution research, channel recommendation, win-back.
 */

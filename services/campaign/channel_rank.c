@@ -56,7 +56,7 @@ channel_rank (channel_rank_row_t *rows, size_t n, double alpha, double beta, dou
 }
 
 //  --------------------------------------------------------------------
-//  Self-test (every case of the former Lua unit test, plus edges)
+//  Self-test (the rules' cases, plus edges)
 
 static bool
 s_near (double a, double b)

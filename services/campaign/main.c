@@ -9,7 +9,7 @@
     touch arrives. From that it recommends channels per segment, and it
     keeps the win-back audience retention flags.
 
-    The rules are campaign_stage.c (state, reports, on the C engine) on
+    The rules are campaign_stage.c (state, reports, on the engine) on
     audience.c, attribution.c and channel_rank.c (pure logic); the schemas
     and settings are campaign_rules.c. proto/campaign.md is the full spec.
 */
@@ -34,8 +34,7 @@ main (int argc, char *argv [])
         .accepts = campaign_accepts,
         .upstreams = s_upstreams,
         .consumes = s_consumes,
-        .rules = &campaign_stage_rules,
-        .tick_ms = 0            //  Nothing here runs on a timer
+        .rules = &campaign_stage_rules
     };
     return funnel_service_main (argc, argv, &def);
 }

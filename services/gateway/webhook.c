@@ -405,7 +405,7 @@ webhook_new (const webhook_config_t *config, char *error, size_t error_size)
     self->state = "starting";
     pthread_mutex_init (&self->lock, NULL);
     atomic_init (&self->stopping, false);
-    self->store = redis_store_new (&self->redis, NULL);
+    self->store = redis_store_new (&self->redis);
     self->curl = curl_easy_init ();
     bool ok = self->key && self->store && self->curl;
     for (int s = 0; ok && s < config->service_count && s < WEBHOOK_SERVICES_MAX; s++) {

@@ -1,5 +1,5 @@
-/*  identity — see identity.h. Character classes are the C locale's (as
-    Lua's %s, %w, %d): bytes outside ASCII are neither space nor alnum. */
+/*  identity — see identity.h. Character classes are the C locale's:
+    bytes outside ASCII are neither space nor alnum. */
 #include <ctype.h>
 #include <string.h>
 #include "identity.h"
@@ -96,7 +96,7 @@ identity_phone (const char *s, char *out, size_t size)
 }
 
 //  --------------------------------------------------------------------
-//  Self-test (every case of the former Lua unit test, plus edges)
+//  Self-test (the rules' cases, plus edges)
 
 #undef NDEBUG                   //  The self-test needs its asserts
 #include <assert.h>

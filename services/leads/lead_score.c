@@ -127,7 +127,7 @@ lead_score_stage_for (double total, double fit, const lead_score_rules_t *rules)
 }
 
 //  --------------------------------------------------------------------
-//  Self-test (every case of the former Lua unit test, plus edges)
+//  Self-test (the rules' cases, plus edges)
 
 #undef NDEBUG                   //  The self-test needs its asserts
 #include <assert.h>

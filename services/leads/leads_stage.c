@@ -117,7 +117,7 @@ s_str (const msgpack_object *map, const char *key, char *buf, size_t size)
     return funnel_obj_strcpy (funnel_map_get (map, key), buf, size);
 }
 
-//  Lua's num2s: integers as %d, else %.17g
+//  A number as text: integers as %d, else %.17g (round-trips exactly)
 static void
 s_num2s (double x, char *out, size_t size)
 {
@@ -221,7 +221,7 @@ s_count (funnel_state_t *st, const char *name, int64_t n)
 
 //  A stage reached at event time t, whole funnel and the lead's campaign,
 //  and its counter (mirrored in tot:0); a time that is not a whole ms
-//  counts no series (as the Lua engine's valid_ms)
+//  counts no series
 static void
 s_count_stage (funnel_state_t *st, const char *name, double t, const char *campaign)
 {
@@ -764,8 +764,8 @@ s_schedule (funnel_state_t *st, const char *id, funnel_rec_t *lead)
     if (due) {
         double wall = t + s_fnum (lead, "o", 0);
         int64_t ms = (int64_t) ceil (wall);
-        //  The timer looks at it on the next whole second (the Lua engine's
-        //  tick of 1 s): decays_at stays the exact crossing
+        //  The timer looks at it on the next whole second (timers are
+        //  due per second): decays_at stays the exact crossing
         funnel_state_timer (st, "decay", id, (ms + 999) / 1000 * 1000);
         funnel_rec_set_int (lead, "dz", ms);
     }

@@ -1,4 +1,4 @@
-/*  leads_stage — the lead generation stage's rules on the C engine
+/*  leads_stage — the lead generation stage's rules on the engine
     (proto/leads.md): capture and identity, scoring, the reversible
     lifecycle, routing to reps, the decay timer, reports.
 */

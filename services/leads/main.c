@@ -9,7 +9,7 @@
         round-robin over free capacity), a reversible lifecycle whose every
         transition is a lead.stage_changed, and a decay timer that sends
         leads whose engagement faded back to nurture.
-    The rules are leads_stage.c (on the C engine) over identity.c,
+    The rules are leads_stage.c (on the engine) over identity.c,
     lead_score.c and routing.c (pure logic); the settings in leads_rules.c;
     the wire format in proto/leads.md.
 */
@@ -30,9 +30,7 @@ main (int argc, char *argv [])
         .accepts = leads_accepts,
         .upstreams = s_upstreams,
         .consumes = s_consumes,
-        .rules = &leads_stage_rules,
-        //  The decay and pending timers run on the engine's housekeeping
-        .tick_ms = 0
+        .rules = &leads_stage_rules     //  Its decay and pending timers: engine timers
     };
     return funnel_service_main (argc, argv, &def);
 }

@@ -80,7 +80,7 @@ routing_sticky (const routing_rep_t *rep)
 }
 
 //  --------------------------------------------------------------------
-//  Self-test (every case of the former Lua unit test, plus edges)
+//  Self-test (the rules' cases, plus edges)
 
 #undef NDEBUG                   //  The self-test needs its asserts
 #include <assert.h>

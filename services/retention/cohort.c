@@ -47,7 +47,7 @@ cohort_ltv (int64_t revenue, int64_t customers)
 //  Self-test (asserts stay on in every build)
 #undef NDEBUG
 #include <assert.h>
-//  Every case of the former tests/unit/test_retention_cohort.lua
+//  The cohort rules' cases
 
 static bool
 s_month_is (int64_t ms, const char *want)

@@ -109,7 +109,7 @@ health_upsell_due (bool has_nps, int nps, int score, bool has_last, int64_t last
 //  Self-test (asserts stay on in every build)
 #undef NDEBUG
 #include <assert.h>
-//  Every case of the former tests/unit/test_retention_health.lua
+//  The health formula's cases
 
 #define DAY     HEALTH_DAY_MS
 #define NOW     1800000000000LL

@@ -8,7 +8,7 @@
     about customers at risk or churned.
 
     The rules are retention_stage.c (state, reports, the customer timer) on
-    customer_health.c and cohort.c (pure logic), run by the C engine; the
+    customer_health.c and cohort.c (pure logic), run by the engine; the
     schemas and settings are retention_rules.c. proto/retention.md is the
     full spec.
 */
@@ -29,8 +29,7 @@ main (int argc, char *argv [])
         .accepts = retention_accepts,
         .upstreams = s_upstreams,
         .consumes = s_consumes,
-        .rules = &retention_stage_rules,
-        .tick_ms = 0
+        .rules = &retention_stage_rules
     };
     return funnel_service_main (argc, argv, &def);
 }

@@ -1,4 +1,4 @@
-/*  retention_stage — the retention stage's rules on the C engine: handlers
+/*  retention_stage — the retention stage's rules on the engine: handlers
     for every PUBLISHed type (customer.*), consumed type (deal.won,
     deal.delivered), GET kind (customer, cohorts) and the customer timer
     (silence, churn). State layout: proto/retention.md "State".

@@ -85,7 +85,7 @@ int64_t
 deal_policy_forecast (const int64_t amounts [DEAL_STAGES],
                       const double probabilities [DEAL_STAGES])
 {
-    //  Doubles, summed in stage order: the same figures as the Lua rules gave
+    //  Doubles, summed in stage order: the figures are reproducible
     double total = 0;
     for (int i = 0; i < DEAL_STAGES; i++)
         total += (double) amounts [i] * probabilities [i] / 100;
@@ -148,7 +148,7 @@ void
 deal_policy_reason_key (const char *reason, char *out, size_t size)
 {
     const char *start = reason ? reason : "";
-    //  Lua's %s: space, \t, \n, \v, \f, \r
+    //  isspace in the C locale: space, \t, \n, \v, \f, \r
     while (*start && isspace ((unsigned char) *start))
         start++;
     size_t len = strlen (start);
@@ -171,7 +171,7 @@ deal_policy_reason_key (const char *reason, char *out, size_t size)
 //  Self-test (asserts stay on in every build)
 #undef NDEBUG
 #include <assert.h>
-//  Every case of the former tests/unit/test_deal_policy.lua
+//  The deal policy's cases
 
 void
 deal_policy_test (bool verbose)
@@ -261,7 +261,7 @@ deal_policy_test (bool verbose)
     memset (long_entity, 'x', 64);
     long_entity [64] = 0;
     deal_policy_deal_id ("L", long_entity, 3, id, sizeof id);
-    //  The SHA-1 of 64 'x' (as redis.sha1hex gave the Lua rules)
+    //  Hashed: the SHA-1 of 64 'x' in hex, then -3
     assert (strlen (id) <= 64 && id [0] == 'L' && strlen (id) == 43);
     assert (streq (id + 41, "-3"));
 

@@ -25,8 +25,7 @@ main (int argc, char *argv [])
         .accepts = sales_accepts,
         .upstreams = s_upstreams,
         .consumes = s_consumes,
-        .rules = &sales_stage_rules,
-        .tick_ms = 0
+        .rules = &sales_stage_rules
     };
     return funnel_service_main (argc, argv, &def);
 }

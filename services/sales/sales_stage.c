@@ -83,7 +83,7 @@ s_kv_num (msgpack_packer *pk, const char *k, double v)
     s_pack_num (pk, v);
 }
 
-//  A string field of 1-64 bytes (the Lua rules' short_id), copied.
+//  A string field of 1-64 bytes, copied.
 static bool
 s_short_id (const msgpack_object *map, const char *key, char *out)
 {
@@ -125,7 +125,7 @@ s_int (const msgpack_object *map, const char *key, int64_t dflt)
 static const char *
 s_fmt_num (double v, char *buf, size_t size)
 {
-    snprintf (buf, size, "%.14g", v);           //  As Lua's tostring
+    snprintf (buf, size, "%.14g", v);           //  The stored number format
     return buf;
 }
 

@@ -1,4 +1,4 @@
-/*  sales_stage — the sales stage's rules on the C engine: handlers for
+/*  sales_stage — the sales stage's rules on the engine: handlers for
     every PUBLISHed type (deal.*), consumed type (lead.sql,
     customer.upsell), GET kind (deal, pipeline) and timer (sla, stale).
     State layout and partitions: proto/sales.md "State".

@@ -1,8 +1,8 @@
-"""Runtime 2 (the C engine, common/funnel_engine.c) end to end through
+"""The engine (common/funnel_engine.c) end to end through
 funnel-testsvc: one writer per partition (lease + fencing), ids shaped like
 keys, and Redis refusing writes (OOM, MISCONF) answered `unavailable` with
-nothing half-applied. funnel-testsvc-lua runs the same rules on the Lua
-engine for the tests both engines must pass."""
+nothing half-applied, a reply lost with the connection, the lossless
+outbox."""
 import os
 import shutil
 import signal
@@ -74,9 +74,9 @@ class TestLease(FunnelTestCase):
                          {"id": "stale", "duplicate": False})
 
 
-class KeyShapedIds:
+class TestKeyShapedIds(FunnelTestCase):
     """Entity ids that look like the engine's own key names."""
-    binary = None
+    binary = "funnel-testsvc"
 
     def test_key_shaped_ids_do_not_collide(self):
         self.daemon("alpha", self.binary)
@@ -91,17 +91,9 @@ class KeyShapedIds:
         self.assertEqual(self.stats("alpha")["accepted"], 2 * len(ids))
 
 
-class TestKeyShapedIdsC(KeyShapedIds, FunnelTestCase):
-    binary = "funnel-testsvc"
-
-
-class TestKeyShapedIdsLua(KeyShapedIds, FunnelTestCase):
-    binary = "funnel-testsvc-lua"
-
-
-class RedisRefusesWrites:
+class TestRedisRefusesWrites(FunnelTestCase):
     """OOM and MISCONF: `unavailable`, nothing half-applied, retry works."""
-    binary = None
+    binary = "funnel-testsvc"
 
     def snapshot(self, r):
         return {k: (r.type(k), r.dump(k)) for k in r.keys("*")
@@ -157,14 +149,6 @@ class RedisRefusesWrites:
         self.check_refused_then_retry(refuse, allow, "MISCONF")
 
 
-class TestRedisRefusesWritesC(RedisRefusesWrites, FunnelTestCase):
-    binary = "funnel-testsvc"
-
-
-class TestRedisRefusesWritesLua(RedisRefusesWrites, FunnelTestCase):
-    binary = "funnel-testsvc-lua"
-
-
 class TestRulesSettings(FunnelTestCase):
     def test_c_rules_read_their_settings(self):
         self.daemon("alpha", "funnel-testsvc", args=["--set", "alpha/n_max=5"])
@@ -199,7 +183,7 @@ if __name__ == "__main__":
 
 
 class TestLosslessOutbox(FunnelTestCase):
-    """A registered subscriber keeps the outbox (C engine) past retention."""
+    """A registered subscriber keeps the outbox past retention."""
 
     def start_beta(self):
         return self.daemon("beta", "funnel-testsvc",
@@ -248,11 +232,11 @@ class TestLosslessOutbox(FunnelTestCase):
         self.assertIn("past the upstream's retention", beta.output())
 
 
-class LostReply:
+class TestLostReply(FunnelTestCase):
     """A reply that does not come in time (Redis paused past the service's
     2 s timeout): the answer must not claim nothing was applied, and the
     retry with the same ids applies everything exactly once."""
-    binary = None
+    binary = "funnel-testsvc"
 
     def test_timeout_says_outcome_unknown_and_retry_is_exact(self):
         self.daemon("alpha", self.binary)
@@ -271,11 +255,3 @@ class LostReply:
         self.assertEqual(api.ok("GET", {"kind": "counter", "id": "k"})["total"], 111)
         counters = self.stats("alpha")
         self.assertEqual(counters["accepted"], 3)
-
-
-class TestLostReplyC(LostReply, FunnelTestCase):
-    binary = "funnel-testsvc"
-
-
-class TestLostReplyLua(LostReply, FunnelTestCase):
-    binary = "funnel-testsvc-lua"

@@ -171,7 +171,7 @@ class TestCurve(SecurityCase):
         self.assertEqual(by_cause[batch[0]["id"]], "admin")
         self.assertEqual(by_cause[batch[1]["id"]], "toucher")
         # ... and so does the dedup record of the accepted event itself
-        # (campaign runs on the C engine: one key per applied id in the id's
+        # (the engine keeps one key per applied id in the id's
         # partition, {funnel:campaign:<p>}:id:<escaped id>, holding the name)
         r = self.redis.client()
         escaped = "".join(c if c.isascii() and (c.isalnum() or c in "._@+-") else "%%%02X" % ord(c)

@@ -9,9 +9,8 @@
     GET {"kind": "counter", "id": key}, and {"kind": "series"} of the stage
     "added" (campaign: the key's first two characters).
 
-    Built twice from this file: funnel-testsvc runs the rules below on the
-    C engine (funnel_engine.h); funnel-testsvc-lua (TESTSVC_LUA defined)
-    runs the same rules from testsvc.lua inside Redis, to compare engines.
+    It is also the smallest example of a service (services/README.md):
+    schemas, settings, a prefetch, handlers, a consumer, GET kinds.
 */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -33,11 +32,7 @@ static const funnel_event_schema_t s_accepts [] = {
 };
 static const char *const s_consumes [] = { "test.added", NULL };
 
-#ifdef TESTSVC_LUA
-extern const char funnel_testsvc_lua_lua [];
-#else
-
-//  The rules' settings (C engine): <svc>/n_max, the largest |n| test.add
+//  The rules' settings: <svc>/n_max, the largest |n| test.add
 //  takes (default: the schema's bound, so by default it never refuses).
 typedef struct {
     int64_t n_max;
@@ -129,8 +124,8 @@ s_on_add (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "redis: unavailable");
     funnel_rec_add (counter, "total", n);
     funnel_state_push (st, "log", key, ev->id, strlen (ev->id), 10);     //  Last 10 ids
-    //  A stage over time too (as testsvc.lua: campaign = the key's first
-    //  two characters; the benchmark measures the series' cost)
+    //  A stage over time too (campaign = the key's first two characters;
+    //  the benchmark measures the series' cost)
     char campaign [3] = { key [0], key [0] ? key [1] : 0, 0 };
     funnel_state_count_stage (st, "added", ev->ts, campaign, n);
     s_emit_key_n (st, "test.added", key, n);
@@ -211,7 +206,6 @@ static const funnel_rules_t s_rules = {
     .on = s_on, .consume = s_consume, .queries = s_queries, .series = s_series,
     .setup = s_setup, .teardown = s_teardown
 };
-#endif
 
 int
 main (int argc, char *argv [])
@@ -225,12 +219,7 @@ main (int argc, char *argv [])
         .accepts = s_accepts,
         .upstreams = upstream && *upstream ? upstreams : NULL,
         .consumes = s_consumes,
-#ifdef TESTSVC_LUA
-        .lua = funnel_testsvc_lua_lua,
-#else
-        .rules = &s_rules,
-#endif
-        .tick_ms = 0
+        .rules = &s_rules
     };
     return funnel_service_main (argc, argv, &def);
 }

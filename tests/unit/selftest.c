@@ -13,6 +13,7 @@
 #include "funnel_state.h"
 #include "funnel_log.h"
 #include "funnel_engine.h"
+#include "outbox_entry.h"
 
 typedef struct { const char *name; void (*test) (bool verbose); } selftest_t;
 
@@ -29,6 +30,7 @@ static const selftest_t s_tests [] = {
     { "funnel_state", funnel_state_test },
     { "funnel_engine", funnel_engine_test },
     { "redis_auth", redis_auth_test },
+    { "outbox_entry", outbox_entry_test },
     { NULL, NULL }
 };
 
