@@ -119,10 +119,13 @@ funnel_partition_of (const char *id, int partitions)
     return partitions > 1 ? (int) (hash % (uint32_t) partitions) : 0;
 }
 
-static bool
+//  ASCII only, as isalnum in the C locale the daemons run in (inline: it
+//  runs for every byte of every key built)
+static inline bool
 s_plain (unsigned char c)
 {
-    return isalnum (c) || c == '.' || c == '_' || c == '@' || c == '+' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+        || c == '.' || c == '_' || c == '@' || c == '+' || c == '-';
 }
 
 int
@@ -331,11 +334,17 @@ funnel_state_now (funnel_state_t *self)
 static funnel_rec_t *
 s_lookup (funnel_state_t *self, int part, const char *kind, const char *id)
 {
-    char escaped [KEY_MAX], key [KEY_MAX];
-    if (funnel_key_escape (id, escaped, sizeof escaped) < 0)
+    //  "<prefix><kind>:<escaped id>", built without printf: this runs for
+    //  every record read or prefetched
+    char key [KEY_MAX];
+    size_t prefix_len = strlen (self->prefixes [part]), kind_len = strlen (kind);
+    if (prefix_len + kind_len + 1 >= sizeof key)
         return NULL;
-    if (snprintf (key, sizeof key, "%s%s:%s", self->prefixes [part], kind, escaped)
-        >= (int) sizeof key)
+    memcpy (key, self->prefixes [part], prefix_len);
+    memcpy (key + prefix_len, kind, kind_len);
+    key [prefix_len + kind_len] = ':';
+    size_t head = prefix_len + kind_len + 1;
+    if (funnel_key_escape (id, key + head, sizeof key - head) < 0)
         return NULL;
     funnel_rec_t *rec = (funnel_rec_t *) zhashx_lookup (self->cache, key);
     if (rec) {
@@ -526,9 +535,17 @@ funnel_rec_set_str (funnel_rec_t *rec, const char *field, const char *value)
 void
 funnel_rec_set_int (funnel_rec_t *rec, const char *field, int64_t value)
 {
-    char text [24];
-    snprintf (text, sizeof text, "%" PRId64, value);
-    s_write (rec, field, text);
+    //  Decimal without printf (counters are written for most events)
+    char text [24], *at = text + sizeof text - 1;
+    uint64_t magnitude = value < 0 ? 0 - (uint64_t) value : (uint64_t) value;
+    *at = 0;
+    do {
+        *--at = (char) ('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude);
+    if (value < 0)
+        *--at = '-';
+    s_write (rec, field, at);
 }
 
 int64_t
