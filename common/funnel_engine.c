@@ -31,6 +31,8 @@ struct _funnel_engine_t {
     zhashx_t *bucket_bytes;         //  "<bucket>" -> uint64_t * bytes held
     int64_t last_warn;
     uint64_t commits, commit_us;    //  For STATS: commits and their time
+    char *keys;                     //  Prefetch's dedup keys, reused (grows)
+    size_t keys_size;
 };
 
 static int64_t
@@ -162,6 +164,7 @@ funnel_engine_destroy (funnel_engine_t **self_p)
         free (self->svc);
         free (self->prefix);
         free (self->owner);
+        free (self->keys);
         free (self);
         *self_p = NULL;
     }
@@ -464,12 +467,17 @@ s_list_reader (void *arg, const char *key, int max, zlist_t *out)
 static void
 s_dedup_key (funnel_engine_t *self, const char *id, char *key, size_t size)
 {
-    char escaped [KEY_MAX];
-    funnel_key_escape (id, escaped, sizeof escaped);
-    int part = funnel_partition_of (id, self->cfg.partitions);
-    if (snprintf (key, size, "%sid:%s", funnel_state_prefix (self->state, part), escaped)
-        >= (int) size)
-        key [0] = 0;                //  Ids are ≤ 64 bytes: cannot happen
+    const char *prefix = funnel_state_prefix (self->state,
+                                              funnel_partition_of (id, self->cfg.partitions));
+    size_t prefix_len = strlen (prefix);
+    //  Ids are ≤ 64 bytes: a short key always fits
+    if (prefix_len + 3 >= size
+    ||  funnel_key_escape (id, key + prefix_len + 3, size - prefix_len - 3) < 0) {
+        key [0] = 0;
+        return;
+    }
+    memcpy (key, prefix, prefix_len);
+    memcpy (key + prefix_len, "id:", 3);
 }
 
 //  Runs the prefetch callbacks, then in one round trip reads the dedup
@@ -487,16 +495,22 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
     redisContext *ctx = redis_store_context (self->store);
     size_t sent = 0;
     if (seen && count > 0) {
+        //  The keys' buffer is kept from batch to batch: a fresh 512 kB
+        //  one per batch cost page faults on every batch
+        if (self->keys_size < count * 512) {
+            free (self->keys);
+            self->keys_size = count * 512;
+            self->keys = (char *) malloc (self->keys_size);
+            assert (self->keys);
+        }
         const char **argv = (const char **) malloc ((count + 1) * sizeof (char *));
-        char (*keys) [512] = malloc (count * 512);
         argv [0] = "MGET";
         for (size_t i = 0; i < count; i++) {
-            s_dedup_key (self, events [i].id, keys [i], 512);
-            argv [i + 1] = keys [i];
+            s_dedup_key (self, events [i].id, self->keys + i * 512, 512);
+            argv [i + 1] = self->keys + i * 512;
         }
         redisAppendCommandArgv (ctx, (int) count + 1, argv, NULL);
         free (argv);
-        free (keys);
         sent++;
     }
     for (size_t i = 0; i < wanted; i++) {
@@ -896,14 +910,20 @@ funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
         return s_unavailable (err);
     }
     const char **ids = (const char **) zmalloc ((count + 1) * sizeof (char *));
+    //  Ids accepted so far in this batch, for repeats within it (a set: a
+    //  scan of the list made a 1000-event batch cost 500k compares)
+    zhashx_t *accepted_ids = NULL;
+    if (count > 1) {
+        accepted_ids = zhashx_new ();
+        zhashx_set_key_duplicator (accepted_ids, NULL);     //  Ids outlive the set
+        zhashx_set_key_destructor (accepted_ids, NULL);
+    }
     size_t accepted = 0, duplicates = 0;
     int rc = 0;
     funnel_savepoint_t zero = { 0 };
     for (size_t i = 0; i < count && rc == 0; i++) {
         const funnel_event_t *ev = &events [i];
-        bool dup = seen [i];
-        for (size_t j = 0; j < accepted && !dup; j++)
-            dup = streq (ids [j], ev->id);
+        bool dup = seen [i] || (accepted_ids && zhashx_lookup (accepted_ids, ev->id));
         if (dup) {
             duplicates++;
             continue;
@@ -930,7 +950,10 @@ funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
             break;
         }
         ids [accepted++] = ev->id;
+        if (accepted_ids)
+            zhashx_insert (accepted_ids, ev->id, (void *) ev->id);
     }
+    zhashx_destroy (&accepted_ids);
     free (seen);
     if (rc != 0) {
         funnel_state_rollback (st, zero);
