@@ -35,6 +35,23 @@ struct _funnel_engine_t {
     size_t keys_size;
 };
 
+//  value in decimal into text (24 bytes); printf per output was a top
+//  cost of the commit
+static void
+s_int_text (int64_t value, char *text)
+{
+    char digits [24], *at = digits + sizeof digits - 1;
+    uint64_t magnitude = value < 0 ? 0 - (uint64_t) value : (uint64_t) value;
+    *at = 0;
+    do {
+        *--at = (char) ('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude);
+    if (value < 0)
+        *--at = '-';
+    memcpy (text, at, (size_t) (digits + sizeof digits - at));
+}
+
 static int64_t
 s_now_ms (void)
 {
@@ -560,9 +577,9 @@ static char *
 s_entry (const funnel_output_t *out, int64_t ts, const char *by, size_t *size)
 {
     char ts_text [24], cause_ts [24] = "";
-    snprintf (ts_text, sizeof ts_text, "%" PRId64, ts);
+    s_int_text (ts, ts_text);
     if (out->cause [0] && out->cause_ts > 0)
-        snprintf (cause_ts, sizeof cause_ts, "%" PRId64, out->cause_ts);
+        s_int_text (out->cause_ts, cause_ts);
     if (!by)
         by = "";
     int nparts = *by ? 6 : 5;
@@ -711,7 +728,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         lens [1] = strlen (key);
         for (size_t j = 0; j < n; j++) {
             size_t k = i + j;
-            snprintf (seqs [k], 24, "%" PRIu64, seq + 1 + j);
+            s_int_text ((int64_t) (seq + 1 + j), seqs [k]);
             entries [k] = s_entry (funnel_state_output (st, k), now, c->by, &entry_sizes [k]);
             argv [2 + 2 * j] = seqs [k];
             lens [2 + 2 * j] = strlen (seqs [k]);

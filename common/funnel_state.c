@@ -105,6 +105,35 @@ s_vec_at (vec_t *vec, size_t index)
     return (char *) vec->items + index * vec->item_size;
 }
 
+//  Appends text to buf (size bytes, *len used), cutting it short as
+//  snprintf would; ids, keys and numbers are built with it (printf was a
+//  top cost in the hot paths).
+static void
+s_cat (char *buf, size_t size, size_t *len, const char *text)
+{
+    size_t n = strlen (text);
+    if (*len + n >= size)
+        n = size - 1 - *len;
+    memcpy (buf + *len, text, n);
+    *len += n;
+    buf [*len] = 0;
+}
+
+static void
+s_cat_int (char *buf, size_t size, size_t *len, int64_t value)
+{
+    char text [24], *at = text + sizeof text - 1;
+    uint64_t magnitude = value < 0 ? 0 - (uint64_t) value : (uint64_t) value;
+    *at = 0;
+    do {
+        *--at = (char) ('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude);
+    if (value < 0)
+        *--at = '-';
+    s_cat (buf, size, len, at);
+}
+
 //  ---------------------------------------------------------------------
 //  Keys and partitions
 
@@ -311,7 +340,8 @@ funnel_state_arg (funnel_state_t *self)
 void
 funnel_state_set_cause (funnel_state_t *self, const char *id, int64_t ts)
 {
-    snprintf (self->cause, sizeof self->cause, "%s", id ? id : "");
+    size_t len = 0;
+    s_cat (self->cause, sizeof self->cause, &len, id ? id : "");
     self->cause_ts = id ? ts : 0;
     self->emits = 0;
 }
@@ -536,16 +566,10 @@ void
 funnel_rec_set_int (funnel_rec_t *rec, const char *field, int64_t value)
 {
     //  Decimal without printf (counters are written for most events)
-    char text [24], *at = text + sizeof text - 1;
-    uint64_t magnitude = value < 0 ? 0 - (uint64_t) value : (uint64_t) value;
-    *at = 0;
-    do {
-        *--at = (char) ('0' + magnitude % 10);
-        magnitude /= 10;
-    } while (magnitude);
-    if (value < 0)
-        *--at = '-';
-    s_write (rec, field, at);
+    char text [24];
+    size_t len = 0;
+    s_cat_int (text, sizeof text, &len, value);
+    s_write (rec, field, text);
 }
 
 int64_t
@@ -588,14 +612,28 @@ funnel_state_emit (funnel_state_t *self, const char *type, const char *key)
     funnel_output_t *out = (funnel_output_t *) s_vec_push (&self->outputs);
     self->emits++;
     char id [512];
-    if (key)
-        snprintf (id, sizeof id, "%s:%s:%s", self->svc, key, type);
+    size_t len = 0;
+    s_cat (id, sizeof id, &len, self->svc);
+    if (key) {
+        s_cat (id, sizeof id, &len, ":");
+        s_cat (id, sizeof id, &len, key);
+        s_cat (id, sizeof id, &len, ":");
+        s_cat (id, sizeof id, &len, type);
+    }
     else
-    if (self->cause [0])
-        snprintf (id, sizeof id, "%s:%s:%d", self->svc, self->cause, self->emits);
-    else
+    if (self->cause [0]) {
+        s_cat (id, sizeof id, &len, ":");
+        s_cat (id, sizeof id, &len, self->cause);
+        s_cat (id, sizeof id, &len, ":");
+        s_cat_int (id, sizeof id, &len, self->emits);
+    }
+    else {
         //  Without a cause (a timer), now keeps ids apart from other runs'
-        snprintf (id, sizeof id, "%s:tick:%" PRId64 ":%d", self->svc, self->now, self->emits);
+        s_cat (id, sizeof id, &len, ":tick:");
+        s_cat_int (id, sizeof id, &len, self->now);
+        s_cat (id, sizeof id, &len, ":");
+        s_cat_int (id, sizeof id, &len, self->emits);
+    }
     if (strlen (id) > FUNNEL_ID_MAX || (key && !s_id_chars_ok (id))) {
         zdigest_t *digest = zdigest_new ();
         zdigest_update (digest, (const byte *) id, strlen (id));
@@ -607,8 +645,10 @@ funnel_state_emit (funnel_state_t *self, const char *type, const char *key)
         snprintf (id, sizeof id, "%s:%s", self->svc, hex);
     }
     memcpy (out->id, id, strlen (id) + 1);     //  ≤ 64 bytes by now
-    snprintf (out->type, sizeof out->type, "%s", type);
-    snprintf (out->cause, sizeof out->cause, "%s", self->cause);
+    len = 0;
+    s_cat (out->type, sizeof out->type, &len, type);
+    len = 0;
+    s_cat (out->cause, sizeof out->cause, &len, self->cause);
     out->cause_ts = self->cause_ts;
     if (self->scratch.size == 0) {
         out->data = strdup ("\x80");
