@@ -542,18 +542,26 @@ static void
 s_write (funnel_rec_t *rec, const char *field, const char *value)
 {
     funnel_state_t *self = rec->state;
-    const char *old = funnel_rec_str (rec, field);
+    //  The undo log takes the old value itself rather than a copy: the
+    //  hash's destructor is off while the field is replaced, so the old
+    //  value is not freed (allocations were the daemons' top cost). The
+    //  undo and dirty entries share one copy of the field name: they are
+    //  pushed and popped in pairs; the dirty entry owns it.
+    char *old = (char *) zhashx_lookup (rec->fields, field);
+    char *name = strdup (field);
     undo_t *undo = (undo_t *) s_vec_push (&self->undo);
     undo->rec = rec;
-    undo->field = strdup (field);
-    undo->old = old ? strdup (old) : NULL;
+    undo->field = name;
+    undo->old = old;
     dirty_t *dirty = (dirty_t *) s_vec_push (&self->dirty);
     dirty->rec = rec;
-    dirty->field = strdup (field);
+    dirty->field = name;
+    zhashx_set_destructor (rec->fields, NULL);
     if (value)
         zhashx_update (rec->fields, field, strdup (value));
     else
         zhashx_delete (rec->fields, field);
+    zhashx_set_destructor (rec->fields, s_free_value);
 }
 
 void
@@ -923,11 +931,11 @@ funnel_state_rollback (funnel_state_t *self, funnel_savepoint_t sp)
 {
     while (self->undo.count > sp.undo) {
         undo_t *undo = (undo_t *) s_vec_at (&self->undo, --self->undo.count);
+        //  The value written is freed; the old one goes back to the hash
         if (undo->old)
             zhashx_update (undo->rec->fields, undo->field, undo->old);
         else
             zhashx_delete (undo->rec->fields, undo->field);
-        free (undo->field);
     }
     while (self->dirty.count > sp.dirty)
         free (((dirty_t *) s_vec_at (&self->dirty, --self->dirty.count))->field);
@@ -957,11 +965,8 @@ funnel_state_rollback (funnel_state_t *self, funnel_savepoint_t sp)
 static void
 s_reset_writes (funnel_state_t *self)
 {
-    for (size_t i = 0; i < self->undo.count; i++) {
-        undo_t *undo = (undo_t *) s_vec_at (&self->undo, i);
-        free (undo->field);
-        free (undo->old);
-    }
+    for (size_t i = 0; i < self->undo.count; i++)
+        free (((undo_t *) s_vec_at (&self->undo, i))->old);
     self->undo.count = 0;
     funnel_savepoint_t zero = { self->undo.count, 0, 0, 0, 0, 0, 0 };
     funnel_state_rollback (self, zero);
