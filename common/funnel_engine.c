@@ -289,9 +289,9 @@ s_append_fence (funnel_engine_t *self, redisContext *ctx)
     argv [0] = "WATCH";
     for (int p = 0; p < n; p++)
         argv [p + 1] = self->lease_keys [p];
-    redisAppendCommandArgv (ctx, n + 1, argv, NULL);
+    funnel_redis_append (ctx, n + 1, argv, NULL);
     argv [0] = "MGET";
-    redisAppendCommandArgv (ctx, n + 1, argv, NULL);
+    funnel_redis_append (ctx, n + 1, argv, NULL);
     free (argv);
 }
 
@@ -319,7 +319,7 @@ static int
 s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
 {
     const char *incr [] = { "INCR", self->fence_key };
-    redisAppendCommandArgv (ctx, 2, incr, NULL);
+    funnel_redis_append (ctx, 2, incr, NULL);
     redisReply *token = NULL;
     if (s_read (self, &token, 1) != 0)
         return s_unavailable (err);
@@ -345,9 +345,9 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
             const char *set [] = { "SET", self->lease_keys [p], self->lease_value, "PX", px, "NX" };
             const char *get [] = { "GET", self->lease_keys [p] };
             if (pass == 0)
-                redisAppendCommandArgv (ctx, 6, set, NULL);
+                funnel_redis_append (ctx, 6, set, NULL);
             else
-                redisAppendCommandArgv (ctx, 2, get, NULL);
+                funnel_redis_append (ctx, 2, get, NULL);
         }
         if (s_read (self, replies, n) != 0) {
             free (replies);
@@ -374,7 +374,7 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
         //  Ours, or our own predecessor's: (re)write them all with our token
         for (int p = 0; p < n; p++) {
             const char *set [] = { "SET", self->lease_keys [p], self->lease_value, "PX", px };
-            redisAppendCommandArgv (ctx, 5, set, NULL);
+            funnel_redis_append (ctx, 5, set, NULL);
         }
         if (s_read (self, replies, n) != 0)
             rc = s_unavailable (err);
@@ -406,11 +406,11 @@ funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
     const char *get_ckpt [] = { "HGETALL", self->ckpt_key };
     const char *get_subs [] = { "HGETALL", self->subs_key };
     const char *get_sizes [] = { "HGETALL", self->ob_size_key };
-    redisAppendCommandArgv (ctx, 2, get_seq, NULL);
-    redisAppendCommandArgv (ctx, 2, get_first, NULL);
-    redisAppendCommandArgv (ctx, 2, get_ckpt, NULL);
-    redisAppendCommandArgv (ctx, 2, get_subs, NULL);
-    redisAppendCommandArgv (ctx, 2, get_sizes, NULL);
+    funnel_redis_append (ctx, 2, get_seq, NULL);
+    funnel_redis_append (ctx, 2, get_first, NULL);
+    funnel_redis_append (ctx, 2, get_ckpt, NULL);
+    funnel_redis_append (ctx, 2, get_subs, NULL);
+    funnel_redis_append (ctx, 2, get_sizes, NULL);
     redisReply *r [7];
     if (s_read (self, r, 7) != 0)
         return s_unavailable (err);
@@ -448,7 +448,7 @@ s_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t count)
     redisContext *ctx = redis_store_context (self->store);
     for (size_t i = 0; i < count; i++) {
         const char *argv [] = { "HGETALL", funnel_rec_key (recs [i]) };
-        redisAppendCommandArgv (ctx, 2, argv, NULL);
+        funnel_redis_append (ctx, 2, argv, NULL);
     }
     for (size_t i = 0; i < count; i++) {
         redisReply *reply = NULL;
@@ -469,7 +469,7 @@ s_list_reader (void *arg, const char *key, int max, zlist_t *out)
     char start [24];
     snprintf (start, sizeof start, "%d", -max);
     const char *argv [] = { "LRANGE", key, start, "-1" };
-    redisAppendCommandArgv (redis_store_context (self->store), 4, argv, NULL);
+    funnel_redis_append (redis_store_context (self->store), 4, argv, NULL);
     redisReply *reply = NULL;
     if (s_read (self, &reply, 1) != 0)
         return -1;
@@ -526,13 +526,13 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
             s_dedup_key (self, events [i].id, self->keys + i * 512, 512);
             argv [i + 1] = self->keys + i * 512;
         }
-        redisAppendCommandArgv (ctx, (int) count + 1, argv, NULL);
+        funnel_redis_append (ctx, (int) count + 1, argv, NULL);
         free (argv);
         sent++;
     }
     for (size_t i = 0; i < wanted; i++) {
         const char *argv [] = { "HGETALL", funnel_rec_key (recs [i]) };
-        redisAppendCommandArgv (ctx, 2, argv, NULL);
+        funnel_redis_append (ctx, 2, argv, NULL);
     }
     sent += wanted;
     redisReply **replies = (redisReply **) zmalloc ((sent + 1) * sizeof (redisReply *));
@@ -695,7 +695,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         s_dedup_key (self, c->ids [i], key, sizeof key);
         //  The value says who published it ('1': anonymous), as the Lua engine
         const char *argv [] = { "SET", key, c->by && *c->by ? c->by : "1", "EX", ttl };
-        redisAppendCommandArgv (ctx, 5, argv, NULL);
+        funnel_redis_append (ctx, 5, argv, NULL);
         sent++;
     }
     size_t outputs = funnel_state_output_count (st);
@@ -735,7 +735,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
             argv [3 + 2 * j] = entries [k];
             lens [3 + 2 * j] = entry_sizes [k];
         }
-        redisAppendCommandArgv (ctx, (int) (2 + 2 * n), argv, lens);
+        funnel_redis_append (ctx, (int) (2 + 2 * n), argv, lens);
         sent++;
         //  Bytes per bucket, for the outbox's memory cap
         uint64_t bytes = 0;
@@ -745,7 +745,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         snprintf (bucket_name, sizeof bucket_name, "%" PRIu64, bucket);
         snprintf (bytes_text, sizeof bytes_text, "%" PRIu64, bytes);
         const char *size_cmd [] = { "HINCRBY", self->ob_size_key, bucket_name, bytes_text };
-        redisAppendCommandArgv (ctx, 4, size_cmd, NULL);
+        funnel_redis_append (ctx, 4, size_cmd, NULL);
         sent++;
         s_put_u64 (new_sizes, bucket_name, s_get_u64 (new_sizes, bucket_name) + bytes);
         free (argv);
@@ -758,7 +758,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     if (outputs > 0) {
         snprintf (number, sizeof number, "%" PRIu64, seq);
         const char *set_seq [] = { "SET", self->seq_key, number };
-        redisAppendCommandArgv (ctx, 3, set_seq, NULL);
+        funnel_redis_append (ctx, 3, set_seq, NULL);
         sent++;
         int64_t keep = s_trim_point (self, seq, new_sizes, &lost);
         if (keep > (int64_t) ob_first) {
@@ -767,29 +767,29 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
                 snprintf (key, sizeof key, "%sob:%" PRIu64, self->prefix, b);
                 snprintf (name, sizeof name, "%" PRIu64, b);
                 const char *del [] = { "UNLINK", key };
-                redisAppendCommandArgv (ctx, 2, del, NULL);
+                funnel_redis_append (ctx, 2, del, NULL);
                 const char *hdel [] = { "HDEL", self->ob_size_key, name };
-                redisAppendCommandArgv (ctx, 3, hdel, NULL);
+                funnel_redis_append (ctx, 3, hdel, NULL);
                 sent += 2;
                 zhashx_delete (new_sizes, name);
             }
             if (lost > 0) {
                 snprintf (number, sizeof number, "%" PRIu64, lost);
                 const char *incr [] = { "HINCRBY", self->stats_key, "outbox_lost", number };
-                redisAppendCommandArgv (ctx, 4, incr, NULL);
+                funnel_redis_append (ctx, 4, incr, NULL);
                 sent++;
             }
             ob_first = (uint64_t) keep;
             snprintf (number, sizeof number, "%" PRIu64, ob_first);
             const char *set_first [] = { "SET", self->ob_first_key, number };
-            redisAppendCommandArgv (ctx, 3, set_first, NULL);
+            funnel_redis_append (ctx, 3, set_first, NULL);
             sent++;
         }
     }
     if (c->upstream) {
         snprintf (number, sizeof number, "%" PRIu64, c->checkpoint);
         const char *hset [] = { "HSET", self->ckpt_key, c->upstream, number };
-        redisAppendCommandArgv (ctx, 4, hset, NULL);
+        funnel_redis_append (ctx, 4, hset, NULL);
         sent++;
     }
     //  Lease renewal inside the transaction: our own write to a watched
@@ -800,7 +800,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
         for (int p = 0; p < self->cfg.partitions; p++) {
             const char *set [] = { "SET", self->lease_keys [p], self->lease_value, "PX", px };
-            redisAppendCommandArgv (ctx, 5, set, NULL);
+            funnel_redis_append (ctx, 5, set, NULL);
             sent++;
         }
     }
@@ -1084,7 +1084,7 @@ s_run_timers (funnel_engine_t *self)
         snprintf (key, sizeof key, "%stimers", funnel_state_prefix (st, p));
         const char *argv [] = { "ZRANGEBYSCORE", key, "-inf", max, "WITHSCORES",
                                 "LIMIT", "0", limit };
-        redisAppendCommandArgv (ctx, 8, argv, NULL);
+        funnel_redis_append (ctx, 8, argv, NULL);
     }
     redisReply **replies = (redisReply **) zmalloc (n * sizeof (redisReply *));
     if (s_read (self, replies, n) != 0) {
@@ -1239,7 +1239,7 @@ s_query_series (funnel_engine_t *self, const msgpack_object *req, msgpack_sbuffe
         for (int64_t b = b0; b <= b1; b++) {
             funnel_state_series_key (self->state, step [0], b, campaign [0] ? campaign : NULL,
                                      key, sizeof key);
-            redisAppendCommandArgv (ctx, (int) names + 2, argv, NULL);
+            funnel_redis_append (ctx, (int) names + 2, argv, NULL);
         }
         free (argv);
         redisReply **replies = (redisReply **) zmalloc ((size_t) n * sizeof (redisReply *));
@@ -1340,7 +1340,7 @@ funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
             char text [24];
             snprintf (text, sizeof text, "%" PRIu64, need);
             const char *hset [] = { "HSET", self->subs_key, subscriber, text };
-            redisAppendCommandArgv (redis_store_context (self->store), 4, hset, NULL);
+            funnel_redis_append (redis_store_context (self->store), 4, hset, NULL);
             ack = true;
         }
     }
@@ -1371,7 +1371,7 @@ funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
             snprintf (fields [i], 24, "%" PRIu64, seq + i);
             argv [i + 2] = fields [i];
         }
-        redisAppendCommandArgv (ctx, (int) n + 2, argv, NULL);
+        funnel_redis_append (ctx, (int) n + 2, argv, NULL);
         free (argv);
         free (fields);
         commands++;
@@ -1433,7 +1433,7 @@ funnel_engine_stats (funnel_engine_t *self, msgpack_sbuffer *reply, funnel_error
     if (!s_ready (self))
         return s_not_ready (self, err);
     const char *argv [] = { "HGETALL", self->stats_key };
-    redisAppendCommandArgv (redis_store_context (self->store), 2, argv, NULL);
+    funnel_redis_append (redis_store_context (self->store), 2, argv, NULL);
     redisReply *r = NULL;
     if (s_read (self, &r, 1) != 0)
         return s_unavailable (err);
@@ -1503,7 +1503,7 @@ funnel_engine_release (funnel_engine_t *self)
     redisAppendCommand (ctx, "MULTI");
     for (int p = 0; p < self->cfg.partitions; p++) {
         const char *del [] = { "DEL", self->lease_keys [p] };
-        redisAppendCommandArgv (ctx, 2, del, NULL);
+        funnel_redis_append (ctx, 2, del, NULL);
     }
     redisAppendCommand (ctx, "EXEC");
     size_t n = (size_t) self->cfg.partitions + 2;

@@ -1003,6 +1003,38 @@ funnel_state_cache_stats (funnel_state_t *self, uint64_t *hits, uint64_t *misses
     *entries = zhashx_size (self->cache);
 }
 
+//  "*<argc>\r\n" then "$<len>\r\n<arg>\r\n" per argument: the request
+//  redisAppendCommandArgv would build
+void
+funnel_redis_append (redisContext *ctx, int argc, const char **argv, const size_t *lens)
+{
+    size_t total = 24;
+    for (int i = 0; i < argc; i++)
+        total += (lens ? lens [i] : strlen (argv [i])) + 26;
+    char small [1024];
+    char *buf = total <= sizeof small ? small : (char *) malloc (total);
+    assert (buf);
+    size_t len = 0;
+    buf [len++] = '*';
+    s_cat_int (buf, total, &len, argc);
+    buf [len++] = '\r';
+    buf [len++] = '\n';
+    for (int i = 0; i < argc; i++) {
+        size_t n = lens ? lens [i] : strlen (argv [i]);
+        buf [len++] = '$';
+        s_cat_int (buf, total, &len, (int64_t) n);
+        buf [len++] = '\r';
+        buf [len++] = '\n';
+        memcpy (buf + len, argv [i], n);
+        len += n;
+        buf [len++] = '\r';
+        buf [len++] = '\n';
+    }
+    redisAppendFormattedCommand (ctx, buf, len);
+    if (buf != small)
+        free (buf);
+}
+
 static int
 s_dirty_cmp (const void *a, const void *b)
 {
@@ -1042,7 +1074,7 @@ s_cmd_send (cmd_t *cmd, redisContext *ctx, int min_args)
 {
     int sent = 0;
     if (cmd->argc > min_args) {
-        redisAppendCommandArgv (ctx, cmd->argc, cmd->argv, cmd->lens);
+        funnel_redis_append (ctx, cmd->argc, cmd->argv, cmd->lens);
         sent = 1;
     }
     cmd->argc = 0;
@@ -1130,7 +1162,7 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         commands += s_cmd_send (&rpush, ctx, 2);
         snprintf (number, sizeof number, "%d", -max);
         const char *ltrim [] = { "LTRIM", first->key, number, "-1" };
-        redisAppendCommandArgv (ctx, 4, ltrim, NULL);
+        funnel_redis_append (ctx, 4, ltrim, NULL);
         commands++;
         i = j;
     }
@@ -1156,11 +1188,11 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         snprintf (number, sizeof number, "%" PRId64, op->due);
         if (op->cancel) {
             const char *zrem [] = { "ZREM", op->key, op->member };
-            redisAppendCommandArgv (ctx, 3, zrem, NULL);
+            funnel_redis_append (ctx, 3, zrem, NULL);
         }
         else {
             const char *zadd [] = { "ZADD", op->key, number, op->member };
-            redisAppendCommandArgv (ctx, 4, zadd, NULL);
+            funnel_redis_append (ctx, 4, zadd, NULL);
         }
         commands++;
     }
@@ -1181,7 +1213,7 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         }
         snprintf (number, sizeof number, "%" PRId64, total);
         const char *incr [] = { "HINCRBY", stats_key, c->name, number };
-        redisAppendCommandArgv (ctx, 4, incr, NULL);
+        funnel_redis_append (ctx, 4, incr, NULL);
         commands++;
     }
     //  Series: one HINCRBY per (key, stage), then one EXPIREAT per key
@@ -1208,13 +1240,13 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
             }
             snprintf (number, sizeof number, "%" PRId64, total);
             const char *incr [] = { "HINCRBY", op->key, op->field, number };
-            redisAppendCommandArgv (ctx, 4, incr, NULL);
+            funnel_redis_append (ctx, 4, incr, NULL);
             commands++;
             j = k;
         }
         snprintf (number, sizeof number, "%" PRId64, expire_at);
         const char *expire [] = { "EXPIREAT", first->key, number };
-        redisAppendCommandArgv (ctx, 3, expire, NULL);
+        funnel_redis_append (ctx, 3, expire, NULL);
         commands++;
         i = j;
     }
