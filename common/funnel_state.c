@@ -14,6 +14,10 @@ struct _funnel_rec_t {
     bool loaded;                //  fields hold what Redis has (+ this batch)
     bool wanted;                //  In the batch's prefetch list
     void *lru;                  //  Handle in the LRU list
+    //  Fields with a dirty entry in the write-set (the entries' names):
+    //  a field written again in the batch adds no second entry
+    char **dirty;
+    size_t dirty_count, dirty_alloc;
 };
 
 typedef struct {
@@ -231,6 +235,7 @@ s_rec_destroy (funnel_rec_t **rec_p)
     if (*rec_p) {
         funnel_rec_t *rec = *rec_p;
         zhashx_destroy (&rec->fields);
+        free (rec->dirty);
         free (rec->key);
         free (rec);
         *rec_p = NULL;
@@ -544,18 +549,31 @@ s_write (funnel_rec_t *rec, const char *field, const char *value)
     funnel_state_t *self = rec->state;
     //  The undo log takes the old value itself rather than a copy: the
     //  hash's destructor is off while the field is replaced, so the old
-    //  value is not freed (allocations were the daemons' top cost). The
-    //  undo and dirty entries share one copy of the field name: they are
-    //  pushed and popped in pairs; the dirty entry owns it.
+    //  value is not freed (allocations were the daemons' top cost). Undo
+    //  entries share the dirty entry's copy of the field name; it owns it.
     char *old = (char *) zhashx_lookup (rec->fields, field);
-    char *name = strdup (field);
+    char *name = NULL;
+    for (size_t i = rec->dirty_count; i > 0 && !name; i--)
+        if (streq (rec->dirty [i - 1], field))
+            name = rec->dirty [i - 1];
+    if (!name) {
+        //  First write of this field in the batch: one dirty entry
+        name = strdup (field);
+        dirty_t *dirty = (dirty_t *) s_vec_push (&self->dirty);
+        dirty->rec = rec;
+        dirty->field = name;
+        if (rec->dirty_count == rec->dirty_alloc) {
+            rec->dirty_alloc = rec->dirty_alloc ? rec->dirty_alloc * 2 : 8;
+            rec->dirty = (char **) realloc (rec->dirty, rec->dirty_alloc * sizeof (char *));
+            assert (rec->dirty);
+        }
+        rec->dirty [rec->dirty_count++] = name;
+    }
+    //  The undo entry uses the dirty entry's name: it is popped first
     undo_t *undo = (undo_t *) s_vec_push (&self->undo);
     undo->rec = rec;
     undo->field = name;
     undo->old = old;
-    dirty_t *dirty = (dirty_t *) s_vec_push (&self->dirty);
-    dirty->rec = rec;
-    dirty->field = name;
     zhashx_set_destructor (rec->fields, NULL);
     if (value)
         zhashx_update (rec->fields, field, strdup (value));
@@ -937,8 +955,16 @@ funnel_state_rollback (funnel_state_t *self, funnel_savepoint_t sp)
         else
             zhashx_delete (undo->rec->fields, undo->field);
     }
-    while (self->dirty.count > sp.dirty)
-        free (((dirty_t *) s_vec_at (&self->dirty, --self->dirty.count))->field);
+    while (self->dirty.count > sp.dirty) {
+        dirty_t *dirty = (dirty_t *) s_vec_at (&self->dirty, --self->dirty.count);
+        funnel_rec_t *rec = dirty->rec;
+        for (size_t i = rec->dirty_count; i > 0; i--)
+            if (rec->dirty [i - 1] == dirty->field) {
+                rec->dirty [i - 1] = rec->dirty [--rec->dirty_count];
+                break;
+            }
+        free (dirty->field);
+    }
     while (self->outputs.count > sp.outputs)
         free (((funnel_output_t *) s_vec_at (&self->outputs, --self->outputs.count))->data);
     while (self->counters.count > sp.counters)
