@@ -31,7 +31,26 @@ struct _funnel_engine_t {
     zhashx_t *bucket_bytes;         //  "<bucket>" -> uint64_t * bytes held
     int64_t last_warn;
     uint64_t commits, commit_us;    //  For STATS: commits and their time
+    char *keys;                     //  Prefetch's dedup keys, reused (grows)
+    size_t keys_size;
 };
+
+//  value in decimal into text (24 bytes); printf per output was a top
+//  cost of the commit
+static void
+s_int_text (int64_t value, char *text)
+{
+    char digits [24], *at = digits + sizeof digits - 1;
+    uint64_t magnitude = value < 0 ? 0 - (uint64_t) value : (uint64_t) value;
+    *at = 0;
+    do {
+        *--at = (char) ('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude);
+    if (value < 0)
+        *--at = '-';
+    memcpy (text, at, (size_t) (digits + sizeof digits - at));
+}
 
 static int64_t
 s_now_ms (void)
@@ -162,6 +181,7 @@ funnel_engine_destroy (funnel_engine_t **self_p)
         free (self->svc);
         free (self->prefix);
         free (self->owner);
+        free (self->keys);
         free (self);
         *self_p = NULL;
     }
@@ -269,9 +289,9 @@ s_append_fence (funnel_engine_t *self, redisContext *ctx)
     argv [0] = "WATCH";
     for (int p = 0; p < n; p++)
         argv [p + 1] = self->lease_keys [p];
-    redisAppendCommandArgv (ctx, n + 1, argv, NULL);
+    funnel_redis_append (ctx, n + 1, argv, NULL);
     argv [0] = "MGET";
-    redisAppendCommandArgv (ctx, n + 1, argv, NULL);
+    funnel_redis_append (ctx, n + 1, argv, NULL);
     free (argv);
 }
 
@@ -299,7 +319,7 @@ static int
 s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
 {
     const char *incr [] = { "INCR", self->fence_key };
-    redisAppendCommandArgv (ctx, 2, incr, NULL);
+    funnel_redis_append (ctx, 2, incr, NULL);
     redisReply *token = NULL;
     if (s_read (self, &token, 1) != 0)
         return s_unavailable (err);
@@ -325,9 +345,9 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
             const char *set [] = { "SET", self->lease_keys [p], self->lease_value, "PX", px, "NX" };
             const char *get [] = { "GET", self->lease_keys [p] };
             if (pass == 0)
-                redisAppendCommandArgv (ctx, 6, set, NULL);
+                funnel_redis_append (ctx, 6, set, NULL);
             else
-                redisAppendCommandArgv (ctx, 2, get, NULL);
+                funnel_redis_append (ctx, 2, get, NULL);
         }
         if (s_read (self, replies, n) != 0) {
             free (replies);
@@ -354,7 +374,7 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
         //  Ours, or our own predecessor's: (re)write them all with our token
         for (int p = 0; p < n; p++) {
             const char *set [] = { "SET", self->lease_keys [p], self->lease_value, "PX", px };
-            redisAppendCommandArgv (ctx, 5, set, NULL);
+            funnel_redis_append (ctx, 5, set, NULL);
         }
         if (s_read (self, replies, n) != 0)
             rc = s_unavailable (err);
@@ -386,11 +406,11 @@ funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
     const char *get_ckpt [] = { "HGETALL", self->ckpt_key };
     const char *get_subs [] = { "HGETALL", self->subs_key };
     const char *get_sizes [] = { "HGETALL", self->ob_size_key };
-    redisAppendCommandArgv (ctx, 2, get_seq, NULL);
-    redisAppendCommandArgv (ctx, 2, get_first, NULL);
-    redisAppendCommandArgv (ctx, 2, get_ckpt, NULL);
-    redisAppendCommandArgv (ctx, 2, get_subs, NULL);
-    redisAppendCommandArgv (ctx, 2, get_sizes, NULL);
+    funnel_redis_append (ctx, 2, get_seq, NULL);
+    funnel_redis_append (ctx, 2, get_first, NULL);
+    funnel_redis_append (ctx, 2, get_ckpt, NULL);
+    funnel_redis_append (ctx, 2, get_subs, NULL);
+    funnel_redis_append (ctx, 2, get_sizes, NULL);
     redisReply *r [7];
     if (s_read (self, r, 7) != 0)
         return s_unavailable (err);
@@ -428,7 +448,7 @@ s_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t count)
     redisContext *ctx = redis_store_context (self->store);
     for (size_t i = 0; i < count; i++) {
         const char *argv [] = { "HGETALL", funnel_rec_key (recs [i]) };
-        redisAppendCommandArgv (ctx, 2, argv, NULL);
+        funnel_redis_append (ctx, 2, argv, NULL);
     }
     for (size_t i = 0; i < count; i++) {
         redisReply *reply = NULL;
@@ -449,7 +469,7 @@ s_list_reader (void *arg, const char *key, int max, zlist_t *out)
     char start [24];
     snprintf (start, sizeof start, "%d", -max);
     const char *argv [] = { "LRANGE", key, start, "-1" };
-    redisAppendCommandArgv (redis_store_context (self->store), 4, argv, NULL);
+    funnel_redis_append (redis_store_context (self->store), 4, argv, NULL);
     redisReply *reply = NULL;
     if (s_read (self, &reply, 1) != 0)
         return -1;
@@ -464,12 +484,17 @@ s_list_reader (void *arg, const char *key, int max, zlist_t *out)
 static void
 s_dedup_key (funnel_engine_t *self, const char *id, char *key, size_t size)
 {
-    char escaped [KEY_MAX];
-    funnel_key_escape (id, escaped, sizeof escaped);
-    int part = funnel_partition_of (id, self->cfg.partitions);
-    if (snprintf (key, size, "%sid:%s", funnel_state_prefix (self->state, part), escaped)
-        >= (int) size)
-        key [0] = 0;                //  Ids are ≤ 64 bytes: cannot happen
+    const char *prefix = funnel_state_prefix (self->state,
+                                              funnel_partition_of (id, self->cfg.partitions));
+    size_t prefix_len = strlen (prefix);
+    //  Ids are ≤ 64 bytes: a short key always fits
+    if (prefix_len + 3 >= size
+    ||  funnel_key_escape (id, key + prefix_len + 3, size - prefix_len - 3) < 0) {
+        key [0] = 0;
+        return;
+    }
+    memcpy (key, prefix, prefix_len);
+    memcpy (key + prefix_len, "id:", 3);
 }
 
 //  Runs the prefetch callbacks, then in one round trip reads the dedup
@@ -487,21 +512,27 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
     redisContext *ctx = redis_store_context (self->store);
     size_t sent = 0;
     if (seen && count > 0) {
+        //  The keys' buffer is kept from batch to batch: a fresh 512 kB
+        //  one per batch cost page faults on every batch
+        if (self->keys_size < count * 512) {
+            free (self->keys);
+            self->keys_size = count * 512;
+            self->keys = (char *) malloc (self->keys_size);
+            assert (self->keys);
+        }
         const char **argv = (const char **) malloc ((count + 1) * sizeof (char *));
-        char (*keys) [512] = malloc (count * 512);
         argv [0] = "MGET";
         for (size_t i = 0; i < count; i++) {
-            s_dedup_key (self, events [i].id, keys [i], 512);
-            argv [i + 1] = keys [i];
+            s_dedup_key (self, events [i].id, self->keys + i * 512, 512);
+            argv [i + 1] = self->keys + i * 512;
         }
-        redisAppendCommandArgv (ctx, (int) count + 1, argv, NULL);
+        funnel_redis_append (ctx, (int) count + 1, argv, NULL);
         free (argv);
-        free (keys);
         sent++;
     }
     for (size_t i = 0; i < wanted; i++) {
         const char *argv [] = { "HGETALL", funnel_rec_key (recs [i]) };
-        redisAppendCommandArgv (ctx, 2, argv, NULL);
+        funnel_redis_append (ctx, 2, argv, NULL);
     }
     sent += wanted;
     redisReply **replies = (redisReply **) zmalloc ((sent + 1) * sizeof (redisReply *));
@@ -654,7 +685,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         s_dedup_key (self, c->ids [i], key, sizeof key);
         //  The value says who published it ('1': anonymous; proto/wire.md)
         const char *argv [] = { "SET", key, c->by && *c->by ? c->by : "1", "EX", ttl };
-        redisAppendCommandArgv (ctx, 5, argv, NULL);
+        funnel_redis_append (ctx, 5, argv, NULL);
         sent++;
     }
     size_t outputs = funnel_state_output_count (st);
@@ -687,14 +718,14 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         lens [1] = strlen (key);
         for (size_t j = 0; j < n; j++) {
             size_t k = i + j;
-            snprintf (seqs [k], 24, "%" PRIu64, seq + 1 + j);
+            s_int_text ((int64_t) (seq + 1 + j), seqs [k]);
             entries [k] = s_entry (funnel_state_output (st, k), now, c->by, &entry_sizes [k]);
             argv [2 + 2 * j] = seqs [k];
             lens [2 + 2 * j] = strlen (seqs [k]);
             argv [3 + 2 * j] = entries [k];
             lens [3 + 2 * j] = entry_sizes [k];
         }
-        redisAppendCommandArgv (ctx, (int) (2 + 2 * n), argv, lens);
+        funnel_redis_append (ctx, (int) (2 + 2 * n), argv, lens);
         sent++;
         //  Bytes per bucket, for the outbox's memory cap
         uint64_t bytes = 0;
@@ -704,7 +735,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         snprintf (bucket_name, sizeof bucket_name, "%" PRIu64, bucket);
         snprintf (bytes_text, sizeof bytes_text, "%" PRIu64, bytes);
         const char *size_cmd [] = { "HINCRBY", self->ob_size_key, bucket_name, bytes_text };
-        redisAppendCommandArgv (ctx, 4, size_cmd, NULL);
+        funnel_redis_append (ctx, 4, size_cmd, NULL);
         sent++;
         s_put_u64 (new_sizes, bucket_name, s_get_u64 (new_sizes, bucket_name) + bytes);
         free (argv);
@@ -717,7 +748,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     if (outputs > 0) {
         snprintf (number, sizeof number, "%" PRIu64, seq);
         const char *set_seq [] = { "SET", self->seq_key, number };
-        redisAppendCommandArgv (ctx, 3, set_seq, NULL);
+        funnel_redis_append (ctx, 3, set_seq, NULL);
         sent++;
         int64_t keep = s_trim_point (self, seq, new_sizes, &lost);
         if (keep > (int64_t) ob_first) {
@@ -726,29 +757,29 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
                 snprintf (key, sizeof key, "%sob:%" PRIu64, self->prefix, b);
                 snprintf (name, sizeof name, "%" PRIu64, b);
                 const char *del [] = { "UNLINK", key };
-                redisAppendCommandArgv (ctx, 2, del, NULL);
+                funnel_redis_append (ctx, 2, del, NULL);
                 const char *hdel [] = { "HDEL", self->ob_size_key, name };
-                redisAppendCommandArgv (ctx, 3, hdel, NULL);
+                funnel_redis_append (ctx, 3, hdel, NULL);
                 sent += 2;
                 zhashx_delete (new_sizes, name);
             }
             if (lost > 0) {
                 snprintf (number, sizeof number, "%" PRIu64, lost);
                 const char *incr [] = { "HINCRBY", self->stats_key, "outbox_lost", number };
-                redisAppendCommandArgv (ctx, 4, incr, NULL);
+                funnel_redis_append (ctx, 4, incr, NULL);
                 sent++;
             }
             ob_first = (uint64_t) keep;
             snprintf (number, sizeof number, "%" PRIu64, ob_first);
             const char *set_first [] = { "SET", self->ob_first_key, number };
-            redisAppendCommandArgv (ctx, 3, set_first, NULL);
+            funnel_redis_append (ctx, 3, set_first, NULL);
             sent++;
         }
     }
     if (c->upstream) {
         snprintf (number, sizeof number, "%" PRIu64, c->checkpoint);
         const char *hset [] = { "HSET", self->ckpt_key, c->upstream, number };
-        redisAppendCommandArgv (ctx, 4, hset, NULL);
+        funnel_redis_append (ctx, 4, hset, NULL);
         sent++;
     }
     //  Lease renewal inside the transaction: our own write to a watched
@@ -759,7 +790,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
         for (int p = 0; p < self->cfg.partitions; p++) {
             const char *set [] = { "SET", self->lease_keys [p], self->lease_value, "PX", px };
-            redisAppendCommandArgv (ctx, 5, set, NULL);
+            funnel_redis_append (ctx, 5, set, NULL);
             sent++;
         }
     }
@@ -886,14 +917,20 @@ funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
         return s_unavailable (err);
     }
     const char **ids = (const char **) zmalloc ((count + 1) * sizeof (char *));
+    //  Ids accepted so far in this batch, for repeats within it (a set: a
+    //  scan of the list made a 1000-event batch cost 500k compares)
+    zhashx_t *accepted_ids = NULL;
+    if (count > 1) {
+        accepted_ids = zhashx_new ();
+        zhashx_set_key_duplicator (accepted_ids, NULL);     //  Ids outlive the set
+        zhashx_set_key_destructor (accepted_ids, NULL);
+    }
     size_t accepted = 0, duplicates = 0;
     int rc = 0;
     funnel_savepoint_t zero = { 0 };
     for (size_t i = 0; i < count && rc == 0; i++) {
         const funnel_event_t *ev = &events [i];
-        bool dup = seen [i];
-        for (size_t j = 0; j < accepted && !dup; j++)
-            dup = streq (ids [j], ev->id);
+        bool dup = seen [i] || (accepted_ids && zhashx_lookup (accepted_ids, ev->id));
         if (dup) {
             duplicates++;
             continue;
@@ -920,7 +957,10 @@ funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
             break;
         }
         ids [accepted++] = ev->id;
+        if (accepted_ids)
+            zhashx_insert (accepted_ids, ev->id, (void *) ev->id);
     }
+    zhashx_destroy (&accepted_ids);
     free (seen);
     if (rc != 0) {
         funnel_state_rollback (st, zero);
@@ -1034,7 +1074,7 @@ s_run_timers (funnel_engine_t *self)
         snprintf (key, sizeof key, "%stimers", funnel_state_prefix (st, p));
         const char *argv [] = { "ZRANGEBYSCORE", key, "-inf", max, "WITHSCORES",
                                 "LIMIT", "0", limit };
-        redisAppendCommandArgv (ctx, 8, argv, NULL);
+        funnel_redis_append (ctx, 8, argv, NULL);
     }
     redisReply **replies = (redisReply **) zmalloc (n * sizeof (redisReply *));
     if (s_read (self, replies, n) != 0) {
@@ -1189,7 +1229,7 @@ s_query_series (funnel_engine_t *self, const msgpack_object *req, msgpack_sbuffe
         for (int64_t b = b0; b <= b1; b++) {
             funnel_state_series_key (self->state, step [0], b, campaign [0] ? campaign : NULL,
                                      key, sizeof key);
-            redisAppendCommandArgv (ctx, (int) names + 2, argv, NULL);
+            funnel_redis_append (ctx, (int) names + 2, argv, NULL);
         }
         free (argv);
         redisReply **replies = (redisReply **) zmalloc ((size_t) n * sizeof (redisReply *));
@@ -1290,7 +1330,7 @@ funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
             char text [24];
             snprintf (text, sizeof text, "%" PRIu64, need);
             const char *hset [] = { "HSET", self->subs_key, subscriber, text };
-            redisAppendCommandArgv (redis_store_context (self->store), 4, hset, NULL);
+            funnel_redis_append (redis_store_context (self->store), 4, hset, NULL);
             ack = true;
         }
     }
@@ -1321,7 +1361,7 @@ funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
             snprintf (fields [i], 24, "%" PRIu64, seq + i);
             argv [i + 2] = fields [i];
         }
-        redisAppendCommandArgv (ctx, (int) n + 2, argv, NULL);
+        funnel_redis_append (ctx, (int) n + 2, argv, NULL);
         free (argv);
         free (fields);
         commands++;
@@ -1383,7 +1423,7 @@ funnel_engine_stats (funnel_engine_t *self, msgpack_sbuffer *reply, funnel_error
     if (!s_ready (self))
         return s_not_ready (self, err);
     const char *argv [] = { "HGETALL", self->stats_key };
-    redisAppendCommandArgv (redis_store_context (self->store), 2, argv, NULL);
+    funnel_redis_append (redis_store_context (self->store), 2, argv, NULL);
     redisReply *r = NULL;
     if (s_read (self, &r, 1) != 0)
         return s_unavailable (err);
@@ -1453,7 +1493,7 @@ funnel_engine_release (funnel_engine_t *self)
     redisAppendCommand (ctx, "MULTI");
     for (int p = 0; p < self->cfg.partitions; p++) {
         const char *del [] = { "DEL", self->lease_keys [p] };
-        redisAppendCommandArgv (ctx, 2, del, NULL);
+        funnel_redis_append (ctx, 2, del, NULL);
     }
     redisAppendCommand (ctx, "EXEC");
     size_t n = (size_t) self->cfg.partitions + 2;

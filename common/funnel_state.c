@@ -14,6 +14,10 @@ struct _funnel_rec_t {
     bool loaded;                //  fields hold what Redis has (+ this batch)
     bool wanted;                //  In the batch's prefetch list
     void *lru;                  //  Handle in the LRU list
+    //  Fields with a dirty entry in the write-set (the entries' names):
+    //  a field written again in the batch adds no second entry
+    char **dirty;
+    size_t dirty_count, dirty_alloc;
 };
 
 typedef struct {
@@ -105,6 +109,35 @@ s_vec_at (vec_t *vec, size_t index)
     return (char *) vec->items + index * vec->item_size;
 }
 
+//  Appends text to buf (size bytes, *len used), cutting it short as
+//  snprintf would; ids, keys and numbers are built with it (printf was a
+//  top cost in the hot paths).
+static void
+s_cat (char *buf, size_t size, size_t *len, const char *text)
+{
+    size_t n = strlen (text);
+    if (*len + n >= size)
+        n = size - 1 - *len;
+    memcpy (buf + *len, text, n);
+    *len += n;
+    buf [*len] = 0;
+}
+
+static void
+s_cat_int (char *buf, size_t size, size_t *len, int64_t value)
+{
+    char text [24], *at = text + sizeof text - 1;
+    uint64_t magnitude = value < 0 ? 0 - (uint64_t) value : (uint64_t) value;
+    *at = 0;
+    do {
+        *--at = (char) ('0' + magnitude % 10);
+        magnitude /= 10;
+    } while (magnitude);
+    if (value < 0)
+        *--at = '-';
+    s_cat (buf, size, len, at);
+}
+
 //  ---------------------------------------------------------------------
 //  Keys and partitions
 
@@ -119,10 +152,13 @@ funnel_partition_of (const char *id, int partitions)
     return partitions > 1 ? (int) (hash % (uint32_t) partitions) : 0;
 }
 
-static bool
+//  ASCII only, as isalnum in the C locale the daemons run in (inline: it
+//  runs for every byte of every key built)
+static inline bool
 s_plain (unsigned char c)
 {
-    return isalnum (c) || c == '.' || c == '_' || c == '@' || c == '+' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')
+        || c == '.' || c == '_' || c == '@' || c == '+' || c == '-';
 }
 
 int
@@ -199,6 +235,7 @@ s_rec_destroy (funnel_rec_t **rec_p)
     if (*rec_p) {
         funnel_rec_t *rec = *rec_p;
         zhashx_destroy (&rec->fields);
+        free (rec->dirty);
         free (rec->key);
         free (rec);
         *rec_p = NULL;
@@ -308,7 +345,8 @@ funnel_state_arg (funnel_state_t *self)
 void
 funnel_state_set_cause (funnel_state_t *self, const char *id, int64_t ts)
 {
-    snprintf (self->cause, sizeof self->cause, "%s", id ? id : "");
+    size_t len = 0;
+    s_cat (self->cause, sizeof self->cause, &len, id ? id : "");
     self->cause_ts = id ? ts : 0;
     self->emits = 0;
 }
@@ -331,11 +369,17 @@ funnel_state_now (funnel_state_t *self)
 static funnel_rec_t *
 s_lookup (funnel_state_t *self, int part, const char *kind, const char *id)
 {
-    char escaped [KEY_MAX], key [KEY_MAX];
-    if (funnel_key_escape (id, escaped, sizeof escaped) < 0)
+    //  "<prefix><kind>:<escaped id>", built without printf: this runs for
+    //  every record read or prefetched
+    char key [KEY_MAX];
+    size_t prefix_len = strlen (self->prefixes [part]), kind_len = strlen (kind);
+    if (prefix_len + kind_len + 1 >= sizeof key)
         return NULL;
-    if (snprintf (key, sizeof key, "%s%s:%s", self->prefixes [part], kind, escaped)
-        >= (int) sizeof key)
+    memcpy (key, self->prefixes [part], prefix_len);
+    memcpy (key + prefix_len, kind, kind_len);
+    key [prefix_len + kind_len] = ':';
+    size_t head = prefix_len + kind_len + 1;
+    if (funnel_key_escape (id, key + head, sizeof key - head) < 0)
         return NULL;
     funnel_rec_t *rec = (funnel_rec_t *) zhashx_lookup (self->cache, key);
     if (rec) {
@@ -503,18 +547,39 @@ static void
 s_write (funnel_rec_t *rec, const char *field, const char *value)
 {
     funnel_state_t *self = rec->state;
-    const char *old = funnel_rec_str (rec, field);
+    //  The undo log takes the old value itself rather than a copy: the
+    //  hash's destructor is off while the field is replaced, so the old
+    //  value is not freed (allocations were the daemons' top cost). Undo
+    //  entries share the dirty entry's copy of the field name; it owns it.
+    char *old = (char *) zhashx_lookup (rec->fields, field);
+    char *name = NULL;
+    for (size_t i = rec->dirty_count; i > 0 && !name; i--)
+        if (streq (rec->dirty [i - 1], field))
+            name = rec->dirty [i - 1];
+    if (!name) {
+        //  First write of this field in the batch: one dirty entry
+        name = strdup (field);
+        dirty_t *dirty = (dirty_t *) s_vec_push (&self->dirty);
+        dirty->rec = rec;
+        dirty->field = name;
+        if (rec->dirty_count == rec->dirty_alloc) {
+            rec->dirty_alloc = rec->dirty_alloc ? rec->dirty_alloc * 2 : 8;
+            rec->dirty = (char **) realloc (rec->dirty, rec->dirty_alloc * sizeof (char *));
+            assert (rec->dirty);
+        }
+        rec->dirty [rec->dirty_count++] = name;
+    }
+    //  The undo entry uses the dirty entry's name: it is popped first
     undo_t *undo = (undo_t *) s_vec_push (&self->undo);
     undo->rec = rec;
-    undo->field = strdup (field);
-    undo->old = old ? strdup (old) : NULL;
-    dirty_t *dirty = (dirty_t *) s_vec_push (&self->dirty);
-    dirty->rec = rec;
-    dirty->field = strdup (field);
+    undo->field = name;
+    undo->old = old;
+    zhashx_set_destructor (rec->fields, NULL);
     if (value)
         zhashx_update (rec->fields, field, strdup (value));
     else
         zhashx_delete (rec->fields, field);
+    zhashx_set_destructor (rec->fields, s_free_value);
 }
 
 void
@@ -526,8 +591,10 @@ funnel_rec_set_str (funnel_rec_t *rec, const char *field, const char *value)
 void
 funnel_rec_set_int (funnel_rec_t *rec, const char *field, int64_t value)
 {
+    //  Decimal without printf (counters are written for most events)
     char text [24];
-    snprintf (text, sizeof text, "%" PRId64, value);
+    size_t len = 0;
+    s_cat_int (text, sizeof text, &len, value);
     s_write (rec, field, text);
 }
 
@@ -571,14 +638,28 @@ funnel_state_emit (funnel_state_t *self, const char *type, const char *key)
     funnel_output_t *out = (funnel_output_t *) s_vec_push (&self->outputs);
     self->emits++;
     char id [512];
-    if (key)
-        snprintf (id, sizeof id, "%s:%s:%s", self->svc, key, type);
+    size_t len = 0;
+    s_cat (id, sizeof id, &len, self->svc);
+    if (key) {
+        s_cat (id, sizeof id, &len, ":");
+        s_cat (id, sizeof id, &len, key);
+        s_cat (id, sizeof id, &len, ":");
+        s_cat (id, sizeof id, &len, type);
+    }
     else
-    if (self->cause [0])
-        snprintf (id, sizeof id, "%s:%s:%d", self->svc, self->cause, self->emits);
-    else
+    if (self->cause [0]) {
+        s_cat (id, sizeof id, &len, ":");
+        s_cat (id, sizeof id, &len, self->cause);
+        s_cat (id, sizeof id, &len, ":");
+        s_cat_int (id, sizeof id, &len, self->emits);
+    }
+    else {
         //  Without a cause (a timer), now keeps ids apart from other runs'
-        snprintf (id, sizeof id, "%s:tick:%" PRId64 ":%d", self->svc, self->now, self->emits);
+        s_cat (id, sizeof id, &len, ":tick:");
+        s_cat_int (id, sizeof id, &len, self->now);
+        s_cat (id, sizeof id, &len, ":");
+        s_cat_int (id, sizeof id, &len, self->emits);
+    }
     if (strlen (id) > FUNNEL_ID_MAX || (key && !s_id_chars_ok (id))) {
         zdigest_t *digest = zdigest_new ();
         zdigest_update (digest, (const byte *) id, strlen (id));
@@ -590,8 +671,10 @@ funnel_state_emit (funnel_state_t *self, const char *type, const char *key)
         snprintf (id, sizeof id, "%s:%s", self->svc, hex);
     }
     memcpy (out->id, id, strlen (id) + 1);     //  ≤ 64 bytes by now
-    snprintf (out->type, sizeof out->type, "%s", type);
-    snprintf (out->cause, sizeof out->cause, "%s", self->cause);
+    len = 0;
+    s_cat (out->type, sizeof out->type, &len, type);
+    len = 0;
+    s_cat (out->cause, sizeof out->cause, &len, self->cause);
     out->cause_ts = self->cause_ts;
     if (self->scratch.size == 0) {
         out->data = strdup ("\x80");
@@ -638,10 +721,23 @@ funnel_state_series_key (funnel_state_t *self, char step, int64_t bucket,
 {
     //  The campaign is a valid id: written as it is (the bucket is digits,
     //  so everything after its ':' is the campaign)
-    int len = campaign
-        ? snprintf (key, size, "%sser:%c:%" PRId64 ":%s", self->base, step, bucket, campaign)
-        : snprintf (key, size, "%sser:%c:%" PRId64, self->base, step, bucket);
-    return len < 0 || (size_t) len >= size ? -1 : 0;
+    //  (built by hand: printf here cost 2% of leads)
+    if (size == 0)
+        return -1;
+    char number [24], code [2] = { step, 0 };
+    size_t digits = 0, len = 0;
+    s_cat_int (number, sizeof number, &digits, bucket);
+    s_cat (key, size, &len, self->base);
+    s_cat (key, size, &len, "ser:");
+    s_cat (key, size, &len, code);
+    s_cat (key, size, &len, ":");
+    s_cat (key, size, &len, number);
+    if (campaign) {
+        s_cat (key, size, &len, ":");
+        s_cat (key, size, &len, campaign);
+    }
+    size_t need = strlen (self->base) + 6 + digits + (campaign ? 1 + strlen (campaign) : 0);
+    return need >= size ? -1 : 0;
 }
 
 //  Adds n to stage name in the buckets holding t_ms, whole funnel
@@ -866,14 +962,22 @@ funnel_state_rollback (funnel_state_t *self, funnel_savepoint_t sp)
 {
     while (self->undo.count > sp.undo) {
         undo_t *undo = (undo_t *) s_vec_at (&self->undo, --self->undo.count);
+        //  The value written is freed; the old one goes back to the hash
         if (undo->old)
             zhashx_update (undo->rec->fields, undo->field, undo->old);
         else
             zhashx_delete (undo->rec->fields, undo->field);
-        free (undo->field);
     }
-    while (self->dirty.count > sp.dirty)
-        free (((dirty_t *) s_vec_at (&self->dirty, --self->dirty.count))->field);
+    while (self->dirty.count > sp.dirty) {
+        dirty_t *dirty = (dirty_t *) s_vec_at (&self->dirty, --self->dirty.count);
+        funnel_rec_t *rec = dirty->rec;
+        for (size_t i = rec->dirty_count; i > 0; i--)
+            if (rec->dirty [i - 1] == dirty->field) {
+                rec->dirty [i - 1] = rec->dirty [--rec->dirty_count];
+                break;
+            }
+        free (dirty->field);
+    }
     while (self->outputs.count > sp.outputs)
         free (((funnel_output_t *) s_vec_at (&self->outputs, --self->outputs.count))->data);
     while (self->counters.count > sp.counters)
@@ -900,11 +1004,8 @@ funnel_state_rollback (funnel_state_t *self, funnel_savepoint_t sp)
 static void
 s_reset_writes (funnel_state_t *self)
 {
-    for (size_t i = 0; i < self->undo.count; i++) {
-        undo_t *undo = (undo_t *) s_vec_at (&self->undo, i);
-        free (undo->field);
-        free (undo->old);
-    }
+    for (size_t i = 0; i < self->undo.count; i++)
+        free (((undo_t *) s_vec_at (&self->undo, i))->old);
     self->undo.count = 0;
     funnel_savepoint_t zero = { self->undo.count, 0, 0, 0, 0, 0, 0 };
     funnel_state_rollback (self, zero);
@@ -939,6 +1040,38 @@ funnel_state_cache_stats (funnel_state_t *self, uint64_t *hits, uint64_t *misses
     *hits = self->hits;
     *misses = self->misses;
     *entries = zhashx_size (self->cache);
+}
+
+//  "*<argc>\r\n" then "$<len>\r\n<arg>\r\n" per argument: the request
+//  redisAppendCommandArgv would build
+void
+funnel_redis_append (redisContext *ctx, int argc, const char **argv, const size_t *lens)
+{
+    size_t total = 24;
+    for (int i = 0; i < argc; i++)
+        total += (lens ? lens [i] : strlen (argv [i])) + 26;
+    char small [1024];
+    char *buf = total <= sizeof small ? small : (char *) malloc (total);
+    assert (buf);
+    size_t len = 0;
+    buf [len++] = '*';
+    s_cat_int (buf, total, &len, argc);
+    buf [len++] = '\r';
+    buf [len++] = '\n';
+    for (int i = 0; i < argc; i++) {
+        size_t n = lens ? lens [i] : strlen (argv [i]);
+        buf [len++] = '$';
+        s_cat_int (buf, total, &len, (int64_t) n);
+        buf [len++] = '\r';
+        buf [len++] = '\n';
+        memcpy (buf + len, argv [i], n);
+        len += n;
+        buf [len++] = '\r';
+        buf [len++] = '\n';
+    }
+    redisAppendFormattedCommand (ctx, buf, len);
+    if (buf != small)
+        free (buf);
 }
 
 static int
@@ -980,7 +1113,7 @@ s_cmd_send (cmd_t *cmd, redisContext *ctx, int min_args)
 {
     int sent = 0;
     if (cmd->argc > min_args) {
-        redisAppendCommandArgv (ctx, cmd->argc, cmd->argv, cmd->lens);
+        funnel_redis_append (ctx, cmd->argc, cmd->argv, cmd->lens);
         sent = 1;
     }
     cmd->argc = 0;
@@ -1068,7 +1201,7 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         commands += s_cmd_send (&rpush, ctx, 2);
         snprintf (number, sizeof number, "%d", -max);
         const char *ltrim [] = { "LTRIM", first->key, number, "-1" };
-        redisAppendCommandArgv (ctx, 4, ltrim, NULL);
+        funnel_redis_append (ctx, 4, ltrim, NULL);
         commands++;
         i = j;
     }
@@ -1094,11 +1227,11 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         snprintf (number, sizeof number, "%" PRId64, op->due);
         if (op->cancel) {
             const char *zrem [] = { "ZREM", op->key, op->member };
-            redisAppendCommandArgv (ctx, 3, zrem, NULL);
+            funnel_redis_append (ctx, 3, zrem, NULL);
         }
         else {
             const char *zadd [] = { "ZADD", op->key, number, op->member };
-            redisAppendCommandArgv (ctx, 4, zadd, NULL);
+            funnel_redis_append (ctx, 4, zadd, NULL);
         }
         commands++;
     }
@@ -1119,7 +1252,7 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         }
         snprintf (number, sizeof number, "%" PRId64, total);
         const char *incr [] = { "HINCRBY", stats_key, c->name, number };
-        redisAppendCommandArgv (ctx, 4, incr, NULL);
+        funnel_redis_append (ctx, 4, incr, NULL);
         commands++;
     }
     //  Series: one HINCRBY per (key, stage), then one EXPIREAT per key
@@ -1146,13 +1279,13 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
             }
             snprintf (number, sizeof number, "%" PRId64, total);
             const char *incr [] = { "HINCRBY", op->key, op->field, number };
-            redisAppendCommandArgv (ctx, 4, incr, NULL);
+            funnel_redis_append (ctx, 4, incr, NULL);
             commands++;
             j = k;
         }
         snprintf (number, sizeof number, "%" PRId64, expire_at);
         const char *expire [] = { "EXPIREAT", first->key, number };
-        redisAppendCommandArgv (ctx, 3, expire, NULL);
+        funnel_redis_append (ctx, 3, expire, NULL);
         commands++;
         i = j;
     }

@@ -291,6 +291,12 @@ int
     funnel_state_append_writes (funnel_state_t *self, redisContext *ctx,
                                 const char *stats_key);
 
+//  redisAppendCommandArgv's equivalent (lens NULL: C strings), the
+//  request built in one pass: hiredis formats every argument with
+//  sdscatfmt, a top cost of the commit.
+void
+    funnel_redis_append (redisContext *ctx, int argc, const char **argv, const size_t *lens);
+
 //  Cache figures for STATS.
 void
     funnel_state_cache_stats (funnel_state_t *self, uint64_t *hits, uint64_t *misses,
