@@ -34,6 +34,7 @@
 #include "audience.h"
 #include "channel_rank.h"
 #include "funnel_log.h"
+#include "msgpack_kv.h"
 
 #define ALL     "0"             //  The id of a global singleton record
 #define NM      ATTRIBUTION_MODELS
@@ -71,25 +72,6 @@ s_unavailable (funnel_error_t *err)
     return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "redis: unavailable");
 }
 
-//  A msgpack number as a double; false if not a number.
-static bool
-s_num (const msgpack_object *obj, double *out)
-{
-    if (!obj)
-        return false;
-    if (obj->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        *out = (double) obj->via.u64;
-    else
-    if (obj->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        *out = (double) obj->via.i64;
-    else
-    if (obj->type == MSGPACK_OBJECT_FLOAT32 || obj->type == MSGPACK_OBJECT_FLOAT64)
-        *out = obj->via.f64;
-    else
-        return false;
-    return true;
-}
-
 static bool
 s_is_nil (const msgpack_object *obj)
 {
@@ -109,16 +91,6 @@ s_valid_id (const msgpack_object *obj, char *buf, size_t size)
     return funnel_obj_strcpy (obj, buf, size) && funnel_id_valid (buf, strlen (buf));
 }
 
-//  A number as msgpack: an integer when it is one, else a float
-static void
-s_pack_num (msgpack_packer *pk, double x)
-{
-    if (x == floor (x) && fabs (x) < 9007199254740992.0)
-        msgpack_pack_int64 (pk, (int64_t) x);
-    else
-        msgpack_pack_double (pk, x);
-}
-
 static void
 s_pack_kv_str (msgpack_packer *pk, const char *key, const char *value)
 {
@@ -130,7 +102,7 @@ static void
 s_pack_kv_num (msgpack_packer *pk, const char *key, double value)
 {
     funnel_pack_cstr (pk, key);
-    s_pack_num (pk, value);
+    msgpack_kv_pack_number (pk, value);
 }
 
 static double
@@ -293,9 +265,9 @@ s_aud_encode (const msgpack_object *map)
 {
     json_t *json = json_object ();
     double x;
-    if (s_num (funnel_map_get (map, "age_min"), &x))
+    if (msgpack_kv_number (funnel_map_get (map, "age_min"), &x))
         json_object_set_new (json, "age_min", json_integer ((json_int_t) x));
-    if (s_num (funnel_map_get (map, "age_max"), &x))
+    if (msgpack_kv_number (funnel_map_get (map, "age_max"), &x))
         json_object_set_new (json, "age_max", json_integer ((json_int_t) x));
     const msgpack_object *list = funnel_map_get (map, "regions");
     if (list && list->type == MSGPACK_OBJECT_ARRAY)
@@ -351,7 +323,7 @@ s_attrs_read (const msgpack_object *map, attrs_t *a)
     if (!map || map->type != MSGPACK_OBJECT_MAP)
         return;
     double age;
-    if (s_num (funnel_map_get (map, "age"), &age)) {
+    if (msgpack_kv_number (funnel_map_get (map, "age"), &age)) {
         a->attrs.has_age = true;
         a->attrs.age = (int64_t) age;
     }
@@ -417,8 +389,8 @@ s_on_upsert (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (aud && aud->type != MSGPACK_OBJECT_MAP)
         aud = NULL;
     double lo, hi;
-    if (aud && s_num (funnel_map_get (aud, "age_min"), &lo)
-    &&  s_num (funnel_map_get (aud, "age_max"), &hi) && lo > hi)
+    if (aud && msgpack_kv_number (funnel_map_get (aud, "age_min"), &lo)
+    &&  msgpack_kv_number (funnel_map_get (aud, "age_max"), &hi) && lo > hi)
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
             "data.audience.age_min: must not exceed data.audience.age_max");
     char id [FUNNEL_ID_MAX + 1], name [FUNNEL_STR_MAX + 1], channel [32];
@@ -468,7 +440,7 @@ s_on_upsert (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (s_str (ev->data, "platform", platform, sizeof platform))
         funnel_rec_set_str (cmp, "platform", platform);
     double budget;
-    if (s_num (funnel_map_get (ev->data, "budget"), &budget))
+    if (msgpack_kv_number (funnel_map_get (ev->data, "budget"), &budget))
         funnel_rec_set_int (cmp, "budget", (int64_t) budget);
     funnel_rec_set_str (cmp, "status", status);
     funnel_rec_set_str (cmp, "seg", segment);
@@ -496,7 +468,7 @@ s_on_spend (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     char id [FUNNEL_ID_MAX + 1];
     s_str (ev->data, "campaign", id, sizeof id);
     double amount = 0;
-    s_num (funnel_map_get (ev->data, "amount"), &amount);
+    msgpack_kv_number (funnel_map_get (ev->data, "amount"), &amount);
     funnel_rec_t *cmp = funnel_state_global (st, "cmp", id);
     if (!cmp)
         return s_unavailable (err);
@@ -1040,7 +1012,7 @@ s_on_won (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         return -1;
     const msgpack_object *obj = funnel_map_get (ev->data, "amount");
     double amount = 0;
-    if (!s_is_nil (obj) && (!s_num (obj, &amount) || amount < 0 || amount != floor (amount)))
+    if (!s_is_nil (obj) && (!msgpack_kv_number (obj, &amount) || amount < 0 || amount != floor (amount)))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "data.amount: must be an integer >= 0");
     funnel_rec_t *contact = funnel_state_rec (st, "c", lead);
     if (!contact || s_convert (st, ev, contact, 3, (int64_t) amount)
@@ -1111,7 +1083,7 @@ s_on_at_risk (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (!wb)
         return 0;
     double health;
-    if (s_num (funnel_map_get (ev->data, "health"), &health))
+    if (msgpack_kv_number (funnel_map_get (ev->data, "health"), &health))
         s_set_num (wb, "health", health);
     const msgpack_object *reason = funnel_map_get (ev->data, "reason");
     if (reason && reason->type == MSGPACK_OBJECT_STR) {
@@ -1132,7 +1104,7 @@ s_on_churned (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (s_join_winback (st, ev, "churned", &wb, err))
         return -1;
     double days;
-    if (wb && s_num (funnel_map_get (ev->data, "days_inactive"), &days))
+    if (wb && msgpack_kv_number (funnel_map_get (ev->data, "days_inactive"), &days))
         s_set_num (wb, "days_inactive", days);
     return 0;
 }
@@ -1407,7 +1379,7 @@ s_get_report (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
 static bool
 s_int_in (const msgpack_object *obj, double lo, double hi, double *out)
 {
-    return s_num (obj, out) && *out == floor (*out) && *out >= lo && *out <= hi;
+    return msgpack_kv_number (obj, out) && *out == floor (*out) && *out >= lo && *out <= hi;
 }
 
 static int

@@ -40,6 +40,7 @@
 #include "lead_score.h"
 #include "routing.h"
 #include "funnel_log.h"
+#include "msgpack_kv.h"
 
 #define ALL         "0"
 #define REPS_MAX    64
@@ -85,24 +86,6 @@ static int
 s_unavailable (funnel_error_t *err)
 {
     return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "redis: unavailable");
-}
-
-static bool
-s_num (const msgpack_object *obj, double *out)
-{
-    if (!obj)
-        return false;
-    if (obj->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        *out = (double) obj->via.u64;
-    else
-    if (obj->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        *out = (double) obj->via.i64;
-    else
-    if (obj->type == MSGPACK_OBJECT_FLOAT32 || obj->type == MSGPACK_OBJECT_FLOAT64)
-        *out = obj->via.f64;
-    else
-        return false;
-    return true;
 }
 
 static bool
@@ -174,39 +157,6 @@ s_flag_set (funnel_rec_t *rec, char flag, bool on)
         funnel_rec_set_str (rec, "fl", out);
     else
         funnel_rec_del (rec, "fl");
-}
-
-static void
-s_pack_num (msgpack_packer *pk, double x)
-{
-    if (x == floor (x) && fabs (x) < 9007199254740992.0)
-        msgpack_pack_int64 (pk, (int64_t) x);
-    else
-        msgpack_pack_double (pk, x);
-}
-
-static void
-s_kv_str (msgpack_packer *pk, const char *key, const char *value)
-{
-    funnel_pack_cstr (pk, key);
-    funnel_pack_cstr (pk, value);
-}
-
-static void
-s_kv_num (msgpack_packer *pk, const char *key, double value)
-{
-    funnel_pack_cstr (pk, key);
-    s_pack_num (pk, value);
-}
-
-static void
-s_kv_bool (msgpack_packer *pk, const char *key, bool value)
-{
-    funnel_pack_cstr (pk, key);
-    if (value)
-        msgpack_pack_true (pk);
-    else
-        msgpack_pack_false (pk);
 }
 
 //  A counter, mirrored in tot:0 for the reports that show it
@@ -329,7 +279,7 @@ static void
 s_pack_attr (msgpack_packer *pk, const char *e)
 {
     if (e [0] == 'n')
-        s_pack_num (pk, strtod (e + 1, NULL));
+        msgpack_kv_pack_number (pk, strtod (e + 1, NULL));
     else
     if (e [0] == 'b') {
         if (e [1] == '1')
@@ -569,10 +519,10 @@ s_move (funnel_state_t *st, const char *id, funnel_rec_t *lead, stage_t to,
     s_count (st, name, 1);
     msgpack_packer *pk = funnel_state_data (st);
     msgpack_pack_map (pk, 4);
-    s_kv_str (pk, "lead", id);
-    s_kv_str (pk, "from", s_stage_name (from));
-    s_kv_str (pk, "to", s_stage_name (to));
-    s_kv_str (pk, "reason", reason);
+    msgpack_kv_put_str (pk, "lead", id);
+    msgpack_kv_put_str (pk, "from", s_stage_name (from));
+    msgpack_kv_put_str (pk, "to", s_stage_name (to));
+    msgpack_kv_put_str (pk, "reason", reason);
     if (seed) {
         char key [256];
         snprintf (key, sizeof key, "%s:%s", seed, s_stage_name (to));
@@ -710,9 +660,9 @@ s_promote (funnel_state_t *st, const char *id, funnel_rec_t *lead, stage_t targe
         }
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 3);
-        s_kv_str (pk, "lead", id);
-        s_kv_num (pk, "score", s);
-        s_kv_num (pk, "at", t);
+        msgpack_kv_put_str (pk, "lead", id);
+        msgpack_kv_put_number (pk, "score", s);
+        msgpack_kv_put_number (pk, "at", t);
         funnel_state_emit (st, "lead.mql", NULL);
     }
     if (target == ST_SQL && s_stage (lead) == ST_MQL) {
@@ -727,12 +677,12 @@ s_promote (funnel_state_t *st, const char *id, funnel_rec_t *lead, stage_t targe
         const char *cmp = funnel_rec_str (lead, "c");
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 4 + (cmp != NULL));
-        s_kv_str (pk, "lead", id);
-        s_kv_num (pk, "score", s);
-        s_kv_str (pk, "rep", rep);
+        msgpack_kv_put_str (pk, "lead", id);
+        msgpack_kv_put_number (pk, "score", s);
+        msgpack_kv_put_str (pk, "rep", rep);
         if (cmp)
-            s_kv_str (pk, "campaign", cmp);
-        s_kv_num (pk, "at", t);
+            msgpack_kv_put_str (pk, "campaign", cmp);
+        msgpack_kv_put_number (pk, "at", t);
         funnel_state_emit (st, "lead.sql", NULL);
     }
     return 0;
@@ -798,11 +748,11 @@ s_evaluate (funnel_state_t *st, const char *id, funnel_rec_t *lead, double t_eve
         s_set_num (lead, "sc", s);
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 5);
-        s_kv_str (pk, "lead", id);
-        s_kv_num (pk, "score", s);
-        s_kv_num (pk, "delta", s - old);
-        s_kv_num (pk, "fit", lead_score_round (fit, 2));
-        s_kv_num (pk, "engagement", lead_score_round (eng, 2));
+        msgpack_kv_put_str (pk, "lead", id);
+        msgpack_kv_put_number (pk, "score", s);
+        msgpack_kv_put_number (pk, "delta", s - old);
+        msgpack_kv_put_number (pk, "fit", lead_score_round (fit, 2));
+        msgpack_kv_put_number (pk, "engagement", lead_score_round (eng, 2));
         funnel_state_emit (st, "lead.scored", NULL);
     }
     stage_t stage = s_stage (lead);
@@ -950,7 +900,7 @@ s_on_touched (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     int kind = s_kind_index (kind_text);
     //  The touch's own time (campaign's `at`), not when campaign applied it
     double t;
-    if (!s_num (funnel_map_get (ev->data, "at"), &t))
+    if (!msgpack_kv_number (funnel_map_get (ev->data, "at"), &t))
         t = (double) ev->ts;
     //  Campaign's contact ids are ids; anything else could name no record
     if (!funnel_id_valid (contact, strlen (contact)))
@@ -1042,7 +992,7 @@ s_attr_encode (const msgpack_object *v, char **out)
         case MSGPACK_OBJECT_FLOAT32:
         case MSGPACK_OBJECT_FLOAT64: {
             double x = 0;
-            s_num (v, &x);
+            msgpack_kv_number (v, &x);
             num [0] = 'n';
             s_num2s (x, num + 1, sizeof num - 1);
             *out = strdup (num);
@@ -1145,8 +1095,8 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
             funnel_state_count (st, "aliased", 1);
             msgpack_packer *pk = funnel_state_data (st);
             msgpack_pack_map (pk, 2);
-            s_kv_str (pk, "lead", id);
-            s_kv_str (pk, "alias", given);
+            msgpack_kv_put_str (pk, "lead", id);
+            msgpack_kv_put_str (pk, "alias", given);
             funnel_state_emit (st, "lead.merged", NULL);
         }
     }
@@ -1221,13 +1171,13 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 1 + (cmp != NULL) + (email != NULL) + (company != NULL)
                               + (region != NULL));
-        s_kv_str (pk, "lead", id);
+        msgpack_kv_put_str (pk, "lead", id);
         if (cmp)
-            s_kv_str (pk, "campaign", cmp);
+            msgpack_kv_put_str (pk, "campaign", cmp);
         if (email)
-            s_kv_str (pk, "email", email);
+            msgpack_kv_put_str (pk, "email", email);
         if (company)
-            s_kv_str (pk, "company", company);
+            msgpack_kv_put_str (pk, "company", company);
         if (region) {
             funnel_pack_cstr (pk, "region");
             s_pack_attr (pk, region);
@@ -1240,7 +1190,7 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
             qsort (changed, nchanged, sizeof changed [0], s_cmp_str);
             msgpack_packer *pk = funnel_state_data (st);
             msgpack_pack_map (pk, 2);
-            s_kv_str (pk, "lead", id);
+            msgpack_kv_put_str (pk, "lead", id);
             funnel_pack_cstr (pk, "fields");
             msgpack_pack_array (pk, nchanged);
             for (size_t i = 0; i < nchanged; i++)
@@ -1327,8 +1277,8 @@ s_on_disqualify (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *e
     s_count (st, "disqualified", 1);
     msgpack_packer *pk = funnel_state_data (st);
     msgpack_pack_map (pk, 2);
-    s_kv_str (pk, "lead", id);
-    s_kv_str (pk, "reason", reason);
+    msgpack_kv_put_str (pk, "lead", id);
+    msgpack_kv_put_str (pk, "reason", reason);
     funnel_state_emit (st, "lead.disqualified", NULL);
     s_schedule (st, id, lead);
     return 0;
@@ -1355,17 +1305,17 @@ s_on_rep_update (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *e
     if (!s_is_nil (away))
         funnel_rec_set_int (rec, "away", away->type == MSGPACK_OBJECT_BOOLEAN && away->via.boolean);
     double capacity;
-    if (s_num (cap, &capacity))
+    if (msgpack_kv_number (cap, &capacity))
         s_set_num (rec, "cap", capacity);
     rep_state_t s;
     if (!s_rep_state (st, (size_t) i, &s))
         return s_unavailable (err);
     msgpack_packer *pk = funnel_state_data (st);
     msgpack_pack_map (pk, 4);
-    s_kv_str (pk, "rep", name);
-    s_kv_bool (pk, "away", s.r.away);
-    s_kv_num (pk, "capacity", (double) s.r.capacity);
-    s_kv_num (pk, "open", (double) s.r.open);
+    msgpack_kv_put_str (pk, "rep", name);
+    msgpack_kv_put_bool (pk, "away", s.r.away);
+    msgpack_kv_put_number (pk, "capacity", (double) s.r.capacity);
+    msgpack_kv_put_number (pk, "open", (double) s.r.open);
     funnel_state_emit (st, "rep.updated", NULL);
     return 0;
 }
@@ -1447,20 +1397,20 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     size_t entries = 12 + alias + (nprofile > 0) + (nattrs > 0) + (rep != NULL) + (dq != NULL)
                    + decays;
     msgpack_pack_map (pk, entries);
-    s_kv_str (pk, "lead", id);
+    msgpack_kv_put_str (pk, "lead", id);
     if (alias)
-        s_kv_str (pk, "alias_of", given);
+        msgpack_kv_put_str (pk, "alias_of", given);
     stage_t stage = s_stage (lead);
-    s_kv_str (pk, "stage", s_stage_name (stage));
-    s_kv_num (pk, "since", (double) s_since (lead, 0));
-    s_kv_num (pk, "created", (double) s_b36_parse (funnel_rec_str (lead, "ct")));
-    s_kv_num (pk, "score", lead_score_round (fit + eng, 0));
+    msgpack_kv_put_str (pk, "stage", s_stage_name (stage));
+    msgpack_kv_put_number (pk, "since", (double) s_since (lead, 0));
+    msgpack_kv_put_number (pk, "created", (double) s_b36_parse (funnel_rec_str (lead, "ct")));
+    msgpack_kv_put_number (pk, "score", lead_score_round (fit + eng, 0));
     if (nprofile > 0) {
         funnel_pack_cstr (pk, "profile");
         msgpack_pack_map (pk, nprofile);
         for (int i = 0; i < 6; i++)
             if (funnel_rec_has (lead, profile [i][1]))
-                s_kv_str (pk, profile [i][0], funnel_rec_str (lead, profile [i][1]));
+                msgpack_kv_put_str (pk, profile [i][0], funnel_rec_str (lead, profile [i][1]));
     }
     if (nattrs > 0) {
         funnel_pack_cstr (pk, "attrs");
@@ -1473,29 +1423,29 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     }
     funnel_pack_cstr (pk, "fit");
     msgpack_pack_map (pk, 2);
-    s_kv_num (pk, "total", fit);
+    msgpack_kv_put_number (pk, "total", fit);
     funnel_pack_cstr (pk, "parts");
     msgpack_pack_map (pk, LEAD_FIT_PARTS + ctx->rules.nicp);
     for (int i = 0; i < LEAD_FIT_PARTS; i++)
-        s_kv_num (pk, lead_fit_part_names [i], parts [i]);
+        msgpack_kv_put_number (pk, lead_fit_part_names [i], parts [i]);
     for (size_t i = 0; i < ctx->rules.nicp; i++) {
         char name [300];
         snprintf (name, sizeof name, "icp.%s", ctx->rules.icp [i].name);
-        s_kv_num (pk, name, parts [LEAD_FIT_PARTS + i]);
+        msgpack_kv_put_number (pk, name, parts [LEAD_FIT_PARTS + i]);
     }
     funnel_pack_cstr (pk, "engagement");
     msgpack_pack_map (pk, 4 + (ntouches > 0));
-    s_kv_num (pk, "value", lead_score_round (eng, 3));
+    msgpack_kv_put_number (pk, "value", lead_score_round (eng, 3));
     if (ntouches > 0) {
         funnel_pack_cstr (pk, "touches");
         msgpack_pack_map (pk, ntouches);
         for (int i = 0; i < TK_SLOTS; i++)
             if (counts [i] > 0)
-                s_kv_num (pk, i < KINDS ? s_kinds [i] : "other", (double) counts [i]);
+                msgpack_kv_put_number (pk, i < KINDS ? s_kinds [i] : "other", (double) counts [i]);
     }
-    s_kv_num (pk, "total_touches", (double) total_touches);
-    s_kv_bool (pk, "in_audience", s_flag (lead, 'a'));
-    s_kv_num (pk, "half_life_s", ctx->hl / 1000);
+    msgpack_kv_put_number (pk, "total_touches", (double) total_touches);
+    msgpack_kv_put_bool (pk, "in_audience", s_flag (lead, 'a'));
+    msgpack_kv_put_number (pk, "half_life_s", ctx->hl / 1000);
     zlist_destroy (&fields);
     //  History: the last history_max lines
     funnel_pack_cstr (pk, "history");
@@ -1518,9 +1468,9 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         stage_t to = q + 1 < end ? s_stage_of_code (q [1]) : ST_NEW;
         const char *r = q + 2 <= end ? q + 2 : end;
         msgpack_pack_map (pk, 4);
-        s_kv_num (pk, "at", (double) at);
-        s_kv_str (pk, "from", s_stage_name (from));
-        s_kv_str (pk, "to", s_stage_name (to));
+        msgpack_kv_put_number (pk, "at", (double) at);
+        msgpack_kv_put_str (pk, "from", s_stage_name (from));
+        msgpack_kv_put_str (pk, "to", s_stage_name (to));
         funnel_pack_cstr (pk, "reason");
         if (r < end && *r == '=')
             msgpack_pack_str_with_body (pk, r + 1, (size_t) (end - r - 1));
@@ -1550,21 +1500,21 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
             int64_t open = now - s_since (lead, now);
             spent += open > 0 ? open : 0;
         }
-        s_kv_num (pk, s_stage_name (all [i]), (double) spent);
+        msgpack_kv_put_number (pk, s_stage_name (all [i]), (double) spent);
     }
     funnel_pack_cstr (pk, "entries");
     msgpack_pack_map (pk, entered);
     for (int i = 0; i < 4; i++)
         if (n [i] > 0)
-            s_kv_num (pk, s_stage_name (all [i]), (double) n [i]);
+            msgpack_kv_put_number (pk, s_stage_name (all [i]), (double) n [i]);
     if (rep)
-        s_kv_str (pk, "rep", rep);
-    s_kv_bool (pk, "rep_open", s_flag (lead, 'o'));
-    s_kv_bool (pk, "manual", s_flag (lead, 'p'));
+        msgpack_kv_put_str (pk, "rep", rep);
+    msgpack_kv_put_bool (pk, "rep_open", s_flag (lead, 'o'));
+    msgpack_kv_put_bool (pk, "manual", s_flag (lead, 'p'));
     if (dq)
-        s_kv_str (pk, "disqualified_reason", dq);
+        msgpack_kv_put_str (pk, "disqualified_reason", dq);
     if (decays)
-        s_kv_num (pk, "decays_at", s_fnum (lead, "dz", 0));
+        msgpack_kv_put_number (pk, "decays_at", s_fnum (lead, "dz", 0));
     return 0;
 }
 
@@ -1578,12 +1528,12 @@ s_pack_rep (funnel_state_t *st, size_t i, msgpack_packer *pk)
     char name [128];
     snprintf (name, sizeof name, "rep.%s.sql", s.r.name);
     msgpack_pack_map (pk, 6);
-    s_kv_str (pk, "name", s.r.name);
-    s_kv_str (pk, "region", s.r.region);
-    s_kv_num (pk, "capacity", (double) s.r.capacity);
-    s_kv_bool (pk, "away", s.r.away);
-    s_kv_num (pk, "open", (double) s.r.open);
-    s_kv_num (pk, "sql", (double) funnel_rec_int (tot, name, 0));
+    msgpack_kv_put_str (pk, "name", s.r.name);
+    msgpack_kv_put_str (pk, "region", s.r.region);
+    msgpack_kv_put_number (pk, "capacity", (double) s.r.capacity);
+    msgpack_kv_put_bool (pk, "away", s.r.away);
+    msgpack_kv_put_number (pk, "open", (double) s.r.open);
+    msgpack_kv_put_number (pk, "sql", (double) funnel_rec_int (tot, name, 0));
     return 0;
 }
 
@@ -1621,14 +1571,14 @@ s_get_reps (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         s_pack_rep (st, i, pk);
     const char *names [] = { "leads", "mql", "sql", "disqualified" };
     for (int i = 0; i < 4; i++)
-        s_kv_num (pk, names [i], (double) funnel_rec_int (tot, names [i], 0));
+        msgpack_kv_put_number (pk, names [i], (double) funnel_rec_int (tot, names [i], 0));
     funnel_pack_cstr (pk, "now");
     msgpack_pack_map (pk, 4);
     const char *stages [] = { "nurture", "mql", "sql", "disqualified" };
     for (int i = 0; i < 4; i++) {
         char name [32];
         snprintf (name, sizeof name, "in.%s", stages [i]);
-        s_kv_num (pk, stages [i], (double) funnel_rec_int (tot, name, 0));
+        msgpack_kv_put_number (pk, stages [i], (double) funnel_rec_int (tot, name, 0));
     }
     return 0;
 }
@@ -1646,7 +1596,7 @@ static double
 s_getnum (const msgpack_object *map, const char *key, double dflt)
 {
     double x;
-    return s_num (s_get (map, key), &x) ? x : dflt;
+    return msgpack_kv_number (s_get (map, key), &x) ? x : dflt;
 }
 
 static void
@@ -1704,8 +1654,8 @@ s_setup (funnel_config_t *config, const char *section, void **arg)
         out->name = ctx->icp_text [i][0];
         out->attr = ctx->icp_text [i][1];
         out->points = s_getnum (rule, "points", 10);
-        out->has_min = s_num (s_get (rule, "min"), &out->min);
-        out->has_max = s_num (s_get (rule, "max"), &out->max);
+        out->has_min = msgpack_kv_number (s_get (rule, "min"), &out->min);
+        out->has_max = msgpack_kv_number (s_get (rule, "max"), &out->max);
         const msgpack_object *values = s_get (rule, "values");
         if (values && values->type == MSGPACK_OBJECT_ARRAY) {
             out->has_values = true;

@@ -24,6 +24,7 @@
 #include "customer_health.h"
 #include "retention_rules.h"
 #include "retention_stage.h"
+#include "msgpack_kv.h"
 
 #define ORDERS_INLINE   4           //  Order ids kept in the customer record
 #define ID_MAX          (FUNNEL_STR_MAX + 1)
@@ -40,56 +41,6 @@ static health_cfg_t *
 s_cfg (funnel_state_t *st)
 {
     return (health_cfg_t *) funnel_state_arg (st);
-}
-
-static void
-s_kv_str (msgpack_packer *pk, const char *k, const char *v)
-{
-    funnel_pack_cstr (pk, k);
-    funnel_pack_cstr (pk, v);
-}
-
-static void
-s_kv_int (msgpack_packer *pk, const char *k, int64_t v)
-{
-    funnel_pack_cstr (pk, k);
-    msgpack_pack_int64 (pk, v);
-}
-
-static void
-s_kv_num (msgpack_packer *pk, const char *k, double v)
-{
-    funnel_pack_cstr (pk, k);
-    if (v == floor (v) && fabs (v) < 9007199254740992.0)
-        msgpack_pack_int64 (pk, (int64_t) v);
-    else
-        msgpack_pack_double (pk, v);
-}
-
-static void
-s_kv_bool (msgpack_packer *pk, const char *k, bool v)
-{
-    funnel_pack_cstr (pk, k);
-    v ? msgpack_pack_true (pk) : msgpack_pack_false (pk);
-}
-
-static bool
-s_num (const msgpack_object *map, const char *key, double *v)
-{
-    const msgpack_object *o = funnel_map_get (map, key);
-    if (!o)
-        return false;
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        *v = (double) o->via.u64;
-    else
-    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        *v = (double) o->via.i64;
-    else
-    if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
-        *v = o->via.f64;
-    else
-        return false;
-    return true;
 }
 
 //  A string field (any length up to ID_MAX - 1, no NUL), copied.
@@ -310,9 +261,9 @@ s_refresh (funnel_state_t *st, const char *id, funnel_rec_t *c, int64_t now,
         funnel_rec_set_str (c, "r", risk);
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 3);
-        s_kv_str (pk, "customer", id);
-        s_kv_int (pk, "health", score);
-        s_kv_str (pk, "risk", risk);
+        msgpack_kv_put_str (pk, "customer", id);
+        msgpack_kv_put_int (pk, "health", score);
+        msgpack_kv_put_str (pk, "risk", risk);
         funnel_state_emit (st, "customer.health", seed);
     }
     bool high = streq (risk, "high");
@@ -320,9 +271,9 @@ s_refresh (funnel_state_t *st, const char *id, funnel_rec_t *c, int64_t now,
         funnel_state_count (st, "at_risk", 1);
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 3);
-        s_kv_str (pk, "customer", id);
-        s_kv_int (pk, "health", score);
-        s_kv_str (pk, "reason", overdue ? "overdue" : reason);
+        msgpack_kv_put_str (pk, "customer", id);
+        msgpack_kv_put_int (pk, "health", score);
+        msgpack_kv_put_str (pk, "reason", overdue ? "overdue" : reason);
         funnel_state_emit (st, "customer.at_risk", seed);
     }
     else
@@ -333,10 +284,10 @@ s_refresh (funnel_state_t *st, const char *id, funnel_rec_t *c, int64_t now,
         funnel_rec_set_int (c, "up", now);
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 4);
-        s_kv_str (pk, "customer", id);
-        s_kv_int (pk, "nps", in.nps);
-        s_kv_int (pk, "health", score);
-        s_kv_int (pk, "at", at);
+        msgpack_kv_put_str (pk, "customer", id);
+        msgpack_kv_put_int (pk, "nps", in.nps);
+        msgpack_kv_put_int (pk, "health", score);
+        msgpack_kv_put_int (pk, "at", at);
         funnel_state_emit (st, "customer.upsell", seed);
     }
 }
@@ -390,8 +341,8 @@ s_add_order (funnel_state_t *st, const char *id, funnel_rec_t *c, int64_t amount
             return -1;
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 2);
-        s_kv_str (pk, "customer", id);
-        s_kv_int (pk, "orders", n);
+        msgpack_kv_put_str (pk, "customer", id);
+        msgpack_kv_put_int (pk, "orders", n);
         funnel_state_emit (st, "customer.repeat", NULL);
     }
     //  A new order ends any silence and sets when the next one is overdue
@@ -492,7 +443,7 @@ s_on_won (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
                                  "data.lead, data.deal: required strings");
     double amount_d = 0;
-    s_num (ev->data, "amount", &amount_d);
+    msgpack_kv_get_number (ev->data, "amount", &amount_d);
     int64_t amount = (int64_t) amount_d;
     int64_t ts = ev->ts;
     funnel_rec_t *c = funnel_state_rec (st, "c", id);
@@ -522,9 +473,9 @@ s_on_won (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
             return UNAVAILABLE (err);
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 3);
-        s_kv_str (pk, "customer", id);
-        s_kv_str (pk, "deal", deal);
-        s_kv_int (pk, "amount", amount);
+        msgpack_kv_put_str (pk, "customer", id);
+        msgpack_kv_put_str (pk, "deal", deal);
+        msgpack_kv_put_int (pk, "amount", amount);
         funnel_state_emit (st, "customer.onboarded", NULL);
     }
     if (s_touch (st, c, ts) || s_add_order (st, id, c, amount, order, ts, at))
@@ -574,7 +525,7 @@ s_on_order (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
             return 0;
     }
     double amount = 0;
-    s_num (ev->data, "amount", &amount);
+    msgpack_kv_get_number (ev->data, "amount", &amount);
     if (s_touch (st, c, ev->ts)
     ||  s_add_order (st, id, c, (int64_t) amount, has_order ? order : NULL, ev->ts, ev->ts))
         return UNAVAILABLE (err);
@@ -592,7 +543,7 @@ s_on_feedback (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err
     if (!c)
         return -1;
     double nps = 0;
-    s_num (ev->data, "nps", &nps);
+    msgpack_kv_get_number (ev->data, "nps", &nps);
     funnel_rec_set_int (c, "nps", (int64_t) nps);
     if (s_touch (st, c, ev->ts))
         return UNAVAILABLE (err);
@@ -704,8 +655,8 @@ s_fire (funnel_state_t *st, const char *id, int64_t due, funnel_error_t *err)
         funnel_rec_del (c, "sd");
         msgpack_packer *pk = funnel_state_data (st);
         msgpack_pack_map (pk, 2);
-        s_kv_str (pk, "customer", id);
-        s_kv_int (pk, "days_inactive", health_days (la, now));
+        msgpack_kv_put_str (pk, "customer", id);
+        msgpack_kv_put_int (pk, "days_inactive", health_days (la, now));
         //  With the tick time: a customer won back by a backdated event
         //  keeps its last activity and may churn again
         char key [KEYID_MAX + 64];
@@ -742,37 +693,37 @@ s_get_customer (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
     for (size_t i = 0; i < sizeof opt / sizeof opt [0]; i++)
         fields += funnel_rec_has (c, opt [i][1]);
     msgpack_pack_map (pk, fields);
-    s_kv_str (pk, "customer", id);
+    msgpack_kv_put_str (pk, "customer", id);
     char first [KEYID_MAX];
-    s_kv_str (pk, "deal", s_first_deal (c, id, first, sizeof first));
+    msgpack_kv_put_str (pk, "deal", s_first_deal (c, id, first, sizeof first));
     int64_t on = funnel_rec_int (c, "on", 0);
     char month [16];
     cohort_month (on, month, sizeof month);
-    s_kv_int (pk, "onboarded", on);
-    s_kv_str (pk, "cohort", month);
-    s_kv_int (pk, "orders", n);
-    s_kv_int (pk, "revenue", funnel_rec_int (c, "rev", 0));
-    s_kv_int (pk, "ltv", funnel_rec_int (c, "rev", 0));
-    s_kv_int (pk, "first_order", s_fo (c));
-    s_kv_int (pk, "last_order", s_lo (c));
-    s_kv_int (pk, "last_activity", s_la (c));
+    msgpack_kv_put_int (pk, "onboarded", on);
+    msgpack_kv_put_str (pk, "cohort", month);
+    msgpack_kv_put_int (pk, "orders", n);
+    msgpack_kv_put_int (pk, "revenue", funnel_rec_int (c, "rev", 0));
+    msgpack_kv_put_int (pk, "ltv", funnel_rec_int (c, "rev", 0));
+    msgpack_kv_put_int (pk, "first_order", s_fo (c));
+    msgpack_kv_put_int (pk, "last_order", s_lo (c));
+    msgpack_kv_put_int (pk, "last_activity", s_la (c));
     for (size_t i = 0; i < sizeof opt / sizeof opt [0]; i++)
         if (funnel_rec_has (c, opt [i][1]))
-            s_kv_int (pk, opt [i][0], funnel_rec_int (c, opt [i][1], 0));
+            msgpack_kv_put_int (pk, opt [i][0], funnel_rec_int (c, opt [i][1], 0));
     if (has_due) {
-        s_kv_int (pk, "usual_gap_ms", gap);
-        s_kv_int (pk, "next_order_due", due);
+        msgpack_kv_put_int (pk, "usual_gap_ms", gap);
+        msgpack_kv_put_int (pk, "next_order_due", due);
     }
-    s_kv_bool (pk, "overdue", funnel_rec_has (c, "od"));
+    msgpack_kv_put_bool (pk, "overdue", funnel_rec_has (c, "od"));
     funnel_pack_cstr (pk, "open_tickets");
     msgpack_pack_map (pk, SEV_COUNT);
     for (int s = 0; s < SEV_COUNT; s++)
-        s_kv_int (pk, health_severities [s], funnel_rec_int (c, s_sev_fields [s], 0));
-    s_kv_int (pk, "delivered", funnel_rec_int (c, "dl", 0));
-    s_kv_int (pk, "activities", funnel_rec_int (c, "na", 0));
+        msgpack_kv_put_int (pk, health_severities [s], funnel_rec_int (c, s_sev_fields [s], 0));
+    msgpack_kv_put_int (pk, "delivered", funnel_rec_int (c, "dl", 0));
+    msgpack_kv_put_int (pk, "activities", funnel_rec_int (c, "na", 0));
     if (funnel_rec_has (c, "r"))
-        s_kv_str (pk, "risk", funnel_rec_str (c, "r"));
-    s_kv_bool (pk, "churned", funnel_rec_has (c, "ch"));
+        msgpack_kv_put_str (pk, "risk", funnel_rec_str (c, "r"));
+    msgpack_kv_put_bool (pk, "churned", funnel_rec_has (c, "ch"));
     return 0;
 }
 
@@ -824,20 +775,20 @@ s_get_cohorts (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk
     for (size_t i = 0; i < count; i++) {
         month_t *m = &rows [i];
         msgpack_pack_map (pk, 8);
-        s_kv_str (pk, "month", m->month);
-        s_kv_int (pk, "customers", m->c);
-        s_kv_int (pk, "repeat_customers", m->r);
-        s_kv_int (pk, "churned", m->x);
-        s_kv_num (pk, "repeat_share", cohort_share (m->r, m->c));
-        s_kv_num (pk, "churned_share", cohort_share (m->x, m->c));
-        s_kv_int (pk, "revenue", m->v);
-        s_kv_int (pk, "ltv", cohort_ltv (m->v, m->c));
+        msgpack_kv_put_str (pk, "month", m->month);
+        msgpack_kv_put_int (pk, "customers", m->c);
+        msgpack_kv_put_int (pk, "repeat_customers", m->r);
+        msgpack_kv_put_int (pk, "churned", m->x);
+        msgpack_kv_put_number (pk, "repeat_share", cohort_share (m->r, m->c));
+        msgpack_kv_put_number (pk, "churned_share", cohort_share (m->x, m->c));
+        msgpack_kv_put_int (pk, "revenue", m->v);
+        msgpack_kv_put_int (pk, "ltv", cohort_ltv (m->v, m->c));
         total_c += m->c;
         total_v += m->v;
     }
-    s_kv_int (pk, "customers", total_c);
-    s_kv_int (pk, "revenue", total_v);
-    s_kv_int (pk, "ltv", cohort_ltv (total_v, total_c));
+    msgpack_kv_put_int (pk, "customers", total_c);
+    msgpack_kv_put_int (pk, "revenue", total_v);
+    msgpack_kv_put_int (pk, "ltv", cohort_ltv (total_v, total_c));
     free (rows);
     return 0;
 }
@@ -850,7 +801,7 @@ s_get (const msgpack_object *map, const char *group, const char *key, double dfl
 {
     const msgpack_object *m = group ? funnel_map_get (map, group) : map;
     double v;
-    return m && s_num (m, key, &v) ? v : dflt;
+    return m && msgpack_kv_get_number (m, key, &v) ? v : dflt;
 }
 
 static int

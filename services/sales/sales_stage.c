@@ -24,6 +24,7 @@
 #include "deal_policy.h"
 #include "sales_rules.h"
 #include "sales_stage.h"
+#include "msgpack_kv.h"
 
 #define DAY_MS          86400000LL
 #define HISTORY_MAX     1000        //  Entries kept per deal (what GET deal returns)
@@ -53,36 +54,6 @@ s_cfg (funnel_state_t *st)
     return (settings_t *) funnel_state_arg (st);
 }
 
-static void
-s_pack_num (msgpack_packer *pk, double v)
-{
-    if (v == floor (v) && fabs (v) < 9007199254740992.0)
-        msgpack_pack_int64 (pk, (int64_t) v);
-    else
-        msgpack_pack_double (pk, v);
-}
-
-static void
-s_kv_str (msgpack_packer *pk, const char *k, const char *v)
-{
-    funnel_pack_cstr (pk, k);
-    funnel_pack_cstr (pk, v);
-}
-
-static void
-s_kv_int (msgpack_packer *pk, const char *k, int64_t v)
-{
-    funnel_pack_cstr (pk, k);
-    msgpack_pack_int64 (pk, v);
-}
-
-static void
-s_kv_num (msgpack_packer *pk, const char *k, double v)
-{
-    funnel_pack_cstr (pk, k);
-    s_pack_num (pk, v);
-}
-
 //  A string field of 1-64 bytes, copied.
 static bool
 s_short_id (const msgpack_object *map, const char *key, char *out)
@@ -96,30 +67,11 @@ s_short_id (const msgpack_object *map, const char *key, char *out)
     return true;
 }
 
-static bool
-s_num (const msgpack_object *map, const char *key, double *v)
-{
-    const msgpack_object *o = funnel_map_get (map, key);
-    if (!o)
-        return false;
-    if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        *v = (double) o->via.u64;
-    else
-    if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-        *v = (double) o->via.i64;
-    else
-    if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
-        *v = o->via.f64;
-    else
-        return false;
-    return true;
-}
-
 static int64_t
 s_int (const msgpack_object *map, const char *key, int64_t dflt)
 {
     double v;
-    return s_num (map, key, &v) ? (int64_t) v : dflt;
+    return msgpack_kv_get_number (map, key, &v) ? (int64_t) v : dflt;
 }
 
 static const char *
@@ -299,8 +251,8 @@ s_entry_begin (entry_t *e, funnel_state_t *st, const char *what, int fields)
     msgpack_sbuffer_init (&e->sbuf);
     msgpack_packer_init (&e->pk, &e->sbuf, msgpack_sbuffer_write);
     msgpack_pack_map (&e->pk, fields + 2);
-    s_kv_str (&e->pk, "e", what);
-    s_kv_int (&e->pk, "at", funnel_state_now (st));
+    msgpack_kv_put_str (&e->pk, "e", what);
+    msgpack_kv_put_int (&e->pk, "at", funnel_state_now (st));
     return &e->pk;
 }
 
@@ -550,25 +502,25 @@ s_open_deal (funnel_state_t *st, const open_t *f, funnel_error_t *err)
     s_arm_deal (st, f->lead, f->id, deal);
     entry_t e;
     msgpack_packer *pk = s_entry_begin (&e, st, "open", 4 + f->has_nps + f->has_health);
-    s_kv_str (pk, "rep", f->rep);
-    s_kv_str (pk, "kind", f->origin == 'u' ? "expansion" : "new");
-    s_kv_str (pk, "src", f->origin == 's' ? "sql" : f->origin == 'u' ? "upsell" : "api");
-    s_kv_int (pk, "amount", f->amount);
+    msgpack_kv_put_str (pk, "rep", f->rep);
+    msgpack_kv_put_str (pk, "kind", f->origin == 'u' ? "expansion" : "new");
+    msgpack_kv_put_str (pk, "src", f->origin == 's' ? "sql" : f->origin == 'u' ? "upsell" : "api");
+    msgpack_kv_put_int (pk, "amount", f->amount);
     if (f->has_nps)
-        s_kv_num (pk, "nps", f->nps);
+        msgpack_kv_put_number (pk, "nps", f->nps);
     if (f->has_health)
-        s_kv_num (pk, "health", f->health);
+        msgpack_kv_put_number (pk, "health", f->health);
     s_entry_end (&e, st, deal, f->lead, f->id);
     s_count_stage (st, "deals", f->at, f->campaign, 1);
     if (f->origin == 'u')
         s_count_stage (st, "expansion", f->at, f->campaign, 1);
     pk = funnel_state_data (st);
     msgpack_pack_map (pk, 5);
-    s_kv_str (pk, "deal", f->id);
-    s_kv_str (pk, "lead", f->lead);
-    s_kv_str (pk, "rep", f->rep);
-    s_kv_str (pk, "kind", f->origin == 'u' ? "expansion" : "new");
-    s_kv_int (pk, "amount", f->amount);
+    msgpack_kv_put_str (pk, "deal", f->id);
+    msgpack_kv_put_str (pk, "lead", f->lead);
+    msgpack_kv_put_str (pk, "rep", f->rep);
+    msgpack_kv_put_str (pk, "kind", f->origin == 'u' ? "expansion" : "new");
+    msgpack_kv_put_int (pk, "amount", f->amount);
     funnel_state_emit (st, "deal.opened", NULL);
     return 0;
 }
@@ -723,8 +675,8 @@ s_on_upsell (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     open_t f = { .id = id, .lead = customer, .rep = rep_copy,
                  .campaign = campaign ? camp_copy : NULL, .origin = 'u', .amount = 0,
                  .at = funnel_state_event_time (st, ev, true) };
-    f.has_nps = s_num (ev->data, "nps", &f.nps);
-    f.has_health = s_num (ev->data, "health", &f.health);
+    f.has_nps = msgpack_kv_get_number (ev->data, "nps", &f.nps);
+    f.has_health = msgpack_kv_get_number (ev->data, "health", &f.health);
     return s_open_deal (st, &f, err);
 }
 
@@ -887,7 +839,7 @@ s_on_offer (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (!deal)
         return -1;
     double pct = 0;
-    s_num (ev->data, "discount_pct", &pct);
+    msgpack_kv_get_number (ev->data, "discount_pct", &pct);
     int64_t amount = s_int (ev->data, "amount", 0);
     int64_t delta = amount - funnel_rec_int (deal, "v", funnel_rec_int (deal, "a", 0));
     if (s_tally_stage (st, (int) funnel_rec_int (deal, "g", 0), 0, delta)
@@ -899,23 +851,23 @@ s_on_offer (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     funnel_rec_del (deal, "ap");
     entry_t e;
     msgpack_packer *pk = s_entry_begin (&e, st, "offer", 2);
-    s_kv_int (pk, "amount", amount);
-    s_kv_num (pk, "discount_pct", pct);
+    msgpack_kv_put_int (pk, "amount", amount);
+    msgpack_kv_put_number (pk, "discount_pct", pct);
     s_entry_end (&e, st, deal, lead, id);
     funnel_state_count (st, "offers", 1);
     pk = funnel_state_data (st);
     msgpack_pack_map (pk, 3);
-    s_kv_str (pk, "deal", id);
-    s_kv_int (pk, "amount", amount);
-    s_kv_num (pk, "discount_pct", pct);
+    msgpack_kv_put_str (pk, "deal", id);
+    msgpack_kv_put_int (pk, "amount", amount);
+    msgpack_kv_put_number (pk, "discount_pct", pct);
     funnel_state_emit (st, "deal.offer_made", NULL);
     if (deal_policy_needs_approval (pct, cfg->max_discount)) {
         funnel_state_count (st, "approvals_required", 1);
         pk = funnel_state_data (st);
         msgpack_pack_map (pk, 3);
-        s_kv_str (pk, "deal", id);
-        s_kv_num (pk, "discount_pct", pct);
-        s_kv_num (pk, "max_pct", cfg->max_discount);
+        msgpack_kv_put_str (pk, "deal", id);
+        msgpack_kv_put_number (pk, "discount_pct", pct);
+        msgpack_kv_put_number (pk, "max_pct", cfg->max_discount);
         funnel_state_emit (st, "deal.approval_required", NULL);
     }
     return 0;
@@ -946,15 +898,15 @@ s_on_approve (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     msgpack_packer *pk = s_entry_begin (&e, st, "approve", 2);
     funnel_pack_cstr (pk, "by");
     msgpack_pack_object (pk, *by);
-    s_kv_num (pk, "discount_pct", pct);
+    msgpack_kv_put_number (pk, "discount_pct", pct);
     s_entry_end (&e, st, deal, lead, id);
     funnel_state_count (st, "approved", 1);
     pk = funnel_state_data (st);
     msgpack_pack_map (pk, 3);
-    s_kv_str (pk, "deal", id);
+    msgpack_kv_put_str (pk, "deal", id);
     funnel_pack_cstr (pk, "by");
     msgpack_pack_object (pk, *by);
-    s_kv_num (pk, "discount_pct", pct);
+    msgpack_kv_put_number (pk, "discount_pct", pct);
     funnel_state_emit (st, "deal.approved", NULL);
     return 0;
 }
@@ -982,16 +934,16 @@ s_on_stage (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     funnel_rec_set_int (deal, "ts", now);
     entry_t e;
     msgpack_packer *pk = s_entry_begin (&e, st, "stage", 3);
-    s_kv_str (pk, "from", from);
-    s_kv_str (pk, "to", to);
-    s_kv_int (pk, "ms", now - since);
+    msgpack_kv_put_str (pk, "from", from);
+    msgpack_kv_put_str (pk, "to", to);
+    msgpack_kv_put_int (pk, "ms", now - since);
     s_entry_end (&e, st, deal, lead, id);
     funnel_state_count (st, "stage_changes", 1);
     pk = funnel_state_data (st);
     msgpack_pack_map (pk, 3);
-    s_kv_str (pk, "deal", id);
-    s_kv_str (pk, "from", from);
-    s_kv_str (pk, "to", to);
+    msgpack_kv_put_str (pk, "deal", id);
+    msgpack_kv_put_str (pk, "from", from);
+    msgpack_kv_put_str (pk, "to", to);
     funnel_state_emit (st, "deal.stage_changed", NULL);
     return 0;
 }
@@ -1064,8 +1016,8 @@ s_on_close (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         ||  s_agg (st, "cycle_n", 1))
             return UNAVAILABLE (err);
         pk = s_entry_begin (&e, st, "close", 2 + !!reason_obj);
-        s_kv_str (pk, "outcome", "won");
-        s_kv_int (pk, "amount", value);
+        msgpack_kv_put_str (pk, "outcome", "won");
+        msgpack_kv_put_int (pk, "amount", value);
         if (reason_obj) {
             funnel_pack_cstr (pk, "reason");
             msgpack_pack_object (pk, *reason_obj);
@@ -1073,14 +1025,14 @@ s_on_close (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         s_entry_end (&e, st, deal, lead, id);
         pk = funnel_state_data (st);
         msgpack_pack_map (pk, 6 + !!campaign);
-        s_kv_str (pk, "deal", id);
-        s_kv_str (pk, "lead", lead_copy);
-        s_kv_int (pk, "amount", value);
+        msgpack_kv_put_str (pk, "deal", id);
+        msgpack_kv_put_str (pk, "lead", lead_copy);
+        msgpack_kv_put_int (pk, "amount", value);
         if (campaign)
-            s_kv_str (pk, "campaign", campaign);
-        s_kv_str (pk, "kind", expansion ? "expansion" : "new");
-        s_kv_str (pk, "rep", rep);
-        s_kv_int (pk, "at", ev->ts);
+            msgpack_kv_put_str (pk, "campaign", campaign);
+        msgpack_kv_put_str (pk, "kind", expansion ? "expansion" : "new");
+        msgpack_kv_put_str (pk, "rep", rep);
+        msgpack_kv_put_int (pk, "at", ev->ts);
         funnel_state_emit (st, "deal.won", NULL);
     }
     else {
@@ -1093,15 +1045,15 @@ s_on_close (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
             return UNAVAILABLE (err);
         s_count_stage (st, "lost", ev->ts, campaign, 1);
         pk = s_entry_begin (&e, st, "close", 3);
-        s_kv_str (pk, "outcome", "lost");
-        s_kv_int (pk, "amount", value);
-        s_kv_str (pk, "reason", reason);
+        msgpack_kv_put_str (pk, "outcome", "lost");
+        msgpack_kv_put_int (pk, "amount", value);
+        msgpack_kv_put_str (pk, "reason", reason);
         s_entry_end (&e, st, deal, lead, id);
         pk = funnel_state_data (st);
         msgpack_pack_map (pk, 3);
-        s_kv_str (pk, "deal", id);
-        s_kv_str (pk, "lead", lead_copy);
-        s_kv_str (pk, "reason", reason);
+        msgpack_kv_put_str (pk, "deal", id);
+        msgpack_kv_put_str (pk, "lead", lead_copy);
+        msgpack_kv_put_str (pk, "reason", reason);
         funnel_state_emit (st, "deal.lost", NULL);
     }
     return 0;
@@ -1123,9 +1075,9 @@ s_on_deliver (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     funnel_state_count (st, "delivered", 1);
     msgpack_packer *pk = funnel_state_data (st);
     msgpack_pack_map (pk, 3);
-    s_kv_str (pk, "deal", id);
-    s_kv_str (pk, "lead", s_deal_lead (deal, lead));
-    s_kv_int (pk, "amount", funnel_rec_int (deal, "v", funnel_rec_int (deal, "a", 0)));
+    msgpack_kv_put_str (pk, "deal", id);
+    msgpack_kv_put_str (pk, "lead", s_deal_lead (deal, lead));
+    msgpack_kv_put_int (pk, "amount", funnel_rec_int (deal, "v", funnel_rec_int (deal, "a", 0)));
     funnel_state_emit (st, "deal.delivered", NULL);
     return 0;
 }
@@ -1157,16 +1109,16 @@ s_fire_sla (funnel_state_t *st, const char *id, const char *lead, funnel_rec_t *
     funnel_rec_set_str (deal, "sb", "1");
     entry_t e;
     msgpack_packer *pk = s_entry_begin (&e, st, "sla_breached", 2);
-    s_kv_str (pk, "rep", rep);
-    s_kv_str (pk, "new_rep", new_rep);
+    msgpack_kv_put_str (pk, "rep", rep);
+    msgpack_kv_put_str (pk, "new_rep", new_rep);
     s_entry_end (&e, st, deal, lead, id);
     funnel_state_count (st, "sla_breached", 1);
     pk = funnel_state_data (st);
     msgpack_pack_map (pk, 4);
-    s_kv_str (pk, "deal", id);
-    s_kv_str (pk, "lead", s_deal_lead (deal, lead));
-    s_kv_str (pk, "rep", rep);
-    s_kv_str (pk, "new_rep", new_rep);
+    msgpack_kv_put_str (pk, "deal", id);
+    msgpack_kv_put_str (pk, "lead", s_deal_lead (deal, lead));
+    msgpack_kv_put_str (pk, "rep", rep);
+    msgpack_kv_put_str (pk, "new_rep", new_rep);
     snprintf (key, sizeof key, "sla|%s", id);
     funnel_state_emit (st, "deal.sla_breached", key);
     return 0;
@@ -1183,15 +1135,15 @@ s_fire_stale (funnel_state_t *st, const char *id, const char *lead, funnel_rec_t
     funnel_rec_set_str (deal, "sl", "1");
     entry_t e;
     msgpack_packer *pk = s_entry_begin (&e, st, "stalled", 1);
-    s_kv_int (pk, "days", days);
+    msgpack_kv_put_int (pk, "days", days);
     s_entry_end (&e, st, deal, lead, id);
     funnel_state_count (st, "stalled", 1);
     pk = funnel_state_data (st);
     msgpack_pack_map (pk, 4);
-    s_kv_str (pk, "deal", id);
-    s_kv_str (pk, "lead", s_deal_lead (deal, lead));
-    s_kv_str (pk, "rep", funnel_rec_str (deal, "r"));
-    s_kv_int (pk, "days", days);
+    msgpack_kv_put_str (pk, "deal", id);
+    msgpack_kv_put_str (pk, "lead", s_deal_lead (deal, lead));
+    msgpack_kv_put_str (pk, "rep", funnel_rec_str (deal, "r"));
+    msgpack_kv_put_int (pk, "days", days);
     snprintf (key, sizeof key, "stalled|%s|%" PRId64, id, since);
     funnel_state_emit (st, "deal.stalled", key);
     return 0;
@@ -1289,12 +1241,12 @@ s_expand (const char *data, size_t size, funnel_rec_t *deal, msgpack_packer *pk)
             for (uint32_t f = 2; f < count; f++)
                 fields += a [f].type != MSGPACK_OBJECT_NIL;
             msgpack_pack_map (pk, fields);
-            s_kv_str (pk, "e", schema->what);
-            s_kv_int (pk, "at", funnel_rec_int (deal, "t0", 0) + (a [1].type
+            msgpack_kv_put_str (pk, "e", schema->what);
+            msgpack_kv_put_int (pk, "at", funnel_rec_int (deal, "t0", 0) + (a [1].type
                       == MSGPACK_OBJECT_NEGATIVE_INTEGER ? a [1].via.i64 : (int64_t) a [1].via.u64));
             if (open) {
-                s_kv_str (pk, "kind", s_kind (deal));
-                s_kv_str (pk, "src", s_src (deal));
+                msgpack_kv_put_str (pk, "kind", s_kind (deal));
+                msgpack_kv_put_str (pk, "src", s_src (deal));
             }
             for (uint32_t f = 2; f < count && f - 2 < 5 && schema->fields [f - 2]; f++) {
                 if (a [f].type == MSGPACK_OBJECT_NIL)
@@ -1302,7 +1254,7 @@ s_expand (const char *data, size_t size, funnel_rec_t *deal, msgpack_packer *pk)
                 const char *name = schema->fields [f - 2];
                 if (s_is_stage_field (name) && a [f].type == MSGPACK_OBJECT_POSITIVE_INTEGER
                 &&  a [f].via.u64 < DEAL_STAGES)
-                    s_kv_str (pk, name, deal_policy_stages [a [f].via.u64]);
+                    msgpack_kv_put_str (pk, name, deal_policy_stages [a [f].via.u64]);
                 else {
                     funnel_pack_cstr (pk, name);
                     msgpack_pack_object (pk, a [f]);
@@ -1415,31 +1367,31 @@ s_get_deal (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
                + funnel_rec_has (deal, "t1") + funnel_rec_has (deal, "tl")
                + funnel_rec_has (deal, "tc") + funnel_rec_has (deal, "td") + (n_names > 0);
     msgpack_pack_map (pk, fields);
-    s_kv_str (pk, "deal", id);
-    s_kv_str (pk, "lead", s_deal_lead (deal, lead));
-    s_kv_str (pk, "rep", funnel_rec_str (deal, "r"));
-    s_kv_str (pk, "kind", s_kind (deal));
-    s_kv_str (pk, "source", s_src (deal));
-    s_kv_str (pk, "status", status ? status : "open");
+    msgpack_kv_put_str (pk, "deal", id);
+    msgpack_kv_put_str (pk, "lead", s_deal_lead (deal, lead));
+    msgpack_kv_put_str (pk, "rep", funnel_rec_str (deal, "r"));
+    msgpack_kv_put_str (pk, "kind", s_kind (deal));
+    msgpack_kv_put_str (pk, "source", s_src (deal));
+    msgpack_kv_put_str (pk, "status", status ? status : "open");
     if (open)
-        s_kv_str (pk, "stage", s_stage (deal));
-    s_kv_str (pk, "last_stage", s_stage (deal));
-    s_kv_int (pk, "amount", funnel_rec_int (deal, "v", funnel_rec_int (deal, "a", 0)));
-    s_kv_int (pk, "open_amount", funnel_rec_int (deal, "a", 0));
+        msgpack_kv_put_str (pk, "stage", s_stage (deal));
+    msgpack_kv_put_str (pk, "last_stage", s_stage (deal));
+    msgpack_kv_put_int (pk, "amount", funnel_rec_int (deal, "v", funnel_rec_int (deal, "a", 0)));
+    msgpack_kv_put_int (pk, "open_amount", funnel_rec_int (deal, "a", 0));
     if (has_pct)
-        s_kv_num (pk, "discount_pct", pct);
+        msgpack_kv_put_number (pk, "discount_pct", pct);
     funnel_pack_cstr (pk, "approved");
     approved ? msgpack_pack_true (pk) : msgpack_pack_false (pk);
     funnel_pack_cstr (pk, "approval_required");
     deal_policy_needs_approval (pct, cfg->max_discount) && !approved
         ? msgpack_pack_true (pk) : msgpack_pack_false (pk);
     if (campaign)
-        s_kv_str (pk, "campaign", campaign);
+        msgpack_kv_put_str (pk, "campaign", campaign);
     if (why)
-        s_kv_str (pk, "lost_reason", why);
-    s_kv_int (pk, "opened_at", t0);
+        msgpack_kv_put_str (pk, "lost_reason", why);
+    msgpack_kv_put_int (pk, "opened_at", t0);
     int64_t ts = funnel_rec_int (deal, "ts", t0);
-    s_kv_int (pk, "stage_since", ts);
+    msgpack_kv_put_int (pk, "stage_since", ts);
     //  Stages from the history: each stage's time until the next change
     int64_t last_since = t0;
     for (size_t i = 0; i < n; i++) {
@@ -1450,13 +1402,13 @@ s_get_deal (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     }
     int64_t end = funnel_rec_has (deal, "tc") ? funnel_rec_int (deal, "tc", 0)
                                               : funnel_state_now (st);
-    s_kv_int (pk, "time_in_stage_ms", end - last_since);
+    msgpack_kv_put_int (pk, "time_in_stage_ms", end - last_since);
     const char *times [][2] = { { "first_interaction_at", "t1" },
                                 { "last_interaction_at", "tl" },
                                 { "closed_at", "tc" }, { "delivered_at", "td" } };
     for (int i = 0; i < 4; i++)
         if (funnel_rec_has (deal, times [i][1]))
-            s_kv_int (pk, times [i][0], funnel_rec_int (deal, times [i][1], 0));
+            msgpack_kv_put_int (pk, times [i][0], funnel_rec_int (deal, times [i][1], 0));
     funnel_pack_cstr (pk, "sla_breached");
     funnel_rec_has (deal, "sb") ? msgpack_pack_true (pk) : msgpack_pack_false (pk);
     funnel_pack_cstr (pk, "stalled");
@@ -1489,22 +1441,22 @@ s_get_deal (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
             continue;
         int64_t at = s_int (&parsed [i].data, "at", 0);
         msgpack_pack_map (pk, 3);
-        s_kv_str (pk, "stage", stage);
-        s_kv_int (pk, "since", since);
-        s_kv_int (pk, "ms", at - since);
+        msgpack_kv_put_str (pk, "stage", stage);
+        msgpack_kv_put_int (pk, "since", since);
+        msgpack_kv_put_int (pk, "ms", at - since);
         funnel_obj_strcpy (s_entry_get (&parsed [i].data, "to"), stage_buf, sizeof stage_buf);
         stage = stage_buf;
         since = at;
     }
     msgpack_pack_map (pk, 3);
-    s_kv_str (pk, "stage", stage);
-    s_kv_int (pk, "since", since);
-    s_kv_int (pk, "ms", end - since);
+    msgpack_kv_put_str (pk, "stage", stage);
+    msgpack_kv_put_int (pk, "since", since);
+    msgpack_kv_put_int (pk, "ms", end - since);
     if (n_names > 0) {
         funnel_pack_cstr (pk, "objections");
         msgpack_pack_map (pk, n_names);
         for (size_t i = 0; i < n_names; i++)
-            s_kv_int (pk, names [i], counts [i]);
+            msgpack_kv_put_int (pk, names [i], counts [i]);
     }
     for (size_t i = 0; i < n; i++)
         msgpack_unpacked_destroy (&parsed [i]);
@@ -1546,8 +1498,8 @@ s_pack_top (funnel_rec_t *rec, const char *label, size_t n, msgpack_packer *pk)
     msgpack_pack_array (pk, used);
     for (size_t i = 0; i < used; i++) {
         msgpack_pack_map (pk, 2);
-        s_kv_str (pk, label, tops [i].name);
-        s_kv_int (pk, "count", tops [i].count);
+        msgpack_kv_put_str (pk, label, tops [i].name);
+        msgpack_kv_put_int (pk, "count", tops [i].count);
     }
     free (tops);
     zlist_destroy (&names);
@@ -1586,15 +1538,15 @@ s_get_pipeline (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
         snprintf (f, sizeof f, "n:%d", s);
         int64_t ms_n = funnel_rec_int (agg, f, 0);
         msgpack_pack_map (pk, 6);
-        s_kv_str (pk, "stage", deal_policy_stages [s]);
-        s_kv_int (pk, "count", n);
-        s_kv_int (pk, "amount", amounts [s]);
-        s_kv_num (pk, "probability", cfg->probability [s]);
-        s_kv_int (pk, "weighted", deal_policy_forecast (only, cfg->probability));
-        s_kv_int (pk, "avg_time_in_stage_ms", deal_policy_mean (ms, ms_n));
+        msgpack_kv_put_str (pk, "stage", deal_policy_stages [s]);
+        msgpack_kv_put_int (pk, "count", n);
+        msgpack_kv_put_int (pk, "amount", amounts [s]);
+        msgpack_kv_put_number (pk, "probability", cfg->probability [s]);
+        msgpack_kv_put_int (pk, "weighted", deal_policy_forecast (only, cfg->probability));
+        msgpack_kv_put_int (pk, "avg_time_in_stage_ms", deal_policy_mean (ms, ms_n));
     }
-    s_kv_int (pk, "open", open);
-    s_kv_int (pk, "open_amount", open_amount);
+    msgpack_kv_put_int (pk, "open", open);
+    msgpack_kv_put_int (pk, "open_amount", open_amount);
     //  Reps with open deals, by name
     zlist_t *names = funnel_rec_fields (byrep);
     size_t reps = 0;
@@ -1608,20 +1560,20 @@ s_get_pipeline (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
         char a [ID_MAX + 4];
         snprintf (a, sizeof a, "a:%s", f + 2);
         msgpack_pack_map (pk, 3);
-        s_kv_str (pk, "rep", f + 2);
-        s_kv_int (pk, "count", funnel_rec_int (byrep, f, 0));
-        s_kv_int (pk, "amount", funnel_rec_int (byrep, a, 0));
+        msgpack_kv_put_str (pk, "rep", f + 2);
+        msgpack_kv_put_int (pk, "count", funnel_rec_int (byrep, f, 0));
+        msgpack_kv_put_int (pk, "amount", funnel_rec_int (byrep, a, 0));
     }
     zlist_destroy (&names);
     int64_t won = funnel_rec_int (tot, "w", 0), lost = funnel_rec_int (tot, "l", 0);
-    s_kv_int (pk, "forecast", deal_policy_forecast (amounts, cfg->probability));
-    s_kv_int (pk, "won", won);
-    s_kv_int (pk, "lost", lost);
-    s_kv_int (pk, "revenue", funnel_rec_int (tot, "rv", 0));
-    s_kv_num (pk, "win_rate", deal_policy_win_rate (won, lost));
-    s_kv_int (pk, "avg_cycle_ms", deal_policy_mean (funnel_rec_int (agg, "cycle_ms", 0),
+    msgpack_kv_put_int (pk, "forecast", deal_policy_forecast (amounts, cfg->probability));
+    msgpack_kv_put_int (pk, "won", won);
+    msgpack_kv_put_int (pk, "lost", lost);
+    msgpack_kv_put_int (pk, "revenue", funnel_rec_int (tot, "rv", 0));
+    msgpack_kv_put_number (pk, "win_rate", deal_policy_win_rate (won, lost));
+    msgpack_kv_put_int (pk, "avg_cycle_ms", deal_policy_mean (funnel_rec_int (agg, "cycle_ms", 0),
                                                     funnel_rec_int (agg, "cycle_n", 0)));
-    s_kv_int (pk, "avg_speed_to_lead_ms", deal_policy_mean (funnel_rec_int (agg, "stl_ms", 0),
+    msgpack_kv_put_int (pk, "avg_speed_to_lead_ms", deal_policy_mean (funnel_rec_int (agg, "stl_ms", 0),
                                                             funnel_rec_int (agg, "stl_n", 0)));
     funnel_pack_cstr (pk, "top_objections");
     s_pack_top (obj, "objection", 10, pk);
@@ -1650,7 +1602,7 @@ static double
 s_rules_num (const msgpack_object *map, const char *key, double dflt)
 {
     double v;
-    return s_num (map, key, &v) ? v : dflt;
+    return msgpack_kv_get_number (map, key, &v) ? v : dflt;
 }
 
 static int

@@ -6,6 +6,7 @@
 #include "funnel_authz.h"
 #include "funnel_config.h"
 #include "funnel_http.h"
+#include "msgpack_kv.h"
 #include "funnel_curve.h"
 #include "funnel_settings.h"
 #include "redis_auth.h"
@@ -22,6 +23,7 @@ static const selftest_t s_tests [] = {
     { "event_schema", event_schema_test },
     { "funnel_config", funnel_config_test },
     { "funnel_http", funnel_http_test },
+    { "msgpack_kv", msgpack_kv_test },
     { "funnel_curve", funnel_curve_test },
     { "funnel_authz", funnel_authz_test },
     { "funnel_settings", funnel_settings_test },
