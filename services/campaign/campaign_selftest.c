@@ -4,10 +4,10 @@
 #include "attribution.h"
 #include "audience.h"
 #include "channel_rank.h"
+#include "funnel_selftest.h"
 
-typedef struct { const char *name; void (*test) (bool verbose); } selftest_t;
 
-static const selftest_t s_tests [] = {
+static const funnel_selftest_t s_tests [] = {
     { "audience", audience_test },
     { "attribution", attribution_test },
     { "channel_rank", channel_rank_test },
@@ -17,16 +17,5 @@ static const selftest_t s_tests [] = {
 int
 main (int argc, char *argv [])
 {
-    const char *only = argc > 1 ? argv [1] : NULL;
-    int run = 0;
-    for (const selftest_t *t = s_tests; t->name; t++)
-        if (!only || strcmp (only, t->name) == 0) {
-            printf (" * %s: ", t->name);
-            fflush (stdout);
-            t->test (false);
-            printf ("OK\n");
-            run++;
-        }
-    printf ("%d self-tests passed\n", run);
-    return run > 0 ? 0 : 1;
+    return funnel_selftest_run (argc, argv, s_tests);
 }

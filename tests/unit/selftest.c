@@ -15,10 +15,10 @@
 #include "funnel_log.h"
 #include "funnel_engine.h"
 #include "outbox_entry.h"
+#include "funnel_selftest.h"
 
-typedef struct { const char *name; void (*test) (bool verbose); } selftest_t;
 
-static const selftest_t s_tests [] = {
+static const funnel_selftest_t s_tests [] = {
     { "event_codec", event_codec_test },
     { "event_schema", event_schema_test },
     { "funnel_config", funnel_config_test },
@@ -39,16 +39,5 @@ static const selftest_t s_tests [] = {
 int
 main (int argc, char *argv [])
 {
-    const char *only = argc > 1 ? argv [1] : NULL;
-    int run = 0;
-    for (const selftest_t *t = s_tests; t->name; t++)
-        if (!only || strcmp (only, t->name) == 0) {
-            printf (" * %s: ", t->name);
-            fflush (stdout);
-            t->test (false);
-            printf ("OK\n");
-            run++;
-        }
-    printf ("%d self-tests passed\n", run);
-    return run > 0 ? 0 : 1;
+    return funnel_selftest_run (argc, argv, s_tests);
 }
