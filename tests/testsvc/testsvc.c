@@ -64,11 +64,11 @@ s_teardown (void **arg)
 static int
 s_key_n (const funnel_event_t *ev, char *key, size_t size, int64_t *n, funnel_error_t *err)
 {
-    if (!funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, size))
+    if (!event_codec_obj_strcpy (event_codec_map_get (ev->data, "key"), key, size))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "data.key: must be a string");
     if (!n)
         return 0;
-    const msgpack_object *obj = funnel_map_get (ev->data, "n");
+    const msgpack_object *obj = event_codec_map_get (ev->data, "n");
     if (obj && obj->type == MSGPACK_OBJECT_POSITIVE_INTEGER && obj->via.u64 <= INT64_MAX)
         *n = (int64_t) obj->via.u64;
     else
@@ -83,7 +83,7 @@ static void
 s_want_counter (funnel_state_t *st, const funnel_event_t *ev)
 {
     char key [FUNNEL_STR_MAX + 1];
-    if (funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key))
+    if (event_codec_obj_strcpy (event_codec_map_get (ev->data, "key"), key, sizeof key))
         funnel_state_want (st, "counter", key);
 }
 
@@ -91,7 +91,7 @@ static void
 s_want_mirror (funnel_state_t *st, const funnel_event_t *ev)
 {
     char key [FUNNEL_STR_MAX + 1];
-    if (funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key))
+    if (event_codec_obj_strcpy (event_codec_map_get (ev->data, "key"), key, sizeof key))
         funnel_state_want (st, "mirror", key);
 }
 
@@ -101,9 +101,9 @@ s_emit_key_n (funnel_state_t *st, const char *type, const char *key, int64_t n)
 {
     msgpack_packer *pk = funnel_state_data (st);
     msgpack_pack_map (pk, 2);
-    funnel_pack_cstr (pk, "key");
-    funnel_pack_cstr (pk, key);
-    funnel_pack_cstr (pk, "n");
+    event_codec_pack_cstr (pk, "key");
+    event_codec_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, "n");
     msgpack_pack_int64 (pk, n);
     funnel_state_emit (st, type, NULL);
 }
@@ -170,7 +170,7 @@ s_get_counter (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk
                funnel_error_t *err)
 {
     char id [FUNNEL_STR_MAX + 1];
-    if (!funnel_obj_strcpy (funnel_map_get (req, "id"), id, sizeof id))
+    if (!event_codec_obj_strcpy (event_codec_map_get (req, "id"), id, sizeof id))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "id: required string is missing");
     funnel_rec_t *counter = funnel_state_rec (st, "counter", id);
     funnel_rec_t *mirror = counter ? funnel_state_rec (st, "mirror", id) : NULL;
@@ -179,11 +179,11 @@ s_get_counter (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk
     if (!funnel_rec_has (counter, "total") && !funnel_rec_has (mirror, "total"))
         return funnel_error_set (err, FUNNEL_ERR_NOT_FOUND, "id: no counter %s", id);
     msgpack_pack_map (pk, 3);
-    funnel_pack_cstr (pk, "key");
-    funnel_pack_cstr (pk, id);
-    funnel_pack_cstr (pk, "total");
+    event_codec_pack_cstr (pk, "key");
+    event_codec_pack_cstr (pk, id);
+    event_codec_pack_cstr (pk, "total");
     msgpack_pack_int64 (pk, funnel_rec_int (counter, "total", 0));
-    funnel_pack_cstr (pk, "mirror");
+    event_codec_pack_cstr (pk, "mirror");
     msgpack_pack_int64 (pk, funnel_rec_int (mirror, "total", 0));
     return 0;
 }
