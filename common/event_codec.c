@@ -867,45 +867,6 @@ event_codec_event_parse (const msgpack_object *obj, funnel_event_t *event,
 //  --------------------------------------------------------------------------
 //  PUBLISH bodies
 
-//  Bytes msgpack-c would pack obj's own header and payload into (children
-//  excluded): a lower bound of what was received, used when the received
-//  size is unknown.
-static size_t
-s_packed_head (const msgpack_object *obj)
-{
-    uint64_t n;
-    switch (obj->type) {
-        case MSGPACK_OBJECT_POSITIVE_INTEGER:
-            n = obj->via.u64;
-            return n < 128? 1: n < 256? 2: n < 65536? 3: n <= UINT32_MAX? 5: 9;
-        case MSGPACK_OBJECT_NEGATIVE_INTEGER: {
-            int64_t i = obj->via.i64;
-            return i >= -32? 1: i >= -128? 2: i >= -32768? 3: i >= INT32_MIN? 5: 9;
-        }
-        case MSGPACK_OBJECT_FLOAT32: return 5;
-        case MSGPACK_OBJECT_FLOAT64: return 9;
-        case MSGPACK_OBJECT_STR:
-            n = obj->via.str.size;
-            return (n < 32? 1: n < 256? 2: n < 65536? 3: 5) + n;
-        case MSGPACK_OBJECT_BIN:
-            n = obj->via.bin.size;
-            return (n < 256? 2: n < 65536? 3: 5) + n;
-        case MSGPACK_OBJECT_EXT:
-            n = obj->via.ext.size;
-            if (n == 1 || n == 2 || n == 4 || n == 8 || n == 16)
-                return 2 + n;
-            return (n < 256? 3: n < 65536? 4: 6) + n;
-        case MSGPACK_OBJECT_ARRAY:
-            n = obj->via.array.size;
-            return n < 16? 1: n < 65536? 3: 5;
-        case MSGPACK_OBJECT_MAP:
-            n = obj->via.map.size;
-            return n < 16? 1: n < 65536? 3: 5;
-        default:
-            return 1;
-    }
-}
-
 //  Number of children of a container (a map has a key and a value each)
 static uint64_t
 s_children (const msgpack_object *obj)
@@ -955,16 +916,15 @@ s_walk_path (const walk_frame_t *stack, int depth, path_t *path)
 }
 
 //  Walks one event iteratively: its nesting (the event is level 1) must be
-//  within FUNNEL_DEPTH_MAX; sets *size to its packed size.
+//  within FUNNEL_DEPTH_MAX. The scan's limit may be one more (a batch), so
+//  a single event decoded with the body limits is checked here.
 static int
-s_event_measure (const msgpack_object *event, size_t *size, funnel_error_t *err)
+s_event_depth (const msgpack_object *event, funnel_error_t *err)
 {
     walk_frame_t stack [FUNNEL_DEPTH_MAX];
     int depth = 0;
-    size_t total = 0;
     const msgpack_object *obj = event;
     while (obj) {
-        total += s_packed_head (obj);
         if (obj->type == MSGPACK_OBJECT_ARRAY || obj->type == MSGPACK_OBJECT_MAP) {
             if (depth == FUNNEL_DEPTH_MAX) {
                 path_t path;
@@ -986,26 +946,22 @@ s_event_measure (const msgpack_object *event, size_t *size, funnel_error_t *err)
                 depth--;
         }
     }
-    *size = total;
     return 0;
 }
 
-//  Checks and parses one event of a body; received is its size as
-//  received, or 0 if unknown.
+//  Checks and parses one event of a body; size is its size as received.
 static int
-s_publish_one (const msgpack_object *obj, size_t received, funnel_event_t *event,
+s_publish_one (const msgpack_object *obj, size_t size, funnel_event_t *event,
                funnel_error_t *err)
 {
-    size_t packed = 0;
-    if (s_event_measure (obj, &packed, err))
+    if (s_event_depth (obj, err))
         return -1;
-    size_t size = received? received: packed;
     if (size > FUNNEL_EVENT_MAX_BYTES)
         return funnel_error_set (err, FUNNEL_ERR_TOO_LARGE,
                                  "event: larger than %d bytes", FUNNEL_EVENT_MAX_BYTES);
     if (event_codec_event_parse (obj, event, err))
         return -1;
-    event->encoded_size = received;
+    event->encoded_size = size;
     return 0;
 }
 
@@ -1027,12 +983,12 @@ s_publish_batch (const msgpack_object *body, event_codec_t *msg,
     return 0;
 }
 
-static int
-s_publish_parse (const msgpack_object *body, event_codec_t *msg,
-                 funnel_event_t **events, size_t *count, bool *is_batch,
-                 funnel_error_t *err)
+int
+event_codec_publish_parse (event_codec_t *self, funnel_event_t **events,
+                           size_t *count, bool *is_batch, funnel_error_t *err)
 {
     funnel_error_clear (err);
+    const msgpack_object *body = event_codec_root (self);
     *events = NULL;
     *count = 0;
     *is_batch = body && body->type == MSGPACK_OBJECT_ARRAY;
@@ -1053,8 +1009,8 @@ s_publish_parse (const msgpack_object *body, event_codec_t *msg,
     if (!list)
         return funnel_error_set (err, FUNNEL_ERR_INTERNAL, "body: out of memory");
     int rc = *is_batch
-           ? s_publish_batch (body, msg, list, err)
-           : s_publish_one (body, msg? msg->size: 0, list, err);
+           ? s_publish_batch (body, self, list, err)
+           : s_publish_one (body, self->size, list, err);
     if (rc) {
         free (list);
         return -1;
@@ -1063,21 +1019,6 @@ s_publish_parse (const msgpack_object *body, event_codec_t *msg,
     *count = n;
     return 0;
 }
-
-int
-event_codec_publish_parse_root (const msgpack_object *body, funnel_event_t **events,
-                      size_t *count, bool *is_batch, funnel_error_t *err)
-{
-    return s_publish_parse (body, NULL, events, count, is_batch, err);
-}
-
-int
-event_codec_publish_parse (event_codec_t *self, funnel_event_t **events,
-                          size_t *count, bool *is_batch, funnel_error_t *err)
-{
-    return s_publish_parse (event_codec_root (self), self, events, count, is_batch, err);
-}
-
 
 //  --------------------------------------------------------------------------
 //  Self-test: also the usage example. Assertions must stay on in Release.
@@ -1308,17 +1249,10 @@ s_test_sizes (void)
         msgpack_pack_str (&pk, sizeof text);
         msgpack_pack_str_body (&pk, text, sizeof text);
     }
-    assert (strcmp (s_publish_code (sbuf.data, sbuf.size, NULL, NULL),
+    //  (the body limits take it: the parse checks its size as received)
+    assert (strcmp (s_publish_code (sbuf.data, sbuf.size, &index, message),
                     FUNNEL_ERR_TOO_LARGE) == 0);
-    //  ...so is the plain object parse (packed size of the objects)
-    funnel_error_t err;
-    event_codec_t *msg = event_codec_decode (sbuf.data, sbuf.size, &event_codec_limits_body, &err);
-    funnel_event_t *events;
-    size_t count;
-    bool batch;
-    assert (event_codec_publish_parse_root (event_codec_root (msg), &events, &count, &batch, &err) == -1);
-    assert (strcmp (err.code, FUNNEL_ERR_TOO_LARGE) == 0);
-    event_codec_destroy (&msg);
+    assert (index == -1 && strcmp (message, "event: larger than 65536 bytes") == 0);
     //  ...and inside a batch it is caught by the scan, with its index
     msgpack_sbuffer sbatch;
     msgpack_sbuffer_init (&sbatch);
@@ -1506,10 +1440,6 @@ s_test_round_trip (void)
     msgpack_packer_init (&pk2, &again, msgpack_sbuffer_write);
     msgpack_pack_object (&pk2, *event_codec_root (msg));
     assert (again.size == sbuf.size && memcmp (again.data, sbuf.data, sbuf.size) == 0);
-    //  The plain parse knows no received size
-    free (events);
-    assert (event_codec_publish_parse_root (event_codec_root (msg), &events, &count, &batch, &err) == 0);
-    assert (events [0].encoded_size == 0);
     free (events);
     event_codec_destroy (&msg);
     event_codec_destroy (&msg);

@@ -46,7 +46,7 @@ typedef struct {
 //  Limits for a request body that is one event or an array of events:
 //  4 MiB, 1 KiB strings, 256 entries, 1000 events of ≤ 64 KiB, depth 9
 //  (the batch array plus 8 inside each event). A single event body over
-//  64 KiB is too_large too (checked by event_codec_publish_parse_root).
+//  64 KiB is too_large too (checked by event_codec_publish_parse).
 extern const event_codec_limits_t event_codec_limits_body;
 //  Limits for one event (e.g. on PUB/SUB): 64 KiB, depth 8.
 extern const event_codec_limits_t event_codec_limits_event;
@@ -74,7 +74,7 @@ typedef struct {
     int64_t ts;
     uint64_t seq;                   //  0 when absent
     const msgpack_object *data;     //  A map
-    size_t encoded_size;            //  Bytes of the envelope as received, 0 if unknown
+    size_t encoded_size;            //  Bytes of the envelope as received
 } funnel_event_t;
 
 //  Checks an envelope map: v == 1, id (1–64 of [A-Za-z0-9._:@+-]), type
@@ -85,13 +85,6 @@ typedef struct {
 int
     event_codec_event_parse (const msgpack_object *obj, funnel_event_t *event,
                         funnel_error_t *err);
-
-//  Parses a PUBLISH body: one event map or an array of 1..1000 event maps.
-//  Fills *events (malloc'd array, caller frees) and *count, *is_batch.
-//  On failure err->index is the failing element (batch) or -1.
-int
-    event_codec_publish_parse_root (const msgpack_object *body, funnel_event_t **events,
-                          size_t *count, bool *is_batch, funnel_error_t *err);
 
 //  True if text is 1–64 bytes of [A-Za-z0-9._:@+-] (ids and entity ids).
 bool
@@ -123,12 +116,14 @@ const void *
 //  size. NULL if the top level is not an array or index is out of range.
 const void *
     event_codec_elem (event_codec_t *self, size_t index, size_t *size);
-//  event_codec_publish_parse_root on event_codec_root (self), but each event's
-//  encoded_size is the exact size received (the scan's), and the 64 KiB
-//  check of a single event uses it too.
+//  Parses a PUBLISH body (the frame's root): one event map or an array of
+//  1..1000 event maps, each event's encoded_size the exact size received
+//  (the scan's) and at most 64 KiB, its nesting at most 8. Fills *events
+//  (malloc'd array, caller frees) and *count, *is_batch. On failure err->index
+//  is the failing element (batch) or -1.
 int
     event_codec_publish_parse (event_codec_t *self, funnel_event_t **events,
-                              size_t *count, bool *is_batch, funnel_error_t *err);
+                               size_t *count, bool *is_batch, funnel_error_t *err);
 
 void
     event_codec_test (bool verbose);

@@ -1600,7 +1600,7 @@ s_test_batch (test_batch_t *b, const char *tag, const char *key, const int *ns, 
     b->msg = event_codec_decode (b->sbuf.data, b->sbuf.size, &event_codec_limits_body, &err);
     assert (b->msg);
     bool is_batch;
-    assert (event_codec_publish_parse_root (event_codec_root (b->msg), &b->events, &b->count,
+    assert (event_codec_publish_parse (b->msg, &b->events, &b->count,
                                   &is_batch, &err) == 0);
 }
 

@@ -164,7 +164,7 @@ s_publish_engine (service_t *self, zmsg_t *envelope, event_codec_t *msg)
     bool is_batch = false;
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
-    if (event_codec_publish_parse_root (event_codec_root (msg), &events, &count, &is_batch, &err) == 0
+    if (event_codec_publish_parse (msg, &events, &count, &is_batch, &err) == 0
     &&  funnel_engine_publish (self->engine, events, count, is_batch, self->peer.by,
                                 &sbuf, &err) == 0) {
         s_send_packed (self, envelope, &sbuf);
