@@ -1,7 +1,6 @@
-/*  funnel-testsvc — a minimal service, for tests and the benchmark. Its
-    name and upstream come from the environment so two of them can be
-    chained: FUNNEL_TESTSVC_NAME (default "alpha") and
-    FUNNEL_TESTSVC_UPSTREAM (default none).
+/*  testsvc — the rules of a minimal service, for tests and the benchmark:
+    the daemon funnel-testsvc (testsvc_main.c) and the embedded-service
+    test (service_actor_test.c).
 
     Accepts test.add {key, n} (adds n to counter key, emits test.added) and
     test.need {key} (not_found unless the counter exists; conflict if its
@@ -14,7 +13,7 @@
 */
 #include <inttypes.h>
 #include <stdlib.h>
-#include "funnel_service.h"
+#include "testsvc.h"
 
 static const funnel_field_t s_add_fields [] = {
     FIELD_REQ ("key", FIELD_ID),
@@ -25,12 +24,12 @@ static const funnel_field_t s_need_fields [] = {
     FIELD_REQ ("key", FIELD_ID),
     FIELD_END
 };
-static const funnel_event_schema_t s_accepts [] = {
+const funnel_event_schema_t testsvc_accepts [] = {
     { "test.add", s_add_fields },
     { "test.need", s_need_fields },
     { NULL }
 };
-static const char *const s_consumes [] = { "test.added", NULL };
+const char *const testsvc_consumes [] = { "test.added", NULL };
 
 //  The rules' settings: <svc>/n_max, the largest |n| test.add
 //  takes (default: the schema's bound, so by default it never refuses).
@@ -202,24 +201,7 @@ static const funnel_query_rule_t s_queries [] = {
     { NULL }
 };
 static const char *const s_series [] = { "added", NULL };
-static const funnel_rules_t s_rules = {
+const funnel_rules_t testsvc_rules = {
     .on = s_on, .consume = s_consume, .queries = s_queries, .series = s_series,
     .setup = s_setup, .teardown = s_teardown
 };
-
-int
-main (int argc, char *argv [])
-{
-    const char *name = getenv ("FUNNEL_TESTSVC_NAME");
-    const char *upstream = getenv ("FUNNEL_TESTSVC_UPSTREAM");
-    const char *upstreams [] = { upstream, NULL };
-    funnel_service_def_t def = {
-        .name = name && *name ? name : "alpha",
-        .summary = "test service: counters over the Funnel runtime",
-        .accepts = s_accepts,
-        .upstreams = upstream && *upstream ? upstreams : NULL,
-        .consumes = s_consumes,
-        .rules = &s_rules
-    };
-    return funnel_service_main (argc, argv, &def);
-}
