@@ -52,31 +52,31 @@ static void
 s_envelope (msgpack_packer *pk, const char *id, const char *type, int entries)
 {
     msgpack_pack_map (pk, 6);
-    funnel_pack_cstr (pk, "v");
+    event_codec_pack_cstr (pk, "v");
     msgpack_pack_uint8 (pk, 1);
-    funnel_pack_cstr (pk, "id");
-    funnel_pack_cstr (pk, id);
-    funnel_pack_cstr (pk, "type");
-    funnel_pack_cstr (pk, type);
-    funnel_pack_cstr (pk, "ts");
+    event_codec_pack_cstr (pk, "id");
+    event_codec_pack_cstr (pk, id);
+    event_codec_pack_cstr (pk, "type");
+    event_codec_pack_cstr (pk, type);
+    event_codec_pack_cstr (pk, "ts");
     msgpack_pack_int64 (pk, zclock_time ());
-    funnel_pack_cstr (pk, "src");
-    funnel_pack_cstr (pk, "bench");
-    funnel_pack_cstr (pk, "data");
+    event_codec_pack_cstr (pk, "src");
+    event_codec_pack_cstr (pk, "bench");
+    event_codec_pack_cstr (pk, "data");
     msgpack_pack_map (pk, entries);
 }
 
 static void
 s_pair (msgpack_packer *pk, const char *key, const char *value)
 {
-    funnel_pack_cstr (pk, key);
-    funnel_pack_cstr (pk, value);
+    event_codec_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, value);
 }
 
 static void
 s_pair_int (msgpack_packer *pk, const char *key, int64_t value)
 {
-    funnel_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, key);
     msgpack_pack_int64 (pk, value);
 }
 
@@ -128,12 +128,12 @@ bench_pack_capture (msgpack_packer *pk, const char *run, int64_t j)
     s_pair (pk, "email", email);
     s_pair (pk, "name", name);
     s_pair (pk, "campaign", campaign);
-    funnel_pack_cstr (pk, "attrs");
+    event_codec_pack_cstr (pk, "attrs");
     msgpack_pack_map (pk, 5);
     s_pair_int (pk, "budget", 500000);
-    funnel_pack_cstr (pk, "authority");
+    event_codec_pack_cstr (pk, "authority");
     msgpack_pack_true (pk);
-    funnel_pack_cstr (pk, "need");
+    event_codec_pack_cstr (pk, "need");
     msgpack_pack_true (pk);
     s_pair_int (pk, "timeline_days", 30);
     s_pair (pk, "region", "us");
@@ -266,18 +266,18 @@ bench_journey_test (bool verbose)
     bench_pack_touch (&pk, run, 99, 5);
     bench_pack_touch (&pk, run, INT64_C (99999999), 5);
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (sbuf.data, sbuf.size, &funnel_limits_body, &err);
+    event_codec_t *msg = event_codec_decode (sbuf.data, sbuf.size, &event_codec_limits_body, &err);
     assert (msg);
     funnel_event_t *events = NULL;
     size_t count = 0;
     bool is_batch = false;
-    int rc = funnel_msg_publish_parse (msg, &events, &count, &is_batch, &err);
+    int rc = event_codec_publish_parse (msg, &events, &count, &is_batch, &err);
     if (rc)
         fprintf (stderr, "bench_journey: %s\n", err.message);
     assert (rc == 0 && count == 12 && is_batch);
     assert (streq (events [2].type, "lead.capture"));
     free (events);
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     msgpack_sbuffer_destroy (&sbuf);
     if (verbose)
         printf ("OK\n");

@@ -122,7 +122,7 @@ bench_pipe_send (bench_pipe_t *self, msgpack_sbuffer *body, int events)
 int64_t
 bench_map_int (const msgpack_object *map, const char *key)
 {
-    const msgpack_object *value = funnel_map_get (map, key);
+    const msgpack_object *value = event_codec_map_get (map, key);
     if (value && value->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         return (int64_t) value->via.u64;
     return -1;
@@ -140,10 +140,10 @@ bench_pipe_recv (bench_pipe_t *self)
     zframe_t *body = zmsg_pop (msg);
     int rc = 0;
     funnel_error_t err;
-    funnel_msg_t *decoded = body
-        ? funnel_msg_decode (zframe_data (body), zframe_size (body), &funnel_limits_event, &err)
+    event_codec_t *decoded = body
+        ? event_codec_decode (zframe_data (body), zframe_size (body), &event_codec_limits_event, &err)
         : NULL;
-    const msgpack_object *root = decoded ? funnel_msg_root (decoded) : NULL;
+    const msgpack_object *root = decoded ? event_codec_root (decoded) : NULL;
     if (!request || !empty || zframe_size (empty) != 0 || !status || !root
     ||  root->type != MSGPACK_OBJECT_MAP)
         rc = s_fail (self, "reply of an unexpected shape");
@@ -158,8 +158,8 @@ bench_pipe_recv (bench_pipe_t *self)
     }
     else {
         char code [64] = "?", message [400] = "";
-        funnel_obj_strcpy (funnel_map_get (root, "code"), code, sizeof code);
-        funnel_obj_strcpy (funnel_map_get (root, "message"), message, sizeof message);
+        event_codec_obj_strcpy (event_codec_map_get (root, "code"), code, sizeof code);
+        event_codec_obj_strcpy (event_codec_map_get (root, "message"), message, sizeof message);
         if (streq (code, "unavailable") || streq (code, "internal")) {
             //  Nothing (or all) of it was applied: the same ids again are safe
             zlistx_detach_cur (self->inflight);
@@ -171,7 +171,7 @@ bench_pipe_recv (bench_pipe_t *self)
             rc = s_fail (self, "ERR %s (index %" PRId64 "): %s",
                          code, bench_map_int (root, "index"), message);
     }
-    funnel_msg_destroy (&decoded);
+    event_codec_destroy (&decoded);
     zframe_destroy (&body);
     zstr_free (&status);
     zframe_destroy (&empty);
@@ -217,9 +217,9 @@ s_answer (zsock_t *router, const char *status, const char *key, int value)
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 1);
-    funnel_pack_cstr (&pk, key);
+    event_codec_pack_cstr (&pk, key);
     if (streq (key, "code"))
-        funnel_pack_cstr (&pk, value ? "invalid" : "unavailable");
+        event_codec_pack_cstr (&pk, value ? "invalid" : "unavailable");
     else
         msgpack_pack_int (&pk, value);
     zmsg_t *reply = zmsg_new ();

@@ -34,21 +34,21 @@ s_pack_event (msgpack_packer *pk, const char *run, int64_t n)
     snprintf (id, sizeof id, "bench-%s-%" PRId64, run, n);
     snprintf (key, sizeof key, "k%" PRId64, n % 1000);
     msgpack_pack_map (pk, 6);
-    funnel_pack_cstr (pk, "v");
+    event_codec_pack_cstr (pk, "v");
     msgpack_pack_uint8 (pk, 1);
-    funnel_pack_cstr (pk, "id");
-    funnel_pack_cstr (pk, id);
-    funnel_pack_cstr (pk, "type");
-    funnel_pack_cstr (pk, "test.add");
-    funnel_pack_cstr (pk, "ts");
+    event_codec_pack_cstr (pk, "id");
+    event_codec_pack_cstr (pk, id);
+    event_codec_pack_cstr (pk, "type");
+    event_codec_pack_cstr (pk, "test.add");
+    event_codec_pack_cstr (pk, "ts");
     msgpack_pack_int64 (pk, zclock_time ());
-    funnel_pack_cstr (pk, "src");
-    funnel_pack_cstr (pk, "bench");
-    funnel_pack_cstr (pk, "data");
+    event_codec_pack_cstr (pk, "src");
+    event_codec_pack_cstr (pk, "bench");
+    event_codec_pack_cstr (pk, "data");
     msgpack_pack_map (pk, 2);
-    funnel_pack_cstr (pk, "key");
-    funnel_pack_cstr (pk, key);
-    funnel_pack_cstr (pk, "n");
+    event_codec_pack_cstr (pk, "key");
+    event_codec_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, "n");
     msgpack_pack_int32 (pk, 1);
 }
 
@@ -180,13 +180,13 @@ s_bench_decode (int64_t events)
     int64_t start = s_usecs ();
     for (int64_t i = 0; i < events; i++) {
         funnel_error_t err;
-        funnel_msg_t *msg = funnel_msg_decode (sbuf.data, sbuf.size, &funnel_limits_event, &err);
+        event_codec_t *msg = event_codec_decode (sbuf.data, sbuf.size, &event_codec_limits_event, &err);
         funnel_event_t event;
-        if (!msg || funnel_event_parse (funnel_msg_root (msg), &event, &err) != 0) {
+        if (!msg || event_codec_event_parse (event_codec_root (msg), &event, &err) != 0) {
             fprintf (stderr, "funnel-bench: decode failed\n");
             return 1;
         }
-        funnel_msg_destroy (&msg);
+        event_codec_destroy (&msg);
     }
     double secs = (s_usecs () - start) / 1e6;
     printf ("decode:  %" PRId64 " events of %zu bytes in %.2f s = %.0f events/s\n",

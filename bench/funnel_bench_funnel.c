@@ -116,7 +116,7 @@ s_packer (msgpack_sbuffer *sbuf, msgpack_packer *pk)
 
 //  One request; on OK the decoded reply body (caller destroys), else NULL
 //  with *status telling why.
-static funnel_msg_t *
+static event_codec_t *
 s_call (funnel_client_t *client, const char *verb, const msgpack_sbuffer *body,
         int timeout_ms, funnel_call_status_t *status)
 {
@@ -125,28 +125,28 @@ s_call (funnel_client_t *client, const char *verb, const msgpack_sbuffer *body,
         body ? body->data : NULL, body ? body->size : 0, timeout_ms, &reply);
     if (status)
         *status = rc;
-    funnel_msg_t *msg = NULL;
+    event_codec_t *msg = NULL;
     if (rc == FUNNEL_CALL_OK && reply) {
         funnel_error_t err;
-        msg = funnel_msg_decode (zframe_data (reply), zframe_size (reply),
-                                 &funnel_limits_body, &err);
+        msg = event_codec_decode (zframe_data (reply), zframe_size (reply),
+                                 &event_codec_limits_body, &err);
     }
     else
     if (rc == FUNNEL_CALL_ERR && reply && status) {
         //  Print the ERR body once for the caller's context
         funnel_error_t err;
-        funnel_msg_t *error = funnel_msg_decode (zframe_data (reply), zframe_size (reply),
-                                                 &funnel_limits_event, &err);
+        event_codec_t *error = event_codec_decode (zframe_data (reply), zframe_size (reply),
+                                                 &event_codec_limits_event, &err);
         char code [64] = "?", message [300] = "";
         if (error) {
-            funnel_obj_strcpy (funnel_map_get (funnel_msg_root (error), "code"), code, sizeof code);
-            funnel_obj_strcpy (funnel_map_get (funnel_msg_root (error), "message"),
+            event_codec_obj_strcpy (event_codec_map_get (event_codec_root (error), "code"), code, sizeof code);
+            event_codec_obj_strcpy (event_codec_map_get (event_codec_root (error), "message"),
                                message, sizeof message);
         }
         if (!streq (code, "not_found"))
             fprintf (stderr, "funnel-bench-funnel: %s %s: ERR %s: %s\n",
                      funnel_client_endpoint (client), verb, code, message);
-        funnel_msg_destroy (&error);
+        event_codec_destroy (&error);
     }
     zframe_destroy (&reply);
     return msg;
@@ -157,23 +157,23 @@ s_stats (bench_t *self, stats_t *stats)
 {
     memset (stats, 0, sizeof *stats);
     for (int s = 0; s < SERVICES; s++) {
-        funnel_msg_t *msg = s_call (self->client [s], "STATS", NULL, 10000, NULL);
+        event_codec_t *msg = s_call (self->client [s], "STATS", NULL, 10000, NULL);
         const msgpack_object *counters = msg
-            ? funnel_map_get (funnel_msg_root (msg), "counters") : NULL;
+            ? event_codec_map_get (event_codec_root (msg), "counters") : NULL;
         if (!counters) {
-            funnel_msg_destroy (&msg);
+            event_codec_destroy (&msg);
             snprintf (self->error, sizeof self->error, "%s: STATS failed", s_names [s]);
             return -1;
         }
         for (int c = 0; s_counters [s][c].name; c++) {
-            const msgpack_object *value = funnel_map_get (counters, s_counters [s][c].name);
+            const msgpack_object *value = event_codec_map_get (counters, s_counters [s][c].name);
             if (value && value->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
                 stats->value [s][c] = (int64_t) value->via.u64;
             else
             if (value && value->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
                 stats->value [s][c] = value->via.i64;
         }
-        funnel_msg_destroy (&msg);
+        event_codec_destroy (&msg);
     }
     return 0;
 }
@@ -260,13 +260,13 @@ s_wait_ready (bench_t *self)
         int64_t deadline = zclock_mono () + 15000;
         bool ok = false;
         while (!ok && zclock_mono () < deadline && !funnel_stop) {
-            funnel_msg_t *msg = s_call (self->client [s], "PING", NULL, 1000, NULL);
+            event_codec_t *msg = s_call (self->client [s], "PING", NULL, 1000, NULL);
             char redis [16] = "";
             if (msg)
-                funnel_obj_strcpy (funnel_map_get (funnel_msg_root (msg), "redis"),
+                event_codec_obj_strcpy (event_codec_map_get (event_codec_root (msg), "redis"),
                                    redis, sizeof redis);
             ok = streq (redis, "ok");
-            funnel_msg_destroy (&msg);
+            event_codec_destroy (&msg);
             if (!ok)
                 zclock_sleep (100);
         }
@@ -307,14 +307,14 @@ s_subscribe (bench_t *self)
         zframe_t *body = zmsg_next (msg);
         if (topic && body && zframe_streq (topic, "$hb")) {
             funnel_error_t err;
-            funnel_msg_t *hb = funnel_msg_decode (zframe_data (body), zframe_size (body),
-                                                  &funnel_limits_event, &err);
+            event_codec_t *hb = event_codec_decode (zframe_data (body), zframe_size (body),
+                                                  &event_codec_limits_event, &err);
             char svc [32] = "";
             if (hb)
-                funnel_obj_strcpy (funnel_map_get (funnel_msg_root (hb), "svc"), svc, sizeof svc);
+                event_codec_obj_strcpy (event_codec_map_get (event_codec_root (hb), "svc"), svc, sizeof svc);
             sales = sales || streq (svc, "sales");
             retention = retention || streq (svc, "retention");
-            funnel_msg_destroy (&hb);
+            event_codec_destroy (&hb);
         }
         zmsg_destroy (&msg);
     }
@@ -337,14 +337,14 @@ s_setup (bench_t *self)
     for (int k = 0; k < BENCH_CAMPAIGNS; k++)
         bench_pack_campaign_upsert (&pk, self->run, k);
     funnel_call_status_t status;
-    funnel_msg_t *msg = s_call (self->client [CAMPAIGN], "PUBLISH", &sbuf, 10000, &status);
+    event_codec_t *msg = s_call (self->client [CAMPAIGN], "PUBLISH", &sbuf, 10000, &status);
     int rc = msg ? 0 : -1;
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     sbuf.size = 0;
     bench_pack_deal_open (&pk, self->run);
     msg = rc ? NULL : s_call (self->client [SALES], "PUBLISH", &sbuf, 10000, &status);
     rc = msg ? 0 : -1;
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     msgpack_sbuffer_destroy (&sbuf);
     if (rc)
         snprintf (self->error, sizeof self->error,
@@ -366,22 +366,22 @@ s_on_announcement (bench_t *self)
     bool opened = topic && zframe_streq (topic, "deal.opened");
     bool onboarded = topic && zframe_streq (topic, "customer.onboarded");
     funnel_error_t err;
-    funnel_msg_t *decoded = body && (opened || onboarded)
-        ? funnel_msg_decode (zframe_data (body), zframe_size (body), &funnel_limits_event, &err)
+    event_codec_t *decoded = body && (opened || onboarded)
+        ? event_codec_decode (zframe_data (body), zframe_size (body), &event_codec_limits_event, &err)
         : NULL;
     funnel_event_t event;
     //  The test hook stands for PUB's drops at its high-water mark
     bool dropped = decoded && self->opt.drop_every
                 && ++self->announcements % self->opt.drop_every == 0;
-    if (decoded && !dropped && funnel_event_parse (funnel_msg_root (decoded), &event, &err) == 0) {
+    if (decoded && !dropped && event_codec_event_parse (event_codec_root (decoded), &event, &err) == 0) {
         char lead [FUNNEL_ID_MAX + 1] = "", deal [FUNNEL_ID_MAX + 1] = "", kind [16] = "";
-        funnel_obj_strcpy (funnel_map_get (event.data, opened ? "lead" : "customer"),
+        event_codec_obj_strcpy (event_codec_map_get (event.data, opened ? "lead" : "customer"),
                            lead, sizeof lead);
         int64_t j = bench_journey_index (self->run, lead);
         bool ours = j >= 0 && j < self->opt.journeys;
         if (ours && opened) {
-            funnel_obj_strcpy (funnel_map_get (event.data, "deal"), deal, sizeof deal);
-            funnel_obj_strcpy (funnel_map_get (event.data, "kind"), kind, sizeof kind);
+            event_codec_obj_strcpy (event_codec_map_get (event.data, "deal"), deal, sizeof deal);
+            event_codec_obj_strcpy (event_codec_map_get (event.data, "kind"), kind, sizeof kind);
             if (streq (kind, "new") && *deal && !(self->flags [j] & DEAL_SEEN)) {
                 self->flags [j] |= DEAL_SEEN;
                 strcpy (self->deal [j], deal);
@@ -398,7 +398,7 @@ s_on_announcement (bench_t *self)
             self->last_progress = zclock_mono ();
         }
     }
-    funnel_msg_destroy (&decoded);
+    event_codec_destroy (&decoded);
     zmsg_destroy (&msg);
 }
 
@@ -491,12 +491,12 @@ s_recover (bench_t *self)
         snprintf (id, sizeof id, deal ? "L%s-1" : "%s", lead);
         sbuf.size = 0;
         msgpack_pack_map (&pk, 2);
-        funnel_pack_cstr (&pk, "kind");
-        funnel_pack_cstr (&pk, deal ? "deal" : "customer");
-        funnel_pack_cstr (&pk, "id");
-        funnel_pack_cstr (&pk, id);
+        event_codec_pack_cstr (&pk, "kind");
+        event_codec_pack_cstr (&pk, deal ? "deal" : "customer");
+        event_codec_pack_cstr (&pk, "id");
+        event_codec_pack_cstr (&pk, id);
         funnel_call_status_t status;
-        funnel_msg_t *msg = s_call (self->client [deal ? SALES : RETENTION], "GET",
+        event_codec_t *msg = s_call (self->client [deal ? SALES : RETENTION], "GET",
                                     &sbuf, 5000, &status);
         asked++;
         if (msg && deal) {
@@ -513,7 +513,7 @@ s_recover (bench_t *self)
             self->customers_seen++;
             self->recovered++;
         }
-        funnel_msg_destroy (&msg);
+        event_codec_destroy (&msg);
     }
     msgpack_sbuffer_destroy (&sbuf);
     self->last_progress = zclock_mono ();

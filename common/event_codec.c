@@ -25,7 +25,7 @@
 //  Longest key printed in an error path, before "..."
 #define PATH_KEY_MAX        40
 
-const funnel_limits_t funnel_limits_body = {
+const event_codec_limits_t event_codec_limits_body = {
     .max_bytes = FUNNEL_FRAME_MAX_BYTES,
     .str_max = FUNNEL_STR_MAX,
     .entries_max = FUNNEL_ENTRIES_MAX,
@@ -34,7 +34,7 @@ const funnel_limits_t funnel_limits_body = {
     .depth_max = FUNNEL_DEPTH_MAX + 1
 };
 
-const funnel_limits_t funnel_limits_event = {
+const event_codec_limits_t event_codec_limits_event = {
     .max_bytes = FUNNEL_EVENT_MAX_BYTES,
     .str_max = FUNNEL_STR_MAX,
     .entries_max = FUNNEL_ENTRIES_MAX,
@@ -49,7 +49,7 @@ typedef struct {
     size_t size;
 } scan_elem_t;
 
-struct _funnel_msg_t {
+struct _event_codec_t {
     msgpack_unpacked unpacked;
     scan_elem_t *elems;         //  Top-level array elements, else NULL
     size_t elem_count;
@@ -212,7 +212,7 @@ typedef struct {
 
 typedef struct {
     const uint8_t *start, *p, *end;
-    const funnel_limits_t *limits;
+    const event_codec_limits_t *limits;
     int depth_max;
     bool batch;                     //  The top level is an array
     scan_frame_t stack [SCAN_DEPTH_CAP];
@@ -548,10 +548,10 @@ s_scan (scan_t *self)
 //  Pass 2: decode into an owned msg
 
 //  Unpacks the scanned bytes into a new msg, taking the element table
-static funnel_msg_t *
+static event_codec_t *
 s_msg_new (const void *data, size_t size, scan_t *scan, funnel_error_t *err)
 {
-    funnel_msg_t *self = malloc (sizeof (funnel_msg_t) + size);
+    event_codec_t *self = malloc (sizeof (event_codec_t) + size);
     if (!self) {
         free (scan->elems);
         funnel_error_set (err, FUNNEL_ERR_INTERNAL, "body: out of memory");
@@ -569,18 +569,18 @@ s_msg_new (const void *data, size_t size, scan_t *scan, funnel_error_t *err)
         //  The scan accepted what msgpack-c refuses: report, never trust
         funnel_error_set (err, FUNNEL_ERR_BAD_REQUEST,
                           "body: not msgpack (decoder said %d)", (int) rc);
-        funnel_msg_destroy (&self);
+        event_codec_destroy (&self);
     }
     return self;
 }
 
-funnel_msg_t *
-funnel_msg_decode (const void *data, size_t size,
-                   const funnel_limits_t *limits, funnel_error_t *err)
+event_codec_t *
+event_codec_decode (const void *data, size_t size,
+                   const event_codec_limits_t *limits, funnel_error_t *err)
 {
     funnel_error_clear (err);
     if (!limits)
-        limits = &funnel_limits_body;
+        limits = &event_codec_limits_body;
     if (size > limits->max_bytes) {
         funnel_error_set (err, FUNNEL_ERR_TOO_LARGE,
                           "body: larger than %zu bytes", limits->max_bytes);
@@ -606,16 +606,16 @@ funnel_msg_decode (const void *data, size_t size,
 }
 
 const msgpack_object *
-funnel_msg_root (funnel_msg_t *self)
+event_codec_root (event_codec_t *self)
 {
     return self? &self->unpacked.data: NULL;
 }
 
 void
-funnel_msg_destroy (funnel_msg_t **self_p)
+event_codec_destroy (event_codec_t **self_p)
 {
     if (self_p && *self_p) {
-        funnel_msg_t *self = *self_p;
+        event_codec_t *self = *self_p;
         msgpack_unpacked_destroy (&self->unpacked);
         free (self->elems);
         free (self);
@@ -624,7 +624,7 @@ funnel_msg_destroy (funnel_msg_t **self_p)
 }
 
 const void *
-funnel_msg_bytes (funnel_msg_t *self, size_t *size)
+event_codec_bytes (event_codec_t *self, size_t *size)
 {
     if (size)
         *size = self? self->size: 0;
@@ -632,7 +632,7 @@ funnel_msg_bytes (funnel_msg_t *self, size_t *size)
 }
 
 const void *
-funnel_msg_elem (funnel_msg_t *self, size_t index, size_t *size)
+event_codec_elem (event_codec_t *self, size_t index, size_t *size)
 {
     if (size)
         *size = 0;
@@ -648,7 +648,7 @@ funnel_msg_elem (funnel_msg_t *self, size_t index, size_t *size)
 //  Small object helpers
 
 bool
-funnel_id_valid (const char *text, size_t size)
+event_codec_id_valid (const char *text, size_t size)
 {
     if (!text || size == 0 || size > FUNNEL_ID_MAX)
         return false;
@@ -671,7 +671,7 @@ s_key_is (const msgpack_object *key, const char *name, size_t size)
 }
 
 const msgpack_object *
-funnel_map_get (const msgpack_object *map, const char *key)
+event_codec_map_get (const msgpack_object *map, const char *key)
 {
     if (!map || !key || map->type != MSGPACK_OBJECT_MAP)
         return NULL;
@@ -685,7 +685,7 @@ funnel_map_get (const msgpack_object *map, const char *key)
 //  Also false for a str holding a NUL byte: as a C string it would read as
 //  something shorter than what was checked.
 bool
-funnel_obj_strcpy (const msgpack_object *obj, char *buf, size_t bufsize)
+event_codec_obj_strcpy (const msgpack_object *obj, char *buf, size_t bufsize)
 {
     if (!obj || !buf || obj->type != MSGPACK_OBJECT_STR
     ||  obj->via.str.size >= bufsize
@@ -697,7 +697,7 @@ funnel_obj_strcpy (const msgpack_object *obj, char *buf, size_t bufsize)
 }
 
 void
-funnel_pack_cstr (msgpack_packer *pk, const char *text)
+event_codec_pack_cstr (msgpack_packer *pk, const char *text)
 {
     size_t size = strlen (text);
     msgpack_pack_str (pk, size);
@@ -705,21 +705,21 @@ funnel_pack_cstr (msgpack_packer *pk, const char *text)
 }
 
 void
-funnel_pack_error (msgpack_sbuffer *sbuf, const funnel_error_t *err)
+event_codec_pack_error (msgpack_sbuffer *sbuf, const funnel_error_t *err)
 {
     msgpack_packer pk;
     msgpack_packer_init (&pk, sbuf, msgpack_sbuffer_write);
     bool indexed = err->index >= 0;
     msgpack_pack_map (&pk, indexed? 3: 2);
-    funnel_pack_cstr (&pk, "code");
-    funnel_pack_cstr (&pk, err->code? err->code: FUNNEL_ERR_INTERNAL);
-    funnel_pack_cstr (&pk, "message");
+    event_codec_pack_cstr (&pk, "code");
+    event_codec_pack_cstr (&pk, err->code? err->code: FUNNEL_ERR_INTERNAL);
+    event_codec_pack_cstr (&pk, "message");
     //  vsnprintf may have cut a character in two: never send broken UTF-8
     size_t size = s_utf8_prefix (err->message, strnlen (err->message, sizeof err->message));
     msgpack_pack_str (&pk, size);
     msgpack_pack_str_body (&pk, err->message, size);
     if (indexed) {
-        funnel_pack_cstr (&pk, "index");
+        event_codec_pack_cstr (&pk, "index");
         msgpack_pack_int (&pk, err->index);
     }
 }
@@ -780,11 +780,11 @@ s_parse_id (const msgpack_object *obj, const char *name, char *buf,
             funnel_error_t *err)
 {
     if (obj->type != MSGPACK_OBJECT_STR
-    ||  !funnel_id_valid (obj->via.str.ptr, obj->via.str.size))
+    ||  !event_codec_id_valid (obj->via.str.ptr, obj->via.str.size))
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
                                  "%s: must be 1-%d bytes of [A-Za-z0-9._:@+-]",
                                  name, FUNNEL_ID_MAX);
-    funnel_obj_strcpy (obj, buf, FUNNEL_ID_MAX + 1);
+    event_codec_obj_strcpy (obj, buf, FUNNEL_ID_MAX + 1);
     return 0;
 }
 
@@ -793,7 +793,7 @@ s_parse_text (const msgpack_object *obj, const char *name, char *buf,
               funnel_error_t *err)
 {
     if (obj->type != MSGPACK_OBJECT_STR || obj->via.str.size == 0
-    ||  !funnel_obj_strcpy (obj, buf, FUNNEL_ID_MAX + 1))
+    ||  !event_codec_obj_strcpy (obj, buf, FUNNEL_ID_MAX + 1))
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
                                  "%s: must be a string of 1-%d bytes (no NUL)",
                                  name, FUNNEL_ID_MAX);
@@ -847,7 +847,7 @@ s_envelope_optional (const msgpack_object **fields, funnel_event_t *event,
 }
 
 int
-funnel_event_parse (const msgpack_object *obj, funnel_event_t *event,
+event_codec_event_parse (const msgpack_object *obj, funnel_event_t *event,
                     funnel_error_t *err)
 {
     funnel_error_clear (err);
@@ -866,45 +866,6 @@ funnel_event_parse (const msgpack_object *obj, funnel_event_t *event,
 
 //  --------------------------------------------------------------------------
 //  PUBLISH bodies
-
-//  Bytes msgpack-c would pack obj's own header and payload into (children
-//  excluded): a lower bound of what was received, used when the received
-//  size is unknown.
-static size_t
-s_packed_head (const msgpack_object *obj)
-{
-    uint64_t n;
-    switch (obj->type) {
-        case MSGPACK_OBJECT_POSITIVE_INTEGER:
-            n = obj->via.u64;
-            return n < 128? 1: n < 256? 2: n < 65536? 3: n <= UINT32_MAX? 5: 9;
-        case MSGPACK_OBJECT_NEGATIVE_INTEGER: {
-            int64_t i = obj->via.i64;
-            return i >= -32? 1: i >= -128? 2: i >= -32768? 3: i >= INT32_MIN? 5: 9;
-        }
-        case MSGPACK_OBJECT_FLOAT32: return 5;
-        case MSGPACK_OBJECT_FLOAT64: return 9;
-        case MSGPACK_OBJECT_STR:
-            n = obj->via.str.size;
-            return (n < 32? 1: n < 256? 2: n < 65536? 3: 5) + n;
-        case MSGPACK_OBJECT_BIN:
-            n = obj->via.bin.size;
-            return (n < 256? 2: n < 65536? 3: 5) + n;
-        case MSGPACK_OBJECT_EXT:
-            n = obj->via.ext.size;
-            if (n == 1 || n == 2 || n == 4 || n == 8 || n == 16)
-                return 2 + n;
-            return (n < 256? 3: n < 65536? 4: 6) + n;
-        case MSGPACK_OBJECT_ARRAY:
-            n = obj->via.array.size;
-            return n < 16? 1: n < 65536? 3: 5;
-        case MSGPACK_OBJECT_MAP:
-            n = obj->via.map.size;
-            return n < 16? 1: n < 65536? 3: 5;
-        default:
-            return 1;
-    }
-}
 
 //  Number of children of a container (a map has a key and a value each)
 static uint64_t
@@ -955,16 +916,15 @@ s_walk_path (const walk_frame_t *stack, int depth, path_t *path)
 }
 
 //  Walks one event iteratively: its nesting (the event is level 1) must be
-//  within FUNNEL_DEPTH_MAX; sets *size to its packed size.
+//  within FUNNEL_DEPTH_MAX. The scan's limit may be one more (a batch), so
+//  a single event decoded with the body limits is checked here.
 static int
-s_event_measure (const msgpack_object *event, size_t *size, funnel_error_t *err)
+s_event_depth (const msgpack_object *event, funnel_error_t *err)
 {
     walk_frame_t stack [FUNNEL_DEPTH_MAX];
     int depth = 0;
-    size_t total = 0;
     const msgpack_object *obj = event;
     while (obj) {
-        total += s_packed_head (obj);
         if (obj->type == MSGPACK_OBJECT_ARRAY || obj->type == MSGPACK_OBJECT_MAP) {
             if (depth == FUNNEL_DEPTH_MAX) {
                 path_t path;
@@ -986,31 +946,27 @@ s_event_measure (const msgpack_object *event, size_t *size, funnel_error_t *err)
                 depth--;
         }
     }
-    *size = total;
     return 0;
 }
 
-//  Checks and parses one event of a body; received is its size as
-//  received, or 0 if unknown.
+//  Checks and parses one event of a body; size is its size as received.
 static int
-s_publish_one (const msgpack_object *obj, size_t received, funnel_event_t *event,
+s_publish_one (const msgpack_object *obj, size_t size, funnel_event_t *event,
                funnel_error_t *err)
 {
-    size_t packed = 0;
-    if (s_event_measure (obj, &packed, err))
+    if (s_event_depth (obj, err))
         return -1;
-    size_t size = received? received: packed;
     if (size > FUNNEL_EVENT_MAX_BYTES)
         return funnel_error_set (err, FUNNEL_ERR_TOO_LARGE,
                                  "event: larger than %d bytes", FUNNEL_EVENT_MAX_BYTES);
-    if (funnel_event_parse (obj, event, err))
+    if (event_codec_event_parse (obj, event, err))
         return -1;
-    event->encoded_size = received;
+    event->encoded_size = size;
     return 0;
 }
 
 static int
-s_publish_batch (const msgpack_object *body, funnel_msg_t *msg,
+s_publish_batch (const msgpack_object *body, event_codec_t *msg,
                  funnel_event_t *events, funnel_error_t *err)
 {
     for (uint32_t i = 0; i < body->via.array.size; i++) {
@@ -1020,19 +976,19 @@ s_publish_batch (const msgpack_object *body, funnel_msg_t *msg,
             return s_at_index (err, (int) i);
         }
         size_t received = 0;
-        funnel_msg_elem (msg, i, &received);
+        event_codec_elem (msg, i, &received);
         if (s_publish_one (obj, received, &events [i], err))
             return s_at_index (err, (int) i);
     }
     return 0;
 }
 
-static int
-s_publish_parse (const msgpack_object *body, funnel_msg_t *msg,
-                 funnel_event_t **events, size_t *count, bool *is_batch,
-                 funnel_error_t *err)
+int
+event_codec_publish_parse (event_codec_t *self, funnel_event_t **events,
+                           size_t *count, bool *is_batch, funnel_error_t *err)
 {
     funnel_error_clear (err);
+    const msgpack_object *body = event_codec_root (self);
     *events = NULL;
     *count = 0;
     *is_batch = body && body->type == MSGPACK_OBJECT_ARRAY;
@@ -1053,8 +1009,8 @@ s_publish_parse (const msgpack_object *body, funnel_msg_t *msg,
     if (!list)
         return funnel_error_set (err, FUNNEL_ERR_INTERNAL, "body: out of memory");
     int rc = *is_batch
-           ? s_publish_batch (body, msg, list, err)
-           : s_publish_one (body, msg? msg->size: 0, list, err);
+           ? s_publish_batch (body, self, list, err)
+           : s_publish_one (body, self->size, list, err);
     if (rc) {
         free (list);
         return -1;
@@ -1063,21 +1019,6 @@ s_publish_parse (const msgpack_object *body, funnel_msg_t *msg,
     *count = n;
     return 0;
 }
-
-int
-funnel_publish_parse (const msgpack_object *body, funnel_event_t **events,
-                      size_t *count, bool *is_batch, funnel_error_t *err)
-{
-    return s_publish_parse (body, NULL, events, count, is_batch, err);
-}
-
-int
-funnel_msg_publish_parse (funnel_msg_t *self, funnel_event_t **events,
-                          size_t *count, bool *is_batch, funnel_error_t *err)
-{
-    return s_publish_parse (funnel_msg_root (self), self, events, count, is_batch, err);
-}
-
 
 //  --------------------------------------------------------------------------
 //  Self-test: also the usage example. Assertions must stay on in Release.
@@ -1092,15 +1033,15 @@ static void
 s_pack_event (msgpack_packer *pk, const char *id, const char *name)
 {
     msgpack_pack_map (pk, 6);
-    funnel_pack_cstr (pk, "v");     msgpack_pack_uint64 (pk, 1);
-    funnel_pack_cstr (pk, "id");    funnel_pack_cstr (pk, id);
-    funnel_pack_cstr (pk, "type");  funnel_pack_cstr (pk, "lead.capture");
-    funnel_pack_cstr (pk, "ts");    msgpack_pack_uint64 (pk, 1700000000000ULL);
-    funnel_pack_cstr (pk, "src");   funnel_pack_cstr (pk, "crm");
-    funnel_pack_cstr (pk, "data");
+    event_codec_pack_cstr (pk, "v");     msgpack_pack_uint64 (pk, 1);
+    event_codec_pack_cstr (pk, "id");    event_codec_pack_cstr (pk, id);
+    event_codec_pack_cstr (pk, "type");  event_codec_pack_cstr (pk, "lead.capture");
+    event_codec_pack_cstr (pk, "ts");    msgpack_pack_uint64 (pk, 1700000000000ULL);
+    event_codec_pack_cstr (pk, "src");   event_codec_pack_cstr (pk, "crm");
+    event_codec_pack_cstr (pk, "data");
     msgpack_pack_map (pk, 2);
-    funnel_pack_cstr (pk, "lead");  funnel_pack_cstr (pk, "L-1");
-    funnel_pack_cstr (pk, "name");  funnel_pack_cstr (pk, name);
+    event_codec_pack_cstr (pk, "lead");  event_codec_pack_cstr (pk, "L-1");
+    event_codec_pack_cstr (pk, "name");  event_codec_pack_cstr (pk, name);
 }
 
 //  Decodes with body limits then parses as PUBLISH; returns the error code
@@ -1109,18 +1050,18 @@ static const char *
 s_publish_code (const void *data, size_t size, int *index, char *message)
 {
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (data, size, &funnel_limits_body, &err);
+    event_codec_t *msg = event_codec_decode (data, size, &event_codec_limits_body, &err);
     if (msg) {
         funnel_event_t *events;
         size_t count;
         bool batch;
-        if (funnel_msg_publish_parse (msg, &events, &count, &batch, &err) == 0) {
+        if (event_codec_publish_parse (msg, &events, &count, &batch, &err) == 0) {
             assert (events && count > 0);
             free (events);
         }
         else
             assert (err.code && !events);
-        funnel_msg_destroy (&msg);
+        event_codec_destroy (&msg);
     }
     else
         assert (err.code);
@@ -1231,7 +1172,7 @@ s_test_nesting (void)
     assert (strcmp (message, "a.a.a.a.a.a.a.a: nested deeper than 8 levels") == 0);
     //  ...and the event limits refuse it in the scan
     funnel_error_t err;
-    assert (!funnel_msg_decode (buf, size, &funnel_limits_event, &err));
+    assert (!event_codec_decode (buf, size, &event_codec_limits_event, &err));
     assert (strcmp (err.code, FUNNEL_ERR_INVALID) == 0);
     //  8 deep is fine for the walk (then the envelope is what is wrong)
     size = s_nest (buf, "", 0x81, "a161", 8, "01");
@@ -1243,14 +1184,14 @@ s_test_nesting (void)
     assert (strcmp (s_publish_code (buf, size, &index, message), FUNNEL_ERR_INVALID) == 0);
     assert (index == 1);
     //  msgpack-c's own stack is 32: a scan allowing 32 still decodes
-    funnel_limits_t deep = funnel_limits_event;
+    event_codec_limits_t deep = event_codec_limits_event;
     deep.depth_max = 100;
     size = s_nest (buf, "", 0x91, "", 32, "01");
-    funnel_msg_t *msg = funnel_msg_decode (buf, size, &deep, &err);
+    event_codec_t *msg = event_codec_decode (buf, size, &deep, &err);
     assert (msg);
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     size = s_nest (buf, "", 0x91, "", 33, "01");
-    assert (!funnel_msg_decode (buf, size, &deep, &err));
+    assert (!event_codec_decode (buf, size, &deep, &err));
 }
 
 //  An event whose data.name is a string of size bytes
@@ -1289,7 +1230,7 @@ s_test_sizes (void)
     //  A map of 257 entries inside an event
     msgpack_sbuffer_clear (&sbuf);
     msgpack_pack_map (&pk, 1);
-    funnel_pack_cstr (&pk, "data");
+    event_codec_pack_cstr (&pk, "data");
     msgpack_pack_array (&pk, 257);
     for (int i = 0; i < 257; i++)
         msgpack_pack_int (&pk, i);
@@ -1302,23 +1243,16 @@ s_test_sizes (void)
     char text [1000];
     memset (text, 'y', sizeof text);
     msgpack_pack_map (&pk, 1);
-    funnel_pack_cstr (&pk, "data");
+    event_codec_pack_cstr (&pk, "data");
     msgpack_pack_array (&pk, 70);
     for (int i = 0; i < 70; i++) {
         msgpack_pack_str (&pk, sizeof text);
         msgpack_pack_str_body (&pk, text, sizeof text);
     }
-    assert (strcmp (s_publish_code (sbuf.data, sbuf.size, NULL, NULL),
+    //  (the body limits take it: the parse checks its size as received)
+    assert (strcmp (s_publish_code (sbuf.data, sbuf.size, &index, message),
                     FUNNEL_ERR_TOO_LARGE) == 0);
-    //  ...so is the plain object parse (packed size of the objects)
-    funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (sbuf.data, sbuf.size, &funnel_limits_body, &err);
-    funnel_event_t *events;
-    size_t count;
-    bool batch;
-    assert (funnel_publish_parse (funnel_msg_root (msg), &events, &count, &batch, &err) == -1);
-    assert (strcmp (err.code, FUNNEL_ERR_TOO_LARGE) == 0);
-    funnel_msg_destroy (&msg);
+    assert (index == -1 && strcmp (message, "event: larger than 65536 bytes") == 0);
     //  ...and inside a batch it is caught by the scan, with its index
     msgpack_sbuffer sbatch;
     msgpack_sbuffer_init (&sbatch);
@@ -1362,22 +1296,22 @@ s_test_batches (void)
     msgpack_sbuffer_init (&sbuf);
     s_pack_batch (&sbuf, 1000);
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (sbuf.data, sbuf.size, &funnel_limits_body, &err);
+    event_codec_t *msg = event_codec_decode (sbuf.data, sbuf.size, &event_codec_limits_body, &err);
     assert (msg);
     funnel_event_t *events;
     size_t count;
     bool batch;
-    assert (funnel_msg_publish_parse (msg, &events, &count, &batch, &err) == 0);
+    assert (event_codec_publish_parse (msg, &events, &count, &batch, &err) == 0);
     assert (batch && count == 1000);
     assert (strcmp (events [999].id, "E-999") == 0);
     //  Each event knows its size as received, and where its bytes are
     size_t elem_size;
-    const uint8_t *elem = funnel_msg_elem (msg, 999, &elem_size);
+    const uint8_t *elem = event_codec_elem (msg, 999, &elem_size);
     assert (elem && elem_size == events [999].encoded_size && elem_size > 50);
-    assert (elem + elem_size == (const uint8_t *) funnel_msg_bytes (msg, NULL) + sbuf.size);
-    assert (!funnel_msg_elem (msg, 1000, NULL));
+    assert (elem + elem_size == (const uint8_t *) event_codec_bytes (msg, NULL) + sbuf.size);
+    assert (!event_codec_elem (msg, 1000, NULL));
     free (events);
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
 
     //  1001 is too large
     msgpack_sbuffer_clear (&sbuf);
@@ -1406,17 +1340,17 @@ s_check_envelope (const char *hex, const char *message_start)
     uint8_t bytes [256];
     size_t size = s_unhex (hex, bytes);
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (bytes, size, &funnel_limits_event, &err);
+    event_codec_t *msg = event_codec_decode (bytes, size, &event_codec_limits_event, &err);
     assert (msg);
     funnel_event_t event;
-    int rc = funnel_event_parse (funnel_msg_root (msg), &event, &err);
+    int rc = event_codec_event_parse (event_codec_root (msg), &event, &err);
     if (!message_start)
         assert (rc == 0);
     else {
         assert (rc == -1 && strcmp (err.code, FUNNEL_ERR_INVALID) == 0);
         assert (strncmp (err.message, message_start, strlen (message_start)) == 0);
     }
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
 }
 
 static void
@@ -1453,17 +1387,17 @@ s_test_envelope (void)
     uint8_t bytes [256];
     size_t size = s_unhex ("88" V ID TYPE TS SRC DATA "a373657105" "a3737663a46c656164", bytes);
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (bytes, size, &funnel_limits_event, &err);
+    event_codec_t *msg = event_codec_decode (bytes, size, &event_codec_limits_event, &err);
     funnel_event_t event;
-    assert (funnel_event_parse (funnel_msg_root (msg), &event, &err) == 0);
+    assert (event_codec_event_parse (event_codec_root (msg), &event, &err) == 0);
     assert (strcmp (event.id, "E-1") == 0 && strcmp (event.type, "type") == 0);
     assert (strcmp (event.src, "crf") == 0 && strcmp (event.svc, "lead") == 0);
     assert (event.ts == 0x102 && event.seq == 5 && event.cause [0] == 0);
-    assert (event.data->type == MSGPACK_OBJECT_MAP && event.root == funnel_msg_root (msg));
-    funnel_msg_destroy (&msg);
+    assert (event.data->type == MSGPACK_OBJECT_MAP && event.root == event_codec_root (msg));
+    event_codec_destroy (&msg);
     //  Not a map at all
     msgpack_object nil = { .type = MSGPACK_OBJECT_NIL };
-    assert (funnel_event_parse (&nil, &event, &err) == -1);
+    assert (event_codec_event_parse (&nil, &event, &err) == -1);
     assert (strcmp (err.code, FUNNEL_ERR_BAD_REQUEST) == 0);
 }
 
@@ -1480,39 +1414,35 @@ s_test_round_trip (void)
     char *copy = malloc (sbuf.size);
     memcpy (copy, sbuf.data, sbuf.size);
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (copy, sbuf.size, &funnel_limits_event, &err);
+    event_codec_t *msg = event_codec_decode (copy, sbuf.size, &event_codec_limits_event, &err);
     memset (copy, 0, sbuf.size);
     free (copy);
     assert (msg);
     funnel_event_t *events;
     size_t count;
     bool batch;
-    assert (funnel_msg_publish_parse (msg, &events, &count, &batch, &err) == 0);
+    assert (event_codec_publish_parse (msg, &events, &count, &batch, &err) == 0);
     assert (!batch && count == 1 && events [0].encoded_size == sbuf.size);
     assert (strcmp (events [0].id, "ev:42@crm+x_y-z.1") == 0);
     assert (strcmp (events [0].type, "lead.capture") == 0);
     assert (events [0].ts == 1700000000000LL);
-    const msgpack_object *name = funnel_map_get (events [0].data, "name");
+    const msgpack_object *name = event_codec_map_get (events [0].data, "name");
     char text [32];
-    assert (funnel_obj_strcpy (name, text, sizeof text) && strcmp (text, "Zoë ✓") == 0);
-    assert (!funnel_obj_strcpy (name, text, 4));
-    assert (!funnel_map_get (events [0].data, "nope"));
-    assert (!funnel_map_get (name, "name"));
+    assert (event_codec_obj_strcpy (name, text, sizeof text) && strcmp (text, "Zoë ✓") == 0);
+    assert (!event_codec_obj_strcpy (name, text, 4));
+    assert (!event_codec_map_get (events [0].data, "nope"));
+    assert (!event_codec_map_get (name, "name"));
 
     //  Packing the objects again gives the same bytes
     msgpack_sbuffer again;
     msgpack_sbuffer_init (&again);
     msgpack_packer pk2;
     msgpack_packer_init (&pk2, &again, msgpack_sbuffer_write);
-    msgpack_pack_object (&pk2, *funnel_msg_root (msg));
+    msgpack_pack_object (&pk2, *event_codec_root (msg));
     assert (again.size == sbuf.size && memcmp (again.data, sbuf.data, sbuf.size) == 0);
-    //  The plain parse knows no received size
     free (events);
-    assert (funnel_publish_parse (funnel_msg_root (msg), &events, &count, &batch, &err) == 0);
-    assert (events [0].encoded_size == 0);
-    free (events);
-    funnel_msg_destroy (&msg);
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
+    event_codec_destroy (&msg);
     msgpack_sbuffer_destroy (&again);
     msgpack_sbuffer_destroy (&sbuf);
 }
@@ -1520,16 +1450,16 @@ s_test_round_trip (void)
 static void
 s_test_helpers (void)
 {
-    assert (funnel_id_valid ("a", 1));
-    assert (funnel_id_valid ("A-z_0.9:@+", 10));
-    assert (!funnel_id_valid ("", 0));
-    assert (!funnel_id_valid ("a b", 3));
-    assert (!funnel_id_valid ("a\0b", 3));
-    assert (!funnel_id_valid ("é", 2));
+    assert (event_codec_id_valid ("a", 1));
+    assert (event_codec_id_valid ("A-z_0.9:@+", 10));
+    assert (!event_codec_id_valid ("", 0));
+    assert (!event_codec_id_valid ("a b", 3));
+    assert (!event_codec_id_valid ("a\0b", 3));
+    assert (!event_codec_id_valid ("é", 2));
     char id [80];
     memset (id, 'a', sizeof id);
-    assert (funnel_id_valid (id, 64));
-    assert (!funnel_id_valid (id, 65));
+    assert (event_codec_id_valid (id, 64));
+    assert (!event_codec_id_valid (id, 65));
 
     //  An ERR body, with and without an index
     funnel_error_t err;
@@ -1538,30 +1468,30 @@ s_test_helpers (void)
     err.index = 7;
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
-    funnel_pack_error (&sbuf, &err);
+    event_codec_pack_error (&sbuf, &err);
     funnel_error_t err2;
-    funnel_msg_t *msg = funnel_msg_decode (sbuf.data, sbuf.size, &funnel_limits_event, &err2);
+    event_codec_t *msg = event_codec_decode (sbuf.data, sbuf.size, &event_codec_limits_event, &err2);
     assert (msg);
-    const msgpack_object *root = funnel_msg_root (msg);
+    const msgpack_object *root = event_codec_root (msg);
     char text [256];
     assert (root->via.map.size == 3);
-    assert (funnel_obj_strcpy (funnel_map_get (root, "code"), text, sizeof text));
+    assert (event_codec_obj_strcpy (event_codec_map_get (root, "code"), text, sizeof text));
     assert (strcmp (text, "invalid") == 0);
-    assert (funnel_obj_strcpy (funnel_map_get (root, "message"), text, sizeof text));
+    assert (event_codec_obj_strcpy (event_codec_map_get (root, "message"), text, sizeof text));
     assert (strcmp (text, err.message) == 0);
-    assert (funnel_map_get (root, "index")->via.u64 == 7);
-    funnel_msg_destroy (&msg);
+    assert (event_codec_map_get (root, "index")->via.u64 == 7);
+    event_codec_destroy (&msg);
     //  A message cut inside a character is packed up to the last whole one
     msgpack_sbuffer_clear (&sbuf);
     err.index = -1;
     strcpy (err.message, "x: \xc3");
-    funnel_pack_error (&sbuf, &err);
-    msg = funnel_msg_decode (sbuf.data, sbuf.size, &funnel_limits_event, &err2);
-    assert (msg && funnel_msg_root (msg)->via.map.size == 2);
-    assert (funnel_obj_strcpy (funnel_map_get (funnel_msg_root (msg), "message"),
+    event_codec_pack_error (&sbuf, &err);
+    msg = event_codec_decode (sbuf.data, sbuf.size, &event_codec_limits_event, &err2);
+    assert (msg && event_codec_root (msg)->via.map.size == 2);
+    assert (event_codec_obj_strcpy (event_codec_map_get (event_codec_root (msg), "message"),
                                text, sizeof text));
     assert (strcmp (text, "x: ") == 0);
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     msgpack_sbuffer_destroy (&sbuf);
 }
 
@@ -1587,9 +1517,9 @@ s_replay_corpus (const char *dirname)
         fclose (file);
         s_publish_code (data, size, NULL, NULL);
         funnel_error_t err;
-        funnel_msg_t *msg = funnel_msg_decode (data, size, &funnel_limits_event, &err);
+        event_codec_t *msg = event_codec_decode (data, size, &event_codec_limits_event, &err);
         assert (msg || err.code);
-        funnel_msg_destroy (&msg);
+        event_codec_destroy (&msg);
         free (data);
         files++;
     }

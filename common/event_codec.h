@@ -2,7 +2,7 @@
 
     msgpack-c allocates from declared counts before reading elements (a
     6-byte input can reserve gigabytes), so untrusted bytes are never handed to it directly. Every
-    frame is first pre-scanned iteratively (funnel_msg_decode): each declared
+    frame is first pre-scanned iteratively (event_codec_decode): each declared
     length or count must fit in the bytes that remain, strings must be UTF-8
     and ≤ limit, maps/arrays ≤ limit entries, nesting ≤ limit. Only then is
     it unpacked, and the whole frame must be consumed.
@@ -41,27 +41,27 @@ typedef struct {
     size_t elem_max_bytes;  //  Largest encoded top-level array element (an
                             //  event in a batch), 0 = no check: too_large
     int depth_max;          //  Deepest nesting, the top level counting as 1
-} funnel_limits_t;
+} event_codec_limits_t;
 
 //  Limits for a request body that is one event or an array of events:
 //  4 MiB, 1 KiB strings, 256 entries, 1000 events of ≤ 64 KiB, depth 9
 //  (the batch array plus 8 inside each event). A single event body over
-//  64 KiB is too_large too (checked by funnel_publish_parse).
-extern const funnel_limits_t funnel_limits_body;
+//  64 KiB is too_large too (checked by event_codec_publish_parse).
+extern const event_codec_limits_t event_codec_limits_body;
 //  Limits for one event (e.g. on PUB/SUB): 64 KiB, depth 8.
-extern const funnel_limits_t funnel_limits_event;
+extern const event_codec_limits_t event_codec_limits_event;
 
-typedef struct _funnel_msg_t funnel_msg_t;
+typedef struct _event_codec_t event_codec_t;
 
 //  Pre-scans and decodes one whole frame. Returns NULL and fills err on any
 //  problem; never allocates more than a small multiple of size.
-funnel_msg_t *
-    funnel_msg_decode (const void *data, size_t size,
-                       const funnel_limits_t *limits, funnel_error_t *err);
+event_codec_t *
+    event_codec_decode (const void *data, size_t size,
+                       const event_codec_limits_t *limits, funnel_error_t *err);
 const msgpack_object *
-    funnel_msg_root (funnel_msg_t *self);
+    event_codec_root (event_codec_t *self);
 void
-    funnel_msg_destroy (funnel_msg_t **self_p);
+    event_codec_destroy (event_codec_t **self_p);
 
 //  The envelope of one event; string fields are copied and NUL-terminated.
 typedef struct {
@@ -74,7 +74,7 @@ typedef struct {
     int64_t ts;
     uint64_t seq;                   //  0 when absent
     const msgpack_object *data;     //  A map
-    size_t encoded_size;            //  Bytes of the envelope as received, 0 if unknown
+    size_t encoded_size;            //  Bytes of the envelope as received
 } funnel_event_t;
 
 //  Checks an envelope map: v == 1, id (1–64 of [A-Za-z0-9._:@+-]), type
@@ -83,52 +83,47 @@ typedef struct {
 //  invalid (or bad_request if obj is not a map) naming the field, e.g.
 //  "id: must be 1-64 bytes of [A-Za-z0-9._:@+-]".
 int
-    funnel_event_parse (const msgpack_object *obj, funnel_event_t *event,
+    event_codec_event_parse (const msgpack_object *obj, funnel_event_t *event,
                         funnel_error_t *err);
-
-//  Parses a PUBLISH body: one event map or an array of 1..1000 event maps.
-//  Fills *events (malloc'd array, caller frees) and *count, *is_batch.
-//  On failure err->index is the failing element (batch) or -1.
-int
-    funnel_publish_parse (const msgpack_object *body, funnel_event_t **events,
-                          size_t *count, bool *is_batch, funnel_error_t *err);
 
 //  True if text is 1–64 bytes of [A-Za-z0-9._:@+-] (ids and entity ids).
 bool
-    funnel_id_valid (const char *text, size_t size);
+    event_codec_id_valid (const char *text, size_t size);
 
 //  Looks up a string key in a map object; NULL if absent or not a map.
 const msgpack_object *
-    funnel_map_get (const msgpack_object *map, const char *key);
+    event_codec_map_get (const msgpack_object *map, const char *key);
 
 //  Copies a str object into buf as a NUL-terminated string; false if obj
 //  is not a str or does not fit.
 bool
-    funnel_obj_strcpy (const msgpack_object *obj, char *buf, size_t bufsize);
+    event_codec_obj_strcpy (const msgpack_object *obj, char *buf, size_t bufsize);
 
 //  Packs an ERR body {"code", "message"[, "index"]} into sbuf.
 void
-    funnel_pack_error (msgpack_sbuffer *sbuf, const funnel_error_t *err);
+    event_codec_pack_error (msgpack_sbuffer *sbuf, const funnel_error_t *err);
 //  Packs a str from a C string.
 void
-    funnel_pack_cstr (msgpack_packer *pk, const char *text);
+    event_codec_pack_cstr (msgpack_packer *pk, const char *text);
 
 //  Added: access to the scanned frame. The msg owns a copy of the bytes
 //  (msgpack-c objects point into it), so the caller's buffer may be freed
-//  right after funnel_msg_decode.
+//  right after event_codec_decode.
 //  The whole frame as received.
 const void *
-    funnel_msg_bytes (funnel_msg_t *self, size_t *size);
+    event_codec_bytes (event_codec_t *self, size_t *size);
 //  Element index of a top-level array (a batch) as received: its bytes and
 //  size. NULL if the top level is not an array or index is out of range.
 const void *
-    funnel_msg_elem (funnel_msg_t *self, size_t index, size_t *size);
-//  funnel_publish_parse on funnel_msg_root (self), but each event's
-//  encoded_size is the exact size received (the scan's), and the 64 KiB
-//  check of a single event uses it too.
+    event_codec_elem (event_codec_t *self, size_t index, size_t *size);
+//  Parses a PUBLISH body (the frame's root): one event map or an array of
+//  1..1000 event maps, each event's encoded_size the exact size received
+//  (the scan's) and at most 64 KiB, its nesting at most 8. Fills *events
+//  (malloc'd array, caller frees) and *count, *is_batch. On failure err->index
+//  is the failing element (batch) or -1.
 int
-    funnel_msg_publish_parse (funnel_msg_t *self, funnel_event_t **events,
-                              size_t *count, bool *is_batch, funnel_error_t *err);
+    event_codec_publish_parse (event_codec_t *self, funnel_event_t **events,
+                               size_t *count, bool *is_batch, funnel_error_t *err);
 
 void
     event_codec_test (bool verbose);

@@ -271,7 +271,7 @@ s_check_value (const funnel_field_t *field, const msgpack_object *obj,
             return s_check_str (field, obj, path, err);
         case FIELD_ID:
             if (obj->type != MSGPACK_OBJECT_STR
-            ||  !funnel_id_valid (obj->via.str.ptr, obj->via.str.size))
+            ||  !event_codec_id_valid (obj->via.str.ptr, obj->via.str.size))
                 return funnel_error_set (err, FUNNEL_ERR_INVALID,
                                          "%s.%s: must be 1-%d bytes of [A-Za-z0-9._:@+-]",
                                          path, field->name, FUNNEL_ID_MAX);
@@ -425,7 +425,7 @@ s_pack (msgpack_packer *pk, const char *format, ...)
         switch (*f) {
             case 'm': msgpack_pack_map (pk, (size_t) (*++f - '0')); break;
             case 'a': msgpack_pack_array (pk, (size_t) (*++f - '0')); break;
-            case 's': funnel_pack_cstr (pk, va_arg (args, const char *)); break;
+            case 's': event_codec_pack_cstr (pk, va_arg (args, const char *)); break;
             case 'i': msgpack_pack_long_long (pk, va_arg (args, long long)); break;
             case 'd': msgpack_pack_double (pk, va_arg (args, double)); break;
             case 't': msgpack_pack_true (pk); break;
@@ -443,10 +443,10 @@ static void
 s_expect (msgpack_sbuffer *sbuf, const char *message)
 {
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (sbuf->data, sbuf->size, &funnel_limits_event, &err);
+    event_codec_t *msg = event_codec_decode (sbuf->data, sbuf->size, &event_codec_limits_event, &err);
     assert (msg);
     const funnel_event_schema_t *schema = funnel_schema_find (s_schemas, "campaign.upsert");
-    int rc = funnel_schema_check (schema, funnel_msg_root (msg), &err);
+    int rc = funnel_schema_check (schema, event_codec_root (msg), &err);
     if (!message)
         assert (rc == 0 && !err.code);
     else {
@@ -455,7 +455,7 @@ s_expect (msgpack_sbuffer *sbuf, const char *message)
         assert (rc == -1 && strcmp (err.code, FUNNEL_ERR_INVALID) == 0);
         assert (strcmp (err.message, message) == 0);
     }
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     msgpack_sbuffer_clear (sbuf);
 }
 
@@ -463,7 +463,7 @@ s_expect (msgpack_sbuffer *sbuf, const char *message)
 #define EXPECT(message, key, ...) do { \
         s_pack (&pk, "m4 ss ss ss", "campaign", "C-1", "name", "Spring", \
                 "channel", "email"); \
-        funnel_pack_cstr (&pk, key); \
+        event_codec_pack_cstr (&pk, key); \
         s_pack (&pk, __VA_ARGS__); \
         s_expect (&sbuf, message); \
     } while (0)

@@ -61,7 +61,7 @@ funnel_authz_publish (const funnel_peer_t *peer, const msgpack_object *root,
     bool batch = root->type == MSGPACK_OBJECT_ARRAY;
     uint32_t count = batch ? root->via.array.size : 1;
     for (uint32_t i = 0; i < count; i++) {
-        const msgpack_object *type = funnel_map_get (batch ? &root->via.array.ptr [i] : root,
+        const msgpack_object *type = event_codec_map_get (batch ? &root->via.array.ptr [i] : root,
                                                      "type");
         if (!type || type->type != MSGPACK_OBJECT_STR)
             continue;           //  Checked before: cannot happen
@@ -102,8 +102,8 @@ funnel_authz_test (bool verbose)
     msgpack_pack_array (&pk, 2);
     for (int i = 0; i < 2; i++) {
         msgpack_pack_map (&pk, 1);
-        funnel_pack_cstr (&pk, "type");
-        funnel_pack_cstr (&pk, i == 0 ? "touch" : "lead.capture");
+        event_codec_pack_cstr (&pk, "type");
+        event_codec_pack_cstr (&pk, i == 0 ? "touch" : "lead.capture");
     }
     msgpack_unpacked unpacked;
     msgpack_unpacked_init (&unpacked);

@@ -1,11 +1,14 @@
 /*  funnel_service — see funnel_service.h for what it does.
 
-    Single-threaded by design: one zloop owns the API, PUB and SUB sockets
-    and the one Redis connection. Each request is handled to the end (one
-    engine commit, funnel_engine.h) before the next, so the order of
-    applies is the order of requests, a stop signal always falls between
-    two requests, and no lock is needed anywhere. Throughput comes from batching, not threads.
+    Single-threaded by design: one zloop, in the actor's thread, owns the
+    API, PUB and SUB sockets and the one Redis connection. Each request is
+    handled to the end (one engine commit, funnel_engine.h) before the next,
+    so the order of applies is the order of requests, a $TERM always falls
+    between two requests, and no lock is needed anywhere. Throughput comes
+    from batching, not threads. Signals are the host's business: the actor
+    stops on $TERM only (funnel_service_main turns SIGTERM/SIGINT into one).
 */
+#include <pthread.h>
 #include "funnel_service.h"
 #include "funnel_notify.h"
 #include "event_codec.h"
@@ -26,6 +29,11 @@
 
 typedef struct {
     const funnel_service_def_t *def;
+    zsock_t *pipe;                      //  To the host (zactor)
+    bool running;                       //  START succeeded: the loop runs
+    bool terminated;                    //  $TERM received
+    bool reported;                      //  STOPPED sent to the host
+    int start_rc;                       //  The first START's answer, -1 before it
     funnel_config_t *config;
     redis_store_t *store;
     zsock_t *api;
@@ -74,7 +82,7 @@ s_send_error (service_t *self, zmsg_t *envelope, const funnel_error_t *err)
 {
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
-    funnel_pack_error (&sbuf, err);
+    event_codec_pack_error (&sbuf, err);
     s_send_reply (self, envelope, "ERR", sbuf.data, sbuf.size);
     msgpack_sbuffer_destroy (&sbuf);
     log_debug ("ERR %s: %s", err->code, err->message);
@@ -104,15 +112,15 @@ s_do_ping (service_t *self, zmsg_t *envelope)
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 5);
-    funnel_pack_cstr (&pk, "svc");
-    funnel_pack_cstr (&pk, self->def->name);
-    funnel_pack_cstr (&pk, "version");
-    funnel_pack_cstr (&pk, FUNNEL_VERSION);
-    funnel_pack_cstr (&pk, "seq");
+    event_codec_pack_cstr (&pk, "svc");
+    event_codec_pack_cstr (&pk, self->def->name);
+    event_codec_pack_cstr (&pk, "version");
+    event_codec_pack_cstr (&pk, FUNNEL_VERSION);
+    event_codec_pack_cstr (&pk, "seq");
     msgpack_pack_uint64 (&pk, self->seq);
-    funnel_pack_cstr (&pk, "redis");
-    funnel_pack_cstr (&pk, up ? "ok" : "down");
-    funnel_pack_cstr (&pk, "uptime_s");
+    event_codec_pack_cstr (&pk, "redis");
+    event_codec_pack_cstr (&pk, up ? "ok" : "down");
+    event_codec_pack_cstr (&pk, "uptime_s");
     msgpack_pack_int64 (&pk, (zclock_mono () - self->started) / 1000);
     s_send_packed (self, envelope, &sbuf);
 }
@@ -137,7 +145,7 @@ s_check_events (service_t *self, const msgpack_object *root, size_t size,
         const msgpack_object *obj = *is_batch ? &root->via.array.ptr [i] : root;
         funnel_event_t event;
         const funnel_event_schema_t *schema = NULL;
-        int rc = funnel_event_parse (obj, &event, err);
+        int rc = event_codec_event_parse (obj, &event, err);
         if (rc == 0 && !(schema = funnel_schema_find (self->def->accepts, event.type)))
             rc = funnel_error_set (err, FUNNEL_ERR_UNKNOWN_TYPE,
                                    "type: '%s' is not accepted by %s", event.type,
@@ -155,7 +163,7 @@ s_check_events (service_t *self, const msgpack_object *root, size_t size,
 
 //  PUBLISH: checked events, one batch, one commit.
 static void
-s_publish_engine (service_t *self, zmsg_t *envelope, funnel_msg_t *msg)
+s_publish_engine (service_t *self, zmsg_t *envelope, event_codec_t *msg)
 {
     funnel_error_t err;
     funnel_error_clear (&err);
@@ -164,7 +172,7 @@ s_publish_engine (service_t *self, zmsg_t *envelope, funnel_msg_t *msg)
     bool is_batch = false;
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
-    if (funnel_publish_parse (funnel_msg_root (msg), &events, &count, &is_batch, &err) == 0
+    if (event_codec_publish_parse (msg, &events, &count, &is_batch, &err) == 0
     &&  funnel_engine_publish (self->engine, events, count, is_batch, self->peer.by,
                                 &sbuf, &err) == 0) {
         s_send_packed (self, envelope, &sbuf);
@@ -193,34 +201,34 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
     //  batch the body limits (the array is one more level of nesting)
     byte first = zframe_size (body) ? zframe_data (body) [0] : 0;
     bool is_map = (first & 0xf0) == 0x80 || first == 0xde || first == 0xdf;
-    funnel_msg_t *msg = funnel_msg_decode (zframe_data (body), zframe_size (body),
-                                           is_map ? &funnel_limits_event : &funnel_limits_body,
+    event_codec_t *msg = event_codec_decode (zframe_data (body), zframe_size (body),
+                                           is_map ? &event_codec_limits_event : &event_codec_limits_body,
                                            &err);
     bool is_batch = false;
-    if (!msg || s_check_events (self, funnel_msg_root (msg), zframe_size (body),
+    if (!msg || s_check_events (self, event_codec_root (msg), zframe_size (body),
                                 &is_batch, &err) != 0
-    ||  funnel_authz_publish (&self->peer, funnel_msg_root (msg), &err) != 0) {
-        funnel_msg_destroy (&msg);
+    ||  funnel_authz_publish (&self->peer, event_codec_root (msg), &err) != 0) {
+        event_codec_destroy (&msg);
         s_send_error (self, envelope, &err);
         return;
     }
     s_publish_engine (self, envelope, msg);
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
 }
 
 //  Decodes a small request body that must be a map.
-static funnel_msg_t *
+static event_codec_t *
 s_decode_map (zframe_t *body, const char *verb, funnel_error_t *err)
 {
     if (!body) {
         funnel_error_set (err, FUNNEL_ERR_BAD_REQUEST, "body: %s needs a map", verb);
         return NULL;
     }
-    funnel_msg_t *msg = funnel_msg_decode (zframe_data (body), zframe_size (body),
-                                           &funnel_limits_event, err);
-    if (msg && funnel_msg_root (msg)->type != MSGPACK_OBJECT_MAP) {
+    event_codec_t *msg = event_codec_decode (zframe_data (body), zframe_size (body),
+                                           &event_codec_limits_event, err);
+    if (msg && event_codec_root (msg)->type != MSGPACK_OBJECT_MAP) {
         funnel_error_set (err, FUNNEL_ERR_BAD_REQUEST, "body: %s needs a map", verb);
-        funnel_msg_destroy (&msg);
+        event_codec_destroy (&msg);
     }
     return msg;
 }
@@ -230,13 +238,13 @@ s_do_get (service_t *self, zmsg_t *envelope, zframe_t *body)
 {
     funnel_error_t err;
     funnel_error_clear (&err);
-    funnel_msg_t *msg = s_decode_map (body, "GET", &err);
+    event_codec_t *msg = s_decode_map (body, "GET", &err);
     if (msg) {
-        const msgpack_object *kind = funnel_map_get (funnel_msg_root (msg), "kind");
+        const msgpack_object *kind = event_codec_map_get (event_codec_root (msg), "kind");
         if (!kind || kind->type != MSGPACK_OBJECT_STR)
             funnel_error_set (&err, FUNNEL_ERR_INVALID, "kind: required string is missing");
     }
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     if (err.code) {
         s_send_error (self, envelope, &err);
         return;
@@ -244,13 +252,13 @@ s_do_get (service_t *self, zmsg_t *envelope, zframe_t *body)
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
     msg = s_decode_map (body, "GET", &err);
-    if (msg && funnel_engine_query (self->engine, funnel_msg_root (msg), &sbuf, &err) == 0)
+    if (msg && funnel_engine_query (self->engine, event_codec_root (msg), &sbuf, &err) == 0)
         s_send_packed (self, envelope, &sbuf);
     else {
         msgpack_sbuffer_destroy (&sbuf);
         s_send_error (self, envelope, &err);
     }
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
 }
 
 //  Reads an optional unsigned field of a request map.
@@ -258,7 +266,7 @@ static int
 s_uint_arg (const msgpack_object *map, const char *key, bool required,
             uint64_t *value, funnel_error_t *err)
 {
-    const msgpack_object *obj = funnel_map_get (map, key);
+    const msgpack_object *obj = event_codec_map_get (map, key);
     if (!obj || obj->type == MSGPACK_OBJECT_NIL) {
         if (required)
             return funnel_error_set (err, FUNNEL_ERR_INVALID,
@@ -279,18 +287,18 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     funnel_error_clear (&err);
     uint64_t from = 0, limit = REPLAY_DEFAULT;
     char subscriber [FUNNEL_ID_MAX + 1] = "";
-    funnel_msg_t *msg = s_decode_map (body, "REPLAY", &err);
-    if (msg && s_uint_arg (funnel_msg_root (msg), "from", true, &from, &err) == 0
-    &&  s_uint_arg (funnel_msg_root (msg), "limit", false, &limit, &err) == 0) {
+    event_codec_t *msg = s_decode_map (body, "REPLAY", &err);
+    if (msg && s_uint_arg (event_codec_root (msg), "from", true, &from, &err) == 0
+    &&  s_uint_arg (event_codec_root (msg), "limit", false, &limit, &err) == 0) {
         //  Optional: the name a subscriber registers under
-        const msgpack_object *name = funnel_map_get (funnel_msg_root (msg), "subscriber");
+        const msgpack_object *name = event_codec_map_get (event_codec_root (msg), "subscriber");
         if (name && name->type != MSGPACK_OBJECT_NIL
-        &&  (!funnel_obj_strcpy (name, subscriber, sizeof subscriber)
-             || !funnel_id_valid (subscriber, strlen (subscriber))))
+        &&  (!event_codec_obj_strcpy (name, subscriber, sizeof subscriber)
+             || !event_codec_id_valid (subscriber, strlen (subscriber))))
             funnel_error_set (&err, FUNNEL_ERR_INVALID,
                               "subscriber: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
     }
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     if (err.code) {
         s_send_error (self, envelope, &err);
         return;
@@ -407,10 +415,11 @@ s_on_api (zloop_t *loop, zsock_t *reader, void *arg)
             break;
         s_handle_request (self, msg);
         zmsg_destroy (&msg);
-        if (funnel_stop || self->fatal)
+        //  A command (maybe $TERM) waits: the loop takes it before more requests
+        if (self->fatal || (zsock_events (self->pipe) & ZMQ_POLLIN))
             break;
     }
-    return funnel_stop || self->fatal ? -1 : 0;
+    return self->fatal ? -1 : 0;
 }
 
 //  Applies a batch of upstream events with their checkpoint: decoded
@@ -422,14 +431,14 @@ s_apply_upstream (void *arg, upstream_t *upstream, const char **events,
     service_t *self = (service_t *) arg;
     if (!self->synced)
         return -1;
-    funnel_msg_t **decoded = (funnel_msg_t **) calloc (count + 1, sizeof (funnel_msg_t *));
+    event_codec_t **decoded = (event_codec_t **) calloc (count + 1, sizeof (event_codec_t *));
     funnel_event_t *parsed = (funnel_event_t *) calloc (count + 1, sizeof (funnel_event_t));
     size_t valid = 0;
     for (size_t i = 0; i < count; i++) {
         funnel_error_t err;
-        decoded [i] = funnel_msg_decode (events [i], sizes [i], &funnel_limits_event, &err);
+        decoded [i] = event_codec_decode (events [i], sizes [i], &event_codec_limits_event, &err);
         if (decoded [i]
-        &&  funnel_event_parse (funnel_msg_root (decoded [i]), &parsed [valid], &err) == 0)
+        &&  event_codec_event_parse (event_codec_root (decoded [i]), &parsed [valid], &err) == 0)
             valid++;
         else
         if (funnel_log_every (&self->last_warn, 1000))
@@ -441,7 +450,7 @@ s_apply_upstream (void *arg, upstream_t *upstream, const char **events,
     int rc = funnel_engine_consume (self->engine, upstream_name (upstream), parsed, valid,
                                     last_seq, &err);
     for (size_t i = 0; i < count; i++)
-        funnel_msg_destroy (&decoded [i]);
+        event_codec_destroy (&decoded [i]);
     free (decoded);
     free (parsed);
     if (rc != 0) {
@@ -459,7 +468,7 @@ s_on_upstream (zloop_t *loop, zsock_t *reader, void *arg)
     (void) loop;
     (void) reader;
     upstream_drain ((upstream_t *) arg);
-    return funnel_stop ? -1 : 0;
+    return 0;
 }
 
 static int
@@ -468,7 +477,7 @@ s_on_replay (zloop_t *loop, zsock_t *reader, void *arg)
     (void) loop;
     (void) reader;
     upstream_on_replay ((upstream_t *) arg);
-    return funnel_stop ? -1 : 0;
+    return 0;
 }
 
 static void
@@ -479,11 +488,11 @@ s_publish_heartbeat (service_t *self)
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 3);
-    funnel_pack_cstr (&pk, "svc");
-    funnel_pack_cstr (&pk, self->def->name);
-    funnel_pack_cstr (&pk, "seq");
+    event_codec_pack_cstr (&pk, "svc");
+    event_codec_pack_cstr (&pk, self->def->name);
+    event_codec_pack_cstr (&pk, "seq");
     msgpack_pack_uint64 (&pk, self->seq);
-    funnel_pack_cstr (&pk, "ts");
+    event_codec_pack_cstr (&pk, "ts");
     msgpack_pack_int64 (&pk, s_now_ms ());
     void *pub = zsock_resolve (self->pub);
     zmq_send (pub, "$hb", 3, ZMQ_SNDMORE);
@@ -502,7 +511,7 @@ s_on_second (zloop_t *loop, int timer_id, void *arg)
         for (int u = 0; u < self->upstream_count; u++)
             upstream_flush (self->upstreams [u]);
     funnel_notify_tick ();          //  The loop is alive
-    return funnel_stop ? -1 : 0;
+    return 0;
 }
 
 //  Housekeeping every 50 ms: reconnect Redis, catch up upstreams, stop.
@@ -527,9 +536,9 @@ s_on_housekeeping (zloop_t *loop, int timer_id, void *arg)
     if (self->fatal)
         return -1;
     if (self->synced)
-        for (int u = 0; u < self->upstream_count && !funnel_stop; u++)
+        for (int u = 0; u < self->upstream_count; u++)
             upstream_catch_up (self->upstreams [u], 10);
-    return funnel_stop ? -1 : 0;
+    return 0;
 }
 
 //  ---------------------------------------------------------------------
@@ -673,11 +682,26 @@ s_start (service_t *self)
     return 0;
 }
 
+static int s_command (service_t *self);
+
+//  A command from the host while serving; $TERM ends the loop.
+static int
+s_on_pipe (zloop_t *loop, zsock_t *reader, void *arg)
+{
+    (void) loop;
+    (void) reader;
+    service_t *self = (service_t *) arg;
+    s_command (self);
+    return self->terminated ? -1 : 0;
+}
+
 static void
 s_run (service_t *self)
 {
     zloop_t *loop = zloop_new ();
-    zloop_set_nonstop (loop, true);     //  Our own stop flag decides
+    zloop_set_nonstop (loop, true);     //  $TERM and fatal errors decide
+    //  The pipe first: a waiting $TERM goes before the next request
+    zloop_reader (loop, self->pipe, s_on_pipe, self);
     zloop_reader (loop, self->api, s_on_api, self);
     for (int u = 0; u < self->upstream_count; u++) {
         zloop_reader (loop, upstream_sub (self->upstreams [u]), s_on_upstream,
@@ -690,7 +714,7 @@ s_run (service_t *self)
     s_on_housekeeping (loop, 0, self);
     funnel_notify_ready (self->def->name);      //  Sockets bound: serving
     //  zloop_start returns on EINTR even in nonstop mode (czmq 4.2.1)
-    while (!funnel_stop && !self->fatal)
+    while (!self->terminated && !self->fatal)
         if (zloop_start (loop) == -1)
             break;
     funnel_notify_stopping ();
@@ -768,6 +792,181 @@ s_sync (service_t *self)
     log_info ("state in Redis: last seq %" PRIu64 " (leases held)", self->seq);
 }
 
+//  ---------------------------------------------------------------------
+//  The actor: commands from the host
+
+//  The port of a socket's bound tcp endpoint, -1 if none
+static int
+s_port (zsock_t *sock)
+{
+    char *endpoint = sock ? zsock_last_endpoint (sock) : NULL;
+    const char *colon = endpoint && strncmp (endpoint, "tcp://", 6) == 0
+                      ? strrchr (endpoint, ':') : NULL;
+    int port = colon ? atoi (colon + 1) : -1;
+    zstr_free (&endpoint);
+    return port > 0 ? port : -1;
+}
+
+//  CONFIGURE path: the ZPL file alone (no environment, no flags)
+static funnel_config_t *
+s_config_file (service_t *self, const char *path)
+{
+    zchunk_t *chunk = path ? zchunk_slurp (path, 0) : NULL;
+    char *text = chunk ? zchunk_strdup (chunk) : NULL;
+    zchunk_destroy (&chunk);
+    funnel_config_t *config = NULL;
+    if (text)
+        config = funnel_config_from_text (text, self->def->name);
+    else
+        log_error ("cannot read the config file %s", path ? path : "(none)");
+    zstr_free (&text);
+    return config;
+}
+
+//  Takes a config (the actor owns it from now); signals 0, or 2 if none
+static void
+s_set_config (service_t *self, funnel_config_t *config)
+{
+    if (self->running) {
+        log_error ("a running service takes no new config");
+        funnel_config_destroy (&config);
+        zsock_signal (self->pipe, 2);
+        return;
+    }
+    funnel_config_destroy (&self->config);
+    self->config = config;
+    zsock_signal (self->pipe, config ? 0 : 2);
+}
+
+static void
+s_start_command (service_t *self)
+{
+    if (!self->config) {
+        log_error ("START before CONFIG or CONFIGURE");
+        zsock_signal (self->pipe, 2);
+        return;
+    }
+    //  Once only: a START that failed left things half built
+    if (self->start_rc < 0)
+        self->start_rc = s_start (self);
+    self->running = self->start_rc == 0;
+    zsock_signal (self->pipe, (byte) self->start_rc);
+}
+
+static void
+s_report_stopped (service_t *self)
+{
+    if (!self->reported)
+        zsock_send (self->pipe, "si", "STOPPED", self->fatal ? 1 : 0);
+    self->reported = true;
+}
+
+//  Handles one command from the pipe (funnel_service.h lists them).
+static int
+s_command (service_t *self)
+{
+    zmsg_t *msg = zmsg_recv (self->pipe);
+    if (!msg) {
+        if (zmq_errno () != EINTR)
+            self->terminated = true;    //  The context is ending
+        return 0;
+    }
+    char *command = zmsg_popstr (msg);
+    if (!command || streq (command, "$TERM"))
+        self->terminated = true;
+    else
+    if (streq (command, "CONFIG")) {
+        funnel_config_t *config = NULL;
+        zframe_t *frame = zmsg_pop (msg);
+        if (frame && zframe_size (frame) == sizeof config)
+            memcpy (&config, zframe_data (frame), sizeof config);
+        zframe_destroy (&frame);
+        s_set_config (self, config);
+    }
+    else
+    if (streq (command, "CONFIGURE")) {
+        char *path = zmsg_popstr (msg);
+        s_set_config (self, self->running ? NULL : s_config_file (self, path));
+        zstr_free (&path);
+    }
+    else
+    if (streq (command, "START"))
+        s_start_command (self);
+    else
+    if (streq (command, "ENDPOINT")) {
+        char *kind = zmsg_popstr (msg);
+        zsock_t *sock = kind && streq (kind, "pub") ? self->pub : self->api;
+        char *endpoint = sock ? zsock_last_endpoint (sock) : NULL;
+        zstr_send (self->pipe, endpoint ? endpoint : "");
+        zstr_free (&endpoint);
+        zstr_free (&kind);
+    }
+    else
+    if (streq (command, "PORT")) {
+        char *kind = zmsg_popstr (msg);
+        zsock_send (self->pipe, "i", s_port (kind && streq (kind, "pub") ? self->pub : self->api));
+        zstr_free (&kind);
+    }
+    else
+        log_warn ("service actor: unknown command '%.32s' ignored", command);
+    zstr_free (&command);
+    zmsg_destroy (&msg);
+    return 0;
+}
+
+void
+funnel_service_actor (zsock_t *pipe, void *args)
+{
+    const funnel_service_def_t *def = (const funnel_service_def_t *) args;
+    assert (def && def->rules);         //  A service is its rules
+    service_t self = { .def = def, .pipe = pipe, .started = zclock_mono (), .start_rc = -1 };
+    zsock_signal (pipe, 0);             //  zactor_new waits for this
+    while (!self.running && !self.terminated)
+        s_command (&self);
+    if (self.running) {
+        s_run (&self);
+        if (!self.fatal) {
+            funnel_engine_release (self.engine);
+            log_info ("stopped cleanly at seq %" PRIu64, self.seq);
+        }
+    }
+    s_destroy (&self);
+    //  Stopped on its own (a fatal error): say so, then answer until $TERM
+    if (!self.terminated)
+        s_report_stopped (&self);
+    while (!self.terminated)
+        s_command (&self);
+    s_report_stopped (&self);
+}
+
+//  ---------------------------------------------------------------------
+//  The daemon: flags and signals around the actor
+
+//  Waits for SIGTERM/SIGINT or for the service to stop on its own; then
+//  stops it and returns its exit code (STOPPED's).
+static int
+s_wait_stopped (zactor_t *service)
+{
+    zmq_pollitem_t item = { zsock_resolve (service), 0, ZMQ_POLLIN, 0 };
+    //  A bounded wait: a signal between the check and the poll is seen
+    //  at the next turn instead of never
+    while (!funnel_stop && zmq_poll (&item, 1, 500) <= 0)
+        ;
+    if (funnel_stop)
+        zstr_send (service, "$TERM");   //  A no-op if it stopped already
+    char *event = NULL;
+    int code = 1;
+    //  The actor always says STOPPED before it ends; a second signal
+    //  interrupts the receive, which is taken again
+    while (!event || !streq (event, "STOPPED")) {
+        zstr_free (&event);
+        if (zsock_recv (service, "si", &event, &code) != 0 && zmq_errno () != EINTR)
+            break;
+    }
+    zstr_free (&event);
+    return code;
+}
+
 int
 funnel_service_main (int argc, char **argv, const funnel_service_def_t *def)
 {
@@ -777,24 +976,30 @@ funnel_service_main (int argc, char **argv, const funnel_service_def_t *def)
 
     funnel_config_about_t about = { def->name, def->summary, def->extra_help };
     funnel_config_status_t status;
-    service_t self = { .def = def, .started = zclock_mono () };
-    self.config = funnel_config_load (argc, argv, &about, &status);
+    funnel_config_t *config = funnel_config_load (argc, argv, &about, &status);
     if (status != FUNNEL_CONFIG_OK)
         return status == FUNNEL_CONFIG_EXIT_OK ? 0 : 2;
     funnel_log_level_t level = FUNNEL_LOG_INFO;
-    funnel_log_level_parse (funnel_config_get (self.config, "log/level", "info"), &level);
+    funnel_log_level_parse (funnel_config_get (config, "log/level", "info"), &level);
     funnel_log_init (def->name, level);
 
-    int rc = s_start (&self);
+    //  Only this thread takes the stop signals: the actor's inherits the mask
+    sigset_t block, saved;
+    sigemptyset (&block);
+    sigaddset (&block, SIGINT);
+    sigaddset (&block, SIGTERM);
+    pthread_sigmask (SIG_BLOCK, &block, &saved);
+    zactor_t *service = zactor_new (funnel_service_actor, (void *) def);
+    pthread_sigmask (SIG_SETMASK, &saved, NULL);
+
+    zsock_send (service, "sp", "CONFIG", config);       //  The actor owns it now
+    int rc = zsock_wait (service);
     if (rc == 0) {
-        s_run (&self);
-        if (self.fatal)
-            rc = 1;
-        else {
-            funnel_engine_release (self.engine);
-            log_info ("stopped cleanly at seq %" PRIu64, self.seq);
-        }
+        zstr_send (service, "START");
+        rc = zsock_wait (service);
     }
-    s_destroy (&self);
+    if (rc == 0)
+        rc = s_wait_stopped (service);
+    zactor_destroy (&service);
     return rc;
 }

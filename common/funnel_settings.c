@@ -108,7 +108,7 @@ funnel_settings_pack_entries (funnel_config_t *config, const char *section,
             msgpack_pack_str_body (pk, row->path, group);
             msgpack_pack_map (pk, members);
         }
-        funnel_pack_cstr (pk, row->path + (group ? group + 1 : 0));
+        event_codec_pack_cstr (pk, row->path + (group ? group + 1 : 0));
         if (row->integer)
             msgpack_pack_int64 (pk, integer);
         else
@@ -209,8 +209,8 @@ s_test_pack (const char *zpl, msgpack_sbuffer *sbuf, msgpack_unpacked *unpacked,
     funnel_config_destroy (&config);
     if (rc)
         return rc;
-    funnel_pack_cstr (&pk, "extra");    //  A caller's own entry, same map
-    funnel_pack_cstr (&pk, "yes");
+    event_codec_pack_cstr (&pk, "extra");    //  A caller's own entry, same map
+    event_codec_pack_cstr (&pk, "yes");
     size_t offset = 0;
     assert (msgpack_unpack_next (unpacked, sbuf->data, sbuf->size, &offset)
             == MSGPACK_UNPACK_SUCCESS);
@@ -237,21 +237,21 @@ funnel_settings_test (bool verbose)
     assert (s_test_pack ("svc\n    api = \"tcp://*:1\"\n", &sbuf, &unpacked, values) == 0);
     const msgpack_object *map = &unpacked.data;
     assert (map->type == MSGPACK_OBJECT_MAP && map->via.map.size == 5);
-    const msgpack_object *count = funnel_map_get (map, "count");
+    const msgpack_object *count = event_codec_map_get (map, "count");
     assert (count && count->type == MSGPACK_OBJECT_POSITIVE_INTEGER && count->via.u64 == 5);
-    const msgpack_object *g = funnel_map_get (map, "g");
+    const msgpack_object *g = event_codec_map_get (map, "g");
     assert (g && g->type == MSGPACK_OBJECT_MAP && g->via.map.size == 2);
     assert (g->via.map.ptr [0].key.via.str.size == 5);              //  "ratio" first
-    const msgpack_object *ratio = funnel_map_get (g, "ratio");
+    const msgpack_object *ratio = event_codec_map_get (g, "ratio");
     assert (ratio && ratio->type == MSGPACK_OBJECT_FLOAT64 && ratio->via.f64 == 1.5);
-    const msgpack_object *limit = funnel_map_get (g, "limit");
+    const msgpack_object *limit = event_codec_map_get (g, "limit");
     assert (limit && limit->type == MSGPACK_OBJECT_POSITIVE_INTEGER && limit->via.u64 == 100);
-    assert (!funnel_map_get (map, "ratio") && !funnel_map_get (map, "g/ratio"));
-    const msgpack_object *h = funnel_map_get (map, "h");
+    assert (!event_codec_map_get (map, "ratio") && !event_codec_map_get (map, "g/ratio"));
+    const msgpack_object *h = event_codec_map_get (map, "h");
     assert (h && h->type == MSGPACK_OBJECT_MAP && h->via.map.size == 1);
-    assert (funnel_map_get (h, "only")->via.f64 == 3);
-    assert (funnel_map_get (map, "scale")->via.f64 == 0.25);
-    assert (funnel_map_get (map, "extra")->type == MSGPACK_OBJECT_STR);
+    assert (event_codec_map_get (h, "only")->via.f64 == 3);
+    assert (event_codec_map_get (map, "scale")->via.f64 == 0.25);
+    assert (event_codec_map_get (map, "extra")->type == MSGPACK_OBJECT_STR);
     assert (values [0] == 5 && values [1] == 1.5 && values [2] == 100 && values [4] == 3);
     assert (funnel_settings_value (s_test_table, values, "g/limit") == 100);
 
@@ -260,11 +260,11 @@ funnel_settings_test (bool verbose)
                          "    g\n        ratio = 0\n        limit = 9007199254740993\n",
                          &sbuf, &unpacked, NULL) == 0);
     map = &unpacked.data;
-    assert (funnel_map_get (map, "count")->via.u64 == 10);
-    assert (funnel_map_get (map, "scale")->via.f64 == -7e30);
-    g = funnel_map_get (map, "g");
-    assert (funnel_map_get (g, "ratio")->via.f64 == 0);
-    assert (funnel_map_get (g, "limit")->via.u64 == 9007199254740993ULL);
+    assert (event_codec_map_get (map, "count")->via.u64 == 10);
+    assert (event_codec_map_get (map, "scale")->via.f64 == -7e30);
+    g = event_codec_map_get (map, "g");
+    assert (event_codec_map_get (g, "ratio")->via.f64 == 0);
+    assert (event_codec_map_get (g, "limit")->via.u64 == 9007199254740993ULL);
 
     //  Bad values: out of range (both ends, inclusive bounds), not an
     //  integer, not a number

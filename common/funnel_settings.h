@@ -14,7 +14,7 @@
         msgpack_pack_map (pk, funnel_settings_count (s_settings) + 1);
         if (funnel_settings_pack_entries (config, "campaign", s_settings, pk, NULL))
             return -1;
-        funnel_pack_cstr (pk, "stage");     //  The caller's own entries
+        event_codec_pack_cstr (pk, "stage");     //  The caller's own entries
         ...
 
     A path "group/name" packs as RULES.group.name: one level of nesting,

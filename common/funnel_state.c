@@ -777,7 +777,7 @@ funnel_state_count_stage (funnel_state_t *self, const char *name, int64_t t_ms,
         return;
     s_series_add (self, name, t_ms, NULL, n);
     //  An invalid campaign id counts only the whole funnel
-    if (campaign && funnel_id_valid (campaign, strlen (campaign)))
+    if (campaign && event_codec_id_valid (campaign, strlen (campaign)))
         s_series_add (self, name, t_ms, campaign, n);
 }
 
@@ -787,7 +787,7 @@ funnel_state_series_add (funnel_state_t *self, const char *name, int64_t t_ms,
 {
     if (n == 0 || !s_valid_ms (t_ms))
         return;
-    if (!campaign || funnel_id_valid (campaign, strlen (campaign)))
+    if (!campaign || event_codec_id_valid (campaign, strlen (campaign)))
         s_series_add (self, name, t_ms, campaign, n);
 }
 
@@ -795,7 +795,7 @@ int64_t
 funnel_state_event_time (funnel_state_t *self, const funnel_event_t *ev, bool consumed)
 {
     (void) self;
-    const msgpack_object *at = consumed ? funnel_map_get (ev->data, "at") : NULL;
+    const msgpack_object *at = consumed ? event_codec_map_get (ev->data, "at") : NULL;
     if (at && at->type == MSGPACK_OBJECT_POSITIVE_INTEGER
     &&  at->via.u64 <= 9007199254740992ULL)
         return (int64_t) at->via.u64;

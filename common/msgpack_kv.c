@@ -24,7 +24,7 @@ msgpack_kv_number (const msgpack_object *obj, double *out)
 bool
 msgpack_kv_get_number (const msgpack_object *map, const char *key, double *out)
 {
-    return msgpack_kv_number (funnel_map_get (map, key), out);
+    return msgpack_kv_number (event_codec_map_get (map, key), out);
 }
 
 void
@@ -39,28 +39,28 @@ msgpack_kv_pack_number (msgpack_packer *pk, double x)
 void
 msgpack_kv_put_str (msgpack_packer *pk, const char *key, const char *value)
 {
-    funnel_pack_cstr (pk, key);
-    funnel_pack_cstr (pk, value);
+    event_codec_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, value);
 }
 
 void
 msgpack_kv_put_int (msgpack_packer *pk, const char *key, int64_t value)
 {
-    funnel_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, key);
     msgpack_pack_int64 (pk, value);
 }
 
 void
 msgpack_kv_put_number (msgpack_packer *pk, const char *key, double value)
 {
-    funnel_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, key);
     msgpack_kv_pack_number (pk, value);
 }
 
 void
 msgpack_kv_put_bool (msgpack_packer *pk, const char *key, bool value)
 {
-    funnel_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, key);
     if (value)
         msgpack_pack_true (pk);
     else
@@ -96,14 +96,14 @@ msgpack_kv_test (bool verbose)
     double v;
     assert (msgpack_kv_get_number (map, "i", &v) && v == -7);
     assert (msgpack_kv_get_number (map, "w", &v) && v == 42);
-    assert (funnel_map_get (map, "w")->type == MSGPACK_OBJECT_POSITIVE_INTEGER);
+    assert (event_codec_map_get (map, "w")->type == MSGPACK_OBJECT_POSITIVE_INTEGER);
     assert (msgpack_kv_get_number (map, "f", &v) && v == 0.5);
-    assert (funnel_map_get (map, "big")->type == MSGPACK_OBJECT_FLOAT64);
+    assert (event_codec_map_get (map, "big")->type == MSGPACK_OBJECT_FLOAT64);
     assert (!msgpack_kv_get_number (map, "s", &v));     //  Not a number
     assert (!msgpack_kv_get_number (map, "b", &v));
     assert (!msgpack_kv_get_number (map, "absent", &v));
     assert (!msgpack_kv_number (NULL, &v));
-    assert (funnel_map_get (map, "b")->type == MSGPACK_OBJECT_BOOLEAN);
+    assert (event_codec_map_get (map, "b")->type == MSGPACK_OBJECT_BOOLEAN);
     msgpack_unpacked_destroy (&result);
     msgpack_sbuffer_destroy (&sbuf);
 }

@@ -36,7 +36,7 @@ s_id_prefix (publisher_t *self)
     char clean [17];
     size_t n = 0;
     for (const char *p = host; *p && n < sizeof clean - 1; p++)
-        if (funnel_id_valid (p, 1))
+        if (event_codec_id_valid (p, 1))
             clean [n++] = *p;
     clean [n] = 0;
     snprintf (self->id_prefix, sizeof self->id_prefix, "ctl-%s-%d-%lld",

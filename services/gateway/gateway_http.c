@@ -37,7 +37,7 @@ typedef struct {
 
 //  Service replies are trusted services' output but still bytes from the
 //  network: decoded through the guard, with room for large reports
-static const funnel_limits_t s_reply_limits = {
+static const event_codec_limits_t s_reply_limits = {
     .max_bytes = 64u * 1024 * 1024, .str_max = 1024 * 1024,
     .entries_max = 1000000, .top_entries_max = 1000000,
     .elem_max_bytes = 0, .depth_max = 32
@@ -117,11 +117,11 @@ s_service_reply (gateway_http_t *self, request_t *req, struct MHD_Connection *co
                        "same ids is safe", service, self->config.call_timeout_ms);
     }
     funnel_error_t err;
-    funnel_msg_t *msg = status == FUNNEL_CALL_BROKEN || !reply ? NULL
-                      : funnel_msg_decode (zframe_data (reply), zframe_size (reply),
+    event_codec_t *msg = status == FUNNEL_CALL_BROKEN || !reply ? NULL
+                      : event_codec_decode (zframe_data (reply), zframe_size (reply),
                                            &s_reply_limits, &err);
-    json_t *json = msg ? json_from_msgpack (funnel_msg_root (msg)) : NULL;
-    funnel_msg_destroy (&msg);
+    json_t *json = msg ? json_from_msgpack (event_codec_root (msg)) : NULL;
+    event_codec_destroy (&msg);
     if (!json || (status == FUNNEL_CALL_ERR && !json_is_object (json))) {
         json_decref (json);
         return s_fail (self, req, connection, "bad_gateway", "%s: a reply the gateway "

@@ -88,7 +88,7 @@ s_complete (const gateway_ingest_t *req, json_t *event, size_t index, bool batch
             snprintf (text, sizeof text, "%s.%zu", req->idempotency_key, index);
         else
             snprintf (text, sizeof text, "%s", req->idempotency_key);
-        if (!funnel_id_valid (text, strlen (text)))
+        if (!event_codec_id_valid (text, strlen (text)))
             return funnel_error_set (err, FUNNEL_ERR_INVALID,
                                      "Idempotency-Key: '%s' must make ids of 1-64 bytes of "
                                      "[A-Za-z0-9._:@+-]", text);
@@ -143,7 +143,7 @@ gateway_ingest_build (const gateway_ingest_t *req, const char **service,
     funnel_error_clear (err);
     if (req->size == 0)
         return funnel_error_set (err, FUNNEL_ERR_BAD_REQUEST, "body: empty");
-    if (req->idempotency_key && !funnel_id_valid (req->idempotency_key,
+    if (req->idempotency_key && !event_codec_id_valid (req->idempotency_key,
                                                   strlen (req->idempotency_key)))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "Idempotency-Key: must be "
                                  "1-64 bytes of [A-Za-z0-9._:@+-]");

@@ -100,7 +100,7 @@ s_parse_line (token_store_t *self, char *text, int line, char *error, size_t err
             snprintf (error, error_size, "line %d: a token must be printable ASCII", line);
             return -1;
         }
-    if (!funnel_id_valid (fields [1], strlen (fields [1]))) {
+    if (!event_codec_id_valid (fields [1], strlen (fields [1]))) {
         snprintf (error, error_size, "line %d: name '%s' must be 1-64 bytes of "
                   "[A-Za-z0-9._:@+-]", line, fields [1]);
         return -1;

@@ -157,12 +157,12 @@ s_start_feed (webhook_t *self, feed_t *feed)
             return;                 //  Down: try again in a second
         }
         funnel_error_t err;
-        funnel_msg_t *msg = funnel_msg_decode (zframe_data (body), zframe_size (body),
-                                               &funnel_limits_event, &err);
-        const msgpack_object *seq = msg ? funnel_map_get (funnel_msg_root (msg), "seq") : NULL;
+        event_codec_t *msg = event_codec_decode (zframe_data (body), zframe_size (body),
+                                               &event_codec_limits_event, &err);
+        const msgpack_object *seq = msg ? event_codec_map_get (event_codec_root (msg), "seq") : NULL;
         bool got = seq && seq->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
         position = got ? seq->via.u64 : 0;
-        funnel_msg_destroy (&msg);
+        event_codec_destroy (&msg);
         zframe_destroy (&body);
         if (!got)
             return;
@@ -281,18 +281,18 @@ s_on_events (void *arg, upstream_t *upstream, const char **events, const size_t 
     pthread_mutex_unlock (&self->lock);
     for (size_t i = 0; i < count; i++) {
         funnel_error_t err;
-        funnel_msg_t *msg = funnel_msg_decode (events [i], sizes [i], &funnel_limits_event, &err);
+        event_codec_t *msg = event_codec_decode (events [i], sizes [i], &event_codec_limits_event, &err);
         funnel_event_t event;
-        if (!msg || funnel_event_parse (funnel_msg_root (msg), &event, &err)) {
+        if (!msg || event_codec_event_parse (event_codec_root (msg), &event, &err)) {
             log_error ("webhook %s: a malformed event from %s is passed over: %s",
                        self->name, feed->service, err.message);
-            funnel_msg_destroy (&msg);
+            event_codec_destroy (&msg);
             continue;
         }
         int rc = 0;
         if (event.seq > feed->position && webhook_matches (self->types, event.type))
-            rc = s_deliver (self, funnel_msg_root (msg), &event);
-        funnel_msg_destroy (&msg);
+            rc = s_deliver (self, event_codec_root (msg), &event);
+        event_codec_destroy (&msg);
         if (rc) {
             s_save (self, feed);
             return -1;              //  Stopping: the rest is for the next run

@@ -132,7 +132,7 @@ static const funnel_setting_t s_fit [] = {
 static void
 s_key (msgpack_packer *pk, const char *key)
 {
-    funnel_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, key);
 }
 
 //  Entries RULES.half_life_ms and RULES.fallback_rep
@@ -147,14 +147,14 @@ s_pack_half_life_and_fallback (funnel_config_t *config, msgpack_packer *pk)
         return -1;
     }
     const char *fallback = funnel_config_get (config, "leads/rules/fallback_rep", "house");
-    if (!funnel_id_valid (fallback, strlen (fallback))) {
+    if (!event_codec_id_valid (fallback, strlen (fallback))) {
         log_error ("config leads/rules/fallback_rep: '%s' is not an id", fallback);
         return -1;
     }
     s_key (pk, "half_life_ms");
     msgpack_pack_int64 (pk, half_life * 1000);
     s_key (pk, "fallback_rep");
-    funnel_pack_cstr (pk, fallback);
+    event_codec_pack_cstr (pk, fallback);
     return 0;
 }
 
@@ -180,7 +180,7 @@ s_pack_values (msgpack_packer *pk, const char *list)
     }
     msgpack_pack_array (pk, (size_t) count);
     for (int i = 0; i < count; i++)
-        funnel_pack_cstr (pk, items [i]);
+        event_codec_pack_cstr (pk, items [i]);
 }
 
 //  One ICP rule: attr plus min/max or in; no test means "attr is set"
@@ -211,9 +211,9 @@ s_pack_icp_rule (funnel_config_t *config, msgpack_packer *pk, const char *name)
         return -1;
     msgpack_pack_map (pk, 3 + (in != NULL) + has [0] + has [1]);
     s_key (pk, "name");
-    funnel_pack_cstr (pk, name);
+    event_codec_pack_cstr (pk, name);
     s_key (pk, "attr");
-    funnel_pack_cstr (pk, attr);
+    event_codec_pack_cstr (pk, attr);
     s_key (pk, "points");
     msgpack_pack_double (pk, points);
     if (in) {
@@ -239,9 +239,9 @@ s_pack_icp (funnel_config_t *config, msgpack_packer *pk)
         msgpack_pack_array (pk, 1);
         msgpack_pack_map (pk, 4);
         s_key (pk, "name");
-        funnel_pack_cstr (pk, "size");
+        event_codec_pack_cstr (pk, "size");
         s_key (pk, "attr");
-        funnel_pack_cstr (pk, "employees");
+        event_codec_pack_cstr (pk, "employees");
         s_key (pk, "min");
         msgpack_pack_double (pk, 50);
         s_key (pk, "points");
@@ -261,9 +261,9 @@ s_pack_rep (msgpack_packer *pk, const char *name, const char *region,
 {
     msgpack_pack_map (pk, 4);
     s_key (pk, "name");
-    funnel_pack_cstr (pk, name);
+    event_codec_pack_cstr (pk, name);
     s_key (pk, "region");
-    funnel_pack_cstr (pk, region);
+    event_codec_pack_cstr (pk, region);
     s_key (pk, "capacity");
     msgpack_pack_int64 (pk, capacity);
     s_key (pk, "away");
@@ -287,7 +287,7 @@ s_pack_reps (funnel_config_t *config, msgpack_packer *pk)
     }
     msgpack_pack_array (pk, (size_t) count);
     for (int i = 0; i < count; i++) {
-        if (!funnel_id_valid (names [i], strlen (names [i]))) {
+        if (!event_codec_id_valid (names [i], strlen (names [i]))) {
             log_error ("config leads/reps/%s: a rep name must be an id", names [i]);
             return -1;
         }

@@ -71,7 +71,7 @@ s_error (char **body, int status, const char *code, const char *param, const cha
 
 //  One GET to one service; the decoded OK reply, or NULL (*status says why:
 //  FUNNEL_CALL_ERR with *err_body holding the ERR map as JSON).
-static funnel_msg_t *
+static event_codec_t *
 s_get (const char *api, const char *server, const msgpack_sbuffer *request,
        funnel_call_status_t *status, json_t **err_body)
 {
@@ -85,12 +85,12 @@ s_get (const char *api, const char *server, const msgpack_sbuffer *request,
     funnel_client_destroy (&client);
     if (!reply)
         return NULL;
-    static const funnel_limits_t limits = {
+    static const event_codec_limits_t limits = {
         .max_bytes = 16u * 1024 * 1024, .str_max = 64 * 1024, .entries_max = 100000,
         .top_entries_max = 100000, .elem_max_bytes = 0, .depth_max = 16
     };
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (zframe_data (reply), zframe_size (reply),
+    event_codec_t *msg = event_codec_decode (zframe_data (reply), zframe_size (reply),
                                            &limits, &err);
     zframe_destroy (&reply);
     if (!msg) {
@@ -98,8 +98,8 @@ s_get (const char *api, const char *server, const msgpack_sbuffer *request,
         return NULL;
     }
     if (*status == FUNNEL_CALL_ERR) {
-        *err_body = json_from_msgpack (funnel_msg_root (msg));
-        funnel_msg_destroy (&msg);
+        *err_body = json_from_msgpack (event_codec_root (msg));
+        event_codec_destroy (&msg);
     }
     return msg;
 }
@@ -109,13 +109,13 @@ s_get (const char *api, const char *server, const msgpack_sbuffer *request,
 static int
 s_merge (const msgpack_object *root, const series_range_t *range, int64_t *sums)
 {
-    const msgpack_object *first = funnel_map_get (root, "first");
-    const msgpack_object *n = funnel_map_get (root, "n");
+    const msgpack_object *first = event_codec_map_get (root, "first");
+    const msgpack_object *n = event_codec_map_get (root, "n");
     if (!first || first->type != MSGPACK_OBJECT_POSITIVE_INTEGER
     ||  (int64_t) first->via.u64 != range->first
     ||  !n || n->type != MSGPACK_OBJECT_POSITIVE_INTEGER || (int64_t) n->via.u64 != range->count)
         return -1;
-    const msgpack_object *series = funnel_map_get (root, "series");
+    const msgpack_object *series = event_codec_map_get (root, "series");
     if (!series)
         return 0;               //  A service with no stages over time
     if (series->type != MSGPACK_OBJECT_MAP)
@@ -180,7 +180,7 @@ typedef struct {
     pthread_t thread;
     bool started;
     funnel_call_status_t status;
-    funnel_msg_t *msg;
+    event_codec_t *msg;
     json_t *err;
 } call_t;
 
@@ -235,7 +235,7 @@ s_series (series_api_t *self, series_api_param_fn *param, void *request, char **
             ;               //  Already failed: only collect
         else
         if (calls [s].msg && calls [s].status == FUNNEL_CALL_OK) {
-            if (s_merge (funnel_msg_root (calls [s].msg), &range, sums)) {
+            if (s_merge (event_codec_root (calls [s].msg), &range, sums)) {
                 snprintf (message, sizeof message, "%s: series reply of an unexpected shape", name);
                 status = s_error (body, 502, "bad_gateway", NULL, message);
             }
@@ -251,7 +251,7 @@ s_series (series_api_t *self, series_api_param_fn *param, void *request, char **
             log_debug ("/api/series: %s", message);
         }
         json_decref (calls [s].err);
-        funnel_msg_destroy (&calls [s].msg);
+        event_codec_destroy (&calls [s].msg);
     }
     msgpack_sbuffer_destroy (&packed_get);
     if (status == 200) {
@@ -285,11 +285,11 @@ s_campaigns (series_api_t *self, series_api_param_fn *param, void *request, char
         return s_error (body, 500, "internal", NULL, "out of memory");
     funnel_call_status_t call;
     json_t *err = NULL;
-    funnel_msg_t *msg = s_get (self->apis [0], funnel_view_services [0], &packed_get, &call, &err);
+    event_codec_t *msg = s_get (self->apis [0], funnel_view_services [0], &packed_get, &call, &err);
     msgpack_sbuffer_destroy (&packed_get);
     int status;
     if (msg && call == FUNNEL_CALL_OK) {
-        json_t *doc = json_from_msgpack (funnel_msg_root (msg));
+        json_t *doc = json_from_msgpack (event_codec_root (msg));
         *body = json_dumps (doc, JSON_COMPACT);
         json_decref (doc);
         status = 200;
@@ -302,7 +302,7 @@ s_campaigns (series_api_t *self, series_api_param_fn *param, void *request, char
     else
         status = s_error (body, 503, "unavailable", NULL, "campaign: no reply");
     json_decref (err);
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     return status;
 }
 
@@ -334,10 +334,10 @@ series_api_test (bool verbose)
     msgpack_sbuffer sbuf;
     check (json_to_msgpack_sbuffer (reply, &sbuf) == 0);
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (sbuf.data, sbuf.size, &funnel_limits_body, &err);
+    event_codec_t *msg = event_codec_decode (sbuf.data, sbuf.size, &event_codec_limits_body, &err);
     check (msg);
     int64_t sums [2 * FIELDS] = { 0 };
-    check (s_merge (funnel_msg_root (msg), &range, sums) == 0);
+    check (s_merge (event_codec_root (msg), &range, sums) == 0);
     check (sums [s_field_index ("won", 3)] == 3);
     check (sums [FIELDS + s_field_index ("revenue", 7)] == 5000);
     char *text = s_series_json (&range, sums);
@@ -350,15 +350,15 @@ series_api_test (bool verbose)
     check (json_object_size (json_array_get (buckets, 0)) == FIELDS + 1);
     json_decref (doc);
     free (text);
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     msgpack_sbuffer_destroy (&sbuf);
     json_decref (reply);
     //  Buckets other than those asked for are refused
     reply = json_pack ("{s:i, s:i}", "first", 0, "n", 2);
     check (json_to_msgpack_sbuffer (reply, &sbuf) == 0);
-    msg = funnel_msg_decode (sbuf.data, sbuf.size, &funnel_limits_body, &err);
-    check (s_merge (funnel_msg_root (msg), &range, sums) == -1);
-    funnel_msg_destroy (&msg);
+    msg = event_codec_decode (sbuf.data, sbuf.size, &event_codec_limits_body, &err);
+    check (s_merge (event_codec_root (msg), &range, sums) == -1);
+    event_codec_destroy (&msg);
     msgpack_sbuffer_destroy (&sbuf);
     json_decref (reply);
     if (verbose)

@@ -47,8 +47,8 @@ s_cfg (funnel_state_t *st)
 static bool
 s_str (const msgpack_object *map, const char *key, char *out)
 {
-    const msgpack_object *o = funnel_map_get (map, key);
-    return o && funnel_obj_strcpy (o, out, ID_MAX);
+    const msgpack_object *o = event_codec_map_get (map, key);
+    return o && event_codec_obj_strcpy (o, out, ID_MAX);
 }
 
 static void
@@ -435,8 +435,8 @@ static int
 s_on_won (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 {
     char id [ID_MAX], deal [ID_MAX], order [ID_MAX + 8], campaign [ID_MAX];
-    const msgpack_object *lead_o = funnel_map_get (ev->data, "lead");
-    const msgpack_object *deal_o = funnel_map_get (ev->data, "deal");
+    const msgpack_object *lead_o = event_codec_map_get (ev->data, "lead");
+    const msgpack_object *deal_o = event_codec_map_get (ev->data, "deal");
     if (!lead_o || lead_o->type != MSGPACK_OBJECT_STR || !deal_o
     ||  deal_o->type != MSGPACK_OBJECT_STR || !s_str (ev->data, "lead", id)
     ||  !s_str (ev->data, "deal", deal))
@@ -459,7 +459,7 @@ s_on_won (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     int64_t at = funnel_state_event_time (st, ev, true);
     if (!funnel_rec_has (c, "n")) {
         bool has_campaign = s_str (ev->data, "campaign", campaign)
-                         && funnel_id_valid (campaign, strlen (campaign));
+                         && event_codec_id_valid (campaign, strlen (campaign));
         funnel_rec_set_int (c, "on", ts);
         char first [KEYID_MAX];
         snprintf (first, sizeof first, "L%s-1", id);
@@ -490,7 +490,7 @@ static int
 s_on_delivered (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 {
     char id [ID_MAX];
-    const msgpack_object *lead_o = funnel_map_get (ev->data, "lead");
+    const msgpack_object *lead_o = event_codec_map_get (ev->data, "lead");
     if (!lead_o || lead_o->type != MSGPACK_OBJECT_STR || !s_str (ev->data, "lead", id))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "data.lead: required string");
     funnel_rec_t *c = s_known (st, "data.lead", id, err);
@@ -569,8 +569,8 @@ s_on_ticket (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     char id [ID_MAX], ticket [ID_MAX], severity [16], status [16], key [KEYID_MAX];
     s_str (ev->data, "customer", id);
     s_str (ev->data, "ticket", ticket);
-    funnel_obj_strcpy (funnel_map_get (ev->data, "severity"), severity, sizeof severity);
-    funnel_obj_strcpy (funnel_map_get (ev->data, "status"), status, sizeof status);
+    event_codec_obj_strcpy (event_codec_map_get (ev->data, "severity"), severity, sizeof severity);
+    event_codec_obj_strcpy (event_codec_map_get (ev->data, "status"), status, sizeof status);
     funnel_rec_t *c = s_known (st, "customer", id, err);
     if (!c)
         return -1;
@@ -676,8 +676,8 @@ s_get_customer (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
 {
     health_cfg_t *cfg = s_cfg (st);
     char id [ID_MAX];
-    const msgpack_object *id_o = funnel_map_get (req, "id");
-    if (!id_o || id_o->type != MSGPACK_OBJECT_STR || !funnel_obj_strcpy (id_o, id, sizeof id))
+    const msgpack_object *id_o = event_codec_map_get (req, "id");
+    if (!id_o || id_o->type != MSGPACK_OBJECT_STR || !event_codec_obj_strcpy (id_o, id, sizeof id))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "id: required string is missing");
     funnel_rec_t *c = funnel_state_rec (st, "c", id);
     if (!c)
@@ -715,7 +715,7 @@ s_get_customer (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
         msgpack_kv_put_int (pk, "next_order_due", due);
     }
     msgpack_kv_put_bool (pk, "overdue", funnel_rec_has (c, "od"));
-    funnel_pack_cstr (pk, "open_tickets");
+    event_codec_pack_cstr (pk, "open_tickets");
     msgpack_pack_map (pk, SEV_COUNT);
     for (int s = 0; s < SEV_COUNT; s++)
         msgpack_kv_put_int (pk, health_severities [s], funnel_rec_int (c, s_sev_fields [s], 0));
@@ -770,7 +770,7 @@ s_get_cohorts (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk
     zlist_destroy (&names);
     int64_t total_c = 0, total_v = 0;
     msgpack_pack_map (pk, 4);
-    funnel_pack_cstr (pk, "cohorts");
+    event_codec_pack_cstr (pk, "cohorts");
     msgpack_pack_array (pk, count);
     for (size_t i = 0; i < count; i++) {
         month_t *m = &rows [i];
@@ -799,7 +799,7 @@ s_get_cohorts (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk
 static double
 s_get (const msgpack_object *map, const char *group, const char *key, double dflt)
 {
-    const msgpack_object *m = group ? funnel_map_get (map, group) : map;
+    const msgpack_object *m = group ? event_codec_map_get (map, group) : map;
     double v;
     return m && msgpack_kv_get_number (m, key, &v) ? v : dflt;
 }

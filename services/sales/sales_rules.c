@@ -142,10 +142,10 @@ s_pack_reps (funnel_config_t *config, msgpack_packer *pk)
         if (!away)
             available [n_available++] = names [i];
     }
-    funnel_pack_cstr (pk, "reps");
+    event_codec_pack_cstr (pk, "reps");
     msgpack_pack_array (pk, n_available);
     for (int i = 0; i < n_available; i++)
-        funnel_pack_cstr (pk, available [i]);
+        event_codec_pack_cstr (pk, available [i]);
     return 0;
 }
 

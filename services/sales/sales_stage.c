@@ -58,7 +58,7 @@ s_cfg (funnel_state_t *st)
 static bool
 s_short_id (const msgpack_object *map, const char *key, char *out)
 {
-    const msgpack_object *o = funnel_map_get (map, key);
+    const msgpack_object *o = event_codec_map_get (map, key);
     if (!o || o->type != MSGPACK_OBJECT_STR || o->via.str.size < 1 || o->via.str.size > 64
     ||  memchr (o->via.str.ptr, 0, o->via.str.size))
         return false;
@@ -294,7 +294,7 @@ s_compact (const msgpack_sbuffer *sbuf, int64_t t0, msgpack_sbuffer *out)
     msgpack_packer_init (&pk, out, msgpack_sbuffer_write);
     if (msgpack_unpack_next (&u, sbuf->data, sbuf->size, NULL) == MSGPACK_UNPACK_SUCCESS) {
         char what [32] = "";
-        funnel_obj_strcpy (funnel_map_get (&u.data, "e"), what, sizeof what);
+        event_codec_obj_strcpy (event_codec_map_get (&u.data, "e"), what, sizeof what);
         int code = 0;
         while (s_schemas [code].what && !streq (s_schemas [code].what, what))
             code++;
@@ -302,11 +302,11 @@ s_compact (const msgpack_sbuffer *sbuf, int64_t t0, msgpack_sbuffer *out)
         const msgpack_object *values [5] = { NULL };
         int used = 0;
         for (int f = 0; schema->what && schema->fields [f]; f++) {
-            values [f] = funnel_map_get (&u.data, schema->fields [f]);
+            values [f] = event_codec_map_get (&u.data, schema->fields [f]);
             if (values [f] && values [f]->type != MSGPACK_OBJECT_NIL)
                 used = f + 1;
         }
-        const msgpack_object *at = funnel_map_get (&u.data, "at");
+        const msgpack_object *at = event_codec_map_get (&u.data, "at");
         msgpack_pack_array (&pk, 2 + used);
         msgpack_pack_int (&pk, code);
         msgpack_pack_int64 (&pk, (at ? at->via.i64 : 0) - t0);
@@ -316,7 +316,7 @@ s_compact (const msgpack_sbuffer *sbuf, int64_t t0, msgpack_sbuffer *out)
                 msgpack_pack_nil (&pk);
             else
             if (s_is_stage_field (schema->fields [f])
-            &&  funnel_obj_strcpy (values [f], stage, sizeof stage))
+            &&  event_codec_obj_strcpy (values [f], stage, sizeof stage))
                 msgpack_pack_int (&pk, deal_policy_stage_index (stage));
             else
                 msgpack_pack_object (&pk, *values [f]);
@@ -785,19 +785,19 @@ s_on_interaction (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *
     funnel_rec_set_int (deal, "tl", now);
     funnel_rec_del (deal, "sl");
     s_arm_deal (st, lead, id, deal);
-    const msgpack_object *objections = funnel_map_get (ev->data, "objections");
+    const msgpack_object *objections = event_codec_map_get (ev->data, "objections");
     if (objections && objections->type == MSGPACK_OBJECT_ARRAY) {
         funnel_rec_t *obj = s_global (st, "obj");
         if (!obj)
             return UNAVAILABLE (err);
         for (uint32_t i = 0; i < objections->via.array.size; i++) {
             char name [ID_MAX];
-            if (!funnel_obj_strcpy (&objections->via.array.ptr [i], name, sizeof name))
+            if (!event_codec_obj_strcpy (&objections->via.array.ptr [i], name, sizeof name))
                 continue;
             bool repeat = false;
             for (uint32_t j = 0; j < i; j++) {
                 char other [ID_MAX];
-                if (funnel_obj_strcpy (&objections->via.array.ptr [j], other, sizeof other)
+                if (event_codec_obj_strcpy (&objections->via.array.ptr [j], other, sizeof other)
                 &&  streq (other, name))
                     repeat = true;
             }
@@ -805,23 +805,23 @@ s_on_interaction (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *
                 funnel_rec_add (obj, name, 1);
         }
     }
-    const msgpack_object *outcome = funnel_map_get (ev->data, "outcome");
-    const msgpack_object *text = funnel_map_get (ev->data, "text");
+    const msgpack_object *outcome = event_codec_map_get (ev->data, "outcome");
+    const msgpack_object *text = event_codec_map_get (ev->data, "text");
     entry_t e;
     msgpack_packer *pk = s_entry_begin (&e, st, "interaction",
                                         1 + !!outcome + !!objections + !!text);
-    funnel_pack_cstr (pk, "kind");
-    msgpack_pack_object (pk, *funnel_map_get (ev->data, "kind"));
+    event_codec_pack_cstr (pk, "kind");
+    msgpack_pack_object (pk, *event_codec_map_get (ev->data, "kind"));
     if (outcome) {
-        funnel_pack_cstr (pk, "outcome");
+        event_codec_pack_cstr (pk, "outcome");
         msgpack_pack_object (pk, *outcome);
     }
     if (objections) {
-        funnel_pack_cstr (pk, "objections");
+        event_codec_pack_cstr (pk, "objections");
         msgpack_pack_object (pk, *objections);
     }
     if (text) {
-        funnel_pack_cstr (pk, "text");
+        event_codec_pack_cstr (pk, "text");
         msgpack_pack_object (pk, *text);
     }
     s_entry_end (&e, st, deal, lead, id);
@@ -893,10 +893,10 @@ s_on_approve (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         return funnel_error_set (err, FUNNEL_ERR_CONFLICT,
                                  "deal: %s: approve: the latest offer is already approved", id);
     funnel_rec_set_str (deal, "ap", "1");
-    const msgpack_object *by = funnel_map_get (ev->data, "by");
+    const msgpack_object *by = event_codec_map_get (ev->data, "by");
     entry_t e;
     msgpack_packer *pk = s_entry_begin (&e, st, "approve", 2);
-    funnel_pack_cstr (pk, "by");
+    event_codec_pack_cstr (pk, "by");
     msgpack_pack_object (pk, *by);
     msgpack_kv_put_number (pk, "discount_pct", pct);
     s_entry_end (&e, st, deal, lead, id);
@@ -904,7 +904,7 @@ s_on_approve (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     pk = funnel_state_data (st);
     msgpack_pack_map (pk, 3);
     msgpack_kv_put_str (pk, "deal", id);
-    funnel_pack_cstr (pk, "by");
+    event_codec_pack_cstr (pk, "by");
     msgpack_pack_object (pk, *by);
     msgpack_kv_put_number (pk, "discount_pct", pct);
     funnel_state_emit (st, "deal.approved", NULL);
@@ -1000,7 +1000,7 @@ s_on_close (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     const char *deal_lead = s_deal_lead (deal, lead);
     char lead_copy [ID_MAX];
     snprintf (lead_copy, sizeof lead_copy, "%s", deal_lead);
-    const msgpack_object *reason_obj = funnel_map_get (ev->data, "reason");
+    const msgpack_object *reason_obj = event_codec_map_get (ev->data, "reason");
     entry_t e;
     msgpack_packer *pk;
     if (won) {
@@ -1019,7 +1019,7 @@ s_on_close (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         msgpack_kv_put_str (pk, "outcome", "won");
         msgpack_kv_put_int (pk, "amount", value);
         if (reason_obj) {
-            funnel_pack_cstr (pk, "reason");
+            event_codec_pack_cstr (pk, "reason");
             msgpack_pack_object (pk, *reason_obj);
         }
         s_entry_end (&e, st, deal, lead, id);
@@ -1038,7 +1038,7 @@ s_on_close (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     else {
         char reason [300] = "unspecified";
         if (reason_obj)
-            funnel_obj_strcpy (reason_obj, reason, sizeof reason);
+            event_codec_obj_strcpy (reason_obj, reason, sizeof reason);
         funnel_rec_set_str (deal, "y", reason);
         funnel_rec_add (tot, "l", 1);
         if (s_reason (st, reason))
@@ -1256,7 +1256,7 @@ s_expand (const char *data, size_t size, funnel_rec_t *deal, msgpack_packer *pk)
                 &&  a [f].via.u64 < DEAL_STAGES)
                     msgpack_kv_put_str (pk, name, deal_policy_stages [a [f].via.u64]);
                 else {
-                    funnel_pack_cstr (pk, name);
+                    event_codec_pack_cstr (pk, name);
                     msgpack_pack_object (pk, a [f]);
                 }
             }
@@ -1281,7 +1281,7 @@ s_entries_destroy (zlist_t **list_p)
 static const msgpack_object *
 s_entry_get (const msgpack_object *map, const char *key)
 {
-    return funnel_map_get (map, key);
+    return event_codec_map_get (map, key);
 }
 
 static int
@@ -1313,7 +1313,7 @@ s_get_deal (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
             continue;
         }
         char e [32] = "";
-        funnel_obj_strcpy (s_entry_get (&parsed [n].data, "e"), e, sizeof e);
+        event_codec_obj_strcpy (s_entry_get (&parsed [n].data, "e"), e, sizeof e);
         interactions += streq (e, "interaction");
         offers += streq (e, "offer");
         stage_changes += streq (e, "stage");
@@ -1334,18 +1334,18 @@ s_get_deal (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     char objection_names [8][ID_MAX];
     for (size_t i = 0; i < n; i++) {
         char e [32] = "";
-        funnel_obj_strcpy (s_entry_get (&parsed [i].data, "e"), e, sizeof e);
+        event_codec_obj_strcpy (s_entry_get (&parsed [i].data, "e"), e, sizeof e);
         const msgpack_object *o = s_entry_get (&parsed [i].data, "objections");
         if (!streq (e, "interaction") || !o || o->type != MSGPACK_OBJECT_ARRAY)
             continue;
         for (uint32_t j = 0; j < o->via.array.size; j++) {
             char name [ID_MAX];
-            if (!funnel_obj_strcpy (&o->via.array.ptr [j], name, sizeof name))
+            if (!event_codec_obj_strcpy (&o->via.array.ptr [j], name, sizeof name))
                 continue;
             bool repeat = false;
             for (uint32_t k = 0; k < j; k++) {
                 char other [ID_MAX];
-                if (funnel_obj_strcpy (&o->via.array.ptr [k], other, sizeof other)
+                if (event_codec_obj_strcpy (&o->via.array.ptr [k], other, sizeof other)
                 &&  streq (other, name))
                     repeat = true;
             }
@@ -1380,9 +1380,9 @@ s_get_deal (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     msgpack_kv_put_int (pk, "open_amount", funnel_rec_int (deal, "a", 0));
     if (has_pct)
         msgpack_kv_put_number (pk, "discount_pct", pct);
-    funnel_pack_cstr (pk, "approved");
+    event_codec_pack_cstr (pk, "approved");
     approved ? msgpack_pack_true (pk) : msgpack_pack_false (pk);
-    funnel_pack_cstr (pk, "approval_required");
+    event_codec_pack_cstr (pk, "approval_required");
     deal_policy_needs_approval (pct, cfg->max_discount) && !approved
         ? msgpack_pack_true (pk) : msgpack_pack_false (pk);
     if (campaign)
@@ -1396,7 +1396,7 @@ s_get_deal (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     int64_t last_since = t0;
     for (size_t i = 0; i < n; i++) {
         char e [32] = "";
-        funnel_obj_strcpy (s_entry_get (&parsed [i].data, "e"), e, sizeof e);
+        event_codec_obj_strcpy (s_entry_get (&parsed [i].data, "e"), e, sizeof e);
         if (streq (e, "stage"))
             last_since = s_int (&parsed [i].data, "at", 0);
     }
@@ -1409,34 +1409,34 @@ s_get_deal (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     for (int i = 0; i < 4; i++)
         if (funnel_rec_has (deal, times [i][1]))
             msgpack_kv_put_int (pk, times [i][0], funnel_rec_int (deal, times [i][1], 0));
-    funnel_pack_cstr (pk, "sla_breached");
+    event_codec_pack_cstr (pk, "sla_breached");
     funnel_rec_has (deal, "sb") ? msgpack_pack_true (pk) : msgpack_pack_false (pk);
-    funnel_pack_cstr (pk, "stalled");
+    event_codec_pack_cstr (pk, "stalled");
     funnel_rec_has (deal, "sl") ? msgpack_pack_true (pk) : msgpack_pack_false (pk);
-    funnel_pack_cstr (pk, "history");
+    event_codec_pack_cstr (pk, "history");
     msgpack_pack_array (pk, n);
     for (size_t i = 0; i < n; i++)
         msgpack_pack_object (pk, parsed [i].data);
     const char *lists [] = { "interactions", "interaction", "offers", "offer" };
     size_t sizes [] = { interactions, offers };
     for (int l = 0; l < 2; l++) {
-        funnel_pack_cstr (pk, lists [2 * l]);
+        event_codec_pack_cstr (pk, lists [2 * l]);
         msgpack_pack_array (pk, sizes [l]);
         for (size_t i = 0; i < n; i++) {
             char e [32] = "";
-            funnel_obj_strcpy (s_entry_get (&parsed [i].data, "e"), e, sizeof e);
+            event_codec_obj_strcpy (s_entry_get (&parsed [i].data, "e"), e, sizeof e);
             if (streq (e, lists [2 * l + 1]))
                 msgpack_pack_object (pk, parsed [i].data);
         }
     }
-    funnel_pack_cstr (pk, "stages");
+    event_codec_pack_cstr (pk, "stages");
     msgpack_pack_array (pk, stage_changes + 1);
     const char *stage = DEAL_FIRST_STAGE;
     char stage_buf [ID_MAX];
     int64_t since = t0;
     for (size_t i = 0; i < n; i++) {
         char e [32] = "";
-        funnel_obj_strcpy (s_entry_get (&parsed [i].data, "e"), e, sizeof e);
+        event_codec_obj_strcpy (s_entry_get (&parsed [i].data, "e"), e, sizeof e);
         if (!streq (e, "stage"))
             continue;
         int64_t at = s_int (&parsed [i].data, "at", 0);
@@ -1444,7 +1444,7 @@ s_get_deal (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         msgpack_kv_put_str (pk, "stage", stage);
         msgpack_kv_put_int (pk, "since", since);
         msgpack_kv_put_int (pk, "ms", at - since);
-        funnel_obj_strcpy (s_entry_get (&parsed [i].data, "to"), stage_buf, sizeof stage_buf);
+        event_codec_obj_strcpy (s_entry_get (&parsed [i].data, "to"), stage_buf, sizeof stage_buf);
         stage = stage_buf;
         since = at;
     }
@@ -1453,7 +1453,7 @@ s_get_deal (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     msgpack_kv_put_int (pk, "since", since);
     msgpack_kv_put_int (pk, "ms", end - since);
     if (n_names > 0) {
-        funnel_pack_cstr (pk, "objections");
+        event_codec_pack_cstr (pk, "objections");
         msgpack_pack_map (pk, n_names);
         for (size_t i = 0; i < n_names; i++)
             msgpack_kv_put_int (pk, names [i], counts [i]);
@@ -1521,7 +1521,7 @@ s_get_pipeline (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
         return UNAVAILABLE (err);
     int64_t amounts [DEAL_STAGES], open = 0, open_amount = 0;
     msgpack_pack_map (pk, 13);
-    funnel_pack_cstr (pk, "stages");
+    event_codec_pack_cstr (pk, "stages");
     msgpack_pack_array (pk, DEAL_STAGES);
     for (int s = 0; s < DEAL_STAGES; s++) {
         char f [16];
@@ -1552,7 +1552,7 @@ s_get_pipeline (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
     size_t reps = 0;
     for (const char *f = (const char *) zlist_first (names); f; f = (const char *) zlist_next (names))
         reps += strncmp (f, "n:", 2) == 0 && funnel_rec_int (byrep, f, 0) > 0;
-    funnel_pack_cstr (pk, "reps");
+    event_codec_pack_cstr (pk, "reps");
     msgpack_pack_array (pk, reps);
     for (const char *f = (const char *) zlist_first (names); f; f = (const char *) zlist_next (names)) {
         if (strncmp (f, "n:", 2) != 0 || funnel_rec_int (byrep, f, 0) <= 0)
@@ -1575,9 +1575,9 @@ s_get_pipeline (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
                                                     funnel_rec_int (agg, "cycle_n", 0)));
     msgpack_kv_put_int (pk, "avg_speed_to_lead_ms", deal_policy_mean (funnel_rec_int (agg, "stl_ms", 0),
                                                             funnel_rec_int (agg, "stl_n", 0)));
-    funnel_pack_cstr (pk, "top_objections");
+    event_codec_pack_cstr (pk, "top_objections");
     s_pack_top (obj, "objection", 10, pk);
-    funnel_pack_cstr (pk, "lost_reasons");
+    event_codec_pack_cstr (pk, "lost_reasons");
     s_pack_top (rsn, "reason", 10, pk);
     return 0;
 }
@@ -1627,15 +1627,15 @@ s_setup (funnel_config_t *config, const char *section, void **arg)
         cfg->max_discount = s_rules_num (rules, "max_discount_pct", 20);
         cfg->sla_ms = (int64_t) floor (s_rules_num (rules, "sla_s", 1800) * 1000);
         cfg->stale_ms = (int64_t) floor (s_rules_num (rules, "stale_days", 14) * DAY_MS);
-        const msgpack_object *prob = funnel_map_get (rules, "probability");
+        const msgpack_object *prob = event_codec_map_get (rules, "probability");
         for (int s = 0; s < DEAL_STAGES; s++)
             cfg->probability [s] = prob ? s_rules_num (prob, deal_policy_stages [s], 0) : 0;
-        const msgpack_object *reps = funnel_map_get (rules, "reps");
+        const msgpack_object *reps = event_codec_map_get (rules, "reps");
         if (reps && reps->type == MSGPACK_OBJECT_ARRAY && reps->via.array.size) {
             cfg->reps = (char **) zmalloc (reps->via.array.size * sizeof (char *));
             for (uint32_t i = 0; i < reps->via.array.size; i++) {
                 char name [ID_MAX];
-                if (funnel_obj_strcpy (&reps->via.array.ptr [i], name, sizeof name))
+                if (event_codec_obj_strcpy (&reps->via.array.ptr [i], name, sizeof name))
                     cfg->reps [cfg->rep_count++] = strdup (name);
             }
         }

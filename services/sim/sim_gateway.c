@@ -73,9 +73,9 @@ sim_gateway_publish (sim_gateway_t *self, const void *body, size_t size, int tim
 {
     *reply = NULL;
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (body, size, &funnel_limits_body, &err);
-    json_t *json = msg ? json_from_msgpack (funnel_msg_root (msg)) : NULL;
-    funnel_msg_destroy (&msg);
+    event_codec_t *msg = event_codec_decode (body, size, &event_codec_limits_body, &err);
+    json_t *json = msg ? json_from_msgpack (event_codec_root (msg)) : NULL;
+    event_codec_destroy (&msg);
     char *text = json ? json_dumps (json, JSON_COMPACT) : NULL;
     json_decref (json);
     if (!text)

@@ -1,7 +1,6 @@
-/*  funnel-testsvc — a minimal service, for tests and the benchmark. Its
-    name and upstream come from the environment so two of them can be
-    chained: FUNNEL_TESTSVC_NAME (default "alpha") and
-    FUNNEL_TESTSVC_UPSTREAM (default none).
+/*  testsvc — the rules of a minimal service, for tests and the benchmark:
+    the daemon funnel-testsvc (testsvc_main.c) and the embedded-service
+    test (service_actor_test.c).
 
     Accepts test.add {key, n} (adds n to counter key, emits test.added) and
     test.need {key} (not_found unless the counter exists; conflict if its
@@ -14,7 +13,7 @@
 */
 #include <inttypes.h>
 #include <stdlib.h>
-#include "funnel_service.h"
+#include "testsvc.h"
 
 static const funnel_field_t s_add_fields [] = {
     FIELD_REQ ("key", FIELD_ID),
@@ -25,12 +24,12 @@ static const funnel_field_t s_need_fields [] = {
     FIELD_REQ ("key", FIELD_ID),
     FIELD_END
 };
-static const funnel_event_schema_t s_accepts [] = {
+const funnel_event_schema_t testsvc_accepts [] = {
     { "test.add", s_add_fields },
     { "test.need", s_need_fields },
     { NULL }
 };
-static const char *const s_consumes [] = { "test.added", NULL };
+const char *const testsvc_consumes [] = { "test.added", NULL };
 
 //  The rules' settings: <svc>/n_max, the largest |n| test.add
 //  takes (default: the schema's bound, so by default it never refuses).
@@ -64,11 +63,11 @@ s_teardown (void **arg)
 static int
 s_key_n (const funnel_event_t *ev, char *key, size_t size, int64_t *n, funnel_error_t *err)
 {
-    if (!funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, size))
+    if (!event_codec_obj_strcpy (event_codec_map_get (ev->data, "key"), key, size))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "data.key: must be a string");
     if (!n)
         return 0;
-    const msgpack_object *obj = funnel_map_get (ev->data, "n");
+    const msgpack_object *obj = event_codec_map_get (ev->data, "n");
     if (obj && obj->type == MSGPACK_OBJECT_POSITIVE_INTEGER && obj->via.u64 <= INT64_MAX)
         *n = (int64_t) obj->via.u64;
     else
@@ -83,7 +82,7 @@ static void
 s_want_counter (funnel_state_t *st, const funnel_event_t *ev)
 {
     char key [FUNNEL_STR_MAX + 1];
-    if (funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key))
+    if (event_codec_obj_strcpy (event_codec_map_get (ev->data, "key"), key, sizeof key))
         funnel_state_want (st, "counter", key);
 }
 
@@ -91,7 +90,7 @@ static void
 s_want_mirror (funnel_state_t *st, const funnel_event_t *ev)
 {
     char key [FUNNEL_STR_MAX + 1];
-    if (funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key))
+    if (event_codec_obj_strcpy (event_codec_map_get (ev->data, "key"), key, sizeof key))
         funnel_state_want (st, "mirror", key);
 }
 
@@ -101,9 +100,9 @@ s_emit_key_n (funnel_state_t *st, const char *type, const char *key, int64_t n)
 {
     msgpack_packer *pk = funnel_state_data (st);
     msgpack_pack_map (pk, 2);
-    funnel_pack_cstr (pk, "key");
-    funnel_pack_cstr (pk, key);
-    funnel_pack_cstr (pk, "n");
+    event_codec_pack_cstr (pk, "key");
+    event_codec_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, "n");
     msgpack_pack_int64 (pk, n);
     funnel_state_emit (st, type, NULL);
 }
@@ -170,7 +169,7 @@ s_get_counter (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk
                funnel_error_t *err)
 {
     char id [FUNNEL_STR_MAX + 1];
-    if (!funnel_obj_strcpy (funnel_map_get (req, "id"), id, sizeof id))
+    if (!event_codec_obj_strcpy (event_codec_map_get (req, "id"), id, sizeof id))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "id: required string is missing");
     funnel_rec_t *counter = funnel_state_rec (st, "counter", id);
     funnel_rec_t *mirror = counter ? funnel_state_rec (st, "mirror", id) : NULL;
@@ -179,11 +178,11 @@ s_get_counter (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk
     if (!funnel_rec_has (counter, "total") && !funnel_rec_has (mirror, "total"))
         return funnel_error_set (err, FUNNEL_ERR_NOT_FOUND, "id: no counter %s", id);
     msgpack_pack_map (pk, 3);
-    funnel_pack_cstr (pk, "key");
-    funnel_pack_cstr (pk, id);
-    funnel_pack_cstr (pk, "total");
+    event_codec_pack_cstr (pk, "key");
+    event_codec_pack_cstr (pk, id);
+    event_codec_pack_cstr (pk, "total");
     msgpack_pack_int64 (pk, funnel_rec_int (counter, "total", 0));
-    funnel_pack_cstr (pk, "mirror");
+    event_codec_pack_cstr (pk, "mirror");
     msgpack_pack_int64 (pk, funnel_rec_int (mirror, "total", 0));
     return 0;
 }
@@ -202,24 +201,7 @@ static const funnel_query_rule_t s_queries [] = {
     { NULL }
 };
 static const char *const s_series [] = { "added", NULL };
-static const funnel_rules_t s_rules = {
+const funnel_rules_t testsvc_rules = {
     .on = s_on, .consume = s_consume, .queries = s_queries, .series = s_series,
     .setup = s_setup, .teardown = s_teardown
 };
-
-int
-main (int argc, char *argv [])
-{
-    const char *name = getenv ("FUNNEL_TESTSVC_NAME");
-    const char *upstream = getenv ("FUNNEL_TESTSVC_UPSTREAM");
-    const char *upstreams [] = { upstream, NULL };
-    funnel_service_def_t def = {
-        .name = name && *name ? name : "alpha",
-        .summary = "test service: counters over the Funnel runtime",
-        .accepts = s_accepts,
-        .upstreams = upstream && *upstream ? upstreams : NULL,
-        .consumes = s_consumes,
-        .rules = &s_rules
-    };
-    return funnel_service_main (argc, argv, &def);
-}
