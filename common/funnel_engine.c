@@ -121,6 +121,7 @@ s_ready (funnel_engine_t *self)
 
 static int s_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t count);
 static int s_list_reader (void *arg, const char *key, int max, zlist_t *out);
+static int s_redactor (void *arg, funnel_state_t *st, const char *person);
 
 funnel_engine_t *
 funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
@@ -144,6 +145,8 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
                                     self->cfg.cache_max);
     funnel_state_set_loader (self->state, s_loader, self);
     funnel_state_set_list_reader (self->state, s_list_reader, self);
+    funnel_state_set_redactor (self->state, s_redactor, self);
+    funnel_state_set_personal (self->state, rules->personal);
     funnel_state_set_arg (self->state, cfg->rules_arg);
     funnel_state_set_series_keep (self->state, cfg->series_hour_s, cfg->series_day_s);
     snprintf (self->seq_key, KEY_MAX, "%sseq", cfg->prefix);
@@ -480,6 +483,82 @@ s_list_reader (void *arg, const char *key, int max, zlist_t *out)
     return rc;
 }
 
+//  Erasing a person: the outbox entries its index names that are still
+//  held are rewritten in place (personal fields out, "redacted": true in;
+//  same id, type, seq, cause, ts), and the index goes; both in the batch's
+//  commit. One round trip for the index, one for the entries.
+static int
+s_redactor (void *arg, funnel_state_t *st, const char *person)
+{
+    funnel_engine_t *self = (funnel_engine_t *) arg;
+    const funnel_personal_t *table = self->rules->personal;
+    char key [KEY_MAX];
+    if (!table || funnel_state_person_index_key (st, person, key, sizeof key) != 0)
+        return 0;
+    zlist_t *seqs = zlist_new ();
+    zlist_autofree (seqs);
+    if (s_list_reader (self, key, FUNNEL_PERSONAL_INDEX, seqs) != 0) {
+        zlist_destroy (&seqs);
+        return -1;
+    }
+    redisContext *ctx = redis_store_context (self->store);
+    size_t asked = 0;
+    uint64_t *wanted = (uint64_t *) zmalloc ((zlist_size (seqs) + 1) * sizeof (uint64_t));
+    for (const char *s = zlist_first (seqs); s; s = zlist_next (seqs)) {
+        uint64_t seq = strtoull (s, NULL, 10);
+        //  Trimmed already (or never committed): nothing to rewrite
+        if (seq < self->ob_first || seq > self->seq)
+            continue;
+        char bucket [KEY_MAX], field [24];
+        snprintf (bucket, sizeof bucket, "%sob:%" PRIu64, self->prefix, seq / OB_BUCKET);
+        snprintf (field, sizeof field, "%" PRIu64, seq);
+        const char *hget [] = { "HGET", bucket, field };
+        funnel_redis_append (ctx, 3, hget, NULL);
+        wanted [asked++] = seq;
+    }
+    zlist_destroy (&seqs);
+    redisReply **replies = (redisReply **) zmalloc ((asked + 1) * sizeof (redisReply *));
+    if (asked > 0 && s_read (self, replies, asked) != 0) {
+        free (replies);
+        free (wanted);
+        return -1;
+    }
+    for (size_t i = 0; i < asked; i++) {
+        redisReply *r = replies [i];
+        outbox_entry_t entry;
+        if (r->type != REDIS_REPLY_STRING
+        ||  outbox_entry_parse (r->str, r->len, &entry) != 0)
+            continue;
+        char type [128];
+        snprintf (type, sizeof type, "%.*s", (int) entry.type.size, entry.type.data);
+        char *data = NULL;
+        size_t size = 0;
+        if (funnel_privacy_redact (entry.data.data, entry.data.size,
+                                   funnel_privacy_fields (table, type), &data, &size) != 1)
+            continue;
+        entry.data.data = data;
+        entry.data.size = size;
+        size_t encoded_size = 0;
+        char *encoded = outbox_entry_encode (&entry, &encoded_size);
+        free (data);
+        if (!encoded)
+            continue;
+        char bucket [KEY_MAX], field [24];
+        snprintf (bucket, sizeof bucket, "%sob:%" PRIu64, self->prefix, wanted [i] / OB_BUCKET);
+        snprintf (field, sizeof field, "%" PRIu64, wanted [i]);
+        const char *hset [] = { "HSET", bucket, field, encoded };
+        size_t lens [] = { 4, strlen (bucket), strlen (field), encoded_size };
+        funnel_state_raw (st, 4, hset, lens);
+        free (encoded);
+    }
+    s_free_replies (replies, asked);
+    free (replies);
+    free (wanted);
+    const char *del [] = { "DEL", key };
+    funnel_state_raw (st, 2, del, NULL);
+    return 0;
+}
+
 //  "<partition prefix>id:<escaped id>"
 static void
 s_dedup_key (funnel_engine_t *self, const char *id, char *key, size_t size)
@@ -742,6 +821,21 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         free (lens);
         i += n;
         seq += n;
+    }
+    //  Privacy: each output that carried a person's data goes into that
+    //  person's bounded index of seqs, so erasing never scans the outbox
+    for (size_t k = 0; k < outputs; k++) {
+        const funnel_output_t *out = funnel_state_output (st, k);
+        char key [KEY_MAX], bound [24];
+        if (!out->person [0]
+        ||  funnel_state_person_index_key (st, out->person, key, sizeof key) != 0)
+            continue;
+        const char *rpush [] = { "RPUSH", key, seqs [k] };
+        funnel_redis_append (ctx, 3, rpush, NULL);
+        snprintf (bound, sizeof bound, "%d", -FUNNEL_PERSONAL_INDEX);
+        const char *ltrim [] = { "LTRIM", key, bound, "-1" };
+        funnel_redis_append (ctx, 4, ltrim, NULL);
+        sent += 2;
     }
     uint64_t ob_first = self->ob_first;
     uint64_t lost = 0;
@@ -1312,6 +1406,38 @@ funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
     int rc = rule->query (self->state, req, &pk, err);
     if (rc != 0 && !err->code)
         s_unavailable (err);
+    return rc;
+}
+
+int
+funnel_query_pack_by_id (funnel_state_t *st, funnel_query_fn *query, const char *id,
+                         msgpack_packer *pk)
+{
+    msgpack_sbuffer req, view;
+    msgpack_sbuffer_init (&req);
+    msgpack_sbuffer_init (&view);
+    msgpack_packer rpk, vpk;
+    msgpack_packer_init (&rpk, &req, msgpack_sbuffer_write);
+    msgpack_packer_init (&vpk, &view, msgpack_sbuffer_write);
+    msgpack_pack_map (&rpk, 1);
+    funnel_pack_cstr (&rpk, "id");
+    funnel_pack_cstr (&rpk, id);
+    msgpack_unpacked u;
+    msgpack_unpacked_init (&u);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    int rc = -1;
+    //  Packed apart first: a refusal must not leave half a value in pk
+    if (msgpack_unpack_next (&u, req.data, req.size, NULL) == MSGPACK_UNPACK_SUCCESS
+    &&  query (st, &u.data, &vpk, &err) == 0) {
+        pk->callback (pk->data, view.data, view.size);
+        rc = 0;
+    }
+    else
+        msgpack_pack_nil (pk);
+    msgpack_unpacked_destroy (&u);
+    msgpack_sbuffer_destroy (&req);
+    msgpack_sbuffer_destroy (&view);
     return rc;
 }
 
