@@ -556,7 +556,19 @@ funnel_rec_pack (funnel_rec_t *rec, msgpack_packer *pk)
     for (const char *f = zlist_first (fields); f; f = zlist_next (fields)) {
         const char *value = funnel_rec_str (rec, f);
         msgpack_pack_str_with_body (pk, f, strlen (f));
-        msgpack_pack_str_with_body (pk, value, strlen (value));
+        size_t size = strlen (value);
+        if (funnel_utf8_valid (value, size))
+            msgpack_pack_str_with_body (pk, value, size);
+        else {
+            //  Binary (a compact history entry): "hex:" and its bytes
+            char *hex = (char *) malloc (4 + 2 * size + 1);
+            assert (hex);
+            memcpy (hex, "hex:", 4);
+            for (size_t i = 0; i < size; i++)
+                snprintf (hex + 4 + 2 * i, 3, "%02x", (unsigned char) value [i]);
+            msgpack_pack_str_with_body (pk, hex, 4 + 2 * size);
+            free (hex);
+        }
     }
     zlist_destroy (&fields);
 }

@@ -1769,7 +1769,22 @@ s_forget_deal (funnel_state_t *st, const char *lead, const char *id, funnel_rec_
             funnel_rec_set_str (deal, field, text);
         free (text);
     }
-    funnel_rec_del (deal, "y");
+    const char *reason = funnel_rec_str (deal, "y");
+    if (reason) {
+        //  The top lost reasons are keyed by their text: the deal's count
+        //  moves to "redacted", so the total stays and the text goes
+        funnel_rec_t *rsn = s_global (st, "rsn");
+        if (!rsn)
+            return -1;
+        char key [80];
+        deal_policy_reason_key (reason, key, sizeof key);
+        if (funnel_rec_int (rsn, key, 0) > 0) {
+            if (funnel_rec_add (rsn, key, -1) == 0)
+                funnel_rec_del (rsn, key);
+            funnel_rec_add (rsn, "redacted", 1);
+        }
+        funnel_rec_del (deal, "y");
+    }
     if (!funnel_rec_has (deal, "hl"))
         return 0;
     zlist_t *list = funnel_state_list_in (st, lead, "dl", id, HISTORY_MAX);
