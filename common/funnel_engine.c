@@ -1960,6 +1960,98 @@ s_test_stage_series (redis_store_t *store)
     funnel_engine_destroy (&engine);
 }
 
+//  Privacy: test.add {key, n} emits test.said {key, secret} carrying
+//  person key's data; n == 0 forgets person key; n < 0 is refused
+static int
+s_test_say (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
+{
+    char key [64];
+    funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key);
+    int64_t n = funnel_map_get (ev->data, "n")->via.i64;
+    if (n < 0)
+        return funnel_error_set (err, FUNNEL_ERR_CONFLICT, "n: negative");
+    if (n == 0)
+        return funnel_state_forget_outputs (st, key);
+    msgpack_packer *pk = funnel_state_data (st);
+    msgpack_pack_map (pk, 2);
+    funnel_pack_cstr (pk, "key");
+    funnel_pack_cstr (pk, key);
+    funnel_pack_cstr (pk, "secret");
+    funnel_pack_cstr (pk, "s3cr3t");
+    funnel_state_emit (st, "test.said", NULL);
+    funnel_state_personal (st, key);
+    return 0;
+}
+
+static const funnel_rule_t s_test_say_on [] = { { "test.add", s_test_say, NULL }, { NULL } };
+static const funnel_personal_t s_test_personal [] = { { "test.said", { "secret", NULL } }, { NULL } };
+static const funnel_rules_t s_test_say_rules = { .on = s_test_say_on, .personal = s_test_personal };
+
+//  Entry seq of the privacy test's outbox: holds the secret or not, its id
+static void
+s_test_entry (redis_store_t *store, const char *seq, bool secret, const char *id)
+{
+    redisReply *r = s_test_cmd (store, "HGET", "{funnel:ep}:ob:0", seq, NULL);
+    assert (r->type == REDIS_REPLY_STRING);
+    assert (streq (r->str, id));            //  The id is the entry's first part
+    assert ((memmem (r->str, r->len, "s3cr3t", 6) != NULL) == secret);
+    assert ((memmem (r->str, r->len, "redacted", 8) != NULL) == !secret);
+    freeReplyObject (r);
+}
+
+static void
+s_test_privacy (redis_store_t *store)
+{
+    funnel_engine_cfg_t cfg = {
+        .svc = "ep", .prefix = "{funnel:ep}:", .owner = "host|tcp://p", .partitions = 4,
+        .cache_max = 100, .retention = 1000000, .dedup_ttl_s = 3600, .lease_ms = 2000
+    };
+    funnel_engine_t *engine = funnel_engine_new (&cfg, &s_test_say_rules, store);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (engine, &err) == 0);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    char index [256];
+    assert (funnel_state_person_index_key (engine->state, "W", index, sizeof index) == 0);
+    //  Two outputs with W's data: both in W's index, written with them
+    int said [] = { 1, 2 };
+    test_batch_t b;
+    s_test_batch (&b, "pa", "W", said, 2, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&b);
+    redisReply *r = s_test_cmd (store, "LRANGE", index, "0", "-1");
+    assert (r->elements == 2 && streq (r->element [0]->str, "1") && streq (r->element [1]->str, "2"));
+    freeReplyObject (r);
+    //  A forget in a refused batch rewrites nothing
+    int refused [] = { 0, -1 };
+    s_test_batch (&b, "pb", "W", refused, 2, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
+    s_test_batch_free (&b);
+    s_test_entry (store, "1", true, "ep:pa0:1");
+    //  An output then the forget, one batch: the stored ones are rewritten
+    //  in place, the new one before it is stored; the index goes
+    int forget [] = { 3, 0 };
+    s_test_batch (&b, "pc", "W", forget, 2, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&b);
+    assert (funnel_engine_seq (engine) == 3);
+    s_test_entry (store, "1", false, "ep:pa0:1");
+    s_test_entry (store, "2", false, "ep:pa1:1");
+    s_test_entry (store, "3", false, "ep:pc0:1");
+    r = s_test_cmd (store, "EXISTS", index, NULL, NULL);
+    assert (r->integer == 0);
+    freeReplyObject (r);
+    //  Forgetting again: nothing to do
+    int again [] = { 0 };
+    s_test_batch (&b, "pd", "W", again, 1, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&b);
+    s_test_entry (store, "2", false, "ep:pa1:1");
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&engine);
+}
+
 void
 funnel_engine_test (bool verbose)
 {
@@ -2095,6 +2187,7 @@ funnel_engine_test (bool verbose)
     funnel_engine_destroy (&engine);
     assert (engine == NULL);
     s_test_stage_series (store2);
+    s_test_privacy (store2);
     redis_store_destroy (&store);
     redis_store_destroy (&store2);
 }
