@@ -1112,6 +1112,9 @@ funnel_state_personal (funnel_state_t *self, const char *person)
 int
 funnel_state_forget_outputs (funnel_state_t *self, const char *person)
 {
+    //  Stored outputs first: if Redis fails, nothing has been rewritten
+    if (self->redactor && self->redactor (self->redactor_arg, self, person) != 0)
+        return -1;
     //  This batch's outputs: rewritten before they are ever stored
     for (size_t i = 0; i < self->outputs.count; i++) {
         funnel_output_t *out = (funnel_output_t *) s_vec_at (&self->outputs, i);
@@ -1128,7 +1131,7 @@ funnel_state_forget_outputs (funnel_state_t *self, const char *person)
         }
         out->person [0] = 0;
     }
-    return self->redactor ? self->redactor (self->redactor_arg, self, person) : 0;
+    return 0;
 }
 
 int

@@ -530,6 +530,13 @@ s_move (funnel_state_t *st, const char *id, funnel_rec_t *lead, stage_t to,
     }
     else
         funnel_state_emit (st, "lead.stage_changed", NULL);
+    //  A free-text reason (a disqualify reason, "manual by <who>") is
+    //  erased with the person; the fixed words are not personal
+    bool fixed = streq (reason, "manual");
+    for (size_t i = 0; i < sizeof s_reasons / sizeof s_reasons [0]; i++)
+        fixed |= streq (reason, s_reasons [i][1]);
+    if (!fixed)
+        funnel_state_personal (st, id);
 }
 
 //  --------------------------------------------------------------------
@@ -1295,6 +1302,7 @@ s_on_disqualify (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *e
     msgpack_kv_put_str (pk, "lead", id);
     msgpack_kv_put_str (pk, "reason", reason);
     funnel_state_emit (st, "lead.disqualified", NULL);
+    funnel_state_personal (st, id);
     s_schedule (st, id, lead);
     return 0;
 }
@@ -1927,10 +1935,12 @@ static const char *const s_counters [] = {
     "in.nurture", "in.mql", "in.sql", "in.disqualified", "forgotten", NULL
 };
 //  What lead.forget redacts in the outbox (proto/privacy.md): the
-//  captured profile and the alias ids
+//  captured profile, the alias ids, free-text reasons
 static const funnel_personal_t s_personal [] = {
     { "lead.captured", { "email", "company", "region", NULL } },
     { "lead.merged", { "alias", NULL } },
+    { "lead.disqualified", { "reason", NULL } },
+    { "lead.stage_changed", { "reason", NULL } },
     { NULL }
 };
 

@@ -12,7 +12,7 @@ import unittest
 import uuid
 
 from funnel_e2e import binary, event, wait_until
-from test_gateway import GatewayCase
+from test_gateway import GatewayCase, Receiver
 
 # Counters a forget (or the requests of the check itself) moves by design;
 # every other STATS counter is a funnel count and must not change
@@ -21,7 +21,7 @@ MOVING = {"accepted", "duplicates", "events_out", "consumed", "consume_rejected"
           "outbox_lost"}
 
 
-class TestPrivacy(GatewayCase):
+class PrivacyCase(GatewayCase):
     def setUp(self):
         super().setUp()
         self.c = {svc: self.client(svc) for svc in ("campaign", "leads", "sales", "retention")}
@@ -106,6 +106,8 @@ class TestPrivacy(GatewayCase):
                    timeout=20, what="customer onboarded")
         self.ok("retention", "customer.order", {"customer": self.lead, "amount": 5000, "order": "O1"})
         self.ok("retention", "customer.order", {"customer": self.lead, "amount": 7000, "order": "O2"})
+        # Free text about the person in leads too
+        self.ok("leads", "lead.disqualify", {"lead": self.lead, "reason": "%s moved away" % self.name})
         # A second deal, lost with a reason naming the person
         self.ok("sales", "deal.open", {"deal": "Q-" + self.lead, "lead": self.lead, "amount": 100})
         self.ok("sales", "deal.close", {"deal": "Q-" + self.lead, "outcome": "lost",
@@ -128,7 +130,15 @@ class TestPrivacy(GatewayCase):
             return True
         wait_until(caught_up, timeout=20, what="every subscriber caught up")
 
-    # -- the test ----------------------------------------------------------
+    def forget(self):
+        self.ok("leads", "lead.forget", {"lead": self.lead, "reason": "GDPR art. 17"})
+        for svc in ("campaign", "sales", "retention"):
+            wait_until(lambda svc=svc: self.c[svc].ok("STATS")["counters"].get("forgotten") == 1,
+                       timeout=20, what="%s applied lead.forgotten" % svc)
+        self.settle()
+
+
+class TestPrivacy(PrivacyCase):
     def test_erase_export_and_forgotten_for_good(self):
         deal = self.journey()
         self.settle()
@@ -155,11 +165,7 @@ class TestPrivacy(GatewayCase):
         self.assertEqual(counts["retention"]["customers"], 1)
 
         # Erase
-        self.ok("leads", "lead.forget", {"lead": self.lead, "reason": "GDPR art. 17"})
-        for svc in ("campaign", "sales", "retention"):
-            wait_until(lambda svc=svc: self.c[svc].ok("STATS")["counters"].get("forgotten") == 1,
-                       timeout=20, what="%s applied lead.forgotten" % svc)
-        self.settle()
+        self.forget()
 
         # Nothing left in Redis: every key, every value, every type
         dump = self.redis_dump()
@@ -192,7 +198,8 @@ class TestPrivacy(GatewayCase):
             self.assertEqual(self.leaks(json.dumps(reply, default=repr)), [], (svc, body))
         lead = self.c["leads"].ok("GET", {"kind": "lead", "id": self.lead})
         self.assertEqual(lead.get("profile"), {"campaign": "C1"})      # no e-mail, name...
-        self.assertEqual(lead["stage"], "sql")
+        self.assertEqual(lead["stage"], "disqualified")
+        self.assertEqual(lead["history"][-1]["reason"], "redacted")
         self.assertIn("forgotten", lead)
         out = self.funnelctl("export", self.lead)
         self.assertEqual(out.returncode, 0, out.stderr)
@@ -224,6 +231,39 @@ class TestPrivacy(GatewayCase):
         self.assertNotIn("alias_of", fresh)
         self.assertEqual(fresh["profile"]["email"], self.email)
         self.assertEqual(self.c["leads"].ok("STATS")["counters"]["leads"], counts["leads"]["leads"] + 1)
+
+
+
+class TestPrivacyWebhook(PrivacyCase):
+    webhook = True
+
+    def test_webhook_replay_after_erase_is_redacted(self):
+        # The subscription (start = earliest) begins after the erase: every
+        # event comes from the outboxes, as rewritten
+        self.assertEqual(self.gateway.stop(), 0)
+        self.redis.client().delete("{funnel:gateway}:wh:crm")
+        self.journey()
+        self.settle()
+        self.forget()
+        receiver = Receiver(self.hook_port)
+        receiver.start()
+        try:
+            self.gateway = self.start_gateway()
+
+            def delivered():
+                return [json.loads(body) for _, body in receiver.events()]
+
+            def all_in():
+                types = [e["type"] for e in delivered()]
+                return "lead.forgotten" in types and "deal.won" in types
+            wait_until(all_in, timeout=30, what="the journey's events POSTed")
+            events = delivered()
+            self.assertEqual(self.leaks(json.dumps(events)), [])
+            captured = [e for e in events if e["type"] == "lead.captured"]
+            self.assertTrue(captured and captured[0]["data"]["redacted"])
+            self.assertEqual(captured[0]["data"]["lead"], self.lead)
+        finally:
+            receiver.stop()
 
 
 if __name__ == "__main__":
