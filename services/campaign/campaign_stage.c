@@ -1709,14 +1709,13 @@ s_on_forgotten (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *er
     if (funnel_rec_has (contact, "f"))
         return 0;                               //  Twice: a no-op
     zlist_t *fields = funnel_rec_fields (contact);
-    bool touched = funnel_rec_has (contact, "h");
     for (const char *f = zlist_first (fields); f; f = zlist_next (fields))
         if (s_detail_field (f))
             funnel_rec_del (contact, f);
     zlist_destroy (&fields);
     //  Only a contact that was reached needs the mark (it keeps a later
     //  touch from counting it reached again)
-    if (touched || funnel_rec_exists (contact))
+    if (funnel_rec_exists (contact))
         funnel_rec_set_int (contact, "f", 1);
     funnel_rec_del (wb, "reason");
     funnel_state_count (st, "forgotten", 1);
