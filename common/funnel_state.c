@@ -1635,6 +1635,41 @@ funnel_state_test (bool verbose)
     assert (funnel_state_event_time (st, &ev, true) == 99);     //  No at
     msgpack_unpacked_destroy (&unpacked);
     msgpack_sbuffer_destroy (&sbuf);
+
+    //  Privacy: an output marked with its person is rewritten in the batch
+    //  by forget_outputs (no redactor: nothing stored to rewrite); raw
+    //  commands roll back with the savepoint
+    static const funnel_personal_t personal [] = { { "t.said", { "secret", NULL } }, { NULL } };
+    funnel_state_set_personal (st, personal);
+    funnel_state_begin (st);
+    funnel_state_set_cause (st, "e9", 5);
+    msgpack_packer *spk = funnel_state_data (st);
+    msgpack_pack_map (spk, 2);
+    msgpack_pack_str_with_body (spk, "who", 3);
+    msgpack_pack_str_with_body (spk, "W", 1);
+    msgpack_pack_str_with_body (spk, "secret", 6);
+    msgpack_pack_str_with_body (spk, "s3cr3t", 6);
+    funnel_state_emit (st, "t.said", NULL);
+    funnel_state_personal (st, "W");
+    funnel_state_emit (st, "t.other", NULL);
+    assert (streq (funnel_state_output (st, 0)->person, "W"));
+    assert (!funnel_state_output (st, 1)->person [0]);
+    char pkey [256];
+    assert (funnel_state_person_index_key (st, "W", pkey, sizeof pkey) == 0);
+    assert (strstr (pkey, "}:pi:W"));
+    funnel_savepoint_t raw_sp = funnel_state_savepoint (st);
+    const char *del [] = { "DEL", pkey };
+    funnel_state_raw (st, 2, del, NULL);
+    assert (funnel_state_savepoint (st).raws == raw_sp.raws + 1);
+    funnel_state_rollback (st, raw_sp);
+    assert (funnel_state_savepoint (st).raws == raw_sp.raws);
+    assert (funnel_state_forget_outputs (st, "W") == 0);
+    const funnel_output_t *said = funnel_state_output (st, 0);
+    assert (!said->person [0]);
+    assert (!memmem (said->data, said->size, "s3cr3t", 6));
+    assert (memmem (said->data, said->size, "redacted", 8));
+    assert (memmem (said->data, said->size, "who", 3));
+    funnel_state_committed (st);
     funnel_state_destroy (&st);
     assert (st == NULL);
 }

@@ -31,7 +31,10 @@ class PrivacyCase(GatewayCase):
         self.phone = "+44 20 7946 %s" % tag[:4].translate(str.maketrans("abcdef", "123456"))
         self.company = "Quarkworks%s Ltd" % tag
         self.lead = "P%s" % tag
-        self.secrets = [self.email, self.name, self.company, "Quarkington", "zelda."]
+        self.old_email = "zq.%s@old-privacy-example.org" % tag
+        self.alias = "A%s" % tag
+        self.secrets = [self.email, self.old_email, self.name, self.company, "Quarkington",
+                        "zelda.", "zq."]
 
     # -- helpers ---------------------------------------------------------
     def ok(self, svc, etype, data):
@@ -88,11 +91,15 @@ class PrivacyCase(GatewayCase):
 
     def journey(self):
         self.ok("campaign", "campaign.upsert", {"campaign": "C1", "name": "Spring", "channel": "email"})
+        # First seen with an older address (it stays indexed), then in full
+        self.ok("leads", "lead.capture", {"lead": self.lead, "email": self.old_email})
         self.ok("leads", "lead.capture", {
             "lead": self.lead, "email": self.email.upper(), "name": self.name, "company": self.company,
             "phone": self.phone, "title": "Chief Quark", "campaign": "C1",
             "attrs": {"budget": 500000, "authority": True, "need": True, "timeline_days": 30,
                       "region": "emea", "industry": "quarks", "note": "met " + self.name}})
+        # A new id with the person's address becomes an alias (lead.merged)
+        self.ok("leads", "lead.capture", {"lead": self.alias, "email": self.email})
         for kind in ["form"] + ["click"] * 5:
             self.ok("campaign", "touch", {"campaign": "C1", "kind": kind, "contact": self.lead})
         deal = "L%s-1" % self.lead
@@ -147,7 +154,10 @@ class TestPrivacy(PrivacyCase):
         deal = self.journey()
         self.settle()
         # Before: the person is everywhere, and export shows it
-        self.assertTrue(any(self.leaks(k + b" " + v) for k, v in self.redis_dump()))
+        before = self.redis_dump()
+        self.assertTrue(any(self.leaks(k + b" " + v) for k, v in before))
+        self.assertTrue([k for k, _ in before if k.endswith(b":al:" + self.alias.encode())])
+        self.assertTrue([k for k, _ in before if self.old_email.encode() in k])
         self.assertTrue(self.leaks(json.dumps(self.replay_all("leads"))))
         before_export = self.funnelctl("export", self.lead)
         self.assertEqual(before_export.returncode, 0, before_export.stderr)
@@ -163,6 +173,10 @@ class TestPrivacy(PrivacyCase):
         self.assertEqual(set(gw["services"]), set(doc["services"]))
         captured = [e for e in self.replay_all("leads") if e["type"] == "lead.captured"]
         self.assertEqual(len(captured), 1)
+        merged = [e for e in self.replay_all("leads") if e["type"] == "lead.merged"]
+        self.assertEqual([e["data"]["alias"] for e in merged], [self.alias])
+        alias_view = self.c["leads"].ok("GET", {"kind": "lead", "id": self.alias})
+        self.assertEqual(alias_view["lead"], self.lead)
         counts = self.counts()
         self.assertEqual(counts["leads"]["sql"], 1)
         self.assertEqual(counts["sales"]["won"], 1)
@@ -187,6 +201,15 @@ class TestPrivacy(PrivacyCase):
         self.assertTrue(after[0]["data"]["redacted"])
         self.assertNotIn("email", after[0]["data"])
         self.assertEqual(after[0]["data"]["lead"], self.lead)
+        merged_after = [e for e in self.replay_all("leads") if e["type"] == "lead.merged"]
+        self.assertEqual([(e["id"], e["seq"]) for e in merged_after],
+                         [(e["id"], e["seq"]) for e in merged])
+        self.assertNotIn("alias", merged_after[0]["data"])
+        # The identity index entries are gone: old and new address, the alias
+        keys = [k for k, _ in dump]
+        self.assertFalse([k for k in keys if k.endswith(b":al:" + self.alias.encode())])
+        status, body = self.c["leads"].call("GET", {"kind": "lead", "id": self.alias})
+        self.assertEqual((status, body["code"]), ("ERR", "not_found"))
         # ... nor in any GET
         gets = [("leads", {"kind": "lead", "id": self.lead}),
                 ("sales", {"kind": "deal", "id": deal}),
