@@ -178,6 +178,12 @@ s_utf8_valid (const uint8_t *text, size_t size)
 }
 
 //  Length of the longest prefix of text, at most size, that is whole
+bool
+event_codec_utf8_valid (const char *text, size_t size)
+{
+    return s_utf8_valid ((const uint8_t *) text, size);
+}
+
 //  UTF-8 characters (used to truncate messages safely).
 static size_t
 s_utf8_prefix (const char *text, size_t size)

@@ -89,6 +89,9 @@ int
 //  True if text is 1–64 bytes of [A-Za-z0-9._:@+-] (ids and entity ids).
 bool
     event_codec_id_valid (const char *text, size_t size);
+//  True if text is well-formed UTF-8 (what a msgpack str must hold).
+bool
+    event_codec_utf8_valid (const char *text, size_t size);
 
 //  Looks up a string key in a map object; NULL if absent or not a map.
 const msgpack_object *

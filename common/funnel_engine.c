@@ -121,6 +121,7 @@ s_ready (funnel_engine_t *self)
 
 static int s_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t count);
 static int s_list_reader (void *arg, const char *key, int max, zlist_t *out);
+static int s_redactor (void *arg, funnel_state_t *st, const char *person);
 
 funnel_engine_t *
 funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
@@ -144,6 +145,8 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
                                     self->cfg.cache_max);
     funnel_state_set_loader (self->state, s_loader, self);
     funnel_state_set_list_reader (self->state, s_list_reader, self);
+    funnel_state_set_redactor (self->state, s_redactor, self);
+    funnel_state_set_personal (self->state, rules->personal);
     funnel_state_set_arg (self->state, cfg->rules_arg);
     funnel_state_set_series_keep (self->state, cfg->series_hour_s, cfg->series_day_s);
     snprintf (self->seq_key, KEY_MAX, "%sseq", cfg->prefix);
@@ -480,6 +483,82 @@ s_list_reader (void *arg, const char *key, int max, zlist_t *out)
     return rc;
 }
 
+//  Erasing a person: the outbox entries its index names that are still
+//  held are rewritten in place (personal fields out, "redacted": true in;
+//  same id, type, seq, cause, ts), and the index goes; both in the batch's
+//  commit. One round trip for the index, one for the entries.
+static int
+s_redactor (void *arg, funnel_state_t *st, const char *person)
+{
+    funnel_engine_t *self = (funnel_engine_t *) arg;
+    const funnel_personal_t *table = self->rules->personal;
+    char key [KEY_MAX];
+    if (!table || funnel_state_person_index_key (st, person, key, sizeof key) != 0)
+        return 0;
+    zlist_t *seqs = zlist_new ();
+    zlist_autofree (seqs);
+    if (s_list_reader (self, key, FUNNEL_PERSONAL_INDEX, seqs) != 0) {
+        zlist_destroy (&seqs);
+        return -1;
+    }
+    redisContext *ctx = redis_store_context (self->store);
+    size_t asked = 0;
+    uint64_t *wanted = (uint64_t *) zmalloc ((zlist_size (seqs) + 1) * sizeof (uint64_t));
+    for (const char *s = zlist_first (seqs); s; s = zlist_next (seqs)) {
+        uint64_t seq = strtoull (s, NULL, 10);
+        //  Trimmed already (or never committed): nothing to rewrite
+        if (seq < self->ob_first || seq > self->seq)
+            continue;
+        char bucket [KEY_MAX], field [24];
+        snprintf (bucket, sizeof bucket, "%sob:%" PRIu64, self->prefix, seq / OB_BUCKET);
+        snprintf (field, sizeof field, "%" PRIu64, seq);
+        const char *hget [] = { "HGET", bucket, field };
+        funnel_redis_append (ctx, 3, hget, NULL);
+        wanted [asked++] = seq;
+    }
+    zlist_destroy (&seqs);
+    redisReply **replies = (redisReply **) zmalloc ((asked + 1) * sizeof (redisReply *));
+    if (asked > 0 && s_read (self, replies, asked) != 0) {
+        free (replies);
+        free (wanted);
+        return -1;
+    }
+    for (size_t i = 0; i < asked; i++) {
+        redisReply *r = replies [i];
+        outbox_entry_t entry;
+        if (r->type != REDIS_REPLY_STRING
+        ||  outbox_entry_parse (r->str, r->len, &entry) != 0)
+            continue;
+        char type [128];
+        snprintf (type, sizeof type, "%.*s", (int) entry.type.size, entry.type.data);
+        char *data = NULL;
+        size_t size = 0;
+        if (funnel_privacy_redact (entry.data.data, entry.data.size,
+                                   funnel_privacy_fields (table, type), &data, &size) != 1)
+            continue;
+        entry.data.data = data;
+        entry.data.size = size;
+        size_t encoded_size = 0;
+        char *encoded = outbox_entry_encode (&entry, &encoded_size);
+        free (data);
+        if (!encoded)
+            continue;
+        char bucket [KEY_MAX], field [24];
+        snprintf (bucket, sizeof bucket, "%sob:%" PRIu64, self->prefix, wanted [i] / OB_BUCKET);
+        snprintf (field, sizeof field, "%" PRIu64, wanted [i]);
+        const char *hset [] = { "HSET", bucket, field, encoded };
+        size_t lens [] = { 4, strlen (bucket), strlen (field), encoded_size };
+        funnel_state_raw (st, 4, hset, lens);
+        free (encoded);
+    }
+    s_free_replies (replies, asked);
+    free (replies);
+    free (wanted);
+    const char *del [] = { "DEL", key };
+    funnel_state_raw (st, 2, del, NULL);
+    return 0;
+}
+
 //  "<partition prefix>id:<escaped id>"
 static void
 s_dedup_key (funnel_engine_t *self, const char *id, char *key, size_t size)
@@ -742,6 +821,21 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         free (lens);
         i += n;
         seq += n;
+    }
+    //  Privacy: each output that carried a person's data goes into that
+    //  person's bounded index of seqs, so erasing never scans the outbox
+    for (size_t k = 0; k < outputs; k++) {
+        const funnel_output_t *out = funnel_state_output (st, k);
+        char key [KEY_MAX], bound [24];
+        if (!out->person [0]
+        ||  funnel_state_person_index_key (st, out->person, key, sizeof key) != 0)
+            continue;
+        const char *rpush [] = { "RPUSH", key, seqs [k] };
+        funnel_redis_append (ctx, 3, rpush, NULL);
+        snprintf (bound, sizeof bound, "%d", -FUNNEL_PERSONAL_INDEX);
+        const char *ltrim [] = { "LTRIM", key, bound, "-1" };
+        funnel_redis_append (ctx, 4, ltrim, NULL);
+        sent += 2;
     }
     uint64_t ob_first = self->ob_first;
     uint64_t lost = 0;
@@ -1316,6 +1410,38 @@ funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
 }
 
 int
+funnel_query_pack_by_id (funnel_state_t *st, funnel_query_fn *query, const char *id,
+                         msgpack_packer *pk)
+{
+    msgpack_sbuffer req, view;
+    msgpack_sbuffer_init (&req);
+    msgpack_sbuffer_init (&view);
+    msgpack_packer rpk, vpk;
+    msgpack_packer_init (&rpk, &req, msgpack_sbuffer_write);
+    msgpack_packer_init (&vpk, &view, msgpack_sbuffer_write);
+    msgpack_pack_map (&rpk, 1);
+    event_codec_pack_cstr (&rpk, "id");
+    event_codec_pack_cstr (&rpk, id);
+    msgpack_unpacked u;
+    msgpack_unpacked_init (&u);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    int rc = -1;
+    //  Packed apart first: a refusal must not leave half a value in pk
+    if (msgpack_unpack_next (&u, req.data, req.size, NULL) == MSGPACK_UNPACK_SUCCESS
+    &&  query (st, &u.data, &vpk, &err) == 0) {
+        pk->callback (pk->data, view.data, view.size);
+        rc = 0;
+    }
+    else
+        msgpack_pack_nil (pk);
+    msgpack_unpacked_destroy (&u);
+    msgpack_sbuffer_destroy (&req);
+    msgpack_sbuffer_destroy (&view);
+    return rc;
+}
+
+int
 funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
                       const char *subscriber, msgpack_sbuffer *reply, funnel_error_t *err)
 {
@@ -1834,6 +1960,98 @@ s_test_stage_series (redis_store_t *store)
     funnel_engine_destroy (&engine);
 }
 
+//  Privacy: test.add {key, n} emits test.said {key, secret} carrying
+//  person key's data; n == 0 forgets person key; n < 0 is refused
+static int
+s_test_say (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
+{
+    char key [64];
+    event_codec_obj_strcpy (event_codec_map_get (ev->data, "key"), key, sizeof key);
+    int64_t n = event_codec_map_get (ev->data, "n")->via.i64;
+    if (n < 0)
+        return funnel_error_set (err, FUNNEL_ERR_CONFLICT, "n: negative");
+    if (n == 0)
+        return funnel_state_forget_outputs (st, key);
+    msgpack_packer *pk = funnel_state_data (st);
+    msgpack_pack_map (pk, 2);
+    event_codec_pack_cstr (pk, "key");
+    event_codec_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, "secret");
+    event_codec_pack_cstr (pk, "s3cr3t");
+    funnel_state_emit (st, "test.said", NULL);
+    funnel_state_personal (st, key);
+    return 0;
+}
+
+static const funnel_rule_t s_test_say_on [] = { { "test.add", s_test_say, NULL }, { NULL } };
+static const funnel_personal_t s_test_personal [] = { { "test.said", { "secret", NULL } }, { NULL } };
+static const funnel_rules_t s_test_say_rules = { .on = s_test_say_on, .personal = s_test_personal };
+
+//  Entry seq of the privacy test's outbox: holds the secret or not, its id
+static void
+s_test_entry (redis_store_t *store, const char *seq, bool secret, const char *id)
+{
+    redisReply *r = s_test_cmd (store, "HGET", "{funnel:ep}:ob:0", seq, NULL);
+    assert (r->type == REDIS_REPLY_STRING);
+    assert (streq (r->str, id));            //  The id is the entry's first part
+    assert ((memmem (r->str, r->len, "s3cr3t", 6) != NULL) == secret);
+    assert ((memmem (r->str, r->len, "redacted", 8) != NULL) == !secret);
+    freeReplyObject (r);
+}
+
+static void
+s_test_privacy (redis_store_t *store)
+{
+    funnel_engine_cfg_t cfg = {
+        .svc = "ep", .prefix = "{funnel:ep}:", .owner = "host|tcp://p", .partitions = 4,
+        .cache_max = 100, .retention = 1000000, .dedup_ttl_s = 3600, .lease_ms = 2000
+    };
+    funnel_engine_t *engine = funnel_engine_new (&cfg, &s_test_say_rules, store);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (engine, &err) == 0);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    char index [256];
+    assert (funnel_state_person_index_key (engine->state, "W", index, sizeof index) == 0);
+    //  Two outputs with W's data: both in W's index, written with them
+    int said [] = { 1, 2 };
+    test_batch_t b;
+    s_test_batch (&b, "pa", "W", said, 2, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&b);
+    redisReply *r = s_test_cmd (store, "LRANGE", index, "0", "-1");
+    assert (r->elements == 2 && streq (r->element [0]->str, "1") && streq (r->element [1]->str, "2"));
+    freeReplyObject (r);
+    //  A forget in a refused batch rewrites nothing
+    int refused [] = { 0, -1 };
+    s_test_batch (&b, "pb", "W", refused, 2, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
+    s_test_batch_free (&b);
+    s_test_entry (store, "1", true, "ep:pa0:1");
+    //  An output then the forget, one batch: the stored ones are rewritten
+    //  in place, the new one before it is stored; the index goes
+    int forget [] = { 3, 0 };
+    s_test_batch (&b, "pc", "W", forget, 2, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&b);
+    assert (funnel_engine_seq (engine) == 3);
+    s_test_entry (store, "1", false, "ep:pa0:1");
+    s_test_entry (store, "2", false, "ep:pa1:1");
+    s_test_entry (store, "3", false, "ep:pc0:1");
+    r = s_test_cmd (store, "EXISTS", index, NULL, NULL);
+    assert (r->integer == 0);
+    freeReplyObject (r);
+    //  Forgetting again: nothing to do
+    int again [] = { 0 };
+    s_test_batch (&b, "pd", "W", again, 1, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&b);
+    s_test_entry (store, "2", false, "ep:pa1:1");
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&engine);
+}
+
 void
 funnel_engine_test (bool verbose)
 {
@@ -1969,6 +2187,7 @@ funnel_engine_test (bool verbose)
     funnel_engine_destroy (&engine);
     assert (engine == NULL);
     s_test_stage_series (store2);
+    s_test_privacy (store2);
     redis_store_destroy (&store);
     redis_store_destroy (&store2);
 }

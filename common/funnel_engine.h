@@ -66,6 +66,12 @@ typedef struct {
     funnel_query_fn *query;
 } funnel_query_rule_t;
 
+//  Packs what query answers for {"id": id} into pk, or nil if it refuses
+//  (an export shows an entity as its GET kind does). Returns 0 or -1.
+int
+    funnel_query_pack_by_id (funnel_state_t *st, funnel_query_fn *query, const char *id,
+                             msgpack_packer *pk);
+
 typedef struct {
     const char *name;
     funnel_timer_fn *fire;
@@ -81,6 +87,9 @@ typedef struct {
     //  Stage names GET series returns (NULL-terminated), or NULL; the rules
     //  count them with funnel_state_count_stage
     const char *const *series;
+    //  Output types that may carry a person's personal data and their
+    //  fields (funnel_privacy.h), or NULL: what lead.forget redacts
+    const funnel_personal_t *personal;
     //  Optional, at start: reads the rules' settings (section = the service
     //  name) into *arg, which handlers get with funnel_state_arg; returns
     //  -1 after logging a bad value (exit 2). teardown frees it.

@@ -59,6 +59,13 @@ typedef struct {
     bool cancel;
 } timer_op_t;
 
+//  A command queued as is (outbox redaction, list rewrites)
+typedef struct {
+    int argc;
+    char **argv;
+    size_t *lens;
+} raw_op_t;
+
 //  A growable array of fixed-size items.
 typedef struct {
     void *items;
@@ -79,8 +86,11 @@ struct _funnel_state_t {
     funnel_state_list_fn *list_reader;
     void *list_arg;
     void *rules_arg;
-    vec_t undo, dirty, outputs, counters, pushes, timers, series;
-    vec_t wants;                //  funnel_rec_t *
+    vec_t undo, dirty, outputs, counters, pushes, timers, series, raws;
+    vec_t wants;
+    funnel_state_redactor_fn *redactor;
+    void *redactor_arg;
+    const funnel_personal_t *personal;                //  funnel_rec_t *
     msgpack_sbuffer scratch;    //  Data of the next output
     msgpack_packer scratch_pk;
     char cause [FUNNEL_ID_MAX + 1];
@@ -281,6 +291,7 @@ funnel_state_new (const char *svc, const char *prefix, int partitions, size_t ca
     self->pushes.item_size = sizeof (push_t);
     self->timers.item_size = sizeof (timer_op_t);
     self->series.item_size = sizeof (series_op_t);
+    self->raws.item_size = sizeof (raw_op_t);
     self->wants.item_size = sizeof (funnel_rec_t *);
     msgpack_sbuffer_init (&self->scratch);
     msgpack_packer_init (&self->scratch_pk, &self->scratch, msgpack_sbuffer_write);
@@ -307,6 +318,7 @@ funnel_state_destroy (funnel_state_t **self_p)
         free (self->pushes.items);
         free (self->timers.items);
         free (self->series.items);
+        free (self->raws.items);
         free (self->wants.items);
         free (self->base);
         msgpack_sbuffer_destroy (&self->scratch);
@@ -534,6 +546,31 @@ funnel_rec_fields (funnel_rec_t *rec)
         zlist_append (names, (void *) zhashx_cursor (rec->fields));
     zlist_sort (names, s_strcmp);
     return names;
+}
+
+void
+funnel_rec_pack (funnel_rec_t *rec, msgpack_packer *pk)
+{
+    zlist_t *fields = funnel_rec_fields (rec);
+    msgpack_pack_map (pk, zlist_size (fields));
+    for (const char *f = zlist_first (fields); f; f = zlist_next (fields)) {
+        const char *value = funnel_rec_str (rec, f);
+        msgpack_pack_str_with_body (pk, f, strlen (f));
+        size_t size = strlen (value);
+        if (event_codec_utf8_valid (value, size))
+            msgpack_pack_str_with_body (pk, value, size);
+        else {
+            //  Binary (a compact history entry): "hex:" and its bytes
+            char *hex = (char *) malloc (4 + 2 * size + 1);
+            assert (hex);
+            memcpy (hex, "hex:", 4);
+            for (size_t i = 0; i < size; i++)
+                snprintf (hex + 4 + 2 * i, 3, "%02x", (unsigned char) value [i]);
+            msgpack_pack_str_with_body (pk, hex, 4 + 2 * size);
+            free (hex);
+        }
+    }
+    zlist_destroy (&fields);
 }
 
 const char *
@@ -952,7 +989,7 @@ funnel_state_savepoint (funnel_state_t *self)
     funnel_savepoint_t sp = {
         self->undo.count, self->dirty.count, self->outputs.count,
         self->counters.count, self->pushes.count, self->timers.count,
-        self->series.count
+        self->series.count, self->raws.count
     };
     return sp;
 }
@@ -997,6 +1034,13 @@ funnel_state_rollback (funnel_state_t *self, funnel_savepoint_t sp)
         free (op->key);
         free (op->field);
     }
+    while (self->raws.count > sp.raws) {
+        raw_op_t *op = (raw_op_t *) s_vec_at (&self->raws, --self->raws.count);
+        for (int i = 0; i < op->argc; i++)
+            free (op->argv [i]);
+        free (op->argv);
+        free (op->lens);
+    }
 }
 
 //  Forgets the write-set without undoing it (the undo log's old values
@@ -1007,7 +1051,7 @@ s_reset_writes (funnel_state_t *self)
     for (size_t i = 0; i < self->undo.count; i++)
         free (((undo_t *) s_vec_at (&self->undo, i))->old);
     self->undo.count = 0;
-    funnel_savepoint_t zero = { self->undo.count, 0, 0, 0, 0, 0, 0 };
+    funnel_savepoint_t zero = { self->undo.count, 0, 0, 0, 0, 0, 0, 0 };
     funnel_state_rollback (self, zero);
 }
 
@@ -1031,6 +1075,95 @@ funnel_state_clear (funnel_state_t *self)
     self->wants.count = 0;
     zlistx_purge (self->lru);
     zhashx_purge (self->cache);
+}
+
+//  ---------------------------------------------------------------------
+//  Privacy
+
+void
+funnel_state_set_redactor (funnel_state_t *self, funnel_state_redactor_fn *fn, void *arg)
+{
+    self->redactor = fn;
+    self->redactor_arg = arg;
+}
+
+void
+funnel_state_set_personal (funnel_state_t *self, const funnel_personal_t *table)
+{
+    self->personal = table;
+}
+
+const funnel_personal_t *
+funnel_state_personal_table (funnel_state_t *self)
+{
+    return self->personal;
+}
+
+void
+funnel_state_personal (funnel_state_t *self, const char *person)
+{
+    if (self->outputs.count == 0 || !person || strlen (person) > FUNNEL_ID_MAX)
+        return;
+    funnel_output_t *out = (funnel_output_t *) s_vec_at (&self->outputs,
+                                                         self->outputs.count - 1);
+    memcpy (out->person, person, strlen (person) + 1);
+}
+
+int
+funnel_state_forget_outputs (funnel_state_t *self, const char *person)
+{
+    //  Stored outputs first: if Redis fails, nothing has been rewritten
+    if (self->redactor && self->redactor (self->redactor_arg, self, person) != 0)
+        return -1;
+    //  This batch's outputs: rewritten before they are ever stored
+    for (size_t i = 0; i < self->outputs.count; i++) {
+        funnel_output_t *out = (funnel_output_t *) s_vec_at (&self->outputs, i);
+        if (!streq (out->person, person))
+            continue;
+        char *data = NULL;
+        size_t size = 0;
+        if (funnel_privacy_redact (out->data, out->size,
+                                   funnel_privacy_fields (self->personal, out->type),
+                                   &data, &size) == 1) {
+            free (out->data);
+            out->data = data;
+            out->size = size;
+        }
+        out->person [0] = 0;
+    }
+    return 0;
+}
+
+int
+funnel_state_key_in (funnel_state_t *self, const char *owner, const char *kind,
+                     const char *id, char *key, size_t size)
+{
+    return s_entity_key (self, owner, kind, id, key, size);
+}
+
+int
+funnel_state_person_index_key (funnel_state_t *self, const char *person, char *key,
+                               size_t size)
+{
+    return s_entity_key (self, person, "pi", person, key, size);
+}
+
+void
+funnel_state_raw (funnel_state_t *self, int argc, const char **argv, const size_t *lens)
+{
+    raw_op_t *op = (raw_op_t *) s_vec_push (&self->raws);
+    op->argc = argc;
+    op->argv = (char **) malloc ((size_t) argc * sizeof (char *));
+    op->lens = (size_t *) malloc ((size_t) argc * sizeof (size_t));
+    assert (op->argv && op->lens);
+    for (int i = 0; i < argc; i++) {
+        size_t len = lens ? lens [i] : strlen (argv [i]);
+        op->argv [i] = (char *) malloc (len + 1);
+        assert (op->argv [i]);
+        memcpy (op->argv [i], argv [i], len);
+        op->argv [i][len] = 0;
+        op->lens [i] = len;
+    }
 }
 
 void
@@ -1289,6 +1422,12 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         commands++;
         i = j;
     }
+    //  Raw commands last, in the order queued
+    for (size_t i = 0; i < self->raws.count; i++) {
+        raw_op_t *op = (raw_op_t *) s_vec_at (&self->raws, i);
+        funnel_redis_append (ctx, op->argc, (const char **) op->argv, op->lens);
+        commands++;
+    }
     free (set.argv);
     free (set.lens);
     free (del.argv);
@@ -1496,6 +1635,41 @@ funnel_state_test (bool verbose)
     assert (funnel_state_event_time (st, &ev, true) == 99);     //  No at
     msgpack_unpacked_destroy (&unpacked);
     msgpack_sbuffer_destroy (&sbuf);
+
+    //  Privacy: an output marked with its person is rewritten in the batch
+    //  by forget_outputs (no redactor: nothing stored to rewrite); raw
+    //  commands roll back with the savepoint
+    static const funnel_personal_t personal [] = { { "t.said", { "secret", NULL } }, { NULL } };
+    funnel_state_set_personal (st, personal);
+    funnel_state_begin (st);
+    funnel_state_set_cause (st, "e9", 5);
+    msgpack_packer *spk = funnel_state_data (st);
+    msgpack_pack_map (spk, 2);
+    msgpack_pack_str_with_body (spk, "who", 3);
+    msgpack_pack_str_with_body (spk, "W", 1);
+    msgpack_pack_str_with_body (spk, "secret", 6);
+    msgpack_pack_str_with_body (spk, "s3cr3t", 6);
+    funnel_state_emit (st, "t.said", NULL);
+    funnel_state_personal (st, "W");
+    funnel_state_emit (st, "t.other", NULL);
+    assert (streq (funnel_state_output (st, 0)->person, "W"));
+    assert (!funnel_state_output (st, 1)->person [0]);
+    char pkey [256];
+    assert (funnel_state_person_index_key (st, "W", pkey, sizeof pkey) == 0);
+    assert (strstr (pkey, "}:pi:W"));
+    funnel_savepoint_t raw_sp = funnel_state_savepoint (st);
+    const char *del [] = { "DEL", pkey };
+    funnel_state_raw (st, 2, del, NULL);
+    assert (funnel_state_savepoint (st).raws == raw_sp.raws + 1);
+    funnel_state_rollback (st, raw_sp);
+    assert (funnel_state_savepoint (st).raws == raw_sp.raws);
+    assert (funnel_state_forget_outputs (st, "W") == 0);
+    const funnel_output_t *said = funnel_state_output (st, 0);
+    assert (!said->person [0]);
+    assert (!memmem (said->data, said->size, "s3cr3t", 6));
+    assert (memmem (said->data, said->size, "redacted", 8));
+    assert (memmem (said->data, said->size, "who", 3));
+    funnel_state_committed (st);
     funnel_state_destroy (&st);
     assert (st == NULL);
 }

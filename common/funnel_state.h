@@ -42,6 +42,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "event_codec.h"
+#include "funnel_privacy.h"
 
 typedef struct _funnel_state_t funnel_state_t;
 typedef struct _funnel_rec_t funnel_rec_t;
@@ -144,6 +145,9 @@ void
 //  caller destroys: to walk a small record (an index) whole.
 zlist_t *
     funnel_rec_fields (funnel_rec_t *rec);
+//  Packs the record whole as a map field -> value (sorted): exports.
+void
+    funnel_rec_pack (funnel_rec_t *rec, msgpack_packer *pk);
 //  The record's Redis key (for tests and logs).
 const char *
     funnel_rec_key (funnel_rec_t *rec);
@@ -245,7 +249,7 @@ int64_t
     funnel_state_now (funnel_state_t *self);
 
 typedef struct {
-    size_t undo, dirty, outputs, counters, lists, timers, series;
+    size_t undo, dirty, outputs, counters, lists, timers, series, raws;
 } funnel_savepoint_t;
 
 //  Starts a batch (pins the records it touches against eviction).
@@ -279,6 +283,7 @@ typedef struct {
     int64_t cause_ts;
     char *data;                 //  msgpack map
     size_t size;
+    char person [65];           //  Whose personal data it carries ("" none)
 } funnel_output_t;
 size_t
     funnel_state_output_count (funnel_state_t *self);
@@ -296,6 +301,42 @@ int
 //  sdscatfmt, a top cost of the commit.
 void
     funnel_redis_append (redisContext *ctx, int argc, const char **argv, const size_t *lens);
+
+//  ----------------------------------------------------------------------
+//  Privacy (funnel_privacy.h, proto/privacy.md)
+
+//  Finds the records and outbox entries still holding a person's personal
+//  data: the engine reads the person's outbox index and queues the
+//  rewrites (funnel_state_raw); 0, or -1 if Redis is unavailable.
+typedef int (funnel_state_redactor_fn) (void *arg, funnel_state_t *st, const char *person);
+void
+    funnel_state_set_redactor (funnel_state_t *self, funnel_state_redactor_fn *fn, void *arg);
+//  The rules' table of personal fields per output type (may be NULL).
+void
+    funnel_state_set_personal (funnel_state_t *self, const funnel_personal_t *table);
+const funnel_personal_t *
+    funnel_state_personal_table (funnel_state_t *self);
+//  Marks the output just emitted as carrying person's personal data: the
+//  commit adds its seq to the person's outbox index (bounded).
+void
+    funnel_state_personal (funnel_state_t *self, const char *person);
+//  Erases person's personal data from the outputs: this batch's are
+//  rewritten now, committed ones through the redactor (one round trip),
+//  in this batch's commit. 0, or -1 if Redis is unavailable.
+int
+    funnel_state_forget_outputs (funnel_state_t *self, const char *person);
+//  The key of person's outbox index (a list of seqs), "<part>pi:<id>".
+int
+    funnel_state_person_index_key (funnel_state_t *self, const char *person, char *key,
+                                   size_t size);
+//  The key of (kind, id) in owner's partition (for raw commands).
+int
+    funnel_state_key_in (funnel_state_t *self, const char *owner, const char *kind,
+                         const char *id, char *key, size_t size);
+//  Queues a command of the batch's write-set, sent after every other
+//  write of the commit (lens NULL: C strings); rolled back like the rest.
+void
+    funnel_state_raw (funnel_state_t *self, int argc, const char **argv, const size_t *lens);
 
 //  Cache figures for STATS.
 void

@@ -883,7 +883,8 @@ s_on_touch (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     funnel_rec_t *bkt = b ? funnel_state_global (st, "bkt", b) : NULL;
     if (!contact || !bkt)
         return s_unavailable (err);
-    if (!funnel_rec_has (contact, "h"))
+    //  A forgotten contact (f) has no history but was reached already
+    if (!funnel_rec_has (contact, "h") && !funnel_rec_has (contact, "f"))
         s_count_stage (st, "reached", ev->ts);
     if (!impression && !funnel_rec_has (contact, "e")) {
         funnel_rec_set_int (contact, "e", 1);
@@ -1678,7 +1679,83 @@ static const funnel_rule_t s_on [] = {
     { "touch", s_on_touch, s_want_touch },
     { NULL }
 };
+//  ---------------------------------------------------------------------
+//  Privacy (proto/privacy.md): lead.forgotten drops the contact's touch
+//  history and conversion records (times and campaigns of each touch);
+//  reach marks, the stage reached and every credit already given stay
+
+//  A field of the touch history (h, h1..) or conversion records (x, x1..)
+static bool
+s_detail_field (const char *f)
+{
+    if (f [0] != 'h' && f [0] != 'x')
+        return false;
+    for (const char *p = f + 1; *p; p++)
+        if (*p < '0' || *p > '9')
+            return false;
+    return true;
+}
+
+static int
+s_on_forgotten (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
+{
+    char lead [FUNNEL_ID_MAX + 1];
+    if (s_need_id (ev, "lead", lead, err))
+        return -1;
+    funnel_rec_t *contact = funnel_state_rec (st, "c", lead);
+    funnel_rec_t *wb = funnel_state_rec (st, "wb", lead);
+    if (!contact || !wb)
+        return s_unavailable (err);
+    if (funnel_rec_has (contact, "f"))
+        return 0;                               //  Twice: a no-op
+    zlist_t *fields = funnel_rec_fields (contact);
+    for (const char *f = zlist_first (fields); f; f = zlist_next (fields))
+        if (s_detail_field (f))
+            funnel_rec_del (contact, f);
+    zlist_destroy (&fields);
+    //  Only a contact that was reached needs the mark (it keeps a later
+    //  touch from counting it reached again)
+    if (funnel_rec_exists (contact))
+        funnel_rec_set_int (contact, "f", 1);
+    funnel_rec_del (wb, "reason");
+    funnel_state_count (st, "forgotten", 1);
+    return funnel_state_forget_outputs (st, lead) ? s_unavailable (err) : 0;
+}
+
+//  GET export: the contact and win-back records as stored
+static int
+s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
+              funnel_error_t *err)
+{
+    char lead [FUNNEL_ID_MAX + 1];
+    if (!s_valid_id (event_codec_map_get (req, "lead"), lead, sizeof lead))
+        return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                 "lead: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+    funnel_rec_t *contact = funnel_state_rec (st, "c", lead);
+    funnel_rec_t *wb = funnel_state_rec (st, "wb", lead);
+    if (!contact || !wb)
+        return s_unavailable (err);
+    msgpack_pack_map (pk, 3);
+    msgpack_kv_put_str (pk, "lead", lead);
+    msgpack_kv_put_bool (pk, "forgotten", funnel_rec_has (contact, "f"));
+    event_codec_pack_cstr (pk, "records");
+    msgpack_pack_map (pk, funnel_rec_exists (contact) + funnel_rec_exists (wb));
+    char name [FUNNEL_ID_MAX + 8];
+    if (funnel_rec_exists (contact)) {
+        snprintf (name, sizeof name, "c:%s", lead);
+        event_codec_pack_cstr (pk, name);
+        funnel_rec_pack (contact, pk);
+    }
+    if (funnel_rec_exists (wb)) {
+        snprintf (name, sizeof name, "wb:%s", lead);
+        event_codec_pack_cstr (pk, name);
+        funnel_rec_pack (wb, pk);
+    }
+    return 0;
+}
+
 static const funnel_rule_t s_consume [] = {
+    { "lead.forgotten", s_on_forgotten, s_want_lead },
     { "lead.captured", s_on_captured, s_want_lead },
     { "lead.mql", s_on_mql, s_want_lead },
     { "lead.sql", s_on_sql, s_want_lead },
@@ -1692,6 +1769,7 @@ static const funnel_query_rule_t s_queries [] = {
     { "report", s_get_report },
     { "recommend", s_get_recommend },
     { "winback", s_get_winback },
+    { "export", s_get_export },
     { NULL }
 };
 //  STATS shows these as 0 before their first event (the monitor reads

@@ -21,7 +21,7 @@
 static const char *const s_upstreams [] = { "leads", "sales", "retention", NULL };
 static const char *const s_consumes [] = {
     "lead.captured", "lead.mql", "lead.sql", "deal.won",
-    "customer.at_risk", "customer.churned", NULL
+    "customer.at_risk", "customer.churned", "lead.forgotten", NULL
 };
 
 int

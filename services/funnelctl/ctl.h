@@ -61,6 +61,7 @@ json_t *
 int ctl_cmd_ping (ctl_t *self, int argc, char **argv);
 int ctl_cmd_stats (ctl_t *self, int argc, char **argv);
 int ctl_cmd_get (ctl_t *self, int argc, char **argv);
+int ctl_cmd_export (ctl_t *self, int argc, char **argv);
 int ctl_cmd_publish (ctl_t *self, int argc, char **argv);
 int ctl_cmd_replay (ctl_t *self, int argc, char **argv);
 int ctl_cmd_tail (ctl_t *self, int argc, char **argv);

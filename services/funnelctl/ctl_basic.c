@@ -1,6 +1,8 @@
-/*  ping, stats, get: one request, one reply printed as JSON. */
+/*  ping, stats, get: one request, one reply printed as JSON; export: one
+    GET per service, merged (privacy_export.h). */
 #include <czmq.h>
 #include "ctl.h"
+#include "privacy_export.h"
 
 //  PING or STATS each named service (all four by default). One service:
 //  its reply; several: {service: reply, or null if unreachable}.
@@ -98,6 +100,57 @@ ctl_cmd_get (ctl_t *self, int argc, char **argv)
     if (rc == CTL_ERR)
         ctl_print_err (argv [0], reply);
     json_decref (reply);
+    json_decref (body);
+    return rc;
+}
+
+//  export LEAD: everything every service holds on the person, one JSON
+//  document (proto/privacy.md). leads not knowing the lead is ERR
+//  not_found (exit 1); a service that does not answer is marked
+//  unreachable in the document, which is still printed (exit 3).
+int
+ctl_cmd_export (ctl_t *self, int argc, char **argv)
+{
+    if (argc != 1) {
+        fprintf (stderr, "funnelctl: usage: export LEAD\n");
+        return CTL_USAGE;
+    }
+    json_t *body = json_pack ("{s:s, s:s}", "kind", "export", "lead", argv [0]);
+    json_t *doc = privacy_export_new (argv [0]);
+    int rc = CTL_OK;
+    //  leads first: it says whether the person exists at all
+    const char *order [] = { "leads", "campaign", "sales", "retention" };
+    for (int i = 0; i < 4 && rc != CTL_ERR; i++) {
+        json_t *reply = NULL;
+        int status = ctl_call (self, order [i], "GET", body, 1, &reply);
+        if (status == CTL_USAGE) {
+            rc = CTL_USAGE;
+            json_decref (reply);
+            break;
+        }
+        if (status == CTL_ERR && i == 0) {
+            ctl_print_err (order [i], reply);
+            rc = CTL_ERR;
+        }
+        else
+        if (status == CTL_ERR) {
+            ctl_print_err (order [i], reply);
+            privacy_export_add (doc, order [i], PRIVACY_EXPORT_ERR, reply);
+        }
+        else
+        if (status == CTL_UNREACHABLE) {
+            privacy_export_add (doc, order [i], PRIVACY_EXPORT_DOWN, NULL);
+            rc = CTL_UNREACHABLE;
+        }
+        else
+            privacy_export_add (doc, order [i], PRIVACY_EXPORT_OK, reply);
+        json_decref (reply);
+    }
+    if (rc == CTL_OK || rc == CTL_UNREACHABLE)
+        ctl_print_json (self, doc);
+    if (rc == CTL_OK && !privacy_export_complete (doc))
+        rc = CTL_ERR;
+    json_decref (doc);
     json_decref (body);
     return rc;
 }

@@ -18,6 +18,7 @@ s_help (void)
 "  stats [SERVICE...]            STATS counters (all four by default)\n"
 "  get SERVICE KIND [ID] [key=value...]\n"
 "  get SERVICE '{\"kind\": ...}'   GET an entity or a report\n"
+"  export LEAD                  everything every service holds on a person (JSON)\n"
 "  publish SERVICE [JSON|-] [--batch N]\n"
 "                                PUBLISH one event or an array given as JSON, or\n"
 "                                NDJSON from stdin (one event or array per line),\n"
@@ -93,7 +94,7 @@ main (int argc, char *argv [])
         int (*run) (ctl_t *, int, char **);
     } commands [] = {
         { "ping", ctl_cmd_ping }, { "stats", ctl_cmd_stats }, { "get", ctl_cmd_get },
-        { "publish", ctl_cmd_publish }, { "replay", ctl_cmd_replay },
+        { "export", ctl_cmd_export }, { "publish", ctl_cmd_publish }, { "replay", ctl_cmd_replay },
         { "tail", ctl_cmd_tail }, { "top", ctl_cmd_top }, { "keygen", ctl_cmd_keygen },
         { NULL, NULL }
     };

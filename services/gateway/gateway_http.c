@@ -11,6 +11,7 @@
 #include "funnel_http.h"
 #include "funnel_log.h"
 #include "gateway_http.h"
+#include "privacy_export.h"
 #include "gateway_request.h"
 #include "json_msgpack.h"
 
@@ -260,6 +261,69 @@ s_read (gateway_http_t *self, request_t *req, struct MHD_Connection *connection,
     return rc;
 }
 
+//  GET /v1/people/{id}/export: each service's GET export merged
+//  (privacy_export.h). leads not knowing the lead: its 404. A service
+//  that does not answer: 503 unavailable (an export must be whole).
+static enum MHD_Result
+s_export (gateway_http_t *self, request_t *req, struct MHD_Connection *connection,
+          const char *lead)
+{
+    enum MHD_Result rc = MHD_NO;
+    if (!s_auth (self, req, connection, &rc))
+        return rc;
+    if (!event_codec_id_valid (lead, strlen (lead)))
+        return s_fail (self, req, connection, FUNNEL_ERR_INVALID,
+                       "lead: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+    json_t *body = json_pack ("{s:s, s:s}", "kind", "export", "lead", lead);
+    msgpack_sbuffer sbuf;
+    int packed = json_to_msgpack_sbuffer (body, &sbuf);
+    json_decref (body);
+    if (packed)
+        return s_fail (self, req, connection, FUNNEL_ERR_INVALID, "lead: cannot be packed");
+    json_t *doc = privacy_export_new (lead);
+    const char *order [] = { "leads", "campaign", "sales", "retention" };
+    for (int i = 0; i < 4; i++) {
+        zframe_t *reply = NULL;
+        funnel_call_status_t status = service_pool_call (s_pool (self, order [i]), "GET",
+                                                         sbuf.data, sbuf.size,
+                                                         self->config.call_timeout_ms, &reply);
+        funnel_error_t err;
+        event_codec_t *msg = status == FUNNEL_CALL_BROKEN || status == FUNNEL_CALL_TIMEOUT
+                         || !reply ? NULL
+                          : event_codec_decode (zframe_data (reply), zframe_size (reply),
+                                               &s_reply_limits, &err);
+        json_t *json = msg ? json_from_msgpack (event_codec_root (msg)) : NULL;
+        event_codec_destroy (&msg);
+        zframe_destroy (&reply);
+        if (!json) {
+            if (status == FUNNEL_CALL_TIMEOUT)
+                atomic_fetch_add (&self->timeouts, 1);
+            json_decref (doc);
+            msgpack_sbuffer_destroy (&sbuf);
+            return s_fail (self, req, connection, FUNNEL_ERR_UNAVAILABLE,
+                           "%s: no reply within %d ms; the export would be incomplete",
+                           order [i], self->config.call_timeout_ms);
+        }
+        if (status == FUNNEL_CALL_ERR && i == 0) {
+            //  leads' answer (not_found for an unknown lead) is the answer
+            char *text = json_dumps (json, JSON_COMPACT);
+            unsigned int code = (unsigned int) gateway_http_status (
+                json_string_value (json_object_get (json, "code")));
+            json_decref (json);
+            json_decref (doc);
+            msgpack_sbuffer_destroy (&sbuf);
+            return s_respond (self, req, connection, code, text, JSON_TYPE);
+        }
+        privacy_export_add (doc, order [i], status == FUNNEL_CALL_ERR ? PRIVACY_EXPORT_ERR
+                                                                     : PRIVACY_EXPORT_OK, json);
+        json_decref (json);
+    }
+    msgpack_sbuffer_destroy (&sbuf);
+    char *text = json_dumps (doc, JSON_COMPACT);
+    json_decref (doc);
+    return s_respond (self, req, connection, MHD_HTTP_OK, text, JSON_TYPE);
+}
+
 json_t *
 gateway_http_stats (gateway_http_t *self)
 {
@@ -383,6 +447,17 @@ s_route (gateway_http_t *self, request_t *req, struct MHD_Connection *connection
                           JSON_TYPE);
     if (strcmp (url, "/v1/stats") == 0)
         return s_stats (self, req, connection);
+    if (strncmp (url, "/v1/people/", 11) == 0) {
+        const char *lead = url + 11;
+        const char *slash = strchr (lead, '/');
+        if (slash && strcmp (slash, "/export") == 0 && slash > lead
+        &&  (size_t) (slash - lead) <= FUNNEL_ID_MAX) {
+            char id [FUNNEL_ID_MAX + 1];
+            memcpy (id, lead, (size_t) (slash - lead));
+            id [slash - lead] = 0;
+            return s_export (self, req, connection, id);
+        }
+    }
     if (strncmp (url, "/v1/", 4) == 0) {
         const char *service = url + 4;
         const char *slash = strchr (service, '/');

@@ -59,6 +59,13 @@ static const funnel_field_t s_disqualify [] = {
     FIELD_END
 };
 
+//  Erasing a person (proto/privacy.md); the reason is neither kept nor logged
+static const funnel_field_t s_forget [] = {
+    FIELD_REQ ("lead", FIELD_ID),
+    FIELD_RANGE ("reason", FIELD_STR, false, 1, 200),
+    FIELD_END
+};
+
 //  Run-time change of a rep (away for holidays, more or less capacity)
 static const funnel_field_t s_rep_update [] = {
     FIELD_REQ ("rep", FIELD_ID),
@@ -71,6 +78,7 @@ const funnel_event_schema_t leads_accepts [] = {
     { "lead.capture", s_capture },
     { "lead.qualify", s_qualify },
     { "lead.disqualify", s_disqualify },
+    { "lead.forget", s_forget },
     { "rep.update", s_rep_update },
     { NULL, NULL }
 };

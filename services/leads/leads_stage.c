@@ -530,6 +530,13 @@ s_move (funnel_state_t *st, const char *id, funnel_rec_t *lead, stage_t to,
     }
     else
         funnel_state_emit (st, "lead.stage_changed", NULL);
+    //  A free-text reason (a disqualify reason, "manual by <who>") is
+    //  erased with the person; the fixed words are not personal
+    bool fixed = streq (reason, "manual");
+    for (size_t i = 0; i < sizeof s_reasons / sizeof s_reasons [0]; i++)
+        fixed |= streq (reason, s_reasons [i][1]);
+    if (!fixed)
+        funnel_state_personal (st, id);
 }
 
 //  --------------------------------------------------------------------
@@ -1092,14 +1099,22 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
             lead = s_load (st, id, &exists);
             if (!lead)
                 return s_unavailable (err);
+            //  The lead lists its aliases, so erasing it finds every entry
+            char field [ID_SIZE + 1];
+            snprintf (field, sizeof field, "~%s", given);
+            funnel_rec_set_str (lead, field, "1");
             funnel_state_count (st, "aliased", 1);
             msgpack_packer *pk = funnel_state_data (st);
             msgpack_pack_map (pk, 2);
             msgpack_kv_put_str (pk, "lead", id);
             msgpack_kv_put_str (pk, "alias", given);
             funnel_state_emit (st, "lead.merged", NULL);
+            funnel_state_personal (st, id);
         }
     }
+    if (exists && s_flag (lead, 'x'))
+        return funnel_error_set (err, FUNNEL_ERR_CONFLICT,
+            "lead: %s was forgotten (lead.forget); capture the person under a new id", id);
     bool created = !exists;
     if (created)
     {
@@ -1116,6 +1131,12 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     for (int i = 0; i < 5; i++) {
         const char *old = funnel_rec_str (lead, s_profile_field [i]);
         if (f.has [i] && (!old || !streq (old, values [i]))) {
+            if (i == 0 && old) {
+                //  The old address stays indexed: the lead lists it
+                char field [IDENTITY_MAX + 1];
+                snprintf (field, sizeof field, "@%s", old);
+                funnel_rec_set_str (lead, field, "1");
+            }
             funnel_rec_set_str (lead, s_profile_field [i], values [i]);
             if (!created)
                 changed [nchanged++] = s_profile [i];
@@ -1183,6 +1204,7 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
             s_pack_attr (pk, region);
         }
         funnel_state_emit (st, "lead.captured", NULL);
+        funnel_state_personal (st, id);
         s_move (st, id, lead, ST_NURTURE, "captured", NULL);
     }
     else {
@@ -1280,6 +1302,7 @@ s_on_disqualify (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *e
     msgpack_kv_put_str (pk, "lead", id);
     msgpack_kv_put_str (pk, "reason", reason);
     funnel_state_emit (st, "lead.disqualified", NULL);
+    funnel_state_personal (st, id);
     s_schedule (st, id, lead);
     return 0;
 }
@@ -1318,6 +1341,113 @@ s_on_rep_update (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *e
     msgpack_kv_put_number (pk, "open", (double) s.r.open);
     funnel_state_emit (st, "rep.updated", NULL);
     return 0;
+}
+
+//  --------------------------------------------------------------------
+//  Privacy (proto/privacy.md): erase a lead's personal data, keep what
+//  the counts need (stage, scores, times, rep, campaign, numeric attrs)
+
+//  A lead field that holds personal data: profile, identity index entries
+//  it lists (@old e-mail, ~alias), free text (string and list attrs, the
+//  disqualify reason)
+static bool
+s_personal_field (funnel_rec_t *lead, const char *f)
+{
+    if (f [0] == '@' || f [0] == '~')
+        return true;
+    if (f [0] == '.') {
+        const char *v = funnel_rec_str (lead, f);
+        return v && (v [0] == 's' || v [0] == 'j');
+    }
+    for (int i = 0; i < 5; i++)
+        if (streq (f, s_profile_field [i]))
+            return true;
+    return streq (f, "dq");
+}
+
+//  Removes an index entry (em:<e-mail>, al:<alias>) if it names the lead;
+//  -1 if unavailable
+static int
+s_unindex (funnel_state_t *st, const char *kind, const char *key, const char *id)
+{
+    funnel_rec_t *rec = funnel_state_rec (st, kind, key);
+    if (!rec)
+        return -1;
+    const char *owner = funnel_rec_str (rec, "l");
+    if (owner && streq (owner, id))
+        funnel_rec_del (rec, "l");
+    return 0;
+}
+
+//  History lines keep their time and stages; a free-text reason (a
+//  disqualify reason, "manual by <who>") becomes "redacted"
+static void
+s_history_redact (funnel_rec_t *lead)
+{
+    const char *h = funnel_rec_str (lead, "h");
+    if (!h || !strchr (h, '='))
+        return;
+    zchunk_t *out = zchunk_new (NULL, strlen (h) + 1);
+    for (const char *p = h; *p; ) {
+        const char *end = strchr (p, '\x1e');
+        if (!end)
+            end = p + strlen (p);
+        const char *q = p;
+        while (q < end && ((*q >= '0' && *q <= '9') || (*q >= 'a' && *q <= 'z')))
+            q++;
+        const char *reason = q + 2 <= end ? q + 2 : end;
+        if (reason < end && *reason == '=') {
+            zchunk_extend (out, p, (size_t) (reason - p));
+            zchunk_extend (out, "=redacted", 9);
+        }
+        else
+            zchunk_extend (out, p, (size_t) (end - p));
+        if (*end)
+            zchunk_extend (out, "\x1e", 1);
+        p = *end ? end + 1 : end;
+    }
+    zchunk_extend (out, "", 1);
+    funnel_rec_set_str (lead, "h", (const char *) zchunk_data (out));
+    zchunk_destroy (&out);
+}
+
+static int
+s_on_forget (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
+{
+    char id [ID_SIZE];
+    funnel_rec_t *lead = s_need_lead (st, ev, id, err);
+    if (!lead)
+        return -1;
+    if (s_flag (lead, 'x'))
+        return 0;                   //  Forgetting twice is a no-op
+    zlist_t *fields = funnel_rec_fields (lead);
+    int rc = 0;
+    for (const char *f = zlist_first (fields); f && rc == 0; f = zlist_next (fields)) {
+        if (streq (f, "e"))
+            rc = s_unindex (st, "em", funnel_rec_str (lead, "e"), id);
+        else
+        if (f [0] == '@')
+            rc = s_unindex (st, "em", f + 1, id);
+        else
+        if (f [0] == '~')
+            rc = s_unindex (st, "al", f + 1, id);
+        if (rc == 0 && s_personal_field (lead, f))
+            funnel_rec_del (lead, f);
+    }
+    zlist_destroy (&fields);
+    if (rc != 0)
+        return s_unavailable (err);
+    s_history_redact (lead);
+    s_flag_set (lead, 'x', true);
+    char at [16];
+    s_b36_format (funnel_state_now (st), at);
+    funnel_rec_set_str (lead, "fg", at);
+    funnel_state_count (st, "forgotten", 1);
+    msgpack_packer *pk = funnel_state_data (st);
+    msgpack_pack_map (pk, 1);
+    msgpack_kv_put_str (pk, "lead", id);
+    funnel_state_emit (st, "lead.forgotten", NULL);
+    return funnel_state_forget_outputs (st, id) ? s_unavailable (err) : 0;
 }
 
 //  --------------------------------------------------------------------
@@ -1394,8 +1524,9 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     const char *rep = funnel_rec_str (lead, "r");
     const char *dq = funnel_rec_str (lead, "dq");
     bool decays = funnel_rec_has (lead, "dz");
+    bool forgotten = s_flag (lead, 'x');
     size_t entries = 12 + alias + (nprofile > 0) + (nattrs > 0) + (rep != NULL) + (dq != NULL)
-                   + decays;
+                   + decays + forgotten;
     msgpack_pack_map (pk, entries);
     msgpack_kv_put_str (pk, "lead", id);
     if (alias)
@@ -1515,6 +1646,77 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         msgpack_kv_put_str (pk, "disqualified_reason", dq);
     if (decays)
         msgpack_kv_put_number (pk, "decays_at", s_fnum (lead, "dz", 0));
+    if (forgotten)
+        msgpack_kv_put_number (pk, "forgotten",
+                               (double) s_b36_parse (funnel_rec_str (lead, "fg")));
+    return 0;
+}
+
+//  GET export: every record leads holds on the person, as stored, plus
+//  the lead as GET lead shows it (proto/privacy.md)
+static int
+s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
+              funnel_error_t *err)
+{
+    char given [FUNNEL_STR_MAX + 1], id [ID_SIZE];
+    if (!event_codec_obj_strcpy (event_codec_map_get (req, "lead"), given, sizeof given)
+    ||  !event_codec_id_valid (given, strlen (given)))
+        return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                 "lead: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+    if (!s_resolve (st, given, id))
+        return s_unavailable (err);
+    bool exists;
+    funnel_rec_t *lead = s_load (st, id, &exists);
+    funnel_rec_t *pending = funnel_state_rec (st, "p", id);
+    if (!lead || !pending)
+        return s_unavailable (err);
+    if (!exists)
+        return funnel_error_set (err, FUNNEL_ERR_NOT_FOUND, "lead: no lead %s", given);
+    //  Load the index entries first: a failure must not leave half a reply
+    zlist_t *fields = funnel_rec_fields (lead);
+    zlist_t *index = zlist_new ();
+    zlist_autofree (index);
+    const char *e = funnel_rec_str (lead, "e");
+    if (e)
+        zlist_append (index, (void *) e);
+    for (const char *f = zlist_first (fields); f; f = zlist_next (fields))
+        if (f [0] == '@' || f [0] == '~')
+            zlist_append (index, (void *) f);
+    int rc = 0;
+    for (const char *k = zlist_first (index); k && rc == 0; k = zlist_next (index))
+        if (!funnel_state_rec (st, k [0] == '~' ? "al" : "em",
+                               k [0] == '~' || k [0] == '@' ? k + 1 : k))
+            rc = -1;
+    if (rc != 0) {
+        zlist_destroy (&fields);
+        zlist_destroy (&index);
+        return s_unavailable (err);
+    }
+    msgpack_pack_map (pk, 4);
+    msgpack_kv_put_str (pk, "lead", id);
+    msgpack_kv_put_bool (pk, "forgotten", s_flag (lead, 'x'));
+    event_codec_pack_cstr (pk, "records");
+    msgpack_pack_map (pk, 1 + zlist_size (index) + funnel_rec_exists (pending));
+    char name [IDENTITY_MAX + 8];
+    snprintf (name, sizeof name, "l:%s", id);
+    event_codec_pack_cstr (pk, name);
+    funnel_rec_pack (lead, pk);
+    if (funnel_rec_exists (pending)) {
+        snprintf (name, sizeof name, "p:%s", id);
+        event_codec_pack_cstr (pk, name);
+        funnel_rec_pack (pending, pk);
+    }
+    for (const char *k = zlist_first (index); k; k = zlist_next (index)) {
+        bool alias = k [0] == '~';
+        const char *key = alias || k [0] == '@' ? k + 1 : k;
+        snprintf (name, sizeof name, "%s:%s", alias ? "al" : "em", key);
+        event_codec_pack_cstr (pk, name);
+        funnel_rec_pack (funnel_state_rec (st, alias ? "al" : "em", key), pk);
+    }
+    zlist_destroy (&fields);
+    zlist_destroy (&index);
+    event_codec_pack_cstr (pk, "view");
+    funnel_query_pack_by_id (st, s_get_lead, id, pk);
     return 0;
 }
 
@@ -1703,6 +1905,7 @@ static const funnel_rule_t s_on [] = {
     { "lead.capture", s_on_capture, s_want_capture },
     { "lead.qualify", s_on_qualify, s_want_lead_field },
     { "lead.disqualify", s_on_disqualify, s_want_lead_field },
+    { "lead.forget", s_on_forget, s_want_lead_field },
     { "rep.update", s_on_rep_update, NULL },
     { NULL }
 };
@@ -1714,6 +1917,7 @@ static const funnel_query_rule_t s_queries [] = {
     { "lead", s_get_lead },
     { "rep", s_get_rep },
     { "reps", s_get_reps },
+    { "export", s_get_export },
     { NULL }
 };
 static const funnel_timer_rule_t s_timers [] = {
@@ -1728,10 +1932,20 @@ static const funnel_timer_rule_t s_timers [] = {
 static const char *const s_series [] = { "leads", "mql", "sql", NULL };
 static const char *const s_counters [] = {
     "leads", "mql", "sql", "disqualified", "recycled", "touches", "touches_pending",
-    "in.nurture", "in.mql", "in.sql", "in.disqualified", NULL
+    "in.nurture", "in.mql", "in.sql", "in.disqualified", "forgotten", NULL
+};
+//  What lead.forget redacts in the outbox (proto/privacy.md): the
+//  captured profile, the alias ids, free-text reasons
+static const funnel_personal_t s_personal [] = {
+    { "lead.captured", { "email", "company", "region", NULL } },
+    { "lead.merged", { "alias", NULL } },
+    { "lead.disqualified", { "reason", NULL } },
+    { "lead.stage_changed", { "reason", NULL } },
+    { NULL }
 };
 
 const funnel_rules_t leads_stage_rules = {
     .on = s_on, .consume = s_consume, .queries = s_queries, .timers = s_timers,
-    .counters = s_counters, .series = s_series, .setup = s_setup, .teardown = s_teardown
+    .counters = s_counters, .series = s_series, .personal = s_personal,
+    .setup = s_setup, .teardown = s_teardown
 };

@@ -16,8 +16,11 @@
 #include "retention_rules.h"
 #include "retention_stage.h"
 
-static const char *const s_upstreams [] = { "sales", NULL };
-static const char *const s_consumes [] = { "deal.won", "deal.delivered", NULL };
+//  leads only for lead.forgotten (erasing a person, proto/privacy.md)
+static const char *const s_upstreams [] = { "sales", "leads", NULL };
+static const char *const s_consumes [] = {
+    "deal.won", "deal.delivered", "lead.forgotten", NULL
+};
 
 int
 main (int argc, char *argv [])

@@ -861,7 +861,11 @@ static const funnel_rule_t s_on [] = {
     { "customer.activity", s_on_activity, s_want_customer },
     { NULL }
 };
+static int s_on_forgotten (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err);
+static int s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
+                         funnel_error_t *err);
 static const funnel_rule_t s_consume [] = {
+    { "lead.forgotten", s_on_forgotten, s_want_lead },
     { "deal.won", s_on_won, s_want_won },
     { "deal.delivered", s_on_delivered, s_want_lead },
     { NULL }
@@ -869,6 +873,7 @@ static const funnel_rule_t s_consume [] = {
 static const funnel_query_rule_t s_queries [] = {
     { "customer", s_get_customer },
     { "cohorts", s_get_cohorts },
+    { "export", s_get_export },
     { NULL }
 };
 static const funnel_timer_rule_t s_timers [] = {
@@ -879,6 +884,57 @@ static const char *const s_series [] = {
     "customers", "repeat", NULL };
 static const char *const s_counters [] = {
     "customers", "repeat", "at_risk", "churned", "revenue", NULL };
+
+//  ---------------------------------------------------------------------
+//  Privacy (proto/privacy.md): a customer record holds ids, numbers and
+//  times only (orders, revenue, NPS, tickets' severities, health), all of
+//  which health, cohorts and counts need; lead.forgotten marks it (fg) and
+//  nothing else is personal here
+
+static int
+s_on_forgotten (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
+{
+    char id [ID_MAX];
+    if (!s_str (ev->data, "lead", id) || !event_codec_id_valid (id, strlen (id)))
+        return funnel_error_set (err, FUNNEL_ERR_INVALID, "data.lead: required id is missing");
+    funnel_rec_t *c = funnel_state_rec (st, "c", id);
+    if (!c)
+        return UNAVAILABLE (err);
+    if (!funnel_rec_exists (c) || funnel_rec_has (c, "fg"))
+        return 0;                       //  Not a customer, or twice: a no-op
+    funnel_rec_set_int (c, "fg", funnel_state_now (st));
+    funnel_state_count (st, "forgotten", 1);
+    return funnel_state_forget_outputs (st, id) ? UNAVAILABLE (err) : 0;
+}
+
+//  GET export: the customer record as stored and as GET customer shows it
+static int
+s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
+              funnel_error_t *err)
+{
+    char id [ID_MAX];
+    if (!s_str (req, "lead", id) || !event_codec_id_valid (id, strlen (id)))
+        return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                 "lead: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+    funnel_rec_t *c = funnel_state_rec (st, "c", id);
+    if (!c)
+        return UNAVAILABLE (err);
+    bool known = funnel_rec_exists (c);
+    msgpack_pack_map (pk, 3 + known);
+    msgpack_kv_put_str (pk, "lead", id);
+    msgpack_kv_put_bool (pk, "forgotten", funnel_rec_has (c, "fg"));
+    event_codec_pack_cstr (pk, "records");
+    msgpack_pack_map (pk, known);
+    if (known) {
+        char name [ID_MAX + 8];
+        snprintf (name, sizeof name, "c:%s", id);
+        event_codec_pack_cstr (pk, name);
+        funnel_rec_pack (c, pk);
+        event_codec_pack_cstr (pk, "customer");
+        funnel_query_pack_by_id (st, s_get_customer, id, pk);
+    }
+    return 0;
+}
 
 const funnel_rules_t retention_stage_rules = {
     .on = s_on, .consume = s_consume, .queries = s_queries, .timers = s_timers,

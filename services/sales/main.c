@@ -13,7 +13,7 @@
 #include "sales_stage.h"
 
 static const char *const s_upstreams [] = { "leads", "retention", NULL };
-static const char *const s_consumes [] = { "lead.sql", "customer.upsell", NULL };
+static const char *const s_consumes [] = { "lead.sql", "customer.upsell", "lead.forgotten", NULL };
 
 int
 main (int argc, char *argv [])

@@ -489,6 +489,15 @@ s_open_deal (funnel_state_t *st, const open_t *f, funnel_error_t *err)
     funnel_rec_t *deal = funnel_state_rec_in (st, f->lead, "d", f->id);
     if (!deal)
         return UNAVAILABLE (err);
+    if (!s_derived_lead (f->id, derived) || !streq (derived, f->lead)) {
+        //  The lead lists its deals of other ids, so erasing it finds them
+        funnel_rec_t *lrec = funnel_state_rec (st, "ld", f->lead);
+        if (!lrec)
+            return UNAVAILABLE (err);
+        char field [ID_MAX + 1];
+        snprintf (field, sizeof field, "@%s", f->id);
+        funnel_rec_set_str (lrec, field, "1");
+    }
     char origin [2] = { f->origin, 0 };
     funnel_rec_set_str (deal, "r", f->rep);
     funnel_rec_set_str (deal, "o", origin);
@@ -1055,6 +1064,7 @@ s_on_close (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         msgpack_kv_put_str (pk, "lead", lead_copy);
         msgpack_kv_put_str (pk, "reason", reason);
         funnel_state_emit (st, "deal.lost", NULL);
+        funnel_state_personal (st, lead_copy);
     }
     return 0;
 }
@@ -1663,14 +1673,230 @@ static const funnel_rule_t s_on [] = {
     { "deal.deliver", s_on_deliver, s_want_cmd },
     { NULL }
 };
+static int s_on_forgotten (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err);
 static const funnel_rule_t s_consume [] = {
     { "lead.sql", s_on_lead_sql, s_want_lead },
     { "customer.upsell", s_on_upsell, s_want_lead },
+    { "lead.forgotten", s_on_forgotten, s_want_lead },
     { NULL }
 };
+//  ---------------------------------------------------------------------
+//  Privacy (proto/privacy.md): lead.forgotten erases the free text of the
+//  lead's deals (interaction texts, close and lost reasons); amounts,
+//  stages, times and reps stay, and so do the tallies
+
+//  The lead's deal ids: L<lead>-1..n, X<lead>-1..xn and those it lists
+static zlist_t *
+s_deals_of (funnel_rec_t *lrec, const char *lead)
+{
+    zlist_t *ids = zlist_new ();
+    zlist_autofree (ids);
+    const char *prefixes [] = { "L", "X" };
+    const char *counters [] = { "n", "xn" };
+    char id [ID_MAX];
+    for (int k = 0; k < 2; k++)
+        for (int64_t n = 1; n <= funnel_rec_int (lrec, counters [k], 0); n++) {
+            deal_policy_deal_id (prefixes [k], lead, n, id, sizeof id);
+            zlist_append (ids, id);
+        }
+    zlist_t *fields = funnel_rec_fields (lrec);
+    for (const char *f = zlist_first (fields); f; f = zlist_next (fields))
+        if (f [0] == '@')
+            zlist_append (ids, (void *) (f + 1));
+    zlist_destroy (&fields);
+    return ids;
+}
+
+//  One stored history entry with its free text (interaction text, close
+//  reason) made nil; NULL when it has none. Caller frees.
+static char *
+s_entry_redact (const char *text, size_t size, size_t *out_size)
+{
+    char *raw = (char *) malloc (size + 1);
+    size_t raw_size = s_unescape (text, size, raw);
+    msgpack_unpacked u;
+    msgpack_unpacked_init (&u);
+    char *out = NULL;
+    if (msgpack_unpack_next (&u, raw, raw_size, NULL) == MSGPACK_UNPACK_SUCCESS
+    &&  u.data.type == MSGPACK_OBJECT_ARRAY && u.data.via.array.size > 2) {
+        const msgpack_object_array *a = &u.data.via.array;
+        int code = (int) a->ptr [0].via.i64;
+        int hit = -1;
+        for (int c = 0; c <= code && s_schemas [c].what; c++)
+            if (c == code)
+                for (int f = 0; s_schemas [c].fields [f]; f++)
+                    if (streq (s_schemas [c].fields [f], "text")
+                    ||  streq (s_schemas [c].fields [f], "reason"))
+                        hit = f + 2;
+        if (hit > 0 && (uint32_t) hit < a->size && a->ptr [hit].type != MSGPACK_OBJECT_NIL) {
+            msgpack_sbuffer sbuf;
+            msgpack_sbuffer_init (&sbuf);
+            msgpack_packer pk;
+            msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+            msgpack_pack_array (&pk, a->size);
+            for (uint32_t i = 0; i < a->size; i++)
+                if ((int) i == hit)
+                    msgpack_pack_nil (&pk);
+                else
+                    msgpack_pack_object (&pk, a->ptr [i]);
+            zchunk_t *escaped = zchunk_new (NULL, sbuf.size * 2 + 1);
+            s_escape (sbuf.data, sbuf.size, escaped);
+            *out_size = zchunk_size (escaped);
+            out = (char *) malloc (*out_size + 1);
+            memcpy (out, zchunk_data (escaped), *out_size);
+            out [*out_size] = 0;
+            zchunk_destroy (&escaped);
+            msgpack_sbuffer_destroy (&sbuf);
+        }
+    }
+    msgpack_unpacked_destroy (&u);
+    free (raw);
+    return out;
+}
+
+//  Erases one deal's free text: inline history fields, the spilled list
+//  (rewritten whole, in the commit), the lost reason
+static int
+s_forget_deal (funnel_state_t *st, const char *lead, const char *id, funnel_rec_t *deal)
+{
+    char field [16];
+    for (int i = 0; i < HIST_INLINE; i++) {
+        snprintf (field, sizeof field, "h%d", i);
+        const char *h = funnel_rec_str (deal, field);
+        size_t size;
+        char *text = h ? s_entry_redact (h, strlen (h), &size) : NULL;
+        if (text)
+            funnel_rec_set_str (deal, field, text);
+        free (text);
+    }
+    const char *reason = funnel_rec_str (deal, "y");
+    if (reason) {
+        //  The top lost reasons are keyed by their text: the deal's count
+        //  moves to "redacted", so the total stays and the text goes
+        funnel_rec_t *rsn = s_global (st, "rsn");
+        if (!rsn)
+            return -1;
+        char key [80];
+        deal_policy_reason_key (reason, key, sizeof key);
+        if (funnel_rec_int (rsn, key, 0) > 0) {
+            if (funnel_rec_add (rsn, key, -1) == 0)
+                funnel_rec_del (rsn, key);
+            funnel_rec_add (rsn, "redacted", 1);
+        }
+        funnel_rec_del (deal, "y");
+    }
+    if (!funnel_rec_has (deal, "hl"))
+        return 0;
+    zlist_t *list = funnel_state_list_in (st, lead, "dl", id, HISTORY_MAX);
+    char key [4096];
+    if (!list)
+        return -1;
+    if (funnel_state_key_in (st, lead, "dl", id, key, sizeof key) == 0) {
+        const char *del [] = { "DEL", key };
+        funnel_state_raw (st, 2, del, NULL);
+        for (const char *h = zlist_first (list); h; h = zlist_next (list)) {
+            size_t size = strlen (h);
+            char *text = s_entry_redact (h, strlen (h), &size);
+            const char *rpush [] = { "RPUSH", key, text ? text : h };
+            size_t lens [] = { 5, strlen (key), text ? size : strlen (h) };
+            funnel_state_raw (st, 3, rpush, lens);
+            free (text);
+        }
+    }
+    zlist_destroy (&list);
+    return 0;
+}
+
+static int
+s_on_forgotten (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
+{
+    char lead [ID_MAX];
+    if (!s_short_id (ev->data, "lead", lead))
+        return funnel_error_set (err, FUNNEL_ERR_INVALID, "data.lead: required id is missing");
+    funnel_rec_t *lrec = funnel_state_rec (st, "ld", lead);
+    if (!lrec)
+        return UNAVAILABLE (err);
+    if (funnel_rec_has (lrec, "fg"))
+        return 0;                               //  Twice: a no-op
+    zlist_t *ids = s_deals_of (lrec, lead);
+    int rc = 0;
+    for (const char *id = zlist_first (ids); id && rc == 0; id = zlist_next (ids)) {
+        char owner [ID_MAX];
+        funnel_rec_t *deal = s_deal (st, id, owner);
+        if (!deal)
+            rc = -1;
+        else
+        if (funnel_rec_exists (deal) && streq (owner, lead))
+            rc = s_forget_deal (st, lead, id, deal);
+    }
+    zlist_destroy (&ids);
+    if (rc != 0)
+        return UNAVAILABLE (err);
+    funnel_rec_set_int (lrec, "fg", funnel_state_now (st));
+    funnel_state_count (st, "forgotten", 1);
+    return funnel_state_forget_outputs (st, lead) ? UNAVAILABLE (err) : 0;
+}
+
+//  GET export: the lead's record and each of its deals, as stored and as
+//  GET deal shows them
+static int
+s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
+              funnel_error_t *err)
+{
+    char lead [ID_MAX];
+    if (!s_short_id (req, "lead", lead) || !event_codec_id_valid (lead, strlen (lead)))
+        return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                 "lead: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+    funnel_rec_t *lrec = funnel_state_rec (st, "ld", lead);
+    if (!lrec)
+        return UNAVAILABLE (err);
+    zlist_t *ids = s_deals_of (lrec, lead);
+    zlist_t *mine = zlist_new ();
+    zlist_autofree (mine);
+    int rc = 0;
+    for (const char *id = zlist_first (ids); id && rc == 0; id = zlist_next (ids)) {
+        char owner [ID_MAX];
+        funnel_rec_t *deal = s_deal (st, id, owner);
+        if (!deal)
+            rc = -1;
+        else
+        if (funnel_rec_exists (deal) && streq (owner, lead))
+            zlist_append (mine, (void *) id);
+    }
+    zlist_destroy (&ids);
+    if (rc != 0) {
+        zlist_destroy (&mine);
+        return UNAVAILABLE (err);
+    }
+    msgpack_pack_map (pk, 4);
+    msgpack_kv_put_str (pk, "lead", lead);
+    msgpack_kv_put_bool (pk, "forgotten", funnel_rec_has (lrec, "fg"));
+    event_codec_pack_cstr (pk, "records");
+    msgpack_pack_map (pk, funnel_rec_exists (lrec) + zlist_size (mine));
+    char name [ID_MAX + 8];
+    if (funnel_rec_exists (lrec)) {
+        snprintf (name, sizeof name, "ld:%s", lead);
+        event_codec_pack_cstr (pk, name);
+        funnel_rec_pack (lrec, pk);
+    }
+    for (const char *id = zlist_first (mine); id; id = zlist_next (mine)) {
+        char owner [ID_MAX];
+        snprintf (name, sizeof name, "d:%s", id);
+        event_codec_pack_cstr (pk, name);
+        funnel_rec_pack (s_deal (st, id, owner), pk);
+    }
+    event_codec_pack_cstr (pk, "deals");
+    msgpack_pack_array (pk, zlist_size (mine));
+    for (const char *id = zlist_first (mine); id; id = zlist_next (mine))
+        funnel_query_pack_by_id (st, s_get_deal, id, pk);
+    zlist_destroy (&mine);
+    return 0;
+}
+
 static const funnel_query_rule_t s_queries [] = {
     { "deal", s_get_deal },
     { "pipeline", s_get_pipeline },
+    { "export", s_get_export },
     { NULL }
 };
 static const funnel_timer_rule_t s_timers [] = {
@@ -1683,8 +1909,14 @@ static const char *const s_series [] = {
 static const char *const s_counters [] = {
     "deals", "won", "lost", "expansion", "revenue", "delivered",
     "won_expansion", "revenue_expansion", NULL };
+//  What lead.forgotten redacts in the outbox: a lost deal's free-text reason
+static const funnel_personal_t s_personal [] = {
+    { "deal.lost", { "reason", NULL } },
+    { NULL }
+};
 
 const funnel_rules_t sales_stage_rules = {
     .on = s_on, .consume = s_consume, .queries = s_queries, .timers = s_timers,
-    .counters = s_counters, .series = s_series, .setup = s_setup, .teardown = s_teardown
+    .counters = s_counters, .series = s_series, .personal = s_personal,
+    .setup = s_setup, .teardown = s_teardown
 };

@@ -329,7 +329,8 @@ class TestIngestAndRead(GatewayCase):
         self.assertRegex(doc["openapi"], r"^3\.1\.\d+$")
         self.assertTrue(doc["info"]["title"] and doc["info"]["version"])
         served = {"/v1/events": {"post", "options"}, "/v1/{service}/{kind}": {"get"},
-                  "/v1/stats": {"get"}, "/v1/health": {"get"}, "/v1/openapi.json": {"get"}}
+                  "/v1/stats": {"get"}, "/v1/health": {"get"}, "/v1/openapi.json": {"get"},
+                  "/v1/people/{lead}/export": {"get"}}
         for path, methods in served.items():
             self.assertIn(path, doc["paths"])
             self.assertTrue(methods <= set(doc["paths"][path]), path)

@@ -15,6 +15,7 @@
 #include "funnel_log.h"
 #include "funnel_engine.h"
 #include "outbox_entry.h"
+#include "funnel_privacy.h"
 #include "funnel_selftest.h"
 
 
@@ -33,6 +34,7 @@ static const funnel_selftest_t s_tests [] = {
     { "funnel_engine", funnel_engine_test },
     { "redis_auth", redis_auth_test },
     { "outbox_entry", outbox_entry_test },
+    { "funnel_privacy", funnel_privacy_test },
     { NULL, NULL }
 };
 
