@@ -138,6 +138,7 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     self->cfg.lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 5000;
     self->cfg.outbox_max_bytes = cfg->outbox_max_bytes > 0 ? cfg->outbox_max_bytes
                                                             : 1024LL * 1024 * 1024;
+    self->cfg.acks_timeout_ms = cfg->acks_timeout_ms > 0 ? cfg->acks_timeout_ms : 1000;
     self->rules = rules;
     self->store = store;
     self->state = funnel_state_new (cfg->svc, cfg->prefix, self->cfg.partitions,
@@ -569,6 +570,8 @@ typedef struct {
     const char *upstream;           //  Checkpoint to write, or NULL
     uint64_t checkpoint;
     const char *by;                 //  Publisher's certificate name, or NULL
+    bool replied;                   //  A client waits on it: WAIT for acks even
+                                    //  when nothing is new (a retry's duplicates)
 } commit_t;
 
 //  One output as its outbox entry (outbox_entry.h); malloc'd.
@@ -796,6 +799,15 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     }
     redisAppendCommand (ctx, "EXEC");
     size_t exec_at = sent++;
+    //  redis/acks: WAIT in the same round trip, before the reply and the
+    //  PUB (what a client or a subscriber saw survives a failover). An
+    //  empty renewal acknowledges nothing to anyone: no WAIT
+    bool wait = self->cfg.acks > 0 && (c->replied || c->id_count > 0 || outputs > 0);
+    size_t wait_at = 0;
+    if (wait) {
+        redisAppendCommand (ctx, "WAIT %d %d", self->cfg.acks, self->cfg.acks_timeout_ms);
+        wait_at = sent++;
+    }
     s_append_fence (self, ctx);
     sent += 2;
 
@@ -846,7 +858,27 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         }
         if (rc == 0 && !self->lost && s_check_fence (self, replies [sent - 1]) != 0)
             log_error ("commit applied, then the lease was found lost");
-        if (rc == 0) {
+        //  Applied on the primary but not on enough replicas: a failover
+        //  now could lose it. Kept (seq, checkpoints move on: the outbox
+        //  holds it, REPLAY serves it) but neither replied OK nor PUB'd
+        bool unacked = false;
+        if (rc == 0 && wait) {
+            redisReply *acks = replies [wait_at];
+            long long acked = acks->type == REDIS_REPLY_INTEGER ? acks->integer : 0;
+            if (acked < self->cfg.acks) {
+                unacked = true;
+                rc = funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                    "redis: outcome unknown: only %lld of %d replicas acknowledged within "
+                    "%d ms; retrying with the same ids is safe", acked, self->cfg.acks,
+                    self->cfg.acks_timeout_ms);
+                if (funnel_log_every (&self->last_warn, 1000))
+                    log_warn ("commit: only %lld of %d replicas acknowledged within %d ms%s%s",
+                              acked, self->cfg.acks, self->cfg.acks_timeout_ms,
+                              acks->type == REDIS_REPLY_ERROR ? ": " : "",
+                              acks->type == REDIS_REPLY_ERROR ? acks->str : "");
+            }
+        }
+        if (rc == 0 || unacked) {
             if (renew)
                 self->renewed = zclock_mono ();
             //  Publish, then forget the write-set (outputs live in it)
@@ -859,7 +891,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
             s_count_losses (self, ob_first, lost);
             if (c->upstream)
                 s_set_checkpoint (self, c->upstream, c->checkpoint);
-            for (size_t i = 0; i < outputs && self->publish; i++) {
+            for (size_t i = 0; i < outputs && self->publish && !unacked; i++) {
                 outbox_entry_t event;
                 if (outbox_entry_parse (entries [i], entry_sizes [i], &event) == 0)
                     self->publish (self->publish_arg, first + i, &event);
@@ -972,7 +1004,7 @@ funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
         funnel_state_count (st, "accepted", (int64_t) accepted);
     if (duplicates)
         funnel_state_count (st, "duplicates", (int64_t) duplicates);
-    commit_t c = { ids, accepted, NULL, 0, by };
+    commit_t c = { ids, accepted, NULL, 0, by, true };
     rc = s_commit (self, &c, err);
     free (ids);
     if (rc != 0)
@@ -1044,7 +1076,7 @@ funnel_engine_consume (funnel_engine_t *self, const char *upstream,
         funnel_state_count (st, "consumed", applied);
     if (rejected)
         funnel_state_count (st, "consume_rejected", rejected);
-    commit_t c = { NULL, 0, upstream, ckpt, NULL };
+    commit_t c = { NULL, 0, upstream, ckpt, NULL, false };
     return s_commit (self, &c, err);
 }
 
@@ -1123,7 +1155,7 @@ s_run_timers (funnel_engine_t *self)
     if (fired)
         funnel_state_count (st, "timers_fired", fired);
     funnel_error_t err;
-    commit_t c = { NULL, 0, NULL, 0, NULL };
+    commit_t c = { NULL, 0, NULL, 0, NULL, false };
     if (s_commit (self, &c, &err) != 0 && funnel_log_every (&self->last_warn, 1000))
         log_warn ("timers: %s", err.message);
 }
@@ -1140,7 +1172,7 @@ funnel_engine_cron (funnel_engine_t *self)
         //  An empty commit renews the leases and re-arms the fence
         funnel_state_begin (self->state);
         funnel_error_t err;
-        commit_t c = { NULL, 0, NULL, 0, NULL };
+        commit_t c = { NULL, 0, NULL, 0, NULL, false };
         s_commit (self, &c, &err);
     }
 }
