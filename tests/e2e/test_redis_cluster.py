@@ -47,5 +47,15 @@ class RedisClusterTest(FunnelTestCase):
         self.assertEqual(owners, {cluster.ports[holders[0]]})
 
 
+    def test_service_refuses_a_cluster_url_and_bad_urls(self):
+        cases = [("redis://127.0.0.1:1,127.0.0.1:2", "(a Redis Cluster)"),
+                 ("redis+sentinel://127.0.0.1:1", "missing /MASTERNAME"),
+                 ("redis://127.0.0.1:1,127.0.0.1:2/3", "a Redis Cluster has only db 0")]
+        for i, (url, message) in enumerate(cases):
+            d = self.daemon("alpha-%d" % i, "funnel-testsvc", args=["--redis", url])
+            self.assertEqual(d.proc.wait(10), 2, d.output())
+            self.assertIn(message, d.output())
+
+
 if __name__ == "__main__":
     unittest.main()
