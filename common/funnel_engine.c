@@ -24,6 +24,8 @@ struct _funnel_engine_t {
     int64_t renewed;                //  zclock_mono of the last renewal sent
     bool lost;
     uint64_t seq;                   //  Last seq in the outbox
+    uint64_t visible;               //  Last seq shown (PUB, REPLAY, PING): with
+                                    //  redis/acks, the last acknowledged one
     uint64_t ob_first;              //  Oldest seq held (1 if none dropped)
     zhashx_t *ckpts;                //  upstream -> uint64_t * (owned)
     //  Lossless outbox: registered subscribers and what each still needs
@@ -216,7 +218,7 @@ funnel_engine_lost (funnel_engine_t *self)
 uint64_t
 funnel_engine_seq (funnel_engine_t *self)
 {
-    return self->seq;
+    return self->visible;
 }
 
 uint64_t
@@ -426,6 +428,10 @@ funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
         return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "lease lost while syncing");
     }
     self->seq = r [2]->type == REDIS_REPLY_STRING ? strtoull (r [2]->str, NULL, 10) : 0;
+    //  redis/acks: what was hidden before a reconnect stays hidden until a
+    //  WAIT covers it (a restarted process shows what Redis has)
+    if (self->cfg.acks == 0 || self->visible == 0 || self->visible > self->seq)
+        self->visible = self->seq;
     self->ob_first = r [3]->type == REDIS_REPLY_STRING ? strtoull (r [3]->str, NULL, 10) : 1;
     zhashx_purge (self->ckpts);
     if (r [4]->type == REDIS_REPLY_ARRAY)
@@ -801,8 +807,10 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     size_t exec_at = sent++;
     //  redis/acks: WAIT in the same round trip, before the reply and the
     //  PUB (what a client or a subscriber saw survives a failover). An
-    //  empty renewal acknowledges nothing to anyone: no WAIT
-    bool wait = self->cfg.acks > 0 && (c->replied || c->id_count > 0 || outputs > 0);
+    //  empty renewal acknowledges nothing to anyone: no WAIT, unless seqs
+    //  are still hidden (it shows them once acknowledged)
+    bool wait = self->cfg.acks > 0 && (c->replied || c->id_count > 0 || outputs > 0
+                                       || self->visible < self->seq);
     size_t wait_at = 0;
     if (wait) {
         redisAppendCommand (ctx, "WAIT %d %d", self->cfg.acks, self->cfg.acks_timeout_ms);
@@ -859,8 +867,10 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         if (rc == 0 && !self->lost && s_check_fence (self, replies [sent - 1]) != 0)
             log_error ("commit applied, then the lease was found lost");
         //  Applied on the primary but not on enough replicas: a failover
-        //  now could lose it. Kept (seq, checkpoints move on: the outbox
-        //  holds it, REPLAY serves it) but neither replied OK nor PUB'd
+        //  now could lose it. Kept (seq, checkpoints move on; the outbox
+        //  holds it) but hidden: no OK, no PUB, not in REPLAY or PING until
+        //  a later WAIT covers it (a subscriber that consumed it could not
+        //  unsee it if the failover dropped it and reused its seq)
         bool unacked = false;
         if (rc == 0 && wait) {
             redisReply *acks = replies [wait_at];
@@ -884,6 +894,8 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
             //  Publish, then forget the write-set (outputs live in it)
             uint64_t first = self->seq + 1;
             self->seq = seq;
+            if (!unacked)
+                self->visible = seq;    //  WAIT covers every earlier write too
             self->ob_first = ob_first;
             zhashx_destroy (&self->bucket_bytes);
             self->bucket_bytes = new_sizes;
@@ -1370,7 +1382,7 @@ funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
     uint64_t start = from > first ? from : first;
     if (start < 1)
         start = 1;
-    uint64_t to = self->seq;
+    uint64_t to = self->visible;
     if (limit == 0 || start > to)
         to = 0;
     else
