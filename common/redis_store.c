@@ -449,19 +449,32 @@ s_discover (redis_store_t *self, char *host, size_t host_size, int *port,
 static int
 s_check_role (redisContext *ctx, char *reason, size_t size)
 {
-    redisReply *reply = s_handshake (ctx, 1, (const char *[]) { "ROLE" }, reason, size);
-    if (!reply)
+    redisReply *reply = redisCommand (ctx, "ROLE");
+    if (!reply || ctx->err) {
+        snprintf (reason, size, "ROLE: %s", ctx->err ? ctx->errstr : "no reply");
+        if (reply)
+            freeReplyObject (reply);
         return -1;
-    bool master = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
-        && reply->element [0]->type == REDIS_REPLY_STRING
-        && strcmp (reply->element [0]->str, "master") == 0;
-    if (!master)
-        snprintf (reason, size, "the server the sentinels name is not a primary (ROLE %s)",
-                  reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
-                  && reply->element [0]->type == REDIS_REPLY_STRING
-                  ? reply->element [0]->str : "?");
+    }
+    int rc = -1;
+    if (reply->type == REDIS_REPLY_ERROR && strncmp (reply->str, "NOPERM", 6) == 0)
+        //  An ACL user without +role (deploy/redis-users.sh grants it):
+        //  trust the sentinel; a demoted primary still shows by READONLY
+        rc = 0;
+    else
+    if (reply->type == REDIS_REPLY_ERROR)
+        snprintf (reason, size, "ROLE: %s", reply->str);
+    else {
+        const char *role = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+            && reply->element [0]->type == REDIS_REPLY_STRING ? reply->element [0]->str : "?";
+        if (strcmp (role, "master") == 0)
+            rc = 0;
+        else
+            snprintf (reason, size,
+                      "the server the sentinels name is not a primary (ROLE %.32s)", role);
+    }
     freeReplyObject (reply);
-    return master ? 0 : -1;
+    return rc;
 }
 
 //  [Sentinel discovery] + connect + timeouts + AUTH [+ ROLE] + SELECT: the
