@@ -35,6 +35,7 @@ struct _redis_store_t {
     int timeout_ms;             //  Command timeout
     bool readonly;              //  Saw READONLY: drop between pipelines
     char primary [300];         //  Sentinel: "host:port" last connected
+    char reason [256];          //  Of the last failure logged
 };
 
 
@@ -518,12 +519,14 @@ s_open (redis_store_t *self, char *reason, size_t size)
     return NULL;
 }
 
-//  A failed attempt or a lost connection: back off, log only the first.
+//  A failed attempt or a lost connection: back off, log only the first
+//  (and a change of reason: a failover goes "READONLY", "not a primary"...).
 static void
 s_failed (redis_store_t *self, const char *reason)
 {
-    if (!self->down)
+    if (!self->down || strcmp (reason, self->reason) != 0)
         log_warn ("redis unavailable at %s: %s; retrying", self->shown, reason);
+    snprintf (self->reason, sizeof self->reason, "%s", reason);
     self->down = true;
     self->backoff_ms = self->backoff_ms
         ? (self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->backoff_ms * 2)

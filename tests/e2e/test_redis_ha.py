@@ -190,5 +190,44 @@ class TestSentinel(RedisHaCase):
             self.assertEqual(c.execute_command("ROLE")[0], b"master")
 
 
+    def test_demoted_primary_readonly_and_role_check(self):
+        # The primary is demoted behind the sentinel's back while our
+        # connection stays open: writes answer READONLY (nothing applied,
+        # the connection is dropped), the reconnect refuses a server whose
+        # ROLE is not master, and follows the sentinel once it names the
+        # new primary
+        replica = self.replica_of(self.redis.port)
+        self.wait_replicated(self.redis)
+        sentinel = Sentinel(self.workdir, self.redis.port)
+        self.addCleanup(sentinel.release)
+        self.addCleanup(sentinel.stop)
+        self.redis_settings("redis+sentinel://127.0.0.1:%d/mymaster" % sentinel.port, acks=1,
+                            timeout_ms=500)
+        alpha = self.daemon("alpha", "funnel-testsvc")
+        api = self.wait_ready("alpha")
+        for i in range(5):
+            self.publish_until_ok(api, add("h", 1, eid="h-%d" % i))
+        with replica.client() as c:
+            c.execute_command("REPLICAOF", "NO", "ONE")
+        with self.redis.client() as c:
+            c.execute_command("REPLICAOF", "127.0.0.1", str(replica.port))
+        status, err = api.call("PUBLISH", add("h", 1, eid="h-5"), timeout=10)
+        self.assertEqual(status, "ERR")
+        self.assertEqual(err["code"], "unavailable")
+        self.assertIn("READONLY", err["message"])
+        wait_until(lambda: "not a primary (ROLE slave)" in alpha.output(), timeout=30,
+                   what="the reconnect to refuse the demoted primary")
+        self.assertIn("READONLY: the server is no longer the primary", alpha.output())
+        with sentinel.client() as c:
+            c.execute_command("SENTINEL", "REMOVE", "mymaster")
+            c.execute_command("SENTINEL", "MONITOR", "mymaster", "127.0.0.1", str(replica.port),
+                              "1")
+        for i in range(5, 10):
+            self.publish_until_ok(api, add("h", 1, eid="h-%d" % i), timeout=60)
+        self.assertIn("primary 127.0.0.1:%d" % replica.port, alpha.output())
+        self.assertEqual(api.ok("GET", {"kind": "counter", "id": "h"})["total"], 10)
+        self.assertEqual(self.stats("alpha")["accepted"], 10)
+
+
 if __name__ == "__main__":
     unittest.main()
