@@ -68,7 +68,8 @@ s_set_program (const char *service)
 
 //  Keys that are known whether or not this program reads them.
 static const char *s_global_keys [] = {
-    "redis/url", "redis/user", "redis/password_file", "log/level", "log/format", NULL
+    "redis/url", "redis/user", "redis/password_file", "redis/acks", "redis/acks_timeout_ms",
+    "log/level", "log/format", NULL
 };
 
 //  The defaults of proto/README.md, section 1.
@@ -249,7 +250,11 @@ s_print_help (const funnel_config_about_t *about)
     printf ("\nOptions:\n");
     printf ("  -c, --config FILE      topology file (ZPL); built-in defaults if none\n");
     printf ("      --redis URL        this service's Redis, redis://[[user]:password@]host[:port][/db]\n"
-            "                         or unix:///path[?db=N] (default %s)\n", DEFAULT_REDIS_URL);
+            "                         or unix:///path[?db=N] (default %s);\n"
+            "                         redis+sentinel://[[user]:password@]h1:p1,h2:p2/MASTER[/db]\n"
+            "                         finds the primary through Sentinel; redis://h1:p1,h2:p2,...\n"
+            "                         names a Redis Cluster (refused by this version's services)\n",
+            DEFAULT_REDIS_URL);
     snprintf (path, sizeof path, "%s/api", svc);
     printf ("      --api ENDPOINT     this service's API endpoint (default %s)\n",
             s_default_of (path) ? s_default_of (path) : "none");

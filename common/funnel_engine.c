@@ -24,6 +24,8 @@ struct _funnel_engine_t {
     int64_t renewed;                //  zclock_mono of the last renewal sent
     bool lost;
     uint64_t seq;                   //  Last seq in the outbox
+    uint64_t visible;               //  Last seq shown (PUB, REPLAY, PING): with
+                                    //  redis/acks, the last acknowledged one
     uint64_t ob_first;              //  Oldest seq held (1 if none dropped)
     zhashx_t *ckpts;                //  upstream -> uint64_t * (owned)
     //  Lossless outbox: registered subscribers and what each still needs
@@ -139,6 +141,7 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     self->cfg.lease_ms = cfg->lease_ms > 0 ? cfg->lease_ms : 5000;
     self->cfg.outbox_max_bytes = cfg->outbox_max_bytes > 0 ? cfg->outbox_max_bytes
                                                             : 1024LL * 1024 * 1024;
+    self->cfg.acks_timeout_ms = cfg->acks_timeout_ms > 0 ? cfg->acks_timeout_ms : 1000;
     self->rules = rules;
     self->store = store;
     self->state = funnel_state_new (cfg->svc, cfg->prefix, self->cfg.partitions,
@@ -218,7 +221,7 @@ funnel_engine_lost (funnel_engine_t *self)
 uint64_t
 funnel_engine_seq (funnel_engine_t *self)
 {
-    return self->seq;
+    return self->visible;
 }
 
 uint64_t
@@ -428,6 +431,10 @@ funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
         return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "lease lost while syncing");
     }
     self->seq = r [2]->type == REDIS_REPLY_STRING ? strtoull (r [2]->str, NULL, 10) : 0;
+    //  redis/acks: what was hidden before a reconnect stays hidden until a
+    //  WAIT covers it (a restarted process shows what Redis has)
+    if (self->cfg.acks == 0 || self->visible == 0 || self->visible > self->seq)
+        self->visible = self->seq;
     self->ob_first = r [3]->type == REDIS_REPLY_STRING ? strtoull (r [3]->str, NULL, 10) : 1;
     zhashx_purge (self->ckpts);
     if (r [4]->type == REDIS_REPLY_ARRAY)
@@ -648,6 +655,8 @@ typedef struct {
     const char *upstream;           //  Checkpoint to write, or NULL
     uint64_t checkpoint;
     const char *by;                 //  Publisher's certificate name, or NULL
+    bool replied;                   //  A client waits on it: WAIT for acks even
+                                    //  when nothing is new (a retry's duplicates)
 } commit_t;
 
 //  One output as its outbox entry (outbox_entry.h); malloc'd.
@@ -890,6 +899,17 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     }
     redisAppendCommand (ctx, "EXEC");
     size_t exec_at = sent++;
+    //  redis/acks: WAIT in the same round trip, before the reply and the
+    //  PUB (what a client or a subscriber saw survives a failover). An
+    //  empty renewal acknowledges nothing to anyone: no WAIT, unless seqs
+    //  are still hidden (it shows them once acknowledged)
+    bool wait = self->cfg.acks > 0 && (c->replied || c->id_count > 0 || outputs > 0
+                                       || self->visible < self->seq);
+    size_t wait_at = 0;
+    if (wait) {
+        redisAppendCommand (ctx, "WAIT %d %d", self->cfg.acks, self->cfg.acks_timeout_ms);
+        wait_at = sent++;
+    }
     s_append_fence (self, ctx);
     sent += 2;
 
@@ -940,12 +960,36 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         }
         if (rc == 0 && !self->lost && s_check_fence (self, replies [sent - 1]) != 0)
             log_error ("commit applied, then the lease was found lost");
-        if (rc == 0) {
+        //  Applied on the primary but not on enough replicas: a failover
+        //  now could lose it. Kept (seq, checkpoints move on; the outbox
+        //  holds it) but hidden: no OK, no PUB, not in REPLAY or PING until
+        //  a later WAIT covers it (a subscriber that consumed it could not
+        //  unsee it if the failover dropped it and reused its seq)
+        bool unacked = false;
+        if (rc == 0 && wait) {
+            redisReply *acks = replies [wait_at];
+            long long acked = acks->type == REDIS_REPLY_INTEGER ? acks->integer : 0;
+            if (acked < self->cfg.acks) {
+                unacked = true;
+                rc = funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                    "redis: outcome unknown: only %lld of %d replicas acknowledged within "
+                    "%d ms; retrying with the same ids is safe", acked, self->cfg.acks,
+                    self->cfg.acks_timeout_ms);
+                if (funnel_log_every (&self->last_warn, 1000))
+                    log_warn ("commit: only %lld of %d replicas acknowledged within %d ms%s%s",
+                              acked, self->cfg.acks, self->cfg.acks_timeout_ms,
+                              acks->type == REDIS_REPLY_ERROR ? ": " : "",
+                              acks->type == REDIS_REPLY_ERROR ? acks->str : "");
+            }
+        }
+        if (rc == 0 || unacked) {
             if (renew)
                 self->renewed = zclock_mono ();
             //  Publish, then forget the write-set (outputs live in it)
             uint64_t first = self->seq + 1;
             self->seq = seq;
+            if (!unacked)
+                self->visible = seq;    //  WAIT covers every earlier write too
             self->ob_first = ob_first;
             zhashx_destroy (&self->bucket_bytes);
             self->bucket_bytes = new_sizes;
@@ -953,7 +997,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
             s_count_losses (self, ob_first, lost);
             if (c->upstream)
                 s_set_checkpoint (self, c->upstream, c->checkpoint);
-            for (size_t i = 0; i < outputs && self->publish; i++) {
+            for (size_t i = 0; i < outputs && self->publish && !unacked; i++) {
                 outbox_entry_t event;
                 if (outbox_entry_parse (entries [i], entry_sizes [i], &event) == 0)
                     self->publish (self->publish_arg, first + i, &event);
@@ -1066,7 +1110,7 @@ funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
         funnel_state_count (st, "accepted", (int64_t) accepted);
     if (duplicates)
         funnel_state_count (st, "duplicates", (int64_t) duplicates);
-    commit_t c = { ids, accepted, NULL, 0, by };
+    commit_t c = { ids, accepted, NULL, 0, by, true };
     rc = s_commit (self, &c, err);
     free (ids);
     if (rc != 0)
@@ -1138,7 +1182,7 @@ funnel_engine_consume (funnel_engine_t *self, const char *upstream,
         funnel_state_count (st, "consumed", applied);
     if (rejected)
         funnel_state_count (st, "consume_rejected", rejected);
-    commit_t c = { NULL, 0, upstream, ckpt, NULL };
+    commit_t c = { NULL, 0, upstream, ckpt, NULL, false };
     return s_commit (self, &c, err);
 }
 
@@ -1217,7 +1261,7 @@ s_run_timers (funnel_engine_t *self)
     if (fired)
         funnel_state_count (st, "timers_fired", fired);
     funnel_error_t err;
-    commit_t c = { NULL, 0, NULL, 0, NULL };
+    commit_t c = { NULL, 0, NULL, 0, NULL, false };
     if (s_commit (self, &c, &err) != 0 && funnel_log_every (&self->last_warn, 1000))
         log_warn ("timers: %s", err.message);
 }
@@ -1234,7 +1278,7 @@ funnel_engine_cron (funnel_engine_t *self)
         //  An empty commit renews the leases and re-arms the fence
         funnel_state_begin (self->state);
         funnel_error_t err;
-        commit_t c = { NULL, 0, NULL, 0, NULL };
+        commit_t c = { NULL, 0, NULL, 0, NULL, false };
         s_commit (self, &c, &err);
     }
 }
@@ -1464,7 +1508,7 @@ funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
     uint64_t start = from > first ? from : first;
     if (start < 1)
         start = 1;
-    uint64_t to = self->seq;
+    uint64_t to = self->visible;
     if (limit == 0 || start > to)
         to = 0;
     else

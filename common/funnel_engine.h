@@ -109,6 +109,9 @@ typedef struct {
     int64_t outbox_max_bytes;           //  Outbox memory cap, default 1 GiB
     int64_t series_hour_s;              //  Hourly series kept (s), default 90 days
     int64_t series_day_s;               //  Daily series kept (s), default 1096 days
+    int acks;                           //  Replicas that must WAIT-acknowledge a
+                                        //  commit before its reply (0 = none)
+    int acks_timeout_ms;                //  WAIT's timeout, default 1000
     void *rules_arg;                    //  funnel_state_arg for the handlers
 } funnel_engine_cfg_t;
 

@@ -612,6 +612,22 @@ s_read_settings (service_t *self)
         .series_hour_s = values [6] * 86400,
         .series_day_s = values [7] * 86400
     };
+    //  redis/acks: replicas to WAIT for before a reply (proto/wire.md,
+    //  "Redis deployments"); shared by every service of the deployment
+    int64_t acks = 0, acks_timeout = 1000;
+    if (funnel_config_int (self->config, "redis/acks", 0, &acks)
+    ||  funnel_config_int (self->config, "redis/acks_timeout_ms", 1000, &acks_timeout))
+        return -1;
+    if (acks < 0 || acks > 64) {
+        log_error ("redis/acks = %" PRId64 ": must be 0..64", acks);
+        return -1;
+    }
+    if (acks_timeout < 10 || acks_timeout > 60000) {
+        log_error ("redis/acks_timeout_ms = %" PRId64 ": must be 10..60000", acks_timeout);
+        return -1;
+    }
+    self->cfg.acks = (int) acks;
+    self->cfg.acks_timeout_ms = (int) acks_timeout;
     return 0;
 }
 
@@ -644,6 +660,14 @@ s_start (service_t *self)
     }
     if (redis_auth_apply (self->config, name, &parsed) != 0)
         return 2;
+    if (parsed.mode == REDIS_MODE_CLUSTER) {
+        //  Its commit mixes the service's base and partition hash tags in
+        //  one MULTI (CROSSSLOT on a cluster): refuse rather than fail later
+        log_error ("redis url lists %d nodes (a Redis Cluster): this version of the engine "
+                   "commits to one server (single or sentinel); see proto/wire.md, "
+                   "\"Redis deployments\"", parsed.node_count);
+        return 2;
+    }
     //  The rules' settings are checked here too, before any bind
     if (s_read_settings (self) != 0
     ||  (self->def->rules->setup
@@ -652,6 +676,9 @@ s_start (service_t *self)
         return 2;
     }
     self->store = redis_store_new (&parsed);
+    //  WAIT blocks up to acks_timeout_ms: the reply must not time out first
+    if (self->cfg.acks > 0 && self->cfg.acks_timeout_ms + 1000 > 2000)
+        redis_store_set_timeout (self->store, self->cfg.acks_timeout_ms + 1000);
     const char *api = funnel_config_endpoint (self->config, name, "api");
     const char *pub = funnel_config_endpoint (self->config, name, "pub");
     int rc = funnel_curve_setup (self->config, name);     //  ZAP before any bind

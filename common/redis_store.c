@@ -32,6 +32,10 @@ struct _redis_store_t {
     bool down;                  //  Failure logged; log the recovery
     unsigned attempts;          //  Connection attempts made (self-test)
     uint64_t generation;        //  Successful connects so far
+    int timeout_ms;             //  Command timeout
+    bool readonly;              //  Saw READONLY: drop between pipelines
+    char primary [300];         //  Sentinel: "host:port" last connected
+    char reason [256];          //  Of the last failure logged
 };
 
 
@@ -110,9 +114,9 @@ s_parse_userinfo (const char *text, size_t length, redis_url_t *out, funnel_erro
     return 0;
 }
 
-//  host, or [IPv6]; returns the text after it, NULL on error.
+//  host, or [IPv6], into host[size]; returns the text after it, NULL on error.
 static const char *
-s_parse_host (const char *text, redis_url_t *out, funnel_error_t *err)
+s_parse_host (const char *text, char *host, size_t size, funnel_error_t *err)
 {
     const char *start = text, *end;
     if (*text == '[') {
@@ -124,13 +128,13 @@ s_parse_host (const char *text, redis_url_t *out, funnel_error_t *err)
         }
     }
     else
-        end = text + strcspn (text, ":/?#");
+        end = text + strcspn (text, ":/?#,");
     size_t length = (size_t) (end - start);
     if (length == 0) {
         funnel_error_set (err, FUNNEL_ERR_INVALID, "redis url: missing host");
         return NULL;
     }
-    if (length >= sizeof out->host) {
+    if (length >= size) {
         funnel_error_set (err, FUNNEL_ERR_INVALID, "redis url: host too long");
         return NULL;
     }
@@ -140,32 +144,71 @@ s_parse_host (const char *text, redis_url_t *out, funnel_error_t *err)
                               (int) length, start);
             return NULL;
         }
-    memcpy (out->host, start, length);
-    out->host [length] = 0;
+    memcpy (host, start, length);
+    host [length] = 0;
     return *text == '[' ? end + 1 : end;
 }
 
-//  After "redis://": [[user]:password@]host[:port][/db]
+//  host[:port] {, host[:port]}: the nodes; returns the text after them.
+static const char *
+s_parse_nodes (const char *text, int default_port, redis_url_t *out, funnel_error_t *err)
+{
+    while (true) {
+        if (out->node_count == REDIS_URL_NODES_MAX) {
+            funnel_error_set (err, FUNNEL_ERR_INVALID, "redis url: more than %d hosts",
+                              REDIS_URL_NODES_MAX);
+            return NULL;
+        }
+        redis_node_t *node = &out->nodes [out->node_count];
+        text = s_parse_host (text, node->host, sizeof node->host, err);
+        if (!text)
+            return NULL;
+        node->port = default_port;
+        if (*text == ':') {
+            long value = 0;
+            int length = s_parse_uint (text + 1, 65535, &value);
+            if (length < 0 || value < 1) {
+                funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                  "redis url: port '%.*s' is not 1..65535",
+                                  (int) strcspn (text + 1, "/?#,"), text + 1);
+                return NULL;
+            }
+            node->port = (int) value;
+            text += 1 + length;
+        }
+        out->node_count++;
+        if (*text != ',')
+            return text;
+        text++;
+    }
+}
+
+//  After "redis://" or "redis+sentinel://":
+//  [[user]:password@]host[:port][,host[:port]...][/MASTER][/db]
 static int
-s_parse_tcp_url (const char *text, redis_url_t *out, funnel_error_t *err)
+s_parse_tcp_url (const char *text, bool sentinel, redis_url_t *out, funnel_error_t *err)
 {
     //  The last '@': a password may contain one, a host or db never does
     const char *at = strrchr (text, '@');
     if (at && s_parse_userinfo (text, (size_t) (at - text), out, err))
         return -1;
-    const char *rest = s_parse_host (at ? at + 1 : text, out, err);
+    const char *rest = s_parse_nodes (at ? at + 1 : text, sentinel ? 26379 : 6379, out, err);
     if (!rest)
         return -1;
-    long value = 0;
-    if (*rest == ':') {
-        int length = s_parse_uint (rest + 1, 65535, &value);
-        if (length < 0 || value < 1)
+    if (sentinel) {
+        //  The master's name, as in sentinel.conf's "sentinel monitor NAME"
+        size_t length = *rest == '/' ? strspn (rest + 1,
+            "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") : 0;
+        if (length == 0)
             return funnel_error_set (err, FUNNEL_ERR_INVALID,
-                                     "redis url: port '%.*s' is not 1..65535",
-                                     (int) strcspn (rest + 1, "/?#"), rest + 1);
-        out->port = (int) value;
+                                     "redis url: sentinel: missing /MASTERNAME after the hosts");
+        if (length >= sizeof out->master)
+            return funnel_error_set (err, FUNNEL_ERR_INVALID, "redis url: master name too long");
+        memcpy (out->master, rest + 1, length);
+        out->master [length] = 0;
         rest += 1 + length;
     }
+    long value = 0;
     if (*rest == '/' && rest [1]) {
         int length = s_parse_uint (rest + 1, INT_MAX, &value);
         if (length < 0)
@@ -180,7 +223,14 @@ s_parse_tcp_url (const char *text, redis_url_t *out, funnel_error_t *err)
     if (*rest)
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
                                  "redis url: unexpected '%s' after the %s", rest,
-                                 out->db ? "db" : "host or port");
+                                 out->db ? "db" : sentinel ? "master name" : "host or port");
+    out->mode = sentinel ? REDIS_MODE_SENTINEL
+              : out->node_count > 1 ? REDIS_MODE_CLUSTER : REDIS_MODE_SINGLE;
+    if (out->mode == REDIS_MODE_CLUSTER && out->db != 0)
+        return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                 "redis url: db %d: a Redis Cluster has only db 0", out->db);
+    snprintf (out->host, sizeof out->host, "%s", out->nodes [0].host);
+    out->port = out->nodes [0].port;
     return 0;
 }
 
@@ -224,7 +274,10 @@ redis_url_parse (const char *url, redis_url_t *out, funnel_error_t *err)
         rc = funnel_error_set (err, FUNNEL_ERR_INVALID, "redis url: missing");
     else
     if (strncmp (url, "redis://", 8) == 0)
-        rc = s_parse_tcp_url (url + 8, out, err);
+        rc = s_parse_tcp_url (url + 8, false, out, err);
+    else
+    if (strncmp (url, "redis+sentinel://", 17) == 0)
+        rc = s_parse_tcp_url (url + 17, true, out, err);
     else
     if (strncmp (url, "unix://", 7) == 0)
         rc = s_parse_unix_url (url + 7, out, err);
@@ -234,7 +287,7 @@ redis_url_parse (const char *url, redis_url_t *out, funnel_error_t *err)
                                "redis url: TLS (rediss://) is not supported by hiredis 0.14");
     else
         rc = funnel_error_set (err, FUNNEL_ERR_INVALID,
-                               "redis url: scheme must be redis:// or unix://");
+                               "redis url: scheme must be redis://, redis+sentinel:// or unix://");
     if (rc) {
         //  Leave no half-parsed password behind
         memset (out, 0, sizeof *out);
@@ -242,18 +295,44 @@ redis_url_parse (const char *url, redis_url_t *out, funnel_error_t *err)
     return rc;
 }
 
-//  The URL as logs may show it: the password never appears.
-static void
-s_format_url (const redis_url_t *url, char *buffer, size_t size)
+void
+redis_url_format (const redis_url_t *url, char *buffer, size_t size)
 {
     if (url->unix_socket) {
         snprintf (buffer, size, "unix://%s?db=%d", url->host, url->db);
         return;
     }
-    bool v6 = strchr (url->host, ':') != NULL;
-    snprintf (buffer, size, "redis://%s%s%s%s%s:%d/%d",
-              url->user, url->password [0] ? ":***@" : "",
-              v6 ? "[" : "", url->host, v6 ? "]" : "", url->port, url->db);
+    size_t used = (size_t) snprintf (buffer, size, "%s://%s%s",
+        url->mode == REDIS_MODE_SENTINEL ? "redis+sentinel" : "redis",
+        url->user, url->password [0] ? ":***@" : "");
+    int count = url->node_count > 0 ? url->node_count : 1;
+    for (int i = 0; i < count && used < size; i++) {
+        const char *host = url->node_count > 0 ? url->nodes [i].host : url->host;
+        int port = url->node_count > 0 ? url->nodes [i].port : url->port;
+        bool v6 = strchr (host, ':') != NULL;
+        used += (size_t) snprintf (buffer + used, size - used, "%s%s%s%s:%d",
+                                   i ? "," : "", v6 ? "[" : "", host, v6 ? "]" : "", port);
+    }
+    if (used < size && url->mode == REDIS_MODE_SENTINEL)
+        used += (size_t) snprintf (buffer + used, size - used, "/%s", url->master);
+    if (used < size)
+        snprintf (buffer + used, size - used, "/%d", url->db);
+}
+
+void
+redis_url_single (const redis_url_t *url, const char *host, int port, redis_url_t *out)
+{
+    redis_url_t copy = *url;        //  host may point into url or out
+    snprintf (copy.host, sizeof copy.host, "%s", host);
+    copy.port = port;
+    copy.unix_socket = false;
+    copy.mode = REDIS_MODE_SINGLE;
+    copy.node_count = 1;
+    snprintf (copy.nodes [0].host, sizeof copy.nodes [0].host, "%s", host);
+    copy.nodes [0].port = port;
+    copy.master [0] = 0;
+    *out = copy;
+    memset (&copy, 0, sizeof copy);
 }
 
 
@@ -322,37 +401,132 @@ s_select (redis_store_t *self, redisContext *ctx, char *reason, size_t size)
     return 0;
 }
 
-//  Connect + timeouts + AUTH + SELECT: the only way a
-//  context is made, so a reconnect is never missing a step.
+//  Sentinel: the primary's address from the first sentinel (URL order)
+//  that knows it. Sentinels are asked without AUTH (proto/wire.md).
+static int
+s_discover (redis_store_t *self, char *host, size_t host_size, int *port,
+            char *reason, size_t size)
+{
+    snprintf (reason, size, "no sentinel answered");
+    for (int i = 0; i < self->url.node_count; i++) {
+        const redis_node_t *node = &self->url.nodes [i];
+        redisContext *ctx = redisConnectWithTimeout (node->host, node->port,
+                                                     s_timeval (CONNECT_TIMEOUT_MS));
+        if (!ctx)
+            continue;
+        if (ctx->err) {
+            snprintf (reason, size, "sentinel %s:%d: %s", node->host, node->port, ctx->errstr);
+            redisFree (ctx);
+            continue;
+        }
+        redisSetTimeout (ctx, s_timeval (COMMAND_TIMEOUT_MS));
+        const char *argv [] = { "SENTINEL", "get-master-addr-by-name", self->url.master };
+        char why [200];
+        redisReply *reply = s_handshake (ctx, 3, argv, why, sizeof why);
+        redisFree (ctx);
+        if (!reply) {
+            snprintf (reason, size, "sentinel %s:%d: %s", node->host, node->port, why);
+            continue;
+        }
+        bool found = reply->type == REDIS_REPLY_ARRAY && reply->elements == 2
+            && reply->element [0]->type == REDIS_REPLY_STRING
+            && reply->element [1]->type == REDIS_REPLY_STRING;
+        if (found) {
+            snprintf (host, host_size, "%s", reply->element [0]->str);
+            *port = atoi (reply->element [1]->str);
+        }
+        else
+            snprintf (reason, size, "sentinel %s:%d does not know master '%s'",
+                      node->host, node->port, self->url.master);
+        freeReplyObject (reply);
+        if (found && *port > 0)
+            return 0;
+    }
+    return -1;
+}
+
+//  Sentinel: the server a sentinel named must say it is the primary (a
+//  sentinel may still name the old one during a failover).
+static int
+s_check_role (redisContext *ctx, char *reason, size_t size)
+{
+    redisReply *reply = redisCommand (ctx, "ROLE");
+    if (!reply || ctx->err) {
+        snprintf (reason, size, "ROLE: %s", ctx->err ? ctx->errstr : "no reply");
+        if (reply)
+            freeReplyObject (reply);
+        return -1;
+    }
+    int rc = -1;
+    if (reply->type == REDIS_REPLY_ERROR && strncmp (reply->str, "NOPERM", 6) == 0)
+        //  An ACL user without +role (deploy/redis-users.sh grants it):
+        //  trust the sentinel; a demoted primary still shows by READONLY
+        rc = 0;
+    else
+    if (reply->type == REDIS_REPLY_ERROR)
+        snprintf (reason, size, "ROLE: %s", reply->str);
+    else {
+        const char *role = reply->type == REDIS_REPLY_ARRAY && reply->elements > 0
+            && reply->element [0]->type == REDIS_REPLY_STRING ? reply->element [0]->str : "?";
+        if (strcmp (role, "master") == 0)
+            rc = 0;
+        else
+            snprintf (reason, size,
+                      "the server the sentinels name is not a primary (ROLE %.32s)", role);
+    }
+    freeReplyObject (reply);
+    return rc;
+}
+
+//  [Sentinel discovery] + connect + timeouts + AUTH [+ ROLE] + SELECT: the
+//  only way a context is made, so a reconnect is never missing a step.
 static redisContext *
 s_open (redis_store_t *self, char *reason, size_t size)
 {
     struct timeval timeout = s_timeval (CONNECT_TIMEOUT_MS);
+    const char *host = self->url.host;
+    int port = self->url.port;
+    char primary [256];
+    bool sentinel = self->url.mode == REDIS_MODE_SENTINEL;
+    if (sentinel) {
+        if (s_discover (self, primary, sizeof primary, &port, reason, size))
+            return NULL;
+        host = primary;
+    }
     redisContext *ctx = self->url.unix_socket
-        ? redisConnectUnixWithTimeout (self->url.host, timeout)
-        : redisConnectWithTimeout (self->url.host, self->url.port, timeout);
+        ? redisConnectUnixWithTimeout (host, timeout)
+        : redisConnectWithTimeout (host, port, timeout);
     if (!ctx) {
         snprintf (reason, size, "out of memory");
         return NULL;
     }
     if (!ctx->err)
-        redisSetTimeout (ctx, s_timeval (COMMAND_TIMEOUT_MS));
+        redisSetTimeout (ctx, s_timeval (self->timeout_ms));
+    if (ctx->err && sentinel)
+        snprintf (reason, size, "primary %.100s:%d: %.100s", host, port, ctx->errstr);
+    else
     if (ctx->err)
         snprintf (reason, size, "%s", ctx->errstr);
     else
     if (s_authenticate (self, ctx, reason, size) == 0
-    &&  s_select (self, ctx, reason, size) == 0)
+    &&  (!sentinel || s_check_role (ctx, reason, size) == 0)
+    &&  s_select (self, ctx, reason, size) == 0) {
+        if (sentinel)
+            snprintf (self->primary, sizeof self->primary, "%s:%d", host, port);
         return ctx;
+    }
     redisFree (ctx);
     return NULL;
 }
 
-//  A failed attempt or a lost connection: back off, log only the first.
+//  A failed attempt or a lost connection: back off, log only the first
+//  (and a change of reason: a failover goes "READONLY", "not a primary"...).
 static void
 s_failed (redis_store_t *self, const char *reason)
 {
-    if (!self->down)
+    if (!self->down || strcmp (reason, self->reason) != 0)
         log_warn ("redis unavailable at %s: %s; retrying", self->shown, reason);
+    snprintf (self->reason, sizeof self->reason, "%s", reason);
     self->down = true;
     self->backoff_ms = self->backoff_ms
         ? (self->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : self->backoff_ms * 2)
@@ -379,7 +553,8 @@ redis_store_new (const redis_url_t *url)
     if (!self)
         return NULL;
     self->url = *url;
-    s_format_url (url, self->shown, sizeof self->shown);
+    self->timeout_ms = COMMAND_TIMEOUT_MS;
+    redis_url_format (url, self->shown, sizeof self->shown);
     return self;
 }
 
@@ -402,6 +577,8 @@ int
 redis_store_connect (redis_store_t *self)
 {
     assert (self);
+    if (self->ctx && !redis_store_connected (self))
+        return -1;              //  Dropped for READONLY: wait the backoff
     if (self->ctx)
         return 0;
     if (s_now_ms () < self->retry_at_ms)
@@ -413,7 +590,11 @@ redis_store_connect (redis_store_t *self)
         s_failed (self, reason);
         return -1;
     }
-    log_info ("redis connected at %s", self->shown);
+    if (self->url.mode == REDIS_MODE_SENTINEL)
+        log_info ("redis connected at %s: primary %s", self->shown, self->primary);
+    else
+        log_info ("redis connected at %s", self->shown);
+    self->readonly = false;
     self->generation++;
     self->down = false;
     self->backoff_ms = 0;
@@ -425,7 +606,28 @@ bool
 redis_store_connected (redis_store_t *self)
 {
     assert (self);
+    if (self->ctx && self->readonly)
+        s_drop (self, "READONLY: the server is no longer the primary");
     return self->ctx != NULL;
+}
+
+void
+redis_store_set_timeout (redis_store_t *self, int ms)
+{
+    assert (self && ms > 0);
+    self->timeout_ms = ms;
+    if (self->ctx)
+        redisSetTimeout (self->ctx, s_timeval (ms));
+}
+
+//  Sentinel mode: a demoted primary answers writes with READONLY; note it,
+//  the connection is dropped once the caller's pipeline is read.
+static void
+s_note_reply (redis_store_t *self, const redisReply *reply)
+{
+    if (self->url.mode == REDIS_MODE_SENTINEL && reply->type == REDIS_REPLY_ERROR
+    &&  strncmp (reply->str, "READONLY", 8) == 0)
+        self->readonly = true;
 }
 
 void
@@ -455,8 +657,10 @@ static redisReply *
 s_command (redis_store_t *self, int argc, const char **argv, const size_t *argvlen)
 {
     redisReply *reply = redisCommandArgv (self->ctx, argc, argv, argvlen);
-    if (reply && !self->ctx->err)
+    if (reply && !self->ctx->err) {
+        s_note_reply (self, reply);
         return reply;
+    }
     if (reply)
         freeReplyObject (reply);
     s_drop (self, self->ctx->err ? self->ctx->errstr : "no reply");
@@ -479,8 +683,10 @@ redis_store_recv (redis_store_t *self)
     if (!self->ctx)
         return NULL;
     redisReply *reply = NULL;
-    if (redisGetReply (self->ctx, (void **) &reply) == REDIS_OK && reply && !self->ctx->err)
+    if (redisGetReply (self->ctx, (void **) &reply) == REDIS_OK && reply && !self->ctx->err) {
+        s_note_reply (self, reply);
         return reply;
+    }
     if (reply)
         freeReplyObject (reply);
     s_drop (self, self->ctx->err ? self->ctx->errstr : "no reply");
@@ -622,6 +828,17 @@ s_test_url_parser (void)
         { "unix:///tmp/r.sock?db=x", "query '?db=x'" },
         { "unix:///tmp/r.sock?database=1", "query" },
         { "unix:///tmp/r.sock?db=1&x=2", "query" },
+        { "redis://h1:1,h2:2/3", "only db 0" },
+        { "redis://h1:1,", "missing host" },
+        { "redis://h1:1,,h2", "missing host" },
+        { "redis://h1:1,h2:0", "port '0'" },
+        { "redis://h,h,h,h,h,h,h,h,h,h,h,h,h,h,h,h,h", "more than 16 hosts" },
+        { "redis+sentinel://h1:1,h2:2", "missing /MASTERNAME" },
+        { "redis+sentinel://h1:1/", "missing /MASTERNAME" },
+        { "redis+sentinel://h1/m y", "unexpected ' y' after the master name" },
+        { "redis+sentinel://h1/m/x", "db 'x'" },
+        { "redis+sentinel://h1/m/1/2", "unexpected '/2'" },
+        { "redis+sentinel://:@h1/m", "empty password" },
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad [0]; i++) {
         redis_url_t url;
@@ -635,6 +852,36 @@ s_test_url_parser (void)
         assert (strstr (err.message, "redis url: "));
         assert (strstr (err.message, bad [i].message));
     }
+    //  Seed lists: a cluster; redis+sentinel: sentinels and a master name
+    redis_url_t many;
+    funnel_error_t many_err;
+    assert (redis_url_parse ("redis://u:p@h1:7000,[::1]:7001,h3", &many, &many_err) == 0);
+    assert (many.mode == REDIS_MODE_CLUSTER && many.node_count == 3);
+    assert (streq (many.nodes [0].host, "h1") && many.nodes [0].port == 7000);
+    assert (streq (many.nodes [1].host, "::1") && many.nodes [1].port == 7001);
+    assert (streq (many.nodes [2].host, "h3") && many.nodes [2].port == 6379);
+    assert (streq (many.host, "h1") && many.port == 7000 && streq (many.password, "p"));
+    char shown_many [512];
+    redis_url_format (&many, shown_many, sizeof shown_many);
+    assert (streq (shown_many, "redis://u:***@h1:7000,[::1]:7001,h3:6379/0"));
+    assert (redis_url_parse ("redis://h1,h2/0", &many, NULL) == 0);
+    assert (many.mode == REDIS_MODE_CLUSTER);
+    assert (redis_url_parse ("redis://h1:5", &many, NULL) == 0);
+    assert (many.mode == REDIS_MODE_SINGLE && many.node_count == 1);
+    assert (redis_url_parse ("redis+sentinel://:pw@s1,s2:5000/my-master.1/4", &many, NULL) == 0);
+    assert (many.mode == REDIS_MODE_SENTINEL && many.node_count == 2);
+    assert (streq (many.nodes [0].host, "s1") && many.nodes [0].port == 26379);
+    assert (many.nodes [1].port == 5000 && many.db == 4);
+    assert (streq (many.master, "my-master.1") && streq (many.password, "pw"));
+    redis_url_format (&many, shown_many, sizeof shown_many);
+    assert (streq (shown_many, "redis+sentinel://:***@s1:26379,s2:5000/my-master.1/4"));
+    assert (redis_url_parse ("redis+sentinel://s1/m", &many, NULL) == 0);
+    assert (many.mode == REDIS_MODE_SENTINEL && many.node_count == 1 && many.db == 0);
+    redis_url_t one;
+    redis_url_single (&many, "10.0.0.5", 6390, &one);
+    assert (one.mode == REDIS_MODE_SINGLE && streq (one.host, "10.0.0.5") && one.port == 6390);
+    assert (one.node_count == 1 && one.nodes [0].port == 6390 && !one.master [0]);
+
     //  A long socket path is refused before the kernel would
     char long_url [300] = "unix:///";
     memset (long_url + 8, 'a', 200);
@@ -645,7 +892,7 @@ s_test_url_parser (void)
     //  The password never shows in what we log
     assert (redis_url_parse ("redis://bob:hunter2@h:1/3", &url, NULL) == 0);
     char shown [512];
-    s_format_url (&url, shown, sizeof shown);
+    redis_url_format (&url, shown, sizeof shown);
     assert (streq (shown, "redis://bob:***@h:1/3"));
 }
 

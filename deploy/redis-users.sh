@@ -43,7 +43,7 @@ for svc in $SERVICES; do
     # '~' patterns are globs: the braces of the hash tag are literal; the
     # partitions are {funnel:<svc>:<p>}. No @scripting: nothing runs scripts
     commands+="ACL SETUSER funnel-$svc reset on >$pass ~{funnel:$svc}:* ~{funnel:$svc:*}:* resetchannels"
-    commands+=" +@read +@write +@connection +@transaction +wait -@dangerous -@admin"$'\n'
+    commands+=" +@read +@write +@connection +@transaction +wait +role -@dangerous -@admin"$'\n'
 done
 admin=$(secret "$ADMIN_FILE")
 commands+="ACL SETUSER default on resetpass >$admin"$'\n'

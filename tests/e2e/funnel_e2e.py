@@ -410,6 +410,158 @@ class RedisServer:
         release_ports([self.port])
 
 
+class RedisNode(RedisServer):
+    """A redis-server on a port the caller reserved (cluster nodes, a
+    replica, a sentinel's primary), its files in workdir/<name>."""
+
+    def __init__(self, workdir, port, name, args=(), appendonly=False):
+        self.name = name
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port
+        self.appendonly = appendonly
+        self.start_args = list(args)
+        self.proc = None
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def release(self):
+        pass                    # the caller's block of ports
+
+
+class RedisCluster:
+    """A Redis Cluster of `primaries` primaries (no replicas) on loopback.
+    Ports come from one kit-locked block: node i on base+i, its bus port on
+    base+BUS+i set with cluster-port (port+10000 may be taken or > 65535);
+    each node's cluster-config-file lives in the test's temp dir.
+    `url` is the seed list a service takes (redis://h:p1,h:p2,...)."""
+
+    BUS = 50
+
+    def __init__(self, workdir, primaries=3):
+        self.count = primaries
+        self.base = free_port_block(list(range(primaries)) +
+                                    [self.BUS + i for i in range(primaries)])
+        self.ports = [self.base + i for i in range(primaries)]
+        self.nodes = []
+        try:
+            for i, port in enumerate(self.ports):
+                self.nodes.append(RedisNode(workdir, port, "cluster-%d" % i, [
+                    "--cluster-enabled", "yes",
+                    "--cluster-port", str(self.base + self.BUS + i),
+                    "--cluster-config-file", os.path.join(workdir, "cluster-%d" % i,
+                                                          "nodes.conf"),
+                    "--cluster-node-timeout", "3000"]))
+            out = subprocess.run(["redis-cli", "--cluster", "create"] +
+                                 ["127.0.0.1:%d" % p for p in self.ports] + ["--cluster-yes"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                 timeout=60, text=True)
+            if out.returncode != 0:
+                raise AssertionError("redis-cli --cluster create failed:\n" + out.stdout[-3000:])
+            wait_until(self.settled, timeout=30, what="the cluster to settle")
+        except BaseException:
+            self.stop()
+            self.release()
+            raise
+
+    @property
+    def url(self):
+        return "redis://" + ",".join("127.0.0.1:%d" % p for p in self.ports)
+
+    def client(self, i):
+        return self.nodes[i].client()
+
+    def settled(self):
+        """Every node sees every slot served and every node known."""
+        for i in range(self.count):
+            with self.client(i) as c:
+                info = c.execute_command("CLUSTER", "INFO")
+                if isinstance(info, bytes):
+                    info = info.decode()
+                if "cluster_state:ok" not in info or \
+                        "cluster_slots_ok:16384" not in info or \
+                        "cluster_known_nodes:%d" % self.count not in info:
+                    return False
+        return True
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+
+    def release(self):
+        release_ports(self.ports + [self.base + self.BUS + i for i in range(self.count)])
+
+
+class Sentinel:
+    """One redis-sentinel watching `primary` (a RedisServer) as `master`,
+    quorum 1, down-after 1 s: one sentinel can fail over alone. Its port is
+    reserved by the caller or here."""
+
+    def __init__(self, workdir, primary_port, name="sentinel", master="mymaster", port=None):
+        self.name = name
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.owns_port = port is None
+        self.port = port or free_port()
+        self.master = master
+        self.proc = None
+        self.config = os.path.join(self.dir, "sentinel.conf")
+        with open(self.config, "w") as f:
+            f.write("port %d\nbind 127.0.0.1\ndir %s\nlogfile %s\n"
+                    "sentinel monitor %s 127.0.0.1 %d 1\n"
+                    "sentinel down-after-milliseconds %s 1000\n"
+                    "sentinel failover-timeout %s 10000\n"
+                    % (self.port, self.dir, self.log, master, primary_port, master, master))
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            self.release()
+            raise
+
+    @property
+    def log(self):
+        return os.path.join(self.dir, "sentinel.log")
+
+    def output(self):
+        try:
+            with open(self.log, errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
+
+    def start(self):
+        self.proc = spawn(["redis-sentinel", self.config])
+        _watched.append(self)
+        wait_until(lambda: self.primary() is not None, what="sentinel up")
+
+    def client(self):
+        return redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=5,
+                           socket_connect_timeout=5)
+
+    def primary(self):
+        """(host, port) the sentinel names as the primary now."""
+        with self.client() as c:
+            addr = c.execute_command("SENTINEL", "get-master-addr-by-name", self.master)
+        if not addr:
+            return None
+        return (addr[0].decode() if isinstance(addr[0], bytes) else addr[0], int(addr[1]))
+
+    def stop(self):
+        if self in _watched:
+            _watched.remove(self)
+        if self.proc is not None:
+            kill_group(self.proc, signal.SIGTERM)
+        self.proc = None
+
+    def release(self):
+        if self.owns_port:
+            release_ports([self.port])
+
+
 class Topology:
     """A ZPL topology file with free loopback ports for every service."""
 

@@ -11,6 +11,7 @@
 #include "funnel_settings.h"
 #include "redis_auth.h"
 #include "redis_store.h"
+#include "redis_cluster.h"
 #include "funnel_state.h"
 #include "funnel_log.h"
 #include "funnel_engine.h"
@@ -29,6 +30,7 @@ static const funnel_selftest_t s_tests [] = {
     { "funnel_authz", funnel_authz_test },
     { "funnel_settings", funnel_settings_test },
     { "redis_store", redis_store_test },
+    { "redis_cluster", redis_cluster_test },
     { "funnel_log", funnel_log_test },
     { "funnel_state", funnel_state_test },
     { "funnel_engine", funnel_engine_test },
