@@ -261,6 +261,90 @@ class TestPrivacy(PrivacyCase):
 
 
 
+class TestPrivacyContract(PrivacyCase):
+    """Each sentence of the contract's privacy section, its error cases."""
+
+    def state(self):
+        """The Redis dump once every consumer caught up, less the REPLAY
+        subscriber registry (:subs, written as subscribers come and go)."""
+        self.settle()
+        return sorted((k, v) for k, v in self.redis_dump() if not k.endswith(b":subs"))
+
+    def test_refusals_are_precise_and_change_nothing(self):
+        self.ok("leads", "lead.capture", {"lead": self.lead, "email": self.email, "name": self.name})
+        before = self.state()
+        seq = self.c["leads"].ok("PING")["seq"]
+        bad = [({}, "invalid", "data.lead"), ({"lead": 5}, "invalid", "data.lead"),
+               ({"lead": ""}, "invalid", "data.lead"), ({"lead": "a b"}, "invalid", "data.lead"),
+               ({"lead": [self.lead]}, "invalid", "data.lead"),
+               ({"lead": self.lead, "reason": 5}, "invalid", "data.reason"),
+               ({"lead": self.lead, "reason": ""}, "invalid", "data.reason"),
+               ({"lead": self.lead, "reason": "x" * 201}, "invalid", "data.reason"),
+               ({"lead": "nobody-" + self.lead}, "not_found", "lead: no lead nobody-")]
+        for data, code, named in bad:
+            status, body = self.c["leads"].call("PUBLISH", event("lead.forget", data))
+            self.assertEqual((status, body["code"]), ("ERR", code), data)
+            self.assertTrue(body["message"].startswith(named), (data, body))
+        # In a batch, a refused element refuses the forget before it too
+        status, body = self.c["leads"].call("PUBLISH", [
+            event("lead.forget", {"lead": self.lead}), event("lead.forget", {"lead": 7})])
+        self.assertEqual((status, body["code"], body["index"]), ("ERR", "invalid", 1))
+        self.assertEqual(self.state(), before)
+        self.assertEqual(self.c["leads"].ok("PING")["seq"], seq)
+        self.assertEqual(self.c["leads"].ok("GET", {"kind": "lead", "id": self.lead})
+                         ["profile"]["email"], self.email)
+
+        # Export: every service, the same checks; unknown only in leads
+        for svc in self.c:
+            for body in ({"kind": "export"}, {"kind": "export", "lead": 5},
+                         {"kind": "export", "lead": "a b"}, {"kind": "export", "lead": "x" * 65},
+                         {"kind": "export", "id": self.lead}):
+                status, reply = self.c[svc].call("GET", body)
+                self.assertEqual((status, reply["code"]), ("ERR", "invalid"), (svc, body))
+                self.assertTrue(reply["message"].startswith("lead:"), (svc, reply))
+            status, reply = self.c[svc].call("GET", {"kind": "export", "lead": "nobody-" + self.lead})
+            if svc == "leads":
+                self.assertEqual((status, reply["code"]), ("ERR", "not_found"))
+            else:
+                self.assertEqual((status, reply["records"], reply["forgotten"]), ("OK", {}, False))
+        # The gateway: 400 for what is not an id, 404 unknown, 401 no token
+        for path, code in (("/v1/people/%s/export" % ("x" * 65), 400), ("/v1/people//export", 400),
+                           ("/v1/people/a%20b/export", 400), ("/v1/people/nobody/export", 404)):
+            status, _, body = self.request("GET", path)
+            self.assertEqual((status, body["code"]), (code, {400: "invalid", 404: "not_found"}[code]),
+                             path)
+        status, _, body = self.request("GET", "/v1/people/%s/export" % self.lead, token=None)
+        self.assertEqual(status, 401)
+        out = self.funnelctl("export", "a b")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("invalid", out.stderr)
+        self.assertEqual(self.state(), before)
+
+    def test_forget_twice_and_a_forgotten_lead_takes_no_commands(self):
+        self.ok("leads", "lead.capture", {"lead": self.lead, "email": self.email})
+        first = event("lead.forget", {"lead": self.lead, "reason": "asked by mail"})
+        self.assertEqual(self.c["leads"].ok("PUBLISH", first), {"id": first["id"], "duplicate": False})
+        # The same event again: a duplicate; a new event: OK, nothing more
+        self.assertEqual(self.c["leads"].ok("PUBLISH", first), {"id": first["id"], "duplicate": True})
+        seq = self.c["leads"].ok("PING")["seq"]
+        again = event("lead.forget", {"lead": self.lead})
+        self.assertEqual(self.c["leads"].ok("PUBLISH", again), {"id": again["id"], "duplicate": False})
+        self.assertEqual(self.c["leads"].ok("PING")["seq"], seq)
+        self.assertEqual(self.c["leads"].ok("STATS")["counters"]["forgotten"], 1)
+        # Nothing personal can be attached to the forgotten lead again (the
+        # erase, a no-op now, could not reach it): conflict, nothing stored
+        before = self.state()
+        for etype, data in (("lead.capture", {"lead": self.lead, "name": "Zelda Again"}),
+                            ("lead.qualify", {"lead": self.lead, "stage": "mql", "by": "Bob Quarkington"}),
+                            ("lead.disqualify", {"lead": self.lead, "reason": "Quarkington left"})):
+            status, body = self.c["leads"].call("PUBLISH", event(etype, data))
+            self.assertEqual((status, body["code"]), ("ERR", "conflict"), etype)
+            self.assertIn("was forgotten", body["message"])
+        self.assertEqual(self.state(), before)
+        self.assertEqual(self.leaks(json.dumps(self.c["leads"].ok(
+            "GET", {"kind": "export", "lead": self.lead}))), [])
+
+
 class TestPrivacyWebhook(PrivacyCase):
     webhook = True
 
