@@ -6,10 +6,13 @@ and no GET holds their e-mail, name, phone or company, while every funnel
 count is unchanged. Export (per service, funnelctl, gateway), idempotence,
 not_found and a re-capture with the same e-mail are checked too."""
 import json
+import os
 import subprocess
 import time
 import unittest
 import uuid
+
+import msgpack
 
 from funnel_e2e import binary, event, wait_until
 from test_gateway import GatewayCase, Receiver
@@ -343,6 +346,82 @@ class TestPrivacyContract(PrivacyCase):
         self.assertEqual(self.state(), before)
         self.assertEqual(self.leaks(json.dumps(self.c["leads"].ok(
             "GET", {"kind": "export", "lead": self.lead}))), [])
+
+
+def _local_ports(pid):
+    """The local TCP ports of pid's sockets (to find its Redis connections)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with open("/proc/%d/net/%s" % (pid, table)) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[9] in inodes:
+                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+class TestPrivacyKill9(PrivacyCase):
+    def test_kill9_before_the_erase_commits_then_retry(self):
+        """leads is killed after it read the person's outbox index and
+        entries, before its MULTI/EXEC ran (held by CLIENT PAUSE WRITE):
+        nothing of the erase is applied; the retry with the same id does
+        it all, once, and the consumers apply lead.forgotten once."""
+        self.ok("leads", "lead.capture", {"lead": self.lead, "email": self.email, "name": self.name})
+        self.ok("leads", "lead.disqualify", {"lead": self.lead, "reason": self.name + " moved"})
+        self.settle()
+        leads_d = [d for d in self.daemons if d.name == "leads"][0]
+        before = sorted((k, v) for k, v in self.redis_dump() if not k.endswith(b":subs"))
+        r = self.redis.client()
+        ports = _local_ports(leads_d.proc.pid)
+        forget = event("lead.forget", {"lead": self.lead}, eid="forget-k9-" + self.lead)
+        inflight = self.client("leads")
+
+        def lranges():
+            return r.info("commandstats").get("cmdstat_lrange", {}).get("calls", 0)
+        read_before = lranges()
+
+        def blocked_exec():
+            # The erase read the person's index (LRANGE pi:<lead>) and its
+            # commit (MULTI ... EXEC) waits in the query buffer behind the
+            # paused write
+            return lranges() > read_before and [
+                c for c in r.client_list()
+                if int(c["addr"].rsplit(":", 1)[1]) in ports and "b" in c["flags"]
+                and int(c["qbuf"]) > 0]
+        r.execute_command("CLIENT", "PAUSE", 20000, "WRITE")
+        try:
+            inflight.sock.send_multipart([b"", b"PUBLISH", msgpack.packb(forget)])
+            wait_until(blocked_exec, timeout=10, what="leads' commit held by the pause")
+            leads_d.kill9()
+            # Redis has dropped the connection (and its queued EXEC) before
+            # the pause ends
+            wait_until(lambda: not [c for c in r.client_list()
+                                    if int(c["addr"].rsplit(":", 1)[1]) in ports],
+                       timeout=10, what="leads' connections closed")
+        finally:
+            r.execute_command("CLIENT", "UNPAUSE")
+        after = sorted((k, v) for k, v in self.redis_dump() if not k.endswith(b":subs"))
+        self.assertEqual(after, before)                 # nothing half-applied
+        leads_d.start()
+        self.c["leads"] = self.wait_ready("leads", timeout=30)
+        self.assertEqual(self.c["leads"].ok("PUBLISH", forget), {"id": forget["id"], "duplicate": False})
+        self.settle()
+        # retention counts only customers it knows; this person is none
+        self.assertEqual([self.c[svc].ok("STATS")["counters"].get("forgotten")
+                          for svc in ("leads", "campaign", "sales")], [1, 1, 1])
+        self.assertEqual([k for k, v in self.redis_dump() if self.leaks(k + b" " + v)], [])
+        events = self.replay_all("leads")
+        self.assertEqual(self.leaks(json.dumps(events)), [])
+        self.assertEqual([e["type"] for e in events].count("lead.forgotten"), 1)
+        self.assertEqual(self.c["leads"].ok("PUBLISH", forget), {"id": forget["id"], "duplicate": True})
 
 
 class TestPrivacyWebhook(PrivacyCase):
