@@ -347,6 +347,40 @@ class TestPrivacyContract(PrivacyCase):
         self.assertEqual(self.leaks(json.dumps(self.c["leads"].ok(
             "GET", {"kind": "export", "lead": self.lead}))), [])
 
+    def test_campaign_keeps_no_detail_of_a_forgotten_contact(self):
+        """After the erase, campaign counts a forgotten contact's touches but
+        records no touch history or conversion for it again (the erase, a
+        no-op now, could not reach them); reach is counted once."""
+        self.ok("campaign", "campaign.upsert", {"campaign": "C1", "name": "Spring", "channel": "email"})
+        never = "N" + self.lead          # known to leads, never touched before the erase
+        self.ok("leads", "lead.capture", {"lead": self.lead, "email": self.email})
+        self.ok("leads", "lead.capture", {"lead": never})
+        self.ok("campaign", "touch", {"campaign": "C1", "kind": "click", "contact": self.lead})
+        self.settle()
+        reached = self.c["campaign"].ok("STATS")["counters"]["reached"]
+        self.ok("leads", "lead.forget", {"lead": self.lead})
+        self.ok("leads", "lead.forget", {"lead": never})
+        self.settle()
+
+        def record(lead):
+            reply = self.c["campaign"].ok("GET", {"kind": "export", "lead": lead})
+            self.assertTrue(reply["forgotten"])
+            return reply["records"].get("c:" + lead, {})
+        for _ in range(2):
+            for lead in (self.lead, never):
+                self.ok("campaign", "touch", {"campaign": "C1", "kind": "click", "contact": lead})
+        # A conversion (a won deal) is counted, without a record or credit
+        won = self.c["campaign"].ok("STATS")["counters"].get("conv_won", 0)
+        self.ok("sales", "deal.open", {"deal": "D" + self.lead, "lead": self.lead, "amount": 100})
+        self.ok("sales", "deal.close", {"deal": "D" + self.lead, "outcome": "won"})
+        wait_until(lambda: self.c["campaign"].ok("STATS")["counters"].get("conv_won", 0) == won + 1,
+                   timeout=20, what="campaign counted the won deal")
+        self.settle()
+        for lead in (self.lead, never):
+            self.assertEqual([f for f in record(lead) if f[0] in "hx"], [], lead)
+        # reached: the forgotten contact not again, the other one once
+        self.assertEqual(self.c["campaign"].ok("STATS")["counters"]["reached"], reached + 1)
+
 
 def _local_ports(pid):
     """The local TCP ports of pid's sockets (to find its Redis connections)."""
