@@ -381,6 +381,26 @@ class TestPrivacyContract(PrivacyCase):
         # reached: the forgotten contact not again, the other one once
         self.assertEqual(self.c["campaign"].ok("STATS")["counters"]["reached"], reached + 1)
 
+    def test_sales_stores_no_free_text_about_a_forgotten_lead(self):
+        """Deal commands for a forgotten lead still work (counts move as
+        usual), but interaction texts and close reasons are not stored."""
+        self.ok("leads", "lead.capture", {"lead": self.lead, "email": self.email})
+        self.ok("leads", "lead.forget", {"lead": self.lead})
+        self.settle()
+        deal = "D" + self.lead
+        self.ok("sales", "deal.open", {"deal": deal, "lead": self.lead, "amount": 100})
+        self.ok("sales", "deal.interaction", {"deal": deal, "kind": "call",
+                                              "text": "spoke with " + self.name})
+        self.ok("sales", "deal.close", {"deal": deal, "outcome": "lost",
+                                        "reason": self.name + " went elsewhere"})
+        self.settle()
+        self.assertEqual(self.c["sales"].ok("STATS")["counters"]["lost"], 1)
+        self.assertEqual([k for k, v in self.redis_dump() if self.leaks(k + b" " + v)], [])
+        lost = [e for e in self.replay_all("sales") if e["type"] == "deal.lost"]
+        self.assertEqual([e["data"]["reason"] for e in lost], ["redacted"])
+        view = self.c["sales"].ok("GET", {"kind": "deal", "id": deal})
+        self.assertEqual(self.leaks(json.dumps(view)), [])
+
 
 def _local_ports(pid):
     """The local TCP ports of pid's sockets (to find its Redis connections)."""
