@@ -88,6 +88,15 @@ class PrivacyCase(GatewayCase):
             out.append((key, b"\x00".join(v or b"" for v in value)))
         return out
 
+    def stop_clean(self):
+        """Every daemon stops on SIGTERM with exit 0 and, under
+        -DFUNNEL_SANITIZE=ON, no sanitizer report (leaks included)."""
+        for d in self.daemons:
+            if d.running():
+                self.assertEqual(d.stop(), 0, d.name)
+                self.assertNotIn("Sanitizer", d.output(), d.name)
+                self.assertNotIn("runtime error", d.output(), d.name)
+
     def funnelctl(self, *args):
         return subprocess.run([binary("funnelctl"), "-c", self.topology.path] + list(args),
                               capture_output=True, text=True, timeout=30)
@@ -261,6 +270,7 @@ class TestPrivacy(PrivacyCase):
         self.assertNotIn("alias_of", fresh)
         self.assertEqual(fresh["profile"]["email"], self.email)
         self.assertEqual(self.c["leads"].ok("STATS")["counters"]["leads"], counts["leads"]["leads"] + 1)
+        self.stop_clean()
 
 
 
@@ -322,6 +332,7 @@ class TestPrivacyContract(PrivacyCase):
         self.assertEqual(out.returncode, 1)
         self.assertIn("invalid", out.stderr)
         self.assertEqual(self.state(), before)
+        self.stop_clean()
 
     def test_forget_twice_and_a_forgotten_lead_takes_no_commands(self):
         self.ok("leads", "lead.capture", {"lead": self.lead, "email": self.email})
@@ -476,6 +487,7 @@ class TestPrivacyKill9(PrivacyCase):
         self.assertEqual(self.leaks(json.dumps(events)), [])
         self.assertEqual([e["type"] for e in events].count("lead.forgotten"), 1)
         self.assertEqual(self.c["leads"].ok("PUBLISH", forget), {"id": forget["id"], "duplicate": True})
+        self.stop_clean()
 
 
 class TestPrivacyWebhook(PrivacyCase):
