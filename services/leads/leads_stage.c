@@ -1702,12 +1702,14 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         if (!funnel_state_rec (st, k [0] == '~' ? "al" : "em",
                                k [0] == '~' || k [0] == '@' ? k + 1 : k))
             rc = -1;
-    if (rc != 0) {
+    //  The outbox entries that carry the person's data, by seq (REPLAY them)
+    zlist_t *outbox = rc == 0 ? funnel_state_person_outputs (st, id) : NULL;
+    if (!outbox) {
         zlist_destroy (&fields);
         zlist_destroy (&index);
         return s_unavailable (err);
     }
-    msgpack_pack_map (pk, 4);
+    msgpack_pack_map (pk, 5);
     msgpack_kv_put_str (pk, "lead", id);
     msgpack_kv_put_bool (pk, "forgotten", s_flag (lead, 'x'));
     event_codec_pack_cstr (pk, "records");
@@ -1730,6 +1732,9 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     }
     zlist_destroy (&fields);
     zlist_destroy (&index);
+    event_codec_pack_cstr (pk, "outbox");
+    funnel_state_pack_seqs (outbox, pk);
+    zlist_destroy (&outbox);
     event_codec_pack_cstr (pk, "view");
     funnel_query_pack_by_id (st, s_get_lead, id, pk);
     return 0;

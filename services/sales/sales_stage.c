@@ -1889,11 +1889,13 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
             zlist_append (mine, (void *) id);
     }
     zlist_destroy (&ids);
-    if (rc != 0) {
+    //  The outbox entries that carry the person's data, by seq (REPLAY them)
+    zlist_t *outbox = rc == 0 ? funnel_state_person_outputs (st, lead) : NULL;
+    if (!outbox) {
         zlist_destroy (&mine);
         return UNAVAILABLE (err);
     }
-    msgpack_pack_map (pk, 4);
+    msgpack_pack_map (pk, 5);
     msgpack_kv_put_str (pk, "lead", lead);
     msgpack_kv_put_bool (pk, "forgotten", funnel_rec_has (lrec, "fg"));
     event_codec_pack_cstr (pk, "records");
@@ -1910,6 +1912,9 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         event_codec_pack_cstr (pk, name);
         funnel_rec_pack (s_deal (st, id, owner), pk);
     }
+    event_codec_pack_cstr (pk, "outbox");
+    funnel_state_pack_seqs (outbox, pk);
+    zlist_destroy (&outbox);
     event_codec_pack_cstr (pk, "deals");
     msgpack_pack_array (pk, zlist_size (mine));
     for (const char *id = zlist_first (mine); id; id = zlist_next (mine))

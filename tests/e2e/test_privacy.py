@@ -187,6 +187,13 @@ class TestPrivacy(PrivacyCase):
         self.assertEqual(len(captured), 1)
         merged = [e for e in self.replay_all("leads") if e["type"] == "lead.merged"]
         self.assertEqual([e["data"]["alias"] for e in merged], [self.alias])
+        # The export lists the outbox entries that carry the person's data
+        personal = {e["seq"] for e in self.replay_all("leads")
+                    if e["type"] in ("lead.captured", "lead.merged", "lead.disqualified")}
+        self.assertEqual(len(personal), 3)
+        self.assertTrue(personal <= set(doc["services"]["leads"]["outbox"]))
+        lost = [e["seq"] for e in self.replay_all("sales") if e["type"] == "deal.lost"]
+        self.assertEqual(doc["services"]["sales"]["outbox"], lost)
         alias_view = self.c["leads"].ok("GET", {"kind": "lead", "id": self.alias})
         self.assertEqual(alias_view["lead"], self.lead)
         counts = self.counts()
@@ -244,6 +251,8 @@ class TestPrivacy(PrivacyCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertEqual(self.leaks(out.stdout), [])
         self.assertTrue(all(s["forgotten"] for s in json.loads(out.stdout)["services"].values()))
+        self.assertEqual([json.loads(out.stdout)["services"][svc]["outbox"] for svc in ("leads", "sales")],
+                         [[], []])
         status, _, gw = self.request("GET", "/v1/people/%s/export" % self.lead)
         self.assertEqual((status, self.leaks(json.dumps(gw))), (200, []))
 
