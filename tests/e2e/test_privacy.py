@@ -302,11 +302,16 @@ class TestPrivacyContract(PrivacyCase):
                ({"lead": self.lead, "reason": 5}, "invalid", "data.reason"),
                ({"lead": self.lead, "reason": ""}, "invalid", "data.reason"),
                ({"lead": self.lead, "reason": "x" * 201}, "invalid", "data.reason"),
+               ({"lead": "nobody-" + self.lead, "reason": 5}, "invalid", "data.reason"),
                ({"lead": "nobody-" + self.lead}, "not_found", "lead: no lead nobody-")]
         for data, code, named in bad:
             status, body = self.c["leads"].call("PUBLISH", event("lead.forget", data))
             self.assertEqual((status, body["code"]), ("ERR", code), data)
             self.assertTrue(body["message"].startswith(named), (data, body))
+        # lead.forgotten is leads' output: no service takes it by PUBLISH
+        for svc in self.c:
+            status, body = self.c[svc].call("PUBLISH", event("lead.forgotten", {"lead": self.lead}))
+            self.assertEqual((status, body["code"]), ("ERR", "unknown_type"), svc)
         # In a batch, a refused element refuses the forget before it too
         status, body = self.c["leads"].call("PUBLISH", [
             event("lead.forget", {"lead": self.lead}), event("lead.forget", {"lead": 7})])
