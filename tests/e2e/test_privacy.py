@@ -504,6 +504,42 @@ class TestPrivacyKill9(PrivacyCase):
         self.stop_clean()
 
 
+class TestPrivacyRedelivery(PrivacyCase):
+    def test_consumers_apply_lead_forgotten_again_as_a_no_op(self):
+        """Each consumer of lead.forgotten, killed and restarted with its
+        checkpoint moved back before it (as if the commit had been lost),
+        applies it again without changing anything."""
+        self.journey()
+        self.settle()
+        self.forget()
+        fseq = [e["seq"] for e in self.replay_all("leads") if e["type"] == "lead.forgotten"][0]
+        consumers = ("campaign", "sales", "retention")
+        forgotten = [self.c[svc].ok("STATS")["counters"]["forgotten"] for svc in consumers]
+        self.assertEqual(forgotten, [1, 1, 1])
+        moving = (b":subs", b":ckpt", b":stats", b":lease", b":fence")
+
+        def state():
+            return sorted((k, v) for k, v in self.redis_dump()
+                          if not k.endswith(moving) and not k.startswith(b"{funnel:gateway}"))
+        before = state()
+        r = self.redis.client()
+        for svc in consumers:
+            d = [d for d in self.daemons if d.name == svc][0]
+            d.kill9()
+            r.hset("{funnel:%s}:ckpt" % svc, "leads", fseq - 1)
+            d.start()
+            self.c[svc] = self.wait_ready(svc, timeout=30)
+        wait_until(lambda: all(int(r.hget("{funnel:%s}:ckpt" % svc, "leads") or 0) >= fseq
+                               for svc in consumers), timeout=20, what="lead.forgotten applied again")
+        self.settle()
+        self.assertEqual([self.c[svc].ok("STATS")["counters"]["forgotten"] for svc in consumers],
+                         forgotten)
+        after = state()
+        self.assertEqual([k for k, _ in after], [k for k, _ in before])
+        self.assertEqual([kv for kv in after if kv not in before], [])
+        self.stop_clean()
+
+
 class TestPrivacyWebhook(PrivacyCase):
     webhook = True
 
