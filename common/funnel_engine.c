@@ -2067,6 +2067,10 @@ s_test_privacy (redis_store_t *store)
     redisReply *r = s_test_cmd (store, "LRANGE", index, "0", "-1");
     assert (r->elements == 2 && streq (r->element [0]->str, "1") && streq (r->element [1]->str, "2"));
     freeReplyObject (r);
+    //  ... and what an export lists
+    zlist_t *seqs = funnel_state_person_outputs (engine->state, "W");
+    assert (seqs && zlist_size (seqs) == 2 && streq ((char *) zlist_first (seqs), "1"));
+    zlist_destroy (&seqs);
     //  A forget in a refused batch rewrites nothing
     int refused [] = { 0, -1 };
     s_test_batch (&b, "pb", "W", refused, 2, 5);

@@ -1141,6 +1141,20 @@ funnel_state_key_in (funnel_state_t *self, const char *owner, const char *kind,
     return s_entity_key (self, owner, kind, id, key, size);
 }
 
+zlist_t *
+funnel_state_person_outputs (funnel_state_t *self, const char *person)
+{
+    return funnel_state_list_in (self, person, "pi", person, FUNNEL_PERSONAL_INDEX);
+}
+
+void
+funnel_state_pack_seqs (zlist_t *seqs, msgpack_packer *pk)
+{
+    msgpack_pack_array (pk, zlist_size (seqs));
+    for (const char *s = zlist_first (seqs); s; s = zlist_next (seqs))
+        msgpack_pack_uint64 (pk, strtoull (s, NULL, 10));
+}
+
 int
 funnel_state_person_index_key (funnel_state_t *self, const char *person, char *key,
                                size_t size)

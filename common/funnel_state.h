@@ -325,6 +325,14 @@ void
 //  in this batch's commit. 0, or -1 if Redis is unavailable.
 int
     funnel_state_forget_outputs (funnel_state_t *self, const char *person);
+//  The outbox seqs person's index holds (outputs that carried their data,
+//  oldest first; those before the outbox's first seq were trimmed), or
+//  NULL if Redis is unavailable: what an export lists. Caller destroys.
+zlist_t *
+    funnel_state_person_outputs (funnel_state_t *self, const char *person);
+//  Packs those seqs as an array of integers.
+void
+    funnel_state_pack_seqs (zlist_t *seqs, msgpack_packer *pk);
 //  The key of person's outbox index (a list of seqs), "<part>pi:<id>".
 int
     funnel_state_person_index_key (funnel_state_t *self, const char *person, char *key,

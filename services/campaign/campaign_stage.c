@@ -713,6 +713,20 @@ s_set_records (funnel_rec_t *contact, zchunk_t *records)
     s_chunked_set (contact, "x", (const char *) zchunk_data (records), '|');
 }
 
+static int
+s_count_conversion (funnel_state_t *st, int stage, int64_t amount,
+                    const attribution_credits_t *cr)
+{
+    char name [16];
+    snprintf (name, sizeof name, "conv_%s", s_stages [stage]);
+    s_count (st, name, 1);
+    if (amount > 0)
+        s_count (st, "conv_revenue", amount);
+    if (cr->n == 0)
+        s_count (st, "unattributed", 1);
+    return 0;
+}
+
 //  One conversion of a contact: credit it from the touches so far and keep
 //  the record (the last conversions_max) so a late touch can re-attribute it.
 static int
@@ -724,6 +738,10 @@ s_convert (funnel_state_t *st, const funnel_event_t *ev, funnel_rec_t *contact,
     attribution_credit (ctx->history, n, ev->ts, ctx->cfg.half_life_ms, amount, ctx->cr);
     if (s_apply_credits (st, ctx->cr, stage, 1))
         return -1;
+    //  A forgotten contact keeps no conversion records (nor history: no
+    //  credit); the conversion is counted all the same
+    if (funnel_rec_has (contact, "f"))
+        return s_count_conversion (st, stage, amount, ctx->cr);
     //  Keep the newest conversions_max - 1 old records, then this one
     char *x = s_chunked_get (contact, "x", '|');
     size_t count = *x ? 1 : 0;
@@ -740,14 +758,7 @@ s_convert (funnel_state_t *st, const funnel_event_t *ev, funnel_rec_t *contact,
     s_set_records (contact, records);
     zchunk_destroy (&records);
     free (x);
-    char name [16];
-    snprintf (name, sizeof name, "conv_%s", s_stages [stage]);
-    s_count (st, name, 1);
-    if (amount > 0)
-        s_count (st, "conv_revenue", amount);
-    if (ctx->cr->n == 0)
-        s_count (st, "unattributed", 1);
-    return 0;
+    return s_count_conversion (st, stage, amount, ctx->cr);
 }
 
 //  A touch at ts was inserted (old: the history before, ctx->history
@@ -883,9 +894,13 @@ s_on_touch (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     funnel_rec_t *bkt = b ? funnel_state_global (st, "bkt", b) : NULL;
     if (!contact || !bkt)
         return s_unavailable (err);
-    //  A forgotten contact (f) has no history but was reached already
-    if (!funnel_rec_has (contact, "h") && !funnel_rec_has (contact, "f"))
+    //  A forgotten contact (f) keeps no touch history: f 1 says it was
+    //  reached already, f 2 that it was not (its first touch makes it 1)
+    int64_t forgotten = funnel_rec_int (contact, "f", 0);
+    if (!funnel_rec_has (contact, "h") && forgotten != 1)
         s_count_stage (st, "reached", ev->ts);
+    if (forgotten == 2)
+        funnel_rec_set_int (contact, "f", 1);
     if (!impression && !funnel_rec_has (contact, "e")) {
         funnel_rec_set_int (contact, "e", 1);
         s_count_stage (st, "engaged", ev->ts);
@@ -904,7 +919,8 @@ s_on_touch (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     memcpy (ctx->history, ctx->prev, old_n * sizeof *ctx->history);
     size_t count = old_n;
     attribution_touch_t touch = { ev->ts, (uint32_t) atoll (n), (uint32_t) atoll (b) };
-    if (attribution_insert (ctx->history, &count, touch, (size_t) ctx->cfg.history_max)) {
+    if (!forgotten
+    &&  attribution_insert (ctx->history, &count, touch, (size_t) ctx->cfg.history_max)) {
         s_set_history (contact, ctx->history, count);
         if (s_reattribute (st, contact, ev->ts, ctx->prev, old_n, old_n + 1 - count))
             return s_unavailable (err);
@@ -1708,15 +1724,15 @@ s_on_forgotten (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *er
         return s_unavailable (err);
     if (funnel_rec_has (contact, "f"))
         return 0;                               //  Twice: a no-op
+    //  f 1: reached already (a later touch does not count it again); f 2:
+    //  not reached yet. Either way it keeps no history or records again.
+    bool reached = funnel_rec_has (contact, "h");
     zlist_t *fields = funnel_rec_fields (contact);
     for (const char *f = zlist_first (fields); f; f = zlist_next (fields))
         if (s_detail_field (f))
             funnel_rec_del (contact, f);
     zlist_destroy (&fields);
-    //  Only a contact that was reached needs the mark (it keeps a later
-    //  touch from counting it reached again)
-    if (funnel_rec_exists (contact))
-        funnel_rec_set_int (contact, "f", 1);
+    funnel_rec_set_int (contact, "f", reached ? 1 : 2);
     funnel_rec_del (wb, "reason");
     funnel_state_count (st, "forgotten", 1);
     return funnel_state_forget_outputs (st, lead) ? s_unavailable (err) : 0;

@@ -262,8 +262,9 @@ s_read (gateway_http_t *self, request_t *req, struct MHD_Connection *connection,
 }
 
 //  GET /v1/people/{id}/export: each service's GET export merged
-//  (privacy_export.h). leads not knowing the lead: its 404. A service
-//  that does not answer: 503 unavailable (an export must be whole).
+//  (privacy_export.h). leads' ERR is the answer (404 for an unknown
+//  lead). A service that does not answer, or answers unavailable: 503
+//  (an export must be whole); another ERR goes in the document.
 static enum MHD_Result
 s_export (gateway_http_t *self, request_t *req, struct MHD_Connection *connection,
           const char *lead)
@@ -295,24 +296,36 @@ s_export (gateway_http_t *self, request_t *req, struct MHD_Connection *connectio
         json_t *json = msg ? json_from_msgpack (event_codec_root (msg)) : NULL;
         event_codec_destroy (&msg);
         zframe_destroy (&reply);
-        if (!json) {
-            if (status == FUNNEL_CALL_TIMEOUT)
-                atomic_fetch_add (&self->timeouts, 1);
+        if (!json || (status == FUNNEL_CALL_ERR && !json_is_object (json))) {
+            json_decref (json);
             json_decref (doc);
             msgpack_sbuffer_destroy (&sbuf);
+            if (status != FUNNEL_CALL_TIMEOUT)      //  As any GET (s_service_reply)
+                return s_fail (self, req, connection, "bad_gateway",
+                               "%s: a reply the gateway cannot read", order [i]);
+            atomic_fetch_add (&self->timeouts, 1);
             return s_fail (self, req, connection, FUNNEL_ERR_UNAVAILABLE,
                            "%s: no reply within %d ms; the export would be incomplete",
                            order [i], self->config.call_timeout_ms);
         }
-        if (status == FUNNEL_CALL_ERR && i == 0) {
-            //  leads' answer (not_found for an unknown lead) is the answer
-            char *text = json_dumps (json, JSON_COMPACT);
-            unsigned int code = (unsigned int) gateway_http_status (
-                json_string_value (json_object_get (json, "code")));
+        const char *code = status == FUNNEL_CALL_ERR
+                         ? json_string_value (json_object_get (json, "code")) : NULL;
+        if (code && strcmp (code, "unavailable") == 0 && i > 0) {
+            //  Redis down behind a service: retry later, as with no reply
             json_decref (json);
             json_decref (doc);
             msgpack_sbuffer_destroy (&sbuf);
-            return s_respond (self, req, connection, code, text, JSON_TYPE);
+            return s_fail (self, req, connection, FUNNEL_ERR_UNAVAILABLE,
+                           "%s: unavailable; the export would be incomplete", order [i]);
+        }
+        if (status == FUNNEL_CALL_ERR && i == 0) {
+            //  leads' answer (not_found for an unknown lead) is the answer
+            char *text = json_dumps (json, JSON_COMPACT);
+            unsigned int http = (unsigned int) gateway_http_status (code);
+            json_decref (json);
+            json_decref (doc);
+            msgpack_sbuffer_destroy (&sbuf);
+            return s_respond (self, req, connection, http, text, JSON_TYPE);
         }
         privacy_export_add (doc, order [i], status == FUNNEL_CALL_ERR ? PRIVACY_EXPORT_ERR
                                                                      : PRIVACY_EXPORT_OK, json);
@@ -448,13 +461,17 @@ s_route (gateway_http_t *self, request_t *req, struct MHD_Connection *connection
     if (strcmp (url, "/v1/stats") == 0)
         return s_stats (self, req, connection);
     if (strncmp (url, "/v1/people/", 11) == 0) {
+        //  Any segment is this endpoint's: one that is not an id (empty,
+        //  too long) is 400 invalid there, as gateway.md says
         const char *lead = url + 11;
         const char *slash = strchr (lead, '/');
-        if (slash && strcmp (slash, "/export") == 0 && slash > lead
-        &&  (size_t) (slash - lead) <= FUNNEL_ID_MAX) {
-            char id [FUNNEL_ID_MAX + 1];
-            memcpy (id, lead, (size_t) (slash - lead));
-            id [slash - lead] = 0;
+        if (slash && strcmp (slash, "/export") == 0) {
+            char id [FUNNEL_ID_MAX + 2];
+            size_t size = (size_t) (slash - lead);
+            if (size > FUNNEL_ID_MAX + 1)
+                size = FUNNEL_ID_MAX + 1;       //  Still too long: refused
+            memcpy (id, lead, size);
+            id [size] = 0;
             return s_export (self, req, connection, id);
         }
     }

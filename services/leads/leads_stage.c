@@ -1255,11 +1255,26 @@ s_need_lead (funnel_state_t *st, const funnel_event_t *ev, char *id, funnel_erro
     return lead;
 }
 
+//  A forgotten lead takes no command that would store personal data on it
+//  again (a reason, "manual by <who>"): the erase could not reach that
+//  data, since forgetting twice is a no-op (proto/privacy.md)
+static funnel_rec_t *
+s_need_live_lead (funnel_state_t *st, const funnel_event_t *ev, char *id, funnel_error_t *err)
+{
+    funnel_rec_t *lead = s_need_lead (st, ev, id, err);
+    if (lead && s_flag (lead, 'x')) {
+        funnel_error_set (err, FUNNEL_ERR_CONFLICT,
+                          "lead: %s was forgotten (lead.forget); it takes no more commands", id);
+        return NULL;
+    }
+    return lead;
+}
+
 static int
 s_on_qualify (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 {
     char id [ID_SIZE], stage_text [16] = "", by [FUNNEL_STR_MAX + 1];
-    funnel_rec_t *lead = s_need_lead (st, ev, id, err);
+    funnel_rec_t *lead = s_need_live_lead (st, ev, id, err);
     if (!lead)
         return -1;
     s_str (ev->data, "stage", stage_text, sizeof stage_text);
@@ -1284,7 +1299,7 @@ static int
 s_on_disqualify (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 {
     char id [ID_SIZE], reason [FUNNEL_STR_MAX + 1] = "";
-    funnel_rec_t *lead = s_need_lead (st, ev, id, err);
+    funnel_rec_t *lead = s_need_live_lead (st, ev, id, err);
     if (!lead)
         return -1;
     if (s_stage (lead) == ST_DISQ)
@@ -1687,12 +1702,14 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         if (!funnel_state_rec (st, k [0] == '~' ? "al" : "em",
                                k [0] == '~' || k [0] == '@' ? k + 1 : k))
             rc = -1;
-    if (rc != 0) {
+    //  The outbox entries that carry the person's data, by seq (REPLAY them)
+    zlist_t *outbox = rc == 0 ? funnel_state_person_outputs (st, id) : NULL;
+    if (!outbox) {
         zlist_destroy (&fields);
         zlist_destroy (&index);
         return s_unavailable (err);
     }
-    msgpack_pack_map (pk, 4);
+    msgpack_pack_map (pk, 5);
     msgpack_kv_put_str (pk, "lead", id);
     msgpack_kv_put_bool (pk, "forgotten", s_flag (lead, 'x'));
     event_codec_pack_cstr (pk, "records");
@@ -1715,6 +1732,9 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     }
     zlist_destroy (&fields);
     zlist_destroy (&index);
+    event_codec_pack_cstr (pk, "outbox");
+    funnel_state_pack_seqs (outbox, pk);
+    zlist_destroy (&outbox);
     event_codec_pack_cstr (pk, "view");
     funnel_query_pack_by_id (st, s_get_lead, id, pk);
     return 0;

@@ -774,6 +774,18 @@ s_on_open (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     return s_open_deal (st, &f, err);
 }
 
+//  1 if the deal's lead was forgotten (lead.forget), 0 if not, -1 if
+//  unavailable. Free text about a forgotten person is not stored: a second
+//  lead.forgotten never comes to erase it (proto/privacy.md).
+static int
+s_lead_forgotten (funnel_state_t *st, funnel_rec_t *deal, const char *owner)
+{
+    char lead [ID_MAX];
+    snprintf (lead, sizeof lead, "%s", s_deal_lead (deal, owner));
+    funnel_rec_t *lrec = funnel_state_rec (st, "ld", lead);
+    return !lrec ? -1 : funnel_rec_has (lrec, "fg");
+}
+
 static int
 s_on_interaction (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 {
@@ -816,6 +828,11 @@ s_on_interaction (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *
     }
     const msgpack_object *outcome = event_codec_map_get (ev->data, "outcome");
     const msgpack_object *text = event_codec_map_get (ev->data, "text");
+    int forgotten = s_lead_forgotten (st, deal, lead);
+    if (forgotten < 0)
+        return UNAVAILABLE (err);
+    if (forgotten)
+        text = NULL;
     entry_t e;
     msgpack_packer *pk = s_entry_begin (&e, st, "interaction",
                                         1 + !!outcome + !!objections + !!text);
@@ -1010,9 +1027,14 @@ s_on_close (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     char lead_copy [ID_MAX];
     snprintf (lead_copy, sizeof lead_copy, "%s", deal_lead);
     const msgpack_object *reason_obj = event_codec_map_get (ev->data, "reason");
+    int forgotten = s_lead_forgotten (st, deal, lead);
+    if (forgotten < 0)
+        return UNAVAILABLE (err);
     entry_t e;
     msgpack_packer *pk;
     if (won) {
+        if (forgotten)
+            reason_obj = NULL;
         funnel_rec_add (tot, "w", 1);
         funnel_rec_add (tot, "rv", value);
         s_count_stage (st, "won", ev->ts, campaign, 1);
@@ -1046,6 +1068,9 @@ s_on_close (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     }
     else {
         char reason [300] = "unspecified";
+        if (reason_obj && forgotten)
+            snprintf (reason, sizeof reason, "redacted");
+        else
         if (reason_obj)
             event_codec_obj_strcpy (reason_obj, reason, sizeof reason);
         funnel_rec_set_str (deal, "y", reason);
@@ -1864,11 +1889,13 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
             zlist_append (mine, (void *) id);
     }
     zlist_destroy (&ids);
-    if (rc != 0) {
+    //  The outbox entries that carry the person's data, by seq (REPLAY them)
+    zlist_t *outbox = rc == 0 ? funnel_state_person_outputs (st, lead) : NULL;
+    if (!outbox) {
         zlist_destroy (&mine);
         return UNAVAILABLE (err);
     }
-    msgpack_pack_map (pk, 4);
+    msgpack_pack_map (pk, 5);
     msgpack_kv_put_str (pk, "lead", lead);
     msgpack_kv_put_bool (pk, "forgotten", funnel_rec_has (lrec, "fg"));
     event_codec_pack_cstr (pk, "records");
@@ -1885,6 +1912,9 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         event_codec_pack_cstr (pk, name);
         funnel_rec_pack (s_deal (st, id, owner), pk);
     }
+    event_codec_pack_cstr (pk, "outbox");
+    funnel_state_pack_seqs (outbox, pk);
+    zlist_destroy (&outbox);
     event_codec_pack_cstr (pk, "deals");
     msgpack_pack_array (pk, zlist_size (mine));
     for (const char *id = zlist_first (mine); id; id = zlist_next (mine))

@@ -6,10 +6,13 @@ and no GET holds their e-mail, name, phone or company, while every funnel
 count is unchanged. Export (per service, funnelctl, gateway), idempotence,
 not_found and a re-capture with the same e-mail are checked too."""
 import json
+import os
 import subprocess
 import time
 import unittest
 import uuid
+
+import msgpack
 
 from funnel_e2e import binary, event, wait_until
 from test_gateway import GatewayCase, Receiver
@@ -84,6 +87,15 @@ class PrivacyCase(GatewayCase):
                 value = [r.dump(key) or b""]
             out.append((key, b"\x00".join(v or b"" for v in value)))
         return out
+
+    def stop_clean(self):
+        """Every daemon stops on SIGTERM with exit 0 and, under
+        -DFUNNEL_SANITIZE=ON, no sanitizer report (leaks included)."""
+        for d in self.daemons:
+            if d.running():
+                self.assertEqual(d.stop(), 0, d.name)
+                self.assertNotIn("Sanitizer", d.output(), d.name)
+                self.assertNotIn("runtime error", d.output(), d.name)
 
     def funnelctl(self, *args):
         return subprocess.run([binary("funnelctl"), "-c", self.topology.path] + list(args),
@@ -175,6 +187,13 @@ class TestPrivacy(PrivacyCase):
         self.assertEqual(len(captured), 1)
         merged = [e for e in self.replay_all("leads") if e["type"] == "lead.merged"]
         self.assertEqual([e["data"]["alias"] for e in merged], [self.alias])
+        # The export lists the outbox entries that carry the person's data
+        personal = {e["seq"] for e in self.replay_all("leads")
+                    if e["type"] in ("lead.captured", "lead.merged", "lead.disqualified")}
+        self.assertEqual(len(personal), 3)
+        self.assertTrue(personal <= set(doc["services"]["leads"]["outbox"]))
+        lost = [e["seq"] for e in self.replay_all("sales") if e["type"] == "deal.lost"]
+        self.assertEqual(doc["services"]["sales"]["outbox"], lost)
         alias_view = self.c["leads"].ok("GET", {"kind": "lead", "id": self.alias})
         self.assertEqual(alias_view["lead"], self.lead)
         counts = self.counts()
@@ -232,6 +251,8 @@ class TestPrivacy(PrivacyCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         self.assertEqual(self.leaks(out.stdout), [])
         self.assertTrue(all(s["forgotten"] for s in json.loads(out.stdout)["services"].values()))
+        self.assertEqual([json.loads(out.stdout)["services"][svc]["outbox"] for svc in ("leads", "sales")],
+                         [[], []])
         status, _, gw = self.request("GET", "/v1/people/%s/export" % self.lead)
         self.assertEqual((status, self.leaks(json.dumps(gw))), (200, []))
 
@@ -258,7 +279,265 @@ class TestPrivacy(PrivacyCase):
         self.assertNotIn("alias_of", fresh)
         self.assertEqual(fresh["profile"]["email"], self.email)
         self.assertEqual(self.c["leads"].ok("STATS")["counters"]["leads"], counts["leads"]["leads"] + 1)
+        self.stop_clean()
 
+
+
+class TestPrivacyContract(PrivacyCase):
+    """Each sentence of the contract's privacy section, its error cases."""
+
+    def state(self):
+        """The Redis dump once every consumer caught up, less the REPLAY
+        subscriber registry (:subs, written as subscribers come and go)."""
+        self.settle()
+        return sorted((k, v) for k, v in self.redis_dump() if not k.endswith(b":subs"))
+
+    def test_refusals_are_precise_and_change_nothing(self):
+        self.ok("leads", "lead.capture", {"lead": self.lead, "email": self.email, "name": self.name})
+        before = self.state()
+        seq = self.c["leads"].ok("PING")["seq"]
+        bad = [({}, "invalid", "data.lead"), ({"lead": 5}, "invalid", "data.lead"),
+               ({"lead": ""}, "invalid", "data.lead"), ({"lead": "a b"}, "invalid", "data.lead"),
+               ({"lead": [self.lead]}, "invalid", "data.lead"),
+               ({"lead": self.lead, "reason": 5}, "invalid", "data.reason"),
+               ({"lead": self.lead, "reason": ""}, "invalid", "data.reason"),
+               ({"lead": self.lead, "reason": "x" * 201}, "invalid", "data.reason"),
+               ({"lead": "nobody-" + self.lead, "reason": 5}, "invalid", "data.reason"),
+               ({"lead": "nobody-" + self.lead}, "not_found", "lead: no lead nobody-")]
+        for data, code, named in bad:
+            status, body = self.c["leads"].call("PUBLISH", event("lead.forget", data))
+            self.assertEqual((status, body["code"]), ("ERR", code), data)
+            self.assertTrue(body["message"].startswith(named), (data, body))
+        # lead.forgotten is leads' output: no service takes it by PUBLISH
+        for svc in self.c:
+            status, body = self.c[svc].call("PUBLISH", event("lead.forgotten", {"lead": self.lead}))
+            self.assertEqual((status, body["code"]), ("ERR", "unknown_type"), svc)
+        # In a batch, a refused element refuses the forget before it too
+        status, body = self.c["leads"].call("PUBLISH", [
+            event("lead.forget", {"lead": self.lead}), event("lead.forget", {"lead": 7})])
+        self.assertEqual((status, body["code"], body["index"]), ("ERR", "invalid", 1))
+        self.assertEqual(self.state(), before)
+        self.assertEqual(self.c["leads"].ok("PING")["seq"], seq)
+        self.assertEqual(self.c["leads"].ok("GET", {"kind": "lead", "id": self.lead})
+                         ["profile"]["email"], self.email)
+
+        # Export: every service, the same checks; unknown only in leads
+        for svc in self.c:
+            for body in ({"kind": "export"}, {"kind": "export", "lead": 5},
+                         {"kind": "export", "lead": "a b"}, {"kind": "export", "lead": "x" * 65},
+                         {"kind": "export", "id": self.lead}):
+                status, reply = self.c[svc].call("GET", body)
+                self.assertEqual((status, reply["code"]), ("ERR", "invalid"), (svc, body))
+                self.assertTrue(reply["message"].startswith("lead:"), (svc, reply))
+            status, reply = self.c[svc].call("GET", {"kind": "export", "lead": "nobody-" + self.lead})
+            if svc == "leads":
+                self.assertEqual((status, reply["code"]), ("ERR", "not_found"))
+            else:
+                self.assertEqual((status, reply["records"], reply["forgotten"]), ("OK", {}, False))
+        # The gateway: 400 for what is not an id, 404 unknown, 401 no token
+        for path, code in (("/v1/people/%s/export" % ("x" * 65), 400), ("/v1/people//export", 400),
+                           ("/v1/people/a%20b/export", 400), ("/v1/people/nobody/export", 404)):
+            status, _, body = self.request("GET", path)
+            self.assertEqual((status, body["code"]), (code, {400: "invalid", 404: "not_found"}[code]),
+                             path)
+        status, _, body = self.request("GET", "/v1/people/%s/export" % self.lead, token=None)
+        self.assertEqual(status, 401)
+        out = self.funnelctl("export", "a b")
+        self.assertEqual(out.returncode, 1)
+        self.assertIn("invalid", out.stderr)
+        self.assertEqual(self.state(), before)
+        self.stop_clean()
+
+    def test_forget_twice_and_a_forgotten_lead_takes_no_commands(self):
+        self.ok("leads", "lead.capture", {"lead": self.lead, "email": self.email})
+        first = event("lead.forget", {"lead": self.lead, "reason": "asked by mail"})
+        self.assertEqual(self.c["leads"].ok("PUBLISH", first), {"id": first["id"], "duplicate": False})
+        # The same event again: a duplicate; a new event: OK, nothing more
+        self.assertEqual(self.c["leads"].ok("PUBLISH", first), {"id": first["id"], "duplicate": True})
+        seq = self.c["leads"].ok("PING")["seq"]
+        again = event("lead.forget", {"lead": self.lead})
+        self.assertEqual(self.c["leads"].ok("PUBLISH", again), {"id": again["id"], "duplicate": False})
+        self.assertEqual(self.c["leads"].ok("PING")["seq"], seq)
+        self.assertEqual(self.c["leads"].ok("STATS")["counters"]["forgotten"], 1)
+        # Nothing personal can be attached to the forgotten lead again (the
+        # erase, a no-op now, could not reach it): conflict, nothing stored
+        before = self.state()
+        for etype, data in (("lead.capture", {"lead": self.lead, "name": "Zelda Again"}),
+                            ("lead.qualify", {"lead": self.lead, "stage": "mql", "by": "Bob Quarkington"}),
+                            ("lead.disqualify", {"lead": self.lead, "reason": "Quarkington left"})):
+            status, body = self.c["leads"].call("PUBLISH", event(etype, data))
+            self.assertEqual((status, body["code"]), ("ERR", "conflict"), etype)
+            self.assertIn("was forgotten", body["message"])
+        self.assertEqual(self.state(), before)
+        self.assertEqual(self.leaks(json.dumps(self.c["leads"].ok(
+            "GET", {"kind": "export", "lead": self.lead}))), [])
+
+    def test_campaign_keeps_no_detail_of_a_forgotten_contact(self):
+        """After the erase, campaign counts a forgotten contact's touches but
+        records no touch history or conversion for it again (the erase, a
+        no-op now, could not reach them); reach is counted once."""
+        self.ok("campaign", "campaign.upsert", {"campaign": "C1", "name": "Spring", "channel": "email"})
+        never = "N" + self.lead          # known to leads, never touched before the erase
+        self.ok("leads", "lead.capture", {"lead": self.lead, "email": self.email})
+        self.ok("leads", "lead.capture", {"lead": never})
+        self.ok("campaign", "touch", {"campaign": "C1", "kind": "click", "contact": self.lead})
+        self.settle()
+        reached = self.c["campaign"].ok("STATS")["counters"]["reached"]
+        self.ok("leads", "lead.forget", {"lead": self.lead})
+        self.ok("leads", "lead.forget", {"lead": never})
+        self.settle()
+
+        def record(lead):
+            reply = self.c["campaign"].ok("GET", {"kind": "export", "lead": lead})
+            self.assertTrue(reply["forgotten"])
+            return reply["records"].get("c:" + lead, {})
+        for _ in range(2):
+            for lead in (self.lead, never):
+                self.ok("campaign", "touch", {"campaign": "C1", "kind": "click", "contact": lead})
+        # A conversion (a won deal) is counted, without a record or credit
+        won = self.c["campaign"].ok("STATS")["counters"].get("conv_won", 0)
+        self.ok("sales", "deal.open", {"deal": "D" + self.lead, "lead": self.lead, "amount": 100})
+        self.ok("sales", "deal.close", {"deal": "D" + self.lead, "outcome": "won"})
+        wait_until(lambda: self.c["campaign"].ok("STATS")["counters"].get("conv_won", 0) == won + 1,
+                   timeout=20, what="campaign counted the won deal")
+        self.settle()
+        for lead in (self.lead, never):
+            self.assertEqual([f for f in record(lead) if f[0] in "hx"], [], lead)
+        # reached: the forgotten contact not again, the other one once
+        self.assertEqual(self.c["campaign"].ok("STATS")["counters"]["reached"], reached + 1)
+
+    def test_sales_stores_no_free_text_about_a_forgotten_lead(self):
+        """Deal commands for a forgotten lead still work (counts move as
+        usual), but interaction texts and close reasons are not stored."""
+        self.ok("leads", "lead.capture", {"lead": self.lead, "email": self.email})
+        self.ok("leads", "lead.forget", {"lead": self.lead})
+        self.settle()
+        deal = "D" + self.lead
+        self.ok("sales", "deal.open", {"deal": deal, "lead": self.lead, "amount": 100})
+        self.ok("sales", "deal.interaction", {"deal": deal, "kind": "call",
+                                              "text": "spoke with " + self.name})
+        self.ok("sales", "deal.close", {"deal": deal, "outcome": "lost",
+                                        "reason": self.name + " went elsewhere"})
+        self.settle()
+        self.assertEqual(self.c["sales"].ok("STATS")["counters"]["lost"], 1)
+        self.assertEqual([k for k, v in self.redis_dump() if self.leaks(k + b" " + v)], [])
+        lost = [e for e in self.replay_all("sales") if e["type"] == "deal.lost"]
+        self.assertEqual([e["data"]["reason"] for e in lost], ["redacted"])
+        view = self.c["sales"].ok("GET", {"kind": "deal", "id": deal})
+        self.assertEqual(self.leaks(json.dumps(view)), [])
+
+
+def _local_ports(pid):
+    """The local TCP ports of pid's sockets (to find its Redis connections)."""
+    inodes = set()
+    for fd in os.listdir("/proc/%d/fd" % pid):
+        try:
+            link = os.readlink("/proc/%d/fd/%s" % (pid, fd))
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with open("/proc/%d/net/%s" % (pid, table)) as f:
+            for line in f.readlines()[1:]:
+                cols = line.split()
+                if cols[9] in inodes:
+                    ports.add(int(cols[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+class TestPrivacyKill9(PrivacyCase):
+    def test_kill9_before_the_erase_commits_then_retry(self):
+        """leads is killed after it read the person's outbox index and
+        entries, before its MULTI/EXEC ran (held by CLIENT PAUSE WRITE):
+        nothing of the erase is applied; the retry with the same id does
+        it all, once, and the consumers apply lead.forgotten once."""
+        self.ok("leads", "lead.capture", {"lead": self.lead, "email": self.email, "name": self.name})
+        self.ok("leads", "lead.disqualify", {"lead": self.lead, "reason": self.name + " moved"})
+        self.settle()
+        leads_d = [d for d in self.daemons if d.name == "leads"][0]
+        before = sorted((k, v) for k, v in self.redis_dump() if not k.endswith(b":subs"))
+        r = self.redis.client()
+        ports = _local_ports(leads_d.proc.pid)
+        forget = event("lead.forget", {"lead": self.lead}, eid="forget-k9-" + self.lead)
+        inflight = self.client("leads")
+
+        def lranges():
+            return r.info("commandstats").get("cmdstat_lrange", {}).get("calls", 0)
+        read_before = lranges()
+
+        def blocked_exec():
+            # The erase read the person's index (LRANGE pi:<lead>) and its
+            # commit (MULTI ... EXEC) waits in the query buffer behind the
+            # paused write
+            return lranges() > read_before and [
+                c for c in r.client_list()
+                if int(c["addr"].rsplit(":", 1)[1]) in ports and "b" in c["flags"]
+                and int(c["qbuf"]) > 0]
+        r.execute_command("CLIENT", "PAUSE", 20000, "WRITE")
+        try:
+            inflight.sock.send_multipart([b"", b"PUBLISH", msgpack.packb(forget)])
+            wait_until(blocked_exec, timeout=10, what="leads' commit held by the pause")
+            leads_d.kill9()
+            # Redis has dropped the connection (and its queued EXEC) before
+            # the pause ends
+            wait_until(lambda: not [c for c in r.client_list()
+                                    if int(c["addr"].rsplit(":", 1)[1]) in ports],
+                       timeout=10, what="leads' connections closed")
+        finally:
+            r.execute_command("CLIENT", "UNPAUSE")
+        after = sorted((k, v) for k, v in self.redis_dump() if not k.endswith(b":subs"))
+        self.assertEqual(after, before)                 # nothing half-applied
+        leads_d.start()
+        self.c["leads"] = self.wait_ready("leads", timeout=30)
+        self.assertEqual(self.c["leads"].ok("PUBLISH", forget), {"id": forget["id"], "duplicate": False})
+        self.settle()
+        # retention counts only customers it knows; this person is none
+        self.assertEqual([self.c[svc].ok("STATS")["counters"].get("forgotten")
+                          for svc in ("leads", "campaign", "sales")], [1, 1, 1])
+        self.assertEqual([k for k, v in self.redis_dump() if self.leaks(k + b" " + v)], [])
+        events = self.replay_all("leads")
+        self.assertEqual(self.leaks(json.dumps(events)), [])
+        self.assertEqual([e["type"] for e in events].count("lead.forgotten"), 1)
+        self.assertEqual(self.c["leads"].ok("PUBLISH", forget), {"id": forget["id"], "duplicate": True})
+        self.stop_clean()
+
+
+class TestPrivacyRedelivery(PrivacyCase):
+    def test_consumers_apply_lead_forgotten_again_as_a_no_op(self):
+        """Each consumer of lead.forgotten, killed and restarted with its
+        checkpoint moved back before it (as if the commit had been lost),
+        applies it again without changing anything."""
+        self.journey()
+        self.settle()
+        self.forget()
+        fseq = [e["seq"] for e in self.replay_all("leads") if e["type"] == "lead.forgotten"][0]
+        consumers = ("campaign", "sales", "retention")
+        forgotten = [self.c[svc].ok("STATS")["counters"]["forgotten"] for svc in consumers]
+        self.assertEqual(forgotten, [1, 1, 1])
+        moving = (b":subs", b":ckpt", b":stats", b":lease", b":fence")
+
+        def state():
+            return sorted((k, v) for k, v in self.redis_dump()
+                          if not k.endswith(moving) and not k.startswith(b"{funnel:gateway}"))
+        before = state()
+        r = self.redis.client()
+        for svc in consumers:
+            d = [d for d in self.daemons if d.name == svc][0]
+            d.kill9()
+            r.hset("{funnel:%s}:ckpt" % svc, "leads", fseq - 1)
+            d.start()
+            self.c[svc] = self.wait_ready(svc, timeout=30)
+        wait_until(lambda: all(int(r.hget("{funnel:%s}:ckpt" % svc, "leads") or 0) >= fseq
+                               for svc in consumers), timeout=20, what="lead.forgotten applied again")
+        self.settle()
+        self.assertEqual([self.c[svc].ok("STATS")["counters"]["forgotten"] for svc in consumers],
+                         forgotten)
+        after = state()
+        self.assertEqual([k for k, _ in after], [k for k, _ in before])
+        self.assertEqual([kv for kv in after if kv not in before], [])
+        self.stop_clean()
 
 
 class TestPrivacyWebhook(PrivacyCase):
