@@ -270,8 +270,15 @@ s_export (gateway_http_t *self, request_t *req, struct MHD_Connection *connectio
           const char *lead)
 {
     enum MHD_Result rc = MHD_NO;
-    if (!s_auth (self, req, connection, &rc))
+    const token_t *token = s_auth (self, req, connection, &rc);
+    if (!token)
         return rc;
+    //  A person's whole record is for who may erase it, not for any token:
+    //  a webform's token is public (it ships in a page)
+    if (!token_may_publish (token, "lead.forget"))
+        return s_fail (self, req, connection, GATEWAY_ERR_FORBIDDEN,
+                       "token '%s' may not export a person (needs lead.forget)",
+                       token_name (token));
     if (!event_codec_id_valid (lead, strlen (lead)))
         return s_fail (self, req, connection, FUNNEL_ERR_INVALID,
                        "lead: must be 1-64 bytes of [A-Za-z0-9._:@+-]");

@@ -15,7 +15,7 @@ import uuid
 import msgpack
 
 from funnel_e2e import binary, event, wait_until
-from test_gateway import GatewayCase, Receiver
+from test_gateway import FORMS, GatewayCase, Receiver
 
 # Counters a forget (or the requests of the check itself) moves by design;
 # every other STATS counter is a funnel count and must not change
@@ -342,6 +342,10 @@ class TestPrivacyContract(PrivacyCase):
                              path)
         status, _, body = self.request("GET", "/v1/people/%s/export" % self.lead, token=None)
         self.assertEqual(status, 401)
+        # A webform's token is public: it may capture, not read a person
+        status, _, body = self.request("GET", "/v1/people/%s/export" % self.lead, token=FORMS)
+        self.assertEqual((status, body["code"]), (403, "forbidden"))
+        self.assertIn("lead.forget", body["message"])
         out = self.funnelctl("export", "a b")
         self.assertEqual(out.returncode, 1)
         self.assertIn("invalid", out.stderr)
