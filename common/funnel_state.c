@@ -549,6 +549,18 @@ funnel_rec_fields (funnel_rec_t *rec)
 }
 
 void
+funnel_rec_pack_entry (funnel_rec_t *rec, msgpack_packer *pk, const char *kind,
+                       const char *id)
+{
+    size_t kind_size = strlen (kind), id_size = strlen (id);
+    msgpack_pack_str (pk, kind_size + 1 + id_size);
+    msgpack_pack_str_body (pk, kind, kind_size);
+    msgpack_pack_str_body (pk, ":", 1);
+    msgpack_pack_str_body (pk, id, id_size);
+    funnel_rec_pack (rec, pk);
+}
+
+void
 funnel_rec_pack (funnel_rec_t *rec, msgpack_packer *pk)
 {
     zlist_t *fields = funnel_rec_fields (rec);

@@ -148,6 +148,11 @@ zlist_t *
 //  Packs the record whole as a map field -> value (sorted): exports.
 void
     funnel_rec_pack (funnel_rec_t *rec, msgpack_packer *pk);
+//  Packs "<kind>:<id>" then the record (funnel_rec_pack): one entry of an
+//  export's records map, named as the record is in Redis.
+void
+    funnel_rec_pack_entry (funnel_rec_t *rec, msgpack_packer *pk, const char *kind,
+                           const char *id);
 //  The record's Redis key (for tests and logs).
 const char *
     funnel_rec_key (funnel_rec_t *rec);

@@ -1756,16 +1756,11 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     msgpack_kv_put_bool (pk, "forgotten", funnel_rec_has (contact, "f"));
     event_codec_pack_cstr (pk, "records");
     msgpack_pack_map (pk, funnel_rec_exists (contact) + funnel_rec_exists (wb));
-    char name [FUNNEL_ID_MAX + 8];
     if (funnel_rec_exists (contact)) {
-        snprintf (name, sizeof name, "c:%s", lead);
-        event_codec_pack_cstr (pk, name);
-        funnel_rec_pack (contact, pk);
+        funnel_rec_pack_entry (contact, pk, "c", lead);
     }
     if (funnel_rec_exists (wb)) {
-        snprintf (name, sizeof name, "wb:%s", lead);
-        event_codec_pack_cstr (pk, name);
-        funnel_rec_pack (wb, pk);
+        funnel_rec_pack_entry (wb, pk, "wb", lead);
     }
     return 0;
 }

@@ -1714,21 +1714,15 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     msgpack_kv_put_bool (pk, "forgotten", s_flag (lead, 'x'));
     event_codec_pack_cstr (pk, "records");
     msgpack_pack_map (pk, 1 + zlist_size (index) + funnel_rec_exists (pending));
-    char name [IDENTITY_MAX + 8];
-    snprintf (name, sizeof name, "l:%s", id);
-    event_codec_pack_cstr (pk, name);
-    funnel_rec_pack (lead, pk);
+    funnel_rec_pack_entry (lead, pk, "l", id);
     if (funnel_rec_exists (pending)) {
-        snprintf (name, sizeof name, "p:%s", id);
-        event_codec_pack_cstr (pk, name);
-        funnel_rec_pack (pending, pk);
+        funnel_rec_pack_entry (pending, pk, "p", id);
     }
     for (const char *k = zlist_first (index); k; k = zlist_next (index)) {
         bool alias = k [0] == '~';
         const char *key = alias || k [0] == '@' ? k + 1 : k;
-        snprintf (name, sizeof name, "%s:%s", alias ? "al" : "em", key);
-        event_codec_pack_cstr (pk, name);
-        funnel_rec_pack (funnel_state_rec (st, alias ? "al" : "em", key), pk);
+        const char *kind = alias ? "al" : "em";
+        funnel_rec_pack_entry (funnel_state_rec (st, kind, key), pk, kind, key);
     }
     zlist_destroy (&fields);
     zlist_destroy (&index);

@@ -926,10 +926,7 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     event_codec_pack_cstr (pk, "records");
     msgpack_pack_map (pk, known);
     if (known) {
-        char name [ID_MAX + 8];
-        snprintf (name, sizeof name, "c:%s", id);
-        event_codec_pack_cstr (pk, name);
-        funnel_rec_pack (c, pk);
+        funnel_rec_pack_entry (c, pk, "c", id);
         event_codec_pack_cstr (pk, "customer");
         funnel_query_pack_by_id (st, s_get_customer, id, pk);
     }

@@ -1900,17 +1900,12 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     msgpack_kv_put_bool (pk, "forgotten", funnel_rec_has (lrec, "fg"));
     event_codec_pack_cstr (pk, "records");
     msgpack_pack_map (pk, funnel_rec_exists (lrec) + zlist_size (mine));
-    char name [ID_MAX + 8];
     if (funnel_rec_exists (lrec)) {
-        snprintf (name, sizeof name, "ld:%s", lead);
-        event_codec_pack_cstr (pk, name);
-        funnel_rec_pack (lrec, pk);
+        funnel_rec_pack_entry (lrec, pk, "ld", lead);
     }
     for (const char *id = zlist_first (mine); id; id = zlist_next (mine)) {
         char owner [ID_MAX];
-        snprintf (name, sizeof name, "d:%s", id);
-        event_codec_pack_cstr (pk, name);
-        funnel_rec_pack (s_deal (st, id, owner), pk);
+        funnel_rec_pack_entry (s_deal (st, id, owner), pk, "d", id);
     }
     event_codec_pack_cstr (pk, "outbox");
     funnel_state_pack_seqs (outbox, pk);
