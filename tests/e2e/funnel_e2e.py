@@ -304,6 +304,15 @@ def binary(name):
     raise FileNotFoundError("%s not built under %s" % (name, BUILD))
 
 
+def read_text(path):
+    """A file's text ("" if it cannot be read): a log that may not exist yet."""
+    try:
+        with open(path, errors="replace") as f:
+            return f.read()
+    except OSError:
+        return ""
+
+
 def wait_until(predicate, timeout=10.0, interval=0.05, what="condition"):
     deadline = time.time() + timeout
     last = None
@@ -359,11 +368,7 @@ class RedisServer:
         return os.path.join(self.dir, "redis.log")
 
     def output(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.log)
 
     def start(self):
         args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
@@ -527,11 +532,7 @@ class Sentinel:
         return os.path.join(self.dir, "sentinel.log")
 
     def output(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.log)
 
     def start(self):
         self.proc = spawn(["redis-sentinel", self.config])
@@ -638,11 +639,7 @@ class Daemon:
             kill_group(self.proc)
 
     def output(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.log)
 
 
 class Client:
@@ -836,11 +833,7 @@ class Browser:
             raise
 
     def output(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.log)
 
     def _attach(self, timeout):
         active = os.path.join(self.profile, "DevToolsActivePort")

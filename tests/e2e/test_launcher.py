@@ -14,7 +14,7 @@ import time
 import unittest
 import urllib.request
 
-from funnel_e2e import BUILD, Client, free_port, free_port_block, release_ports, wait_until
+from funnel_e2e import BUILD, Client, free_port, free_port_block, read_text, release_ports, wait_until
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
 FUNNEL = os.path.join(ROOT, "deploy", "funnel")
@@ -82,11 +82,7 @@ class LauncherTest(unittest.TestCase):
         return any(t is self for t, _ in result.errors + result.failures)
 
     def output(self):
-        try:
-            with open(self.log, errors="replace") as f:
-                return f.read()
-        except OSError:
-            return ""
+        return read_text(self.log)
 
     def funnel(self):
         """Stage counts: the monitor's /api/funnel, else the services' STATS."""
