@@ -85,6 +85,9 @@ upstream_new (const char *name, const char *api, const char *pub,
     }
     self->dealer = zsock_new (ZMQ_DEALER);
     zsock_set_linger (self->dealer, 0);
+    //  A DEALER with no peer to send to blocks in send; the owner's loop
+    //  must not: a request that cannot go now is a failed REPLAY (backoff)
+    zsock_set_sndtimeo (self->dealer, 0);
     zsock_set_maxmsgsize (self->dealer, 80 * 1024 * 1024);
     zsock_set_reconnect_ivl_max (self->dealer, 2000);
     zsock_set_heartbeat_ivl (self->dealer, 1000);
