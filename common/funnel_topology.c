@@ -113,7 +113,7 @@ funnel_topology_new (funnel_config_t *config, const char *svc)
         for (int p = 0; ok && p < self->partitions; p++)
             if (inst->owns [p]) {
                 if (self->owner [p] >= 0) {
-                    log_error ("%s: partition %d is owned by both '%s' and '%s'", svc, p,
+                    log_error ("%s/instances: partition %d is owned by both '%s' and '%s'", svc, p,
                                self->instances [self->owner [p]].name, inst->name);
                     ok = false;
                 }

@@ -1,0 +1,261 @@
+"""Scale-out end to end (proto/README.md section 7): two instances of leads
+splitting 16 partitions, campaign and sales single; PUBLISH to the wrong
+instance answers `moved` with the owner's `api`; sales receives every lead
+exactly once from both instances; totals and e-mail uniqueness stay exact
+across instances; moving partitions (rewrite the file, restart both leads)
+loses and doubles nothing; a second process claiming an owned partition
+refuses to start. Real redis-server, real daemons, real sockets."""
+import os
+import time
+import unittest
+
+from funnel_e2e import (SERVICES, Client, Daemon, FunnelTestCase, event, free_port,
+                        release_ports, wait_until)
+
+PARTITIONS = 16
+
+
+def part_of(entity, partitions=PARTITIONS):
+    """The partition rule of proto/wire.md (FNV-1a-32 mod partitions), as a
+    client outside the project computes it."""
+    h = 2166136261
+    for b in entity.encode():
+        h ^= b
+        h = (h * 16777619) & 0xFFFFFFFF
+    return h % partitions
+
+
+def owns_set(text):
+    out = set()
+    for piece in text.split(","):
+        lo, _, hi = piece.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+class ScaleOutCase(FunnelTestCase):
+    def setUp(self):
+        super().setUp()
+        self.ports = []
+        self.inst = {}
+        for name in ("a", "b", "c"):
+            api, pub = free_port(), free_port()
+            self.ports += [api, pub]
+            self.inst[name] = ("tcp://127.0.0.1:%d" % api, "tcp://127.0.0.1:%d" % pub)
+
+    def tearDown(self):
+        super().tearDown()
+        release_ports(self.ports)
+
+    def write_config(self, owns, path=None):
+        """The topology with leads split: owns = {instance: "ranges"}."""
+        lines = ["redis", '    url = "%s"' % self.redis.url]
+        for svc in SERVICES:
+            api, pub = self.topology.ports[svc]
+            lines.append(svc)
+            if svc == "monitor":
+                lines.append('    http = "127.0.0.1:%d"' % api)
+            else:
+                lines.append('    api = "tcp://127.0.0.1:%d"' % api)
+            lines.append('    pub = "tcp://127.0.0.1:%d"' % pub)
+            if svc == "leads":
+                lines += ["    partitions = %d" % PARTITIONS, "    lease_ms = 1000",
+                          "    instances"]
+                for name, ranges in owns.items():
+                    lines += ["        %s" % name,
+                              '            api = "%s"' % self.inst[name][0],
+                              '            pub = "%s"' % self.inst[name][1],
+                              '            owns = "%s"' % ranges]
+        path = path or self.topology.path
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.owner = {}
+        for name, ranges in owns.items():
+            try:
+                for p in owns_set(ranges):
+                    self.owner[p] = name
+            except ValueError:
+                pass                # a malformed file on purpose
+        return path
+
+    def daemon(self, name, binary, args=None, config=None):
+        d = Daemon(name, binary, config or self.topology.path, self.workdir, args=args)
+        d.start()
+        self.daemons.append(d)
+        return d
+
+    def client(self, endpoint):
+        c = Client(endpoint)
+        self.clients.append(c)
+        return c
+
+    def wait_ready(self, endpoint, daemon):
+        c = self.client(endpoint)
+
+        def up():
+            self.assertTrue(daemon.running(), daemon.output()[-2000:])
+            try:
+                return c.call("PING", timeout=0.5)[0] == "OK"
+            except TimeoutError:
+                return False
+        wait_until(up, timeout=20, what="%s ready" % daemon.name)
+        return c
+
+    def start_leads(self, name):
+        d = self.daemon("leads-" + name, "funnel-leads", ["--instance", name])
+        self.leads[name] = (d, self.wait_ready(self.inst[name][0], d))
+
+    def start_all(self, owns):
+        self.write_config(owns)
+        self.campaign = self.daemon("campaign", "funnel-campaign")
+        self.wait_ready(self.topology.api("campaign"), self.campaign)
+        self.leads = {}
+        for name in owns:
+            self.start_leads(name)
+        self.sales = self.daemon("sales", "funnel-sales", ["--set", "sales/sla_s=0"])
+        self.sales_api = self.wait_ready(self.topology.api("sales"), self.sales)
+
+    def to_sql(self, lead, email=None):
+        """A lead captured and qualified to SQL, sent to its owner."""
+        owner = self.owner[part_of(lead)]
+        batch = [event("lead.capture", {"lead": lead, "email": email or "%s@x.io" % lead}),
+                 event("lead.qualify", {"lead": lead, "stage": "sql"})]
+        self.leads[owner][1].ok("PUBLISH", batch)
+        return batch
+
+    def deals(self):
+        return self.sales_api.ok("STATS")["counters"].get("deals", 0)
+
+    def settle_deals(self, n):
+        wait_until(lambda: self.deals() >= n, timeout=40, what="%d deals in sales" % n)
+        time.sleep(1.0)             # anything doubled would show by now
+        self.assertEqual(self.deals(), n)
+
+
+class TestScaleOut(ScaleOutCase):
+    def test_split_moved_exact(self):
+        self.start_all({"a": "0-7", "b": "8-15"})
+        a, b = self.leads["a"][1], self.leads["b"][1]
+        ping = a.ok("PING")
+        self.assertEqual(ping["instance"], "a")
+        leads = ["lead%d" % i for i in range(120)]
+        self.assertTrue({self.owner[part_of(x)] for x in leads} == {"a", "b"})
+        for x in leads:
+            self.to_sql(x)
+
+        # The wrong instance: moved, the owner's api, nothing applied
+        wrong = next(x for x in ["w%d" % i for i in range(100)] if self.owner[part_of(x)] == "b")
+        status, err = a.call("PUBLISH", event("lead.capture", {"lead": wrong}))
+        self.assertEqual((status, err["code"], err["api"]), ("ERR", "moved", self.inst["b"][0]))
+        self.assertNotIn("index", err)
+        mine = next(x for x in ["m%d" % i for i in range(100)] if self.owner[part_of(x)] == "a")
+        status, err = a.call("PUBLISH", [event("lead.capture", {"lead": mine}),
+                                         event("lead.capture", {"lead": wrong})])
+        self.assertEqual((status, err["code"], err["index"], err["api"]),
+                         ("ERR", "moved", 1, self.inst["b"][0]))
+        status, got = a.call("GET", {"kind": "lead", "id": mine})
+        self.assertEqual((status, got["code"]), ("ERR", "not_found"))   # nothing of the batch
+
+        # Every lead reaches sales exactly once, from both instances
+        self.settle_deals(len(leads))
+        for x in leads[:5]:
+            d = self.sales_api.ok("GET", {"kind": "deal", "id": "L%s-1" % x})
+            self.assertEqual(d["lead"], x)
+
+        # Envelopes carry part; each instance's outbox holds only its partitions
+        for name, (_, c) in self.leads.items():
+            parts = c.ok("STATS")["parts"]
+            self.assertEqual({int(p) for p in parts},
+                             {p for p, o in self.owner.items() if o == name})
+            p = next(int(p) for p, seq in parts.items() if seq > 0)
+            page = c.ok("REPLAY", {"partition": p, "from": 1, "limit": 1000})
+            self.assertEqual([e["seq"] for e in page["events"]],
+                             list(range(1, len(page["events"]) + 1)))
+            self.assertTrue(all(e["part"] == p for e in page["events"]))
+            other = next(q for q, o in self.owner.items() if o != name)
+            status, err = c.call("REPLAY", {"partition": other, "from": 1})
+            self.assertEqual((status, err["code"]), ("ERR", "moved"))
+
+        # Totals are service-wide from either instance
+        for _, c in self.leads.values():
+            self.assertEqual(c.ok("STATS")["counters"]["sql"], len(leads))
+            self.assertEqual(c.ok("GET", {"kind": "reps"})["sql"], len(leads))
+
+        # One e-mail, one lead, across instances: the second capture (its
+        # lead in the other instance's partitions) becomes an alias
+        x = next(x for x in ["ea%d" % i for i in range(100)] if self.owner[part_of(x)] == "a")
+        y = next(y for y in ["eb%d" % i for i in range(100)] if self.owner[part_of(y)] == "b")
+        a.ok("PUBLISH", event("lead.capture", {"lead": x, "email": "same@x.io"}))
+        b.ok("PUBLISH", event("lead.capture", {"lead": y, "email": "same@x.io"}))
+        self.assertEqual(b.ok("STATS")["counters"]["leads"], len(leads) + 1)
+        self.assertEqual(b.ok("GET", {"kind": "lead", "id": y})["lead"], x)
+
+    def test_partition_move_loses_and_doubles_nothing(self):
+        self.start_all({"a": "0-7", "b": "8-15"})
+        first = ["p%d" % i for i in range(80)]
+        for x in first:
+            self.to_sql(x)
+        self.settle_deals(len(first))
+        moved = {4, 5, 6, 7}
+        before = {p: s for p, s in self.leads["a"][1].ok("STATS")["parts"].items()
+                  if int(p) in moved}
+        self.assertTrue(any(s > 0 for s in before.values()), before)
+
+        # Stop both, give b 4-7 as well, start both: sales runs on
+        for name in ("a", "b"):
+            self.assertEqual(self.leads[name][0].stop(), 0)
+        self.write_config({"a": "0-3", "b": "4-15"})
+        for name in ("a", "b"):
+            self.start_leads(name)
+        after = self.leads["b"][1].ok("STATS")["parts"]
+        for p, seq in before.items():
+            self.assertEqual(after[p], seq)            # the seq continues on b
+        second = ["q%d" % i for i in range(80)]
+        for x in second:
+            self.to_sql(x)
+        # Old ones again, now to their new owners: duplicates, no new deals
+        for x in first[:20]:
+            owner = self.owner[part_of(x)]
+            reply = self.leads[owner][1].ok("PUBLISH", [event("lead.capture", {"lead": x,
+                                                              "email": "%s@x.io" % x})])
+            self.assertEqual(reply["accepted"], 1)     # a new id: a merge, not a new lead
+        self.settle_deals(len(first) + len(second))
+        moved_leads = [x for x in second if part_of(x) in moved]
+        self.assertTrue(moved_leads)
+        self.assertEqual(self.leads["b"][1].ok("STATS")["counters"]["leads"],
+                         len(first) + len(second))
+        # b's outbox of a moved partition: contiguous from 1, a's then b's
+        p = int(next(iter(before)))
+        page = self.leads["b"][1].ok("REPLAY", {"partition": p, "from": 1})
+        self.assertEqual([e["seq"] for e in page["events"]],
+                         list(range(1, len(page["events"]) + 1)))
+        self.assertGreater(len(page["events"]), before[str(p)])
+
+    def test_a_second_owner_is_refused(self):
+        self.start_all({"a": "0-7", "b": "8-15"})
+        # c claims a's partitions in its own file: a holds their leases
+        other = self.write_config({"c": "0-7", "b": "8-15"},
+                                  path=os.path.join(self.workdir, "other.cfg"))
+        c = self.daemon("leads-c", "funnel-leads", ["--instance", "c"], config=other)
+        wait_until(lambda: not c.running(), timeout=20, what="c to give up")
+        self.assertEqual(c.proc.returncode, 1)
+        self.assertIn("owned by another instance", c.output())
+        self.assertIn("refusing to start", c.output())
+        self.assertTrue(self.leads["a"][0].running())
+        self.leads["a"][1].ok("PING")
+
+    def test_bad_instances_exit_2(self):
+        cases = [({"a": "0-8", "b": "8-15"}, "a", "owned by both"),
+                 ({"a": "0-6", "b": "8-15"}, "a", "owned by no instance"),
+                 ({"a": "0-7", "b": "8-15"}, "z", "no such instance"),
+                 ({"a": "0-7", "b": "8-x"}, "a", "expected partition ranges")]
+        for i, (owns, name, words) in enumerate(cases):
+            path = self.write_config(owns, path=os.path.join(self.workdir, "bad%d.cfg" % i))
+            d = self.daemon("bad%d" % i, "funnel-leads", ["--instance", name], config=path)
+            wait_until(lambda: not d.running(), timeout=10, what="exit")
+            self.assertEqual(d.proc.returncode, 2, d.output())
+            self.assertIn(words, d.output())
+
+
+if __name__ == "__main__":
+    unittest.main()
