@@ -2,6 +2,7 @@
 #include "service_probe.h"
 #include "event_codec.h"
 #include "funnel_client.h"
+#include "funnel_curve.h"
 #include "funnel_log.h"
 #include "upstream.h"
 #include "json_msgpack.h"
@@ -14,7 +15,10 @@ struct _service_probe_t {
     const char *name;
     funnel_view_t *view;
     funnel_client_t *client;
-    upstream_t *upstream;
+    upstream_t *upstream;           //  One outbox per service: gap-free stream
+    zsock_t *sub;                   //  With instances: every instance's PUB, as it comes
+    uint64_t seq;                   //  With instances: the last PING's seq (their sum)
+    int64_t last_rx;
     bool started;               //  upstream_start called: the stream is live
     bool up;
     int64_t last_warn;
@@ -53,16 +57,31 @@ s_on_events (void *arg, upstream_t *upstream, const char **events, const size_t 
 }
 
 service_probe_t *
-service_probe_new (int svc, const char *api, const char *pub, funnel_view_t *view)
+service_probe_new (int svc, const char *api, const char *const *pubs, int pub_count,
+                   bool partitioned, funnel_view_t *view)
 {
     service_probe_t *self = (service_probe_t *) zmalloc (sizeof (service_probe_t));
     self->svc = svc;
     self->name = funnel_view_services [svc];
     self->view = view;
     self->client = funnel_client_new_for (api, self->name);
-    self->upstream = upstream_new (self->name, api, pub, funnel_view_event_types,
-                                   s_on_events, self);
-    if (!self->client || !self->upstream)
+    bool ok = self->client != NULL;
+    if (!partitioned)
+        ok = ok && (self->upstream = upstream_new (self->name, api, pubs [0],
+                                                   funnel_view_event_types, s_on_events,
+                                                   self)) != NULL;
+    else {
+        //  Per-partition seqs: the counts come from STATS anyway (service
+        //  wide from any instance); the stream only gives rates and latency
+        self->sub = zsock_new (ZMQ_SUB);
+        zsock_set_rcvhwm (self->sub, 0);
+        zsock_set_subscribe (self->sub, "");
+        for (int i = 0; ok && i < pub_count; i++)
+            ok = funnel_curve_client (self->sub, self->name) == 0
+              && zsock_connect (self->sub, "%s", pubs [i]) == 0;
+        self->last_rx = zclock_mono ();
+    }
+    if (!ok)
         service_probe_destroy (&self);
     return self;
 }
@@ -73,6 +92,7 @@ service_probe_destroy (service_probe_t **self_p)
     if (*self_p) {
         service_probe_t *self = *self_p;
         upstream_destroy (&self->upstream);
+        zsock_destroy (&self->sub);
         funnel_client_destroy (&self->client);
         free (self);
         *self_p = NULL;
@@ -82,12 +102,27 @@ service_probe_destroy (service_probe_t **self_p)
 zsock_t *
 service_probe_sub (service_probe_t *self)
 {
-    return upstream_sub (self->upstream);
+    return self->sub ? self->sub : upstream_sub (self->upstream);
 }
 
 void
 service_probe_drain (service_probe_t *self)
 {
+    if (self->sub) {
+        for (int i = 0; i < 1000 && (zsock_events (self->sub) & ZMQ_POLLIN); i++) {
+            zmsg_t *msg = zmsg_recv (self->sub);
+            zframe_t *topic = msg ? zmsg_first (msg) : NULL;
+            zframe_t *body = topic ? zmsg_next (msg) : NULL;
+            self->last_rx = zclock_mono ();
+            if (body && !zframe_streq (topic, "$hb")) {
+                const char *event = (const char *) zframe_data (body);
+                size_t size = zframe_size (body);
+                s_on_events (self, NULL, &event, &size, 1, 0);
+            }
+            zmsg_destroy (&msg);
+        }
+        return;
+    }
     if (self->started) {
         upstream_drain (self->upstream);
         return;
@@ -149,6 +184,7 @@ service_probe_poll (service_probe_t *self, int timeout_ms)
     funnel_obj_strcpy (funnel_map_get (root, "version"), version, sizeof version);
     funnel_obj_strcpy (funnel_map_get (root, "redis"), redis, sizeof redis);
     uint64_t seq = s_uint (root, "seq");
+    self->seq = seq;
     funnel_view_set_ping (self->view, self->svc, version, seq, streq (redis, "ok"),
                           (int64_t) s_uint (root, "uptime_s"), now);
     funnel_msg_destroy (&ping);
@@ -158,6 +194,9 @@ service_probe_poll (service_probe_t *self, int timeout_ms)
 
     //  Go live from the current head: history is in the counters already.
     //  A seq far behind ours means the service's state was wiped: restart.
+    if (self->sub)
+        self->started = true;
+    else
     if (!self->started || seq + 1 < upstream_expected (self->upstream)) {
         upstream_start (self->upstream, seq);
         self->started = true;
@@ -184,6 +223,11 @@ service_probe_up (service_probe_t *self)
 void
 service_probe_catch_up (service_probe_t *self)
 {
+    if (self->sub) {
+        funnel_view_set_stream (self->view, self->svc, self->started, self->seq, self->seq,
+                                zclock_mono () - self->last_rx, zclock_time ());
+        return;
+    }
     //  REPLAY to a dead service would block the loop for its timeout
     if (self->started && self->up)
         upstream_catch_up (self->upstream, CATCH_UP_PAGES);

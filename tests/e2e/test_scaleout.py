@@ -5,11 +5,14 @@ exactly once from both instances; totals and e-mail uniqueness stay exact
 across instances; moving partitions (rewrite the file, restart both leads)
 loses and doubles nothing; a second process claiming an owned partition
 refuses to start. Real redis-server, real daemons, real sockets."""
+import json
 import os
+import subprocess
 import time
 import unittest
+import urllib.request
 
-from funnel_e2e import (SERVICES, Client, Daemon, FunnelTestCase, event, free_port,
+from funnel_e2e import (SERVICES, Client, Daemon, FunnelTestCase, binary, event, free_port,
                         release_ports, wait_until)
 
 PARTITIONS = 16
@@ -255,6 +258,63 @@ class TestScaleOut(ScaleOutCase):
             wait_until(lambda: not d.running(), timeout=10, what="exit")
             self.assertEqual(d.proc.returncode, 2, d.output())
             self.assertIn(words, d.output())
+
+
+class TestClientsRoute(ScaleOutCase):
+    def ctl(self, *args, stdin=None):
+        return subprocess.run([binary("funnelctl"), "-c", self.topology.path] + list(args),
+                              input=stdin, capture_output=True, text=True, timeout=60)
+
+    def test_funnelctl_monitor_and_sim_route_by_partition(self):
+        self.start_all({"a": "0-7", "b": "8-15"})
+        # funnelctl: a batch over both instances, split by owner
+        batch = [event("lead.capture", {"lead": "c%d" % i, "email": "c%d@x.io" % i})
+                 for i in range(40)]
+        out = self.ctl("publish", "leads", json.dumps(batch))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        summary = json.loads(out.stdout.strip().splitlines()[-1])
+        self.assertEqual((summary["accepted"], summary["duplicates"]), (40, 0))
+        one = event("lead.capture", {"lead": "single1"})
+        out = self.ctl("publish", "leads", json.dumps(one))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        # stats: one reply per instance
+        out = self.ctl("stats", "leads")
+        self.assertEqual(out.returncode, 0, out.stderr)
+        stats = json.loads(out.stdout)["instances"]
+        self.assertEqual(set(stats), {"a", "b"})
+        self.assertEqual(stats["a"]["counters"]["leads"], 41)
+        # replay of a partition, asked of the wrong instance first: followed
+        p = next(q for q, o in self.owner.items() if o == "b")
+        out = self.ctl("replay", "leads", "--partition", str(p))
+        self.assertEqual(out.returncode, 0, out.stderr)
+        for line in out.stdout.splitlines():
+            self.assertEqual(json.loads(line)["part"], p)
+
+        # The monitor: counts from either instance's STATS, service wide
+        mon = self.daemon("monitor", "funnel-monitor")
+        url = "http://%s/api/funnel" % self.topology.http()
+
+        def leads_stage():
+            self.assertTrue(mon.running(), mon.output()[-2000:])
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    stages = json.loads(r.read())["stages"]
+            except OSError:
+                return None
+            return {st["name"]: st["count"] for st in stages}.get("leads")
+        wait_until(lambda: leads_stage() == 41, timeout=20, what="monitor leads = 41")
+
+        # The simulator: events to their owners, none refused as moved
+        for svc in ("retention",):
+            d = self.daemon(svc, "funnel-" + svc)
+            self.wait_ready(self.topology.api(svc), d)
+        sim = self.daemon("sim", "funnel-sim", ["--rate", "300", "--duration", "4"])
+        wait_until(lambda: not sim.running(), timeout=60, what="sim done")
+        self.assertEqual(sim.proc.returncode, 0, sim.output()[-2000:])
+        self.assertNotIn("moved", sim.output())
+        captured = sum(self.leads[n][1].ok("STATS")["parts"].get(str(q), 0)
+                       for n in ("a", "b") for q in range(PARTITIONS))
+        self.assertGreater(captured, 41)
 
 
 if __name__ == "__main__":
