@@ -41,7 +41,7 @@ class ScaleOutCase(FunnelTestCase):
         super().setUp()
         self.ports = []
         self.inst = {}
-        for name in ("a", "b", "c"):
+        for name in ("a", "b", "c", "s1", "s2"):
             api, pub = free_port(), free_port()
             self.ports += [api, pub]
             self.inst[name] = ("tcp://127.0.0.1:%d" % api, "tcp://127.0.0.1:%d" % pub)
@@ -50,8 +50,9 @@ class ScaleOutCase(FunnelTestCase):
         super().tearDown()
         release_ports(self.ports)
 
-    def write_config(self, owns, path=None):
-        """The topology with leads split: owns = {instance: "ranges"}."""
+    def write_config(self, owns, path=None, sales=None):
+        """The topology with leads split: owns = {instance: "ranges"} (and
+        sales too when sales is given)."""
         lines = ["redis", '    url = "%s"' % self.redis.url]
         for svc in SERVICES:
             api, pub = self.topology.ports[svc]
@@ -61,10 +62,11 @@ class ScaleOutCase(FunnelTestCase):
             else:
                 lines.append('    api = "tcp://127.0.0.1:%d"' % api)
             lines.append('    pub = "tcp://127.0.0.1:%d"' % pub)
-            if svc == "leads":
+            split = owns if svc == "leads" else sales if svc == "sales" else None
+            if split:
                 lines += ["    partitions = %d" % PARTITIONS, "    lease_ms = 1000",
                           "    instances"]
-                for name, ranges in owns.items():
+                for name, ranges in split.items():
                     lines += ["        %s" % name,
                               '            api = "%s"' % self.inst[name][0],
                               '            pub = "%s"' % self.inst[name][1],
@@ -108,15 +110,23 @@ class ScaleOutCase(FunnelTestCase):
         d = self.daemon("leads-" + name, "funnel-leads", ["--instance", name])
         self.leads[name] = (d, self.wait_ready(self.inst[name][0], d))
 
-    def start_all(self, owns):
-        self.write_config(owns)
+    def start_all(self, owns, sales=None):
+        self.write_config(owns, sales=sales)
         self.campaign = self.daemon("campaign", "funnel-campaign")
         self.wait_ready(self.topology.api("campaign"), self.campaign)
         self.leads = {}
         for name in owns:
             self.start_leads(name)
-        self.sales = self.daemon("sales", "funnel-sales", ["--set", "sales/sla_s=0"])
-        self.sales_api = self.wait_ready(self.topology.api("sales"), self.sales)
+        if not sales:
+            self.sales = self.daemon("sales", "funnel-sales", ["--set", "sales/sla_s=0"])
+            self.sales_api = self.wait_ready(self.topology.api("sales"), self.sales)
+            return
+        self.sales_instances = {}
+        for name in sales:
+            d = self.daemon("sales-" + name, "funnel-sales",
+                            ["--set", "sales/sla_s=0", "--instance", name])
+            self.sales_instances[name] = (d, self.wait_ready(self.inst[name][0], d))
+        self.sales_api = self.sales_instances[next(iter(sales))][1]
 
     def to_sql(self, lead, email=None):
         """A lead captured and qualified to SQL, sent to its owner."""
@@ -258,6 +268,33 @@ class TestScaleOut(ScaleOutCase):
             wait_until(lambda: not d.running(), timeout=10, what="exit")
             self.assertEqual(d.proc.returncode, 2, d.output())
             self.assertIn(words, d.output())
+
+    def test_two_instances_downstream_too(self):
+        # leads a/b consume campaign (single); sales s1/s2 consume leads a/b
+        self.start_all({"a": "0-7", "b": "8-15"}, sales={"s1": "0-9", "s2": "10-15"})
+        camp = self.client(self.topology.api("campaign"))
+        camp.ok("PUBLISH", event("campaign.upsert", {"campaign": "c1", "name": "C1",
+                                                     "channel": "email"}))
+        touches = [event("touch", {"campaign": "c1", "kind": "click", "contact": "t%d" % i})
+                   for i in range(60)]
+        camp.ok("PUBLISH", touches)
+        leads = ["s%d" % i for i in range(100)]
+        for x in leads:
+            self.to_sql(x)
+        self.settle_deals(len(leads))
+        # each touch applied by exactly one leads instance
+        wait_until(lambda: self.leads["a"][1].ok("STATS")["counters"].get("consumed") == 60,
+                   timeout=30, what="60 touches consumed")
+        time.sleep(1.0)
+        self.assertEqual(self.leads["b"][1].ok("STATS")["counters"]["consumed"], 60)
+        # each sales instance opened only the deals of its partitions
+        for name, (_, c) in self.sales_instances.items():
+            parts = c.ok("STATS")["parts"]
+            self.assertEqual({int(p) for p in parts},
+                             owns_set("0-9" if name == "s1" else "10-15"))
+        for x in leads[:10]:
+            d = self.sales_api.ok("GET", {"kind": "deal", "id": "L%s-1" % x})
+            self.assertEqual(d["lead"], x)
 
 
 class TestClientsRoute(ScaleOutCase):
