@@ -11,6 +11,7 @@
 #include <math.h>
 #include "event_routes.h"
 #include "funnel_config.h"
+#include "funnel_topology.h"
 #include "funnel_curve.h"
 #include "funnel_log.h"
 #include "funnel_notify.h"
@@ -242,6 +243,20 @@ main (int argc, char *argv [])
     }
     if (!bad && redis_auth_apply (config, "gateway", &redis_url) != 0)
         bad = 1;                    //  Logged by redis_auth_apply
+    //  Several instances of a service (proto/README.md section 7): the
+    //  gateway does not route by partition (nor follow per-partition seqs
+    //  for webhooks) yet; refused rather than served wrong
+    for (int s = 0; !bad && event_routes_services [s]; s++) {
+        funnel_topology_t *topology = funnel_topology_new (config, event_routes_services [s]);
+        if (!topology || funnel_topology_partitioned (topology)) {
+            if (topology)
+                log_error ("%s/instances: the gateway does not route to several instances "
+                           "of a service yet (proto/README.md section 7)",
+                           event_routes_services [s]);
+            bad = 1;
+        }
+        funnel_topology_destroy (&topology);
+    }
     memset (&redis_url, 0, sizeof redis_url);       //  The password: not kept
     token_store_t *tokens = bad ? NULL : s_load_tokens (config);
     if (!tokens) {

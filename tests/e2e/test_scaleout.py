@@ -268,6 +268,12 @@ class TestScaleOut(ScaleOutCase):
             wait_until(lambda: not d.running(), timeout=10, what="exit")
             self.assertEqual(d.proc.returncode, 2, d.output())
             self.assertIn(words, d.output())
+        # The gateway cannot route to instances yet: it says so and exits 2
+        self.write_config({"a": "0-7", "b": "8-15"})
+        gw = self.daemon("gateway", "funnel-gateway")
+        wait_until(lambda: not gw.running(), timeout=10, what="gateway exit")
+        self.assertEqual(gw.proc.returncode, 2, gw.output())
+        self.assertIn("does not route to several instances", gw.output())
 
     def test_two_instances_downstream_too(self):
         # leads a/b consume campaign (single); sales s1/s2 consume leads a/b
