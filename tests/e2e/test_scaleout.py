@@ -8,6 +8,7 @@ refuses to start. Real redis-server, real daemons, real sockets."""
 import json
 import os
 import subprocess
+import threading
 import time
 import unittest
 import urllib.request
@@ -202,6 +203,46 @@ class TestScaleOut(ScaleOutCase):
         b.ok("PUBLISH", event("lead.capture", {"lead": y, "email": "same@x.io"}))
         self.assertEqual(b.ok("STATS")["counters"]["leads"], len(leads) + 1)
         self.assertEqual(b.ok("GET", {"kind": "lead", "id": y})["lead"], x)
+
+    def test_concurrent_instances_keep_shared_data_exact(self):
+        # Two clients at once, one per instance, capturing the same 60
+        # e-mails under different lead ids: one lead per e-mail, the
+        # global totals (partition 0, written by both) exact
+        self.start_all({"a": "0-7", "b": "8-15"})
+        ids = {"a": [], "b": []}
+        for i in range(400):
+            x = "x%d" % i
+            ids[self.owner[part_of(x)]].append(x)
+        n = 60
+        self.assertTrue(len(ids["a"]) >= n and len(ids["b"]) >= n)
+        errors = []
+
+        def run(name):
+            c = Client(self.inst[name][0])
+            try:
+                for i in range(n):
+                    c.ok("PUBLISH", event("lead.capture", {"lead": ids[name][i],
+                                                           "email": "m%d@x.io" % i}))
+            except Exception as e:      # reported below, in the test's thread
+                errors.append(e)
+            finally:
+                c.close()
+        threads = [threading.Thread(target=run, args=(name,)) for name in ("a", "b")]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+        self.assertFalse(any(t.is_alive() for t in threads))
+        self.assertEqual(errors, [])
+        a = self.leads["a"][1]
+        counters = a.ok("STATS")["counters"]
+        self.assertEqual(counters["leads"], n)
+        self.assertEqual(counters["aliased"], n)
+        self.assertEqual(a.ok("GET", {"kind": "reps"})["leads"], n)
+        for i in range(n):
+            la = a.ok("GET", {"kind": "lead", "id": ids["a"][i]})["lead"]
+            lb = a.ok("GET", {"kind": "lead", "id": ids["b"][i]})["lead"]
+            self.assertEqual(la, lb)
 
     def test_partition_move_loses_and_doubles_nothing(self):
         self.start_all({"a": "0-7", "b": "8-15"})
