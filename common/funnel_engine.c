@@ -2194,6 +2194,84 @@ s_test_stage_series (redis_store_t *store)
     funnel_engine_destroy (&engine);
 }
 
+//  Two instances over 4 partitions: per-partition outboxes and seqs, part
+//  in REPLAY, leases per owned partition only
+static void
+s_test_partitioned (redis_store_t *store, redis_store_t *store2)
+{
+    bool owns_a [4] = { true, true, false, false }, owns_b [4] = { false, false, true, true };
+    funnel_engine_cfg_t cfg = {
+        .svc = "alpha", .prefix = "{funnel:pt}:", .owner = "host|tcp://a", .partitions = 4,
+        .lease_ms = 2000, .owns = owns_a, .part_outbox = true
+    };
+    funnel_engine_t *a = funnel_engine_new (&cfg, &s_test_rules, store);
+    cfg.owner = "host|tcp://b";
+    cfg.owns = owns_b;
+    funnel_engine_t *b = funnel_engine_new (&cfg, &s_test_rules, store2);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (a, &err) == 0);
+    assert (funnel_engine_sync (b, &err) == 0);
+    //  A key in each instance's partitions
+    char ka [16] = "", kb [16] = "";
+    for (int i = 0; !*ka || !*kb; i++) {
+        char key [16];
+        snprintf (key, sizeof key, "k%d", i);
+        int p = funnel_partition_of (key, 4);
+        if (p < 2 && !*ka)
+            snprintf (ka, sizeof ka, "%s", key);
+        if (p >= 2 && !*kb)
+            snprintf (kb, sizeof kb, "%s", key);
+    }
+    int pa = funnel_partition_of (ka, 4), pb = funnel_partition_of (kb, 4);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    int ns [] = { 1, 2 };
+    test_batch_t batch;
+    s_test_batch (&batch, "pa", ka, ns, 2, 5);
+    assert (funnel_engine_publish (a, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    s_test_batch (&batch, "pb", kb, ns, 1, 5);
+    assert (funnel_engine_publish (b, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    //  Each output in its partition's outbox, seqs from 1 there
+    char key [64];
+    snprintf (key, sizeof key, "{funnel:pt:%d}:seq", pa);
+    s_test_expect (store, "GET", key, NULL, "2");
+    snprintf (key, sizeof key, "{funnel:pt:%d}:seq", pb);
+    s_test_expect (store, "GET", key, NULL, "1");
+    assert (funnel_engine_part_seq (a, pa) == 2 && funnel_engine_part_seq (a, pb) == 0);
+    assert (funnel_engine_seq (a) == 2 && funnel_engine_seq (b) == 1);
+    //  The service-wide counters add up from both
+    s_test_expect (store, "HGET", "{funnel:pt}:stats", "accepted", "3");
+    //  REPLAY of a partition: its events, with part
+    reply.size = 0;
+    assert (funnel_engine_replay (a, pa, 1, 1000, NULL, &reply, &err) == 0);
+    funnel_msg_t *msg = funnel_msg_decode (reply.data, reply.size, &funnel_limits_body, &err);
+    const msgpack_object *events = funnel_map_get (funnel_msg_root (msg), "events");
+    assert (events && events->via.array.size == 2);
+    assert (funnel_map_get (&events->via.array.ptr [1], "part")->via.u64 == (uint64_t) pa);
+    assert (funnel_map_get (&events->via.array.ptr [1], "seq")->via.u64 == 2);
+    funnel_msg_destroy (&msg);
+    assert (funnel_engine_replay (a, pb, 1, 1000, NULL, &reply, &err) == -1);
+    //  A third instance claiming a's partitions: held
+    cfg.owner = "host|tcp://c";
+    cfg.owns = owns_a;
+    funnel_engine_t *c = funnel_engine_new (&cfg, &s_test_rules, store2);
+    assert (funnel_engine_sync (c, &err) == FUNNEL_ENGINE_LEASE_HELD);
+    assert (strstr (err.message, "host|tcp://a"));
+    funnel_engine_destroy (&c);
+    //  A clean stop gives a's leases back: b's stay
+    funnel_engine_release (a);
+    snprintf (key, sizeof key, "{funnel:pt:%d}:lease", pa);
+    assert (s_test_int (store, "EXISTS", key, NULL) == 0);
+    snprintf (key, sizeof key, "{funnel:pt:%d}:lease", pb);
+    assert (s_test_int (store, "EXISTS", key, NULL) == 1);
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&a);
+    funnel_engine_destroy (&b);
+}
+
 void
 funnel_engine_test (bool verbose)
 {
@@ -2329,6 +2407,7 @@ funnel_engine_test (bool verbose)
     funnel_engine_destroy (&engine);
     assert (engine == NULL);
     s_test_stage_series (store2);
+    s_test_partitioned (store, store2);
     redis_store_destroy (&store);
     redis_store_destroy (&store2);
 }
