@@ -285,6 +285,21 @@ class TestScaleOut(ScaleOutCase):
                          list(range(1, len(page["events"]) + 1)))
         self.assertGreater(len(page["events"]), before[str(p)])
 
+    def test_kill9_of_an_instance_loses_and_doubles_nothing(self):
+        self.start_all({"a": "0-7", "b": "8-15"})
+        leads = ["k%d" % i for i in range(150)]
+        for i, x in enumerate(leads):
+            if i == 50:
+                self.leads["b"][0].kill9()
+                self.start_leads("b")          # same endpoint: takes its leases over
+            if i == 100:
+                self.sales.kill9()
+                self.sales.start()
+            self.to_sql(x)
+        self.sales_api = self.wait_ready(self.topology.api("sales"), self.sales)
+        self.settle_deals(len(leads))
+        self.assertEqual(self.leads["a"][1].ok("STATS")["counters"]["sql"], len(leads))
+
     def test_a_second_owner_is_refused(self):
         self.start_all({"a": "0-7", "b": "8-15"})
         # c claims a's partitions in its own file: a holds their leases
