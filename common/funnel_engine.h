@@ -19,7 +19,7 @@
     with the connection: `unavailable`, outcome unknown, retry with the same
     ids (safe: they are deduplicated).
 
-    Leases: one per partition ("<part prefix>lease" = "<token>|<owner>",
+    Leases: one per owned partition ("<part prefix>lease" = "<token>|<owner>",
     SET NX PX lease_ms, the token from INCR "<prefix>fence"), renewed by
     funnel_engine_cron. A partition held by another owner: sync returns
     FUNNEL_ENGINE_LEASE_HELD; a lease lost while running (EXEC aborted by

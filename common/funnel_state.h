@@ -8,8 +8,10 @@
 
       - Records are cached whole in the process (bounded, LRU): the owning
         instance is the only writer of its partitions (lease), so the cache
-        is exact. A miss is loaded through the engine's loader (a prefetch
-        for a whole batch in one round trip, or one HGETALL).
+        is exact. (With several instances of a service the engine clears it
+        before every batch and reads under WATCH: funnel_engine.h.) A miss
+        is loaded through the engine's loader (a prefetch for a whole batch
+        in one round trip, or one HGETALL).
       - Writes change the cached record and log the old value; a savepoint
         per event lets a refused event roll back only itself, and a failed
         commit rolls back the whole batch (the batch savepoint), so the
