@@ -235,6 +235,8 @@ main (int argc, char *argv [])
     //  every instance's PUB feeds the live rates
     const char *apis [FUNNEL_VIEW_SERVICES];
     const char *pubs [FUNNEL_VIEW_SERVICES][FUNNEL_INSTANCES_MAX];
+    const char *names [FUNNEL_VIEW_SERVICES][FUNNEL_INSTANCES_MAX];
+    const char *instance_apis [FUNNEL_VIEW_SERVICES][FUNNEL_INSTANCES_MAX];
     int pub_counts [FUNNEL_VIEW_SERVICES];
     bool partitioned [FUNNEL_VIEW_SERVICES];
     for (int s = 0; s < FUNNEL_VIEW_SERVICES; s++) {
@@ -247,8 +249,11 @@ main (int argc, char *argv [])
         partitioned [s] = funnel_topology_partitioned (topology);
         apis [s] = funnel_topology_owner (topology, 0)->api;
         pub_counts [s] = funnel_topology_count (topology);
-        for (int i = 0; i < pub_counts [s]; i++)
+        for (int i = 0; i < pub_counts [s]; i++) {
             pubs [s][i] = funnel_topology_at (topology, i)->pub;
+            names [s][i] = funnel_topology_at (topology, i)->name;
+            instance_apis [s][i] = funnel_topology_at (topology, i)->api;
+        }
         funnel_topology_destroy (&topology);
     }
     self.series = series_api_new (apis);
@@ -264,8 +269,9 @@ main (int argc, char *argv [])
     for (int s = 0; s < FUNNEL_VIEW_SERVICES && rc == 0; s++) {
         const char *name = funnel_view_services [s];
         (void) name;
-        self.probes [s] = service_probe_new (s, apis [s], pubs [s], pub_counts [s],
-                                             partitioned [s], self.view);
+        self.probes [s] = service_probe_new_instances (s, apis [s], pubs [s], pub_counts [s],
+                                                       partitioned [s], names [s],
+                                                       instance_apis [s], self.view);
         if (!self.probes [s])
             rc = 1;
     }

@@ -3,6 +3,7 @@
 #include "event_codec.h"
 #include "funnel_client.h"
 #include "funnel_curve.h"
+#include "funnel_topology.h"
 #include "funnel_log.h"
 #include "upstream.h"
 #include "json_msgpack.h"
@@ -15,6 +16,11 @@ struct _service_probe_t {
     const char *name;
     funnel_view_t *view;
     funnel_client_t *client;
+    //  With instances: one client each, for services.<svc>.instances
+    funnel_client_t *instance_clients [FUNNEL_INSTANCES_MAX];
+    char *instance_names [FUNNEL_INSTANCES_MAX];
+    int64_t instance_retry [FUNNEL_INSTANCES_MAX];  //  A down one: asked again then
+    int instance_count;
     upstream_t *upstream;           //  One outbox per service: gap-free stream
     zsock_t *sub;                   //  With instances: every instance's PUB, as it comes
     uint64_t seq;                   //  With instances: the last PING's seq (their sum)
@@ -60,6 +66,15 @@ service_probe_t *
 service_probe_new (int svc, const char *api, const char *const *pubs, int pub_count,
                    bool partitioned, funnel_view_t *view)
 {
+    return service_probe_new_instances (svc, api, pubs, pub_count, partitioned, NULL, NULL,
+                                        view);
+}
+
+service_probe_t *
+service_probe_new_instances (int svc, const char *api, const char *const *pubs, int pub_count,
+                             bool partitioned, const char *const *names,
+                             const char *const *apis, funnel_view_t *view)
+{
     service_probe_t *self = (service_probe_t *) zmalloc (sizeof (service_probe_t));
     self->svc = svc;
     self->name = funnel_view_services [svc];
@@ -81,6 +96,12 @@ service_probe_new (int svc, const char *api, const char *const *pubs, int pub_co
               && zsock_connect (self->sub, "%s", pubs [i]) == 0;
         self->last_rx = zclock_mono ();
     }
+    for (int i = 0; ok && partitioned && names && i < pub_count; i++) {
+        self->instance_names [i] = strdup (names [i]);
+        self->instance_clients [i] = funnel_client_new_for (apis [i], self->name);
+        ok = self->instance_clients [i] != NULL;
+        self->instance_count = i + 1;
+    }
     if (!ok)
         service_probe_destroy (&self);
     return self;
@@ -94,6 +115,10 @@ service_probe_destroy (service_probe_t **self_p)
         upstream_destroy (&self->upstream);
         zsock_destroy (&self->sub);
         funnel_client_destroy (&self->client);
+        for (int i = 0; i < self->instance_count; i++) {
+            funnel_client_destroy (&self->instance_clients [i]);
+            free (self->instance_names [i]);
+        }
         free (self);
         *self_p = NULL;
     }
@@ -165,6 +190,50 @@ s_uint (const msgpack_object *map, const char *key)
     return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? v->via.u64 : 0;
 }
 
+//  Each instance's STATS: up, the sum of its partitions' seqs, its
+//  partitions ({"<p>": seq}), its conflicts.
+static void
+s_poll_instances (service_probe_t *self, int timeout_ms)
+{
+    json_t *all = json_object ();
+    int64_t now = zclock_mono ();
+    for (int i = 0; i < self->instance_count; i++) {
+        //  A down instance costs the call's timeout: asked every 2 s only
+        if (now < self->instance_retry [i]) {
+            json_object_set_new (all, self->instance_names [i], json_pack ("{s:b}", "up", 0));
+            continue;
+        }
+        zframe_t *reply = NULL;
+        funnel_call_status_t status = funnel_client_call (self->instance_clients [i], "STATS",
+                                                          NULL, 0, timeout_ms, &reply);
+        funnel_error_t err;
+        funnel_msg_t *msg = status == FUNNEL_CALL_OK && reply
+            ? funnel_msg_decode (zframe_data (reply), zframe_size (reply), &funnel_limits_event,
+                                 &err) : NULL;
+        zframe_destroy (&reply);
+        const msgpack_object *parts = msg ? funnel_map_get (funnel_msg_root (msg), "parts") : NULL;
+        const msgpack_object *counters = msg ? funnel_map_get (funnel_msg_root (msg), "counters")
+                                             : NULL;
+        json_t *one = json_pack ("{s:b}", "up", msg != NULL);
+        self->instance_retry [i] = msg ? 0 : now + 2000;
+        if (parts && parts->type == MSGPACK_OBJECT_MAP) {
+            json_int_t seq = 0;
+            for (uint32_t k = 0; k < parts->via.map.size; k++)
+                if (parts->via.map.ptr [k].val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                    seq += (json_int_t) parts->via.map.ptr [k].val.via.u64;
+            json_object_set_new (one, "seq", json_integer (seq));
+            json_object_set_new (one, "parts", json_from_msgpack (parts));
+        }
+        const msgpack_object *conflicts = counters ? funnel_map_get (counters, "conflicts") : NULL;
+        if (conflicts && conflicts->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            json_object_set_new (one, "conflicts", json_integer ((json_int_t) conflicts->via.u64));
+        json_object_set_new (all, self->instance_names [i], one);
+        funnel_msg_destroy (&msg);
+    }
+    funnel_view_set_instances (self->view, self->svc, all);
+    json_decref (all);
+}
+
 bool
 service_probe_poll (service_probe_t *self, int timeout_ms)
 {
@@ -211,6 +280,8 @@ service_probe_poll (service_probe_t *self, int timeout_ms)
         json_decref (json);
     }
     funnel_msg_destroy (&stats);
+    if (self->instance_count > 0)
+        s_poll_instances (self, timeout_ms);
     return true;
 }
 

@@ -402,6 +402,16 @@ class TestClientsRoute(ScaleOutCase):
                 return None
             return {st["name"]: st["count"] for st in stages}.get("leads")
         wait_until(lambda: leads_stage() == 41, timeout=20, what="monitor leads = 41")
+        # ... and each instance's partitions and seqs
+        with urllib.request.urlopen(url, timeout=5) as r:
+            instances = json.loads(r.read())["services"]["leads"]["instances"]
+        self.assertEqual(set(instances), {"a", "b"})
+        self.assertTrue(instances["a"]["up"] and instances["b"]["up"])
+        self.assertEqual({int(p) for p in instances["b"]["parts"]},
+                         {p for p, o in self.owner.items() if o == "b"})
+        for name in ("a", "b"):
+            self.assertEqual(instances[name]["seq"],
+                             sum(self.leads[name][1].ok("STATS")["parts"].values()))
 
         # The simulator: events to their owners, none refused as moved
         for svc in ("retention",):
