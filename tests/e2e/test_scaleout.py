@@ -11,6 +11,7 @@ import subprocess
 import threading
 import time
 import unittest
+import urllib.error
 import urllib.request
 
 from funnel_e2e import (SERVICES, Client, Daemon, FunnelTestCase, binary, event, free_port,
@@ -74,7 +75,7 @@ class ScaleOutCase(FunnelTestCase):
                               '            owns = "%s"' % ranges]
         path = path or self.topology.path
         with open(path, "w") as f:
-            f.write("\n".join(lines) + "\n")
+            f.write("\n".join(lines) + "\n" + getattr(self, "extra", ""))
         self.owner = {}
         for name, ranges in owns.items():
             try:
@@ -324,12 +325,14 @@ class TestScaleOut(ScaleOutCase):
             wait_until(lambda: not d.running(), timeout=10, what="exit")
             self.assertEqual(d.proc.returncode, 2, d.output())
             self.assertIn(words, d.output())
-        # The gateway cannot route to instances yet: it says so and exits 2
+        # The gateway's webhooks cannot follow instances yet: it says so, exit 2
+        self.extra = ('webhooks\n    crm\n        url = "http://127.0.0.1:9/hook"\n'
+                      '        types = "lead."\n        secret = "s"\n')
         self.write_config({"a": "0-7", "b": "8-15"})
         gw = self.daemon("gateway", "funnel-gateway")
         wait_until(lambda: not gw.running(), timeout=10, what="gateway exit")
         self.assertEqual(gw.proc.returncode, 2, gw.output())
-        self.assertIn("does not route to several instances", gw.output())
+        self.assertIn("webhooks do not follow several instances", gw.output())
 
     def test_two_instances_downstream_too(self):
         # leads a/b consume campaign (single); sales s1/s2 consume leads a/b
@@ -360,6 +363,52 @@ class TestScaleOut(ScaleOutCase):
 
 
 class TestClientsRoute(ScaleOutCase):
+    def test_gateway_routes_by_partition(self):
+        http_port, api_port = free_port(), free_port()
+        self.ports += [http_port, api_port]
+        tokens = os.path.join(self.workdir, "tokens")
+        with open(tokens, "w") as f:
+            f.write("tok-0123456789abcdef-xyz admin *\n")
+        self.extra = ('gateway\n    http = "127.0.0.1:%d"\n    tokens = "%s"\n'
+                      '    api = "tcp://127.0.0.1:%d"\n' % (http_port, tokens, api_port))
+        self.start_all({"a": "0-7", "b": "8-15"})
+        gw = self.daemon("gateway", "funnel-gateway")
+
+        def call(method, path, body=None):
+            req = urllib.request.Request("http://127.0.0.1:%d%s" % (http_port, path),
+                                         method=method,
+                                         data=json.dumps(body).encode() if body else None,
+                                         headers={"Authorization": "Bearer tok-0123456789abcdef-xyz",
+                                                  "Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(req, timeout=5) as r:
+                    return r.status, json.loads(r.read())
+            except urllib.error.HTTPError as e:
+                return e.code, json.loads(e.read())
+
+        def up():
+            self.assertTrue(gw.running(), gw.output()[-2000:])
+            try:
+                return call("GET", "/v1/health")[0] == 200
+            except OSError:
+                return False
+        wait_until(up, timeout=20, what="gateway up")
+        xa = next(x for x in ["ga%d" % i for i in range(100)] if self.owner[part_of(x)] == "a")
+        xb = next(x for x in ["gb%d" % i for i in range(100)] if self.owner[part_of(x)] == "b")
+        for x in (xa, xb):
+            status, body = call("POST", "/v1/events", event("lead.capture", {"lead": x}))
+            self.assertEqual(status, 200, body)
+        # One request, two instances: refused whole (it would not be atomic)
+        ya = next(x for x in ["gc%d" % i for i in range(100)] if self.owner[part_of(x)] == "a")
+        status, body = call("POST", "/v1/events", [event("lead.capture", {"lead": ya}),
+                                                   event("lead.capture", {"lead": xb})])
+        self.assertEqual((status, body["code"], body["index"]), (400, "invalid", 1), body)
+        status, body = call("GET", "/v1/leads/lead?id=%s" % ya)
+        self.assertEqual(status, 404, body)
+        status, body = call("GET", "/v1/leads/lead?id=%s" % xb)
+        self.assertEqual((status, body["lead"]), (200, xb))
+        self.assertEqual(self.leads["b"][1].ok("GET", {"kind": "lead", "id": xb})["lead"], xb)
+
     def ctl(self, *args, stdin=None):
         return subprocess.run([binary("funnelctl"), "-c", self.topology.path] + list(args),
                               input=stdin, capture_output=True, text=True, timeout=60)
