@@ -1282,15 +1282,15 @@ funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
     msgpack_packer_init (&pk, reply, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 2);
     if (batch) {
-        funnel_pack_cstr (&pk, "accepted");
+        event_codec_pack_cstr (&pk, "accepted");
         msgpack_pack_uint64 (&pk, accepted);
-        funnel_pack_cstr (&pk, "duplicates");
+        event_codec_pack_cstr (&pk, "duplicates");
         msgpack_pack_uint64 (&pk, duplicates);
     }
     else {
-        funnel_pack_cstr (&pk, "id");
-        funnel_pack_cstr (&pk, events [0].id);
-        funnel_pack_cstr (&pk, "duplicate");
+        event_codec_pack_cstr (&pk, "id");
+        event_codec_pack_cstr (&pk, events [0].id);
+        event_codec_pack_cstr (&pk, "duplicate");
         if (duplicates)
             msgpack_pack_true (&pk);
         else
@@ -1501,7 +1501,7 @@ s_req_ms (const msgpack_object *obj, int64_t *ms)
 static const msgpack_object *
 s_req_field (const msgpack_object *req, const char *name)
 {
-    const msgpack_object *obj = funnel_map_get (req, name);
+    const msgpack_object *obj = event_codec_map_get (req, name);
     return obj && obj->type != MSGPACK_OBJECT_NIL ? obj : NULL;
 }
 
@@ -1516,7 +1516,7 @@ s_query_series (funnel_engine_t *self, const msgpack_object *req, msgpack_sbuffe
     if (step_obj && step_obj->type == MSGPACK_OBJECT_BOOLEAN && !step_obj->via.boolean)
         step_obj = NULL;
     char step [8] = "hour";
-    if (step_obj && (!funnel_obj_strcpy (step_obj, step, sizeof step)
+    if (step_obj && (!event_codec_obj_strcpy (step_obj, step, sizeof step)
                      || (!streq (step, "hour") && !streq (step, "day"))))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "step: must be hour or day");
     int64_t step_ms = streq (step, "hour") ? 3600000 : 86400000;
@@ -1529,8 +1529,8 @@ s_query_series (funnel_engine_t *self, const msgpack_object *req, msgpack_sbuffe
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "to: must not be before from");
     const msgpack_object *campaign_obj = s_req_field (req, "campaign");
     char campaign [FUNNEL_ID_MAX + 1] = "";
-    if (campaign_obj && (!funnel_obj_strcpy (campaign_obj, campaign, sizeof campaign)
-                         || !funnel_id_valid (campaign, strlen (campaign))))
+    if (campaign_obj && (!event_codec_obj_strcpy (campaign_obj, campaign, sizeof campaign)
+                         || !event_codec_id_valid (campaign, strlen (campaign))))
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
                                  "campaign: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
     int64_t b0 = from / step_ms, b1 = to / step_ms, n = b1 - b0 + 1;
@@ -1578,17 +1578,17 @@ s_query_series (funnel_engine_t *self, const msgpack_object *req, msgpack_sbuffe
     msgpack_packer pk;
     msgpack_packer_init (&pk, reply, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, names > 0 ? 4 : 3);
-    funnel_pack_cstr (&pk, "step");
-    funnel_pack_cstr (&pk, step);
-    funnel_pack_cstr (&pk, "first");
+    event_codec_pack_cstr (&pk, "step");
+    event_codec_pack_cstr (&pk, step);
+    event_codec_pack_cstr (&pk, "first");
     msgpack_pack_int64 (&pk, b0 * step_ms);
-    funnel_pack_cstr (&pk, "n");
+    event_codec_pack_cstr (&pk, "n");
     msgpack_pack_int64 (&pk, n);
     if (names > 0) {
-        funnel_pack_cstr (&pk, "series");
+        event_codec_pack_cstr (&pk, "series");
         msgpack_pack_map (&pk, names);
         for (size_t i = 0; i < names; i++) {
-            funnel_pack_cstr (&pk, self->rules->series [i]);
+            event_codec_pack_cstr (&pk, self->rules->series [i]);
             msgpack_pack_array (&pk, (size_t) n);
             for (int64_t b = 0; b < n; b++)
                 msgpack_pack_int64 (&pk, counts [i * (size_t) n + (size_t) b]);
@@ -1602,9 +1602,9 @@ int
 funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
                      msgpack_sbuffer *reply, funnel_error_t *err)
 {
-    const msgpack_object *kind = funnel_map_get (req, "kind");
+    const msgpack_object *kind = event_codec_map_get (req, "kind");
     char name [FUNNEL_ID_MAX + 1] = "";
-    funnel_obj_strcpy (kind, name, sizeof name);
+    event_codec_obj_strcpy (kind, name, sizeof name);
     funnel_error_clear (err);
     //  Every service answers series, before the rules' own kinds
     if (streq (name, "series"))
@@ -1717,7 +1717,7 @@ funnel_engine_replay (funnel_engine_t *self, int part, uint64_t from, uint64_t l
     msgpack_packer pk;
     msgpack_packer_init (&pk, reply, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 3);
-    funnel_pack_cstr (&pk, "events");
+    event_codec_pack_cstr (&pk, "events");
     //  Count first (entries that fail to split are left out and logged)
     outbox_entry_t *events = (outbox_entry_t *) zmalloc ((total + 1) * sizeof (outbox_entry_t));
     uint64_t *seqs = (uint64_t *) zmalloc ((total + 1) * sizeof (uint64_t));
@@ -1739,9 +1739,9 @@ funnel_engine_replay (funnel_engine_t *self, int part, uint64_t from, uint64_t l
     msgpack_pack_array (&pk, valid);
     for (size_t i = 0; i < valid; i++)
         outbox_entry_pack_part (&events [i], self->svc, ob->part, seqs [i], reply);
-    funnel_pack_cstr (&pk, "next");
+    event_codec_pack_cstr (&pk, "next");
     msgpack_pack_uint64 (&pk, next);
-    funnel_pack_cstr (&pk, "first");
+    event_codec_pack_cstr (&pk, "first");
     msgpack_pack_uint64 (&pk, first ? first : next);
     free (events);
     free (seqs);
@@ -1794,34 +1794,34 @@ funnel_engine_stats (funnel_engine_t *self, msgpack_sbuffer *reply, funnel_error
     msgpack_pack_map (&pk, self->cfg.part_outbox ? 4 : 3);
     if (self->cfg.part_outbox) {
         //  Per-partition outboxes: each owned partition's last seq
-        funnel_pack_cstr (&pk, "parts");
+        event_codec_pack_cstr (&pk, "parts");
         msgpack_pack_map (&pk, (size_t) self->mine_count);
         for (int i = 0; i < self->mine_count; i++) {
             char name [16];
             snprintf (name, sizeof name, "%d", self->mine [i]);
-            funnel_pack_cstr (&pk, name);
+            event_codec_pack_cstr (&pk, name);
             msgpack_pack_uint64 (&pk, self->obs [self->mine [i]]->seq);
         }
     }
     //  The cache's figures move with every read (a GET, a refused event):
     //  apart from the counters, which only applied events change
-    funnel_pack_cstr (&pk, "cache");
+    event_codec_pack_cstr (&pk, "cache");
     msgpack_pack_map (&pk, 4);
-    funnel_pack_cstr (&pk, "hits");
+    event_codec_pack_cstr (&pk, "hits");
     msgpack_pack_uint64 (&pk, hits);
-    funnel_pack_cstr (&pk, "misses");
+    event_codec_pack_cstr (&pk, "misses");
     msgpack_pack_uint64 (&pk, misses);
-    funnel_pack_cstr (&pk, "entries");
+    event_codec_pack_cstr (&pk, "entries");
     msgpack_pack_uint64 (&pk, entries);
-    funnel_pack_cstr (&pk, "hit_pct");
+    event_codec_pack_cstr (&pk, "hit_pct");
     msgpack_pack_uint64 (&pk, hits + misses ? hits * 100 / (hits + misses) : 0);
-    funnel_pack_cstr (&pk, "svc");
-    funnel_pack_cstr (&pk, self->svc);
-    funnel_pack_cstr (&pk, "counters");
+    event_codec_pack_cstr (&pk, "svc");
+    event_codec_pack_cstr (&pk, self->svc);
+    event_codec_pack_cstr (&pk, "counters");
     msgpack_pack_map (&pk, zhashx_size (counters));
     for (int64_t *v = (int64_t *) zhashx_first (counters); v;
          v = (int64_t *) zhashx_next (counters)) {
-        funnel_pack_cstr (&pk, (const char *) zhashx_cursor (counters));
+        event_codec_pack_cstr (&pk, (const char *) zhashx_cursor (counters));
         msgpack_pack_int64 (&pk, *v);
     }
     zhashx_destroy (&counters);
@@ -1875,8 +1875,8 @@ static int
 s_test_add (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 {
     char key [64];
-    funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key);
-    int64_t n = funnel_map_get (ev->data, "n")->via.i64;
+    event_codec_obj_strcpy (event_codec_map_get (ev->data, "key"), key, sizeof key);
+    int64_t n = event_codec_map_get (ev->data, "n")->via.i64;
     funnel_rec_t *rec = funnel_state_rec (st, "counter", key);
     assert (rec);
     funnel_rec_add (rec, "total", n);
@@ -1894,7 +1894,7 @@ static void
 s_test_want (funnel_state_t *st, const funnel_event_t *ev)
 {
     char key [64];
-    if (funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key))
+    if (event_codec_obj_strcpy (event_codec_map_get (ev->data, "key"), key, sizeof key))
         funnel_state_want (st, "counter", key);
 }
 
@@ -1928,7 +1928,7 @@ s_test_publish (void *arg, int part, uint64_t seq, const outbox_entry_t *event)
 //  A batch of events {key, n} with ids "<tag><i>" (NULL key ends).
 typedef struct {
     msgpack_sbuffer sbuf;
-    funnel_msg_t *msg;
+    event_codec_t *msg;
     funnel_event_t *events;
     size_t count;
 } test_batch_t;
@@ -1945,22 +1945,22 @@ s_test_batch (test_batch_t *b, const char *tag, const char *key, const int *ns, 
         char id [32];
         snprintf (id, sizeof id, "%s%zu", tag, i);
         msgpack_pack_map (&pk, 7);
-        funnel_pack_cstr (&pk, "v");  msgpack_pack_int (&pk, 1);
-        funnel_pack_cstr (&pk, "id");  funnel_pack_cstr (&pk, id);
-        funnel_pack_cstr (&pk, "type");  funnel_pack_cstr (&pk, "test.add");
-        funnel_pack_cstr (&pk, "ts");  msgpack_pack_int64 (&pk, ts);
-        funnel_pack_cstr (&pk, "src");  funnel_pack_cstr (&pk, "t");
-        funnel_pack_cstr (&pk, "seq");  msgpack_pack_int (&pk, (int) i + 1);
-        funnel_pack_cstr (&pk, "data");
+        event_codec_pack_cstr (&pk, "v");  msgpack_pack_int (&pk, 1);
+        event_codec_pack_cstr (&pk, "id");  event_codec_pack_cstr (&pk, id);
+        event_codec_pack_cstr (&pk, "type");  event_codec_pack_cstr (&pk, "test.add");
+        event_codec_pack_cstr (&pk, "ts");  msgpack_pack_int64 (&pk, ts);
+        event_codec_pack_cstr (&pk, "src");  event_codec_pack_cstr (&pk, "t");
+        event_codec_pack_cstr (&pk, "seq");  msgpack_pack_int (&pk, (int) i + 1);
+        event_codec_pack_cstr (&pk, "data");
         msgpack_pack_map (&pk, 2);
-        funnel_pack_cstr (&pk, "key");  funnel_pack_cstr (&pk, key);
-        funnel_pack_cstr (&pk, "n");  msgpack_pack_int (&pk, ns [i]);
+        event_codec_pack_cstr (&pk, "key");  event_codec_pack_cstr (&pk, key);
+        event_codec_pack_cstr (&pk, "n");  msgpack_pack_int (&pk, ns [i]);
     }
     funnel_error_t err;
-    b->msg = funnel_msg_decode (b->sbuf.data, b->sbuf.size, &funnel_limits_body, &err);
+    b->msg = event_codec_decode (b->sbuf.data, b->sbuf.size, &event_codec_limits_body, &err);
     assert (b->msg);
     bool is_batch;
-    assert (funnel_publish_parse (funnel_msg_root (b->msg), &b->events, &b->count,
+    assert (event_codec_publish_parse (b->msg, &b->events, &b->count,
                                   &is_batch, &err) == 0);
 }
 
@@ -1968,7 +1968,7 @@ static void
 s_test_batch_free (test_batch_t *b)
 {
     free (b->events);
-    funnel_msg_destroy (&b->msg);
+    event_codec_destroy (&b->msg);
     msgpack_sbuffer_destroy (&b->sbuf);
 }
 
@@ -2000,8 +2000,8 @@ static int
 s_test_stage (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 {
     char key [64];
-    funnel_obj_strcpy (funnel_map_get (ev->data, "key"), key, sizeof key);
-    int64_t n = funnel_map_get (ev->data, "n")->via.i64;
+    event_codec_obj_strcpy (event_codec_map_get (ev->data, "key"), key, sizeof key);
+    int64_t n = event_codec_map_get (ev->data, "n")->via.i64;
     key [2] = 0;
     funnel_state_count_stage (st, "added", funnel_state_event_time (st, ev, false), key, n);
     if (n < 0)
@@ -2037,25 +2037,25 @@ s_test_get_series (funnel_engine_t *engine, int64_t from, int64_t to, const char
     msgpack_packer pk;
     msgpack_packer_init (&pk, &req, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 3 + (step != NULL) + (campaign != NULL));
-    funnel_pack_cstr (&pk, "kind");  funnel_pack_cstr (&pk, "series");
-    funnel_pack_cstr (&pk, "from");  msgpack_pack_int64 (&pk, from);
-    funnel_pack_cstr (&pk, "to");  msgpack_pack_int64 (&pk, to);
+    event_codec_pack_cstr (&pk, "kind");  event_codec_pack_cstr (&pk, "series");
+    event_codec_pack_cstr (&pk, "from");  msgpack_pack_int64 (&pk, from);
+    event_codec_pack_cstr (&pk, "to");  msgpack_pack_int64 (&pk, to);
     if (step) {
-        funnel_pack_cstr (&pk, "step");  funnel_pack_cstr (&pk, step);
+        event_codec_pack_cstr (&pk, "step");  event_codec_pack_cstr (&pk, step);
     }
     if (campaign) {
-        funnel_pack_cstr (&pk, "campaign");  funnel_pack_cstr (&pk, campaign);
+        event_codec_pack_cstr (&pk, "campaign");  event_codec_pack_cstr (&pk, campaign);
     }
-    funnel_msg_t *request = funnel_msg_decode (req.data, req.size, &funnel_limits_body, err);
+    event_codec_t *request = event_codec_decode (req.data, req.size, &event_codec_limits_body, err);
     assert (request);
     msgpack_sbuffer *reply = &s_test_reply;
     reply->size = 0;
     msgpack_unpacked_init (msg);
-    bool ok = funnel_engine_query (engine, funnel_msg_root (request), reply, err) == 0;
+    bool ok = funnel_engine_query (engine, event_codec_root (request), reply, err) == 0;
     if (ok)
         assert (msgpack_unpack_next (msg, reply->data, reply->size, NULL)
                 == MSGPACK_UNPACK_SUCCESS);
-    funnel_msg_destroy (&request);
+    event_codec_destroy (&request);
     msgpack_sbuffer_destroy (&req);
     return ok ? &msg->data : NULL;
 }
@@ -2065,9 +2065,9 @@ static void
 s_test_expect_counts (const msgpack_object *root, int64_t first, const int64_t *counts,
                       size_t n)
 {
-    assert (root && funnel_map_get (root, "first")->via.i64 == first);
-    assert (funnel_map_get (root, "n")->via.u64 == n);
-    const msgpack_object *added = funnel_map_get (funnel_map_get (root, "series"), "added");
+    assert (root && event_codec_map_get (root, "first")->via.i64 == first);
+    assert (event_codec_map_get (root, "n")->via.u64 == n);
+    const msgpack_object *added = event_codec_map_get (event_codec_map_get (root, "series"), "added");
     assert (added && added->type == MSGPACK_OBJECT_ARRAY && added->via.array.size == n);
     for (size_t i = 0; i < n; i++)
         assert (added->via.array.ptr [i].via.i64 == counts [i]);
@@ -2183,12 +2183,12 @@ s_test_stage_series (redis_store_t *store)
     msgpack_packer pk;
     msgpack_packer_init (&pk, &s_test_reply, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 1);
-    funnel_pack_cstr (&pk, "kind");  funnel_pack_cstr (&pk, "nope");
-    funnel_msg_t *request = funnel_msg_decode (s_test_reply.data, s_test_reply.size,
-                                               &funnel_limits_body, &err);
-    assert (funnel_engine_query (engine, funnel_msg_root (request), &reply, &err) == -1);
+    event_codec_pack_cstr (&pk, "kind");  event_codec_pack_cstr (&pk, "nope");
+    event_codec_t *request = event_codec_decode (s_test_reply.data, s_test_reply.size,
+                                               &event_codec_limits_body, &err);
+    assert (funnel_engine_query (engine, event_codec_root (request), &reply, &err) == -1);
     assert (streq (err.message, "kind: unknown GET kind 'nope' (known: series)"));
-    funnel_msg_destroy (&request);
+    event_codec_destroy (&request);
     msgpack_sbuffer_destroy (&s_test_reply);
     msgpack_sbuffer_destroy (&reply);
     funnel_engine_destroy (&engine);
@@ -2247,12 +2247,12 @@ s_test_partitioned (redis_store_t *store, redis_store_t *store2)
     //  REPLAY of a partition: its events, with part
     reply.size = 0;
     assert (funnel_engine_replay (a, pa, 1, 1000, NULL, &reply, &err) == 0);
-    funnel_msg_t *msg = funnel_msg_decode (reply.data, reply.size, &funnel_limits_body, &err);
-    const msgpack_object *events = funnel_map_get (funnel_msg_root (msg), "events");
+    event_codec_t *msg = event_codec_decode (reply.data, reply.size, &event_codec_limits_body, &err);
+    const msgpack_object *events = event_codec_map_get (event_codec_root (msg), "events");
     assert (events && events->via.array.size == 2);
-    assert (funnel_map_get (&events->via.array.ptr [1], "part")->via.u64 == (uint64_t) pa);
-    assert (funnel_map_get (&events->via.array.ptr [1], "seq")->via.u64 == 2);
-    funnel_msg_destroy (&msg);
+    assert (event_codec_map_get (&events->via.array.ptr [1], "part")->via.u64 == (uint64_t) pa);
+    assert (event_codec_map_get (&events->via.array.ptr [1], "seq")->via.u64 == 2);
+    event_codec_destroy (&msg);
     assert (funnel_engine_replay (a, pb, 1, 1000, NULL, &reply, &err) == -1);
     //  A third instance claiming a's partitions: held
     cfg.owner = "host|tcp://c";
@@ -2372,11 +2372,11 @@ funnel_engine_test (bool verbose)
     //  REPLAY: the outbox entries as envelopes
     reply.size = 0;
     assert (funnel_engine_replay (engine, -1, 1, 1000, NULL, &reply, &err) == 0);
-    funnel_msg_t *msg = funnel_msg_decode (reply.data, reply.size, &funnel_limits_body, &err);
+    event_codec_t *msg = event_codec_decode (reply.data, reply.size, &event_codec_limits_body, &err);
     assert (msg);
-    const msgpack_object *events = funnel_map_get (funnel_msg_root (msg), "events");
+    const msgpack_object *events = event_codec_map_get (event_codec_root (msg), "events");
     assert (events && events->via.array.size == 5);
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
 
     //  Redis out of memory: unavailable, nothing applied (EXECABORT)
     freeReplyObject (s_test_cmd (store2, "CONFIG", "SET", "maxmemory", "1"));

@@ -82,7 +82,7 @@ s_send_error (service_t *self, zmsg_t *envelope, const funnel_error_t *err)
 {
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
-    funnel_pack_error (&sbuf, err);
+    event_codec_pack_error (&sbuf, err);
     s_send_reply (self, envelope, "ERR", sbuf.data, sbuf.size);
     msgpack_sbuffer_destroy (&sbuf);
     log_debug ("ERR %s: %s", err->code, err->message);
@@ -113,19 +113,19 @@ s_do_ping (service_t *self, zmsg_t *envelope)
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
     bool named = funnel_topology_partitioned (self->topology);
     msgpack_pack_map (&pk, 5 + named);
-    funnel_pack_cstr (&pk, "svc");
-    funnel_pack_cstr (&pk, self->def->name);
+    event_codec_pack_cstr (&pk, "svc");
+    event_codec_pack_cstr (&pk, self->def->name);
     if (named) {
-        funnel_pack_cstr (&pk, "instance");
-        funnel_pack_cstr (&pk, self->instance->name);
+        event_codec_pack_cstr (&pk, "instance");
+        event_codec_pack_cstr (&pk, self->instance->name);
     }
-    funnel_pack_cstr (&pk, "version");
-    funnel_pack_cstr (&pk, FUNNEL_VERSION);
-    funnel_pack_cstr (&pk, "seq");
+    event_codec_pack_cstr (&pk, "version");
+    event_codec_pack_cstr (&pk, FUNNEL_VERSION);
+    event_codec_pack_cstr (&pk, "seq");
     msgpack_pack_uint64 (&pk, self->seq);
-    funnel_pack_cstr (&pk, "redis");
-    funnel_pack_cstr (&pk, up ? "ok" : "down");
-    funnel_pack_cstr (&pk, "uptime_s");
+    event_codec_pack_cstr (&pk, "redis");
+    event_codec_pack_cstr (&pk, up ? "ok" : "down");
+    event_codec_pack_cstr (&pk, "uptime_s");
     msgpack_pack_int64 (&pk, (zclock_mono () - self->started) / 1000);
     s_send_packed (self, envelope, &sbuf);
 }
@@ -150,7 +150,7 @@ s_check_events (service_t *self, const msgpack_object *root, size_t size,
         const msgpack_object *obj = *is_batch ? &root->via.array.ptr [i] : root;
         funnel_event_t event;
         const funnel_event_schema_t *schema = NULL;
-        int rc = funnel_event_parse (obj, &event, err);
+        int rc = event_codec_event_parse (obj, &event, err);
         if (rc == 0 && !(schema = funnel_schema_find (self->def->accepts, event.type)))
             rc = funnel_error_set (err, FUNNEL_ERR_UNKNOWN_TYPE,
                                    "type: '%s' is not accepted by %s", event.type,
@@ -180,14 +180,14 @@ s_send_moved (service_t *self, zmsg_t *envelope, int part, int index)
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 3 + (index >= 0));
-    funnel_pack_cstr (&pk, "code");
-    funnel_pack_cstr (&pk, FUNNEL_ERR_MOVED);
-    funnel_pack_cstr (&pk, "message");
-    funnel_pack_cstr (&pk, message);
-    funnel_pack_cstr (&pk, "api");
-    funnel_pack_cstr (&pk, owner->api);
+    event_codec_pack_cstr (&pk, "code");
+    event_codec_pack_cstr (&pk, FUNNEL_ERR_MOVED);
+    event_codec_pack_cstr (&pk, "message");
+    event_codec_pack_cstr (&pk, message);
+    event_codec_pack_cstr (&pk, "api");
+    event_codec_pack_cstr (&pk, owner->api);
     if (index >= 0) {
-        funnel_pack_cstr (&pk, "index");
+        event_codec_pack_cstr (&pk, "index");
         msgpack_pack_int (&pk, index);
     }
     s_send_reply (self, envelope, "ERR", sbuf.data, sbuf.size);
@@ -207,7 +207,7 @@ s_check_owned (service_t *self, zmsg_t *envelope, const msgpack_object *root)
     int partitions = funnel_topology_partitions (self->topology);
     for (uint32_t i = 0; i < count; i++) {
         const msgpack_object *ev = batch ? &root->via.array.ptr [i] : root;
-        int part = funnel_topology_event_part (self->def->name, funnel_map_get (ev, "data"),
+        int part = funnel_topology_event_part (self->def->name, event_codec_map_get (ev, "data"),
                                                partitions);
         if (!self->instance->owns [part]) {
             s_send_moved (self, envelope, part, batch ? (int) i : -1);
@@ -219,7 +219,7 @@ s_check_owned (service_t *self, zmsg_t *envelope, const msgpack_object *root)
 
 //  PUBLISH: checked events, one batch, one commit.
 static void
-s_publish_engine (service_t *self, zmsg_t *envelope, funnel_msg_t *msg)
+s_publish_engine (service_t *self, zmsg_t *envelope, event_codec_t *msg)
 {
     funnel_error_t err;
     funnel_error_clear (&err);
@@ -228,7 +228,7 @@ s_publish_engine (service_t *self, zmsg_t *envelope, funnel_msg_t *msg)
     bool is_batch = false;
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
-    if (funnel_publish_parse (funnel_msg_root (msg), &events, &count, &is_batch, &err) == 0
+    if (event_codec_publish_parse (msg, &events, &count, &is_batch, &err) == 0
     &&  funnel_engine_publish (self->engine, events, count, is_batch, self->peer.by,
                                 &sbuf, &err) == 0) {
         s_send_packed (self, envelope, &sbuf);
@@ -257,38 +257,38 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
     //  batch the body limits (the array is one more level of nesting)
     byte first = zframe_size (body) ? zframe_data (body) [0] : 0;
     bool is_map = (first & 0xf0) == 0x80 || first == 0xde || first == 0xdf;
-    funnel_msg_t *msg = funnel_msg_decode (zframe_data (body), zframe_size (body),
-                                           is_map ? &funnel_limits_event : &funnel_limits_body,
+    event_codec_t *msg = event_codec_decode (zframe_data (body), zframe_size (body),
+                                           is_map ? &event_codec_limits_event : &event_codec_limits_body,
                                            &err);
     bool is_batch = false;
-    if (!msg || s_check_events (self, funnel_msg_root (msg), zframe_size (body),
+    if (!msg || s_check_events (self, event_codec_root (msg), zframe_size (body),
                                 &is_batch, &err) != 0
-    ||  funnel_authz_publish (&self->peer, funnel_msg_root (msg), &err) != 0) {
-        funnel_msg_destroy (&msg);
+    ||  funnel_authz_publish (&self->peer, event_codec_root (msg), &err) != 0) {
+        event_codec_destroy (&msg);
         s_send_error (self, envelope, &err);
         return;
     }
-    if (!s_check_owned (self, envelope, funnel_msg_root (msg))) {
-        funnel_msg_destroy (&msg);
+    if (!s_check_owned (self, envelope, event_codec_root (msg))) {
+        event_codec_destroy (&msg);
         return;
     }
     s_publish_engine (self, envelope, msg);
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
 }
 
 //  Decodes a small request body that must be a map.
-static funnel_msg_t *
+static event_codec_t *
 s_decode_map (zframe_t *body, const char *verb, funnel_error_t *err)
 {
     if (!body) {
         funnel_error_set (err, FUNNEL_ERR_BAD_REQUEST, "body: %s needs a map", verb);
         return NULL;
     }
-    funnel_msg_t *msg = funnel_msg_decode (zframe_data (body), zframe_size (body),
-                                           &funnel_limits_event, err);
-    if (msg && funnel_msg_root (msg)->type != MSGPACK_OBJECT_MAP) {
+    event_codec_t *msg = event_codec_decode (zframe_data (body), zframe_size (body),
+                                           &event_codec_limits_event, err);
+    if (msg && event_codec_root (msg)->type != MSGPACK_OBJECT_MAP) {
         funnel_error_set (err, FUNNEL_ERR_BAD_REQUEST, "body: %s needs a map", verb);
-        funnel_msg_destroy (&msg);
+        event_codec_destroy (&msg);
     }
     return msg;
 }
@@ -298,13 +298,13 @@ s_do_get (service_t *self, zmsg_t *envelope, zframe_t *body)
 {
     funnel_error_t err;
     funnel_error_clear (&err);
-    funnel_msg_t *msg = s_decode_map (body, "GET", &err);
+    event_codec_t *msg = s_decode_map (body, "GET", &err);
     if (msg) {
-        const msgpack_object *kind = funnel_map_get (funnel_msg_root (msg), "kind");
+        const msgpack_object *kind = event_codec_map_get (event_codec_root (msg), "kind");
         if (!kind || kind->type != MSGPACK_OBJECT_STR)
             funnel_error_set (&err, FUNNEL_ERR_INVALID, "kind: required string is missing");
     }
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     if (err.code) {
         s_send_error (self, envelope, &err);
         return;
@@ -312,13 +312,13 @@ s_do_get (service_t *self, zmsg_t *envelope, zframe_t *body)
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
     msg = s_decode_map (body, "GET", &err);
-    if (msg && funnel_engine_query (self->engine, funnel_msg_root (msg), &sbuf, &err) == 0)
+    if (msg && funnel_engine_query (self->engine, event_codec_root (msg), &sbuf, &err) == 0)
         s_send_packed (self, envelope, &sbuf);
     else {
         msgpack_sbuffer_destroy (&sbuf);
         s_send_error (self, envelope, &err);
     }
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
 }
 
 //  Reads an optional unsigned field of a request map.
@@ -326,7 +326,7 @@ static int
 s_uint_arg (const msgpack_object *map, const char *key, bool required,
             uint64_t *value, funnel_error_t *err)
 {
-    const msgpack_object *obj = funnel_map_get (map, key);
+    const msgpack_object *obj = event_codec_map_get (map, key);
     if (!obj || obj->type == MSGPACK_OBJECT_NIL) {
         if (required)
             return funnel_error_set (err, FUNNEL_ERR_INVALID,
@@ -347,22 +347,22 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     funnel_error_clear (&err);
     uint64_t from = 0, limit = REPLAY_DEFAULT, part = 0;
     char subscriber [FUNNEL_ID_MAX + 1] = "";
-    funnel_msg_t *msg = s_decode_map (body, "REPLAY", &err);
-    if (msg && s_uint_arg (funnel_msg_root (msg), "from", true, &from, &err) == 0
-    &&  s_uint_arg (funnel_msg_root (msg), "limit", false, &limit, &err) == 0
-    &&  s_uint_arg (funnel_msg_root (msg), "partition", false, &part, &err) == 0) {
+    event_codec_t *msg = s_decode_map (body, "REPLAY", &err);
+    if (msg && s_uint_arg (event_codec_root (msg), "from", true, &from, &err) == 0
+    &&  s_uint_arg (event_codec_root (msg), "limit", false, &limit, &err) == 0
+    &&  s_uint_arg (event_codec_root (msg), "partition", false, &part, &err) == 0) {
         if (part >= (uint64_t) funnel_topology_partitions (self->topology))
             funnel_error_set (&err, FUNNEL_ERR_INVALID, "partition: must be 0..%d",
                               funnel_topology_partitions (self->topology) - 1);
         //  Optional: the name a subscriber registers under
-        const msgpack_object *name = funnel_map_get (funnel_msg_root (msg), "subscriber");
+        const msgpack_object *name = event_codec_map_get (event_codec_root (msg), "subscriber");
         if (name && name->type != MSGPACK_OBJECT_NIL
-        &&  (!funnel_obj_strcpy (name, subscriber, sizeof subscriber)
-             || !funnel_id_valid (subscriber, strlen (subscriber))))
+        &&  (!event_codec_obj_strcpy (name, subscriber, sizeof subscriber)
+             || !event_codec_id_valid (subscriber, strlen (subscriber))))
             funnel_error_set (&err, FUNNEL_ERR_INVALID,
                               "subscriber: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
     }
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     if (err.code) {
         s_send_error (self, envelope, &err);
         return;
@@ -502,14 +502,14 @@ s_apply_upstream (void *arg, upstream_t *upstream, const char **events,
     service_t *self = (service_t *) arg;
     if (!self->synced)
         return -1;
-    funnel_msg_t **decoded = (funnel_msg_t **) calloc (count + 1, sizeof (funnel_msg_t *));
+    event_codec_t **decoded = (event_codec_t **) calloc (count + 1, sizeof (event_codec_t *));
     funnel_event_t *parsed = (funnel_event_t *) calloc (count + 1, sizeof (funnel_event_t));
     size_t valid = 0;
     for (size_t i = 0; i < count; i++) {
         funnel_error_t err;
-        decoded [i] = funnel_msg_decode (events [i], sizes [i], &funnel_limits_event, &err);
+        decoded [i] = event_codec_decode (events [i], sizes [i], &event_codec_limits_event, &err);
         if (decoded [i]
-        &&  funnel_event_parse (funnel_msg_root (decoded [i]), &parsed [valid], &err) == 0)
+        &&  event_codec_event_parse (event_codec_root (decoded [i]), &parsed [valid], &err) == 0)
             valid++;
         else
         if (funnel_log_every (&self->last_warn, 1000))
@@ -521,7 +521,7 @@ s_apply_upstream (void *arg, upstream_t *upstream, const char **events,
     int rc = funnel_engine_consume (self->engine, upstream_name (upstream), parsed, valid,
                                     last_seq, &err);
     for (size_t i = 0; i < count; i++)
-        funnel_msg_destroy (&decoded [i]);
+        event_codec_destroy (&decoded [i]);
     free (decoded);
     free (parsed);
     if (rc != 0) {
@@ -570,16 +570,16 @@ s_publish_heartbeat (service_t *self, int part)
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 3 + (part >= 0));
-    funnel_pack_cstr (&pk, "svc");
-    funnel_pack_cstr (&pk, self->def->name);
-    funnel_pack_cstr (&pk, "seq");
+    event_codec_pack_cstr (&pk, "svc");
+    event_codec_pack_cstr (&pk, self->def->name);
+    event_codec_pack_cstr (&pk, "seq");
     msgpack_pack_uint64 (&pk, part >= 0 ? funnel_engine_part_seq (self->engine, part)
                                         : self->seq);
     if (part >= 0) {
-        funnel_pack_cstr (&pk, "part");
+        event_codec_pack_cstr (&pk, "part");
         msgpack_pack_uint32 (&pk, (uint32_t) part);
     }
-    funnel_pack_cstr (&pk, "ts");
+    event_codec_pack_cstr (&pk, "ts");
     msgpack_pack_int64 (&pk, s_now_ms ());
     void *pub = zsock_resolve (self->pub);
     zmq_send (pub, "$hb", 3, ZMQ_SNDMORE);

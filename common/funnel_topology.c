@@ -196,7 +196,7 @@ funnel_topology_event_key (const char *svc, const msgpack_object *data, char *bu
         if (!streq (s_keys [i].svc, svc))
             continue;
         for (const char *const *f = s_keys [i].fields; *f; f++)
-            if (funnel_obj_strcpy (funnel_map_get (data, *f), buf, size) && *buf)
+            if (event_codec_obj_strcpy (event_codec_map_get (data, *f), buf, size) && *buf)
                 return buf;
     }
     return NULL;

@@ -109,38 +109,38 @@ outbox_entry_pack_part (const outbox_entry_t *self, const char *svc, int part, u
     bool with_cause_ts = with_cause && self->cause_ts > 0;
     bool with_by = self->by.size > 0;
     msgpack_pack_map (&pk, 8 + with_cause + with_cause_ts + with_by + (part >= 0));
-    funnel_pack_cstr (&pk, "v");
+    event_codec_pack_cstr (&pk, "v");
     msgpack_pack_uint8 (&pk, 1);
-    funnel_pack_cstr (&pk, "id");
+    event_codec_pack_cstr (&pk, "id");
     s_pack_str (&pk, self->id);
-    funnel_pack_cstr (&pk, "type");
+    event_codec_pack_cstr (&pk, "type");
     s_pack_str (&pk, self->type);
-    funnel_pack_cstr (&pk, "ts");
+    event_codec_pack_cstr (&pk, "ts");
     msgpack_pack_int64 (&pk, self->ts);
-    funnel_pack_cstr (&pk, "src");
-    funnel_pack_cstr (&pk, svc);
-    funnel_pack_cstr (&pk, "svc");
-    funnel_pack_cstr (&pk, svc);
-    funnel_pack_cstr (&pk, "seq");
+    event_codec_pack_cstr (&pk, "src");
+    event_codec_pack_cstr (&pk, svc);
+    event_codec_pack_cstr (&pk, "svc");
+    event_codec_pack_cstr (&pk, svc);
+    event_codec_pack_cstr (&pk, "seq");
     msgpack_pack_uint64 (&pk, seq);
     if (part >= 0) {
         //  Per-partition outboxes: seq counts within this partition
-        funnel_pack_cstr (&pk, "part");
+        event_codec_pack_cstr (&pk, "part");
         msgpack_pack_uint32 (&pk, (uint32_t) part);
     }
     if (with_cause) {
-        funnel_pack_cstr (&pk, "cause");
+        event_codec_pack_cstr (&pk, "cause");
         s_pack_str (&pk, self->cause);
     }
     if (with_cause_ts) {
-        funnel_pack_cstr (&pk, "cause_ts");
+        event_codec_pack_cstr (&pk, "cause_ts");
         msgpack_pack_int64 (&pk, self->cause_ts);
     }
     if (with_by) {
-        funnel_pack_cstr (&pk, "by");
+        event_codec_pack_cstr (&pk, "by");
         s_pack_str (&pk, self->by);
     }
-    funnel_pack_cstr (&pk, "data");
+    event_codec_pack_cstr (&pk, "data");
     msgpack_sbuffer_write (sbuf, self->data.data, self->data.size);
 }
 
@@ -190,11 +190,11 @@ outbox_entry_test (bool verbose)
             == MSGPACK_UNPACK_SUCCESS);
     const msgpack_object *root = &unpacked.data;
     assert (root->type == MSGPACK_OBJECT_MAP && root->via.map.size == 11);
-    assert (funnel_map_get (root, "seq")->via.u64 == 42);
-    assert (funnel_map_get (root, "cause_ts")->via.i64 == 1700000000100);
-    const msgpack_object *svc = funnel_map_get (root, "svc");
+    assert (event_codec_map_get (root, "seq")->via.u64 == 42);
+    assert (event_codec_map_get (root, "cause_ts")->via.i64 == 1700000000100);
+    const msgpack_object *svc = event_codec_map_get (root, "svc");
     assert (svc->via.str.size == 5 && memcmp (svc->via.str.ptr, "leads", 5) == 0);
-    assert (funnel_map_get (root, "data")->type == MSGPACK_OBJECT_MAP);
+    assert (event_codec_map_get (root, "data")->type == MSGPACK_OBJECT_MAP);
     msgpack_unpacked_destroy (&unpacked);
     free (entry);
 

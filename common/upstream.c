@@ -47,7 +47,7 @@ struct _upstream_t {
 
 //  Upstream replies are our own services' output, but still bytes from the
 //  network: decoded through the same guard, with room for 1000 events.
-static const funnel_limits_t s_replay_limits = {
+static const event_codec_limits_t s_replay_limits = {
     .max_bytes = 80u * 1024 * 1024, .str_max = FUNNEL_STR_MAX,
     .entries_max = REPLAY_LIMIT, .top_entries_max = REPLAY_LIMIT,
     .elem_max_bytes = 0, .depth_max = FUNNEL_DEPTH_MAX + 2
@@ -192,7 +192,7 @@ s_consumed (upstream_t *self, const char *type)
 static uint64_t
 s_uint_field (const msgpack_object *map, const char *key)
 {
-    const msgpack_object *v = funnel_map_get (map, key);
+    const msgpack_object *v = event_codec_map_get (map, key);
     return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? v->via.u64 : 0;
 }
 
@@ -222,11 +222,11 @@ static void
 s_on_heartbeat (upstream_t *self, zframe_t *body)
 {
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (zframe_data (body), zframe_size (body),
-                                           &funnel_limits_event, &err);
+    event_codec_t *msg = event_codec_decode (zframe_data (body), zframe_size (body),
+                                           &event_codec_limits_event, &err);
     if (!msg)
         return;
-    uint64_t seq = s_uint_field (funnel_msg_root (msg), "seq");
+    uint64_t seq = s_uint_field (event_codec_root (msg), "seq");
     if (seq > self->head)
         self->head = seq;
     if (seq >= self->expected && !self->need_replay) {
@@ -234,7 +234,7 @@ s_on_heartbeat (upstream_t *self, zframe_t *body)
                   "; catching up", self->name, seq, self->expected - 1);
         self->need_replay = true;
     }
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
 }
 
 //  One live message (topic, body): a heartbeat, or an event kept for
@@ -262,13 +262,13 @@ upstream_offer (upstream_t *self, zmsg_t **msg_p)
     if (self->count == DRAIN_MAX)
         upstream_settle (self);
     funnel_error_t err;
-    funnel_msg_t *decoded = funnel_msg_decode (zframe_data (body), zframe_size (body),
-                                               &funnel_limits_event, &err);
+    event_codec_t *decoded = event_codec_decode (zframe_data (body), zframe_size (body),
+                                               &event_codec_limits_event, &err);
     funnel_event_t event;
-    if (!decoded || funnel_event_parse (funnel_msg_root (decoded), &event, &err)) {
+    if (!decoded || event_codec_event_parse (event_codec_root (decoded), &event, &err)) {
         if (funnel_log_every (&self->last_warn, 5000))
             log_warn ("upstream %s: dropped a malformed event: %s", self->name, err.message);
-        funnel_msg_destroy (&decoded);
+        event_codec_destroy (&decoded);
         zmsg_destroy (&msg);
         return;
     }
@@ -291,7 +291,7 @@ upstream_offer (upstream_t *self, zmsg_t **msg_p)
                   "; catching up", self->name, seq, self->expected);
         self->need_replay = true;
     }
-    funnel_msg_destroy (&decoded);
+    event_codec_destroy (&decoded);
     zmsg_destroy (&msg);
 }
 
@@ -345,16 +345,16 @@ s_send_request (upstream_t *self, uint64_t from, uint32_t limit)
     msgpack_packer_init (&pk, &req, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, 2 + (self->subscriber != NULL) + (self->part >= 0));
     if (self->part >= 0) {
-        funnel_pack_cstr (&pk, "partition");
+        event_codec_pack_cstr (&pk, "partition");
         msgpack_pack_uint32 (&pk, (uint32_t) self->part);
     }
-    funnel_pack_cstr (&pk, "from");
+    event_codec_pack_cstr (&pk, "from");
     msgpack_pack_uint64 (&pk, from);
-    funnel_pack_cstr (&pk, "limit");
+    event_codec_pack_cstr (&pk, "limit");
     msgpack_pack_uint32 (&pk, limit);
     if (self->subscriber) {
-        funnel_pack_cstr (&pk, "subscriber");
-        funnel_pack_cstr (&pk, self->subscriber);
+        event_codec_pack_cstr (&pk, "subscriber");
+        event_codec_pack_cstr (&pk, self->subscriber);
     }
     zmsg_t *msg = zmsg_new ();
     zmsg_addmem (msg, "", 0);
@@ -383,12 +383,12 @@ static int
 s_apply_page (upstream_t *self, zframe_t *reply)
 {
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (zframe_data (reply), zframe_size (reply),
+    event_codec_t *msg = event_codec_decode (zframe_data (reply), zframe_size (reply),
                                            &s_replay_limits, &err);
-    const msgpack_object *root = msg ? funnel_msg_root (msg) : NULL;
-    const msgpack_object *list = root ? funnel_map_get (root, "events") : NULL;
+    const msgpack_object *root = msg ? event_codec_root (msg) : NULL;
+    const msgpack_object *list = root ? event_codec_map_get (root, "events") : NULL;
     if (!list || list->type != MSGPACK_OBJECT_ARRAY) {
-        funnel_msg_destroy (&msg);
+        event_codec_destroy (&msg);
         return -1;
     }
     uint64_t oldest = s_uint_field (root, "first");
@@ -417,7 +417,7 @@ s_apply_page (upstream_t *self, zframe_t *reply)
         if (seq > self->head)
             self->head = seq;
         char type [FUNNEL_ID_MAX + 1];
-        if (!funnel_obj_strcpy (funnel_map_get (ev, "type"), type, sizeof type)
+        if (!event_codec_obj_strcpy (event_codec_map_get (ev, "type"), type, sizeof type)
         ||  !s_consumed (self, type))
             continue;
         offsets [count] = buf.size;
@@ -432,14 +432,14 @@ s_apply_page (upstream_t *self, zframe_t *reply)
     //  request given up on) says nothing about ours: ask again
     if (empty && s_uint_field (root, "next") != self->expected) {
         msgpack_sbuffer_destroy (&buf);
-        funnel_msg_destroy (&msg);
+        event_codec_destroy (&msg);
         return 1;
     }
     int applied = 0;
     if (self->expected > first)
         applied = s_apply (self, events, sizes, count, first, self->expected - 1);
     msgpack_sbuffer_destroy (&buf);
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     if (applied != 0)
         return -1;
     return empty ? 0 : 1;
@@ -451,14 +451,14 @@ static bool
 s_moved (upstream_t *self, zframe_t *body)
 {
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (zframe_data (body), zframe_size (body),
-                                           &funnel_limits_event, &err);
+    event_codec_t *msg = event_codec_decode (zframe_data (body), zframe_size (body),
+                                           &event_codec_limits_event, &err);
     char code [32] = "", api [256] = "";
     if (msg) {
-        funnel_obj_strcpy (funnel_map_get (funnel_msg_root (msg), "code"), code, sizeof code);
-        funnel_obj_strcpy (funnel_map_get (funnel_msg_root (msg), "api"), api, sizeof api);
+        event_codec_obj_strcpy (event_codec_map_get (event_codec_root (msg), "code"), code, sizeof code);
+        event_codec_obj_strcpy (event_codec_map_get (event_codec_root (msg), "api"), api, sizeof api);
     }
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
     if (!streq (code, "moved") || !*api || streq (api, self->api))
         return false;
     log_info ("upstream %s: moved from %s to %s", self->name, self->api, api);

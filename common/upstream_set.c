@@ -81,13 +81,13 @@ s_part_of (zmsg_t *msg)
     if (!body)
         return -1;
     funnel_error_t err;
-    funnel_msg_t *decoded = funnel_msg_decode (zframe_data (body), zframe_size (body),
-                                               &funnel_limits_event, &err);
-    const msgpack_object *part = decoded ? funnel_map_get (funnel_msg_root (decoded), "part")
+    event_codec_t *decoded = event_codec_decode (zframe_data (body), zframe_size (body),
+                                               &event_codec_limits_event, &err);
+    const msgpack_object *part = decoded ? event_codec_map_get (event_codec_root (decoded), "part")
                                          : NULL;
     int value = part && part->type == MSGPACK_OBJECT_POSITIVE_INTEGER
                 && part->via.u64 < 4096 ? (int) part->via.u64 : -1;
-    funnel_msg_destroy (&decoded);
+    event_codec_destroy (&decoded);
     return value;
 }
 

@@ -84,26 +84,26 @@ s_is_nil (const msgpack_object *obj)
 static bool
 s_str (const msgpack_object *map, const char *key, char *buf, size_t size)
 {
-    return funnel_obj_strcpy (funnel_map_get (map, key), buf, size);
+    return event_codec_obj_strcpy (event_codec_map_get (map, key), buf, size);
 }
 
 static bool
 s_valid_id (const msgpack_object *obj, char *buf, size_t size)
 {
-    return funnel_obj_strcpy (obj, buf, size) && funnel_id_valid (buf, strlen (buf));
+    return event_codec_obj_strcpy (obj, buf, size) && event_codec_id_valid (buf, strlen (buf));
 }
 
 static void
 s_pack_kv_str (msgpack_packer *pk, const char *key, const char *value)
 {
-    funnel_pack_cstr (pk, key);
-    funnel_pack_cstr (pk, value);
+    event_codec_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, value);
 }
 
 static void
 s_pack_kv_num (msgpack_packer *pk, const char *key, double value)
 {
-    funnel_pack_cstr (pk, key);
+    event_codec_pack_cstr (pk, key);
     msgpack_kv_pack_number (pk, value);
 }
 
@@ -267,14 +267,14 @@ s_aud_encode (const msgpack_object *map)
 {
     json_t *json = json_object ();
     double x;
-    if (msgpack_kv_number (funnel_map_get (map, "age_min"), &x))
+    if (msgpack_kv_number (event_codec_map_get (map, "age_min"), &x))
         json_object_set_new (json, "age_min", json_integer ((json_int_t) x));
-    if (msgpack_kv_number (funnel_map_get (map, "age_max"), &x))
+    if (msgpack_kv_number (event_codec_map_get (map, "age_max"), &x))
         json_object_set_new (json, "age_max", json_integer ((json_int_t) x));
-    const msgpack_object *list = funnel_map_get (map, "regions");
+    const msgpack_object *list = event_codec_map_get (map, "regions");
     if (list && list->type == MSGPACK_OBJECT_ARRAY)
         json_object_set_new (json, "regions", s_json_strings (list));
-    list = funnel_map_get (map, "interests");
+    list = event_codec_map_get (map, "interests");
     if (list && list->type == MSGPACK_OBJECT_ARRAY)
         json_object_set_new (json, "interests", s_json_strings (list));
     char *text = json_dumps (json, JSON_COMPACT | JSON_SORT_KEYS);
@@ -291,7 +291,7 @@ s_pack_json (msgpack_packer *pk, json_t *v)
         const char *key;
         json_t *item;
         json_object_foreach (v, key, item) {
-            funnel_pack_cstr (pk, key);
+            event_codec_pack_cstr (pk, key);
             s_pack_json (pk, item);
         }
     }
@@ -325,13 +325,13 @@ s_attrs_read (const msgpack_object *map, attrs_t *a)
     if (!map || map->type != MSGPACK_OBJECT_MAP)
         return;
     double age;
-    if (msgpack_kv_number (funnel_map_get (map, "age"), &age)) {
+    if (msgpack_kv_number (event_codec_map_get (map, "age"), &age)) {
         a->attrs.has_age = true;
         a->attrs.age = (int64_t) age;
     }
     if (s_str (map, "region", a->region, sizeof a->region))
         a->attrs.region = a->region;
-    const msgpack_object *list = funnel_map_get (map, "interests");
+    const msgpack_object *list = event_codec_map_get (map, "interests");
     if (list && list->type == MSGPACK_OBJECT_ARRAY) {
         size_t n = 0;
         for (uint32_t i = 0; i < list->via.array.size && n < AUD_ITEMS_MAX; i++) {
@@ -387,12 +387,12 @@ s_want_campaign (funnel_state_t *st, const funnel_event_t *ev)
 static int
 s_on_upsert (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 {
-    const msgpack_object *aud = funnel_map_get (ev->data, "audience");
+    const msgpack_object *aud = event_codec_map_get (ev->data, "audience");
     if (aud && aud->type != MSGPACK_OBJECT_MAP)
         aud = NULL;
     double lo, hi;
-    if (aud && msgpack_kv_number (funnel_map_get (aud, "age_min"), &lo)
-    &&  msgpack_kv_number (funnel_map_get (aud, "age_max"), &hi) && lo > hi)
+    if (aud && msgpack_kv_number (event_codec_map_get (aud, "age_min"), &lo)
+    &&  msgpack_kv_number (event_codec_map_get (aud, "age_max"), &hi) && lo > hi)
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
             "data.audience.age_min: must not exceed data.audience.age_max");
     char id [FUNNEL_ID_MAX + 1], name [FUNNEL_STR_MAX + 1], channel [32];
@@ -442,7 +442,7 @@ s_on_upsert (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (s_str (ev->data, "platform", platform, sizeof platform))
         funnel_rec_set_str (cmp, "platform", platform);
     double budget;
-    if (msgpack_kv_number (funnel_map_get (ev->data, "budget"), &budget))
+    if (msgpack_kv_number (event_codec_map_get (ev->data, "budget"), &budget))
         funnel_rec_set_int (cmp, "budget", (int64_t) budget);
     funnel_rec_set_str (cmp, "status", status);
     funnel_rec_set_str (cmp, "seg", segment);
@@ -455,7 +455,7 @@ s_on_upsert (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     s_pack_kv_str (pk, "channel", channel);
     s_pack_kv_str (pk, "status", status);
     s_pack_kv_str (pk, "segment", segment);
-    funnel_pack_cstr (pk, "created");
+    event_codec_pack_cstr (pk, "created");
     if (created)
         msgpack_pack_true (pk);
     else
@@ -470,7 +470,7 @@ s_on_spend (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     char id [FUNNEL_ID_MAX + 1];
     s_str (ev->data, "campaign", id, sizeof id);
     double amount = 0;
-    msgpack_kv_number (funnel_map_get (ev->data, "amount"), &amount);
+    msgpack_kv_number (event_codec_map_get (ev->data, "amount"), &amount);
     funnel_rec_t *cmp = funnel_state_global (st, "cmp", id);
     if (!cmp)
         return s_unavailable (err);
@@ -858,7 +858,7 @@ s_on_touch (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
             "campaign: %s is a draft; touches need an active, paused or ended campaign", id);
     const audience_t *aud = s_aud_cached (ctx->auds, funnel_rec_str (cmp, "aud"));
     attrs_t attrs;
-    const msgpack_object *attrs_obj = funnel_map_get (ev->data, "attrs");
+    const msgpack_object *attrs_obj = event_codec_map_get (ev->data, "attrs");
     s_attrs_read (attrs_obj, &attrs);
     bool in_audience = audience_matches (aud, attrs_obj && attrs_obj->type == MSGPACK_OBJECT_MAP
                                               ? &attrs.attrs : NULL);
@@ -916,13 +916,13 @@ s_on_touch (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     s_pack_kv_str (pk, "campaign", id);
     s_pack_kv_str (pk, "channel", funnel_rec_str (cmp, "channel"));
     s_pack_kv_str (pk, "kind", kind);
-    funnel_pack_cstr (pk, "in_audience");
+    event_codec_pack_cstr (pk, "in_audience");
     if (in_audience)
         msgpack_pack_true (pk);
     else
         msgpack_pack_false (pk);
     s_pack_kv_str (pk, "segment", funnel_rec_str (cmp, "seg"));
-    funnel_pack_cstr (pk, "at");
+    event_codec_pack_cstr (pk, "at");
     msgpack_pack_int64 (pk, ev->ts);
     funnel_state_emit (st, "prospect.touched", NULL);
     return 0;
@@ -934,7 +934,7 @@ s_on_touch (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 static int
 s_need_id (const funnel_event_t *ev, const char *field, char *out, funnel_error_t *err)
 {
-    if (!s_valid_id (funnel_map_get (ev->data, field), out, FUNNEL_ID_MAX + 1))
+    if (!s_valid_id (event_codec_map_get (ev->data, field), out, FUNNEL_ID_MAX + 1))
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
                                  "data.%s: must be 1-64 bytes of [A-Za-z0-9._:@+-]", field);
     return 0;
@@ -1012,7 +1012,7 @@ s_on_won (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     char lead [FUNNEL_ID_MAX + 1];
     if (s_need_id (ev, "lead", lead, err))
         return -1;
-    const msgpack_object *obj = funnel_map_get (ev->data, "amount");
+    const msgpack_object *obj = event_codec_map_get (ev->data, "amount");
     double amount = 0;
     if (!s_is_nil (obj) && (!msgpack_kv_number (obj, &amount) || amount < 0 || amount != floor (amount)))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "data.amount: must be an integer >= 0");
@@ -1085,9 +1085,9 @@ s_on_at_risk (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (!wb)
         return 0;
     double health;
-    if (msgpack_kv_number (funnel_map_get (ev->data, "health"), &health))
+    if (msgpack_kv_number (event_codec_map_get (ev->data, "health"), &health))
         s_set_num (wb, "health", health);
-    const msgpack_object *reason = funnel_map_get (ev->data, "reason");
+    const msgpack_object *reason = event_codec_map_get (ev->data, "reason");
     if (reason && reason->type == MSGPACK_OBJECT_STR) {
         //  At most 200 bytes, and no NUL (a record value is text)
         size_t len = reason->via.str.size < 200 ? reason->via.str.size : 200;
@@ -1106,7 +1106,7 @@ s_on_churned (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     if (s_join_winback (st, ev, "churned", &wb, err))
         return -1;
     double days;
-    if (wb && msgpack_kv_number (funnel_map_get (ev->data, "days_inactive"), &days))
+    if (wb && msgpack_kv_number (event_codec_map_get (ev->data, "days_inactive"), &days))
         s_set_num (wb, "days_inactive", days);
     return 0;
 }
@@ -1178,7 +1178,7 @@ s_get_campaign (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
                 funnel_error_t *err)
 {
     char id [FUNNEL_ID_MAX + 1];
-    if (!s_valid_id (funnel_map_get (req, "id"), id, sizeof id))
+    if (!s_valid_id (event_codec_map_get (req, "id"), id, sizeof id))
         return s_bad_id (err, "id");
     funnel_rec_t *h = funnel_state_global (st, "cmp", id);
     if (!h)
@@ -1209,15 +1209,15 @@ s_get_campaign (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
     for (int i = 0; i < 7; i++)
         s_pack_kv_num (pk, counters [i], (double) funnel_rec_int (h, counters [i], 0));
     if (show_aud) {
-        funnel_pack_cstr (pk, "audience");
+        event_codec_pack_cstr (pk, "audience");
         s_pack_json (pk, a.json);
     }
     s_aud_free (&a);
-    funnel_pack_cstr (pk, "attribution");
+    event_codec_pack_cstr (pk, "attribution");
     msgpack_pack_map (pk, NM);
     for (int m = 0; m < NM; m++) {
         credited_t cr = s_credited (h, m);
-        funnel_pack_cstr (pk, attribution_models [m]);
+        event_codec_pack_cstr (pk, attribution_models [m]);
         msgpack_pack_map (pk, 5);
         s_pack_kv_num (pk, "leads", R6 (cr.stage [0]));
         s_pack_kv_num (pk, "mql", R6 (cr.stage [1]));
@@ -1232,10 +1232,10 @@ s_get_campaign (funnel_state_t *st, const msgpack_object *req, msgpack_packer *p
 static int
 s_model_arg (const msgpack_object *req, funnel_error_t *err)
 {
-    const msgpack_object *obj = funnel_map_get (req, "model");
+    const msgpack_object *obj = event_codec_map_get (req, "model");
     char name [32] = "linear";
     int m = -1;
-    if (s_is_nil (obj) || funnel_obj_strcpy (obj, name, sizeof name))
+    if (s_is_nil (obj) || event_codec_obj_strcpy (obj, name, sizeof name))
         m = attribution_model (name);
     if (m < 0)
         funnel_error_set (err, FUNNEL_ERR_INVALID, "model: must be one of %s, %s, %s, %s, %s",
@@ -1267,7 +1267,7 @@ s_get_report (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     const char *only_bucket = NULL;
     zlist_t *ids = zlist_new ();
     zlist_autofree (ids);
-    const msgpack_object *one = funnel_map_get (req, "campaign");
+    const msgpack_object *one = event_codec_map_get (req, "campaign");
     if (!s_is_nil (one)) {
         char id [FUNNEL_ID_MAX + 1];
         if (!s_valid_id (one, id, sizeof id)) {
@@ -1317,7 +1317,7 @@ s_get_report (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     }
     msgpack_pack_map (pk, 5);
     s_pack_kv_str (pk, "model", attribution_models [m]);
-    funnel_pack_cstr (pk, "campaigns");
+    event_codec_pack_cstr (pk, "campaigns");
     msgpack_pack_array (pk, rows);
     int rc = 0;
     size_t i = 0;
@@ -1339,7 +1339,7 @@ s_get_report (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         s_pack_opt_str (pk, "segment", funnel_rec_str (h, "seg"));
         s_pack_opt_str (pk, "status", funnel_rec_str (h, "status"));
     }
-    funnel_pack_cstr (pk, "segments");
+    event_codec_pack_cstr (pk, "segments");
     msgpack_pack_array (pk, zlist_size (segs));
     for (const char *name = zlist_first (segs); name; name = zlist_next (segs)) {
         funnel_rec_t *h = funnel_state_global (st, "bkt", funnel_rec_str (bktn, name));
@@ -1351,12 +1351,12 @@ s_get_report (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         const char *slash = strchr (name, '/');
         s_pack_report_row (pk, h, m, slash ? 2 : 0);
         if (slash) {
-            funnel_pack_cstr (pk, "channel");
+            event_codec_pack_cstr (pk, "channel");
             msgpack_pack_str_with_body (pk, name, (size_t) (slash - name));
             s_pack_kv_str (pk, "segment", slash + 1);
         }
     }
-    funnel_pack_cstr (pk, "totals");
+    event_codec_pack_cstr (pk, "totals");
     const char *totals [][2] = {
         { "reached", "reached" }, { "engaged", "engaged" }, { "leads", "conv_lead" },
         { "mql", "conv_mql" }, { "sql", "conv_sql" }, { "won", "conv_won" },
@@ -1367,7 +1367,7 @@ s_get_report (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     msgpack_pack_map (pk, 11);
     for (int t = 0; t < 11; t++)
         s_pack_kv_num (pk, totals [t][0], (double) funnel_rec_int (tot, totals [t][1], 0));
-    funnel_pack_cstr (pk, "truncated");
+    event_codec_pack_cstr (pk, "truncated");
     if (truncated)
         msgpack_pack_true (pk);
     else
@@ -1393,12 +1393,12 @@ s_get_recommend (funnel_state_t *st, const msgpack_object *req, msgpack_packer *
     if (m < 0)
         return -1;
     char stage [16];
-    const msgpack_object *obj = funnel_map_get (req, "stage");
+    const msgpack_object *obj = event_codec_map_get (req, "stage");
     int stage_i = -1;
     if (s_is_nil (obj))
         snprintf (stage, sizeof stage, "%s", ctx->cfg.stage);
     else
-    if (!funnel_obj_strcpy (obj, stage, sizeof stage))
+    if (!event_codec_obj_strcpy (obj, stage, sizeof stage))
         stage [0] = 0;
     for (int s = 0; s < 4; s++)
         if (streq (stage, s_stages [s]))
@@ -1407,7 +1407,7 @@ s_get_recommend (funnel_state_t *st, const msgpack_object *req, msgpack_packer *
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "stage: must be one of lead, mql, sql, won");
     char segment [AUDIENCE_SEGMENT_MAX + 128] = "";
     bool any_segment = true;
-    obj = funnel_map_get (req, "segment");
+    obj = event_codec_map_get (req, "segment");
     if (!s_is_nil (obj)) {
         if (obj->type != MSGPACK_OBJECT_STR || obj->via.str.size == 0 || obj->via.str.size > 100)
             return funnel_error_set (err, FUNNEL_ERR_INVALID,
@@ -1416,7 +1416,7 @@ s_get_recommend (funnel_state_t *st, const msgpack_object *req, msgpack_packer *
         segment [obj->via.str.size] = 0;
         any_segment = false;
     }
-    obj = funnel_map_get (req, "audience");
+    obj = event_codec_map_get (req, "audience");
     if (!s_is_nil (obj)) {
         if (obj->type != MSGPACK_OBJECT_MAP && obj->type != MSGPACK_OBJECT_ARRAY)
             return funnel_error_set (err, FUNNEL_ERR_INVALID,
@@ -1428,7 +1428,7 @@ s_get_recommend (funnel_state_t *st, const msgpack_object *req, msgpack_packer *
         const char *ages [] = { "age_min", "age_max" };
         for (int i = 0; i < 2; i++) {
             const msgpack_object *v = obj->type == MSGPACK_OBJECT_MAP
-                                    ? funnel_map_get (obj, ages [i]) : NULL;
+                                    ? event_codec_map_get (obj, ages [i]) : NULL;
             double x;
             if (s_is_nil (v))
                 continue;
@@ -1447,7 +1447,7 @@ s_get_recommend (funnel_state_t *st, const msgpack_object *req, msgpack_packer *
         const char *fields [] = { "regions", "interests" };
         for (int i = 0; i < 2; i++) {
             const msgpack_object *v = obj->type == MSGPACK_OBJECT_MAP
-                                    ? funnel_map_get (obj, fields [i]) : NULL;
+                                    ? event_codec_map_get (obj, fields [i]) : NULL;
             if (s_is_nil (v))
                 continue;
             if (v->type != MSGPACK_OBJECT_ARRAY && v->type != MSGPACK_OBJECT_MAP)
@@ -1457,7 +1457,7 @@ s_get_recommend (funnel_state_t *st, const msgpack_object *req, msgpack_packer *
         //  Only the first entry of each list names the segment
         for (int i = 0; i < 2; i++) {
             const msgpack_object *v = obj->type == MSGPACK_OBJECT_MAP
-                                    ? funnel_map_get (obj, fields [i]) : NULL;
+                                    ? event_codec_map_get (obj, fields [i]) : NULL;
             copies [i][0] = NULL;
             if (v && v->type == MSGPACK_OBJECT_ARRAY && v->via.array.size > 0) {
                 const msgpack_object *first = &v->via.array.ptr [0];
@@ -1526,12 +1526,12 @@ s_get_recommend (funnel_state_t *st, const msgpack_object *req, msgpack_packer *
     s_pack_kv_str (pk, "stage", stage);
     s_pack_kv_str (pk, "model", attribution_models [m]);
     s_pack_kv_str (pk, "rule", "rank by Beta posterior lower bound mean - z*sd");
-    funnel_pack_cstr (pk, "prior");
+    event_codec_pack_cstr (pk, "prior");
     msgpack_pack_map (pk, 2);
     s_pack_kv_num (pk, "alpha", ctx->cfg.prior_alpha);
     s_pack_kv_num (pk, "beta", ctx->cfg.prior_beta);
     s_pack_kv_num (pk, "z", ctx->cfg.z);
-    funnel_pack_cstr (pk, "channels");
+    event_codec_pack_cstr (pk, "channels");
     msgpack_pack_array (pk, nrows);
     for (size_t i = 0; i < nrows; i++) {
         channel_rank_row_t *row = &rows [i];
@@ -1552,10 +1552,10 @@ s_get_recommend (funnel_state_t *st, const msgpack_object *req, msgpack_packer *
         s_pack_kv_num (pk, "rate", row->rate);
         s_pack_kv_num (pk, "rank", row->rank);
     }
-    funnel_pack_cstr (pk, "untried");
+    event_codec_pack_cstr (pk, "untried");
     msgpack_pack_array (pk, nuntried);
     for (size_t i = 0; i < nuntried; i++)
-        funnel_pack_cstr (pk, untried [i]);
+        event_codec_pack_cstr (pk, untried [i]);
     if (nrows > 0)
         s_pack_kv_str (pk, "best", rows [0].channel);
     return 0;
@@ -1581,10 +1581,10 @@ s_get_winback (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk
                funnel_error_t *err)
 {
     double limit = 100, offset = 0;
-    const msgpack_object *obj = funnel_map_get (req, "limit");
+    const msgpack_object *obj = event_codec_map_get (req, "limit");
     if (!s_is_nil (obj) && !s_int_in (obj, 1, 1000, &limit))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "limit: must be an integer 1..1000");
-    obj = funnel_map_get (req, "offset");
+    obj = event_codec_map_get (req, "offset");
     if (!s_is_nil (obj) && !s_int_in (obj, 0, 9007199254740992.0, &offset))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "offset: must be an integer >= 0");
     funnel_rec_t *index = funnel_state_global (st, "wbz", ALL);
@@ -1602,7 +1602,7 @@ s_get_winback (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk
     msgpack_pack_map (pk, 3 + (from + count < total));
     s_pack_kv_num (pk, "total", (double) total);
     s_pack_kv_num (pk, "offset", offset);
-    funnel_pack_cstr (pk, "items");
+    event_codec_pack_cstr (pk, "items");
     msgpack_pack_array (pk, count);
     for (i = from; i < from + count; i++) {
         funnel_rec_t *h = funnel_state_rec (st, "wb", members [i].customer);

@@ -10,7 +10,7 @@ const char *const ctl_services [] = { "campaign", "leads", "sales", "retention",
 
 //  Replies are trusted more than requests, but still bytes from the
 //  network: REPLAY pages can hold 1000 events of up to 64 KiB
-static const funnel_limits_t s_reply_limits = {
+static const event_codec_limits_t s_reply_limits = {
     .max_bytes = 256u * 1024 * 1024, .str_max = 1024 * 1024, .entries_max = 1000000,
     .top_entries_max = 1000000, .elem_max_bytes = 0, .depth_max = 32
 };
@@ -43,11 +43,11 @@ json_t *
 ctl_decode (const void *data, size_t size)
 {
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (data, size, &s_reply_limits, &err);
+    event_codec_t *msg = event_codec_decode (data, size, &s_reply_limits, &err);
     if (!msg)
         return NULL;
-    json_t *json = json_from_msgpack (funnel_msg_root (msg));
-    funnel_msg_destroy (&msg);
+    json_t *json = json_from_msgpack (event_codec_root (msg));
+    event_codec_destroy (&msg);
     return json;
 }
 

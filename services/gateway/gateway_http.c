@@ -37,7 +37,7 @@ typedef struct {
 
 //  Service replies are trusted services' output but still bytes from the
 //  network: decoded through the guard, with room for large reports
-static const funnel_limits_t s_reply_limits = {
+static const event_codec_limits_t s_reply_limits = {
     .max_bytes = 64u * 1024 * 1024, .str_max = 1024 * 1024,
     .entries_max = 1000000, .top_entries_max = 1000000,
     .elem_max_bytes = 0, .depth_max = 32
@@ -117,11 +117,11 @@ s_service_reply (gateway_http_t *self, request_t *req, struct MHD_Connection *co
                        "same ids is safe", service, self->config.call_timeout_ms);
     }
     funnel_error_t err;
-    funnel_msg_t *msg = status == FUNNEL_CALL_BROKEN || !reply ? NULL
-                      : funnel_msg_decode (zframe_data (reply), zframe_size (reply),
+    event_codec_t *msg = status == FUNNEL_CALL_BROKEN || !reply ? NULL
+                      : event_codec_decode (zframe_data (reply), zframe_size (reply),
                                            &s_reply_limits, &err);
-    json_t *json = msg ? json_from_msgpack (funnel_msg_root (msg)) : NULL;
-    funnel_msg_destroy (&msg);
+    json_t *json = msg ? json_from_msgpack (event_codec_root (msg)) : NULL;
+    event_codec_destroy (&msg);
     if (!json || (status == FUNNEL_CALL_ERR && !json_is_object (json))) {
         json_decref (json);
         return s_fail (self, req, connection, "bad_gateway", "%s: a reply the gateway "
@@ -192,7 +192,7 @@ s_owner_pool (gateway_http_t *self, const char *service, const msgpack_sbuffer *
         uint32_t count = batch ? msg.data.via.array.size : 1;
         for (uint32_t i = 0; i < count; i++) {
             const msgpack_object *ev = batch ? &msg.data.via.array.ptr [i] : &msg.data;
-            int part = funnel_topology_event_part (service, funnel_map_get (ev, "data"),
+            int part = funnel_topology_event_part (service, event_codec_map_get (ev, "data"),
                                                    funnel_topology_partitions (topology));
             const funnel_instance_t *inst = funnel_topology_owner (topology, part);
             int index = 0;

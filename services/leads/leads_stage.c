@@ -100,7 +100,7 @@ s_is_nil (const msgpack_object *obj)
 static bool
 s_str (const msgpack_object *map, const char *key, char *buf, size_t size)
 {
-    return funnel_obj_strcpy (funnel_map_get (map, key), buf, size);
+    return event_codec_obj_strcpy (event_codec_map_get (map, key), buf, size);
 }
 
 //  A number as text: integers as %d, else %.17g (round-trips exactly)
@@ -292,7 +292,7 @@ s_pack_attr (msgpack_packer *pk, const char *e)
     }
     else
     if (e [0] == 's')
-        funnel_pack_cstr (pk, e + 1);
+        event_codec_pack_cstr (pk, e + 1);
     else {
         json_t *list = json_loads (e + 1, 0, NULL);
         size_t n = json_is_array (list) ? json_array_size (list) : 0;
@@ -842,7 +842,7 @@ s_touch (funnel_state_t *st, funnel_rec_t *rec, const funnel_event_t *ev, int ki
     char campaign [FUNNEL_STR_MAX + 1];
     if (!funnel_rec_has (rec, "c") && s_str (ev->data, "campaign", campaign, sizeof campaign))
         funnel_rec_set_str (rec, "c", campaign);
-    const msgpack_object *aud = funnel_map_get (ev->data, "in_audience");
+    const msgpack_object *aud = event_codec_map_get (ev->data, "in_audience");
     if (aud && aud->type == MSGPACK_OBJECT_BOOLEAN && aud->via.boolean && !s_flag (rec, 'a'))
         s_flag_set (rec, 'a', true);
 }
@@ -903,10 +903,10 @@ s_on_touched (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     int kind = s_kind_index (kind_text);
     //  The touch's own time (campaign's `at`), not when campaign applied it
     double t;
-    if (!msgpack_kv_number (funnel_map_get (ev->data, "at"), &t))
+    if (!msgpack_kv_number (event_codec_map_get (ev->data, "at"), &t))
         t = (double) ev->ts;
     //  Campaign's contact ids are ids; anything else could name no record
-    if (!funnel_id_valid (contact, strlen (contact)))
+    if (!event_codec_id_valid (contact, strlen (contact)))
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
                                  "data.contact: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
     char id [ID_SIZE];
@@ -1129,7 +1129,7 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     char campaign [ID_SIZE];
     if (s_str (ev->data, "campaign", campaign, sizeof campaign) && !funnel_rec_has (lead, "c"))
         funnel_rec_set_str (lead, "c", campaign);
-    const msgpack_object *attrs = funnel_map_get (ev->data, "attrs");
+    const msgpack_object *attrs = event_codec_map_get (ev->data, "attrs");
     if (attrs && attrs->type == MSGPACK_OBJECT_MAP)
         for (uint32_t i = 0; i < attrs->via.map.size && nowned < 64; i++) {
             const msgpack_object_kv *kv = &attrs->via.map.ptr [i];
@@ -1182,7 +1182,7 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
         if (company)
             msgpack_kv_put_str (pk, "company", company);
         if (region) {
-            funnel_pack_cstr (pk, "region");
+            event_codec_pack_cstr (pk, "region");
             s_pack_attr (pk, region);
         }
         funnel_state_emit (st, "lead.captured", NULL);
@@ -1194,10 +1194,10 @@ s_on_capture (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
             msgpack_packer *pk = funnel_state_data (st);
             msgpack_pack_map (pk, 2);
             msgpack_kv_put_str (pk, "lead", id);
-            funnel_pack_cstr (pk, "fields");
+            event_codec_pack_cstr (pk, "fields");
             msgpack_pack_array (pk, nchanged);
             for (size_t i = 0; i < nchanged; i++)
-                funnel_pack_cstr (pk, changed [i]);
+                event_codec_pack_cstr (pk, changed [i]);
             funnel_state_emit (st, "lead.updated", NULL);
         }
         if (s_stage (lead) == ST_DISQ) {
@@ -1291,8 +1291,8 @@ static int
 s_on_rep_update (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 {
     ctx_t *ctx = s_ctx (st);
-    const msgpack_object *away = funnel_map_get (ev->data, "away");
-    const msgpack_object *cap = funnel_map_get (ev->data, "capacity");
+    const msgpack_object *away = event_codec_map_get (ev->data, "away");
+    const msgpack_object *cap = event_codec_map_get (ev->data, "capacity");
     if (s_is_nil (away) && s_is_nil (cap))
         return funnel_error_set (err, FUNNEL_ERR_INVALID,
                                  "data.away: rep.update needs away or capacity (or both)");
@@ -1361,7 +1361,7 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
 {
     ctx_t *ctx = s_ctx (st);
     char given [FUNNEL_STR_MAX + 1], id [ID_SIZE];
-    if (!funnel_obj_strcpy (funnel_map_get (req, "id"), given, sizeof given))
+    if (!event_codec_obj_strcpy (event_codec_map_get (req, "id"), given, sizeof given))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "id: required string is missing");
     bool exists = false;
     funnel_rec_t *lead = NULL;
@@ -1409,25 +1409,25 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     msgpack_kv_put_number (pk, "created", (double) s_b36_parse (funnel_rec_str (lead, "ct")));
     msgpack_kv_put_number (pk, "score", lead_score_round (fit + eng, 0));
     if (nprofile > 0) {
-        funnel_pack_cstr (pk, "profile");
+        event_codec_pack_cstr (pk, "profile");
         msgpack_pack_map (pk, nprofile);
         for (int i = 0; i < 6; i++)
             if (funnel_rec_has (lead, profile [i][1]))
                 msgpack_kv_put_str (pk, profile [i][0], funnel_rec_str (lead, profile [i][1]));
     }
     if (nattrs > 0) {
-        funnel_pack_cstr (pk, "attrs");
+        event_codec_pack_cstr (pk, "attrs");
         msgpack_pack_map (pk, nattrs);
         for (const char *f = zlist_first (fields); f; f = zlist_next (fields))
             if (f [0] == '.') {
-                funnel_pack_cstr (pk, f + 1);
+                event_codec_pack_cstr (pk, f + 1);
                 s_pack_attr (pk, funnel_rec_str (lead, f));
             }
     }
-    funnel_pack_cstr (pk, "fit");
+    event_codec_pack_cstr (pk, "fit");
     msgpack_pack_map (pk, 2);
     msgpack_kv_put_number (pk, "total", fit);
-    funnel_pack_cstr (pk, "parts");
+    event_codec_pack_cstr (pk, "parts");
     msgpack_pack_map (pk, LEAD_FIT_PARTS + ctx->rules.nicp);
     for (int i = 0; i < LEAD_FIT_PARTS; i++)
         msgpack_kv_put_number (pk, lead_fit_part_names [i], parts [i]);
@@ -1436,11 +1436,11 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         snprintf (name, sizeof name, "icp.%s", ctx->rules.icp [i].name);
         msgpack_kv_put_number (pk, name, parts [LEAD_FIT_PARTS + i]);
     }
-    funnel_pack_cstr (pk, "engagement");
+    event_codec_pack_cstr (pk, "engagement");
     msgpack_pack_map (pk, 4 + (ntouches > 0));
     msgpack_kv_put_number (pk, "value", lead_score_round (eng, 3));
     if (ntouches > 0) {
-        funnel_pack_cstr (pk, "touches");
+        event_codec_pack_cstr (pk, "touches");
         msgpack_pack_map (pk, ntouches);
         for (int i = 0; i < TK_SLOTS; i++)
             if (counts [i] > 0)
@@ -1451,7 +1451,7 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     msgpack_kv_put_number (pk, "half_life_s", ctx->hl / 1000);
     zlist_destroy (&fields);
     //  History: the last history_max lines
-    funnel_pack_cstr (pk, "history");
+    event_codec_pack_cstr (pk, "history");
     const char *h = funnel_rec_str (lead, "h");
     size_t lines = h && *h ? 1 : 0;
     for (const char *p = h; p && *p; p++)
@@ -1474,7 +1474,7 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         msgpack_kv_put_number (pk, "at", (double) at);
         msgpack_kv_put_str (pk, "from", s_stage_name (from));
         msgpack_kv_put_str (pk, "to", s_stage_name (to));
-        funnel_pack_cstr (pk, "reason");
+        event_codec_pack_cstr (pk, "reason");
         if (r < end && *r == '=')
             msgpack_pack_str_with_body (pk, r + 1, (size_t) (end - r - 1));
         else {
@@ -1482,7 +1482,7 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
             for (size_t i = 0; i < sizeof s_reasons / sizeof s_reasons [0]; i++)
                 if (r < end && *r == s_reasons [i][0][0])
                     full = s_reasons [i][1];
-            funnel_pack_cstr (pk, full);
+            event_codec_pack_cstr (pk, full);
         }
         p = *end ? end + 1 : end;
     }
@@ -1493,7 +1493,7 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     size_t entered = 0;
     for (int i = 0; i < 4; i++)
         entered += n [i] > 0;
-    funnel_pack_cstr (pk, "time_in_stage");
+    event_codec_pack_cstr (pk, "time_in_stage");
     msgpack_pack_map (pk, entered);
     for (int i = 0; i < 4; i++) {
         if (n [i] == 0)
@@ -1505,7 +1505,7 @@ s_get_lead (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         }
         msgpack_kv_put_number (pk, s_stage_name (all [i]), (double) spent);
     }
-    funnel_pack_cstr (pk, "entries");
+    event_codec_pack_cstr (pk, "entries");
     msgpack_pack_map (pk, entered);
     for (int i = 0; i < 4; i++)
         if (n [i] > 0)
@@ -1545,7 +1545,7 @@ s_get_rep (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
            funnel_error_t *err)
 {
     char id [FUNNEL_STR_MAX + 1];
-    if (!funnel_obj_strcpy (funnel_map_get (req, "id"), id, sizeof id))
+    if (!event_codec_obj_strcpy (event_codec_map_get (req, "id"), id, sizeof id))
         return funnel_error_set (err, FUNNEL_ERR_INVALID, "id: required string is missing");
     int i = s_rep_config (s_ctx (st), id);
     if (i < 0)
@@ -1568,14 +1568,14 @@ s_get_reps (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
         if (!s_rep_state (st, i, &s))
             return s_unavailable (err);
     msgpack_pack_map (pk, 6);
-    funnel_pack_cstr (pk, "reps");
+    event_codec_pack_cstr (pk, "reps");
     msgpack_pack_array (pk, ctx->nreps);
     for (size_t i = 0; i < ctx->nreps; i++)
         s_pack_rep (st, i, pk);
     const char *names [] = { "leads", "mql", "sql", "disqualified" };
     for (int i = 0; i < 4; i++)
         msgpack_kv_put_number (pk, names [i], (double) funnel_rec_int (tot, names [i], 0));
-    funnel_pack_cstr (pk, "now");
+    event_codec_pack_cstr (pk, "now");
     msgpack_pack_map (pk, 4);
     const char *stages [] = { "nurture", "mql", "sql", "disqualified" };
     for (int i = 0; i < 4; i++) {
@@ -1592,7 +1592,7 @@ s_get_reps (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
 static const msgpack_object *
 s_get (const msgpack_object *map, const char *key)
 {
-    return funnel_map_get (map, key);
+    return event_codec_map_get (map, key);
 }
 
 static double
@@ -1605,7 +1605,7 @@ s_getnum (const msgpack_object *map, const char *key, double dflt)
 static void
 s_copy (const msgpack_object *obj, char *out, size_t size)
 {
-    if (!funnel_obj_strcpy (obj, out, size))
+    if (!event_codec_obj_strcpy (obj, out, size))
         out [0] = 0;
 }
 

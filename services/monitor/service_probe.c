@@ -40,15 +40,15 @@ s_on_events (void *arg, upstream_t *upstream, const char **events, const size_t 
     int64_t now = zclock_time ();
     for (size_t i = 0; i < count; i++) {
         funnel_error_t err;
-        funnel_msg_t *msg = funnel_msg_decode (events [i], sizes [i], &funnel_limits_event, &err);
+        event_codec_t *msg = event_codec_decode (events [i], sizes [i], &event_codec_limits_event, &err);
         funnel_event_t event;
-        if (msg && funnel_event_parse (funnel_msg_root (msg), &event, &err) == 0) {
+        if (msg && event_codec_event_parse (event_codec_root (msg), &event, &err) == 0) {
             char kind [FUNNEL_ID_MAX + 1];
-            bool has_kind = funnel_obj_strcpy (funnel_map_get (event.data, "kind"),
+            bool has_kind = event_codec_obj_strcpy (event_codec_map_get (event.data, "kind"),
                                                kind, sizeof kind);
             //  Event time to apply: from the cause's own time to when this
             //  stage applied it; receipt delay for events without a cause
-            const msgpack_object *cause_ts = funnel_map_get (funnel_msg_root (msg), "cause_ts");
+            const msgpack_object *cause_ts = event_codec_map_get (event_codec_root (msg), "cause_ts");
             int64_t latency = cause_ts && cause_ts->type == MSGPACK_OBJECT_POSITIVE_INTEGER
                             ? event.ts - (int64_t) cause_ts->via.u64 : now - event.ts;
             if (latency < 0)
@@ -56,7 +56,7 @@ s_on_events (void *arg, upstream_t *upstream, const char **events, const size_t 
             funnel_view_record_event (self->view, self->svc, event.type,
                                       has_kind ? kind : NULL, latency);
         }
-        funnel_msg_destroy (&msg);
+        event_codec_destroy (&msg);
     }
     //  Nothing to persist: the monitor keeps no checkpoint (see header)
     return 0;
@@ -163,7 +163,7 @@ service_probe_drain (service_probe_t *self)
 }
 
 //  Calls verb with an optional msgpack body; the decoded reply root or NULL.
-static funnel_msg_t *
+static event_codec_t *
 s_call (service_probe_t *self, const char *verb, const void *body, size_t size,
         int timeout_ms, funnel_call_status_t *status)
 {
@@ -171,12 +171,12 @@ s_call (service_probe_t *self, const char *verb, const void *body, size_t size,
     *status = funnel_client_call (self->client, verb, body, size, timeout_ms, &reply);
     if (!reply)
         return NULL;
-    static const funnel_limits_t limits = {
+    static const event_codec_limits_t limits = {
         .max_bytes = 16u * 1024 * 1024, .str_max = 64 * 1024, .entries_max = 100000,
         .top_entries_max = 100000, .elem_max_bytes = 0, .depth_max = 16
     };
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (zframe_data (reply), zframe_size (reply), &limits, &err);
+    event_codec_t *msg = event_codec_decode (zframe_data (reply), zframe_size (reply), &limits, &err);
     zframe_destroy (&reply);
     if (!msg && funnel_log_every (&self->last_warn, 10000))
         log_warn ("%s: undecodable %s reply: %s", self->name, verb, err.message);
@@ -186,7 +186,7 @@ s_call (service_probe_t *self, const char *verb, const void *body, size_t size,
 static uint64_t
 s_uint (const msgpack_object *map, const char *key)
 {
-    const msgpack_object *v = funnel_map_get (map, key);
+    const msgpack_object *v = event_codec_map_get (map, key);
     return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? v->via.u64 : 0;
 }
 
@@ -207,12 +207,12 @@ s_poll_instances (service_probe_t *self, int timeout_ms)
         funnel_call_status_t status = funnel_client_call (self->instance_clients [i], "STATS",
                                                           NULL, 0, timeout_ms, &reply);
         funnel_error_t err;
-        funnel_msg_t *msg = status == FUNNEL_CALL_OK && reply
-            ? funnel_msg_decode (zframe_data (reply), zframe_size (reply), &funnel_limits_event,
+        event_codec_t *msg = status == FUNNEL_CALL_OK && reply
+            ? event_codec_decode (zframe_data (reply), zframe_size (reply), &event_codec_limits_event,
                                  &err) : NULL;
         zframe_destroy (&reply);
-        const msgpack_object *parts = msg ? funnel_map_get (funnel_msg_root (msg), "parts") : NULL;
-        const msgpack_object *counters = msg ? funnel_map_get (funnel_msg_root (msg), "counters")
+        const msgpack_object *parts = msg ? event_codec_map_get (event_codec_root (msg), "parts") : NULL;
+        const msgpack_object *counters = msg ? event_codec_map_get (event_codec_root (msg), "counters")
                                              : NULL;
         json_t *one = json_pack ("{s:b}", "up", msg != NULL);
         self->instance_retry [i] = msg ? 0 : now + 2000;
@@ -224,11 +224,11 @@ s_poll_instances (service_probe_t *self, int timeout_ms)
             json_object_set_new (one, "seq", json_integer (seq));
             json_object_set_new (one, "parts", json_from_msgpack (parts));
         }
-        const msgpack_object *conflicts = counters ? funnel_map_get (counters, "conflicts") : NULL;
+        const msgpack_object *conflicts = counters ? event_codec_map_get (counters, "conflicts") : NULL;
         if (conflicts && conflicts->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
             json_object_set_new (one, "conflicts", json_integer ((json_int_t) conflicts->via.u64));
         json_object_set_new (all, self->instance_names [i], one);
-        funnel_msg_destroy (&msg);
+        event_codec_destroy (&msg);
     }
     funnel_view_set_instances (self->view, self->svc, all);
     json_decref (all);
@@ -239,24 +239,24 @@ service_probe_poll (service_probe_t *self, int timeout_ms)
 {
     int64_t now = zclock_time ();
     funnel_call_status_t status;
-    funnel_msg_t *ping = s_call (self, "PING", NULL, 0, timeout_ms, &status);
+    event_codec_t *ping = s_call (self, "PING", NULL, 0, timeout_ms, &status);
     if (status != FUNNEL_CALL_OK || !ping) {
         if (self->up)
             log_warn ("%s: no answer to PING; shown as down", self->name);
         self->up = false;
         funnel_view_set_down (self->view, self->svc, now);
-        funnel_msg_destroy (&ping);
+        event_codec_destroy (&ping);
         return false;
     }
-    const msgpack_object *root = funnel_msg_root (ping);
+    const msgpack_object *root = event_codec_root (ping);
     char version [32] = "", redis [16] = "";
-    funnel_obj_strcpy (funnel_map_get (root, "version"), version, sizeof version);
-    funnel_obj_strcpy (funnel_map_get (root, "redis"), redis, sizeof redis);
+    event_codec_obj_strcpy (event_codec_map_get (root, "version"), version, sizeof version);
+    event_codec_obj_strcpy (event_codec_map_get (root, "redis"), redis, sizeof redis);
     uint64_t seq = s_uint (root, "seq");
     self->seq = seq;
     funnel_view_set_ping (self->view, self->svc, version, seq, streq (redis, "ok"),
                           (int64_t) s_uint (root, "uptime_s"), now);
-    funnel_msg_destroy (&ping);
+    event_codec_destroy (&ping);
     if (!self->up)
         log_info ("%s: up at seq %" PRIu64, self->name, seq);
     self->up = true;
@@ -271,15 +271,15 @@ service_probe_poll (service_probe_t *self, int timeout_ms)
         self->started = true;
     }
 
-    funnel_msg_t *stats = s_call (self, "STATS", NULL, 0, timeout_ms, &status);
+    event_codec_t *stats = s_call (self, "STATS", NULL, 0, timeout_ms, &status);
     const msgpack_object *counters = stats && status == FUNNEL_CALL_OK
-        ? funnel_map_get (funnel_msg_root (stats), "counters") : NULL;
+        ? event_codec_map_get (event_codec_root (stats), "counters") : NULL;
     if (counters && counters->type == MSGPACK_OBJECT_MAP) {
         json_t *json = json_from_msgpack (counters);
         funnel_view_set_counters (self->view, self->svc, json);
         json_decref (json);
     }
-    funnel_msg_destroy (&stats);
+    event_codec_destroy (&stats);
     if (self->instance_count > 0)
         s_poll_instances (self, timeout_ms);
     return true;
@@ -315,9 +315,9 @@ service_probe_get (service_probe_t *self, json_t *body, int timeout_ms)
     if (json_to_msgpack_sbuffer (body, &sbuf))
         return NULL;
     funnel_call_status_t status;
-    funnel_msg_t *msg = s_call (self, "GET", sbuf.data, sbuf.size, timeout_ms, &status);
+    event_codec_t *msg = s_call (self, "GET", sbuf.data, sbuf.size, timeout_ms, &status);
     msgpack_sbuffer_destroy (&sbuf);
-    json_t *json = msg && status == FUNNEL_CALL_OK ? json_from_msgpack (funnel_msg_root (msg)) : NULL;
-    funnel_msg_destroy (&msg);
+    json_t *json = msg && status == FUNNEL_CALL_OK ? json_from_msgpack (event_codec_root (msg)) : NULL;
+    event_codec_destroy (&msg);
     return json;
 }

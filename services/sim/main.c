@@ -221,7 +221,7 @@ s_emit (void *ctx, sim_service_t service, const char *type, const char *id,
             funnel_topology_t *topology = self->topology [service];
             const funnel_instance_t *owner = funnel_topology_owner (topology,
                 funnel_topology_event_part (s_service_names [service],
-                                            funnel_map_get (&msg.data, "data"),
+                                            event_codec_map_get (&msg.data, "data"),
                                             funnel_topology_partitions (topology)));
             for (int i = 0; i < self->instances [service]; i++)
                 if (funnel_topology_at (topology, i) == owner)
@@ -254,36 +254,36 @@ s_read_error (zframe_t *reply, char *code, size_t code_size, char *message,
     if (!reply)
         return;
     funnel_error_t err;
-    funnel_msg_t *msg = funnel_msg_decode (zframe_data (reply), zframe_size (reply),
-                                           &funnel_limits_event, &err);
+    event_codec_t *msg = event_codec_decode (zframe_data (reply), zframe_size (reply),
+                                           &event_codec_limits_event, &err);
     if (!msg)
         return;
-    const msgpack_object *root = funnel_msg_root (msg);
-    funnel_obj_strcpy (funnel_map_get (root, "code"), code, code_size);
-    funnel_obj_strcpy (funnel_map_get (root, "api"), api, api_size);
-    funnel_obj_strcpy (funnel_map_get (root, "message"), message, message_size);
-    const msgpack_object *at = funnel_map_get (root, "index");
+    const msgpack_object *root = event_codec_root (msg);
+    event_codec_obj_strcpy (event_codec_map_get (root, "code"), code, code_size);
+    event_codec_obj_strcpy (event_codec_map_get (root, "api"), api, api_size);
+    event_codec_obj_strcpy (event_codec_map_get (root, "message"), message, message_size);
+    const msgpack_object *at = event_codec_map_get (root, "index");
     if (at && at->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         *index = (int64_t) at->via.u64;
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
 }
 
 static void
 s_read_ok (sim_t *self, zframe_t *reply)
 {
     funnel_error_t err;
-    funnel_msg_t *msg = reply ? funnel_msg_decode (zframe_data (reply), zframe_size (reply),
-                                                   &funnel_limits_event, &err) : NULL;
+    event_codec_t *msg = reply ? event_codec_decode (zframe_data (reply), zframe_size (reply),
+                                                   &event_codec_limits_event, &err) : NULL;
     if (!msg)
         return;
-    const msgpack_object *root = funnel_msg_root (msg);
-    const msgpack_object *accepted = funnel_map_get (root, "accepted");
-    const msgpack_object *duplicates = funnel_map_get (root, "duplicates");
+    const msgpack_object *root = event_codec_root (msg);
+    const msgpack_object *accepted = event_codec_map_get (root, "accepted");
+    const msgpack_object *duplicates = event_codec_map_get (root, "duplicates");
     if (accepted && accepted->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         self->accepted += (int64_t) accepted->via.u64;
     if (duplicates && duplicates->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
         self->duplicates += (int64_t) duplicates->via.u64;
-    funnel_msg_destroy (&msg);
+    event_codec_destroy (&msg);
 }
 
 //  Sends everything pending for one service, in batches. Returns 0, or -1
@@ -399,29 +399,29 @@ s_on_published (sim_t *self, zmsg_t *msg)
     if (!topic || !body)
         return;
     funnel_error_t err;
-    funnel_msg_t *decoded = funnel_msg_decode (zframe_data (body), zframe_size (body),
-                                               &funnel_limits_event, &err);
+    event_codec_t *decoded = event_codec_decode (zframe_data (body), zframe_size (body),
+                                               &event_codec_limits_event, &err);
     if (!decoded)
         return;
     funnel_event_t event;
-    if (funnel_event_parse (funnel_msg_root (decoded), &event, &err) == 0) {
+    if (event_codec_event_parse (event_codec_root (decoded), &event, &err) == 0) {
         char a [72] = "", b [72] = "", kind [32] = "new";
         int64_t now = zclock_time ();
         if (!strcmp (event.type, "deal.opened")
-        &&  funnel_obj_strcpy (funnel_map_get (event.data, "deal"), a, sizeof a)
-        &&  funnel_obj_strcpy (funnel_map_get (event.data, "lead"), b, sizeof b)) {
-            funnel_obj_strcpy (funnel_map_get (event.data, "kind"), kind, sizeof kind);
+        &&  event_codec_obj_strcpy (event_codec_map_get (event.data, "deal"), a, sizeof a)
+        &&  event_codec_obj_strcpy (event_codec_map_get (event.data, "lead"), b, sizeof b)) {
+            event_codec_obj_strcpy (event_codec_map_get (event.data, "kind"), kind, sizeof kind);
             sim_model_deal_opened (self->model, a, b, kind, now);
             self->deals_seen++;
         }
         else
         if (!strcmp (event.type, "customer.onboarded")
-        &&  funnel_obj_strcpy (funnel_map_get (event.data, "customer"), a, sizeof a)) {
+        &&  event_codec_obj_strcpy (event_codec_map_get (event.data, "customer"), a, sizeof a)) {
             sim_model_customer_onboarded (self->model, a, now);
             self->customers_seen++;
         }
     }
-    funnel_msg_destroy (&decoded);
+    event_codec_destroy (&decoded);
 }
 
 //  Reads what the services published until deadline (ms clock).
