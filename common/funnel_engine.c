@@ -2036,14 +2036,15 @@ funnel_engine_stats (funnel_engine_t *self, msgpack_sbuffer *reply, funnel_error
     msgpack_packer_init (&pk, reply, msgpack_sbuffer_write);
     msgpack_pack_map (&pk, self->cfg.part_outbox ? 4 : 3);
     if (self->cfg.part_outbox) {
-        //  Per-partition outboxes: each owned partition's last seq
+        //  Per-partition outboxes: each owned partition's last seq shown
+        //  (redis/acks: acknowledged), as its heartbeat and REPLAY
         event_codec_pack_cstr (&pk, "parts");
         msgpack_pack_map (&pk, (size_t) self->mine_count);
         for (int i = 0; i < self->mine_count; i++) {
             char name [16];
             snprintf (name, sizeof name, "%d", self->mine [i]);
             event_codec_pack_cstr (&pk, name);
-            msgpack_pack_uint64 (&pk, self->obs [self->mine [i]]->seq);
+            msgpack_pack_uint64 (&pk, self->obs [self->mine [i]]->visible);
         }
     }
     //  The cache's figures move with every read (a GET, a refused event):
