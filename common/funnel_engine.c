@@ -2446,10 +2446,13 @@ s_test_say (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     char key [64];
     event_codec_obj_strcpy (event_codec_map_get (ev->data, "key"), key, sizeof key);
     int64_t n = event_codec_map_get (ev->data, "n")->via.i64;
+    //  "<route>.<person>": routed by the whole key, the data is person's
+    //  (an output whose outbox is not the person's partition)
+    const char *person = strchr (key, '.') ? strchr (key, '.') + 1 : key;
     if (n < 0)
         return funnel_error_set (err, FUNNEL_ERR_CONFLICT, "n: negative");
     if (n == 0)
-        return funnel_state_forget_outputs (st, key);
+        return funnel_state_forget_outputs (st, person);
     msgpack_packer *pk = funnel_state_data (st);
     msgpack_pack_map (pk, 2);
     event_codec_pack_cstr (pk, "key");
@@ -2457,7 +2460,7 @@ s_test_say (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     event_codec_pack_cstr (pk, "secret");
     event_codec_pack_cstr (pk, "s3cr3t");
     funnel_state_emit (st, "test.said", NULL);
-    funnel_state_personal (st, key);
+    funnel_state_personal (st, person);
     return 0;
 }
 
@@ -2530,6 +2533,195 @@ s_test_privacy (redis_store_t *store)
     assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
     s_test_batch_free (&b);
     s_test_entry (store, "2", false, "ep:pa1:1");
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&engine);
+}
+
+//  A key "k<i>.<person>" whose partition (of 4) is in [lo, hi]
+static void
+s_test_key_in (const char *person, int lo, int hi, int skip, char *key, size_t size)
+{
+    for (int i = 0; ; i++) {
+        snprintf (key, size, "k%d.%s", i, person);
+        int p = funnel_partition_of (key, 4);
+        if (p >= lo && p <= hi && p != skip)
+            return;
+    }
+}
+
+//  REPLAY of one partition: its events hold no secret; want of them redacted
+static void
+s_test_replay_clean (funnel_engine_t *engine, int part, size_t events_want, size_t redacted)
+{
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    funnel_error_t err;
+    assert (funnel_engine_replay (engine, part, 1, 1000, NULL, &reply, &err) == 0);
+    assert (!memmem (reply.data, reply.size, "s3cr3t", 6));
+    event_codec_t *msg = event_codec_decode (reply.data, reply.size, &event_codec_limits_body, &err);
+    const msgpack_object *events = event_codec_map_get (event_codec_root (msg), "events");
+    assert (events && events->via.array.size == events_want);
+    size_t seen = 0;
+    for (size_t i = 0; i < events->via.array.size; i++) {
+        const msgpack_object *data = event_codec_map_get (&events->via.array.ptr [i], "data");
+        assert (event_codec_map_get (&events->via.array.ptr [i], "part")->via.u64
+                == (uint64_t) part);
+        seen += event_codec_map_get (data, "redacted") != NULL;
+    }
+    assert (seen == redacted);
+    event_codec_destroy (&msg);
+    msgpack_sbuffer_destroy (&reply);
+}
+
+//  Privacy with two instances (per-partition outboxes): person W's outputs
+//  sit in a partition of each instance; the index names (part, seq); the
+//  erase, applied by one instance, redacts both, REPLAY of each is clean
+static void
+s_test_privacy_parts (redis_store_t *store, redis_store_t *store2)
+{
+    bool owns_a [4] = { true, true, false, false }, owns_b [4] = { false, false, true, true };
+    funnel_engine_cfg_t cfg = {
+        .svc = "alpha", .prefix = "{funnel:pp}:", .owner = "host|tcp://a", .partitions = 4,
+        .lease_ms = 2000, .owns = owns_a, .part_outbox = true
+    };
+    funnel_engine_t *a = funnel_engine_new (&cfg, &s_test_say_rules, store);
+    cfg.owner = "host|tcp://b";
+    cfg.owns = owns_b;
+    funnel_engine_t *b = funnel_engine_new (&cfg, &s_test_say_rules, store2);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (a, &err) == 0);
+    assert (funnel_engine_sync (b, &err) == 0);
+    char ka [32], kb [32];
+    s_test_key_in ("W", 0, 1, -1, ka, sizeof ka);
+    s_test_key_in ("W", 2, 3, -1, kb, sizeof kb);
+    int pa = funnel_partition_of (ka, 4), pb = funnel_partition_of (kb, 4);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    int two [] = { 1, 2 }, one [] = { 1 };
+    test_batch_t batch;
+    s_test_batch (&batch, "qa", ka, two, 2, 5);
+    assert (funnel_engine_publish (a, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    s_test_batch (&batch, "qb", kb, one, 1, 5);
+    assert (funnel_engine_publish (b, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    //  One index (W's partition), entries "<part>:<seq>"
+    char index [256], want [3][16];
+    assert (funnel_state_person_index_key (a->state, "W", index, sizeof index) == 0);
+    snprintf (want [0], 16, "%d:1", pa);
+    snprintf (want [1], 16, "%d:2", pa);
+    snprintf (want [2], 16, "%d:1", pb);
+    redisReply *r = s_test_cmd (store, "LRANGE", index, "0", "-1");
+    assert (r->elements == 3);
+    for (int i = 0; i < 3; i++)
+        assert (streq (r->element [i]->str, want [i]));
+    freeReplyObject (r);
+    //  The export packs them [part, seq]
+    zlist_t *seqs = funnel_state_person_outputs (b->state, "W");
+    assert (seqs && zlist_size (seqs) == 3);
+    msgpack_sbuffer packed;
+    msgpack_sbuffer_init (&packed);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &packed, msgpack_sbuffer_write);
+    funnel_state_pack_seqs (seqs, &pk);
+    zlist_destroy (&seqs);
+    msgpack_unpacked u;
+    msgpack_unpacked_init (&u);
+    assert (msgpack_unpack_next (&u, packed.data, packed.size, NULL) == MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *third = &u.data.via.array.ptr [2];
+    assert (third->type == MSGPACK_OBJECT_ARRAY && third->via.array.size == 2);
+    assert (third->via.array.ptr [0].via.u64 == (uint64_t) pb
+            && third->via.array.ptr [1].via.u64 == 1);
+    msgpack_unpacked_destroy (&u);
+    msgpack_sbuffer_destroy (&packed);
+    //  The forget, applied by a (one of its partitions): its own outbox's
+    //  entries and b's are rewritten, the index goes
+    char kf [32];
+    s_test_key_in ("W", 0, 1, -1, kf, sizeof kf);
+    int forget [] = { 0 };
+    s_test_batch (&batch, "qf", kf, forget, 1, 5);
+    assert (funnel_engine_publish (a, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    assert (s_test_int (store, "EXISTS", index, NULL) == 0);
+    s_test_replay_clean (a, pa, 2, 2);
+    s_test_replay_clean (b, pb, 1, 1);
+    //  An index entry of a partition b owns, its bucket gone meanwhile
+    //  (trimmed): nothing is written back there
+    s_test_batch (&batch, "qc", kb, one, 1, 5);
+    assert (funnel_engine_publish (b, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    char bucket [64];
+    snprintf (bucket, sizeof bucket, "{funnel:pp:%d}:ob:0", pb);
+    freeReplyObject (s_test_cmd (store, "RENAME", bucket, "{funnel:pp}:saved", NULL));
+    s_test_batch (&batch, "qg", kf, forget, 1, 5);
+    assert (funnel_engine_publish (a, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    assert (s_test_int (store, "EXISTS", bucket, NULL) == 0);
+    assert (s_test_int (store, "EXISTS", index, NULL) == 0);
+    freeReplyObject (s_test_cmd (store, "RENAME", "{funnel:pp}:saved", bucket, NULL));
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&a);
+    funnel_engine_destroy (&b);
+}
+
+//  redis/acks with per-partition outboxes: WAIT for a replica this Redis
+//  does not have fails, so the commit's partition hides its seqs (PING's
+//  sum, its heartbeat seq, its REPLAY) while another partition keeps
+//  showing its own; a commit whose WAIT is satisfied shows them
+static void
+s_test_acks_parts (redis_store_t *store)
+{
+    funnel_engine_cfg_t cfg = {
+        .svc = "alpha", .prefix = "{funnel:pk}:", .owner = "host|tcp://k", .partitions = 4,
+        .lease_ms = 2000, .part_outbox = true, .acks = 0, .acks_timeout_ms = 10
+    };
+    funnel_engine_t *engine = funnel_engine_new (&cfg, &s_test_rules, store);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (engine, &err) == 0);
+    char k1 [32], k2 [32];
+    s_test_key_in ("x", 0, 3, -1, k1, sizeof k1);
+    int p1 = funnel_partition_of (k1, 4);
+    s_test_key_in ("x", 0, 3, p1, k2, sizeof k2);
+    int p2 = funnel_partition_of (k2, 4);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    int one [] = { 1 };
+    test_batch_t batch;
+    s_test_batch (&batch, "ka", k1, one, 1, 5);
+    assert (funnel_engine_publish (engine, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    assert (funnel_engine_part_seq (engine, p1) == 1 && funnel_engine_seq (engine) == 1);
+    //  One replica wanted, none there: applied, hidden in p2 only
+    engine->cfg.acks = 1;
+    s_test_batch (&batch, "kb", k2, one, 1, 5);
+    assert (funnel_engine_publish (engine, batch.events, batch.count, true, NULL, &reply, &err) == -1);
+    assert (streq (err.code, FUNNEL_ERR_UNAVAILABLE) && strstr (err.message, "outcome unknown"));
+    s_test_batch_free (&batch);
+    char key [64];
+    snprintf (key, sizeof key, "{funnel:pk:%d}:seq", p2);
+    s_test_expect (store, "GET", key, NULL, "1");
+    assert (funnel_engine_part_seq (engine, p2) == 0);
+    assert (funnel_engine_part_seq (engine, p1) == 1 && funnel_engine_seq (engine) == 1);
+    assert (s_hidden (engine));
+    reply.size = 0;
+    assert (funnel_engine_replay (engine, p2, 1, 1000, NULL, &reply, &err) == 0);
+    assert (!memmem (reply.data, reply.size, "kb0", 3));
+    reply.size = 0;
+    assert (funnel_engine_replay (engine, p1, 1, 1000, NULL, &reply, &err) == 0);
+    assert (memmem (reply.data, reply.size, "ka0", 3));
+    //  The retry once the WAIT is satisfied (here: no replica asked for):
+    //  a duplicate, and p2's seq shows
+    engine->cfg.acks = 0;
+    s_test_batch (&batch, "kb", k2, one, 1, 5);
+    assert (funnel_engine_publish (engine, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    assert (funnel_engine_part_seq (engine, p2) == 1 && funnel_engine_seq (engine) == 2);
+    assert (!s_hidden (engine));
+    reply.size = 0;
+    assert (funnel_engine_replay (engine, p2, 1, 1000, NULL, &reply, &err) == 0);
+    assert (memmem (reply.data, reply.size, "kb0", 3));
     msgpack_sbuffer_destroy (&reply);
     funnel_engine_destroy (&engine);
 }
@@ -2749,6 +2941,8 @@ funnel_engine_test (bool verbose)
     s_test_stage_series (store2);
     s_test_privacy (store2);
     s_test_partitioned (store, store2);
+    s_test_privacy_parts (store, store2);
+    s_test_acks_parts (store);
     redis_store_destroy (&store);
     redis_store_destroy (&store2);
 }
