@@ -362,6 +362,66 @@ class TestScaleOut(ScaleOutCase):
             self.assertEqual(d["lead"], x)
 
 
+class TestScaleOutPrivacy(ScaleOutCase):
+    """lead.forget with two leads instances (per-partition outboxes): the
+    person's index names (partition, seq); the erase, applied by the owner
+    of the lead's partition, redacts its own outbox entries and the one in
+    the other instance's partition (lead.merged of an alias captured
+    there); REPLAY of both partitions is clean afterwards."""
+
+    def replay_all(self, client, part):
+        page = client.ok("REPLAY", {"partition": part, "from": 1, "limit": 1000})
+        return page["events"]
+
+    def test_erase_redacts_both_instances_outboxes(self):
+        self.start_all({"a": "0-7", "b": "8-15"})
+        a, b = self.leads["a"][1], self.leads["b"][1]
+        x = next(x for x in ["px%d" % i for i in range(100)] if self.owner[part_of(x)] == "a")
+        y = next(y for y in ["py%d" % i for i in range(100)] if self.owner[part_of(y)] == "b")
+        px, py = part_of(x), part_of(y)
+        email = "%s@secret.example" % x
+        a.ok("PUBLISH", event("lead.capture", {"lead": x, "email": email,
+                                               "company": "Secret Co", "region": "emea"}))
+        # The same e-mail under y, at y's owner: an alias of x, its
+        # lead.merged in b's partition py, x's data
+        b.ok("PUBLISH", event("lead.capture", {"lead": y, "email": email}))
+        self.assertEqual(b.ok("GET", {"kind": "lead", "id": y})["lead"], x)
+
+        captured = [e for e in self.replay_all(a, px)
+                    if e["type"] == "lead.captured" and e["data"]["lead"] == x]
+        merged = [e for e in self.replay_all(b, py)
+                  if e["type"] == "lead.merged" and e["data"]["lead"] == x]
+        self.assertEqual((len(captured), len(merged)), (1, 1))
+        self.assertEqual(captured[0]["data"]["email"], email)
+        self.assertEqual(merged[0]["data"]["alias"], y)
+
+        # The export (from either instance) lists [part, seq] pairs
+        for c in (a, b):
+            outbox = c.ok("GET", {"kind": "export", "lead": x})["outbox"]
+            self.assertEqual(outbox, [[px, captured[0]["seq"]], [py, merged[0]["seq"]]])
+
+        a.ok("PUBLISH", event("lead.forget", {"lead": x}))
+
+        # Each partition's outbox: same seqs and ids, the person's data gone
+        after_x = {e["seq"]: e for e in self.replay_all(a, px)}
+        after_y = {e["seq"]: e for e in self.replay_all(b, py)}
+        ex, ey = after_x[captured[0]["seq"]], after_y[merged[0]["seq"]]
+        self.assertEqual((ex["id"], ey["id"]), (captured[0]["id"], merged[0]["id"]))
+        self.assertTrue(ex["data"]["redacted"] and ey["data"]["redacted"])
+        for field in ("email", "company", "region"):
+            self.assertNotIn(field, ex["data"])
+        self.assertNotIn("alias", ey["data"])
+        for events in (after_x.values(), after_y.values()):
+            text = json.dumps(list(events))
+            self.assertNotIn(email, text)
+            self.assertNotIn("Secret Co", text)
+        for c in (a, b):
+            self.assertEqual(c.ok("GET", {"kind": "export", "lead": x})["outbox"], [])
+        # Nothing else written into b's outbox: its seqs are what they were
+        self.assertEqual(sorted(after_y), list(range(1, len(after_y) + 1)))
+        self.assertEqual(b.ok("STATS")["parts"][str(py)], len(after_y))
+
+
 class TestClientsRoute(ScaleOutCase):
     def test_gateway_routes_by_partition(self):
         http_port, api_port = free_port(), free_port()
