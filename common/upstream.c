@@ -117,7 +117,7 @@ upstream_new (const char *name, const char *api, const char *pub,
     return self;
 }
 
-//  The REPLAY socket, connected to self->api (again after a `moved`).
+//  The REPLAY socket, connected to self->api.
 static int
 s_connect_dealer (upstream_t *self)
 {
@@ -462,12 +462,21 @@ s_moved (upstream_t *self, zframe_t *body)
     if (!streq (code, "moved") || !*api || streq (api, self->api))
         return false;
     log_info ("upstream %s: moved from %s to %s", self->name, self->api, api);
+    //  The same socket (the owner's poll loop holds it): off the old
+    //  endpoint, onto the new one. A late reply from the old one is safe:
+    //  pages apply only from exactly `expected` on
+    zsock_disconnect (self->dealer, "%s", self->api);
     free (self->api);
     self->api = strdup (api);
-    if (s_connect_dealer (self) != 0) {
+    char svc [64];
+    snprintf (svc, sizeof svc, "%.*s", (int) strcspn (self->name, ":"), self->name);
+    if (funnel_curve_client (self->dealer, svc) != 0
+    ||  zsock_connect (self->dealer, "%s", self->api) != 0) {
         s_replay_failed (self, "cannot connect");
         return true;
     }
+    self->in_flight = false;
+    self->acking = false;
     self->backoff = 0;
     self->next_try = 0;
     self->need_replay = true;

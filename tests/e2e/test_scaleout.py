@@ -7,6 +7,7 @@ loses and doubles nothing; a second process claiming an owned partition
 refuses to start. Real redis-server, real daemons, real sockets."""
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -120,7 +121,9 @@ class ScaleOutCase(FunnelTestCase):
         for name in owns:
             self.start_leads(name)
         if not sales:
-            self.sales = self.daemon("sales", "funnel-sales", ["--set", "sales/sla_s=0"])
+            # A long lease: the move test pauses sales (SIGSTOP) for seconds
+            self.sales = self.daemon("sales", "funnel-sales", ["--set", "sales/sla_s=0",
+                                                               "--set", "sales/lease_ms=60000"])
             self.sales_api = self.wait_ready(self.topology.api("sales"), self.sales)
             return
         self.sales_instances = {}
@@ -256,7 +259,10 @@ class TestScaleOut(ScaleOutCase):
                   if int(p) in moved}
         self.assertTrue(any(s > 0 for s in before.values()), before)
 
-        # Stop both, give b 4-7 as well, start both: sales runs on
+        # Stop both, give b 4-7 as well, start both: sales runs on, but
+        # paused past its heartbeat timeout so it misses live events and
+        # must REPLAY the moved partitions from a first (which says moved)
+        os.kill(self.sales.proc.pid, signal.SIGSTOP)
         for name in ("a", "b"):
             self.assertEqual(self.leads[name][0].stop(), 0)
         self.write_config({"a": "0-3", "b": "4-15"})
@@ -274,7 +280,11 @@ class TestScaleOut(ScaleOutCase):
             reply = self.leads[owner][1].ok("PUBLISH", [event("lead.capture", {"lead": x,
                                                               "email": "%s@x.io" % x})])
             self.assertEqual(reply["accepted"], 1)     # a new id: a merge, not a new lead
+        time.sleep(4)
+        os.kill(self.sales.proc.pid, signal.SIGCONT)
         self.settle_deals(len(first) + len(second))
+        self.assertIn("moved from %s to %s" % (self.inst["a"][0], self.inst["b"][0]),
+                      self.sales.output())
         moved_leads = [x for x in second if part_of(x) in moved]
         self.assertTrue(moved_leads)
         self.assertEqual(self.leads["b"][1].ok("STATS")["counters"]["leads"],
