@@ -107,7 +107,8 @@ static const struct {
 };
 
 enum {
-    OPT_REDIS = 256, OPT_API, OPT_PUB, OPT_HTTP, OPT_SET, OPT_LOG_LEVEL, OPT_LOG_FORMAT
+    OPT_REDIS = 256, OPT_API, OPT_PUB, OPT_HTTP, OPT_SET, OPT_LOG_LEVEL, OPT_LOG_FORMAT,
+    OPT_INSTANCE
 };
 
 static const struct option s_options [] = {
@@ -117,6 +118,7 @@ static const struct option s_options [] = {
     { "pub",       required_argument, NULL, OPT_PUB },
     { "http",      required_argument, NULL, OPT_HTTP },
     { "set",       required_argument, NULL, OPT_SET },
+    { "instance",  required_argument, NULL, OPT_INSTANCE },
     { "log-level", required_argument, NULL, OPT_LOG_LEVEL },
     { "log-format", required_argument, NULL, OPT_LOG_FORMAT },
     { "help",      no_argument,       NULL, 'h' },
@@ -264,6 +266,8 @@ s_print_help (const funnel_config_about_t *about)
     snprintf (path, sizeof path, "%s/http", svc);
     printf ("      --http ADDR        monitor, gateway: HTTP host:port (default %s)\n",
             s_default_of (path) ? s_default_of (path) : s_default_of ("monitor/http"));
+    printf ("      --instance NAME    run instance NAME of %s/instances (its api, pub and\n"
+            "                         the partitions it owns); sets %s/instance\n", svc, svc);
     printf ("      --set PATH=VALUE   set any key, e.g. --set leads/rules/mql=40 (repeatable)\n");
     printf ("      --log-level LEVEL  error|warn|info|debug (default info)\n");
     printf ("      --log-format FMT   text (default) or json: one JSON object per line\n");
@@ -357,6 +361,7 @@ s_flag (int opt, char **argv, const funnel_config_about_t *about, flags_t *flags
         case OPT_API:       own_key = "api"; break;
         case OPT_PUB:       own_key = "pub"; break;
         case OPT_HTTP:      own_key = "http"; break;
+        case OPT_INSTANCE:  own_key = "instance"; break;
         case OPT_SET:       return s_flags_add_set (flags, svc, optarg);
         case OPT_LOG_LEVEL:
             if (funnel_log_level_parse (optarg, &level))

@@ -3,10 +3,34 @@
 #include <inttypes.h>
 #include "funnel_engine.h"
 #include "funnel_log.h"
+#include "funnel_topology.h"
 
 #define OB_BUCKET       1000
 #define TIMERS_MAX      100         //  Due timers run per partition per cron
 #define KEY_MAX         4096
+
+//  One outbox: the service's (one per service) or a partition's (with
+//  instances, proto/wire.md "The engine"), its seq, start, byte sizes and
+//  registered subscribers.
+typedef struct {
+    int part;                       //  -1: the service's
+    char prefix [KEY_MAX / 4];      //  "<prefix>": ob:<n> lives under it
+    char seq_key [KEY_MAX], ob_first_key [KEY_MAX], subs_key [KEY_MAX], ob_size_key [KEY_MAX];
+    char ckpt_key [KEY_MAX];        //  Checkpoints kept with it
+    uint64_t seq;                   //  Last seq in the outbox
+    uint64_t visible;               //  Last seq shown (PUB, REPLAY, PING,
+                                    //  heartbeats): with redis/acks, the last
+                                    //  acknowledged one (hidden per outbox)
+    uint64_t ob_first;              //  Oldest seq held (1 if none dropped)
+    zhashx_t *subs;                 //  subscriber -> uint64_t * next seq it needs
+    zhashx_t *bucket_bytes;         //  "<bucket>" -> uint64_t * bytes held
+    zhashx_t *ckpts;                //  upstream -> uint64_t * (owned)
+    //  A commit's results, applied when it succeeds
+    uint64_t new_seq, new_first, lost;
+    zhashx_t *new_sizes;
+    size_t *outs;                   //  The commit's outputs in this outbox
+    size_t out_count, out_size;
+} outbox_t;
 
 struct _funnel_engine_t {
     funnel_engine_cfg_t cfg;
@@ -16,26 +40,29 @@ struct _funnel_engine_t {
     funnel_state_t *state;
     funnel_engine_publish_fn *publish;
     void *publish_arg;
-    char seq_key [KEY_MAX], ob_first_key [KEY_MAX], ckpt_key [KEY_MAX];
-    char stats_key [KEY_MAX], fence_key [KEY_MAX], subs_key [KEY_MAX], ob_size_key [KEY_MAX];
+    char stats_key [KEY_MAX], fence_key [KEY_MAX];
     char **lease_keys;
     char lease_value [256];
+    bool *owns;                     //  [partitions]
+    int *mine;                      //  The owned partitions, in order
+    int mine_count;
+    bool occ;                       //  Shared records: WATCH, no cache between batches
+    outbox_t **obs;                 //  [1] or [partitions] (NULL: not owned)
+    int ob_count;
+    int *out_parts;                 //  The partition of each queued output
+    size_t out_parts_len, out_parts_size;
     uint64_t generation;            //  redis_store generation synced, 0 = none
     int64_t renewed;                //  zclock_mono of the last renewal sent
     bool lost;
-    uint64_t seq;                   //  Last seq in the outbox
-    uint64_t visible;               //  Last seq shown (PUB, REPLAY, PING): with
-                                    //  redis/acks, the last acknowledged one
-    uint64_t ob_first;              //  Oldest seq held (1 if none dropped)
-    zhashx_t *ckpts;                //  upstream -> uint64_t * (owned)
-    //  Lossless outbox: registered subscribers and what each still needs
-    zhashx_t *subs;                 //  subscriber -> uint64_t * next seq it needs
-    zhashx_t *bucket_bytes;         //  "<bucket>" -> uint64_t * bytes held
     int64_t last_warn;
     uint64_t commits, commit_us;    //  For STATS: commits and their time
+    uint64_t conflicts;             //  Batches re-run after a WATCH conflict
     char *keys;                     //  Prefetch's dedup keys, reused (grows)
     size_t keys_size;
 };
+
+#define ENGINE_RETRY    -3          //  A shared record changed: run the batch again
+#define RETRIES_MAX     100
 
 //  value in decimal into text (24 bytes); printf per output was a top
 //  cost of the commit
@@ -125,6 +152,43 @@ static int s_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t 
 static int s_list_reader (void *arg, const char *key, int max, zlist_t *out);
 static int s_redactor (void *arg, funnel_state_t *st, const char *person);
 
+static outbox_t *
+s_outbox_new (funnel_engine_t *self, int part)
+{
+    outbox_t *ob = (outbox_t *) zmalloc (sizeof (outbox_t));
+    ob->part = part;
+    snprintf (ob->prefix, sizeof ob->prefix, "%s",
+              part < 0 ? self->prefix : funnel_state_prefix (self->state, part));
+    snprintf (ob->seq_key, KEY_MAX, "%sseq", ob->prefix);
+    snprintf (ob->ob_first_key, KEY_MAX, "%sob_first", ob->prefix);
+    snprintf (ob->ckpt_key, KEY_MAX, "%sckpt", ob->prefix);
+    snprintf (ob->subs_key, KEY_MAX, "%ssubs", ob->prefix);
+    snprintf (ob->ob_size_key, KEY_MAX, "%sob_size", ob->prefix);
+    ob->subs = zhashx_new ();
+    zhashx_set_destructor (ob->subs, s_free_item);
+    ob->bucket_bytes = zhashx_new ();
+    zhashx_set_destructor (ob->bucket_bytes, s_free_item);
+    ob->ckpts = zhashx_new ();
+    zhashx_set_destructor (ob->ckpts, s_free_item);
+    ob->ob_first = 1;
+    return ob;
+}
+
+static void
+s_outbox_destroy (outbox_t **ob_p)
+{
+    if (*ob_p) {
+        outbox_t *ob = *ob_p;
+        zhashx_destroy (&ob->subs);
+        zhashx_destroy (&ob->bucket_bytes);
+        zhashx_destroy (&ob->ckpts);
+        zhashx_destroy (&ob->new_sizes);
+        free (ob->outs);
+        free (ob);
+        *ob_p = NULL;
+    }
+}
+
 funnel_engine_t *
 funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
                    redis_store_t *store)
@@ -142,6 +206,7 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     self->cfg.outbox_max_bytes = cfg->outbox_max_bytes > 0 ? cfg->outbox_max_bytes
                                                             : 1024LL * 1024 * 1024;
     self->cfg.acks_timeout_ms = cfg->acks_timeout_ms > 0 ? cfg->acks_timeout_ms : 1000;
+    self->cfg.owns = NULL;          //  Copied below
     self->rules = rules;
     self->store = store;
     self->state = funnel_state_new (cfg->svc, cfg->prefix, self->cfg.partitions,
@@ -152,23 +217,30 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     funnel_state_set_personal (self->state, rules->personal);
     funnel_state_set_arg (self->state, cfg->rules_arg);
     funnel_state_set_series_keep (self->state, cfg->series_hour_s, cfg->series_day_s);
-    snprintf (self->seq_key, KEY_MAX, "%sseq", cfg->prefix);
-    snprintf (self->ob_first_key, KEY_MAX, "%sob_first", cfg->prefix);
-    snprintf (self->ckpt_key, KEY_MAX, "%sckpt", cfg->prefix);
     snprintf (self->stats_key, KEY_MAX, "%sstats", cfg->prefix);
     snprintf (self->fence_key, KEY_MAX, "%sfence", cfg->prefix);
-    snprintf (self->subs_key, KEY_MAX, "%ssubs", cfg->prefix);
-    snprintf (self->ob_size_key, KEY_MAX, "%sob_size", cfg->prefix);
-    self->subs = zhashx_new ();
-    zhashx_set_destructor (self->subs, s_free_item);
-    self->bucket_bytes = zhashx_new ();
-    zhashx_set_destructor (self->bucket_bytes, s_free_item);
-    self->lease_keys = (char **) zmalloc (self->cfg.partitions * sizeof (char *));
-    for (int p = 0; p < self->cfg.partitions; p++)
+    int n = self->cfg.partitions;
+    self->owns = (bool *) zmalloc ((size_t) n * sizeof (bool));
+    self->mine = (int *) zmalloc ((size_t) n * sizeof (int));
+    for (int p = 0; p < n; p++) {
+        self->owns [p] = cfg->owns ? cfg->owns [p] : true;
+        if (self->owns [p])
+            self->mine [self->mine_count++] = p;
+    }
+    //  Several writers of shared records: only with per-partition outboxes
+    self->occ = cfg->part_outbox;
+    self->lease_keys = (char **) zmalloc (n * sizeof (char *));
+    for (int p = 0; p < n; p++)
         self->lease_keys [p] = zsys_sprintf ("%slease", funnel_state_prefix (self->state, p));
-    self->ckpts = zhashx_new ();
-    zhashx_set_destructor (self->ckpts, s_free_item);
-    self->ob_first = 1;
+    self->ob_count = cfg->part_outbox ? n : 1;
+    self->obs = (outbox_t **) zmalloc ((size_t) self->ob_count * sizeof (outbox_t *));
+    if (cfg->part_outbox) {
+        for (int p = 0; p < n; p++)
+            if (self->owns [p])
+                self->obs [p] = s_outbox_new (self, p);
+    }
+    else
+        self->obs [0] = s_outbox_new (self, -1);
     return self;
 }
 
@@ -181,9 +253,12 @@ funnel_engine_destroy (funnel_engine_t **self_p)
         for (int p = 0; p < self->cfg.partitions; p++)
             zstr_free (&self->lease_keys [p]);
         free (self->lease_keys);
-        zhashx_destroy (&self->ckpts);
-        zhashx_destroy (&self->subs);
-        zhashx_destroy (&self->bucket_bytes);
+        for (int i = 0; i < self->ob_count; i++)
+            s_outbox_destroy (&self->obs [i]);
+        free (self->obs);
+        free (self->owns);
+        free (self->mine);
+        free (self->out_parts);
         free (self->svc);
         free (self->prefix);
         free (self->owner);
@@ -221,22 +296,66 @@ funnel_engine_lost (funnel_engine_t *self)
 uint64_t
 funnel_engine_seq (funnel_engine_t *self)
 {
-    return self->visible;
+    //  What subscribers may see: the acknowledged seqs (redis/acks)
+    uint64_t total = 0;
+    for (int i = 0; i < self->ob_count; i++)
+        if (self->obs [i])
+            total += self->obs [i]->visible;
+    return total;
 }
 
 uint64_t
-funnel_engine_checkpoint (funnel_engine_t *self, const char *upstream)
+funnel_engine_part_seq (funnel_engine_t *self, int part)
 {
-    uint64_t *value = (uint64_t *) zhashx_lookup (self->ckpts, upstream);
+    if (part < 0 || part >= self->ob_count || !self->obs [part])
+        return 0;
+    return self->obs [part]->visible;
+}
+
+int
+funnel_engine_event_part (funnel_engine_t *self, const funnel_event_t *ev)
+{
+    return funnel_topology_event_part (self->svc, ev->data, self->cfg.partitions);
+}
+
+//  The outbox an output of partition part goes to.
+static outbox_t *
+s_outbox_of (funnel_engine_t *self, int part)
+{
+    if (!self->cfg.part_outbox)
+        return self->obs [0];
+    return part >= 0 && part < self->ob_count ? self->obs [part] : NULL;
+}
+
+//  An outbox's checkpoint of upstream (0: none)
+static uint64_t
+s_ckpt (outbox_t *ob, const char *upstream)
+{
+    uint64_t *value = (uint64_t *) zhashx_lookup (ob->ckpts, upstream);
     return value ? *value : 0;
 }
 
+//  Where to resume upstream: the oldest of the owned partitions'
+//  checkpoints (each partition applies only the events routed to it).
+uint64_t
+funnel_engine_checkpoint (funnel_engine_t *self, const char *upstream)
+{
+    uint64_t lowest = UINT64_MAX;
+    for (int i = 0; i < self->ob_count; i++)
+        if (self->obs [i]) {
+            uint64_t value = s_ckpt (self->obs [i], upstream);
+            if (value < lowest)
+                lowest = value;
+        }
+    return lowest == UINT64_MAX ? 0 : lowest;
+}
+
 static void
-s_set_checkpoint (funnel_engine_t *self, const char *upstream, uint64_t value)
+s_set_checkpoint (outbox_t *ob, const char *upstream, uint64_t value)
 {
     uint64_t *slot = (uint64_t *) malloc (sizeof (uint64_t));
     *slot = value;
-    zhashx_update (self->ckpts, upstream, slot);
+    zhashx_update (ob->ckpts, upstream, slot);
 }
 
 static void
@@ -258,9 +377,21 @@ static uint64_t
 s_outbox_bytes (funnel_engine_t *self)
 {
     uint64_t total = 0;
-    for (uint64_t *v = (uint64_t *) zhashx_first (self->bucket_bytes); v;
-         v = (uint64_t *) zhashx_next (self->bucket_bytes))
-        total += *v;
+    for (int i = 0; i < self->ob_count; i++)
+        for (uint64_t *v = self->obs [i] ? (uint64_t *) zhashx_first (self->obs [i]->bucket_bytes)
+                                         : NULL;
+             v; v = (uint64_t *) zhashx_next (self->obs [i]->bucket_bytes))
+            total += *v;
+    return total;
+}
+
+static size_t
+s_subscribers (funnel_engine_t *self)
+{
+    size_t total = 0;
+    for (int i = 0; i < self->ob_count; i++)
+        if (self->obs [i])
+            total += zhashx_size (self->obs [i]->subs);
     return total;
 }
 
@@ -286,41 +417,42 @@ s_lease_owner (const char *value)
     return bar ? bar + 1 : "";
 }
 
-//  Appends WATCH + MGET of every lease key (2 replies).
+//  Appends WATCH + MGET of every owned lease key (2 replies).
 static void
 s_append_fence (funnel_engine_t *self, redisContext *ctx)
 {
-    int n = self->cfg.partitions;
+    int n = self->mine_count;
     const char **argv = (const char **) malloc ((n + 1) * sizeof (char *));
     argv [0] = "WATCH";
-    for (int p = 0; p < n; p++)
-        argv [p + 1] = self->lease_keys [p];
+    for (int i = 0; i < n; i++)
+        argv [i + 1] = self->lease_keys [self->mine [i]];
     funnel_redis_append (ctx, n + 1, argv, NULL);
     argv [0] = "MGET";
     funnel_redis_append (ctx, n + 1, argv, NULL);
     free (argv);
 }
 
-//  Checks an MGET of the lease keys: every one must be ours.
+//  Checks an MGET of the owned lease keys: every one must be ours.
 static int
 s_check_fence (funnel_engine_t *self, const redisReply *mget)
 {
     if (!mget || mget->type != REDIS_REPLY_ARRAY
-    ||  mget->elements != (size_t) self->cfg.partitions) {
+    ||  mget->elements != (size_t) self->mine_count) {
         s_step_down (self, 0, "?");
         return -1;
     }
-    for (int p = 0; p < self->cfg.partitions; p++) {
-        const redisReply *v = mget->element [p];
+    for (int i = 0; i < self->mine_count; i++) {
+        const redisReply *v = mget->element [i];
         if (v->type != REDIS_REPLY_STRING || strcmp (v->str, self->lease_value) != 0) {
-            s_step_down (self, p, v->type == REDIS_REPLY_STRING ? s_lease_owner (v->str) : NULL);
+            s_step_down (self, self->mine [i],
+                         v->type == REDIS_REPLY_STRING ? s_lease_owner (v->str) : NULL);
             return -1;
         }
     }
     return 0;
 }
 
-//  Takes every partition's lease, or finds one held by another owner.
+//  Takes every owned partition's lease, or finds one held by another owner.
 static int
 s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
 {
@@ -340,16 +472,17 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
     freeReplyObject (token);
     char px [24];
     snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
-    int n = self->cfg.partitions;
-    redisReply **replies = (redisReply **) zmalloc (n * sizeof (redisReply *));
+    int n = self->mine_count;
+    redisReply **replies = (redisReply **) zmalloc ((n + 1) * sizeof (redisReply *));
     int rc = 0;
     //  Two passes: NX first; then a partition still held by our own owner
     //  (a predecessor on our endpoint, gone since we could bind it) is
     //  taken over; one held by another owner stops us
     for (int pass = 0; pass < 2 && rc == 0; pass++) {
-        for (int p = 0; p < n; p++) {
-            const char *set [] = { "SET", self->lease_keys [p], self->lease_value, "PX", px, "NX" };
-            const char *get [] = { "GET", self->lease_keys [p] };
+        for (int i = 0; i < n; i++) {
+            const char *key = self->lease_keys [self->mine [i]];
+            const char *set [] = { "SET", key, self->lease_value, "PX", px, "NX" };
+            const char *get [] = { "GET", key };
             if (pass == 0)
                 funnel_redis_append (ctx, 6, set, NULL);
             else
@@ -359,8 +492,8 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
             free (replies);
             return s_unavailable (err);
         }
-        for (int p = 0; p < n && rc == 0; p++) {
-            redisReply *r = replies [p];
+        for (int i = 0; i < n && rc == 0; i++) {
+            redisReply *r = replies [i];
             if (r->type == REDIS_REPLY_ERROR)
                 rc = funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "redis: lease: %s", r->str);
             else
@@ -370,7 +503,7 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
                     rc = FUNNEL_ENGINE_LEASE_HELD;
                 if (rc)
                     funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-                        "partition %d is owned by another instance ('%s')", p,
+                        "partition %d is owned by another instance ('%s')", self->mine [i],
                         s_lease_owner (r->str));
             }
         }
@@ -378,8 +511,9 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
     }
     if (rc == 0) {
         //  Ours, or our own predecessor's: (re)write them all with our token
-        for (int p = 0; p < n; p++) {
-            const char *set [] = { "SET", self->lease_keys [p], self->lease_value, "PX", px };
+        for (int i = 0; i < n; i++) {
+            const char *set [] = { "SET", self->lease_keys [self->mine [i]], self->lease_value,
+                                   "PX", px };
             funnel_redis_append (ctx, 5, set, NULL);
         }
         if (s_read (self, replies, n) != 0)
@@ -390,6 +524,15 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
     free (replies);
     self->renewed = zclock_mono ();
     return rc;
+}
+
+static void
+s_fill_u64 (zhashx_t *map, const redisReply *hgetall)
+{
+    zhashx_purge (map);
+    for (size_t i = 0; hgetall->type == REDIS_REPLY_ARRAY && i + 1 < hgetall->elements; i += 2)
+        s_put_u64 (map, hgetall->element [i]->str,
+                   strtoull (hgetall->element [i + 1]->str, NULL, 10));
 }
 
 int
@@ -407,41 +550,53 @@ funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
     if (rc != 0)
         return rc;
     s_append_fence (self, ctx);
-    const char *get_seq [] = { "GET", self->seq_key };
-    const char *get_first [] = { "GET", self->ob_first_key };
-    const char *get_ckpt [] = { "HGETALL", self->ckpt_key };
-    const char *get_subs [] = { "HGETALL", self->subs_key };
-    const char *get_sizes [] = { "HGETALL", self->ob_size_key };
-    funnel_redis_append (ctx, 2, get_seq, NULL);
-    funnel_redis_append (ctx, 2, get_first, NULL);
-    funnel_redis_append (ctx, 2, get_ckpt, NULL);
-    funnel_redis_append (ctx, 2, get_subs, NULL);
-    funnel_redis_append (ctx, 2, get_sizes, NULL);
-    redisReply *r [7];
-    if (s_read (self, r, 7) != 0)
+    //  Per outbox: seq, start, checkpoints, subscribers, bucket sizes
+    size_t count = 2;
+    for (int i = 0; i < self->ob_count; i++) {
+        outbox_t *ob = self->obs [i];
+        if (!ob)
+            continue;
+        const char *get_seq [] = { "GET", ob->seq_key };
+        const char *get_first [] = { "GET", ob->ob_first_key };
+        const char *get_ckpt [] = { "HGETALL", ob->ckpt_key };
+        const char *get_subs [] = { "HGETALL", ob->subs_key };
+        const char *get_sizes [] = { "HGETALL", ob->ob_size_key };
+        funnel_redis_append (ctx, 2, get_seq, NULL);
+        funnel_redis_append (ctx, 2, get_first, NULL);
+        funnel_redis_append (ctx, 2, get_ckpt, NULL);
+        funnel_redis_append (ctx, 2, get_subs, NULL);
+        funnel_redis_append (ctx, 2, get_sizes, NULL);
+        count += 5;
+    }
+    redisReply **r = (redisReply **) zmalloc (count * sizeof (redisReply *));
+    if (s_read (self, r, count) != 0) {
+        free (r);
         return s_unavailable (err);
-    zhashx_purge (self->subs);
-    zhashx_purge (self->bucket_bytes);
-    for (int m = 5; m < 7; m++)
-        for (size_t i = 0; r [m]->type == REDIS_REPLY_ARRAY && i + 1 < r [m]->elements; i += 2)
-            s_put_u64 (m == 5 ? self->subs : self->bucket_bytes, r [m]->element [i]->str,
-                       strtoull (r [m]->element [i + 1]->str, NULL, 10));
+    }
     if (s_check_fence (self, r [1]) != 0) {
-        s_free_replies (r, 7);
+        s_free_replies (r, count);
+        free (r);
         return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "lease lost while syncing");
     }
-    self->seq = r [2]->type == REDIS_REPLY_STRING ? strtoull (r [2]->str, NULL, 10) : 0;
-    //  redis/acks: what was hidden before a reconnect stays hidden until a
-    //  WAIT covers it (a restarted process shows what Redis has)
-    if (self->cfg.acks == 0 || self->visible == 0 || self->visible > self->seq)
-        self->visible = self->seq;
-    self->ob_first = r [3]->type == REDIS_REPLY_STRING ? strtoull (r [3]->str, NULL, 10) : 1;
-    zhashx_purge (self->ckpts);
-    if (r [4]->type == REDIS_REPLY_ARRAY)
-        for (size_t i = 0; i + 1 < r [4]->elements; i += 2)
-            s_set_checkpoint (self, r [4]->element [i]->str,
-                              strtoull (r [4]->element [i + 1]->str, NULL, 10));
-    s_free_replies (r, 7);
+    size_t at = 2;
+    for (int i = 0; i < self->ob_count; i++) {
+        outbox_t *ob = self->obs [i];
+        if (!ob)
+            continue;
+        ob->seq = r [at]->type == REDIS_REPLY_STRING ? strtoull (r [at]->str, NULL, 10) : 0;
+        //  redis/acks: what was hidden before a reconnect stays hidden until a
+        //  WAIT covers it (a restarted process shows what Redis has)
+        if (self->cfg.acks == 0 || ob->visible == 0 || ob->visible > ob->seq)
+            ob->visible = ob->seq;
+        ob->ob_first = r [at + 1]->type == REDIS_REPLY_STRING
+                     ? strtoull (r [at + 1]->str, NULL, 10) : 1;
+        s_fill_u64 (ob->ckpts, r [at + 2]);
+        s_fill_u64 (ob->subs, r [at + 3]);
+        s_fill_u64 (ob->bucket_bytes, r [at + 4]);
+        at += 5;
+    }
+    s_free_replies (r, count);
+    free (r);
     self->generation = generation;
     return 0;
 }
@@ -458,10 +613,21 @@ s_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t count)
     redisContext *ctx = redis_store_context (self->store);
     for (size_t i = 0; i < count; i++) {
         const char *argv [] = { "HGETALL", funnel_rec_key (recs [i]) };
+        //  Shared records: the commit aborts if another instance changes it
+        if (self->occ) {
+            argv [0] = "WATCH";
+            funnel_redis_append (ctx, 2, argv, NULL);
+            argv [0] = "HGETALL";
+        }
         funnel_redis_append (ctx, 2, argv, NULL);
     }
     for (size_t i = 0; i < count; i++) {
         redisReply *reply = NULL;
+        if (self->occ) {
+            if (s_read (self, &reply, 1) != 0)
+                return -1;
+            freeReplyObject (reply);
+        }
         if (s_read (self, &reply, 1) != 0)
             return -1;
         funnel_state_fill (st, recs [i], reply);
@@ -479,8 +645,15 @@ s_list_reader (void *arg, const char *key, int max, zlist_t *out)
     char start [24];
     snprintf (start, sizeof start, "%d", -max);
     const char *argv [] = { "LRANGE", key, start, "-1" };
-    funnel_redis_append (redis_store_context (self->store), 4, argv, NULL);
     redisReply *reply = NULL;
+    if (self->occ) {
+        const char *watch [] = { "WATCH", key };
+        funnel_redis_append (redis_store_context (self->store), 2, watch, NULL);
+        if (s_read (self, &reply, 1) != 0)
+            return -1;
+        freeReplyObject (reply);
+    }
+    funnel_redis_append (redis_store_context (self->store), 4, argv, NULL);
     if (s_read (self, &reply, 1) != 0)
         return -1;
     int rc = reply->type == REDIS_REPLY_ARRAY ? 0 : -1;
@@ -490,10 +663,48 @@ s_list_reader (void *arg, const char *key, int max, zlist_t *out)
     return rc;
 }
 
+//  One entry of a person's outbox index: "<seq>" names the service's
+//  outbox, "<part>:<seq>" a partition's (instances). Fills the entry's
+//  bucket key and field; false if it cannot name a stored entry (trimmed
+//  or never committed, by the bounds of an outbox we hold; malformed).
+static bool
+s_index_entry (funnel_engine_t *self, const char *text, char *bucket, size_t size,
+               char field [24], bool *ours)
+{
+    char *end = NULL;
+    uint64_t seq = strtoull (text, &end, 10);
+    int part = -1;
+    if (*end == ':') {
+        part = (int) seq;
+        seq = strtoull (end + 1, &end, 10);
+        if (part < 0 || part >= self->cfg.partitions)
+            return false;
+    }
+    if (*end || seq == 0)
+        return false;
+    //  The outbox it names, if this engine holds it (its bounds are known)
+    const outbox_t *ob = NULL;
+    if (part < 0 && !self->cfg.part_outbox)
+        ob = self->obs [0];
+    else
+    if (part >= 0 && self->cfg.part_outbox)
+        ob = s_outbox_of (self, part);
+    if (ob && (seq < ob->ob_first || seq > ob->seq))
+        return false;
+    *ours = ob != NULL;
+    snprintf (bucket, size, "%sob:%" PRIu64,
+              part < 0 ? self->prefix : funnel_state_prefix (self->state, part), seq / OB_BUCKET);
+    snprintf (field, 24, "%" PRIu64, seq);
+    return true;
+}
+
 //  Erasing a person: the outbox entries its index names that are still
 //  held are rewritten in place (personal fields out, "redacted": true in;
 //  same id, type, seq, cause, ts), and the index goes; both in the batch's
-//  commit. One round trip for the index, one for the entries.
+//  commit. One round trip for the index, one for the entries. With
+//  instances an entry may sit in a partition another instance owns: its
+//  bucket is WATCHed, so a trim or an append there meanwhile re-runs the
+//  batch instead of the rewrite recreating a dropped bucket.
 static int
 s_redactor (void *arg, funnel_state_t *st, const char *person)
 {
@@ -509,29 +720,38 @@ s_redactor (void *arg, funnel_state_t *st, const char *person)
         return -1;
     }
     redisContext *ctx = redis_store_context (self->store);
-    size_t asked = 0;
-    uint64_t *wanted = (uint64_t *) zmalloc ((zlist_size (seqs) + 1) * sizeof (uint64_t));
+    size_t asked = 0, sent = 0;
+    char (*buckets) [KEY_MAX] = zmalloc ((zlist_size (seqs) + 1) * KEY_MAX);
+    char (*fields) [24] = zmalloc ((zlist_size (seqs) + 1) * 24);
+    bool *watched = (bool *) zmalloc ((zlist_size (seqs) + 1) * sizeof (bool));
     for (const char *s = zlist_first (seqs); s; s = zlist_next (seqs)) {
-        uint64_t seq = strtoull (s, NULL, 10);
-        //  Trimmed already (or never committed): nothing to rewrite
-        if (seq < self->ob_first || seq > self->seq)
+        bool ours = false;
+        if (!s_index_entry (self, s, buckets [asked], KEY_MAX, fields [asked], &ours))
             continue;
-        char bucket [KEY_MAX], field [24];
-        snprintf (bucket, sizeof bucket, "%sob:%" PRIu64, self->prefix, seq / OB_BUCKET);
-        snprintf (field, sizeof field, "%" PRIu64, seq);
-        const char *hget [] = { "HGET", bucket, field };
+        watched [asked] = self->occ && !ours;
+        if (watched [asked]) {
+            const char *watch [] = { "WATCH", buckets [asked] };
+            funnel_redis_append (ctx, 2, watch, NULL);
+            sent++;
+        }
+        const char *hget [] = { "HGET", buckets [asked], fields [asked] };
         funnel_redis_append (ctx, 3, hget, NULL);
-        wanted [asked++] = seq;
+        sent++;
+        asked++;
     }
     zlist_destroy (&seqs);
-    redisReply **replies = (redisReply **) zmalloc ((asked + 1) * sizeof (redisReply *));
-    if (asked > 0 && s_read (self, replies, asked) != 0) {
+    redisReply **replies = (redisReply **) zmalloc ((sent + 1) * sizeof (redisReply *));
+    if (sent > 0 && s_read (self, replies, sent) != 0) {
         free (replies);
-        free (wanted);
+        free (buckets);
+        free (fields);
+        free (watched);
         return -1;
     }
+    size_t at = 0;
     for (size_t i = 0; i < asked; i++) {
-        redisReply *r = replies [i];
+        at += watched [i];              //  Its WATCH's OK
+        redisReply *r = replies [at++];
         outbox_entry_t entry;
         if (r->type != REDIS_REPLY_STRING
         ||  outbox_entry_parse (r->str, r->len, &entry) != 0)
@@ -550,17 +770,16 @@ s_redactor (void *arg, funnel_state_t *st, const char *person)
         free (data);
         if (!encoded)
             continue;
-        char bucket [KEY_MAX], field [24];
-        snprintf (bucket, sizeof bucket, "%sob:%" PRIu64, self->prefix, wanted [i] / OB_BUCKET);
-        snprintf (field, sizeof field, "%" PRIu64, wanted [i]);
-        const char *hset [] = { "HSET", bucket, field, encoded };
-        size_t lens [] = { 4, strlen (bucket), strlen (field), encoded_size };
+        const char *hset [] = { "HSET", buckets [i], fields [i], encoded };
+        size_t lens [] = { 4, strlen (buckets [i]), strlen (fields [i]), encoded_size };
         funnel_state_raw (st, 4, hset, lens);
         free (encoded);
     }
-    s_free_replies (replies, asked);
+    s_free_replies (replies, sent);
     free (replies);
-    free (wanted);
+    free (buckets);
+    free (fields);
+    free (watched);
     const char *del [] = { "DEL", key };
     funnel_state_raw (st, 2, del, NULL);
     return 0;
@@ -607,20 +826,33 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
             assert (self->keys);
         }
         const char **argv = (const char **) malloc ((count + 1) * sizeof (char *));
-        argv [0] = "MGET";
+        argv [0] = "WATCH";
         for (size_t i = 0; i < count; i++) {
             s_dedup_key (self, events [i].id, self->keys + i * 512, 512);
             argv [i + 1] = self->keys + i * 512;
         }
+        if (self->occ)
+            funnel_redis_append (ctx, (int) count + 1, argv, NULL);
+        argv [0] = "MGET";
         funnel_redis_append (ctx, (int) count + 1, argv, NULL);
         free (argv);
         sent++;
     }
+    if (self->occ && wanted > 0) {
+        const char **argv = (const char **) malloc ((wanted + 1) * sizeof (char *));
+        argv [0] = "WATCH";
+        for (size_t i = 0; i < wanted; i++)
+            argv [i + 1] = funnel_rec_key (recs [i]);
+        funnel_redis_append (ctx, (int) wanted + 1, argv, NULL);
+        free (argv);
+    }
+    size_t watches = self->occ ? (seen && count > 0) + (wanted > 0) : 0;
     for (size_t i = 0; i < wanted; i++) {
         const char *argv [] = { "HGETALL", funnel_rec_key (recs [i]) };
         funnel_redis_append (ctx, 2, argv, NULL);
     }
     sent += wanted;
+    sent += watches;
     redisReply **replies = (redisReply **) zmalloc ((sent + 1) * sizeof (redisReply *));
     if (s_read (self, replies, sent) != 0) {
         free (replies);
@@ -629,6 +861,8 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
     int rc = 0;
     size_t at = 0;
     if (seen && count > 0) {
+        if (self->occ)
+            at++;                   //  The WATCH of the dedup keys
         redisReply *mget = replies [at++];
         if (mget->type != REDIS_REPLY_ARRAY || mget->elements != count)
             rc = -1;
@@ -636,6 +870,8 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
             for (size_t i = 0; i < count; i++)
                 seen [i] = mget->element [i]->type == REDIS_REPLY_STRING;
     }
+    if (self->occ && wanted > 0)
+        at++;                       //  The WATCH of the records
     for (size_t i = 0; i < wanted; i++, at++)
         if (replies [at]->type == REDIS_REPLY_ARRAY)
             funnel_state_fill (self->state, recs [i], replies [at]);
@@ -693,11 +929,12 @@ s_queue_error (redisReply **replies, size_t count)
 //  oldest buckets go anyway, and *lost counts the events dropped that a
 //  subscriber still needed.
 static int64_t
-s_trim_point (funnel_engine_t *self, uint64_t seq, zhashx_t *sizes, uint64_t *lost)
+s_trim_point (funnel_engine_t *self, outbox_t *ob, uint64_t seq, zhashx_t *sizes,
+              uint64_t *lost)
 {
     int64_t keep = ((int64_t) seq - self->cfg.retention + 1) / OB_BUCKET * OB_BUCKET;
-    for (uint64_t *need = (uint64_t *) zhashx_first (self->subs); need;
-         need = (uint64_t *) zhashx_next (self->subs)) {
+    for (uint64_t *need = (uint64_t *) zhashx_first (ob->subs); need;
+         need = (uint64_t *) zhashx_next (ob->subs)) {
         int64_t sub_keep = (int64_t) (*need / OB_BUCKET * OB_BUCKET);
         if (sub_keep < keep)
             keep = sub_keep;
@@ -706,7 +943,7 @@ s_trim_point (funnel_engine_t *self, uint64_t seq, zhashx_t *sizes, uint64_t *lo
     uint64_t total = 0;
     for (uint64_t *v = (uint64_t *) zhashx_first (sizes); v; v = (uint64_t *) zhashx_next (sizes))
         total += *v;
-    int64_t first = (int64_t) self->ob_first;
+    int64_t first = (int64_t) ob->ob_first;
     int64_t floor = keep > first ? keep : first;
     uint64_t last_bucket = seq / OB_BUCKET;
     for (uint64_t b = (uint64_t) first / OB_BUCKET; b < last_bucket; b++) {
@@ -723,8 +960,8 @@ s_trim_point (funnel_engine_t *self, uint64_t seq, zhashx_t *sizes, uint64_t *lo
         keep = (int64_t) ((b + 1) * OB_BUCKET);
     }
     *lost = 0;
-    for (uint64_t *need = (uint64_t *) zhashx_first (self->subs); need;
-         need = (uint64_t *) zhashx_next (self->subs))
+    for (uint64_t *need = (uint64_t *) zhashx_first (ob->subs); need;
+         need = (uint64_t *) zhashx_next (ob->subs))
         if ((int64_t) *need < keep)
             *lost += (uint64_t) keep - (*need > (uint64_t) first ? *need : (uint64_t) first);
     return keep;
@@ -733,23 +970,138 @@ s_trim_point (funnel_engine_t *self, uint64_t seq, zhashx_t *sizes, uint64_t *lo
 //  After a trim that dropped events some subscribers still needed: one
 //  error line per gap, and those subscribers now need the new start.
 static void
-s_count_losses (funnel_engine_t *self, uint64_t first, uint64_t lost)
+s_count_losses (funnel_engine_t *self, outbox_t *ob, uint64_t first, uint64_t lost)
 {
     if (lost == 0)
         return;
-    for (uint64_t *need = (uint64_t *) zhashx_first (self->subs); need;
-         need = (uint64_t *) zhashx_next (self->subs))
+    for (uint64_t *need = (uint64_t *) zhashx_first (ob->subs); need;
+         need = (uint64_t *) zhashx_next (ob->subs))
         if (*need < first) {
-            log_error ("outbox over its byte cap (%" PRId64 " bytes): subscriber %s loses "
+            log_error ("outbox%s over its byte cap (%" PRId64 " bytes): subscriber %s loses "
                        "seqs %" PRIu64 "..%" PRIu64 " (STATS outbox_lost counts them)",
-                       self->cfg.outbox_max_bytes, (const char *) zhashx_cursor (self->subs),
-                       *need, first - 1);
+                       ob->prefix, self->cfg.outbox_max_bytes,
+                       (const char *) zhashx_cursor (ob->subs), *need, first - 1);
             *need = first;
         }
 }
 
+//  Appends one outbox's share of a commit (its outputs ob->outs, contiguous
+//  seqs, one HSET per bucket of 1000, the sizes, seq, trim); the results
+//  wait in ob->new_* until the commit succeeds. Returns commands appended.
+static size_t
+s_append_outbox (funnel_engine_t *self, outbox_t *ob, redisContext *ctx, char **entries,
+                 size_t *entry_sizes, char (*seqs) [24], int64_t now, const char *by)
+{
+    funnel_state_t *st = self->state;
+    size_t sent = 0;
+    char number [24];
+    uint64_t seq = ob->seq;
+    zhashx_destroy (&ob->new_sizes);
+    ob->new_sizes = zhashx_new ();
+    zhashx_set_destructor (ob->new_sizes, s_free_item);
+    for (uint64_t *v = (uint64_t *) zhashx_first (ob->bucket_bytes); v;
+         v = (uint64_t *) zhashx_next (ob->bucket_bytes))
+        s_put_u64 (ob->new_sizes, (const char *) zhashx_cursor (ob->bucket_bytes), *v);
+    size_t outputs = ob->out_count;
+    for (size_t i = 0; i < outputs; ) {
+        uint64_t bucket = (seq + 1) / OB_BUCKET;
+        char key [KEY_MAX];
+        snprintf (key, sizeof key, "%sob:%" PRIu64, ob->prefix, bucket);
+        size_t n = 0;
+        while (i + n < outputs && (seq + 1 + n) / OB_BUCKET == bucket)
+            n++;
+        const char **argv = (const char **) malloc ((2 + 2 * n) * sizeof (char *));
+        size_t *lens = (size_t *) malloc ((2 + 2 * n) * sizeof (size_t));
+        argv [0] = "HSET";
+        lens [0] = 4;
+        argv [1] = key;
+        lens [1] = strlen (key);
+        uint64_t bytes = 0;
+        for (size_t j = 0; j < n; j++) {
+            size_t k = ob->outs [i + j];
+            s_int_text ((int64_t) (seq + 1 + j), seqs [k]);
+            entries [k] = s_entry (funnel_state_output (st, k), now, by, &entry_sizes [k]);
+            argv [2 + 2 * j] = seqs [k];
+            lens [2 + 2 * j] = strlen (seqs [k]);
+            argv [3 + 2 * j] = entries [k];
+            lens [3 + 2 * j] = entry_sizes [k];
+            bytes += entry_sizes [k] + strlen (seqs [k]);
+        }
+        funnel_redis_append (ctx, (int) (2 + 2 * n), argv, lens);
+        sent++;
+        //  Bytes per bucket, for the outbox's memory cap
+        char bucket_name [24], bytes_text [24];
+        snprintf (bucket_name, sizeof bucket_name, "%" PRIu64, bucket);
+        snprintf (bytes_text, sizeof bytes_text, "%" PRIu64, bytes);
+        const char *size_cmd [] = { "HINCRBY", ob->ob_size_key, bucket_name, bytes_text };
+        funnel_redis_append (ctx, 4, size_cmd, NULL);
+        sent++;
+        s_put_u64 (ob->new_sizes, bucket_name, s_get_u64 (ob->new_sizes, bucket_name) + bytes);
+        free (argv);
+        free (lens);
+        i += n;
+        seq += n;
+    }
+    ob->new_seq = seq;
+    ob->new_first = ob->ob_first;
+    ob->lost = 0;
+    if (outputs == 0)
+        return sent;
+    snprintf (number, sizeof number, "%" PRIu64, seq);
+    const char *set_seq [] = { "SET", ob->seq_key, number };
+    funnel_redis_append (ctx, 3, set_seq, NULL);
+    sent++;
+    int64_t keep = s_trim_point (self, ob, seq, ob->new_sizes, &ob->lost);
+    if (keep > (int64_t) ob->ob_first) {
+        for (uint64_t b = ob->ob_first / OB_BUCKET; b < (uint64_t) keep / OB_BUCKET; b++) {
+            char key [KEY_MAX], name [24];
+            snprintf (key, sizeof key, "%sob:%" PRIu64, ob->prefix, b);
+            snprintf (name, sizeof name, "%" PRIu64, b);
+            const char *del [] = { "UNLINK", key };
+            funnel_redis_append (ctx, 2, del, NULL);
+            const char *hdel [] = { "HDEL", ob->ob_size_key, name };
+            funnel_redis_append (ctx, 3, hdel, NULL);
+            sent += 2;
+            zhashx_delete (ob->new_sizes, name);
+        }
+        if (ob->lost > 0) {
+            snprintf (number, sizeof number, "%" PRIu64, ob->lost);
+            const char *incr [] = { "HINCRBY", self->stats_key, "outbox_lost", number };
+            funnel_redis_append (ctx, 4, incr, NULL);
+            sent++;
+        }
+        ob->new_first = (uint64_t) keep;
+        snprintf (number, sizeof number, "%" PRIu64, ob->new_first);
+        const char *set_first [] = { "SET", ob->ob_first_key, number };
+        funnel_redis_append (ctx, 3, set_first, NULL);
+        sent++;
+    }
+    return sent;
+}
+
 //  Commits the state's write-set plus c; publishes the outputs. On any
-//  failure the batch is rolled back in the cache too.
+//  failure the batch is rolled back in the cache too. ENGINE_RETRY: a
+//  shared record changed under us (only with several instances): nothing
+//  applied, run the batch again.
+//  The outbox output k of the batch goes to (its event's partition's).
+static outbox_t *
+s_output_outbox (funnel_engine_t *self, size_t k)
+{
+    int part = k < self->out_parts_len ? self->out_parts [k] : 0;
+    outbox_t *ob = s_outbox_of (self, part);
+    return ob ? ob : s_outbox_of (self, self->mine [0]);   //  Cannot happen: routed to ours
+}
+
+//  redis/acks: some outbox holds seqs no WAIT has covered yet
+static bool
+s_hidden (funnel_engine_t *self)
+{
+    for (int i = 0; i < self->ob_count; i++)
+        if (self->obs [i] && self->obs [i]->visible < self->obs [i]->seq)
+            return true;
+    return false;
+}
+
 static int
 s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
 {
@@ -780,119 +1132,70 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     if (outputs > 0)
         funnel_state_count (st, "events_out", (int64_t) outputs);
     sent += funnel_state_append_writes (st, ctx, self->stats_key);
-    //  Outbox: contiguous seqs, one HSET per bucket of 1000
-    uint64_t seq = self->seq;
+    //  Each output to its outbox (the service's, or its partition's)
+    for (int i = 0; i < self->ob_count; i++)
+        if (self->obs [i])
+            self->obs [i]->out_count = 0;
+    for (size_t k = 0; k < outputs; k++) {
+        outbox_t *ob = s_output_outbox (self, k);
+        if (ob->out_count == ob->out_size) {
+            ob->out_size = ob->out_size ? ob->out_size * 2 : 64;
+            ob->outs = (size_t *) realloc (ob->outs, ob->out_size * sizeof (size_t));
+            assert (ob->outs);
+        }
+        ob->outs [ob->out_count++] = k;
+    }
     char **entries = (char **) zmalloc ((outputs + 1) * sizeof (char *));
     size_t *entry_sizes = (size_t *) zmalloc ((outputs + 1) * sizeof (size_t));
     char (*seqs) [24] = zmalloc ((outputs + 1) * 24);
-    //  Bucket sizes after this commit (applied to the engine's on success)
-    zhashx_t *new_sizes = zhashx_new ();
-    zhashx_set_destructor (new_sizes, s_free_item);
-    for (uint64_t *v = (uint64_t *) zhashx_first (self->bucket_bytes); v;
-         v = (uint64_t *) zhashx_next (self->bucket_bytes))
-        s_put_u64 (new_sizes, (const char *) zhashx_cursor (self->bucket_bytes), *v);
-    for (size_t i = 0; i < outputs; ) {
-        uint64_t bucket = (seq + 1) / OB_BUCKET;
-        char key [KEY_MAX];
-        snprintf (key, sizeof key, "%sob:%" PRIu64, self->prefix, bucket);
-        size_t n = 0;
-        while (i + n < outputs && (seq + 1 + n) / OB_BUCKET == bucket)
-            n++;
-        const char **argv = (const char **) malloc ((2 + 2 * n) * sizeof (char *));
-        size_t *lens = (size_t *) malloc ((2 + 2 * n) * sizeof (size_t));
-        argv [0] = "HSET";
-        lens [0] = 4;
-        argv [1] = key;
-        lens [1] = strlen (key);
-        for (size_t j = 0; j < n; j++) {
-            size_t k = i + j;
-            s_int_text ((int64_t) (seq + 1 + j), seqs [k]);
-            entries [k] = s_entry (funnel_state_output (st, k), now, c->by, &entry_sizes [k]);
-            argv [2 + 2 * j] = seqs [k];
-            lens [2 + 2 * j] = strlen (seqs [k]);
-            argv [3 + 2 * j] = entries [k];
-            lens [3 + 2 * j] = entry_sizes [k];
-        }
-        funnel_redis_append (ctx, (int) (2 + 2 * n), argv, lens);
-        sent++;
-        //  Bytes per bucket, for the outbox's memory cap
-        uint64_t bytes = 0;
-        for (size_t j = 0; j < n; j++)
-            bytes += entry_sizes [i + j] + strlen (seqs [i + j]);
-        char bucket_name [24], bytes_text [24];
-        snprintf (bucket_name, sizeof bucket_name, "%" PRIu64, bucket);
-        snprintf (bytes_text, sizeof bytes_text, "%" PRIu64, bytes);
-        const char *size_cmd [] = { "HINCRBY", self->ob_size_key, bucket_name, bytes_text };
-        funnel_redis_append (ctx, 4, size_cmd, NULL);
-        sent++;
-        s_put_u64 (new_sizes, bucket_name, s_get_u64 (new_sizes, bucket_name) + bytes);
-        free (argv);
-        free (lens);
-        i += n;
-        seq += n;
-    }
+    for (int i = 0; i < self->ob_count; i++)
+        if (self->obs [i])
+            sent += s_append_outbox (self, self->obs [i], ctx, entries, entry_sizes, seqs,
+                                     now, c->by);
     //  Privacy: each output that carried a person's data goes into that
-    //  person's bounded index of seqs, so erasing never scans the outbox
+    //  person's bounded index, so erasing never scans an outbox. The entry
+    //  is its seq with one outbox per service, "<part>:<seq>" with
+    //  per-partition outboxes (a seq alone names no entry then; the
+    //  output's outbox need not be the person's partition)
     for (size_t k = 0; k < outputs; k++) {
         const funnel_output_t *out = funnel_state_output (st, k);
-        char key [KEY_MAX], bound [24];
+        char key [KEY_MAX], bound [24], entry [48];
         if (!out->person [0]
         ||  funnel_state_person_index_key (st, out->person, key, sizeof key) != 0)
             continue;
-        const char *rpush [] = { "RPUSH", key, seqs [k] };
+        const outbox_t *ob = s_output_outbox (self, k);
+        if (ob->part >= 0)
+            snprintf (entry, sizeof entry, "%d:%s", ob->part, seqs [k]);
+        else
+            snprintf (entry, sizeof entry, "%s", seqs [k]);
+        const char *rpush [] = { "RPUSH", key, entry };
         funnel_redis_append (ctx, 3, rpush, NULL);
         snprintf (bound, sizeof bound, "%d", -FUNNEL_PERSONAL_INDEX);
         const char *ltrim [] = { "LTRIM", key, bound, "-1" };
         funnel_redis_append (ctx, 4, ltrim, NULL);
         sent += 2;
     }
-    uint64_t ob_first = self->ob_first;
-    uint64_t lost = 0;
-    if (outputs > 0) {
-        snprintf (number, sizeof number, "%" PRIu64, seq);
-        const char *set_seq [] = { "SET", self->seq_key, number };
-        funnel_redis_append (ctx, 3, set_seq, NULL);
-        sent++;
-        int64_t keep = s_trim_point (self, seq, new_sizes, &lost);
-        if (keep > (int64_t) ob_first) {
-            for (uint64_t b = ob_first / OB_BUCKET; b < (uint64_t) keep / OB_BUCKET; b++) {
-                char key [KEY_MAX], name [24];
-                snprintf (key, sizeof key, "%sob:%" PRIu64, self->prefix, b);
-                snprintf (name, sizeof name, "%" PRIu64, b);
-                const char *del [] = { "UNLINK", key };
-                funnel_redis_append (ctx, 2, del, NULL);
-                const char *hdel [] = { "HDEL", self->ob_size_key, name };
-                funnel_redis_append (ctx, 3, hdel, NULL);
-                sent += 2;
-                zhashx_delete (new_sizes, name);
-            }
-            if (lost > 0) {
-                snprintf (number, sizeof number, "%" PRIu64, lost);
-                const char *incr [] = { "HINCRBY", self->stats_key, "outbox_lost", number };
-                funnel_redis_append (ctx, 4, incr, NULL);
-                sent++;
-            }
-            ob_first = (uint64_t) keep;
-            snprintf (number, sizeof number, "%" PRIu64, ob_first);
-            const char *set_first [] = { "SET", self->ob_first_key, number };
-            funnel_redis_append (ctx, 3, set_first, NULL);
+    //  Checkpoints: with per-partition outboxes, every owned partition has
+    //  seen the upstream's events up to c->checkpoint
+    for (int i = 0; c->upstream && i < self->ob_count; i++)
+        if (self->obs [i]) {
+            //  Never backwards: a partition moved here may be further on
+            uint64_t value = s_ckpt (self->obs [i], c->upstream);
+            snprintf (number, sizeof number, "%" PRIu64,
+                      value > c->checkpoint ? value : c->checkpoint);
+            const char *hset [] = { "HSET", self->obs [i]->ckpt_key, c->upstream, number };
+            funnel_redis_append (ctx, 4, hset, NULL);
             sent++;
         }
-    }
-    if (c->upstream) {
-        snprintf (number, sizeof number, "%" PRIu64, c->checkpoint);
-        const char *hset [] = { "HSET", self->ckpt_key, c->upstream, number };
-        funnel_redis_append (ctx, 4, hset, NULL);
-        sent++;
-    }
     //  Lease renewal inside the transaction: our own write to a watched
     //  key cannot abort this EXEC (WATCH is checked before it runs)
     bool renew = zclock_mono () - self->renewed >= self->cfg.lease_ms / 3;
     if (renew) {
         char px [24];
         snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
-        for (int p = 0; p < self->cfg.partitions; p++) {
-            const char *set [] = { "SET", self->lease_keys [p], self->lease_value, "PX", px };
+        for (int i = 0; i < self->mine_count; i++) {
+            const char *set [] = { "SET", self->lease_keys [self->mine [i]], self->lease_value,
+                                   "PX", px };
             funnel_redis_append (ctx, 5, set, NULL);
             sent++;
         }
@@ -904,7 +1207,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     //  empty renewal acknowledges nothing to anyone: no WAIT, unless seqs
     //  are still hidden (it shows them once acknowledged)
     bool wait = self->cfg.acks > 0 && (c->replied || c->id_count > 0 || outputs > 0
-                                       || self->visible < self->seq);
+                                       || s_hidden (self));
     size_t wait_at = 0;
     if (wait) {
         redisAppendCommand (ctx, "WAIT %d %d", self->cfg.acks, self->cfg.acks_timeout_ms);
@@ -938,13 +1241,21 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         }
         else
         if (exec->type == REDIS_REPLY_NIL) {
-            //  WATCH: a lease key changed since our last commit
+            //  WATCH: a lease key changed since our last commit, or (with
+            //  several instances) a shared record we read
             funnel_state_rollback (st, zero);
-            s_check_fence (self, replies [sent - 1]);
-            if (!self->lost)
-                s_step_down (self, 0, "?");
-            rc = funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-                "lease: another instance owns this service now; nothing was applied");
+            if (self->occ && s_check_fence (self, replies [sent - 1]) == 0) {
+                funnel_state_clear (st);
+                self->conflicts++;
+                rc = ENGINE_RETRY;
+            }
+            else {
+                s_check_fence (self, replies [sent - 1]);
+                if (!self->lost)
+                    s_step_down (self, 0, "?");
+                rc = funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                    "lease: another instance owns this service now; nothing was applied");
+            }
         }
         else {
             //  EXECABORT: a command was refused while queueing (OOM,
@@ -986,36 +1297,61 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
             if (renew)
                 self->renewed = zclock_mono ();
             //  Publish, then forget the write-set (outputs live in it)
-            uint64_t first = self->seq + 1;
-            self->seq = seq;
-            if (!unacked)
-                self->visible = seq;    //  WAIT covers every earlier write too
-            self->ob_first = ob_first;
-            zhashx_destroy (&self->bucket_bytes);
-            self->bucket_bytes = new_sizes;
-            new_sizes = NULL;
-            s_count_losses (self, ob_first, lost);
-            if (c->upstream)
-                s_set_checkpoint (self, c->upstream, c->checkpoint);
-            for (size_t i = 0; i < outputs && self->publish && !unacked; i++) {
-                outbox_entry_t event;
-                if (outbox_entry_parse (entries [i], entry_sizes [i], &event) == 0)
-                    self->publish (self->publish_arg, first + i, &event);
+            for (int i = 0; i < self->ob_count; i++) {
+                outbox_t *ob = self->obs [i];
+                if (!ob)
+                    continue;
+                uint64_t first = ob->seq + 1;
+                ob->seq = ob->new_seq;
+                //  WAIT covers every earlier write too, in every outbox
+                if (!unacked)
+                    ob->visible = ob->seq;
+                ob->ob_first = ob->new_first;
+                zhashx_destroy (&ob->bucket_bytes);
+                ob->bucket_bytes = ob->new_sizes;
+                ob->new_sizes = NULL;
+                s_count_losses (self, ob, ob->ob_first, ob->lost);
+                if (c->upstream && c->checkpoint > s_ckpt (ob, c->upstream))
+                    s_set_checkpoint (ob, c->upstream, c->checkpoint);
+                for (size_t j = 0; j < ob->out_count && self->publish && !unacked; j++) {
+                    size_t k = ob->outs [j];
+                    outbox_entry_t event;
+                    if (outbox_entry_parse (entries [k], entry_sizes [k], &event) == 0)
+                        self->publish (self->publish_arg, ob->part, first + j, &event);
+                }
             }
             funnel_state_committed (st);
         }
         s_free_replies (replies, sent);
     }
-    zhashx_destroy (&new_sizes);
+    for (int i = 0; i < self->ob_count; i++)
+        if (self->obs [i])
+            zhashx_destroy (&self->obs [i]->new_sizes);
     for (size_t i = 0; i < outputs; i++)
         free (entries [i]);
     free (entries);
     free (entry_sizes);
     free (seqs);
     free (replies);
+    self->out_parts_len = 0;
     self->commits++;
     self->commit_us += (uint64_t) (zclock_usecs () - started);
     return rc;
+}
+
+//  Notes the partition of the outputs queued since the last call.
+static void
+s_route_outputs (funnel_engine_t *self, int part)
+{
+    size_t outputs = funnel_state_output_count (self->state);
+    if (outputs > self->out_parts_size) {
+        self->out_parts_size = outputs * 2 + 64;
+        self->out_parts = (int *) realloc (self->out_parts, self->out_parts_size * sizeof (int));
+        assert (self->out_parts);
+    }
+    for (size_t k = self->out_parts_len; k < outputs; k++)
+        self->out_parts [k] = part;
+    self->out_parts_len = outputs;
 }
 
 //  ---------------------------------------------------------------------
@@ -1039,16 +1375,25 @@ s_not_ready (funnel_engine_t *self, funnel_error_t *err)
     return s_unavailable (err);
 }
 
-int
-funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
-                       size_t count, bool batch, const char *by,
-                       msgpack_sbuffer *reply, funnel_error_t *err)
+//  Starts a batch: with several instances nothing cached is trusted
+//  (another instance may have written any shared record since).
+static void
+s_begin (funnel_engine_t *self)
 {
-    if (!s_ready (self))
-        return s_not_ready (self, err);
+    if (self->occ)
+        funnel_state_clear (self->state);
+    funnel_state_begin (self->state);
+    funnel_state_set_now (self->state, s_now_ms ());
+    self->out_parts_len = 0;
+}
+
+static int
+s_publish_once (funnel_engine_t *self, const funnel_event_t *events, size_t count,
+                bool batch, const char *by, size_t *accepted_p, size_t *duplicates_p,
+                funnel_error_t *err)
+{
     funnel_state_t *st = self->state;
-    funnel_state_begin (st);
-    funnel_state_set_now (st, s_now_ms ());
+    s_begin (self);
     bool *seen = (bool *) zmalloc ((count + 1) * sizeof (bool));
     if (s_prefetch (self, events, count, self->rules->on, seen) != 0) {
         free (seen);
@@ -1088,6 +1433,8 @@ funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
                                       ev->type);
                 rc = -1;
             }
+            else
+                s_route_outputs (self, funnel_engine_event_part (self, ev));
         }
         if (rc != 0) {
             if (batch)
@@ -1113,6 +1460,33 @@ funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
     commit_t c = { ids, accepted, NULL, 0, by, true };
     rc = s_commit (self, &c, err);
     free (ids);
+    *accepted_p = accepted;
+    *duplicates_p = duplicates;
+    return rc;
+}
+
+static int
+s_contended (funnel_engine_t *self, funnel_error_t *err)
+{
+    if (funnel_log_every (&self->last_warn, 1000))
+        log_warn ("commit: shared records kept changing under %d attempts", RETRIES_MAX);
+    return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+        "store: contention with other instances; nothing was applied; retry with the same ids");
+}
+
+int
+funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
+                       size_t count, bool batch, const char *by,
+                       msgpack_sbuffer *reply, funnel_error_t *err)
+{
+    if (!s_ready (self))
+        return s_not_ready (self, err);
+    size_t accepted = 0, duplicates = 0;
+    int rc = ENGINE_RETRY;
+    for (int attempt = 0; attempt < RETRIES_MAX && rc == ENGINE_RETRY; attempt++)
+        rc = s_publish_once (self, events, count, batch, by, &accepted, &duplicates, err);
+    if (rc == ENGINE_RETRY)
+        return s_contended (self, err);
     if (rc != 0)
         return rc;
     msgpack_packer pk;
@@ -1136,24 +1510,26 @@ funnel_engine_publish (funnel_engine_t *self, const funnel_event_t *events,
     return 0;
 }
 
-int
-funnel_engine_consume (funnel_engine_t *self, const char *upstream,
-                       const funnel_event_t *events, size_t count,
-                       uint64_t last_seq, funnel_error_t *err)
+static int
+s_consume_once (funnel_engine_t *self, const char *upstream, const funnel_event_t *events,
+                size_t count, uint64_t last_seq, funnel_error_t *err)
 {
-    if (!s_ready (self))
-        return s_not_ready (self, err);
     funnel_state_t *st = self->state;
-    funnel_state_begin (st);
-    funnel_state_set_now (st, s_now_ms ());
+    s_begin (self);
     if (s_prefetch (self, events, count, self->rules->consume, NULL) != 0)
         return s_unavailable (err);
-    uint64_t ckpt = funnel_engine_checkpoint (self, upstream);
+    uint64_t position = funnel_engine_checkpoint (self, upstream);
     int64_t applied = 0, rejected = 0;
     for (size_t i = 0; i < count; i++) {
         const funnel_event_t *ev = &events [i];
-        if (ev->seq <= ckpt)
-            continue;               //  Applied before (a replay overlap)
+        if (ev->seq > position)
+            position = ev->seq;
+        //  The partition the event is routed to here: with per-partition
+        //  outboxes, applied by its owner only, once (its checkpoint)
+        int part = funnel_engine_event_part (self, ev);
+        outbox_t *ob = s_outbox_of (self, part);
+        if (!ob || ev->seq <= s_ckpt (ob, upstream))
+            continue;               //  Another instance's, or applied before
         const funnel_rule_t *rule = s_rule (self->rules->consume, ev->type);
         if (rule) {
             funnel_state_set_cause (st, ev->id, ev->ts);
@@ -1170,20 +1546,34 @@ funnel_engine_consume (funnel_engine_t *self, const char *upstream,
                               upstream, ev->type, ev->id,
                               refusal.code ? refusal.code : "internal", refusal.message);
             }
-            else
+            else {
                 applied++;
+                s_route_outputs (self, part);
+            }
         }
-        ckpt = ev->seq;
     }
-    if (last_seq > ckpt)
-        ckpt = last_seq;
+    if (last_seq > position)
+        position = last_seq;
     funnel_state_set_cause (st, NULL, 0);
     if (applied)
         funnel_state_count (st, "consumed", applied);
     if (rejected)
         funnel_state_count (st, "consume_rejected", rejected);
-    commit_t c = { NULL, 0, upstream, ckpt, NULL, false };
+    commit_t c = { NULL, 0, upstream, position, NULL, false };
     return s_commit (self, &c, err);
+}
+
+int
+funnel_engine_consume (funnel_engine_t *self, const char *upstream,
+                       const funnel_event_t *events, size_t count,
+                       uint64_t last_seq, funnel_error_t *err)
+{
+    if (!s_ready (self))
+        return s_not_ready (self, err);
+    int rc = ENGINE_RETRY;
+    for (int attempt = 0; attempt < RETRIES_MAX && rc == ENGINE_RETRY; attempt++)
+        rc = s_consume_once (self, upstream, events, count, last_seq, err);
+    return rc == ENGINE_RETRY ? s_contended (self, err) : rc;
 }
 
 static const funnel_timer_rule_t *
@@ -1206,25 +1596,32 @@ s_run_timers (funnel_engine_t *self)
     char max [24], limit [24];
     snprintf (max, sizeof max, "%" PRId64, now);
     snprintf (limit, sizeof limit, "%d", TIMERS_MAX);
-    int n = self->cfg.partitions;
-    for (int p = 0; p < n; p++) {
+    //  The owned partitions' timers (with several instances, read under
+    //  WATCH: another instance may arm one of ours meanwhile)
+    int n = self->mine_count;
+    int per = self->occ ? 2 : 1;
+    for (int i = 0; i < n; i++) {
         char key [KEY_MAX];
-        snprintf (key, sizeof key, "%stimers", funnel_state_prefix (st, p));
+        snprintf (key, sizeof key, "%stimers", funnel_state_prefix (st, self->mine [i]));
+        const char *watch [] = { "WATCH", key };
+        if (self->occ)
+            funnel_redis_append (ctx, 2, watch, NULL);
         const char *argv [] = { "ZRANGEBYSCORE", key, "-inf", max, "WITHSCORES",
                                 "LIMIT", "0", limit };
         funnel_redis_append (ctx, 8, argv, NULL);
     }
-    redisReply **replies = (redisReply **) zmalloc (n * sizeof (redisReply *));
-    if (s_read (self, replies, n) != 0) {
+    redisReply **replies = (redisReply **) zmalloc ((size_t) (n * per + 1) * sizeof (redisReply *));
+    if (s_read (self, replies, (size_t) (n * per)) != 0) {
         free (replies);
         return;
     }
-    funnel_state_begin (st);
+    s_begin (self);
     funnel_state_set_now (st, now);
     funnel_state_set_cause (st, NULL, 0);
     int fired = 0;
-    for (int p = 0; p < n; p++) {
-        redisReply *r = replies [p];
+    for (int i = 0; i < n; i++) {
+        int p = self->mine [i];
+        redisReply *r = replies [i * per + per - 1];
         for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i + 1 < r->elements; i += 2) {
             const char *member = r->element [i]->str;
             const char *colon = strchr (member, ':');
@@ -1248,11 +1645,13 @@ s_run_timers (funnel_engine_t *self)
                 log_warn ("timer %s %s: %s: %s (dropped)", name, id,
                           err.code ? err.code : "internal", err.message);
             }
-            else
+            else {
                 fired++;
+                s_route_outputs (self, p);
+            }
         }
     }
-    s_free_replies (replies, n);
+    s_free_replies (replies, (size_t) (n * per));
     free (replies);
     //  Nothing due and no renewal due: no commit
     if (funnel_state_savepoint (st).timers == 0
@@ -1262,7 +1661,9 @@ s_run_timers (funnel_engine_t *self)
         funnel_state_count (st, "timers_fired", fired);
     funnel_error_t err;
     commit_t c = { NULL, 0, NULL, 0, NULL, false };
-    if (s_commit (self, &c, &err) != 0 && funnel_log_every (&self->last_warn, 1000))
+    int rc = s_commit (self, &c, &err);
+    //  A conflict (several instances): the timers run again next time
+    if (rc != 0 && rc != ENGINE_RETRY && funnel_log_every (&self->last_warn, 1000))
         log_warn ("timers: %s", err.message);
 }
 
@@ -1276,7 +1677,7 @@ funnel_engine_cron (funnel_engine_t *self)
     else
     if (zclock_mono () - self->renewed >= self->cfg.lease_ms / 3) {
         //  An empty commit renews the leases and re-arms the fence
-        funnel_state_begin (self->state);
+        s_begin (self);
         funnel_error_t err;
         commit_t c = { NULL, 0, NULL, 0, NULL, false };
         s_commit (self, &c, &err);
@@ -1443,7 +1844,7 @@ funnel_engine_query (funnel_engine_t *self, const msgpack_object *req,
     }
     if (!s_ready (self))
         return s_not_ready (self, err);
-    funnel_state_begin (self->state);
+    s_begin (self);
     msgpack_packer pk;
     msgpack_packer_init (&pk, reply, msgpack_sbuffer_write);
     funnel_error_clear (err);
@@ -1486,29 +1887,34 @@ funnel_query_pack_by_id (funnel_state_t *st, funnel_query_fn *query, const char 
 }
 
 int
-funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
+funnel_engine_replay (funnel_engine_t *self, int part, uint64_t from, uint64_t limit,
                       const char *subscriber, msgpack_sbuffer *reply, funnel_error_t *err)
 {
     if (!s_ready (self))
         return s_not_ready (self, err);
+    outbox_t *ob = self->cfg.part_outbox ? s_outbox_of (self, part < 0 ? 0 : part)
+                                         : self->obs [0];
+    if (!ob)
+        return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                                 "partition: %d is not owned by this instance", part);
     //  A registered subscriber has applied everything before `from`
     bool ack = false;
     if (subscriber && *subscriber) {
-        uint64_t need = from > self->seq + 1 ? self->seq + 1 : from;
-        if (need > s_get_u64 (self->subs, subscriber) || !zhashx_lookup (self->subs, subscriber)) {
-            s_put_u64 (self->subs, subscriber, need);
+        uint64_t need = from > ob->seq + 1 ? ob->seq + 1 : from;
+        if (need > s_get_u64 (ob->subs, subscriber) || !zhashx_lookup (ob->subs, subscriber)) {
+            s_put_u64 (ob->subs, subscriber, need);
             char text [24];
             snprintf (text, sizeof text, "%" PRIu64, need);
-            const char *hset [] = { "HSET", self->subs_key, subscriber, text };
+            const char *hset [] = { "HSET", ob->subs_key, subscriber, text };
             funnel_redis_append (redis_store_context (self->store), 4, hset, NULL);
             ack = true;
         }
     }
-    uint64_t first = self->seq > 0 ? self->ob_first : 0;
+    uint64_t first = ob->seq > 0 ? ob->ob_first : 0;
     uint64_t start = from > first ? from : first;
     if (start < 1)
         start = 1;
-    uint64_t to = self->visible;
+    uint64_t to = ob->visible;          //  redis/acks: hidden until a WAIT covers it
     if (limit == 0 || start > to)
         to = 0;
     else
@@ -1524,7 +1930,7 @@ funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
         const char **argv = (const char **) malloc ((n + 2) * sizeof (char *));
         char (*fields) [24] = malloc (n * 24);
         char key [KEY_MAX];
-        snprintf (key, sizeof key, "%sob:%" PRIu64, self->prefix, seq / OB_BUCKET);
+        snprintf (key, sizeof key, "%sob:%" PRIu64, ob->prefix, seq / OB_BUCKET);
         argv [0] = "HMGET";
         argv [1] = key;
         for (size_t i = 0; i < n; i++) {
@@ -1575,7 +1981,7 @@ funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
         }
     msgpack_pack_array (&pk, valid);
     for (size_t i = 0; i < valid; i++)
-        outbox_entry_pack_envelope (&events [i], self->svc, seqs [i], reply);
+        outbox_entry_pack_part (&events [i], self->svc, ob->part, seqs [i], reply);
     event_codec_pack_cstr (&pk, "next");
     msgpack_pack_uint64 (&pk, next);
     event_codec_pack_cstr (&pk, "first");
@@ -1617,16 +2023,30 @@ funnel_engine_stats (funnel_engine_t *self, msgpack_sbuffer *reply, funnel_error
     funnel_state_cache_stats (self->state, &hits, &misses, &entries);
     int64_t figures [] = { (int64_t) self->commits,
                            (int64_t) (self->commits ? self->commit_us / self->commits : 0),
-                           (int64_t) s_outbox_bytes (self), (int64_t) zhashx_size (self->subs) };
-    const char *names [] = { "commits", "commit_avg_us", "outbox_bytes", "subscribers" };
-    for (int i = 0; i < 4; i++) {
+                           (int64_t) s_outbox_bytes (self), (int64_t) s_subscribers (self),
+                           (int64_t) self->conflicts };
+    const char *names [] = { "commits", "commit_avg_us", "outbox_bytes", "subscribers",
+                             "conflicts" };
+    for (int i = 0; i < (self->occ ? 5 : 4); i++) {
         int64_t *v = (int64_t *) malloc (sizeof (int64_t));
         *v = figures [i];
         zhashx_update (counters, names [i], v);
     }
     msgpack_packer pk;
     msgpack_packer_init (&pk, reply, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, 3);
+    msgpack_pack_map (&pk, self->cfg.part_outbox ? 4 : 3);
+    if (self->cfg.part_outbox) {
+        //  Per-partition outboxes: each owned partition's last seq shown
+        //  (redis/acks: acknowledged), as its heartbeat and REPLAY
+        event_codec_pack_cstr (&pk, "parts");
+        msgpack_pack_map (&pk, (size_t) self->mine_count);
+        for (int i = 0; i < self->mine_count; i++) {
+            char name [16];
+            snprintf (name, sizeof name, "%d", self->mine [i]);
+            event_codec_pack_cstr (&pk, name);
+            msgpack_pack_uint64 (&pk, self->obs [self->mine [i]]->visible);
+        }
+    }
     //  The cache's figures move with every read (a GET, a refused event):
     //  apart from the counters, which only applied events change
     event_codec_pack_cstr (&pk, "cache");
@@ -1657,16 +2077,29 @@ funnel_engine_release (funnel_engine_t *self)
 {
     if (!s_ready (self))
         return;
+    redisContext *ctx = redis_store_context (self->store);
+    if (self->occ) {
+        //  A read since the last commit may have added watched records:
+        //  watch the leases alone again (and see they are still ours)
+        redisAppendCommand (ctx, "UNWATCH");
+        s_append_fence (self, ctx);
+        redisReply *r [3];
+        if (s_read (self, r, 3) != 0)
+            return;
+        bool ours = s_check_fence (self, r [2]) == 0;
+        s_free_replies (r, 3);
+        if (!ours)
+            return;
+    }
     //  The fence is armed: if a lease changed, EXEC aborts and we delete
     //  nothing of another owner's
-    redisContext *ctx = redis_store_context (self->store);
     redisAppendCommand (ctx, "MULTI");
-    for (int p = 0; p < self->cfg.partitions; p++) {
-        const char *del [] = { "DEL", self->lease_keys [p] };
+    for (int i = 0; i < self->mine_count; i++) {
+        const char *del [] = { "DEL", self->lease_keys [self->mine [i]] };
         funnel_redis_append (ctx, 2, del, NULL);
     }
     redisAppendCommand (ctx, "EXEC");
-    size_t n = (size_t) self->cfg.partitions + 2;
+    size_t n = (size_t) self->mine_count + 2;
     redisReply **replies = (redisReply **) zmalloc (n * sizeof (redisReply *));
     if (s_read (self, replies, n) == 0)
         s_free_replies (replies, n);
@@ -1728,9 +2161,10 @@ static const funnel_rules_t s_test_rules = {
 static int s_test_published;
 
 static void
-s_test_publish (void *arg, uint64_t seq, const outbox_entry_t *event)
+s_test_publish (void *arg, int part, uint64_t seq, const outbox_entry_t *event)
 {
     (void) arg;
+    (void) part;
     (void) event;
     s_test_published = (int) seq;
 }
@@ -2012,10 +2446,13 @@ s_test_say (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     char key [64];
     event_codec_obj_strcpy (event_codec_map_get (ev->data, "key"), key, sizeof key);
     int64_t n = event_codec_map_get (ev->data, "n")->via.i64;
+    //  "<route>.<person>": routed by the whole key, the data is person's
+    //  (an output whose outbox is not the person's partition)
+    const char *person = strchr (key, '.') ? strchr (key, '.') + 1 : key;
     if (n < 0)
         return funnel_error_set (err, FUNNEL_ERR_CONFLICT, "n: negative");
     if (n == 0)
-        return funnel_state_forget_outputs (st, key);
+        return funnel_state_forget_outputs (st, person);
     msgpack_packer *pk = funnel_state_data (st);
     msgpack_pack_map (pk, 2);
     event_codec_pack_cstr (pk, "key");
@@ -2023,7 +2460,7 @@ s_test_say (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     event_codec_pack_cstr (pk, "secret");
     event_codec_pack_cstr (pk, "s3cr3t");
     funnel_state_emit (st, "test.said", NULL);
-    funnel_state_personal (st, key);
+    funnel_state_personal (st, person);
     return 0;
 }
 
@@ -2098,6 +2535,273 @@ s_test_privacy (redis_store_t *store)
     s_test_entry (store, "2", false, "ep:pa1:1");
     msgpack_sbuffer_destroy (&reply);
     funnel_engine_destroy (&engine);
+}
+
+//  A key "k<i>.<person>" whose partition (of 4) is in [lo, hi]
+static void
+s_test_key_in (const char *person, int lo, int hi, int skip, char *key, size_t size)
+{
+    for (int i = 0; ; i++) {
+        snprintf (key, size, "k%d.%s", i, person);
+        int p = funnel_partition_of (key, 4);
+        if (p >= lo && p <= hi && p != skip)
+            return;
+    }
+}
+
+//  REPLAY of one partition: its events hold no secret; want of them redacted
+static void
+s_test_replay_clean (funnel_engine_t *engine, int part, size_t events_want, size_t redacted)
+{
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    funnel_error_t err;
+    assert (funnel_engine_replay (engine, part, 1, 1000, NULL, &reply, &err) == 0);
+    assert (!memmem (reply.data, reply.size, "s3cr3t", 6));
+    event_codec_t *msg = event_codec_decode (reply.data, reply.size, &event_codec_limits_body, &err);
+    const msgpack_object *events = event_codec_map_get (event_codec_root (msg), "events");
+    assert (events && events->via.array.size == events_want);
+    size_t seen = 0;
+    for (size_t i = 0; i < events->via.array.size; i++) {
+        const msgpack_object *data = event_codec_map_get (&events->via.array.ptr [i], "data");
+        assert (event_codec_map_get (&events->via.array.ptr [i], "part")->via.u64
+                == (uint64_t) part);
+        seen += event_codec_map_get (data, "redacted") != NULL;
+    }
+    assert (seen == redacted);
+    event_codec_destroy (&msg);
+    msgpack_sbuffer_destroy (&reply);
+}
+
+//  Privacy with two instances (per-partition outboxes): person W's outputs
+//  sit in a partition of each instance; the index names (part, seq); the
+//  erase, applied by one instance, redacts both, REPLAY of each is clean
+static void
+s_test_privacy_parts (redis_store_t *store, redis_store_t *store2)
+{
+    bool owns_a [4] = { true, true, false, false }, owns_b [4] = { false, false, true, true };
+    funnel_engine_cfg_t cfg = {
+        .svc = "alpha", .prefix = "{funnel:pp}:", .owner = "host|tcp://a", .partitions = 4,
+        .lease_ms = 2000, .owns = owns_a, .part_outbox = true
+    };
+    funnel_engine_t *a = funnel_engine_new (&cfg, &s_test_say_rules, store);
+    cfg.owner = "host|tcp://b";
+    cfg.owns = owns_b;
+    funnel_engine_t *b = funnel_engine_new (&cfg, &s_test_say_rules, store2);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (a, &err) == 0);
+    assert (funnel_engine_sync (b, &err) == 0);
+    char ka [32], kb [32];
+    s_test_key_in ("W", 0, 1, -1, ka, sizeof ka);
+    s_test_key_in ("W", 2, 3, -1, kb, sizeof kb);
+    int pa = funnel_partition_of (ka, 4), pb = funnel_partition_of (kb, 4);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    int two [] = { 1, 2 }, one [] = { 1 };
+    test_batch_t batch;
+    s_test_batch (&batch, "qa", ka, two, 2, 5);
+    assert (funnel_engine_publish (a, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    s_test_batch (&batch, "qb", kb, one, 1, 5);
+    assert (funnel_engine_publish (b, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    //  One index (W's partition), entries "<part>:<seq>"
+    char index [256], want [3][16];
+    assert (funnel_state_person_index_key (a->state, "W", index, sizeof index) == 0);
+    snprintf (want [0], 16, "%d:1", pa);
+    snprintf (want [1], 16, "%d:2", pa);
+    snprintf (want [2], 16, "%d:1", pb);
+    redisReply *r = s_test_cmd (store, "LRANGE", index, "0", "-1");
+    assert (r->elements == 3);
+    for (int i = 0; i < 3; i++)
+        assert (streq (r->element [i]->str, want [i]));
+    freeReplyObject (r);
+    //  The export packs them [part, seq]
+    zlist_t *seqs = funnel_state_person_outputs (b->state, "W");
+    assert (seqs && zlist_size (seqs) == 3);
+    msgpack_sbuffer packed;
+    msgpack_sbuffer_init (&packed);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &packed, msgpack_sbuffer_write);
+    funnel_state_pack_seqs (seqs, &pk);
+    zlist_destroy (&seqs);
+    msgpack_unpacked u;
+    msgpack_unpacked_init (&u);
+    assert (msgpack_unpack_next (&u, packed.data, packed.size, NULL) == MSGPACK_UNPACK_SUCCESS);
+    const msgpack_object *third = &u.data.via.array.ptr [2];
+    assert (third->type == MSGPACK_OBJECT_ARRAY && third->via.array.size == 2);
+    assert (third->via.array.ptr [0].via.u64 == (uint64_t) pb
+            && third->via.array.ptr [1].via.u64 == 1);
+    msgpack_unpacked_destroy (&u);
+    msgpack_sbuffer_destroy (&packed);
+    //  The forget, applied by a (one of its partitions): its own outbox's
+    //  entries and b's are rewritten, the index goes
+    char kf [32];
+    s_test_key_in ("W", 0, 1, -1, kf, sizeof kf);
+    int forget [] = { 0 };
+    s_test_batch (&batch, "qf", kf, forget, 1, 5);
+    assert (funnel_engine_publish (a, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    assert (s_test_int (store, "EXISTS", index, NULL) == 0);
+    s_test_replay_clean (a, pa, 2, 2);
+    s_test_replay_clean (b, pb, 1, 1);
+    //  An index entry of a partition b owns, its bucket gone meanwhile
+    //  (trimmed): nothing is written back there
+    s_test_batch (&batch, "qc", kb, one, 1, 5);
+    assert (funnel_engine_publish (b, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    char bucket [64];
+    snprintf (bucket, sizeof bucket, "{funnel:pp:%d}:ob:0", pb);
+    freeReplyObject (s_test_cmd (store, "RENAME", bucket, "{funnel:pp}:saved", NULL));
+    s_test_batch (&batch, "qg", kf, forget, 1, 5);
+    assert (funnel_engine_publish (a, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    assert (s_test_int (store, "EXISTS", bucket, NULL) == 0);
+    assert (s_test_int (store, "EXISTS", index, NULL) == 0);
+    freeReplyObject (s_test_cmd (store, "RENAME", "{funnel:pp}:saved", bucket, NULL));
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&a);
+    funnel_engine_destroy (&b);
+}
+
+//  redis/acks with per-partition outboxes: WAIT for a replica this Redis
+//  does not have fails, so the commit's partition hides its seqs (PING's
+//  sum, its heartbeat seq, its REPLAY) while another partition keeps
+//  showing its own; a commit whose WAIT is satisfied shows them
+static void
+s_test_acks_parts (redis_store_t *store)
+{
+    funnel_engine_cfg_t cfg = {
+        .svc = "alpha", .prefix = "{funnel:pk}:", .owner = "host|tcp://k", .partitions = 4,
+        .lease_ms = 2000, .part_outbox = true, .acks = 0, .acks_timeout_ms = 10
+    };
+    funnel_engine_t *engine = funnel_engine_new (&cfg, &s_test_rules, store);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (engine, &err) == 0);
+    char k1 [32], k2 [32];
+    s_test_key_in ("x", 0, 3, -1, k1, sizeof k1);
+    int p1 = funnel_partition_of (k1, 4);
+    s_test_key_in ("x", 0, 3, p1, k2, sizeof k2);
+    int p2 = funnel_partition_of (k2, 4);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    int one [] = { 1 };
+    test_batch_t batch;
+    s_test_batch (&batch, "ka", k1, one, 1, 5);
+    assert (funnel_engine_publish (engine, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    assert (funnel_engine_part_seq (engine, p1) == 1 && funnel_engine_seq (engine) == 1);
+    //  One replica wanted, none there: applied, hidden in p2 only
+    engine->cfg.acks = 1;
+    s_test_batch (&batch, "kb", k2, one, 1, 5);
+    assert (funnel_engine_publish (engine, batch.events, batch.count, true, NULL, &reply, &err) == -1);
+    assert (streq (err.code, FUNNEL_ERR_UNAVAILABLE) && strstr (err.message, "outcome unknown"));
+    s_test_batch_free (&batch);
+    char key [64];
+    snprintf (key, sizeof key, "{funnel:pk:%d}:seq", p2);
+    s_test_expect (store, "GET", key, NULL, "1");
+    assert (funnel_engine_part_seq (engine, p2) == 0);
+    assert (funnel_engine_part_seq (engine, p1) == 1 && funnel_engine_seq (engine) == 1);
+    assert (s_hidden (engine));
+    reply.size = 0;
+    assert (funnel_engine_replay (engine, p2, 1, 1000, NULL, &reply, &err) == 0);
+    assert (!memmem (reply.data, reply.size, "kb0", 3));
+    reply.size = 0;
+    assert (funnel_engine_replay (engine, p1, 1, 1000, NULL, &reply, &err) == 0);
+    assert (memmem (reply.data, reply.size, "ka0", 3));
+    //  The retry once the WAIT is satisfied (here: no replica asked for):
+    //  a duplicate, and p2's seq shows
+    engine->cfg.acks = 0;
+    s_test_batch (&batch, "kb", k2, one, 1, 5);
+    assert (funnel_engine_publish (engine, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    assert (funnel_engine_part_seq (engine, p2) == 1 && funnel_engine_seq (engine) == 2);
+    assert (!s_hidden (engine));
+    reply.size = 0;
+    assert (funnel_engine_replay (engine, p2, 1, 1000, NULL, &reply, &err) == 0);
+    assert (memmem (reply.data, reply.size, "kb0", 3));
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&engine);
+}
+
+//  Two instances over 4 partitions: per-partition outboxes and seqs, part
+//  in REPLAY, leases per owned partition only
+static void
+s_test_partitioned (redis_store_t *store, redis_store_t *store2)
+{
+    bool owns_a [4] = { true, true, false, false }, owns_b [4] = { false, false, true, true };
+    funnel_engine_cfg_t cfg = {
+        .svc = "alpha", .prefix = "{funnel:pt}:", .owner = "host|tcp://a", .partitions = 4,
+        .lease_ms = 2000, .owns = owns_a, .part_outbox = true
+    };
+    funnel_engine_t *a = funnel_engine_new (&cfg, &s_test_rules, store);
+    cfg.owner = "host|tcp://b";
+    cfg.owns = owns_b;
+    funnel_engine_t *b = funnel_engine_new (&cfg, &s_test_rules, store2);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (a, &err) == 0);
+    assert (funnel_engine_sync (b, &err) == 0);
+    //  A key in each instance's partitions
+    char ka [16] = "", kb [16] = "";
+    for (int i = 0; !*ka || !*kb; i++) {
+        char key [16];
+        snprintf (key, sizeof key, "k%d", i);
+        int p = funnel_partition_of (key, 4);
+        if (p < 2 && !*ka)
+            snprintf (ka, sizeof ka, "%s", key);
+        if (p >= 2 && !*kb)
+            snprintf (kb, sizeof kb, "%s", key);
+    }
+    int pa = funnel_partition_of (ka, 4), pb = funnel_partition_of (kb, 4);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    int ns [] = { 1, 2 };
+    test_batch_t batch;
+    s_test_batch (&batch, "pa", ka, ns, 2, 5);
+    assert (funnel_engine_publish (a, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    s_test_batch (&batch, "pb", kb, ns, 1, 5);
+    assert (funnel_engine_publish (b, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    //  Each output in its partition's outbox, seqs from 1 there
+    char key [64];
+    snprintf (key, sizeof key, "{funnel:pt:%d}:seq", pa);
+    s_test_expect (store, "GET", key, NULL, "2");
+    snprintf (key, sizeof key, "{funnel:pt:%d}:seq", pb);
+    s_test_expect (store, "GET", key, NULL, "1");
+    assert (funnel_engine_part_seq (a, pa) == 2 && funnel_engine_part_seq (a, pb) == 0);
+    assert (funnel_engine_seq (a) == 2 && funnel_engine_seq (b) == 1);
+    //  The service-wide counters add up from both
+    s_test_expect (store, "HGET", "{funnel:pt}:stats", "accepted", "3");
+    //  REPLAY of a partition: its events, with part
+    reply.size = 0;
+    assert (funnel_engine_replay (a, pa, 1, 1000, NULL, &reply, &err) == 0);
+    event_codec_t *msg = event_codec_decode (reply.data, reply.size, &event_codec_limits_body, &err);
+    const msgpack_object *events = event_codec_map_get (event_codec_root (msg), "events");
+    assert (events && events->via.array.size == 2);
+    assert (event_codec_map_get (&events->via.array.ptr [1], "part")->via.u64 == (uint64_t) pa);
+    assert (event_codec_map_get (&events->via.array.ptr [1], "seq")->via.u64 == 2);
+    event_codec_destroy (&msg);
+    assert (funnel_engine_replay (a, pb, 1, 1000, NULL, &reply, &err) == -1);
+    //  A third instance claiming a's partitions: held
+    cfg.owner = "host|tcp://c";
+    cfg.owns = owns_a;
+    funnel_engine_t *c = funnel_engine_new (&cfg, &s_test_rules, store2);
+    assert (funnel_engine_sync (c, &err) == FUNNEL_ENGINE_LEASE_HELD);
+    assert (strstr (err.message, "host|tcp://a"));
+    funnel_engine_destroy (&c);
+    //  A clean stop gives a's leases back: b's stay
+    funnel_engine_release (a);
+    snprintf (key, sizeof key, "{funnel:pt:%d}:lease", pa);
+    assert (s_test_int (store, "EXISTS", key, NULL) == 0);
+    snprintf (key, sizeof key, "{funnel:pt:%d}:lease", pb);
+    assert (s_test_int (store, "EXISTS", key, NULL) == 1);
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&a);
+    funnel_engine_destroy (&b);
 }
 
 void
@@ -2199,7 +2903,7 @@ funnel_engine_test (bool verbose)
 
     //  REPLAY: the outbox entries as envelopes
     reply.size = 0;
-    assert (funnel_engine_replay (engine, 1, 1000, NULL, &reply, &err) == 0);
+    assert (funnel_engine_replay (engine, -1, 1, 1000, NULL, &reply, &err) == 0);
     event_codec_t *msg = event_codec_decode (reply.data, reply.size, &event_codec_limits_body, &err);
     assert (msg);
     const msgpack_object *events = event_codec_map_get (event_codec_root (msg), "events");
@@ -2236,6 +2940,9 @@ funnel_engine_test (bool verbose)
     assert (engine == NULL);
     s_test_stage_series (store2);
     s_test_privacy (store2);
+    s_test_partitioned (store, store2);
+    s_test_privacy_parts (store, store2);
+    s_test_acks_parts (store);
     redis_store_destroy (&store);
     redis_store_destroy (&store2);
 }

@@ -19,7 +19,7 @@
     with the connection: `unavailable`, outcome unknown, retry with the same
     ids (safe: they are deduplicated).
 
-    Leases: one per partition ("<part prefix>lease" = "<token>|<owner>",
+    Leases: one per owned partition ("<part prefix>lease" = "<token>|<owner>",
     SET NX PX lease_ms, the token from INCR "<prefix>fence"), renewed by
     funnel_engine_cron. A partition held by another owner: sync returns
     FUNNEL_ENGINE_LEASE_HELD; a lease lost while running (EXEC aborted by
@@ -113,14 +113,23 @@ typedef struct {
                                         //  commit before its reply (0 = none)
     int acks_timeout_ms;                //  WAIT's timeout, default 1000
     void *rules_arg;                    //  funnel_state_arg for the handlers
+    //  Scale-out (proto/wire.md "The engine"): the partitions this
+    //  instance owns ([partitions]; NULL = all) and whether each partition
+    //  keeps its own outbox, seq and checkpoints (an `instances` topology).
+    //  Then records are read under WATCH and not cached from batch to
+    //  batch, so several instances write shared records exactly (a
+    //  conflict re-runs the batch).
+    const bool *owns;
+    bool part_outbox;
 } funnel_engine_cfg_t;
 
 #define FUNNEL_ENGINE_LEASE_HELD    -2
 
 typedef struct _funnel_engine_t funnel_engine_t;
 
-//  Called for each committed output, in seq order (to PUB it).
-typedef void (funnel_engine_publish_fn) (void *arg, uint64_t seq,
+//  Called for each committed output, in seq order (to PUB it); part is
+//  its partition's outbox, or -1 with one outbox per service.
+typedef void (funnel_engine_publish_fn) (void *arg, int part, uint64_t seq,
                                          const outbox_entry_t *event);
 
 funnel_engine_t *
@@ -145,8 +154,17 @@ bool
 //  True once a lease was lost: the instance must stop (logged once).
 bool
     funnel_engine_lost (funnel_engine_t *self);
+//  Last seq of the outbox shown to clients (with redis/acks the last
+//  acknowledged one; with per-partition outboxes: their sum).
 uint64_t
     funnel_engine_seq (funnel_engine_t *self);
+//  Last seq shown of partition part's outbox (0 if not owned; with
+//  redis/acks the last acknowledged one of that partition).
+uint64_t
+    funnel_engine_part_seq (funnel_engine_t *self, int part);
+//  The partition an event is routed to (funnel_topology_event_part).
+int
+    funnel_engine_event_part (funnel_engine_t *self, const funnel_event_t *ev);
 uint64_t
     funnel_engine_checkpoint (funnel_engine_t *self, const char *upstream);
 
@@ -175,9 +193,10 @@ int
                          msgpack_sbuffer *reply, funnel_error_t *err);
 //  REPLAY {from, limit[, subscriber]}: a subscriber name registers it (or
 //  moves it on): it has applied every seq before from, and the outbox
-//  keeps every later event for it, up to outbox_max_bytes.
+//  keeps every later event for it, up to outbox_max_bytes. part: the
+//  partition's outbox (an owned one; -1 with one outbox per service).
 int
-    funnel_engine_replay (funnel_engine_t *self, uint64_t from, uint64_t limit,
+    funnel_engine_replay (funnel_engine_t *self, int part, uint64_t from, uint64_t limit,
                           const char *subscriber, msgpack_sbuffer *reply,
                           funnel_error_t *err);
 int

@@ -19,6 +19,7 @@
 #define FUNNEL_ERR_UNAVAILABLE  "unavailable"
 #define FUNNEL_ERR_INTERNAL     "internal"
 #define FUNNEL_ERR_FORBIDDEN    "forbidden"   //  Beyond the client certificate's rights
+#define FUNNEL_ERR_MOVED        "moved"       //  Another instance owns the partition (with "api")
 
 typedef struct {
     const char *code;       //  One of the FUNNEL_ERR_* constants, NULL = no error

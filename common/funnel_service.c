@@ -20,8 +20,11 @@
 #include "redis_store.h"
 #include "outbox_entry.h"
 #include "upstream.h"
+#include "upstream_set.h"
+#include "funnel_topology.h"
 
-#define UPSTREAMS_MAX       8
+#define UPSTREAMS_MAX       (4 * 4096 + 8)    //  Streams: one per upstream partition
+#define UPSTREAM_SETS_MAX   8
 #define API_BURST           64          //  Requests handled per wakeup
 #define REPLAY_DEFAULT      1000
 #define RETENTION_DEFAULT   1000000
@@ -38,8 +41,13 @@ typedef struct {
     redis_store_t *store;
     zsock_t *api;
     zsock_t *pub;
-    upstream_t *upstreams [UPSTREAMS_MAX];
+    upstream_t **upstreams;             //  Every stream (a partition's or a whole service's)
     int upstream_count;
+    upstream_set_t *sets [UPSTREAM_SETS_MAX];   //  Partitioned upstreams' SUB
+    int set_count;
+    funnel_topology_t *topology;        //  Our own service's partitions and instances
+    const funnel_instance_t *instance;  //  The one we run
+    char subscriber [80];               //  The name we register upstream
     uint64_t seq;                       //  Last seq published
     bool synced;                        //  seq and checkpoints read since connect
     int64_t started;
@@ -111,9 +119,14 @@ s_do_ping (service_t *self, zmsg_t *envelope)
     msgpack_sbuffer_init (&sbuf);
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, 5);
+    bool named = funnel_topology_partitioned (self->topology);
+    msgpack_pack_map (&pk, 5 + named);
     event_codec_pack_cstr (&pk, "svc");
     event_codec_pack_cstr (&pk, self->def->name);
+    if (named) {
+        event_codec_pack_cstr (&pk, "instance");
+        event_codec_pack_cstr (&pk, self->instance->name);
+    }
     event_codec_pack_cstr (&pk, "version");
     event_codec_pack_cstr (&pk, FUNNEL_VERSION);
     event_codec_pack_cstr (&pk, "seq");
@@ -159,6 +172,57 @@ s_check_events (service_t *self, const msgpack_object *root, size_t size,
         }
     }
     return 0;
+}
+
+//  ERR moved: the error shape plus the owner's `api` (and `index`).
+static void
+s_send_moved (service_t *self, zmsg_t *envelope, int part, int index)
+{
+    const funnel_instance_t *owner = funnel_topology_owner (self->topology, part);
+    char message [256];
+    snprintf (message, sizeof message,
+              "partition: %d is owned by instance '%s' at %s, not by '%s'; send it there",
+              part, owner->name, owner->api, self->instance->name);
+    msgpack_sbuffer sbuf;
+    msgpack_sbuffer_init (&sbuf);
+    msgpack_packer pk;
+    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
+    msgpack_pack_map (&pk, 3 + (index >= 0));
+    event_codec_pack_cstr (&pk, "code");
+    event_codec_pack_cstr (&pk, FUNNEL_ERR_MOVED);
+    event_codec_pack_cstr (&pk, "message");
+    event_codec_pack_cstr (&pk, message);
+    event_codec_pack_cstr (&pk, "api");
+    event_codec_pack_cstr (&pk, owner->api);
+    if (index >= 0) {
+        event_codec_pack_cstr (&pk, "index");
+        msgpack_pack_int (&pk, index);
+    }
+    s_send_reply (self, envelope, "ERR", sbuf.data, sbuf.size);
+    msgpack_sbuffer_destroy (&sbuf);
+    log_debug ("ERR moved: %s", message);
+}
+
+//  With instances: every event of a PUBLISH must fall in a partition we
+//  own, else ERR moved for the first that does not (nothing applied).
+static bool
+s_check_owned (service_t *self, zmsg_t *envelope, const msgpack_object *root)
+{
+    if (!funnel_topology_partitioned (self->topology))
+        return true;
+    bool batch = root->type == MSGPACK_OBJECT_ARRAY;
+    uint32_t count = batch ? root->via.array.size : 1;
+    int partitions = funnel_topology_partitions (self->topology);
+    for (uint32_t i = 0; i < count; i++) {
+        const msgpack_object *ev = batch ? &root->via.array.ptr [i] : root;
+        int part = funnel_topology_event_part (self->def->name, event_codec_map_get (ev, "data"),
+                                               partitions);
+        if (!self->instance->owns [part]) {
+            s_send_moved (self, envelope, part, batch ? (int) i : -1);
+            return false;
+        }
+    }
+    return true;
 }
 
 //  PUBLISH: checked events, one batch, one commit.
@@ -210,6 +274,10 @@ s_do_publish (service_t *self, zmsg_t *envelope, zframe_t *body)
     ||  funnel_authz_publish (&self->peer, event_codec_root (msg), &err) != 0) {
         event_codec_destroy (&msg);
         s_send_error (self, envelope, &err);
+        return;
+    }
+    if (!s_check_owned (self, envelope, event_codec_root (msg))) {
+        event_codec_destroy (&msg);
         return;
     }
     s_publish_engine (self, envelope, msg);
@@ -285,11 +353,15 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
 {
     funnel_error_t err;
     funnel_error_clear (&err);
-    uint64_t from = 0, limit = REPLAY_DEFAULT;
+    uint64_t from = 0, limit = REPLAY_DEFAULT, part = 0;
     char subscriber [FUNNEL_ID_MAX + 1] = "";
     event_codec_t *msg = s_decode_map (body, "REPLAY", &err);
     if (msg && s_uint_arg (event_codec_root (msg), "from", true, &from, &err) == 0
-    &&  s_uint_arg (event_codec_root (msg), "limit", false, &limit, &err) == 0) {
+    &&  s_uint_arg (event_codec_root (msg), "limit", false, &limit, &err) == 0
+    &&  s_uint_arg (event_codec_root (msg), "partition", false, &part, &err) == 0) {
+        if (part >= (uint64_t) funnel_topology_partitions (self->topology))
+            funnel_error_set (&err, FUNNEL_ERR_INVALID, "partition: must be 0..%d",
+                              funnel_topology_partitions (self->topology) - 1);
         //  Optional: the name a subscriber registers under
         const msgpack_object *name = event_codec_map_get (event_codec_root (msg), "subscriber");
         if (name && name->type != MSGPACK_OBJECT_NIL
@@ -305,9 +377,17 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     }
     if (limit > REPLAY_DEFAULT)
         limit = REPLAY_DEFAULT;         //  Clamped, as the contract says
+    //  With instances each partition has its own outbox (absent: 0);
+    //  without, `partition` is ignored: one outbox per service
+    bool partitioned = funnel_topology_partitioned (self->topology);
+    if (partitioned && !self->instance->owns [part]) {
+        s_send_moved (self, envelope, (int) part, -1);
+        return;
+    }
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
-    if (funnel_engine_replay (self->engine, from, limit, subscriber, &sbuf, &err) == 0)
+    if (funnel_engine_replay (self->engine, partitioned ? (int) part : -1, from, limit,
+                              subscriber, &sbuf, &err) == 0)
         s_send_packed (self, envelope, &sbuf);
     else {
         msgpack_sbuffer_destroy (&sbuf);
@@ -472,6 +552,15 @@ s_on_upstream (zloop_t *loop, zsock_t *reader, void *arg)
 }
 
 static int
+s_on_upstream_set (zloop_t *loop, zsock_t *reader, void *arg)
+{
+    (void) loop;
+    (void) reader;
+    upstream_set_drain ((upstream_set_t *) arg);
+    return 0;
+}
+
+static int
 s_on_replay (zloop_t *loop, zsock_t *reader, void *arg)
 {
     (void) loop;
@@ -480,18 +569,25 @@ s_on_replay (zloop_t *loop, zsock_t *reader, void *arg)
     return 0;
 }
 
+//  One `$hb`; part >= 0: that partition's (with instances, one per
+//  owned partition, its own seq).
 static void
-s_publish_heartbeat (service_t *self)
+s_publish_heartbeat (service_t *self, int part)
 {
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
     msgpack_packer pk;
     msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, 3);
+    msgpack_pack_map (&pk, 3 + (part >= 0));
     event_codec_pack_cstr (&pk, "svc");
     event_codec_pack_cstr (&pk, self->def->name);
     event_codec_pack_cstr (&pk, "seq");
-    msgpack_pack_uint64 (&pk, self->seq);
+    msgpack_pack_uint64 (&pk, part >= 0 ? funnel_engine_part_seq (self->engine, part)
+                                        : self->seq);
+    if (part >= 0) {
+        event_codec_pack_cstr (&pk, "part");
+        msgpack_pack_uint32 (&pk, (uint32_t) part);
+    }
     event_codec_pack_cstr (&pk, "ts");
     msgpack_pack_int64 (&pk, s_now_ms ());
     void *pub = zsock_resolve (self->pub);
@@ -506,7 +602,13 @@ s_on_second (zloop_t *loop, int timer_id, void *arg)
     (void) loop;
     (void) timer_id;
     service_t *self = (service_t *) arg;
-    s_publish_heartbeat (self);
+    if (funnel_topology_partitioned (self->topology)) {
+        for (int p = 0; p < funnel_topology_partitions (self->topology); p++)
+            if (self->instance->owns [p])
+                s_publish_heartbeat (self, p);
+    }
+    else
+        s_publish_heartbeat (self, -1);
     if (self->synced)
         for (int u = 0; u < self->upstream_count; u++)
             upstream_flush (self->upstreams [u]);
@@ -634,8 +736,19 @@ s_read_settings (service_t *self)
 static void
 s_destroy (service_t *self)
 {
-    for (int u = 0; u < self->upstream_count; u++)
-        upstream_destroy (&self->upstreams [u]);
+    //  A set's streams are its own; the others are ours
+    for (int u = 0; u < self->upstream_count; u++) {
+        bool in_set = false;
+        for (int s = 0; s < self->set_count && !in_set; s++)
+            for (int p = 0; p < upstream_set_count (self->sets [s]) && !in_set; p++)
+                in_set = upstream_set_part (self->sets [s], p) == self->upstreams [u];
+        if (!in_set)
+            upstream_destroy (&self->upstreams [u]);
+    }
+    free (self->upstreams);
+    for (int s = 0; s < self->set_count; s++)
+        upstream_set_destroy (&self->sets [s]);
+    funnel_topology_destroy (&self->topology);
     zsock_destroy (&self->api);
     zsock_destroy (&self->pub);
     funnel_engine_destroy (&self->engine);
@@ -675,12 +788,33 @@ s_start (service_t *self)
         log_error ("bad settings in the [%s] section; see --help", name);
         return 2;
     }
+    //  Scale-out (proto/README.md section 7): which instance we are
+    self->topology = funnel_topology_new (self->config, name);
+    if (!self->topology)
+        return 2;
+    char path [128];
+    snprintf (path, sizeof path, "%s/instance", name);
+    const char *wanted = funnel_config_get (self->config, path, NULL);
+    self->instance = funnel_topology_find (self->topology, wanted);
+    if (!self->instance) {
+        if (funnel_topology_partitioned (self->topology))
+            log_error ("%s: %s; run one with --instance NAME (one of %s/instances)",
+                       path, wanted && *wanted ? "no such instance" : "instances are listed",
+                       name);
+        else
+            log_error ("--instance %s: the [%s] section lists no instances", wanted, name);
+        return 2;
+    }
+    snprintf (self->subscriber, sizeof self->subscriber, "%s%s%s", name,
+              *self->instance->name ? "@" : "", self->instance->name);
+    self->cfg.owns = self->instance->owns;
+    self->cfg.part_outbox = funnel_topology_partitioned (self->topology);
     self->store = redis_store_new (&parsed);
     //  WAIT blocks up to acks_timeout_ms: the reply must not time out first
     if (self->cfg.acks > 0 && self->cfg.acks_timeout_ms + 1000 > 2000)
         redis_store_set_timeout (self->store, self->cfg.acks_timeout_ms + 1000);
-    const char *api = funnel_config_endpoint (self->config, name, "api");
-    const char *pub = funnel_config_endpoint (self->config, name, "pub");
+    const char *api = self->instance->api;
+    const char *pub = self->instance->pub;
     int rc = funnel_curve_setup (self->config, name);     //  ZAP before any bind
     if (rc != 0)
         return rc;
@@ -689,23 +823,49 @@ s_start (service_t *self)
     if (!self->api || !self->pub)
         return 1;
     s_engine_new (self, api);
+    self->upstreams = (upstream_t **) zmalloc (UPSTREAMS_MAX * sizeof (upstream_t *));
     for (const char *const *up = self->def->upstreams; up && *up; up++) {
-        if (self->upstream_count == UPSTREAMS_MAX)
+        if (self->set_count == UPSTREAM_SETS_MAX)
             break;
+        //  A partitioned upstream: one stream per partition (upstream_set)
+        funnel_topology_t *theirs = funnel_topology_new (self->config, *up);
+        if (!theirs)
+            return 2;
+        if (funnel_topology_partitioned (theirs)) {
+            upstream_set_t *set = upstream_set_new (*up, theirs, self->def->consumes,
+                                                    s_apply_upstream, self);
+            funnel_topology_destroy (&theirs);
+            if (!set)
+                return 1;
+            self->sets [self->set_count++] = set;
+            for (int p = 0; p < upstream_set_count (set); p++) {
+                upstream_t *part = upstream_set_part (set, p);
+                upstream_set_subscriber (part, self->subscriber);
+                self->upstreams [self->upstream_count++] = part;
+            }
+            continue;
+        }
+        funnel_topology_destroy (&theirs);
         upstream_t *upstream = upstream_new (*up,
             funnel_config_endpoint (self->config, *up, "api"),
             funnel_config_endpoint (self->config, *up, "pub"),
             self->def->consumes, s_apply_upstream, self);
         if (!upstream)
             return 1;
-        upstream_set_subscriber (upstream, name);
+        upstream_set_subscriber (upstream, self->subscriber);
         self->upstreams [self->upstream_count++] = upstream;
     }
     //  Everything the service reads is read by now: what is left is a typo
     if (funnel_config_check_keys (self->config))
         return 2;
-    log_info ("funnel-%s %s: api %s, pub %s, %d upstream(s)", name, FUNNEL_VERSION,
-              api, pub, self->upstream_count);
+    if (funnel_topology_partitioned (self->topology))
+        log_info ("funnel-%s %s: instance %s owning %d of %d partitions, api %s, pub %s, "
+                  "%d upstream stream(s)", name, FUNNEL_VERSION, self->instance->name,
+                  self->instance->owned, funnel_topology_partitions (self->topology), api, pub,
+                  self->upstream_count);
+    else
+        log_info ("funnel-%s %s: api %s, pub %s, %d upstream(s)", name, FUNNEL_VERSION,
+                  api, pub, self->upstream_count);
     return 0;
 }
 
@@ -731,11 +891,14 @@ s_run (service_t *self)
     zloop_reader (loop, self->pipe, s_on_pipe, self);
     zloop_reader (loop, self->api, s_on_api, self);
     for (int u = 0; u < self->upstream_count; u++) {
-        zloop_reader (loop, upstream_sub (self->upstreams [u]), s_on_upstream,
-                      self->upstreams [u]);
+        if (upstream_sub (self->upstreams [u]))
+            zloop_reader (loop, upstream_sub (self->upstreams [u]), s_on_upstream,
+                          self->upstreams [u]);
         zloop_reader (loop, upstream_replay_sock (self->upstreams [u]), s_on_replay,
                       self->upstreams [u]);
     }
+    for (int s = 0; s < self->set_count; s++)
+        zloop_reader (loop, upstream_set_sub (self->sets [s]), s_on_upstream_set, self->sets [s]);
     zloop_timer (loop, 1000, 0, s_on_second, self);
     zloop_timer (loop, 50, 0, s_on_housekeeping, self);
     s_on_housekeeping (loop, 0, self);
@@ -750,17 +913,17 @@ s_run (service_t *self)
 
 //  PUB of one committed output of the engine.
 static void
-s_pub_event (void *arg, uint64_t seq, const outbox_entry_t *event)
+s_pub_event (void *arg, int part, uint64_t seq, const outbox_entry_t *event)
 {
     service_t *self = (service_t *) arg;
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
-    outbox_entry_pack_envelope (event, self->def->name, seq, &sbuf);
+    outbox_entry_pack_part (event, self->def->name, part, seq, &sbuf);
     void *pub = zsock_resolve (self->pub);
     zmq_send (pub, event->type.data, event->type.size, ZMQ_SNDMORE);
     zmq_send (pub, sbuf.data, sbuf.size, 0);
     msgpack_sbuffer_destroy (&sbuf);
-    self->seq = seq;
+    self->seq = part >= 0 ? funnel_engine_seq (self->engine) : seq;
 }
 
 //  The engine, owned by "<host>|<api endpoint>" (funnel_engine.h, Leases).

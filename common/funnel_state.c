@@ -1163,8 +1163,19 @@ void
 funnel_state_pack_seqs (zlist_t *seqs, msgpack_packer *pk)
 {
     msgpack_pack_array (pk, zlist_size (seqs));
-    for (const char *s = zlist_first (seqs); s; s = zlist_next (seqs))
-        msgpack_pack_uint64 (pk, strtoull (s, NULL, 10));
+    for (const char *s = zlist_first (seqs); s; s = zlist_next (seqs)) {
+        //  "<seq>": the service's outbox; "<part>:<seq>" (instances): that
+        //  partition's, packed [part, seq] (proto/privacy.md, Export)
+        char *end = NULL;
+        uint64_t first = strtoull (s, &end, 10);
+        if (*end == ':') {
+            msgpack_pack_array (pk, 2);
+            msgpack_pack_uint64 (pk, first);
+            msgpack_pack_uint64 (pk, strtoull (end + 1, NULL, 10));
+        }
+        else
+            msgpack_pack_uint64 (pk, first);
+    }
 }
 
 int

@@ -8,8 +8,10 @@
 
       - Records are cached whole in the process (bounded, LRU): the owning
         instance is the only writer of its partitions (lease), so the cache
-        is exact. A miss is loaded through the engine's loader (a prefetch
-        for a whole batch in one round trip, or one HGETALL).
+        is exact. (With several instances of a service the engine clears it
+        before every batch and reads under WATCH: funnel_engine.h.) A miss
+        is loaded through the engine's loader (a prefetch for a whole batch
+        in one round trip, or one HGETALL).
       - Writes change the cached record and log the old value; a savepoint
         per event lets a refused event roll back only itself, and a failed
         commit rolls back the whole batch (the batch savepoint), so the
@@ -330,15 +332,17 @@ void
 //  in this batch's commit. 0, or -1 if Redis is unavailable.
 int
     funnel_state_forget_outputs (funnel_state_t *self, const char *person);
-//  The outbox seqs person's index holds (outputs that carried their data,
+//  The outbox entries person's index holds ("<seq>", or "<part>:<seq>"
+//  with per-partition outboxes; outputs that carried their data,
 //  oldest first; those before the outbox's first seq were trimmed), or
 //  NULL if Redis is unavailable: what an export lists. Caller destroys.
 zlist_t *
     funnel_state_person_outputs (funnel_state_t *self, const char *person);
-//  Packs those seqs as an array of integers.
+//  Packs those entries as an array: a seq (one outbox per service) or,
+//  with per-partition outboxes, [part, seq].
 void
     funnel_state_pack_seqs (zlist_t *seqs, msgpack_packer *pk);
-//  The key of person's outbox index (a list of seqs), "<part>pi:<id>".
+//  The key of person's outbox index (a list of entries), "<part>pi:<id>".
 int
     funnel_state_person_index_key (funnel_state_t *self, const char *person, char *key,
                                    size_t size);

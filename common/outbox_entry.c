@@ -96,12 +96,19 @@ void
 outbox_entry_pack_envelope (const outbox_entry_t *self, const char *svc, uint64_t seq,
                             msgpack_sbuffer *sbuf)
 {
+    outbox_entry_pack_part (self, svc, -1, seq, sbuf);
+}
+
+void
+outbox_entry_pack_part (const outbox_entry_t *self, const char *svc, int part, uint64_t seq,
+                        msgpack_sbuffer *sbuf)
+{
     msgpack_packer pk;
     msgpack_packer_init (&pk, sbuf, msgpack_sbuffer_write);
     bool with_cause = self->cause.size > 0;
     bool with_cause_ts = with_cause && self->cause_ts > 0;
     bool with_by = self->by.size > 0;
-    msgpack_pack_map (&pk, 8 + with_cause + with_cause_ts + with_by);
+    msgpack_pack_map (&pk, 8 + with_cause + with_cause_ts + with_by + (part >= 0));
     event_codec_pack_cstr (&pk, "v");
     msgpack_pack_uint8 (&pk, 1);
     event_codec_pack_cstr (&pk, "id");
@@ -116,6 +123,11 @@ outbox_entry_pack_envelope (const outbox_entry_t *self, const char *svc, uint64_
     event_codec_pack_cstr (&pk, svc);
     event_codec_pack_cstr (&pk, "seq");
     msgpack_pack_uint64 (&pk, seq);
+    if (part >= 0) {
+        //  Per-partition outboxes: seq counts within this partition
+        event_codec_pack_cstr (&pk, "part");
+        msgpack_pack_uint32 (&pk, (uint32_t) part);
+    }
     if (with_cause) {
         event_codec_pack_cstr (&pk, "cause");
         s_pack_str (&pk, self->cause);

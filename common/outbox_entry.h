@@ -44,6 +44,12 @@ void
     outbox_entry_pack_envelope (const outbox_entry_t *self, const char *svc, uint64_t seq,
                                 msgpack_sbuffer *sbuf);
 
+//  The same with `part` (the partition whose outbox holds it; seq counts
+//  within it), when part >= 0.
+void
+    outbox_entry_pack_part (const outbox_entry_t *self, const char *svc, int part,
+                            uint64_t seq, msgpack_sbuffer *sbuf);
+
 void
     outbox_entry_test (bool verbose);
 

@@ -12,8 +12,9 @@
 #define ACK_MS          2000        //  A registered subscriber's position, this often
 
 struct _upstream_t {
-    char *name;
+    char *name;                     //  "<svc>", or "<svc>:<part>" for one partition
     char *api;
+    int part;                       //  The upstream partition followed, -1: the whole service
     const char *const *consumes;
     upstream_apply_fn *apply;
     void *arg;
@@ -36,6 +37,12 @@ struct _upstream_t {
     char *subscriber;               //  Name registered with the upstream, or NULL
     bool acking;                    //  The REPLAY in flight is an ack (limit 0)
     int64_t last_ack;
+    //  Live events offered and not yet applied (upstream_offer, _settle)
+    zmsg_t *held [DRAIN_MAX];
+    const char *events [DRAIN_MAX];
+    size_t sizes [DRAIN_MAX];
+    size_t count;
+    uint64_t first;
 };
 
 //  Upstream replies are our own services' output, but still bytes from the
@@ -46,6 +53,27 @@ static const event_codec_limits_t s_replay_limits = {
     .elem_max_bytes = 0, .depth_max = FUNNEL_DEPTH_MAX + 2
 };
 
+static int s_connect_dealer (upstream_t *self);
+
+upstream_t *
+upstream_new_part (const char *name, int part, const char *api,
+                   const char *const *consumes, upstream_apply_fn *apply, void *arg)
+{
+    upstream_t *self = (upstream_t *) zmalloc (sizeof (upstream_t));
+    self->name = zsys_sprintf ("%s:%d", name, part);
+    self->api = strdup (api);
+    self->part = part;
+    self->consumes = consumes;
+    self->apply = apply;
+    self->arg = arg;
+    self->expected = 1;
+    self->need_replay = true;
+    self->last_rx = zclock_mono ();
+    if (s_connect_dealer (self) != 0)
+        upstream_destroy (&self);
+    return self;
+}
+
 upstream_t *
 upstream_new (const char *name, const char *api, const char *pub,
               const char *const *consumes, upstream_apply_fn *apply, void *arg)
@@ -53,6 +81,7 @@ upstream_new (const char *name, const char *api, const char *pub,
     upstream_t *self = (upstream_t *) zmalloc (sizeof (upstream_t));
     self->name = strdup (name);
     self->api = strdup (api);
+    self->part = -1;
     self->consumes = consumes;
     self->apply = apply;
     self->arg = arg;
@@ -83,6 +112,18 @@ upstream_new (const char *name, const char *api, const char *pub,
         upstream_destroy (&self);
         return NULL;
     }
+    if (s_connect_dealer (self) != 0)
+        upstream_destroy (&self);
+    return self;
+}
+
+//  The REPLAY socket, connected to self->api.
+static int
+s_connect_dealer (upstream_t *self)
+{
+    zsock_destroy (&self->dealer);
+    self->in_flight = false;
+    self->acking = false;
     self->dealer = zsock_new (ZMQ_DEALER);
     zsock_set_linger (self->dealer, 0);
     //  A DEALER with no peer to send to blocks in send; the owner's loop
@@ -92,12 +133,15 @@ upstream_new (const char *name, const char *api, const char *pub,
     zsock_set_reconnect_ivl_max (self->dealer, 2000);
     zsock_set_heartbeat_ivl (self->dealer, 1000);
     zsock_set_heartbeat_timeout (self->dealer, 3000);
-    if (funnel_curve_client (self->dealer, name) != 0
-    ||  zsock_connect (self->dealer, "%s", api) != 0) {
-        log_error ("upstream %s: cannot connect to %s", name, api);
-        upstream_destroy (&self);
+    //  The curve server key is the upstream service's: the name up to ':'
+    char svc [64];
+    snprintf (svc, sizeof svc, "%.*s", (int) strcspn (self->name, ":"), self->name);
+    if (funnel_curve_client (self->dealer, svc) != 0
+    ||  zsock_connect (self->dealer, "%s", self->api) != 0) {
+        log_error ("upstream %s: cannot connect to %s", self->name, self->api);
+        return -1;
     }
-    return self;
+    return 0;
 }
 
 void
@@ -107,6 +151,8 @@ upstream_destroy (upstream_t **self_p)
         upstream_t *self = *self_p;
         zsock_destroy (&self->sub);
         zsock_destroy (&self->dealer);
+        for (size_t i = 0; i < self->count; i++)
+            zmsg_destroy (&self->held [i]);
         free (self->name);
         free (self->api);
         free (self->subscriber);
@@ -194,69 +240,87 @@ s_on_heartbeat (upstream_t *self, zframe_t *body)
     event_codec_destroy (&msg);
 }
 
+//  One live message (topic, body): a heartbeat, or an event kept for
+//  upstream_settle when it is the next to apply. Takes the message.
+void
+upstream_offer (upstream_t *self, zmsg_t **msg_p)
+{
+    zmsg_t *msg = *msg_p;
+    *msg_p = NULL;
+    self->last_rx = zclock_mono ();
+    self->next_try = 0;             //  It is alive: a pending retry can go now
+    if (self->count == 0)
+        self->first = self->expected;
+    zframe_t *topic = zmsg_first (msg);
+    zframe_t *body = zmsg_next (msg);
+    if (!topic || !body) {
+        zmsg_destroy (&msg);
+        return;
+    }
+    if (zframe_streq (topic, "$hb")) {
+        s_on_heartbeat (self, body);
+        zmsg_destroy (&msg);
+        return;
+    }
+    if (self->count == DRAIN_MAX)
+        upstream_settle (self);
+    funnel_error_t err;
+    event_codec_t *decoded = event_codec_decode (zframe_data (body), zframe_size (body),
+                                               &event_codec_limits_event, &err);
+    funnel_event_t event;
+    if (!decoded || event_codec_event_parse (event_codec_root (decoded), &event, &err)) {
+        if (funnel_log_every (&self->last_warn, 5000))
+            log_warn ("upstream %s: dropped a malformed event: %s", self->name, err.message);
+        event_codec_destroy (&decoded);
+        zmsg_destroy (&msg);
+        return;
+    }
+    uint64_t seq = event.seq;
+    if (seq > self->head)
+        self->head = seq;
+    if (seq == self->expected && !self->need_replay) {
+        self->expected++;
+        if (s_consumed (self, event.type)) {
+            self->held [self->count] = msg;
+            self->events [self->count] = (const char *) zframe_data (body);
+            self->sizes [self->count] = zframe_size (body);
+            self->count++;
+            msg = NULL;
+        }
+    }
+    else
+    if (seq > self->expected && !self->need_replay) {
+        log_info ("upstream %s: gap, got seq %" PRIu64 " expecting %" PRIu64
+                  "; catching up", self->name, seq, self->expected);
+        self->need_replay = true;
+    }
+    event_codec_destroy (&decoded);
+    zmsg_destroy (&msg);
+}
+
+//  Applies what upstream_offer kept, in one batch.
+void
+upstream_settle (upstream_t *self)
+{
+    if (self->count > 0)
+        s_apply (self, self->events, self->sizes, self->count, self->first,
+                 self->expected - 1);
+    for (size_t i = 0; i < self->count; i++)
+        zmsg_destroy (&self->held [i]);
+    self->count = 0;
+    self->first = self->expected;
+}
+
 void
 upstream_drain (upstream_t *self)
 {
-    zmsg_t *held [DRAIN_MAX];
-    const char *events [DRAIN_MAX];
-    size_t sizes [DRAIN_MAX];
-    size_t count = 0;
-    uint64_t first = self->expected;
-
     for (int i = 0; i < DRAIN_MAX && (zsock_events (self->sub) & ZMQ_POLLIN); i++) {
         zmsg_t *msg = zmsg_recv (self->sub);
         if (!msg)
             break;
-        self->last_rx = zclock_mono ();
-        self->next_try = 0;         //  It is alive: a pending retry can go now
-        zframe_t *topic = zmsg_first (msg);
-        zframe_t *body = zmsg_next (msg);
-        if (!topic || !body) {
-            zmsg_destroy (&msg);
-            continue;
-        }
-        if (zframe_streq (topic, "$hb")) {
-            s_on_heartbeat (self, body);
-            zmsg_destroy (&msg);
-            continue;
-        }
-        funnel_error_t err;
-        event_codec_t *decoded = event_codec_decode (zframe_data (body), zframe_size (body),
-                                                   &event_codec_limits_event, &err);
-        funnel_event_t event;
-        if (!decoded || event_codec_event_parse (event_codec_root (decoded), &event, &err)) {
-            if (funnel_log_every (&self->last_warn, 5000))
-                log_warn ("upstream %s: dropped a malformed event: %s", self->name, err.message);
-            event_codec_destroy (&decoded);
-            zmsg_destroy (&msg);
-            continue;
-        }
-        uint64_t seq = event.seq;
-        if (seq > self->head)
-            self->head = seq;
-        if (seq == self->expected && !self->need_replay) {
-            self->expected++;
-            if (s_consumed (self, event.type)) {
-                held [count] = msg;
-                events [count] = (const char *) zframe_data (body);
-                sizes [count] = zframe_size (body);
-                count++;
-                msg = NULL;
-            }
-        }
-        else
-        if (seq > self->expected && !self->need_replay) {
-            log_info ("upstream %s: gap, got seq %" PRIu64 " expecting %" PRIu64
-                      "; catching up", self->name, seq, self->expected);
-            self->need_replay = true;
-        }
-        event_codec_destroy (&decoded);
-        zmsg_destroy (&msg);
+        upstream_offer (self, &msg);
     }
-    if (count > 0)
-        s_apply (self, events, sizes, count, first, self->expected - 1);
-    for (size_t i = 0; i < count; i++)
-        zmsg_destroy (&held [i]);
+    upstream_settle (self);
 }
 
 static void
@@ -282,7 +346,11 @@ s_send_request (upstream_t *self, uint64_t from, uint32_t limit)
     msgpack_sbuffer_init (&req);
     msgpack_packer pk;
     msgpack_packer_init (&pk, &req, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, self->subscriber ? 3 : 2);
+    msgpack_pack_map (&pk, 2 + (self->subscriber != NULL) + (self->part >= 0));
+    if (self->part >= 0) {
+        event_codec_pack_cstr (&pk, "partition");
+        msgpack_pack_uint32 (&pk, (uint32_t) self->part);
+    }
     event_codec_pack_cstr (&pk, "from");
     msgpack_pack_uint64 (&pk, from);
     event_codec_pack_cstr (&pk, "limit");
@@ -380,6 +448,44 @@ s_apply_page (upstream_t *self, zframe_t *reply)
     return empty ? 0 : 1;
 }
 
+//  ERR moved {api}: the partition has another owner now (a partition
+//  move); REPLAY goes there from now on.
+static bool
+s_moved (upstream_t *self, zframe_t *body)
+{
+    funnel_error_t err;
+    event_codec_t *msg = event_codec_decode (zframe_data (body), zframe_size (body),
+                                           &event_codec_limits_event, &err);
+    char code [32] = "", api [256] = "";
+    if (msg) {
+        event_codec_obj_strcpy (event_codec_map_get (event_codec_root (msg), "code"), code, sizeof code);
+        event_codec_obj_strcpy (event_codec_map_get (event_codec_root (msg), "api"), api, sizeof api);
+    }
+    event_codec_destroy (&msg);
+    if (!streq (code, "moved") || !*api || streq (api, self->api))
+        return false;
+    log_info ("upstream %s: moved from %s to %s", self->name, self->api, api);
+    //  The same socket (the owner's poll loop holds it): off the old
+    //  endpoint, onto the new one. A late reply from the old one is safe:
+    //  pages apply only from exactly `expected` on
+    zsock_disconnect (self->dealer, "%s", self->api);
+    free (self->api);
+    self->api = strdup (api);
+    char svc [64];
+    snprintf (svc, sizeof svc, "%.*s", (int) strcspn (self->name, ":"), self->name);
+    if (funnel_curve_client (self->dealer, svc) != 0
+    ||  zsock_connect (self->dealer, "%s", self->api) != 0) {
+        s_replay_failed (self, "cannot connect");
+        return true;
+    }
+    self->in_flight = false;
+    self->acking = false;
+    self->backoff = 0;
+    self->next_try = 0;
+    self->need_replay = true;
+    return true;
+}
+
 void
 upstream_on_replay (upstream_t *self)
 {
@@ -393,6 +499,14 @@ upstream_on_replay (upstream_t *self)
         if (self->acking) {
             self->acking = false;       //  An ack's reply: nothing to apply
             self->in_flight = false;
+        }
+        else
+        if (status && body && zframe_streq (status, "ERR") && s_moved (self, body)) {
+            zframe_destroy (&empty);
+            zframe_destroy (&status);
+            zframe_destroy (&body);
+            zmsg_destroy (&msg);
+            return;                     //  The dealer was replaced
         }
         else
         if (self->need_replay) {

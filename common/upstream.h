@@ -29,8 +29,22 @@ typedef int (upstream_apply_fn) (void *arg, upstream_t *upstream,
 upstream_t *
     upstream_new (const char *name, const char *api, const char *pub,
                   const char *const *consumes, upstream_apply_fn *apply, void *arg);
+//  One partition of a partitioned upstream (an `instances` topology): no
+//  SUB socket of its own (upstream_set reads the instances' PUB and offers
+//  each message to its partition); REPLAY asks api for `partition`, and
+//  follows an ERR moved to the new owner. Its name (and checkpoint) is
+//  "<name>:<part>".
+upstream_t *
+    upstream_new_part (const char *name, int part, const char *api,
+                       const char *const *consumes, upstream_apply_fn *apply, void *arg);
 void
     upstream_destroy (upstream_t **self_p);
+//  A live message [topic][body] for this stream (taken), and then the
+//  batch of what was offered applied at once.
+void
+    upstream_offer (upstream_t *self, zmsg_t **msg_p);
+void
+    upstream_settle (upstream_t *self);
 
 const char *
     upstream_name (upstream_t *self);
@@ -39,7 +53,7 @@ const char *
 //  report our position every 2 s while live.
 void
     upstream_set_subscriber (upstream_t *self, const char *name);
-//  The SUB socket, for the owner's poll loop.
+//  The SUB socket, for the owner's poll loop (NULL for a partition).
 zsock_t *
     upstream_sub (upstream_t *self);
 

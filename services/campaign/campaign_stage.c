@@ -21,7 +21,9 @@
     partition 0 too, every handler reads and writes global records through
     the same write-set as the entity's, and a batch commits all of it in
     one MULTI/EXEC. A touch in any contact's partition updates its
-    campaign's counters in the same atomic step.
+    campaign's counters in the same atomic step. With several instances
+    the engine reads every record under WATCH and re-runs a batch whose
+    records changed meanwhile (proto/README.md section 7): just as exact.
 */
 #include <inttypes.h>
 #include <jansson.h>

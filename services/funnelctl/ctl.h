@@ -37,7 +37,10 @@ extern const char *const ctl_services [];
 const char *
     ctl_endpoint (ctl_t *self, const char *service, const char *kind);
 
-//  Sends verb with body (JSON, NULL for none) to the service's API, up to
+//  Sends verb with body (JSON, NULL for none) to the service's API (with
+//  instances: PUBLISH to the owners of the events' partitions, a batch
+//  split per instance; other verbs to the owner of partition 0; an ERR
+//  moved is followed once to the `api` it names), up to
 //  attempts times on timeout (or ERR unavailable, which means retry later).
 //  Returns CTL_OK with *reply the OK body, CTL_ERR with *reply the ERR
 //  body, CTL_UNREACHABLE (message printed), or CTL_USAGE. *reply may be
@@ -45,6 +48,16 @@ const char *
 int
     ctl_call (ctl_t *self, const char *service, const char *verb, json_t *body,
               int attempts, json_t **reply);
+
+//  PING or STATS of a service: with instances (proto/README.md section
+//  7), every instance's reply as {"instances": {name: reply or null}}.
+int
+    ctl_call_instances (ctl_t *self, const char *service, const char *verb, json_t *body,
+                        json_t **reply);
+//  The PUB endpoints of a service (every instance's); 0 after printing an
+//  error.
+int
+    ctl_pubs (ctl_t *self, const char *service, const char **pubs, int max);
 
 //  Prints "funnelctl: SERVICE: ERR code: message [at element n]" on stderr.
 void

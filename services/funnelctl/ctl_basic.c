@@ -15,7 +15,7 @@ s_each (ctl_t *self, const char *verb, int argc, char **argv)
     int rc = CTL_OK;
     for (int i = 0; i < count; i++) {
         json_t *reply = NULL;
-        int status = ctl_call (self, names [i], verb, NULL, 1, &reply);
+        int status = ctl_call_instances (self, names [i], verb, NULL, &reply);
         if (status == CTL_ERR)
             ctl_print_err (names [i], reply);
         if (status == CTL_USAGE) {

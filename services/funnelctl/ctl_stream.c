@@ -7,15 +7,21 @@
 
 #define REPLAY_PAGE 1000
 
-//  replay SERVICE [--from SEQ] [--limit N]: held events from SEQ on, page
+//  replay SERVICE [--from SEQ] [--limit N] [--partition P]: held events from SEQ on, page
 //  by page, until N events or the end of what the service holds.
 int
 ctl_cmd_replay (ctl_t *self, int argc, char **argv)
 {
     const char *service = NULL;
-    long long from = 1, limit = -1;
+    long long from = 1, limit = -1, partition = -1;
     for (int i = 0; i < argc; i++) {
         const char *value;
+        if (streq (argv [i], "--partition")) {
+            if (!(value = ctl_args_value ("replay --partition", argc, argv, &i))
+            ||  ctl_args_int ("replay --partition", value, 0, 4095, &partition))
+                return CTL_USAGE;
+        }
+        else
         if (streq (argv [i], "--from")) {
             if (!(value = ctl_args_value ("replay --from", argc, argv, &i))
             ||  ctl_args_int ("replay --from", value, 0, LLONG_MAX, &from))
@@ -37,13 +43,17 @@ ctl_cmd_replay (ctl_t *self, int argc, char **argv)
         }
     }
     if (!service || from < 0) {
-        fprintf (stderr, "funnelctl: usage: replay SERVICE [--from SEQ] [--limit N]\n");
+        fprintf (stderr, "funnelctl: usage: replay SERVICE [--from SEQ] [--limit N] [--partition P]\n");
         return CTL_USAGE;
     }
     long long printed = 0;
     while (!funnel_stop && (limit < 0 || printed < limit)) {
         long long page = limit < 0 || limit - printed > REPLAY_PAGE ? REPLAY_PAGE : limit - printed;
         json_t *body = json_pack ("{s:I, s:I}", "from", (json_int_t) from, "limit", (json_int_t) page);
+        //  With instances: that partition's outbox; its owner answers (or
+        //  names itself with ERR moved, which ctl_call follows)
+        if (partition >= 0)
+            json_object_set_new (body, "partition", json_integer (partition));
         json_t *reply = NULL;
         int rc = ctl_call (self, service, "REPLAY", body, 1 + self->retries, &reply);
         json_decref (body);
@@ -118,8 +128,9 @@ ctl_cmd_tail (ctl_t *self, int argc, char **argv)
     int reachable = 0, total = 0;
     for (const char *const *name = names; *name; name++) {
         total++;
-        const char *pub = ctl_endpoint (self, *name, "pub");
-        if (!pub) {
+        const char *pubs [64];
+        int pub_count = ctl_pubs (self, *name, pubs, 64);
+        if (pub_count == 0) {
             zsock_destroy (&sub);
             return CTL_USAGE;
         }
@@ -129,11 +140,14 @@ ctl_cmd_tail (ctl_t *self, int argc, char **argv)
             reachable++;
         json_decref (reply);
         //  CURVE options apply per connect: each pins its own server's key
-        if (funnel_curve_client (sub, strstr (*name, "://") ? NULL : *name) != 0) {
-            zsock_destroy (&sub);
-            return CTL_USAGE;
+        //  (every instance of a service: all of them)
+        for (int k = 0; k < pub_count; k++) {
+            if (funnel_curve_client (sub, strstr (*name, "://") ? NULL : *name) != 0) {
+                zsock_destroy (&sub);
+                return CTL_USAGE;
+            }
+            zsock_connect (sub, "%s", pubs [k]);
         }
-        zsock_connect (sub, "%s", pub);
     }
     if (reachable == 0) {
         zsock_destroy (&sub);

@@ -172,6 +172,51 @@ s_pool (gateway_http_t *self, const char *service)
     return NULL;
 }
 
+//  The pool a PUBLISH body goes to: the service's, or with instances the
+//  owner of its events' partitions; every event of one request must be
+//  owned by one instance (one atomic PUBLISH), else invalid with index.
+static service_pool_t *
+s_owner_pool (gateway_http_t *self, const char *service, const msgpack_sbuffer *body,
+         funnel_error_t *err)
+{
+    int s = 0;
+    while (event_routes_services [s] && strcmp (event_routes_services [s], service) != 0)
+        s++;
+    funnel_topology_t *topology = self->config.topologies ? self->config.topologies [s] : NULL;
+    if (!topology || !funnel_topology_partitioned (topology))
+        return s_pool (self, service);
+    msgpack_unpacked msg;
+    msgpack_unpacked_init (&msg);
+    int owner = -1;
+    if (msgpack_unpack_next (&msg, body->data, body->size, NULL) == MSGPACK_UNPACK_SUCCESS) {
+        bool batch = msg.data.type == MSGPACK_OBJECT_ARRAY;
+        uint32_t count = batch ? msg.data.via.array.size : 1;
+        for (uint32_t i = 0; i < count; i++) {
+            const msgpack_object *ev = batch ? &msg.data.via.array.ptr [i] : &msg.data;
+            int part = funnel_topology_event_part (service, event_codec_map_get (ev, "data"),
+                                                   funnel_topology_partitions (topology));
+            const funnel_instance_t *inst = funnel_topology_owner (topology, part);
+            int index = 0;
+            while (funnel_topology_at (topology, index) != inst)
+                index++;
+            if (owner < 0)
+                owner = index;
+            else
+            if (index != owner) {
+                funnel_error_set (err, FUNNEL_ERR_INVALID,
+                    "partition: the events of one request must belong to one instance of %s "
+                    "(element %u: partition %d, instance '%s'; element 0: instance '%s')",
+                    service, i, part, inst->name, funnel_topology_at (topology, owner)->name);
+                err->index = (int) i;
+                owner = -1;
+                break;
+            }
+        }
+    }
+    msgpack_unpacked_destroy (&msg);
+    return owner >= 0 ? self->config.instance_pools [s][owner] : NULL;
+}
+
 static enum MHD_Result
 s_ingest (gateway_http_t *self, request_t *req, struct MHD_Connection *connection)
 {
@@ -202,8 +247,14 @@ s_ingest (gateway_http_t *self, request_t *req, struct MHD_Connection *connectio
         msgpack_sbuffer_destroy (&sbuf);
         return s_error (self, req, connection, &err);
     }
+    funnel_error_clear (&err);
+    service_pool_t *pool = s_owner_pool (self, service, &sbuf, &err);
+    if (!pool) {
+        msgpack_sbuffer_destroy (&sbuf);
+        return s_error (self, req, connection, &err);
+    }
     zframe_t *reply = NULL;
-    funnel_call_status_t status = service_pool_call (s_pool (self, service), "PUBLISH",
+    funnel_call_status_t status = service_pool_call (pool, "PUBLISH",
                                                      sbuf.data, sbuf.size,
                                                      self->config.call_timeout_ms, &reply);
     msgpack_sbuffer_destroy (&sbuf);

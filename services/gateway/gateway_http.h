@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include "service_pool.h"
 #include "token_store.h"
+#include "funnel_topology.h"
 
 typedef struct _gateway_http_t gateway_http_t;
 
@@ -32,6 +33,10 @@ typedef struct {
     const char *cors_origins;       //  Comma-separated origins, "*", or NULL
     const char *openapi;            //  The document served, static
     service_pool_t **pools;         //  One per event_routes_services entry
+    //  Per entry: its partitions and instances (proto/README.md section 7),
+    //  and with instances one pool per instance (PUBLISH goes to the owner)
+    funnel_topology_t **topologies;
+    service_pool_t *(*instance_pools) [FUNNEL_INSTANCES_MAX];
     //  Adds the webhooks' part to GET /v1/stats (array), may be NULL
     json_t *(*webhooks_stats) (void *arg);
     void *webhooks_arg;

@@ -11,6 +11,7 @@
 #include <math.h>
 #include "event_routes.h"
 #include "funnel_config.h"
+#include "funnel_topology.h"
 #include "funnel_curve.h"
 #include "funnel_log.h"
 #include "funnel_notify.h"
@@ -247,9 +248,28 @@ main (int argc, char *argv [])
     }
     if (!bad && redis_auth_apply (config, "gateway", &redis_url) != 0)
         bad = 1;                    //  Logged by redis_auth_apply
+    //  Several instances of a service (proto/README.md section 7): PUBLISH
+    //  goes to the owner of the events' partitions; webhooks do not follow
+    //  per-partition seqs yet, so the two together are refused
+    funnel_topology_t *topologies [WEBHOOK_SERVICES_MAX] = { NULL };
+    const char *hooks [1];
+    bool with_hooks = funnel_config_children (config, "webhooks", hooks, 1) > 0;
+    for (int s = 0; !bad && event_routes_services [s]; s++) {
+        topologies [s] = funnel_topology_new (config, event_routes_services [s]);
+        if (!topologies [s])
+            bad = 1;
+        else
+        if (with_hooks && funnel_topology_partitioned (topologies [s])) {
+            log_error ("%s/instances: webhooks do not follow several instances of a service "
+                       "yet (proto/gateway.md)", event_routes_services [s]);
+            bad = 1;
+        }
+    }
     memset (&redis_url, 0, sizeof redis_url);       //  The password: not kept
     token_store_t *tokens = bad ? NULL : s_load_tokens (config);
     if (!tokens) {
+        for (int s = 0; s < WEBHOOK_SERVICES_MAX; s++)
+            funnel_topology_destroy (&topologies [s]);
         funnel_config_destroy (&config);
         return 2;
     }
@@ -259,15 +279,25 @@ main (int argc, char *argv [])
     int curve_rc = funnel_curve_setup (config, "gateway");
     if (curve_rc != 0) {
         token_store_unref (&tokens);
+        for (int s = 0; s < WEBHOOK_SERVICES_MAX; s++)
+            funnel_topology_destroy (&topologies [s]);
         funnel_config_destroy (&config);
         return curve_rc;
     }
     curl_global_init (CURL_GLOBAL_DEFAULT);
 
     service_pool_t *pools [WEBHOOK_SERVICES_MAX] = { NULL };
-    for (int s = 0; event_routes_services [s]; s++)
+    service_pool_t *instance_pools [WEBHOOK_SERVICES_MAX][FUNNEL_INSTANCES_MAX] = { { NULL } };
+    for (int s = 0; event_routes_services [s]; s++) {
+        //  GET goes to the owner of partition 0: any instance answers it
+        funnel_topology_t *topology = topologies [s];
         pools [s] = service_pool_new (event_routes_services [s],
-                                      funnel_config_endpoint (config, event_routes_services [s], "api"));
+                                      funnel_topology_owner (topology, 0)->api);
+        for (int i = 0; funnel_topology_partitioned (topology)
+                        && i < funnel_topology_count (topology); i++)
+            instance_pools [s][i] = service_pool_new (event_routes_services [s],
+                                                      funnel_topology_at (topology, i)->api);
+    }
     webhooks_t webhooks = { { NULL }, 0 };
     int rc = s_start_webhooks (config, values, &webhooks);
     gateway_http_t *http = NULL;
@@ -283,6 +313,8 @@ main (int argc, char *argv [])
             .cors_origins = funnel_config_get (config, "gateway/cors_origins", NULL),
             .openapi = funnel_gateway_openapi,
             .pools = pools,
+            .topologies = topologies,
+            .instance_pools = instance_pools,
             .webhooks_stats = s_webhooks_stats,
             .webhooks_arg = &webhooks
         };
@@ -341,6 +373,11 @@ main (int argc, char *argv [])
         webhook_destroy (&webhooks.hooks [i]);
     for (int s = 0; s < WEBHOOK_SERVICES_MAX; s++)
         service_pool_destroy (&pools [s]);
+    for (int s = 0; s < WEBHOOK_SERVICES_MAX; s++) {
+        for (int i = 0; i < FUNNEL_INSTANCES_MAX; i++)
+            service_pool_destroy (&instance_pools [s][i]);
+        funnel_topology_destroy (&topologies [s]);
+    }
     token_store_unref (&tokens);
     curl_global_cleanup ();
     funnel_curve_teardown ();               //  After every socket is closed

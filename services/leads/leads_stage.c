@@ -27,7 +27,10 @@
     in the same write-set as the lead, committed in one MULTI/EXEC), so two
     captures of one address, from any clients at once, are serialised: the
     second sees the first's index entry and becomes an alias. Reps are
-    global data in partition 0 with the same single writer.
+    global data in partition 0 with the same single writer. With several
+    instances the engine reads every record under WATCH and re-runs a
+    batch whose records another instance changed meanwhile (proto/README.md
+    section 7), which serialises them just the same.
 */
 #include <inttypes.h>
 #include <jansson.h>

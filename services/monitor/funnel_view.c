@@ -82,6 +82,7 @@ typedef struct {
     int64_t last_ping_ms;               //  Last answered PING, 0 = never
     int64_t down_since_ms;              //  0 while up
     json_t *counters;                   //  Last STATS counters, NULL = never
+    json_t *instances;                  //  Per instance, NULL = none listed
     bool live;
     uint64_t position, head;
     int64_t silence_ms, last_message_ms;
@@ -113,6 +114,7 @@ funnel_view_destroy (funnel_view_t **self_p)
         funnel_view_t *self = *self_p;
         for (int s = 0; s < FUNNEL_VIEW_SERVICES; s++) {
             json_decref (self->services [s].counters);
+            json_decref (self->services [s].instances);
             json_decref (self->services [s].types);
         }
         json_decref (self->report);
@@ -161,6 +163,16 @@ funnel_view_set_counters (funnel_view_t *self, int svc, json_t *counters)
     json_incref (counters);
     json_decref (self->services [svc].counters);
     self->services [svc].counters = counters;
+}
+
+void
+funnel_view_set_instances (funnel_view_t *self, int svc, json_t *instances)
+{
+    if (!json_is_object (instances))
+        return;
+    json_incref (instances);
+    json_decref (self->services [svc].instances);
+    self->services [svc].instances = instances;
 }
 
 void
@@ -346,6 +358,8 @@ s_service_json (service_t *service, int64_t now_ms)
     json_object_set_new (json, "counters", service->counters
                          ? json_deep_copy (service->counters) : json_object ());
     json_object_set_new (json, "events_seen", json_deep_copy (service->types));
+    if (service->instances)
+        json_object_set_new (json, "instances", json_deep_copy (service->instances));
     return json;
 }
 

@@ -42,6 +42,10 @@ void
 //  A STATS reply: replaces the service's counters (takes a reference).
 void
     funnel_view_set_counters (funnel_view_t *self, int svc, json_t *counters);
+//  With several instances of the service: {name: {up, seq, parts}}
+//  (takes a reference); shown as services.<svc>.instances.
+void
+    funnel_view_set_instances (funnel_view_t *self, int svc, json_t *instances);
 //  The live stream: position applied, highest seq announced, ms since the
 //  last message (heartbeats included); live false before it is started.
 void

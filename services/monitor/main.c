@@ -17,6 +17,7 @@
 #include "monitor_http.h"
 #include "series_api.h"
 #include "service_probe.h"
+#include "funnel_topology.h"
 
 #define POLL_MS         500     //  STATS/PING of each service, snapshot rebuild
 #define CALL_TIMEOUT_MS 300     //  Per PING/STATS; a down service costs this
@@ -229,9 +230,32 @@ main (int argc, char *argv [])
         funnel_config_destroy (&config);
         return 2;
     }
+    //  With instances (proto/README.md section 7): the owner of partition 0
+    //  answers PING, STATS and GET (counters and series are service wide);
+    //  every instance's PUB feeds the live rates
     const char *apis [FUNNEL_VIEW_SERVICES];
-    for (int s = 0; s < FUNNEL_VIEW_SERVICES; s++)
-        apis [s] = funnel_config_endpoint (config, funnel_view_services [s], "api");
+    const char *pubs [FUNNEL_VIEW_SERVICES][FUNNEL_INSTANCES_MAX];
+    const char *names [FUNNEL_VIEW_SERVICES][FUNNEL_INSTANCES_MAX];
+    const char *instance_apis [FUNNEL_VIEW_SERVICES][FUNNEL_INSTANCES_MAX];
+    int pub_counts [FUNNEL_VIEW_SERVICES];
+    bool partitioned [FUNNEL_VIEW_SERVICES];
+    for (int s = 0; s < FUNNEL_VIEW_SERVICES; s++) {
+        funnel_topology_t *topology = funnel_topology_new (config, funnel_view_services [s]);
+        if (!topology) {
+            funnel_view_destroy (&self.view);
+            funnel_config_destroy (&config);
+            return 2;
+        }
+        partitioned [s] = funnel_topology_partitioned (topology);
+        apis [s] = funnel_topology_owner (topology, 0)->api;
+        pub_counts [s] = funnel_topology_count (topology);
+        for (int i = 0; i < pub_counts [s]; i++) {
+            pubs [s][i] = funnel_topology_at (topology, i)->pub;
+            names [s][i] = funnel_topology_at (topology, i)->name;
+            instance_apis [s][i] = funnel_topology_at (topology, i)->api;
+        }
+        funnel_topology_destroy (&topology);
+    }
     self.series = series_api_new (apis);
     const char *http = funnel_config_endpoint (config, "monitor", "http");
     const char *pub = funnel_config_endpoint (config, "monitor", "pub");
@@ -244,8 +268,10 @@ main (int argc, char *argv [])
     }
     for (int s = 0; s < FUNNEL_VIEW_SERVICES && rc == 0; s++) {
         const char *name = funnel_view_services [s];
-        self.probes [s] = service_probe_new (s, funnel_config_endpoint (config, name, "api"),
-                                             funnel_config_endpoint (config, name, "pub"), self.view);
+        (void) name;
+        self.probes [s] = service_probe_new_instances (s, apis [s], pubs [s], pub_counts [s],
+                                                       partitioned [s], names [s],
+                                                       instance_apis [s], self.view);
         if (!self.probes [s])
             rc = 1;
     }

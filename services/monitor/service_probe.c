@@ -2,6 +2,8 @@
 #include "service_probe.h"
 #include "event_codec.h"
 #include "funnel_client.h"
+#include "funnel_curve.h"
+#include "funnel_topology.h"
 #include "funnel_log.h"
 #include "upstream.h"
 #include "json_msgpack.h"
@@ -14,7 +16,15 @@ struct _service_probe_t {
     const char *name;
     funnel_view_t *view;
     funnel_client_t *client;
-    upstream_t *upstream;
+    //  With instances: one client each, for services.<svc>.instances
+    funnel_client_t *instance_clients [FUNNEL_INSTANCES_MAX];
+    char *instance_names [FUNNEL_INSTANCES_MAX];
+    int64_t instance_retry [FUNNEL_INSTANCES_MAX];  //  A down one: asked again then
+    int instance_count;
+    upstream_t *upstream;           //  One outbox per service: gap-free stream
+    zsock_t *sub;                   //  With instances: every instance's PUB, as it comes
+    uint64_t seq;                   //  With instances: the last PING's seq (their sum)
+    int64_t last_rx;
     bool started;               //  upstream_start called: the stream is live
     bool up;
     int64_t last_warn;
@@ -53,16 +63,46 @@ s_on_events (void *arg, upstream_t *upstream, const char **events, const size_t 
 }
 
 service_probe_t *
-service_probe_new (int svc, const char *api, const char *pub, funnel_view_t *view)
+service_probe_new (int svc, const char *api, const char *const *pubs, int pub_count,
+                   bool partitioned, funnel_view_t *view)
+{
+    return service_probe_new_instances (svc, api, pubs, pub_count, partitioned, NULL, NULL,
+                                        view);
+}
+
+service_probe_t *
+service_probe_new_instances (int svc, const char *api, const char *const *pubs, int pub_count,
+                             bool partitioned, const char *const *names,
+                             const char *const *apis, funnel_view_t *view)
 {
     service_probe_t *self = (service_probe_t *) zmalloc (sizeof (service_probe_t));
     self->svc = svc;
     self->name = funnel_view_services [svc];
     self->view = view;
     self->client = funnel_client_new_for (api, self->name);
-    self->upstream = upstream_new (self->name, api, pub, funnel_view_event_types,
-                                   s_on_events, self);
-    if (!self->client || !self->upstream)
+    bool ok = self->client != NULL;
+    if (!partitioned)
+        ok = ok && (self->upstream = upstream_new (self->name, api, pubs [0],
+                                                   funnel_view_event_types, s_on_events,
+                                                   self)) != NULL;
+    else {
+        //  Per-partition seqs: the counts come from STATS anyway (service
+        //  wide from any instance); the stream only gives rates and latency
+        self->sub = zsock_new (ZMQ_SUB);
+        zsock_set_rcvhwm (self->sub, 0);
+        zsock_set_subscribe (self->sub, "");
+        for (int i = 0; ok && i < pub_count; i++)
+            ok = funnel_curve_client (self->sub, self->name) == 0
+              && zsock_connect (self->sub, "%s", pubs [i]) == 0;
+        self->last_rx = zclock_mono ();
+    }
+    for (int i = 0; ok && partitioned && names && i < pub_count; i++) {
+        self->instance_names [i] = strdup (names [i]);
+        self->instance_clients [i] = funnel_client_new_for (apis [i], self->name);
+        ok = self->instance_clients [i] != NULL;
+        self->instance_count = i + 1;
+    }
+    if (!ok)
         service_probe_destroy (&self);
     return self;
 }
@@ -73,7 +113,12 @@ service_probe_destroy (service_probe_t **self_p)
     if (*self_p) {
         service_probe_t *self = *self_p;
         upstream_destroy (&self->upstream);
+        zsock_destroy (&self->sub);
         funnel_client_destroy (&self->client);
+        for (int i = 0; i < self->instance_count; i++) {
+            funnel_client_destroy (&self->instance_clients [i]);
+            free (self->instance_names [i]);
+        }
         free (self);
         *self_p = NULL;
     }
@@ -82,12 +127,27 @@ service_probe_destroy (service_probe_t **self_p)
 zsock_t *
 service_probe_sub (service_probe_t *self)
 {
-    return upstream_sub (self->upstream);
+    return self->sub ? self->sub : upstream_sub (self->upstream);
 }
 
 void
 service_probe_drain (service_probe_t *self)
 {
+    if (self->sub) {
+        for (int i = 0; i < 1000 && (zsock_events (self->sub) & ZMQ_POLLIN); i++) {
+            zmsg_t *msg = zmsg_recv (self->sub);
+            zframe_t *topic = msg ? zmsg_first (msg) : NULL;
+            zframe_t *body = topic ? zmsg_next (msg) : NULL;
+            self->last_rx = zclock_mono ();
+            if (body && !zframe_streq (topic, "$hb")) {
+                const char *event = (const char *) zframe_data (body);
+                size_t size = zframe_size (body);
+                s_on_events (self, NULL, &event, &size, 1, 0);
+            }
+            zmsg_destroy (&msg);
+        }
+        return;
+    }
     if (self->started) {
         upstream_drain (self->upstream);
         return;
@@ -130,6 +190,50 @@ s_uint (const msgpack_object *map, const char *key)
     return v && v->type == MSGPACK_OBJECT_POSITIVE_INTEGER ? v->via.u64 : 0;
 }
 
+//  Each instance's STATS: up, the sum of its partitions' seqs, its
+//  partitions ({"<p>": seq}), its conflicts.
+static void
+s_poll_instances (service_probe_t *self, int timeout_ms)
+{
+    json_t *all = json_object ();
+    int64_t now = zclock_mono ();
+    for (int i = 0; i < self->instance_count; i++) {
+        //  A down instance costs the call's timeout: asked every 2 s only
+        if (now < self->instance_retry [i]) {
+            json_object_set_new (all, self->instance_names [i], json_pack ("{s:b}", "up", 0));
+            continue;
+        }
+        zframe_t *reply = NULL;
+        funnel_call_status_t status = funnel_client_call (self->instance_clients [i], "STATS",
+                                                          NULL, 0, timeout_ms, &reply);
+        funnel_error_t err;
+        event_codec_t *msg = status == FUNNEL_CALL_OK && reply
+            ? event_codec_decode (zframe_data (reply), zframe_size (reply), &event_codec_limits_event,
+                                 &err) : NULL;
+        zframe_destroy (&reply);
+        const msgpack_object *parts = msg ? event_codec_map_get (event_codec_root (msg), "parts") : NULL;
+        const msgpack_object *counters = msg ? event_codec_map_get (event_codec_root (msg), "counters")
+                                             : NULL;
+        json_t *one = json_pack ("{s:b}", "up", msg != NULL);
+        self->instance_retry [i] = msg ? 0 : now + 2000;
+        if (parts && parts->type == MSGPACK_OBJECT_MAP) {
+            json_int_t seq = 0;
+            for (uint32_t k = 0; k < parts->via.map.size; k++)
+                if (parts->via.map.ptr [k].val.type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+                    seq += (json_int_t) parts->via.map.ptr [k].val.via.u64;
+            json_object_set_new (one, "seq", json_integer (seq));
+            json_object_set_new (one, "parts", json_from_msgpack (parts));
+        }
+        const msgpack_object *conflicts = counters ? event_codec_map_get (counters, "conflicts") : NULL;
+        if (conflicts && conflicts->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+            json_object_set_new (one, "conflicts", json_integer ((json_int_t) conflicts->via.u64));
+        json_object_set_new (all, self->instance_names [i], one);
+        event_codec_destroy (&msg);
+    }
+    funnel_view_set_instances (self->view, self->svc, all);
+    json_decref (all);
+}
+
 bool
 service_probe_poll (service_probe_t *self, int timeout_ms)
 {
@@ -149,6 +253,7 @@ service_probe_poll (service_probe_t *self, int timeout_ms)
     event_codec_obj_strcpy (event_codec_map_get (root, "version"), version, sizeof version);
     event_codec_obj_strcpy (event_codec_map_get (root, "redis"), redis, sizeof redis);
     uint64_t seq = s_uint (root, "seq");
+    self->seq = seq;
     funnel_view_set_ping (self->view, self->svc, version, seq, streq (redis, "ok"),
                           (int64_t) s_uint (root, "uptime_s"), now);
     event_codec_destroy (&ping);
@@ -158,6 +263,9 @@ service_probe_poll (service_probe_t *self, int timeout_ms)
 
     //  Go live from the current head: history is in the counters already.
     //  A seq far behind ours means the service's state was wiped: restart.
+    if (self->sub)
+        self->started = true;
+    else
     if (!self->started || seq + 1 < upstream_expected (self->upstream)) {
         upstream_start (self->upstream, seq);
         self->started = true;
@@ -172,6 +280,8 @@ service_probe_poll (service_probe_t *self, int timeout_ms)
         json_decref (json);
     }
     event_codec_destroy (&stats);
+    if (self->instance_count > 0)
+        s_poll_instances (self, timeout_ms);
     return true;
 }
 
@@ -184,6 +294,11 @@ service_probe_up (service_probe_t *self)
 void
 service_probe_catch_up (service_probe_t *self)
 {
+    if (self->sub) {
+        funnel_view_set_stream (self->view, self->svc, self->started, self->seq, self->seq,
+                                zclock_mono () - self->last_rx, zclock_time ());
+        return;
+    }
     //  REPLAY to a dead service would block the loop for its timeout
     if (self->started && self->up)
         upstream_catch_up (self->upstream, CATCH_UP_PAGES);

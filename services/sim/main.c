@@ -28,6 +28,7 @@
 #include "funnel_signals.h"
 #include "sim_gateway.h"
 #include "sim_model.h"
+#include "funnel_topology.h"
 
 #ifndef FUNNEL_VERSION
 #   define FUNNEL_VERSION "0.0.0-dev"
@@ -67,9 +68,13 @@ typedef struct {
     uint64_t seed;
     char run [16];
     size_t batch;
-    funnel_client_t *clients [SIM_SERVICES];
+    //  Per service and instance (proto/README.md section 7: an event goes to
+    //  the owner of its partition; one instance without `instances`)
+    funnel_topology_t *topology [SIM_SERVICES];
+    int instances [SIM_SERVICES];
+    funnel_client_t *clients [SIM_SERVICES][FUNNEL_INSTANCES_MAX];
     sim_gateway_t *gateway;     //  --via-gateway: PUBLISH goes through it
-    outbox_t outbox [SIM_SERVICES];
+    outbox_t outbox [SIM_SERVICES][FUNNEL_INSTANCES_MAX];
     zsock_t *sub;
     sim_model_t *model;
     msgpack_sbuffer sbuf;
@@ -207,7 +212,24 @@ s_emit (void *ctx, sim_service_t service, const char *type, const char *id,
     assert (item.bytes);
     memcpy (item.bytes, self->sbuf.data, item.size);
     snprintf (item.id, sizeof item.id, "%s", id);
-    s_outbox_push (&self->outbox [service], item);
+    //  The owner of the event's partition, by the engine's own rule
+    int instance = 0;
+    if (funnel_topology_partitioned (self->topology [service])) {
+        msgpack_unpacked msg;
+        msgpack_unpacked_init (&msg);
+        if (msgpack_unpack_next (&msg, item.bytes, item.size, NULL) == MSGPACK_UNPACK_SUCCESS) {
+            funnel_topology_t *topology = self->topology [service];
+            const funnel_instance_t *owner = funnel_topology_owner (topology,
+                funnel_topology_event_part (s_service_names [service],
+                                            event_codec_map_get (&msg.data, "data"),
+                                            funnel_topology_partitions (topology)));
+            for (int i = 0; i < self->instances [service]; i++)
+                if (funnel_topology_at (topology, i) == owner)
+                    instance = i;
+        }
+        msgpack_unpacked_destroy (&msg);
+    }
+    s_outbox_push (&self->outbox [service][instance], item);
 }
 
 
@@ -224,7 +246,7 @@ s_warn_ok (sim_t *self)
 //  Reads "code", "message" and "index" from an ERR body.
 static void
 s_read_error (zframe_t *reply, char *code, size_t code_size, char *message,
-              size_t message_size, int64_t *index)
+              size_t message_size, int64_t *index, char *api, size_t api_size)
 {
     snprintf (code, code_size, "?");
     snprintf (message, message_size, "(no message)");
@@ -238,6 +260,7 @@ s_read_error (zframe_t *reply, char *code, size_t code_size, char *message,
         return;
     const msgpack_object *root = event_codec_root (msg);
     event_codec_obj_strcpy (event_codec_map_get (root, "code"), code, code_size);
+    event_codec_obj_strcpy (event_codec_map_get (root, "api"), api, api_size);
     event_codec_obj_strcpy (event_codec_map_get (root, "message"), message, message_size);
     const msgpack_object *at = event_codec_map_get (root, "index");
     if (at && at->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
@@ -266,11 +289,12 @@ s_read_ok (sim_t *self, zframe_t *reply)
 //  Sends everything pending for one service, in batches. Returns 0, or -1
 //  when stopped while the service was not answering.
 static int
-s_flush (sim_t *self, int service)
+s_flush (sim_t *self, int service, int instance)
 {
-    outbox_t *box = &self->outbox [service];
+    outbox_t *box = &self->outbox [service][instance];
     const char *name = s_service_names [service];
     int backoff = 100;
+    bool followed = false;          //  An ERR moved followed for this batch
     while (box->count) {
         size_t n = box->count < self->batch ? box->count : self->batch;
         msgpack_sbuffer_clear (&self->sbuf);
@@ -285,7 +309,7 @@ s_flush (sim_t *self, int service)
         funnel_call_status_t rc = self->gateway
             ? sim_gateway_publish (self->gateway, self->sbuf.data, self->sbuf.size,
                                    CALL_TIMEOUT_MS, &reply)
-            : funnel_client_call (self->clients [service], "PUBLISH", self->sbuf.data,
+            : funnel_client_call (self->clients [service][instance], "PUBLISH", self->sbuf.data,
                                   self->sbuf.size, CALL_TIMEOUT_MS, &reply);
         if (rc == FUNNEL_CALL_OK) {
             s_read_ok (self, reply);
@@ -300,12 +324,29 @@ s_flush (sim_t *self, int service)
                 box->head = 0;
             self->sent += (int64_t) n;
             backoff = 100;
+            followed = false;
         }
         else {
             char code [32], message [256];
             int64_t index = -1;
+            char api [256] = "";
             if (rc == FUNNEL_CALL_ERR)
-                s_read_error (reply, code, sizeof code, message, sizeof message, &index);
+                s_read_error (reply, code, sizeof code, message, sizeof message, &index,
+                              api, sizeof api);
+            if (rc == FUNNEL_CALL_ERR && !strcmp (code, "moved") && *api && !followed) {
+                //  The partition moved (the topology changed since we
+                //  read it): this instance's events go to the owner named
+                log_warn ("%s: %s; sending to %s from now on", name, message, api);
+                funnel_client_t *client = funnel_client_new_for (api, name);
+                if (client) {
+                    funnel_client_destroy (&self->clients [service][instance]);
+                    self->clients [service][instance] = client;
+                }
+                followed = true;
+                self->retries++;
+                zframe_destroy (&reply);
+                continue;
+            }
             bool retry_same = rc != FUNNEL_CALL_ERR || !strcmp (code, "unavailable")
                            || !strcmp (code, "internal");
             if (retry_same) {
@@ -497,22 +538,25 @@ static bool
 s_wait_ready (sim_t *self, int64_t give_up_ms)
 {
     int64_t start = zclock_mono ();
-    for (int i = 0; i < SIM_SERVICES && !funnel_stop; i++) {
+    for (int d = 0; d < SIM_SERVICES * FUNNEL_INSTANCES_MAX && !funnel_stop; d++) {
+        int i = d / FUNNEL_INSTANCES_MAX, k = d % FUNNEL_INSTANCES_MAX;
+        if (k >= self->instances [i])
+            continue;
         while (!funnel_stop) {
             zframe_t *reply = NULL;
-            funnel_call_status_t rc = funnel_client_call (self->clients [i], "PING", NULL, 0,
+            funnel_call_status_t rc = funnel_client_call (self->clients [i][k], "PING", NULL, 0,
                                                           1000, &reply);
             zframe_destroy (&reply);
             if (rc == FUNNEL_CALL_OK)
                 break;
             if (zclock_mono () - start > give_up_ms) {
                 log_error ("%s at %s does not answer PING; is it running?",
-                           s_service_names [i], funnel_client_endpoint (self->clients [i]));
+                           s_service_names [i], funnel_client_endpoint (self->clients [i][k]));
                 return false;
             }
             if (s_warn_ok (self))
                 log_info ("waiting for %s at %s", s_service_names [i],
-                          funnel_client_endpoint (self->clients [i]));
+                          funnel_client_endpoint (self->clients [i][k]));
             zclock_sleep (200);
         }
     }
@@ -647,11 +691,19 @@ main (int argc, char **argv)
     int rc = funnel_curve_setup (config, "sim");
     msgpack_sbuffer_init (&self->sbuf);
     for (int i = 0; i < SIM_SERVICES && rc == 0; i++) {
-        const char *endpoint = funnel_config_endpoint (config, s_service_names [i], "api");
-        self->clients [i] = funnel_client_new_for (endpoint, s_service_names [i]);
-        if (!self->clients [i]) {
-            log_error ("cannot connect to %s at %s", s_service_names [i], endpoint);
-            rc = 1;
+        self->topology [i] = funnel_topology_new (config, s_service_names [i]);
+        if (!self->topology [i]) {
+            rc = 2;
+            break;
+        }
+        self->instances [i] = funnel_topology_count (self->topology [i]);
+        for (int k = 0; k < self->instances [i] && rc == 0; k++) {
+            const char *endpoint = funnel_topology_at (self->topology [i], k)->api;
+            self->clients [i][k] = funnel_client_new_for (endpoint, s_service_names [i]);
+            if (!self->clients [i][k]) {
+                log_error ("cannot connect to %s at %s", s_service_names [i], endpoint);
+                rc = 1;
+            }
         }
     }
     if (rc == 0 && via_gateway) {
@@ -680,13 +732,14 @@ main (int argc, char **argv)
     zsock_set_subscribe (self->sub, "deal.opened");
     zsock_set_subscribe (self->sub, "customer.onboarded");
     //  CURVE options apply per connect: each pins its own server's key
-    if (rc == 0 && (funnel_curve_client (self->sub, "sales")
-    ||  zsock_connect (self->sub, "%s", funnel_config_endpoint (config, "sales", "pub"))
-    ||  funnel_curve_client (self->sub, "retention")
-    ||  zsock_connect (self->sub, "%s", funnel_config_endpoint (config, "retention", "pub")))) {
-        log_error ("cannot connect to the sales or retention PUB endpoint");
-        rc = 1;
-    }
+    //  (every instance's, with instances)
+    for (int i = 2; i < SIM_SERVICES && rc == 0; i++)
+        for (int k = 0; k < self->instances [i] && rc == 0; k++)
+            if (funnel_curve_client (self->sub, s_service_names [i])
+            ||  zsock_connect (self->sub, "%s", funnel_topology_at (self->topology [i], k)->pub)) {
+                log_error ("cannot connect to the %s PUB endpoint", s_service_names [i]);
+                rc = 1;
+            }
     if (rc == 0 && !s_wait_ready (self, 60000))
         rc = funnel_stop ? 0 : 1;
 
@@ -715,8 +768,9 @@ main (int argc, char **argv)
                 credit -= (double) spent;
             }
             int64_t before = self->sent;
-            for (int i = 0; i < SIM_SERVICES && !funnel_stop; i++)
-                if (s_flush (self, i))
+            for (int d = 0; d < SIM_SERVICES * FUNNEL_INSTANCES_MAX && !funnel_stop; d++)
+                if (d % FUNNEL_INSTANCES_MAX < self->instances [d / FUNNEL_INSTANCES_MAX]
+                &&  s_flush (self, d / FUNNEL_INSTANCES_MAX, d % FUNNEL_INSTANCES_MAX))
                     break;
             window_sent += self->sent - before;
             now = zclock_mono ();
@@ -735,8 +789,11 @@ main (int argc, char **argv)
     sim_model_destroy (&self->model);
     sim_gateway_destroy (&self->gateway);
     for (int i = 0; i < SIM_SERVICES; i++) {
-        funnel_client_destroy (&self->clients [i]);
-        s_outbox_free (&self->outbox [i]);
+        for (int k = 0; k < FUNNEL_INSTANCES_MAX; k++) {
+            funnel_client_destroy (&self->clients [i][k]);
+            s_outbox_free (&self->outbox [i][k]);
+        }
+        funnel_topology_destroy (&self->topology [i]);
     }
     zsock_destroy (&self->sub);
     funnel_curve_teardown ();

@@ -15,6 +15,7 @@
 #include "funnel_state.h"
 #include "funnel_log.h"
 #include "funnel_engine.h"
+#include "funnel_topology.h"
 #include "outbox_entry.h"
 #include "funnel_privacy.h"
 #include "funnel_selftest.h"
@@ -34,6 +35,7 @@ static const funnel_selftest_t s_tests [] = {
     { "funnel_log", funnel_log_test },
     { "funnel_state", funnel_state_test },
     { "funnel_engine", funnel_engine_test },
+    { "funnel_topology", funnel_topology_test },
     { "redis_auth", redis_auth_test },
     { "outbox_entry", outbox_entry_test },
     { "funnel_privacy", funnel_privacy_test },
