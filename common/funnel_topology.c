@@ -44,8 +44,11 @@ funnel_topology_parse_owns (const char *text, int partitions, bool *owns)
             return -1;
         for (long i = lo; i <= hi; i++)
             owns [i] = true;
-        if (*p == ',')
+        if (*p == ',') {
             p++;
+            if (!*p)
+                return -1;          //  "0-7,": a range is missing
+        }
         else
         if (*p)
             return -1;
@@ -225,6 +228,10 @@ funnel_topology_test (bool verbose)
     assert (funnel_topology_parse_owns ("3-1", 16, owns) == -1);
     assert (funnel_topology_parse_owns ("a", 16, owns) == -1);
     assert (funnel_topology_parse_owns ("", 16, owns) == -1);
+    assert (funnel_topology_parse_owns ("0-7,", 16, owns) == -1);
+    assert (funnel_topology_parse_owns ("0-7,,8", 16, owns) == -1);
+    assert (funnel_topology_parse_owns ("0 - 7", 16, owns) == -1);
+    assert (funnel_topology_parse_owns (" 0-7 , 9", 16, owns) == 0 && owns [9] && !owns [8]);
 
     funnel_config_t *config = funnel_config_from_text (
         "leads\n"
