@@ -359,7 +359,9 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     if (msg && s_uint_arg (event_codec_root (msg), "from", true, &from, &err) == 0
     &&  s_uint_arg (event_codec_root (msg), "limit", false, &limit, &err) == 0
     &&  s_uint_arg (event_codec_root (msg), "partition", false, &part, &err) == 0) {
-        if (part >= (uint64_t) funnel_topology_partitions (self->topology))
+        //  Without instances `partition` is ignored (proto/wire.md, REPLAY)
+        if (funnel_topology_partitioned (self->topology)
+        &&  part >= (uint64_t) funnel_topology_partitions (self->topology))
             funnel_error_set (&err, FUNNEL_ERR_INVALID, "partition: must be 0..%d",
                               funnel_topology_partitions (self->topology) - 1);
         //  Optional: the name a subscriber registers under
