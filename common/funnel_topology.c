@@ -73,10 +73,16 @@ funnel_topology_new (funnel_config_t *config, const char *svc)
     self->owner = (int *) malloc ((size_t) partitions * sizeof (int));
     for (int p = 0; p < self->partitions; p++)
         self->owner [p] = -1;
-    const char *names [FUNNEL_INSTANCES_MAX];
+    const char *names [FUNNEL_INSTANCES_MAX + 1];
     snprintf (path, sizeof path, "%s/instances", svc);
-    int count = funnel_config_children (config, path, names, FUNNEL_INSTANCES_MAX);
+    int count = funnel_config_children (config, path, names, FUNNEL_INSTANCES_MAX + 1);
     bool ok = true;
+    if (count > FUNNEL_INSTANCES_MAX) {
+        log_error ("%s: at most %d instances", path, FUNNEL_INSTANCES_MAX);
+        free (self->owner);
+        free (self);
+        return NULL;
+    }
     if (count == 0) {
         funnel_instance_t *only = &self->instances [0];
         only->name = "";
@@ -103,8 +109,18 @@ funnel_topology_new (funnel_config_t *config, const char *svc)
         inst->pub = funnel_config_endpoint (config, base, "pub");
         snprintf (path, sizeof path, "%s/owns", base);
         const char *owns = funnel_config_get (config, path, NULL);
+        //  Its subscriber name upstream is <svc>@<name>, an id (wire.md)
+        char subscriber [128];
+        snprintf (subscriber, sizeof subscriber, "%s@%s", svc, inst->name);
+        if (!event_codec_id_valid (subscriber, strlen (subscriber))) {
+            log_error ("%s: an instance name is 1-%zu bytes of [A-Za-z0-9._:@+-]", base,
+                       (size_t) 64 - strlen (svc) - 1);
+            ok = false;
+        }
+        else
         if (!inst->api || !inst->pub || !*inst->api || !*inst->pub) {
-            log_error ("%s: an instance needs api and pub", base);
+            log_error ("%s/%s: required (an instance needs api and pub)", base,
+                       !inst->api || !*inst->api ? "api" : "pub");
             ok = false;
         }
         else
@@ -264,6 +280,25 @@ funnel_topology_test (bool verbose)
         "            api = \"tcp://127.0.0.1:9001\"\n"
         "            pub = \"tcp://127.0.0.1:9002\"\n"
         "            owns = \"0-2\"\n", "leads");
+    assert (config && funnel_topology_new (config, "leads") == NULL);
+    funnel_config_destroy (&config);
+
+    //  An instance without pub, or with a name no subscriber id can carry: refused
+    config = funnel_config_from_text (
+        "leads\n"
+        "    instances\n"
+        "        a\n"
+        "            api = \"tcp://127.0.0.1:9001\"\n"
+        "            owns = \"0-15\"\n", "leads");
+    assert (config && funnel_topology_new (config, "leads") == NULL);
+    funnel_config_destroy (&config);
+    config = funnel_config_from_text (
+        "leads\n"
+        "    instances\n"
+        "        aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"
+        "            api = \"tcp://127.0.0.1:9001\"\n"
+        "            pub = \"tcp://127.0.0.1:9002\"\n"
+        "            owns = \"0-15\"\n", "leads");
     assert (config && funnel_topology_new (config, "leads") == NULL);
     funnel_config_destroy (&config);
 
