@@ -124,6 +124,12 @@ funnel_topology_new (funnel_config_t *config, const char *svc)
             ok = false;
         }
         else
+        if (!owns) {
+            log_error ("%s: required (partition ranges of 0..%d, e.g. \"0-7\" or "
+                       "\"0-3,8-11\")", path, self->partitions - 1);
+            ok = false;
+        }
+        else
         if (funnel_topology_parse_owns (owns, self->partitions, inst->owns) != 0) {
             log_error ("%s = '%s': expected partition ranges of 0..%d, e.g. \"0-7\" or "
                        "\"0-3,8-11\"", path, owns ? owns : "", self->partitions - 1);
