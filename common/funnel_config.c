@@ -266,8 +266,10 @@ s_print_help (const funnel_config_about_t *about)
     snprintf (path, sizeof path, "%s/http", svc);
     printf ("      --http ADDR        monitor, gateway: HTTP host:port (default %s)\n",
             s_default_of (path) ? s_default_of (path) : s_default_of ("monitor/http"));
-    printf ("      --instance NAME    run instance NAME of %s/instances (its api, pub and\n"
-            "                         the partitions it owns); sets %s/instance\n", svc, svc);
+    //  Only the four services have instances (the gateway and the monitor refuse the key)
+    if (!streq (svc, "gateway") && !streq (svc, "monitor"))
+        printf ("      --instance NAME    run instance NAME of %s/instances (its api, pub and\n"
+                "                         the partitions it owns); sets %s/instance\n", svc, svc);
     printf ("      --set PATH=VALUE   set any key, e.g. --set leads/rules/mql=40 (repeatable)\n");
     printf ("      --log-level LEVEL  error|warn|info|debug (default info)\n");
     printf ("      --log-format FMT   text (default) or json: one JSON object per line\n");

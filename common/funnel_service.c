@@ -359,7 +359,9 @@ s_do_replay (service_t *self, zmsg_t *envelope, zframe_t *body)
     if (msg && s_uint_arg (event_codec_root (msg), "from", true, &from, &err) == 0
     &&  s_uint_arg (event_codec_root (msg), "limit", false, &limit, &err) == 0
     &&  s_uint_arg (event_codec_root (msg), "partition", false, &part, &err) == 0) {
-        if (part >= (uint64_t) funnel_topology_partitions (self->topology))
+        //  Without instances `partition` is ignored (proto/wire.md, REPLAY)
+        if (funnel_topology_partitioned (self->topology)
+        &&  part >= (uint64_t) funnel_topology_partitions (self->topology))
             funnel_error_set (&err, FUNNEL_ERR_INVALID, "partition: must be 0..%d",
                               funnel_topology_partitions (self->topology) - 1);
         //  Optional: the name a subscriber registers under
@@ -797,10 +799,21 @@ s_start (service_t *self)
     const char *wanted = funnel_config_get (self->config, path, NULL);
     self->instance = funnel_topology_find (self->topology, wanted);
     if (!self->instance) {
-        if (funnel_topology_partitioned (self->topology))
-            log_error ("%s: %s; run one with --instance NAME (one of %s/instances)",
-                       path, wanted && *wanted ? "no such instance" : "instances are listed",
-                       name);
+        if (funnel_topology_partitioned (self->topology)) {
+            //  Name the instances there are, so the fix is obvious
+            char names [512] = "";
+            for (int i = 0; i < funnel_topology_count (self->topology); i++) {
+                size_t len = strlen (names);
+                snprintf (names + len, sizeof names - len, "%s%s", i ? ", " : "",
+                          funnel_topology_at (self->topology, i)->name);
+            }
+            if (wanted && *wanted)
+                log_error ("%s = '%s': no such instance in %s/instances; run one with "
+                           "--instance NAME (one of: %s)", path, wanted, name, names);
+            else
+                log_error ("%s: instances are listed; run one with --instance NAME "
+                           "(one of: %s)", path, names);
+        }
         else
             log_error ("--instance %s: the [%s] section lists no instances", wanted, name);
         return 2;

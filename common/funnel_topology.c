@@ -44,8 +44,11 @@ funnel_topology_parse_owns (const char *text, int partitions, bool *owns)
             return -1;
         for (long i = lo; i <= hi; i++)
             owns [i] = true;
-        if (*p == ',')
+        if (*p == ',') {
             p++;
+            if (!*p)
+                return -1;          //  "0-7,": a range is missing
+        }
         else
         if (*p)
             return -1;
@@ -70,10 +73,16 @@ funnel_topology_new (funnel_config_t *config, const char *svc)
     self->owner = (int *) malloc ((size_t) partitions * sizeof (int));
     for (int p = 0; p < self->partitions; p++)
         self->owner [p] = -1;
-    const char *names [FUNNEL_INSTANCES_MAX];
+    const char *names [FUNNEL_INSTANCES_MAX + 1];
     snprintf (path, sizeof path, "%s/instances", svc);
-    int count = funnel_config_children (config, path, names, FUNNEL_INSTANCES_MAX);
+    int count = funnel_config_children (config, path, names, FUNNEL_INSTANCES_MAX + 1);
     bool ok = true;
+    if (count > FUNNEL_INSTANCES_MAX) {
+        log_error ("%s: at most %d instances", path, FUNNEL_INSTANCES_MAX);
+        free (self->owner);
+        free (self);
+        return NULL;
+    }
     if (count == 0) {
         funnel_instance_t *only = &self->instances [0];
         only->name = "";
@@ -100,8 +109,24 @@ funnel_topology_new (funnel_config_t *config, const char *svc)
         inst->pub = funnel_config_endpoint (config, base, "pub");
         snprintf (path, sizeof path, "%s/owns", base);
         const char *owns = funnel_config_get (config, path, NULL);
+        //  Its subscriber name upstream is <svc>@<name>, an id (wire.md)
+        char subscriber [128];
+        snprintf (subscriber, sizeof subscriber, "%s@%s", svc, inst->name);
+        if (!event_codec_id_valid (subscriber, strlen (subscriber))) {
+            log_error ("%s: an instance name is 1-%zu bytes of [A-Za-z0-9._:@+-]", base,
+                       (size_t) 64 - strlen (svc) - 1);
+            ok = false;
+        }
+        else
         if (!inst->api || !inst->pub || !*inst->api || !*inst->pub) {
-            log_error ("%s: an instance needs api and pub", base);
+            log_error ("%s/%s: required (an instance needs api and pub)", base,
+                       !inst->api || !*inst->api ? "api" : "pub");
+            ok = false;
+        }
+        else
+        if (!owns) {
+            log_error ("%s: required (partition ranges of 0..%d, e.g. \"0-7\" or "
+                       "\"0-3,8-11\")", path, self->partitions - 1);
             ok = false;
         }
         else
@@ -225,6 +250,10 @@ funnel_topology_test (bool verbose)
     assert (funnel_topology_parse_owns ("3-1", 16, owns) == -1);
     assert (funnel_topology_parse_owns ("a", 16, owns) == -1);
     assert (funnel_topology_parse_owns ("", 16, owns) == -1);
+    assert (funnel_topology_parse_owns ("0-7,", 16, owns) == -1);
+    assert (funnel_topology_parse_owns ("0-7,,8", 16, owns) == -1);
+    assert (funnel_topology_parse_owns ("0 - 7", 16, owns) == -1);
+    assert (funnel_topology_parse_owns (" 0-7 , 9", 16, owns) == 0 && owns [9] && !owns [8]);
 
     funnel_config_t *config = funnel_config_from_text (
         "leads\n"
@@ -257,6 +286,25 @@ funnel_topology_test (bool verbose)
         "            api = \"tcp://127.0.0.1:9001\"\n"
         "            pub = \"tcp://127.0.0.1:9002\"\n"
         "            owns = \"0-2\"\n", "leads");
+    assert (config && funnel_topology_new (config, "leads") == NULL);
+    funnel_config_destroy (&config);
+
+    //  An instance without pub, or with a name no subscriber id can carry: refused
+    config = funnel_config_from_text (
+        "leads\n"
+        "    instances\n"
+        "        a\n"
+        "            api = \"tcp://127.0.0.1:9001\"\n"
+        "            owns = \"0-15\"\n", "leads");
+    assert (config && funnel_topology_new (config, "leads") == NULL);
+    funnel_config_destroy (&config);
+    config = funnel_config_from_text (
+        "leads\n"
+        "    instances\n"
+        "        aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n"
+        "            api = \"tcp://127.0.0.1:9001\"\n"
+        "            pub = \"tcp://127.0.0.1:9002\"\n"
+        "            owns = \"0-15\"\n", "leads");
     assert (config && funnel_topology_new (config, "leads") == NULL);
     funnel_config_destroy (&config);
 

@@ -83,6 +83,19 @@ class TestReviewE2E(FunnelTestCase):
             self.assertEqual(status, "OK", (start, reply))
             self.assertEqual((reply["events"], reply["next"], reply["first"]), ([], start, 1))
 
+    def test_replay_partition_is_ignored_without_instances(self):
+        """proto/wire.md, REPLAY: without instances `partition` is ignored
+        (one outbox per service), whatever its value; its type is still checked."""
+        self.daemon("alpha", "funnel-testsvc")
+        api = self.wait_ready("alpha")
+        api.ok("PUBLISH", [event("test.add", {"key": "k", "n": 1}) for _ in range(3)])
+        plain = api.ok("REPLAY", {"from": 1})
+        self.assertTrue(plain["events"])
+        for part in (0, 5, 16, 4096):
+            self.assertEqual(api.ok("REPLAY", {"from": 1, "partition": part}), plain)
+        status, err = api.call("REPLAY", {"from": 1, "partition": "3"})
+        self.assertEqual((status, err["code"]), ("ERR", "invalid"))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -311,6 +311,74 @@ class TestScaleOut(ScaleOutCase):
         self.settle_deals(len(leads))
         self.assertEqual(self.leads["a"][1].ok("STATS")["counters"]["sql"], len(leads))
 
+    def test_moved_and_refused_batches_leave_redis_unchanged(self):
+        """moved: a single event (api exact, no index), a batch whose first
+        events are owned (index of the first unowned one), REPLAY of an
+        unowned partition; a batch over several of a's partitions failing on
+        its last event: nothing of any of them in Redis. Then the same batch
+        without the bad event applies in one go to every partition it spans."""
+        self.write_config({"a": "0-7", "b": "8-15"})
+        self.leads = {}
+        for name in ("a", "b"):
+            self.start_leads(name)
+        a = self.leads["a"][1]
+        r = self.redis.client()
+
+        def snapshot():
+            # Every key and value; leases are renewed with the same value
+            return {k: r.dump(k) for k in r.keys("*")}
+
+        def named(prefix, owner, parts=None):
+            return [x for x in ("%s%d" % (prefix, i) for i in range(400))
+                    if self.owner[part_of(x)] == owner
+                    and (parts is None or part_of(x) in parts)]
+        mine = named("m", "a")
+        spread = []
+        for x in mine:              # three leads in three different partitions of a
+            if part_of(x) not in {part_of(y) for y in spread}:
+                spread.append(x)
+        spread = spread[:3]
+        self.assertEqual(len({part_of(x) for x in spread}), 3)
+        wrong = named("w", "b")[0]
+        before = snapshot()
+
+        status, err = a.call("PUBLISH", event("lead.capture", {"lead": wrong}))
+        self.assertEqual(status, "ERR")
+        self.assertEqual(set(err), {"code", "message", "api"})
+        self.assertEqual((err["code"], err["api"]), ("moved", self.inst["b"][0]))
+        self.assertIn("partition: %d is owned by instance 'b' at %s, not by 'a'"
+                      % (part_of(wrong), self.inst["b"][0]), err["message"])
+
+        batch = [event("lead.capture", {"lead": x, "email": "%s@x.io" % x}) for x in spread]
+        status, err = a.call("PUBLISH", batch + [event("lead.capture", {"lead": wrong})])
+        self.assertEqual((status, err["code"], err["index"], err["api"]),
+                         ("ERR", "moved", 3, self.inst["b"][0]))
+
+        status, err = a.call("REPLAY", {"partition": part_of(wrong), "from": 1})
+        self.assertEqual(status, "ERR")
+        self.assertEqual((err["code"], err["api"]), ("moved", self.inst["b"][0]))
+        self.assertNotIn("index", err)
+        status, err = a.call("REPLAY", {"partition": PARTITIONS, "from": 1})
+        self.assertEqual((status, err["code"]), ("ERR", "invalid"))
+        self.assertIn("partition: must be 0..%d" % (PARTITIONS - 1), err["message"])
+
+        # Owned by a, three partitions, the last event fails its state check
+        status, err = a.call("PUBLISH", batch + [event("lead.qualify",
+                                                       {"lead": named("u", "a")[0], "stage": "sql"})])
+        self.assertEqual((status, err["code"], err["index"]), ("ERR", "not_found", 3), err)
+        self.assertEqual(snapshot(), before)          # nothing of any refused request
+
+        parts_before = a.ok("STATS")["parts"]
+        self.assertEqual(a.ok("PUBLISH", batch), {"accepted": 3, "duplicates": 0})
+        parts_after = a.ok("STATS")["parts"]
+        for x in spread:
+            self.assertEqual(a.ok("GET", {"kind": "lead", "id": x})["lead"], x)
+            p = str(part_of(x))
+            self.assertGreater(parts_after[p], parts_before.get(p, 0))
+            page = a.ok("REPLAY", {"partition": int(p), "from": 1})
+            self.assertIn(x, [e["data"].get("lead") for e in page["events"]])
+        self.assertNotEqual(snapshot(), before)       # the comparison can fail
+
     def test_a_second_owner_is_refused(self):
         self.start_all({"a": "0-7", "b": "8-15"})
         # c claims a's partitions in its own file: a holds their leases
@@ -335,6 +403,30 @@ class TestScaleOut(ScaleOutCase):
             wait_until(lambda: not d.running(), timeout=10, what="exit")
             self.assertEqual(d.proc.returncode, 2, d.output())
             self.assertIn(words, d.output())
+        # Out of range, a trailing comma, no --instance, --instance without
+        # instances: exit 2, the line names the field and the instances
+        more = [({"a": "0-7", "b": "8-16"}, "a", "leads/instances/b/owns = '8-16': expected "
+                 "partition ranges of 0..15"),
+                ({"a": "0-7,", "b": "8-15"}, "a", "leads/instances/a/owns = '0-7,'"),
+                ({"a": "0-7", "b": "8-15"}, None, "leads/instance: instances are listed; run "
+                 "one with --instance NAME (one of: a, b)"),
+                ({"a": "0-7", "b": "8-15"}, "z", "leads/instance = 'z': no such instance in "
+                 "leads/instances; run one with --instance NAME (one of: a, b)")]
+        for i, (owns, name, words) in enumerate(more):
+            path = self.write_config(owns, path=os.path.join(self.workdir, "more%d.cfg" % i))
+            d = self.daemon("more%d" % i, "funnel-leads",
+                            ["--instance", name] if name else [], config=path)
+            wait_until(lambda: not d.running(), timeout=10, what="exit")
+            self.assertEqual(d.proc.returncode, 2, d.output())
+            self.assertIn(words, d.output())
+        d = self.daemon("noinst", "funnel-leads", ["--instance", "a"])   # kit's file: none
+        wait_until(lambda: not d.running(), timeout=10, what="exit")
+        self.assertEqual(d.proc.returncode, 2, d.output())
+        self.assertIn("--instance a: the [leads] section lists no instances", d.output())
+        helped = subprocess.run([binary("funnel-leads"), "--help"], capture_output=True,
+                                text=True, timeout=10)
+        self.assertEqual(helped.returncode, 0)
+        self.assertIn("--instance NAME    run instance NAME of leads/instances", helped.stdout)
         # The gateway's webhooks cannot follow instances yet: it says so, exit 2
         self.extra = ('webhooks\n    crm\n        url = "http://127.0.0.1:9/hook"\n'
                       '        types = "lead."\n        secret = "s"\n')
