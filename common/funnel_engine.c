@@ -40,7 +40,7 @@ struct _funnel_engine_t {
     funnel_state_t *state;
     funnel_engine_publish_fn *publish;
     void *publish_arg;
-    char stats_key [KEY_MAX], fence_key [KEY_MAX];
+    char stats_key [KEY_MAX], fence_key [KEY_MAX], partitions_key [KEY_MAX];
     char **lease_keys;
     char lease_value [256];
     bool *owns;                     //  [partitions]
@@ -219,6 +219,7 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     funnel_state_set_series_keep (self->state, cfg->series_hour_s, cfg->series_day_s);
     snprintf (self->stats_key, KEY_MAX, "%sstats", cfg->prefix);
     snprintf (self->fence_key, KEY_MAX, "%sfence", cfg->prefix);
+    snprintf (self->partitions_key, KEY_MAX, "%spartitions", cfg->prefix);
     int n = self->cfg.partitions;
     self->owns = (bool *) zmalloc ((size_t) n * sizeof (bool));
     self->mine = (int *) zmalloc ((size_t) n * sizeof (int));
@@ -535,6 +536,37 @@ s_fill_u64 (zhashx_t *map, const redisReply *hgetall)
                    strtoull (hgetall->element [i + 1]->str, NULL, 10));
 }
 
+//  The partition count is fixed for the life of the data: a record is
+//  found by hash mod P, so another P would silently miss every record and
+//  seq. The first start records P; every start checks it.
+static int
+s_check_partitions (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
+{
+    char mine [16];
+    snprintf (mine, sizeof mine, "%d", self->cfg.partitions);
+    const char *set [] = { "SET", self->partitions_key, mine, "NX" };
+    const char *get [] = { "GET", self->partitions_key };
+    funnel_redis_append (ctx, 4, set, NULL);
+    funnel_redis_append (ctx, 2, get, NULL);
+    redisReply *r [2];
+    if (s_read (self, r, 2) != 0)
+        return s_unavailable (err);
+    int rc = 0;
+    if (r [1]->type != REDIS_REPLY_STRING)
+        rc = s_unavailable (err);
+    else
+    if (strcmp (r [1]->str, mine) != 0) {
+        funnel_error_set (err, FUNNEL_ERR_INTERNAL,
+                          "partitions = %s, but this service's data in Redis is in %.16s "
+                          "partitions (%s): the count is fixed for the life of the data",
+                          mine, r [1]->str, self->partitions_key);
+        rc = FUNNEL_ENGINE_LAYOUT;
+    }
+    freeReplyObject (r [0]);
+    freeReplyObject (r [1]);
+    return rc;
+}
+
 int
 funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
 {
@@ -546,7 +578,10 @@ funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
         return s_unavailable (err);
     redisContext *ctx = redis_store_context (self->store);
     uint64_t generation = redis_store_generation (self->store);
-    int rc = s_take_leases (self, ctx, err);
+    int rc = s_check_partitions (self, ctx, err);
+    if (rc != 0)
+        return rc;
+    rc = s_take_leases (self, ctx, err);
     if (rc != 0)
         return rc;
     s_append_fence (self, ctx);

@@ -124,6 +124,7 @@ typedef struct {
 } funnel_engine_cfg_t;
 
 #define FUNNEL_ENGINE_LEASE_HELD    -2
+#define FUNNEL_ENGINE_LAYOUT        -3     //  Redis holds another partition count
 
 typedef struct _funnel_engine_t funnel_engine_t;
 
@@ -145,7 +146,8 @@ funnel_state_t *
 
 //  After each (re)connect: takes or checks the leases, drops the cache,
 //  reads seq, outbox start and checkpoints, arms the fence. 0, -1
-//  (unavailable, err set) or FUNNEL_ENGINE_LEASE_HELD (err names the owner).
+//  (unavailable, err set), FUNNEL_ENGINE_LEASE_HELD (err names the owner)
+//  or FUNNEL_ENGINE_LAYOUT (Redis holds the data in another partition count).
 int
     funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err);
 //  True while the connection synced is the live one.

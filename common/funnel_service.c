@@ -965,6 +965,11 @@ s_sync (service_t *self)
     funnel_error_t err;
     funnel_error_clear (&err);
     int rc = funnel_engine_sync (self->engine, &err);
+    if (rc == FUNNEL_ENGINE_LAYOUT) {
+        log_error ("%s: refusing to start", err.message);
+        self->fatal = true;
+        return;
+    }
     if (rc == FUNNEL_ENGINE_LEASE_HELD) {
         if (!self->synced_once && zclock_mono () < self->lease_deadline) {
             if (!self->lease_waiting)

@@ -42,6 +42,25 @@ class TestLease(FunnelTestCase):
         alpha.ok("PUBLISH", add("k", 2))
         self.assertEqual(alpha.ok("GET", {"kind": "counter", "id": "k"})["total"], 4)
 
+    def test_another_partition_count_refuses_to_start(self):
+        # Records are found by hash mod partitions: the data's count is
+        # recorded at the first start, and another one refuses to start
+        d = self.daemon("alpha", "funnel-testsvc")
+        alpha = self.wait_ready("alpha")
+        alpha.ok("PUBLISH", add("k", 3))
+        self.assertEqual(d.stop(), 0)
+        with self.redis.client() as r:
+            self.assertEqual(r.get("{funnel:alpha}:partitions"), b"16")
+        d = self.daemon("alpha-8", "funnel-testsvc", args=["--set", "alpha/partitions=8"])
+        wait_until(lambda: not d.running(), timeout=15, what="exit on another partition count")
+        self.assertEqual(d.proc.returncode, 1)
+        self.assertIn("partitions = 8, but this service's data in Redis is in 16 partitions",
+                      d.output())
+        # The same count starts and finds its data
+        self.daemon("alpha-16", "funnel-testsvc")
+        alpha = self.wait_ready("alpha")
+        self.assertEqual(alpha.ok("GET", {"kind": "counter", "id": "k"})["total"], 3)
+
     def test_paused_owner_steps_down(self):
         first = self.daemon("alpha", "funnel-testsvc", args=["--set", "alpha/lease_ms=1000"])
         alpha = self.wait_ready("alpha")
