@@ -55,6 +55,34 @@ static const event_codec_limits_t s_replay_limits = {
 
 static int s_connect_dealer (upstream_t *self);
 
+//  A SUB for an upstream's PUB, not connected yet; NULL if CURVE cannot
+//  be set up (logged).
+zsock_t *
+upstream_sub_socket (const char *name)
+{
+    zsock_t *sub = zsock_new (ZMQ_SUB);
+    //  No receive high-water mark. libzmq 4.3.4 aborts the whole process
+    //  (assertion _input_stopped, stream_engine_base.cpp:417; libzmq issue
+    //  3937, fixed upstream after 4.3.4) when a connecting socket's engine
+    //  stopped reading because its pipe was full, the connection then
+    //  dropped (the publisher restarted, or a heartbeat timed out while we
+    //  were busy applying) and the pipe drained after the reconnect. A pipe
+    //  that is never full never stops the engine. The cost: a subscriber far
+    //  behind holds its backlog in memory instead of in the publisher's
+    //  queue (which would drop it and make us REPLAY it anyway).
+    zsock_set_rcvhwm (sub, 0);
+    zsock_set_maxmsgsize (sub, FUNNEL_EVENT_MAX_BYTES + 1024);
+    zsock_set_reconnect_ivl_max (sub, 2000);
+    zsock_set_heartbeat_ivl (sub, 1000);
+    zsock_set_heartbeat_timeout (sub, 3000);
+    //  Everything: seq is per publisher, so skipping a topic would look
+    //  like a gap. Unconsumed types just advance the position.
+    zsock_set_subscribe (sub, "");
+    if (funnel_curve_client (sub, name) != 0)
+        zsock_destroy (&sub);
+    return sub;
+}
+
 upstream_t *
 upstream_new_part (const char *name, int part, const char *api,
                    const char *const *consumes, upstream_apply_fn *apply, void *arg)
@@ -88,26 +116,8 @@ upstream_new (const char *name, const char *api, const char *pub,
     self->expected = 1;
     self->need_replay = true;       //  Nothing applied live before upstream_start
     self->last_rx = zclock_mono ();
-    self->sub = zsock_new (ZMQ_SUB);
-    //  No receive high-water mark. libzmq 4.3.4 aborts the whole process
-    //  (assertion _input_stopped, stream_engine_base.cpp:417; libzmq issue
-    //  3937, fixed upstream after 4.3.4) when a connecting socket's engine
-    //  stopped reading because its pipe was full, the connection then
-    //  dropped (the publisher restarted, or a heartbeat timed out while we
-    //  were busy applying) and the pipe drained after the reconnect. A pipe
-    //  that is never full never stops the engine. The cost: a subscriber far
-    //  behind holds its backlog in memory instead of in the publisher's
-    //  queue (which would drop it and make us REPLAY it anyway).
-    zsock_set_rcvhwm (self->sub, 0);
-    zsock_set_maxmsgsize (self->sub, FUNNEL_EVENT_MAX_BYTES + 1024);
-    zsock_set_reconnect_ivl_max (self->sub, 2000);
-    zsock_set_heartbeat_ivl (self->sub, 1000);
-    zsock_set_heartbeat_timeout (self->sub, 3000);
-    //  Everything: seq is per publisher, so skipping a topic would look
-    //  like a gap. Unconsumed types just advance the position.
-    zsock_set_subscribe (self->sub, "");
-    if (funnel_curve_client (self->sub, name) != 0
-    ||  zsock_connect (self->sub, "%s", pub) != 0) {
+    self->sub = upstream_sub_socket (name);
+    if (!self->sub || zsock_connect (self->sub, "%s", pub) != 0) {
         log_error ("upstream %s: cannot connect to %s", name, pub);
         upstream_destroy (&self);
         return NULL;

@@ -54,6 +54,10 @@ const char *
 void
     upstream_set_subscriber (upstream_t *self, const char *name);
 //  The SUB socket, for the owner's poll loop (NULL for a partition).
+//  A SUB for an upstream's PUB (every topic, no receive HWM, CURVE
+//  client), not connected yet; NULL if CURVE cannot be set up.
+zsock_t *
+    upstream_sub_socket (const char *name);
 zsock_t *
     upstream_sub (upstream_t *self);
 

@@ -22,15 +22,8 @@ upstream_set_new (const char *name, funnel_topology_t *topology,
     self->name = strdup (name);
     self->count = funnel_topology_partitions (topology);
     self->parts = (upstream_t **) zmalloc ((size_t) self->count * sizeof (upstream_t *));
-    self->sub = zsock_new (ZMQ_SUB);
-    //  No receive high-water mark: see upstream.c (libzmq issue 3937)
-    zsock_set_rcvhwm (self->sub, 0);
-    zsock_set_maxmsgsize (self->sub, FUNNEL_EVENT_MAX_BYTES + 1024);
-    zsock_set_reconnect_ivl_max (self->sub, 2000);
-    zsock_set_heartbeat_ivl (self->sub, 1000);
-    zsock_set_heartbeat_timeout (self->sub, 3000);
-    zsock_set_subscribe (self->sub, "");
-    bool ok = funnel_curve_client (self->sub, name) == 0;
+    self->sub = upstream_sub_socket (name);
+    bool ok = self->sub != NULL;
     for (int i = 0; ok && i < funnel_topology_count (topology); i++) {
         const char *pub = funnel_topology_at (topology, i)->pub;
         if (zsock_connect (self->sub, "%s", pub) != 0) {

@@ -1832,6 +1832,27 @@ s_forget_deal (funnel_state_t *st, const char *lead, const char *id, funnel_rec_
     return 0;
 }
 
+//  The ids of the deals that exist and belong to the lead (a zlist of
+//  strings the caller destroys), NULL if a read failed.
+static zlist_t *
+s_own_deals (funnel_state_t *st, funnel_rec_t *lrec, const char *lead)
+{
+    zlist_t *ids = s_deals_of (lrec, lead);
+    zlist_t *mine = zlist_new ();
+    zlist_autofree (mine);
+    for (const char *id = zlist_first (ids); id && mine; id = zlist_next (ids)) {
+        char owner [ID_MAX];
+        funnel_rec_t *deal = s_deal (st, id, owner);
+        if (!deal)
+            zlist_destroy (&mine);
+        else
+        if (funnel_rec_exists (deal) && streq (owner, lead))
+            zlist_append (mine, (void *) id);
+    }
+    zlist_destroy (&ids);
+    return mine;
+}
+
 static int
 s_on_forgotten (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
 {
@@ -1843,18 +1864,14 @@ s_on_forgotten (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *er
         return UNAVAILABLE (err);
     if (funnel_rec_has (lrec, "fg"))
         return 0;                               //  Twice: a no-op
-    zlist_t *ids = s_deals_of (lrec, lead);
-    int rc = 0;
-    for (const char *id = zlist_first (ids); id && rc == 0; id = zlist_next (ids)) {
+    zlist_t *mine = s_own_deals (st, lrec, lead);
+    int rc = mine ? 0 : -1;
+    for (const char *id = mine ? zlist_first (mine) : NULL; id && rc == 0;
+         id = zlist_next (mine)) {
         char owner [ID_MAX];
-        funnel_rec_t *deal = s_deal (st, id, owner);
-        if (!deal)
-            rc = -1;
-        else
-        if (funnel_rec_exists (deal) && streq (owner, lead))
-            rc = s_forget_deal (st, lead, id, deal);
+        rc = s_forget_deal (st, lead, id, s_deal (st, id, owner));
     }
-    zlist_destroy (&ids);
+    zlist_destroy (&mine);
     if (rc != 0)
         return UNAVAILABLE (err);
     funnel_rec_set_int (lrec, "fg", funnel_state_now (st));
@@ -1875,20 +1892,8 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     funnel_rec_t *lrec = funnel_state_rec (st, "ld", lead);
     if (!lrec)
         return UNAVAILABLE (err);
-    zlist_t *ids = s_deals_of (lrec, lead);
-    zlist_t *mine = zlist_new ();
-    zlist_autofree (mine);
-    int rc = 0;
-    for (const char *id = zlist_first (ids); id && rc == 0; id = zlist_next (ids)) {
-        char owner [ID_MAX];
-        funnel_rec_t *deal = s_deal (st, id, owner);
-        if (!deal)
-            rc = -1;
-        else
-        if (funnel_rec_exists (deal) && streq (owner, lead))
-            zlist_append (mine, (void *) id);
-    }
-    zlist_destroy (&ids);
+    zlist_t *mine = s_own_deals (st, lrec, lead);
+    int rc = mine ? 0 : -1;
     //  The outbox entries that carry the person's data, by seq (REPLAY them)
     zlist_t *outbox = rc == 0 ? funnel_state_person_outputs (st, lead) : NULL;
     if (!outbox) {
