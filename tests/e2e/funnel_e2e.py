@@ -1050,3 +1050,11 @@ class FunnelTestCase(unittest.TestCase):
 
     def stats(self, svc):
         return self.client(svc).ok("STATS")["counters"]
+
+    def counts(self, svc):
+        """STATS counters without 'subscribers': a gauge of the downstream
+        services registered so far, which moves on its own (they register
+        at their first REPLAY, asynchronously)."""
+        counters = self.stats(svc)
+        counters.pop("subscribers", None)
+        return counters

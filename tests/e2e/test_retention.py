@@ -71,7 +71,7 @@ class RetentionCase(FunnelTestCase):
         return [e for e in out if etype is None or e["type"] == etype]
 
     def counters(self):
-        return self.stats("retention")
+        return self.counts("retention")
 
 
 class TestRetention(RetentionCase):

@@ -134,7 +134,7 @@ class SalesCase(FunnelTestCase):
         return [e for e in events if etype is None or e["type"] == etype]
 
     def counters(self):
-        return self.stats("sales")
+        return self.counts("sales")
 
 
 class TestCommands(SalesCase):
