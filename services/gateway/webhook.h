@@ -25,6 +25,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include "funnel_config.h"
+#include "funnel_topology.h"
 #include <stddef.h>
 
 typedef struct _webhook_t webhook_t;
@@ -46,6 +47,9 @@ typedef struct {
     const char *services [WEBHOOK_SERVICES_MAX];
     const char *apis [WEBHOOK_SERVICES_MAX];
     const char *pubs [WEBHOOK_SERVICES_MAX];
+    //  Each service's instances (not owned; NULL: apis/pubs only). With
+    //  instances, each partition is followed on its own (field svc:part).
+    funnel_topology_t *topologies [WEBHOOK_SERVICES_MAX];
 } webhook_config_t;
 
 //  Checks the settings (message in error on failure) and starts the
