@@ -155,7 +155,8 @@ s_load_tokens (funnel_config_t *config)
 }
 
 static int
-s_start_webhooks (funnel_config_t *config, const double *values, webhooks_t *webhooks)
+s_start_webhooks (funnel_config_t *config, const double *values,
+                  funnel_topology_t **topologies, webhooks_t *webhooks)
 {
     const char *names [WEBHOOKS_MAX];
     int count = funnel_config_children (config, "webhooks", names, WEBHOOKS_MAX);
@@ -187,6 +188,7 @@ s_start_webhooks (funnel_config_t *config, const double *values, webhooks_t *web
             wc.services [s] = event_routes_services [s];
             wc.apis [s] = funnel_config_endpoint (config, event_routes_services [s], "api");
             wc.pubs [s] = funnel_config_endpoint (config, event_routes_services [s], "pub");
+            wc.topologies [s] = topologies [s];
             wc.service_count++;
         }
         char error [512];
@@ -249,21 +251,13 @@ main (int argc, char *argv [])
     if (!bad && redis_auth_apply (config, "gateway", &redis_url) != 0)
         bad = 1;                    //  Logged by redis_auth_apply
     //  Several instances of a service (proto/README.md section 7): PUBLISH
-    //  goes to the owner of the events' partitions; webhooks do not follow
-    //  per-partition seqs yet, so the two together are refused
+    //  goes to the owner of the events' partitions, and webhooks follow
+    //  each partition's seqs
     funnel_topology_t *topologies [WEBHOOK_SERVICES_MAX] = { NULL };
-    const char *hooks [1];
-    bool with_hooks = funnel_config_children (config, "webhooks", hooks, 1) > 0;
     for (int s = 0; !bad && event_routes_services [s]; s++) {
         topologies [s] = funnel_topology_new (config, event_routes_services [s]);
         if (!topologies [s])
             bad = 1;
-        else
-        if (with_hooks && funnel_topology_partitioned (topologies [s])) {
-            log_error ("%s/instances: webhooks do not follow several instances of a service "
-                       "yet (proto/gateway.md)", event_routes_services [s]);
-            bad = 1;
-        }
     }
     memset (&redis_url, 0, sizeof redis_url);       //  The password: not kept
     token_store_t *tokens = bad ? NULL : s_load_tokens (config);
@@ -299,7 +293,7 @@ main (int argc, char *argv [])
                                                       funnel_topology_at (topology, i)->api);
     }
     webhooks_t webhooks = { { NULL }, 0 };
-    int rc = s_start_webhooks (config, values, &webhooks);
+    int rc = s_start_webhooks (config, values, topologies, &webhooks);
     gateway_http_t *http = NULL;
     const char *address = funnel_config_endpoint (config, "gateway", "http");
     if (rc == 0) {

@@ -14,6 +14,7 @@
 #include "redis_auth.h"
 #include "redis_store.h"
 #include "upstream.h"
+#include "upstream_set.h"
 #include "webhook.h"
 
 #define POLL_MS         50          //  Loop tick: REPLAY timers, stop checks
@@ -21,11 +22,16 @@
 #define PING_TIMEOUT_MS 1000
 #define FLUSH_MS        1000        //  Positions moved by unmatched events
 
+//  One followed stream: a service, or one partition of a service that
+//  lists instances (proto/README.md section 7: each partition has its
+//  own seq from 1, REPLAY from its owner)
 typedef struct {
     webhook_t *hook;
     const char *service;            //  Points into the config copy
-    upstream_t *upstream;
-    funnel_client_t *client;        //  PING for start = latest
+    int part;                       //  -1: the service has no instances
+    char field [48];                //  Redis field and stats key: svc or svc:part
+    upstream_t *upstream;           //  Owned only when part < 0 (else the set's)
+    funnel_client_t *client;        //  PING/STATS for start = latest; not owned
     bool started;
     int64_t next_try;
     uint64_t position;              //  Last seq delivered (or passed over)
@@ -39,7 +45,13 @@ struct _webhook_t {
     int timeout_ms, backoff_min, backoff_max;
     char *services [WEBHOOK_SERVICES_MAX], *apis [WEBHOOK_SERVICES_MAX],
          *pubs [WEBHOOK_SERVICES_MAX];
-    feed_t feeds [WEBHOOK_SERVICES_MAX];
+    int service_count;
+    //  Per service with instances: one SUB to every instance's PUB, and a
+    //  client per instance (the owner of a partition answers its STATS)
+    upstream_set_t *sets [WEBHOOK_SERVICES_MAX];
+    funnel_client_t **clients [WEBHOOK_SERVICES_MAX];
+    int client_counts [WEBHOOK_SERVICES_MAX];
+    feed_t *feeds;
     int feed_count;
     redis_url_t redis;
     redis_store_t *store;
@@ -109,7 +121,7 @@ s_save (webhook_t *self, feed_t *feed)
         return true;
     char value [24];
     snprintf (value, sizeof value, "%" PRIu64, feed->position);
-    const char *argv [] = { "HSET", self->key, feed->service, value };
+    const char *argv [] = { "HSET", self->key, feed->field, value };
     redisReply *reply = NULL;
     if (redis_store_connect (self->store) == 0)
         reply = redis_store_command (self->store, 4, argv, NULL);
@@ -122,7 +134,7 @@ s_save (webhook_t *self, feed_t *feed)
     else
     if (funnel_log_every (&self->last_warn, 5000))
         log_warn ("webhook %s: cannot save the position of %s in Redis; will retry",
-                  self->name, feed->service);
+                  self->name, feed->field);
     if (reply)
         freeReplyObject (reply);
     return ok;
@@ -136,7 +148,7 @@ s_start_feed (webhook_t *self, feed_t *feed)
     feed->next_try = zclock_mono () + START_RETRY_MS;
     if (redis_store_connect (self->store) != 0)
         return;
-    const char *argv [] = { "HGET", self->key, feed->service };
+    const char *argv [] = { "HGET", self->key, feed->field };
     redisReply *reply = redis_store_command (self->store, 3, argv, NULL);
     pthread_mutex_lock (&self->lock);
     self->redis_ok = reply != NULL;
@@ -150,8 +162,10 @@ s_start_feed (webhook_t *self, feed_t *feed)
     if (!known && !nil)
         return;
     if (nil && !self->from_start) {
+        //  A partition's seq is in its owner's STATS "parts" (PING sums them)
         zframe_t *body = NULL;
-        if (funnel_client_call (feed->client, "PING", NULL, 0, PING_TIMEOUT_MS, &body)
+        if (funnel_client_call (feed->client, feed->part < 0 ? "PING" : "STATS", NULL, 0,
+                                PING_TIMEOUT_MS, &body)
             != FUNNEL_CALL_OK || !body) {
             zframe_destroy (&body);
             return;                 //  Down: try again in a second
@@ -159,7 +173,17 @@ s_start_feed (webhook_t *self, feed_t *feed)
         funnel_error_t err;
         event_codec_t *msg = event_codec_decode (zframe_data (body), zframe_size (body),
                                                &event_codec_limits_event, &err);
-        const msgpack_object *seq = msg ? event_codec_map_get (event_codec_root (msg), "seq") : NULL;
+        const msgpack_object *seq = NULL;
+        if (msg && feed->part < 0)
+            seq = event_codec_map_get (event_codec_root (msg), "seq");
+        else
+        if (msg) {
+            char key [16];
+            snprintf (key, sizeof key, "%d", feed->part);
+            const msgpack_object *parts = event_codec_map_get (event_codec_root (msg), "parts");
+            seq = parts && parts->type == MSGPACK_OBJECT_MAP ? event_codec_map_get (parts, key)
+                                                             : NULL;
+        }
         bool got = seq && seq->type == MSGPACK_OBJECT_POSITIVE_INTEGER;
         position = got ? seq->via.u64 : 0;
         event_codec_destroy (&msg);
@@ -175,7 +199,7 @@ s_start_feed (webhook_t *self, feed_t *feed)
         return;
     upstream_start (feed->upstream, position);
     feed->started = true;
-    log_info ("webhook %s: %s from seq %" PRIu64 "%s", self->name, feed->service,
+    log_info ("webhook %s: %s from seq %" PRIu64 "%s", self->name, feed->field,
               position + 1, known ? "" : (self->from_start ? " (new, earliest)" : " (new, latest)"));
 }
 
@@ -199,9 +223,11 @@ s_progress (void *arg, curl_off_t a, curl_off_t b, curl_off_t c, curl_off_t d)
 
 //  One POST; 0 if the receiver answered 2xx.
 static int
-s_post (webhook_t *self, const char *body, const char *id, uint64_t seq, const char *svc)
+s_post (webhook_t *self, const char *body, const char *id, uint64_t seq, const char *svc,
+        int part)
 {
-    char signature [128], hex [65], header_id [FUNNEL_ID_MAX + 32], header_seq [128];
+    char signature [128], hex [65], header_id [FUNNEL_ID_MAX + 32], header_seq [128],
+         header_part [48];
     webhook_sign (self->secret, body, strlen (body), hex);
     snprintf (signature, sizeof signature, "X-Funnel-Signature: sha256=%s", hex);
     snprintf (header_id, sizeof header_id, "X-Funnel-Event-Id: %s", id);
@@ -211,6 +237,10 @@ s_post (webhook_t *self, const char *body, const char *id, uint64_t seq, const c
     headers = curl_slist_append (headers, signature);
     headers = curl_slist_append (headers, header_id);
     headers = curl_slist_append (headers, header_seq);
+    if (part >= 0) {                //  The seq counts within this partition
+        snprintf (header_part, sizeof header_part, "X-Funnel-Part: %d", part);
+        headers = curl_slist_append (headers, header_part);
+    }
     headers = curl_slist_append (headers, "Expect:");    //  No 100-continue round trip
     curl_easy_setopt (self->curl, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt (self->curl, CURLOPT_POSTFIELDS, body);
@@ -244,7 +274,7 @@ s_post (webhook_t *self, const char *body, const char *id, uint64_t seq, const c
 
 //  POSTs one event until the receiver takes it; -1 only when stopping.
 static int
-s_deliver (webhook_t *self, const msgpack_object *root, const funnel_event_t *event)
+s_deliver (webhook_t *self, const msgpack_object *root, const funnel_event_t *event, int part)
 {
     json_t *json = json_from_msgpack (root);
     char *body = json ? json_dumps (json, JSON_COMPACT) : NULL;
@@ -254,7 +284,7 @@ s_deliver (webhook_t *self, const msgpack_object *root, const funnel_event_t *ev
     int backoff = self->backoff_min;
     int rc = -1;
     while (!s_stopping (self)) {
-        if (s_post (self, body, event->id, event->seq, event->svc) == 0) {
+        if (s_post (self, body, event->id, event->seq, event->svc, part) == 0) {
             rc = 0;
             break;
         }
@@ -269,13 +299,18 @@ s_deliver (webhook_t *self, const msgpack_object *root, const funnel_event_t *ev
     return rc;
 }
 
-//  Upstream apply: events of one service in seq order
+//  Upstream apply: events of one service (or partition) in seq order
 static int
 s_on_events (void *arg, upstream_t *upstream, const char **events, const size_t *sizes,
              size_t count, uint64_t last_seq)
 {
-    feed_t *feed = (feed_t *) arg;
-    webhook_t *self = feed->hook;
+    webhook_t *self = (webhook_t *) arg;
+    feed_t *feed = NULL;            //  A set's partitions share one arg
+    for (int f = 0; f < self->feed_count && !feed; f++)
+        if (self->feeds [f].upstream == upstream)
+            feed = &self->feeds [f];
+    if (!feed)
+        return -1;
     pthread_mutex_lock (&self->lock);           //  For stats while this blocks
     feed->head = upstream_head (upstream);
     pthread_mutex_unlock (&self->lock);
@@ -285,13 +320,13 @@ s_on_events (void *arg, upstream_t *upstream, const char **events, const size_t 
         funnel_event_t event;
         if (!msg || event_codec_event_parse (event_codec_root (msg), &event, &err)) {
             log_error ("webhook %s: a malformed event from %s is passed over: %s",
-                       self->name, feed->service, err.message);
+                       self->name, feed->field, err.message);
             event_codec_destroy (&msg);
             continue;
         }
         int rc = 0;
         if (event.seq > feed->position && webhook_matches (self->types, event.type))
-            rc = s_deliver (self, event_codec_root (msg), &event);
+            rc = s_deliver (self, event_codec_root (msg), &event, feed->part);
         event_codec_destroy (&msg);
         if (rc) {
             s_save (self, feed);
@@ -320,14 +355,21 @@ s_run (void *arg)
 {
     webhook_t *self = (webhook_t *) arg;
     int64_t next_flush = zclock_mono () + FLUSH_MS;
+    zmq_pollitem_t *items = (zmq_pollitem_t *) zmalloc (
+        (size_t) (self->service_count + self->feed_count) * sizeof (zmq_pollitem_t));
     while (!s_stopping (self)) {
-        zmq_pollitem_t items [2 * WEBHOOK_SERVICES_MAX];
         int n = 0;
+        for (int s = 0; s < self->service_count; s++)
+            if (self->sets [s])
+                items [n++] = (zmq_pollitem_t) {
+                    zsock_resolve (upstream_set_sub (self->sets [s])), 0, ZMQ_POLLIN, 0 };
         for (int f = 0; f < self->feed_count; f++) {
+            feed_t *feed = &self->feeds [f];
+            if (feed->part < 0)
+                items [n++] = (zmq_pollitem_t) {
+                    zsock_resolve (upstream_sub (feed->upstream)), 0, ZMQ_POLLIN, 0 };
             items [n++] = (zmq_pollitem_t) {
-                zsock_resolve (upstream_sub (self->feeds [f].upstream)), 0, ZMQ_POLLIN, 0 };
-            items [n++] = (zmq_pollitem_t) {
-                zsock_resolve (upstream_replay_sock (self->feeds [f].upstream)), 0, ZMQ_POLLIN, 0 };
+                zsock_resolve (upstream_replay_sock (feed->upstream)), 0, ZMQ_POLLIN, 0 };
         }
         zmq_poll (items, n, POLL_MS);
         int64_t now = zclock_mono ();
@@ -335,7 +377,15 @@ s_run (void *arg)
             feed_t *feed = &self->feeds [f];
             if (!feed->started && now >= feed->next_try)
                 s_start_feed (self, feed);
-            upstream_drain (feed->upstream);    //  Before the start: dropped
+        }
+        //  Live events before a feed's start are dropped (REPLAY has them)
+        for (int s = 0; s < self->service_count && !s_stopping (self); s++)
+            if (self->sets [s])
+                upstream_set_drain (self->sets [s]);
+        for (int f = 0; f < self->feed_count && !s_stopping (self); f++) {
+            feed_t *feed = &self->feeds [f];
+            if (feed->part < 0)
+                upstream_drain (feed->upstream);
             if (feed->started)
                 upstream_catch_up (feed->upstream, 0);
             pthread_mutex_lock (&self->lock);
@@ -351,6 +401,7 @@ s_run (void *arg)
                 }
         }
     }
+    free (items);
     return NULL;
 }
 
@@ -408,17 +459,61 @@ webhook_new (const webhook_config_t *config, char *error, size_t error_size)
     self->store = redis_store_new (&self->redis);
     self->curl = curl_easy_init ();
     bool ok = self->key && self->store && self->curl;
+    //  One feed per service, or per partition of a service with instances
+    int feeds = 0;
+    for (int s = 0; s < config->service_count && s < WEBHOOK_SERVICES_MAX; s++) {
+        funnel_topology_t *topology = config->topologies [s];
+        feeds += topology && funnel_topology_partitioned (topology)
+               ? funnel_topology_partitions (topology) : 1;
+    }
+    self->feeds = (feed_t *) zmalloc ((size_t) (feeds ? feeds : 1) * sizeof (feed_t));
     for (int s = 0; ok && s < config->service_count && s < WEBHOOK_SERVICES_MAX; s++) {
-        feed_t *feed = &self->feeds [self->feed_count++];
-        feed->hook = self;
+        self->service_count++;
         self->services [s] = strdup (config->services [s]);
         self->apis [s] = strdup (config->apis [s]);
         self->pubs [s] = strdup (config->pubs [s]);
-        feed->service = self->services [s];
-        feed->upstream = upstream_new (feed->service, self->apis [s], self->pubs [s],
-                                       s_all, s_on_events, feed);
-        feed->client = funnel_client_new_for (self->apis [s], feed->service);
-        ok = feed->upstream && feed->client;
+        funnel_topology_t *topology = config->topologies [s];
+        if (!topology || !funnel_topology_partitioned (topology)) {
+            feed_t *feed = &self->feeds [self->feed_count++];
+            feed->hook = self;
+            feed->part = -1;
+            feed->service = self->services [s];
+            snprintf (feed->field, sizeof feed->field, "%s", feed->service);
+            feed->upstream = upstream_new (feed->service, self->apis [s], self->pubs [s],
+                                           s_all, s_on_events, self);
+            self->clients [s] = (funnel_client_t **) zmalloc (sizeof (funnel_client_t *));
+            self->clients [s][0] = funnel_client_new_for (self->apis [s], feed->service);
+            self->client_counts [s] = 1;
+            feed->client = self->clients [s][0];
+            ok = feed->upstream && feed->client;
+            continue;
+        }
+        //  The services' own set: SUB to every instance, REPLAY per
+        //  partition from its owner, ERR moved followed
+        self->sets [s] = upstream_set_new (self->services [s], topology, s_all, s_on_events, self);
+        int instances = funnel_topology_count (topology);
+        self->clients [s] = (funnel_client_t **) zmalloc ((size_t) instances
+                                                          * sizeof (funnel_client_t *));
+        self->client_counts [s] = instances;
+        for (int i = 0; ok && i < instances; i++) {
+            self->clients [s][i] = funnel_client_new_for (funnel_topology_at (topology, i)->api,
+                                                          self->services [s]);
+            ok = self->clients [s][i] != NULL;
+        }
+        ok = ok && self->sets [s];
+        for (int p = 0; ok && p < funnel_topology_partitions (topology); p++) {
+            feed_t *feed = &self->feeds [self->feed_count++];
+            feed->hook = self;
+            feed->part = p;
+            feed->service = self->services [s];
+            snprintf (feed->field, sizeof feed->field, "%s:%d", feed->service, p);
+            feed->upstream = upstream_set_part (self->sets [s], p);
+            const funnel_instance_t *owner = funnel_topology_owner (topology, p);
+            for (int i = 0; i < instances; i++)
+                if (funnel_topology_at (topology, i) == owner)
+                    feed->client = self->clients [s][i];
+            ok = feed->upstream && feed->client;
+        }
     }
     if (ok) {
         curl_easy_setopt (self->curl, CURLOPT_URL, self->url);
@@ -458,12 +553,18 @@ webhook_destroy (webhook_t **self_p)
         atomic_store (&self->stopping, true);
         if (self->running)
             pthread_join (self->thread, NULL);
-        for (int f = 0; f < self->feed_count; f++) {
-            upstream_destroy (&self->feeds [f].upstream);
-            funnel_client_destroy (&self->feeds [f].client);
-            free (self->services [f]);
-            free (self->apis [f]);
-            free (self->pubs [f]);
+        for (int f = 0; f < self->feed_count; f++)
+            if (self->feeds [f].part < 0)
+                upstream_destroy (&self->feeds [f].upstream);
+        free (self->feeds);
+        for (int s = 0; s < self->service_count; s++) {
+            upstream_set_destroy (&self->sets [s]);
+            for (int i = 0; i < self->client_counts [s]; i++)
+                funnel_client_destroy (&self->clients [s][i]);
+            free (self->clients [s]);
+            free (self->services [s]);
+            free (self->apis [s]);
+            free (self->pubs [s]);
         }
         if (self->curl)
             curl_easy_cleanup (self->curl);
@@ -488,7 +589,7 @@ webhook_stats (webhook_t *self)
         feed_t *feed = &self->feeds [f];
         uint64_t head = feed->head;
         uint64_t backlog = head > feed->position ? head - feed->position : 0;
-        json_object_set_new (services, feed->service, json_pack ("{s:I, s:I, s:I, s:b}",
+        json_object_set_new (services, feed->field, json_pack ("{s:I, s:I, s:I, s:b}",
             "position", (json_int_t) feed->position, "head", (json_int_t) head,
             "backlog", (json_int_t) backlog, "started", feed->started));
     }

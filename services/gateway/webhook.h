@@ -2,7 +2,9 @@
 
     A subscription (topology file `webhooks/<name>`: url, types, secret)
     runs in its own thread with one upstream (common/upstream.h) per
-    service, so it sees every service's output events in seq order, gaps
+    service, or per partition of a service that lists instances (an
+    upstream_set: SUB to every instance, REPLAY from each partition's
+    owner), so it sees every service's output events in seq order, gaps
     filled from REPLAY. Each event whose type matches is POSTed (libcurl,
     one kept-alive connection) as its JSON envelope, with
       X-Funnel-Signature: sha256=<hex HMAC-SHA256(secret, body)>
@@ -11,7 +13,8 @@
     capped exponential backoff, for ever: the subscription stalls at that
     event (later events wait behind it), so nothing is dropped or
     reordered. The position delivered per service is kept in Redis, hash
-    `<prefix>wh:<name>`, field = service, after each delivered batch: a
+    `<prefix>wh:<name>`, field = service (svc:part for each partition of
+    a service that lists instances), after each delivered batch: a
     restart goes on from there (at least once: an event delivered just
     before a crash may be POSTed again; receivers dedupe by event id).
 
@@ -25,6 +28,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include "funnel_config.h"
+#include "funnel_topology.h"
 #include <stddef.h>
 
 typedef struct _webhook_t webhook_t;
@@ -46,6 +50,9 @@ typedef struct {
     const char *services [WEBHOOK_SERVICES_MAX];
     const char *apis [WEBHOOK_SERVICES_MAX];
     const char *pubs [WEBHOOK_SERVICES_MAX];
+    //  Each service's instances (not owned; NULL: apis/pubs only). With
+    //  instances, each partition is followed on its own (field svc:part).
+    funnel_topology_t *topologies [WEBHOOK_SERVICES_MAX];
 } webhook_config_t;
 
 //  Checks the settings (message in error on failure) and starts the
@@ -59,7 +66,7 @@ void
 //  {"name", "url", "state": "starting"|"ok"|"retrying", "delivered",
 //   "failures", "consecutive_failures", "last_error", "last_status",
 //   "redis": bool (the last position read/write worked),
-//   "services": {svc: {"position", "head", "backlog", "started"}}}
+//   "services": {svc or svc:part: {"position", "head", "backlog", "started"}}}
 json_t *
     webhook_stats (webhook_t *self);
 

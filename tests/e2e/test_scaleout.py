@@ -427,14 +427,6 @@ class TestScaleOut(ScaleOutCase):
                                 text=True, timeout=10)
         self.assertEqual(helped.returncode, 0)
         self.assertIn("--instance NAME    run instance NAME of leads/instances", helped.stdout)
-        # The gateway's webhooks cannot follow instances yet: it says so, exit 2
-        self.extra = ('webhooks\n    crm\n        url = "http://127.0.0.1:9/hook"\n'
-                      '        types = "lead."\n        secret = "s"\n')
-        self.write_config({"a": "0-7", "b": "8-15"})
-        gw = self.daemon("gateway", "funnel-gateway")
-        wait_until(lambda: not gw.running(), timeout=10, what="gateway exit")
-        self.assertEqual(gw.proc.returncode, 2, gw.output())
-        self.assertIn("webhooks do not follow several instances", gw.output())
 
     def test_two_instances_downstream_too(self):
         # leads a/b consume campaign (single); sales s1/s2 consume leads a/b
@@ -522,6 +514,95 @@ class TestScaleOutPrivacy(ScaleOutCase):
         # Nothing else written into b's outbox: its seqs are what they were
         self.assertEqual(sorted(after_y), list(range(1, len(after_y) + 1)))
         self.assertEqual(b.ok("STATS")["parts"][str(py)], len(after_y))
+
+
+class TestScaleOutWebhooks(ScaleOutCase):
+    """A webhook subscription while leads runs as two instances: each
+    partition followed on its own (seq from 1, REPLAY from its owner),
+    positions kept per partition across a gateway restart."""
+
+    def test_webhook_follows_both_instances(self):
+        import test_gateway     # its Receiver (a module import: no test classes here)
+        hook_port, http_port = free_port(), free_port()
+        self.ports += [hook_port, http_port]
+        receiver = test_gateway.Receiver(hook_port)
+        receiver.start()
+        self.addCleanup(receiver.stop)
+        tokens = os.path.join(self.workdir, "tokens")
+        with open(tokens, "w") as f:
+            f.write("tok-0123456789abcdef-xyz admin *\n")
+        self.extra = ('gateway\n    http = "127.0.0.1:%d"\n    tokens = "%s"\n'
+                      'webhooks\n    crm\n        url = "http://127.0.0.1:%d/hook"\n'
+                      '        types = "lead.captured"\n        secret = "s"\n'
+                      '        start = "earliest"\n' % (http_port, tokens, hook_port))
+        self.start_all({"a": "0-7", "b": "8-15"})
+
+        def start_gateway(name):
+            gw = self.daemon(name, "funnel-gateway")
+            wait_until(lambda: "webhook crm: leads:15 from seq" in gw.output()
+                       or not gw.running(), timeout=20, what="webhook started")
+            self.assertTrue(gw.running(), gw.output()[-2000:])
+            return gw
+
+        def captured():
+            out = []
+            for headers, body in receiver.events():
+                envelope = json.loads(body)
+                if envelope["type"] == "lead.captured":
+                    out.append((headers, envelope))
+            return out
+
+        def settle(leads):
+            wait_until(lambda: {e["data"]["lead"] for _, e in captured()} >= set(leads),
+                       timeout=40, what="%d leads delivered" % len(leads))
+            time.sleep(1.0)         # anything doubled would show by now
+            got = captured()
+            ids = [e["id"] for _, e in got]
+            self.assertEqual(len(ids), len(set(ids)), "an event delivered twice")
+            self.assertEqual(sorted(e["data"]["lead"] for _, e in got), sorted(leads))
+            last = {}
+            for headers, e in got:
+                # part as the service sends it, and seq order per partition
+                self.assertEqual(e["part"], part_of(e["data"]["lead"]))
+                self.assertEqual(headers["X-Funnel-Part"], str(e["part"]))
+                self.assertEqual(headers["X-Funnel-Seq"], "leads:%d" % e["seq"])
+                self.assertGreater(e["seq"], last.get(e["part"], 0))
+                last[e["part"]] = e["seq"]
+            return last
+
+        gw = start_gateway("gateway")
+        first = ["wh%d" % i for i in range(60)]
+        self.assertEqual({self.owner[part_of(x)] for x in first}, {"a", "b"})
+        for x in first:
+            self.to_sql(x)
+        last = settle(first)
+        self.assertEqual(gw.stop(), 0)
+        # Positions per (subscription, service, partition) in Redis; the
+        # services without instances keep their one field
+        stored = {k.decode(): int(v) for k, v in
+                  self.redis.client().hgetall("{funnel:gateway}:wh:crm").items()}
+        self.assertIn("campaign", stored)
+        self.assertNotIn("leads", stored)
+        for p, seq in last.items():
+            self.assertGreaterEqual(stored["leads:%d" % p], seq)
+
+        # Events while the gateway is down, then a restart: delivered from
+        # the stored positions, the first ones not again
+        second = ["wi%d" % i for i in range(60)]
+        for x in second:
+            self.to_sql(x)
+        # ...with a new subscription too: start = latest takes each
+        # partition's seq from its owner's STATS "parts", so it POSTs nothing
+        self.extra += ('    late\n        url = "http://127.0.0.1:%d/hook"\n'
+                       '        types = "lead."\n        secret = "s"\n' % hook_port)
+        self.write_config({"a": "0-7", "b": "8-15"})
+        gw2 = start_gateway("gateway2")
+        settle(first + second)
+        for name, (_, c) in self.leads.items():
+            for p, seq in c.ok("STATS")["parts"].items():
+                wait_until(lambda: "webhook late: leads:%s from seq %d (new, latest)"
+                           % (p, seq + 1) in gw2.output(), timeout=10, what="late at %s" % p)
+        self.assertEqual(len(receiver.events()), len(first) + len(second))
 
 
 class TestClientsRoute(ScaleOutCase):
