@@ -2608,25 +2608,37 @@ s_test_replay_clean (funnel_engine_t *engine, int part, size_t events_want, size
     msgpack_sbuffer_destroy (&reply);
 }
 
+//  Instance a owns partitions 0-1 and b 2-3 of 4 (per-partition
+//  outboxes), both synced: the two-instance self-tests' set-up
+static void
+s_test_two_instances (const char *prefix, const funnel_rules_t *rules, redis_store_t *store,
+                      redis_store_t *store2, funnel_engine_t **a, funnel_engine_t **b)
+{
+    static bool owns_a [4] = { true, true, false, false }, owns_b [4] = { false, false, true, true };
+    funnel_engine_cfg_t cfg = {
+        .svc = "alpha", .prefix = prefix, .owner = "host|tcp://a", .partitions = 4,
+        .lease_ms = 2000, .owns = owns_a, .part_outbox = true
+    };
+    *a = funnel_engine_new (&cfg, rules, store);
+    cfg.owner = "host|tcp://b";
+    cfg.owns = owns_b;
+    *b = funnel_engine_new (&cfg, rules, store2);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (*a, &err) == 0);
+    assert (funnel_engine_sync (*b, &err) == 0);
+}
+
 //  Privacy with two instances (per-partition outboxes): person W's outputs
 //  sit in a partition of each instance; the index names (part, seq); the
 //  erase, applied by one instance, redacts both, REPLAY of each is clean
 static void
 s_test_privacy_parts (redis_store_t *store, redis_store_t *store2)
 {
-    bool owns_a [4] = { true, true, false, false }, owns_b [4] = { false, false, true, true };
-    funnel_engine_cfg_t cfg = {
-        .svc = "alpha", .prefix = "{funnel:pp}:", .owner = "host|tcp://a", .partitions = 4,
-        .lease_ms = 2000, .owns = owns_a, .part_outbox = true
-    };
-    funnel_engine_t *a = funnel_engine_new (&cfg, &s_test_say_rules, store);
-    cfg.owner = "host|tcp://b";
-    cfg.owns = owns_b;
-    funnel_engine_t *b = funnel_engine_new (&cfg, &s_test_say_rules, store2);
+    funnel_engine_t *a, *b;
+    s_test_two_instances ("{funnel:pp}:", &s_test_say_rules, store, store2, &a, &b);
     funnel_error_t err;
     funnel_error_clear (&err);
-    assert (funnel_engine_sync (a, &err) == 0);
-    assert (funnel_engine_sync (b, &err) == 0);
     char ka [32], kb [32];
     s_test_key_in ("W", 0, 1, -1, ka, sizeof ka);
     s_test_key_in ("W", 2, 3, -1, kb, sizeof kb);
@@ -2766,19 +2778,10 @@ s_test_acks_parts (redis_store_t *store)
 static void
 s_test_partitioned (redis_store_t *store, redis_store_t *store2)
 {
-    bool owns_a [4] = { true, true, false, false }, owns_b [4] = { false, false, true, true };
-    funnel_engine_cfg_t cfg = {
-        .svc = "alpha", .prefix = "{funnel:pt}:", .owner = "host|tcp://a", .partitions = 4,
-        .lease_ms = 2000, .owns = owns_a, .part_outbox = true
-    };
-    funnel_engine_t *a = funnel_engine_new (&cfg, &s_test_rules, store);
-    cfg.owner = "host|tcp://b";
-    cfg.owns = owns_b;
-    funnel_engine_t *b = funnel_engine_new (&cfg, &s_test_rules, store2);
+    funnel_engine_t *a, *b;
+    s_test_two_instances ("{funnel:pt}:", &s_test_rules, store, store2, &a, &b);
     funnel_error_t err;
     funnel_error_clear (&err);
-    assert (funnel_engine_sync (a, &err) == 0);
-    assert (funnel_engine_sync (b, &err) == 0);
     //  A key in each instance's partitions
     char ka [16] = "", kb [16] = "";
     for (int i = 0; !*ka || !*kb; i++) {
@@ -2822,8 +2825,8 @@ s_test_partitioned (redis_store_t *store, redis_store_t *store2)
     event_codec_destroy (&msg);
     assert (funnel_engine_replay (a, pb, 1, 1000, NULL, &reply, &err) == -1);
     //  A third instance claiming a's partitions: held
+    funnel_engine_cfg_t cfg = a->cfg;
     cfg.owner = "host|tcp://c";
-    cfg.owns = owns_a;
     funnel_engine_t *c = funnel_engine_new (&cfg, &s_test_rules, store2);
     assert (funnel_engine_sync (c, &err) == FUNNEL_ENGINE_LEASE_HELD);
     assert (strstr (err.message, "host|tcp://a"));
