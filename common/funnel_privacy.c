@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "funnel_privacy.h"
+#include "event_codec.h"
 
 const char *const *
 funnel_privacy_fields (const funnel_personal_t *table, const char *type)
@@ -77,6 +78,16 @@ funnel_privacy_redact (const char *data, size_t size, const char *const *fields,
 
 #undef NDEBUG
 #include <assert.h>
+
+int
+funnel_privacy_export_lead (const msgpack_object *req, char *lead, funnel_error_t *err)
+{
+    if (event_codec_obj_strcpy (event_codec_map_get (req, "lead"), lead, FUNNEL_ID_MAX + 1)
+    &&  event_codec_id_valid (lead, strlen (lead)))
+        return 0;
+    return funnel_error_set (err, FUNNEL_ERR_INVALID,
+                             "lead: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+}
 
 void
 funnel_privacy_test (bool verbose)

@@ -21,6 +21,7 @@
 #include <msgpack.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include "funnel_error.h"
 
 #define FUNNEL_PERSONAL_FIELDS  8       //  Personal fields per type, at most
 #define FUNNEL_PERSONAL_INDEX   1000    //  Outbox seqs kept per person
@@ -41,6 +42,12 @@ const char *const *
 int
     funnel_privacy_redact (const char *data, size_t size, const char *const *fields,
                            char **out, size_t *out_size);
+
+//  The "lead" of an export request (GET {"kind": "export", "lead": ID})
+//  into lead (FUNNEL_ID_MAX + 1 bytes): 0, or -1 with err `invalid`
+//  naming the field. Every service's export reads it so.
+int
+    funnel_privacy_export_lead (const msgpack_object *req, char *lead, funnel_error_t *err);
 
 void
     funnel_privacy_test (bool verbose);

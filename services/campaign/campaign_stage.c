@@ -1746,9 +1746,8 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
               funnel_error_t *err)
 {
     char lead [FUNNEL_ID_MAX + 1];
-    if (!s_valid_id (event_codec_map_get (req, "lead"), lead, sizeof lead))
-        return funnel_error_set (err, FUNNEL_ERR_INVALID,
-                                 "lead: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+    if (funnel_privacy_export_lead (req, lead, err))
+        return -1;
     funnel_rec_t *contact = funnel_state_rec (st, "c", lead);
     funnel_rec_t *wb = funnel_state_rec (st, "wb", lead);
     if (!contact || !wb)
@@ -1758,12 +1757,10 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     msgpack_kv_put_bool (pk, "forgotten", funnel_rec_has (contact, "f"));
     event_codec_pack_cstr (pk, "records");
     msgpack_pack_map (pk, funnel_rec_exists (contact) + funnel_rec_exists (wb));
-    if (funnel_rec_exists (contact)) {
+    if (funnel_rec_exists (contact))
         funnel_rec_pack_entry (contact, pk, "c", lead);
-    }
-    if (funnel_rec_exists (wb)) {
+    if (funnel_rec_exists (wb))
         funnel_rec_pack_entry (wb, pk, "wb", lead);
-    }
     return 0;
 }
 

@@ -1676,11 +1676,9 @@ static int
 s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
               funnel_error_t *err)
 {
-    char given [FUNNEL_STR_MAX + 1], id [ID_SIZE];
-    if (!event_codec_obj_strcpy (event_codec_map_get (req, "lead"), given, sizeof given)
-    ||  !event_codec_id_valid (given, strlen (given)))
-        return funnel_error_set (err, FUNNEL_ERR_INVALID,
-                                 "lead: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+    char given [ID_SIZE], id [ID_SIZE];
+    if (funnel_privacy_export_lead (req, given, err))
+        return -1;
     if (!s_resolve (st, given, id))
         return s_unavailable (err);
     bool exists;

@@ -913,9 +913,8 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
               funnel_error_t *err)
 {
     char id [ID_MAX];
-    if (!s_str (req, "lead", id) || !event_codec_id_valid (id, strlen (id)))
-        return funnel_error_set (err, FUNNEL_ERR_INVALID,
-                                 "lead: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+    if (funnel_privacy_export_lead (req, id, err))
+        return -1;
     funnel_rec_t *c = funnel_state_rec (st, "c", id);
     if (!c)
         return UNAVAILABLE (err);

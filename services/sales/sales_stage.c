@@ -1886,9 +1886,8 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
               funnel_error_t *err)
 {
     char lead [ID_MAX];
-    if (!s_short_id (req, "lead", lead) || !event_codec_id_valid (lead, strlen (lead)))
-        return funnel_error_set (err, FUNNEL_ERR_INVALID,
-                                 "lead: must be 1-64 bytes of [A-Za-z0-9._:@+-]");
+    if (funnel_privacy_export_lead (req, lead, err))
+        return -1;
     funnel_rec_t *lrec = funnel_state_rec (st, "ld", lead);
     if (!lrec)
         return UNAVAILABLE (err);
@@ -1905,9 +1904,8 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     msgpack_kv_put_bool (pk, "forgotten", funnel_rec_has (lrec, "fg"));
     event_codec_pack_cstr (pk, "records");
     msgpack_pack_map (pk, funnel_rec_exists (lrec) + zlist_size (mine));
-    if (funnel_rec_exists (lrec)) {
+    if (funnel_rec_exists (lrec))
         funnel_rec_pack_entry (lrec, pk, "ld", lead);
-    }
     for (const char *id = zlist_first (mine); id; id = zlist_next (mine)) {
         char owner [ID_MAX];
         funnel_rec_pack_entry (s_deal (st, id, owner), pk, "d", id);
