@@ -328,37 +328,6 @@ s_outbox_of (funnel_engine_t *self, int part)
     return part >= 0 && part < self->ob_count ? self->obs [part] : NULL;
 }
 
-//  An outbox's checkpoint of upstream (0: none)
-static uint64_t
-s_ckpt (outbox_t *ob, const char *upstream)
-{
-    uint64_t *value = (uint64_t *) zhashx_lookup (ob->ckpts, upstream);
-    return value ? *value : 0;
-}
-
-//  Where to resume upstream: the oldest of the owned partitions'
-//  checkpoints (each partition applies only the events routed to it).
-uint64_t
-funnel_engine_checkpoint (funnel_engine_t *self, const char *upstream)
-{
-    uint64_t lowest = UINT64_MAX;
-    for (int i = 0; i < self->ob_count; i++)
-        if (self->obs [i]) {
-            uint64_t value = s_ckpt (self->obs [i], upstream);
-            if (value < lowest)
-                lowest = value;
-        }
-    return lowest == UINT64_MAX ? 0 : lowest;
-}
-
-static void
-s_set_checkpoint (outbox_t *ob, const char *upstream, uint64_t value)
-{
-    uint64_t *slot = (uint64_t *) malloc (sizeof (uint64_t));
-    *slot = value;
-    zhashx_update (ob->ckpts, upstream, slot);
-}
-
 static void
 s_put_u64 (zhashx_t *map, const char *key, uint64_t value)
 {
@@ -372,6 +341,21 @@ s_get_u64 (zhashx_t *map, const char *key)
 {
     uint64_t *slot = (uint64_t *) zhashx_lookup (map, key);
     return slot ? *slot : 0;
+}
+
+//  Where to resume upstream: the oldest of the owned partitions'
+//  checkpoints (each partition applies only the events routed to it).
+uint64_t
+funnel_engine_checkpoint (funnel_engine_t *self, const char *upstream)
+{
+    uint64_t lowest = UINT64_MAX;
+    for (int i = 0; i < self->ob_count; i++)
+        if (self->obs [i]) {
+            uint64_t value = s_get_u64 (self->obs [i]->ckpts, upstream);
+            if (value < lowest)
+                lowest = value;
+        }
+    return lowest == UINT64_MAX ? 0 : lowest;
 }
 
 static uint64_t
@@ -681,14 +665,17 @@ s_list_reader (void *arg, const char *key, int max, zlist_t *out)
     snprintf (start, sizeof start, "%d", -max);
     const char *argv [] = { "LRANGE", key, start, "-1" };
     redisReply *reply = NULL;
+    //  Shared with other instances: WATCH it, in the same round trip
     if (self->occ) {
         const char *watch [] = { "WATCH", key };
         funnel_redis_append (redis_store_context (self->store), 2, watch, NULL);
+    }
+    funnel_redis_append (redis_store_context (self->store), 4, argv, NULL);
+    if (self->occ) {
         if (s_read (self, &reply, 1) != 0)
             return -1;
         freeReplyObject (reply);
     }
-    funnel_redis_append (redis_store_context (self->store), 4, argv, NULL);
     if (s_read (self, &reply, 1) != 0)
         return -1;
     int rc = reply->type == REDIS_REPLY_ARRAY ? 0 : -1;
@@ -1215,7 +1202,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     for (int i = 0; c->upstream && i < self->ob_count; i++)
         if (self->obs [i]) {
             //  Never backwards: a partition moved here may be further on
-            uint64_t value = s_ckpt (self->obs [i], c->upstream);
+            uint64_t value = s_get_u64 (self->obs [i]->ckpts, c->upstream);
             snprintf (number, sizeof number, "%" PRIu64,
                       value > c->checkpoint ? value : c->checkpoint);
             const char *hset [] = { "HSET", self->obs [i]->ckpt_key, c->upstream, number };
@@ -1346,8 +1333,8 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
                 ob->bucket_bytes = ob->new_sizes;
                 ob->new_sizes = NULL;
                 s_count_losses (self, ob, ob->ob_first, ob->lost);
-                if (c->upstream && c->checkpoint > s_ckpt (ob, c->upstream))
-                    s_set_checkpoint (ob, c->upstream, c->checkpoint);
+                if (c->upstream && c->checkpoint > s_get_u64 (ob->ckpts, c->upstream))
+                    s_put_u64 (ob->ckpts, c->upstream, c->checkpoint);
                 for (size_t j = 0; j < ob->out_count && self->publish && !unacked; j++) {
                     size_t k = ob->outs [j];
                     outbox_entry_t event;
@@ -1563,7 +1550,7 @@ s_consume_once (funnel_engine_t *self, const char *upstream, const funnel_event_
         //  outboxes, applied by its owner only, once (its checkpoint)
         int part = funnel_engine_event_part (self, ev);
         outbox_t *ob = s_outbox_of (self, part);
-        if (!ob || ev->seq <= s_ckpt (ob, upstream))
+        if (!ob || ev->seq <= s_get_u64 (ob->ckpts, upstream))
             continue;               //  Another instance's, or applied before
         const funnel_rule_t *rule = s_rule (self->rules->consume, ev->type);
         if (rule) {

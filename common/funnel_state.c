@@ -87,10 +87,10 @@ struct _funnel_state_t {
     void *list_arg;
     void *rules_arg;
     vec_t undo, dirty, outputs, counters, pushes, timers, series, raws;
-    vec_t wants;
+    vec_t wants;                //  funnel_rec_t *
     funnel_state_redactor_fn *redactor;
     void *redactor_arg;
-    const funnel_personal_t *personal;                //  funnel_rec_t *
+    const funnel_personal_t *personal;
     msgpack_sbuffer scratch;    //  Data of the next output
     msgpack_packer scratch_pk;
     char cause [FUNNEL_ID_MAX + 1];
@@ -1103,12 +1103,6 @@ void
 funnel_state_set_personal (funnel_state_t *self, const funnel_personal_t *table)
 {
     self->personal = table;
-}
-
-const funnel_personal_t *
-funnel_state_personal_table (funnel_state_t *self)
-{
-    return self->personal;
 }
 
 void

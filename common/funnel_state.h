@@ -321,14 +321,13 @@ void
 //  The rules' table of personal fields per output type (may be NULL).
 void
     funnel_state_set_personal (funnel_state_t *self, const funnel_personal_t *table);
-const funnel_personal_t *
-    funnel_state_personal_table (funnel_state_t *self);
 //  Marks the output just emitted as carrying person's personal data: the
 //  commit adds its seq to the person's outbox index (bounded).
 void
     funnel_state_personal (funnel_state_t *self, const char *person);
 //  Erases person's personal data from the outputs: this batch's are
-//  rewritten now, committed ones through the redactor (one round trip),
+//  rewritten now, committed ones through the redactor (two round trips: the
+//  person's index, then the entries it names),
 //  in this batch's commit. 0, or -1 if Redis is unavailable.
 int
     funnel_state_forget_outputs (funnel_state_t *self, const char *person);

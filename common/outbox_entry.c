@@ -93,13 +93,6 @@ s_pack_str (msgpack_packer *pk, outbox_entry_str_t part)
 }
 
 void
-outbox_entry_pack_envelope (const outbox_entry_t *self, const char *svc, uint64_t seq,
-                            msgpack_sbuffer *sbuf)
-{
-    outbox_entry_pack_part (self, svc, -1, seq, sbuf);
-}
-
-void
 outbox_entry_pack_part (const outbox_entry_t *self, const char *svc, int part, uint64_t seq,
                         msgpack_sbuffer *sbuf)
 {
@@ -183,7 +176,7 @@ outbox_entry_test (bool verbose)
     //  The envelope: every field, map of 11
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
-    outbox_entry_pack_envelope (&out, "leads", 42, &sbuf);
+    outbox_entry_pack_part (&out, "leads", -1, 42, &sbuf);
     msgpack_unpacked unpacked;
     msgpack_unpacked_init (&unpacked);
     assert (msgpack_unpack_next (&unpacked, sbuf.data, sbuf.size, NULL)
@@ -205,7 +198,7 @@ outbox_entry_test (bool verbose)
     assert (outbox_entry_parse (entry, size, &out) == 0);
     assert (out.cause.size == 0 && out.by.size == 0 && out.cause_ts == 0);
     sbuf.size = 0;
-    outbox_entry_pack_envelope (&out, "leads", 43, &sbuf);
+    outbox_entry_pack_part (&out, "leads", -1, 43, &sbuf);
     msgpack_unpacked_init (&unpacked);
     assert (msgpack_unpack_next (&unpacked, sbuf.data, sbuf.size, NULL)
             == MSGPACK_UNPACK_SUCCESS);

@@ -40,12 +40,8 @@ int
 
 //  Packs the full envelope (proto/wire.md) as published and replayed. An
 //  empty cause is left out, and so is cause_ts then; an empty by too.
-void
-    outbox_entry_pack_envelope (const outbox_entry_t *self, const char *svc, uint64_t seq,
-                                msgpack_sbuffer *sbuf);
-
-//  The same with `part` (the partition whose outbox holds it; seq counts
-//  within it), when part >= 0.
+//  With part >= 0 it carries `part` (the partition whose outbox holds it;
+//  seq counts within it); -1 with one outbox per service.
 void
     outbox_entry_pack_part (const outbox_entry_t *self, const char *svc, int part,
                             uint64_t seq, msgpack_sbuffer *sbuf);

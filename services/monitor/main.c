@@ -267,8 +267,6 @@ main (int argc, char *argv [])
         rc = 1;
     }
     for (int s = 0; s < FUNNEL_VIEW_SERVICES && rc == 0; s++) {
-        const char *name = funnel_view_services [s];
-        (void) name;
         self.probes [s] = service_probe_new_instances (s, apis [s], pubs [s], pub_counts [s],
                                                        partitioned [s], names [s],
                                                        instance_apis [s], self.view);

@@ -63,14 +63,6 @@ s_on_events (void *arg, upstream_t *upstream, const char **events, const size_t 
 }
 
 service_probe_t *
-service_probe_new (int svc, const char *api, const char *const *pubs, int pub_count,
-                   bool partitioned, funnel_view_t *view)
-{
-    return service_probe_new_instances (svc, api, pubs, pub_count, partitioned, NULL, NULL,
-                                        view);
-}
-
-service_probe_t *
 service_probe_new_instances (int svc, const char *api, const char *const *pubs, int pub_count,
                              bool partitioned, const char *const *names,
                              const char *const *apis, funnel_view_t *view)

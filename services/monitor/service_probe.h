@@ -16,12 +16,9 @@ typedef struct _service_probe_t service_probe_t;
 
 //  svc: index in funnel_view_services. pubs: the service's PUB (every
 //  instance's when partitioned: their events are then taken as they come,
-//  for rates and latency; the counts are STATS', service wide).
-service_probe_t *
-    service_probe_new (int svc, const char *api, const char *const *pubs, int pub_count,
-                       bool partitioned, funnel_view_t *view);
-//  The same, with the instances' names and APIs (as many as pubs): each
-//  instance's STATS is also asked, for services.<svc>.instances.
+//  for rates and latency; the counts are STATS', service wide). names and
+//  apis (as many as pubs, or NULL without instances): each instance's
+//  STATS is also asked, for services.<svc>.instances.
 service_probe_t *
     service_probe_new_instances (int svc, const char *api, const char *const *pubs,
                                  int pub_count, bool partitioned, const char *const *names,
