@@ -194,9 +194,15 @@ funnel_topology_find (funnel_topology_t *self, const char *name)
 const funnel_instance_t *
 funnel_topology_owner (funnel_topology_t *self, int part)
 {
+    return &self->instances [funnel_topology_owner_index (self, part)];
+}
+
+int
+funnel_topology_owner_index (funnel_topology_t *self, int part)
+{
     if (part < 0 || part >= self->partitions)
         part = 0;
-    return &self->instances [self->owner [part]];
+    return self->owner [part];
 }
 
 //  The fields an event of each service is routed by, in order.

@@ -53,6 +53,9 @@ const funnel_instance_t *
 //  The instance that owns partition part.
 const funnel_instance_t *
     funnel_topology_owner (funnel_topology_t *self, int part);
+//  The same as an index (funnel_topology_at): for tables per instance.
+int
+    funnel_topology_owner_index (funnel_topology_t *self, int part);
 
 //  Parses "0-7" / "0-3,8-11" / "5" into owns[partitions]; -1 if malformed
 //  or out of range.

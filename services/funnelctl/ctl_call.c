@@ -169,19 +169,24 @@ s_publish_routed (ctl_t *self, const char *service, funnel_topology_t *topology,
         return s_call_following (self, service, owner->api, "PUBLISH", body, attempts, reply);
     }
     int count = funnel_topology_count (topology);
+    size_t events = json_array_size (body);
+    //  Each event's owner, once: the shares are then picked from it
+    const funnel_instance_t **owner_of =
+        (const funnel_instance_t **) malloc ((events + 1) * sizeof (funnel_instance_t *));
+    size_t *where = (size_t *) malloc ((events + 1) * sizeof (size_t));
+    for (size_t k = 0; k < events; k++)
+        owner_of [k] = funnel_topology_owner (topology,
+                           s_event_part (service, json_array_get (body, k), partitions));
     json_int_t accepted = 0, duplicates = 0;
     int rc = CTL_OK;
     for (int i = 0; i < count && rc == CTL_OK; i++) {
         const funnel_instance_t *inst = funnel_topology_at (topology, i);
         json_t *share = json_array ();
-        size_t *where = (size_t *) malloc ((json_array_size (body) + 1) * sizeof (size_t));
-        for (size_t k = 0; k < json_array_size (body); k++) {
-            json_t *event = json_array_get (body, k);
-            if (funnel_topology_owner (topology, s_event_part (service, event, partitions)) == inst) {
+        for (size_t k = 0; k < events; k++)
+            if (owner_of [k] == inst) {
                 where [json_array_size (share)] = k;
-                json_array_append (share, event);
+                json_array_append (share, json_array_get (body, k));
             }
-        }
         if (json_array_size (share) > 0) {
             json_decref (*reply);
             *reply = NULL;
@@ -197,9 +202,10 @@ s_publish_routed (ctl_t *self, const char *service, funnel_topology_t *topology,
                     json_object_set_new (*reply, "index", json_integer ((json_int_t) where [index]));
             }
         }
-        free (where);
         json_decref (share);
     }
+    free (where);
+    free (owner_of);
     if (rc == CTL_OK) {
         json_decref (*reply);
         *reply = json_pack ("{s:I, s:I}", "accepted", accepted, "duplicates", duplicates);

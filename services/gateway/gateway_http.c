@@ -195,10 +195,7 @@ s_owner_pool (gateway_http_t *self, const char *service, const msgpack_sbuffer *
             const msgpack_object *ev = batch ? &msg.data.via.array.ptr [i] : &msg.data;
             int part = funnel_topology_event_part (service, event_codec_map_get (ev, "data"),
                                                    funnel_topology_partitions (topology));
-            const funnel_instance_t *inst = funnel_topology_owner (topology, part);
-            int index = 0;
-            while (funnel_topology_at (topology, index) != inst)
-                index++;
+            int index = funnel_topology_owner_index (topology, part);
             if (owner < 0)
                 owner = index;
             else
@@ -206,7 +203,8 @@ s_owner_pool (gateway_http_t *self, const char *service, const msgpack_sbuffer *
                 funnel_error_set (err, FUNNEL_ERR_INVALID,
                     "partition: the events of one request must belong to one instance of %s "
                     "(element %u: partition %d, instance '%s'; element 0: instance '%s')",
-                    service, i, part, inst->name, funnel_topology_at (topology, owner)->name);
+                    service, i, part, funnel_topology_at (topology, index)->name,
+                    funnel_topology_at (topology, owner)->name);
                 err->index = (int) i;
                 owner = -1;
                 break;

@@ -219,13 +219,10 @@ s_emit (void *ctx, sim_service_t service, const char *type, const char *id,
         msgpack_unpacked_init (&msg);
         if (msgpack_unpack_next (&msg, item.bytes, item.size, NULL) == MSGPACK_UNPACK_SUCCESS) {
             funnel_topology_t *topology = self->topology [service];
-            const funnel_instance_t *owner = funnel_topology_owner (topology,
+            instance = funnel_topology_owner_index (topology,
                 funnel_topology_event_part (s_service_names [service],
                                             event_codec_map_get (&msg.data, "data"),
                                             funnel_topology_partitions (topology)));
-            for (int i = 0; i < self->instances [service]; i++)
-                if (funnel_topology_at (topology, i) == owner)
-                    instance = i;
         }
         msgpack_unpacked_destroy (&msg);
     }
