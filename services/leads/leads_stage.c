@@ -1365,6 +1365,16 @@ s_on_rep_update (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *e
 //  Privacy (proto/privacy.md): erase a lead's personal data, keep what
 //  the counts need (stage, scores, times, rep, campaign, numeric attrs)
 
+//  An identity index entry a lead lists: its current e-mail as is, an
+//  earlier one as "@<e-mail>", an alias as "~<alias>". The key of its
+//  record, and its kind in *kind ("em" or "al").
+static const char *
+s_index_ref (const char *entry, const char **kind)
+{
+    *kind = entry [0] == '~' ? "al" : "em";
+    return entry [0] == '~' || entry [0] == '@' ? entry + 1 : entry;
+}
+
 //  A lead field that holds personal data: profile, identity index entries
 //  it lists (@old e-mail, ~alias), free text (string and list attrs, the
 //  disqualify reason)
@@ -1441,14 +1451,12 @@ s_on_forget (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     zlist_t *fields = funnel_rec_fields (lead);
     int rc = 0;
     for (const char *f = zlist_first (fields); f && rc == 0; f = zlist_next (fields)) {
-        if (streq (f, "e"))
-            rc = s_unindex (st, "em", funnel_rec_str (lead, "e"), id);
-        else
-        if (f [0] == '@')
-            rc = s_unindex (st, "em", f + 1, id);
-        else
-        if (f [0] == '~')
-            rc = s_unindex (st, "al", f + 1, id);
+        const char *entry = streq (f, "e") ? funnel_rec_str (lead, "e")
+                          : f [0] == '@' || f [0] == '~' ? f : NULL;
+        if (entry) {
+            const char *kind, *key = s_index_ref (entry, &kind);
+            rc = s_unindex (st, kind, key, id);
+        }
         if (rc == 0 && s_personal_field (lead, f))
             funnel_rec_del (lead, f);
     }
@@ -1698,15 +1706,16 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     for (const char *f = zlist_first (fields); f; f = zlist_next (fields))
         if (f [0] == '@' || f [0] == '~')
             zlist_append (index, (void *) f);
+    zlist_destroy (&fields);
     int rc = 0;
-    for (const char *k = zlist_first (index); k && rc == 0; k = zlist_next (index))
-        if (!funnel_state_rec (st, k [0] == '~' ? "al" : "em",
-                               k [0] == '~' || k [0] == '@' ? k + 1 : k))
+    for (const char *k = zlist_first (index); k && rc == 0; k = zlist_next (index)) {
+        const char *kind, *key = s_index_ref (k, &kind);
+        if (!funnel_state_rec (st, kind, key))
             rc = -1;
+    }
     //  The outbox entries that carry the person's data, by seq (REPLAY them)
     zlist_t *outbox = rc == 0 ? funnel_state_person_outputs (st, id) : NULL;
     if (!outbox) {
-        zlist_destroy (&fields);
         zlist_destroy (&index);
         return s_unavailable (err);
     }
@@ -1716,16 +1725,12 @@ s_get_export (funnel_state_t *st, const msgpack_object *req, msgpack_packer *pk,
     event_codec_pack_cstr (pk, "records");
     msgpack_pack_map (pk, 1 + zlist_size (index) + funnel_rec_exists (pending));
     funnel_rec_pack_entry (lead, pk, "l", id);
-    if (funnel_rec_exists (pending)) {
+    if (funnel_rec_exists (pending))
         funnel_rec_pack_entry (pending, pk, "p", id);
-    }
     for (const char *k = zlist_first (index); k; k = zlist_next (index)) {
-        bool alias = k [0] == '~';
-        const char *key = alias || k [0] == '@' ? k + 1 : k;
-        const char *kind = alias ? "al" : "em";
+        const char *kind, *key = s_index_ref (k, &kind);
         funnel_rec_pack_entry (funnel_state_rec (st, kind, key), pk, kind, key);
     }
-    zlist_destroy (&fields);
     zlist_destroy (&index);
     event_codec_pack_cstr (pk, "outbox");
     funnel_state_pack_seqs (outbox, pk);
