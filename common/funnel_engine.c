@@ -1179,9 +1179,11 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     //  is its seq with one outbox per service, "<part>:<seq>" with
     //  per-partition outboxes (a seq alone names no entry then; the
     //  output's outbox need not be the person's partition)
+    char bound [24];
+    snprintf (bound, sizeof bound, "%d", -FUNNEL_PERSONAL_INDEX);
     for (size_t k = 0; k < outputs; k++) {
         const funnel_output_t *out = funnel_state_output (st, k);
-        char key [KEY_MAX], bound [24], entry [48];
+        char key [KEY_MAX], entry [48];
         if (!out->person [0]
         ||  funnel_state_person_index_key (st, out->person, key, sizeof key) != 0)
             continue;
@@ -1192,7 +1194,6 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
             snprintf (entry, sizeof entry, "%s", seqs [k]);
         const char *rpush [] = { "RPUSH", key, entry };
         funnel_redis_append (ctx, 3, rpush, NULL);
-        snprintf (bound, sizeof bound, "%d", -FUNNEL_PERSONAL_INDEX);
         const char *ltrim [] = { "LTRIM", key, bound, "-1" };
         funnel_redis_append (ctx, 4, ltrim, NULL);
         sent += 2;

@@ -290,7 +290,7 @@ typedef struct {
     int64_t cause_ts;
     char *data;                 //  msgpack map
     size_t size;
-    char person [65];           //  Whose personal data it carries ("" none)
+    char person [FUNNEL_ID_MAX + 1];  //  Whose personal data it carries ("" none)
 } funnel_output_t;
 size_t
     funnel_state_output_count (funnel_state_t *self);
