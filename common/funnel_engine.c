@@ -90,6 +90,7 @@ struct _funnel_engine_t {
     uint64_t intent_n;
     zlist_t *intents_done;          //  Intent fields applied, deleted by the next
                                     //  base transaction
+    bool test_crash;                //  Self-test: stop after the base transaction
 };
 
 #define ENGINE_RETRY    -3          //  A shared record changed: run the batch again
@@ -1852,6 +1853,8 @@ s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked
         }
         //  The batch is durable from here: a group that fails now is
         //  completed by the next sync (the engine syncs again first)
+        if (rc == TXN_OK && self->test_crash)
+            rc = TXN_UNKNOWN;           //  As if killed right here
         for (int g = 0; g < n && rc == TXN_OK; g++) {
             if (g == base)
                 continue;
@@ -3571,9 +3574,139 @@ s_test_partitioned (redis_store_t *store, redis_store_t *store2)
     funnel_engine_destroy (&b);
 }
 
+//  A Redis Cluster (FUNNEL_TEST_REDIS_CLUSTER: the seeds of an empty
+//  3-primary cluster, tests/e2e/test_redis_cluster.py): batches spanning
+//  slots, a stop between the base transaction and the others completed by
+//  the next sync, the lease fence per slot.
+static redisReply *
+s_test_cluster_cmd (redis_cluster_t *cluster, int argc, const char **argv)
+{
+    redis_pipeline_t *pipeline = redis_pipeline_new ();
+    redis_pipeline_append (pipeline, argc, argv, NULL);
+    redisReply *reply = NULL;
+    funnel_error_t err;
+    assert (redis_cluster_run (cluster, redis_cluster_slot (argv [1], strlen (argv [1])),
+                               pipeline, &reply, &err) == 0);
+    redis_pipeline_destroy (&pipeline);
+    return reply;
+}
+
+static void
+s_test_cluster_expect (redis_cluster_t *cluster, const char *cmd, const char *key,
+                       const char *field, long long want)
+{
+    redisReply *r = s_test_cluster_cmd (cluster, field ? 3 : 2,
+                                        (const char *[]) { cmd, key, field });
+    long long got = r->type == REDIS_REPLY_INTEGER ? r->integer
+                  : r->type == REDIS_REPLY_STRING ? atoll (r->str) : 0;
+    if (got != want)
+        fprintf (stderr, "%s %s %s: %lld, expected %lld\n", cmd, key, field ? field : "",
+                 got, want);
+    assert (got == want);
+    freeReplyObject (r);
+}
+
+static funnel_engine_t *
+s_test_cluster_engine (redis_cluster_t *cluster, const char *owner)
+{
+    funnel_engine_cfg_t cfg = {
+        .svc = "ct", .prefix = "{funnel:ct}:", .owner = owner, .partitions = 4,
+        .lease_ms = 2000, .part_outbox = true
+    };
+    funnel_engine_t *engine = funnel_engine_new (&cfg, &s_test_rules, NULL);
+    funnel_engine_use_cluster (engine, cluster);
+    return engine;
+}
+
+static void
+s_test_cluster (const char *seeds)
+{
+    redis_url_t url;
+    assert (redis_url_parse (seeds, &url, NULL) == 0 && url.mode == REDIS_MODE_CLUSTER);
+    redis_cluster_t *cluster = redis_cluster_new (&url);
+    funnel_engine_t *engine = s_test_cluster_engine (cluster, "host|tcp://a");
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (engine, &err) == 0);
+    //  The keys of this test: the counter's partition differs from the
+    //  outputs' (partition 0) and from the base slot
+    const char *key = "K1";
+    int part = funnel_partition_of (key, 4);
+    assert (part != 0);
+    char counter [128];
+    snprintf (counter, sizeof counter, "{funnel:ct:%d}:counter:K1", part);
+    int ns [] = { 2, 3 };
+    test_batch_t b;
+    s_test_batch (&b, "c", key, ns, 2, 5);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&b);
+    s_test_cluster_expect (cluster, "HGET", counter, "total", 5);
+    s_test_cluster_expect (cluster, "HGET", "{funnel:ct}:stats", "accepted", 2);
+    s_test_cluster_expect (cluster, "GET", "{funnel:ct:0}:seq", NULL, 2);
+    assert (funnel_engine_seq (engine) == 2);
+
+    //  Killed between the base transaction (stats, the intent) and the
+    //  partitions' ones: the counter and seq are not there yet ...
+    engine->test_crash = true;
+    int ten [] = { 10 };
+    s_test_batch (&b, "d", key, ten, 1, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
+    assert (streq (err.code, FUNNEL_ERR_UNAVAILABLE) && strstr (err.message, "unknown"));
+    s_test_cluster_expect (cluster, "HGET", counter, "total", 5);
+    s_test_cluster_expect (cluster, "GET", "{funnel:ct:0}:seq", NULL, 2);
+    redisReply *pending = s_test_cluster_cmd (cluster, 2,
+                                              (const char *[]) { "HLEN", "{funnel:ct}:intents" });
+    assert (pending->type == REDIS_REPLY_INTEGER && pending->integer >= 1);
+    freeReplyObject (pending);
+    funnel_engine_destroy (&engine);            //  No release: the leases stay
+
+    //  ... a second owner cannot start meanwhile ...
+    funnel_engine_t *other = s_test_cluster_engine (cluster, "host|tcp://b");
+    assert (funnel_engine_sync (other, &err) == FUNNEL_ENGINE_LEASE_HELD);
+    funnel_engine_destroy (&other);
+
+    //  ... and the restart completes the batch once, before anything else
+    engine = s_test_cluster_engine (cluster, "host|tcp://a");
+    assert (funnel_engine_sync (engine, &err) == 0);
+    s_test_cluster_expect (cluster, "HGET", counter, "total", 15);
+    s_test_cluster_expect (cluster, "GET", "{funnel:ct:0}:seq", NULL, 3);
+    s_test_cluster_expect (cluster, "HGET", "{funnel:ct}:stats", "accepted", 3);
+    s_test_cluster_expect (cluster, "HLEN", "{funnel:ct}:intents", NULL, 0);
+    assert (funnel_engine_seq (engine) == 3);
+    //  The client's retry: a duplicate
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_cluster_expect (cluster, "HGET", counter, "total", 15);
+    s_test_cluster_expect (cluster, "HGET", "{funnel:ct}:stats", "duplicates", 1);
+    s_test_batch_free (&b);
+    //  A sync again (a reconnect): nothing applied twice
+    assert (funnel_engine_sync (engine, &err) == 0);
+    s_test_cluster_expect (cluster, "HGET", counter, "total", 15);
+
+    //  Another owner takes the counter's partition lease: the next commit
+    //  touching it is refused, the engine steps down
+    char lease [64];
+    snprintf (lease, sizeof lease, "{funnel:ct:%d}:lease", part);
+    freeReplyObject (s_test_cluster_cmd (cluster, 3, (const char *[]) { "SET", lease,
+                                                                        "99|host|tcp://b" }));
+    int one [] = { 1 };
+    s_test_batch (&b, "e", key, one, 1, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
+    assert (funnel_engine_lost (engine));
+    s_test_batch_free (&b);
+    s_test_cluster_expect (cluster, "HGET", counter, "total", 15);
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&engine);
+    redis_cluster_destroy (&cluster);
+}
+
 void
 funnel_engine_test (bool verbose)
 {
+    const char *seeds = getenv ("FUNNEL_TEST_REDIS_CLUSTER");
+    if (seeds && *seeds)
+        s_test_cluster (seeds);
     const char *text = getenv ("FUNNEL_TEST_REDIS_URL");
     if (!text || !*text) {
         if (verbose)
