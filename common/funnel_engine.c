@@ -31,6 +31,7 @@ typedef struct {
     size_t *outs;                   //  The commit's outputs in this outbox
     size_t out_count, out_size;
     bool touched;                   //  Cluster: a transaction of the commit wrote it
+    bool ckpt_written;              //  The commit writes its upstream checkpoint
 } outbox_t;
 
 //  Cluster: one slot's share of a commit (its own MULTI/EXEC on its node)
@@ -91,6 +92,7 @@ struct _funnel_engine_t {
     zlist_t *intents_done;          //  Intent fields applied, deleted by the next
                                     //  base transaction
     bool test_crash;                //  Self-test: stop after the base transaction
+    bool *routed;                   //  [P] a consumed event of the batch was routed there
 };
 
 #define ENGINE_RETRY    -3          //  A shared record changed: run the batch again
@@ -584,6 +586,7 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     for (int p = 0; p < n; p++)
         self->lease_keys [p] = zsys_sprintf ("%slease", funnel_state_prefix (self->state, p));
     self->lease_keys [n] = zsys_sprintf ("%slease", cfg->prefix);
+    self->routed = (bool *) zmalloc ((size_t) n * sizeof (bool));
     self->lease_ids = (int *) zmalloc ((size_t) (n + 1) * sizeof (int));
     for (int i = 0; i < self->mine_count; i++)
         self->lease_ids [self->lease_count++] = self->mine [i];
@@ -609,6 +612,7 @@ funnel_engine_destroy (funnel_engine_t **self_p)
             zstr_free (&self->lease_keys [p]);
         free (self->lease_keys);
         free (self->lease_ids);
+        free (self->routed);
         s_queue_drop (self);
         for (int i = 0; i < self->q_pipe_max; i++)
             redis_pipeline_destroy (&self->q_pipes [i]);
@@ -1976,21 +1980,26 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         sink (arg, 4, ltrim, NULL);
         sent += 2;
     }
+    bool renew = zclock_mono () - self->renewed >= self->cfg.lease_ms / 3;
     //  Checkpoints: with per-partition outboxes, every owned partition has
-    //  seen the upstream's events up to c->checkpoint
+    //  seen the upstream's events up to c->checkpoint. On a cluster each
+    //  partition written is a transaction of its own: a partition no event
+    //  of the batch was routed to gets its checkpoint with the next batch
+    //  that renews the leases (until then it keeps its own, lower one: a
+    //  restart re-reads those events, none of them its own)
     for (int i = 0; c->upstream && i < self->ob_count; i++)
         if (self->obs [i]) {
             //  Never backwards: a partition moved here may be further on
             uint64_t value = s_get_u64 (self->obs [i]->ckpts, c->upstream);
-            if (self->cluster && value >= c->checkpoint)
-                continue;           //  Nothing new: no transaction for it
+            self->obs [i]->ckpt_written = !self->cluster || renew || self->routed [i];
+            if (!self->obs [i]->ckpt_written)
+                continue;
             snprintf (number, sizeof number, "%" PRIu64,
                       value > c->checkpoint ? value : c->checkpoint);
             const char *hset [] = { "HSET", self->obs [i]->ckpt_key, c->upstream, number };
             sink (arg, 4, hset, NULL);
             sent++;
         }
-    bool renew = zclock_mono () - self->renewed >= self->cfg.lease_ms / 3;
     //  redis/acks: WAIT in the same round trip, before the reply and the
     //  PUB (what a client or a subscriber saw survives a failover). An
     //  empty renewal acknowledges nothing to anyone: no WAIT, unless seqs
@@ -2057,7 +2066,8 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
             ob->bucket_bytes = ob->new_sizes;
             ob->new_sizes = NULL;
             s_count_losses (self, ob, ob->ob_first, ob->lost);
-            if (c->upstream && c->checkpoint > s_get_u64 (ob->ckpts, c->upstream))
+            if (c->upstream && ob->ckpt_written
+            &&  c->checkpoint > s_get_u64 (ob->ckpts, c->upstream))
                 s_put_u64 (ob->ckpts, c->upstream, c->checkpoint);
             for (size_t j = 0; j < ob->out_count && self->publish && !unacked; j++) {
                 size_t k = ob->outs [j];
@@ -2128,6 +2138,7 @@ s_begin (funnel_engine_t *self)
     funnel_state_begin (self->state);
     funnel_state_set_now (self->state, s_now_ms ());
     self->out_parts_len = 0;
+    memset (self->routed, 0, (size_t) self->cfg.partitions * sizeof (bool));
 }
 
 static int
@@ -2271,6 +2282,8 @@ s_consume_once (funnel_engine_t *self, const char *upstream, const funnel_event_
         //  outboxes, applied by its owner only, once (its checkpoint)
         int part = funnel_engine_event_part (self, ev);
         outbox_t *ob = s_outbox_of (self, part);
+        if (part >= 0 && part < self->cfg.partitions)
+            self->routed [part] = true;
         if (!ob || ev->seq <= s_get_u64 (ob->ckpts, upstream))
             continue;               //  Another instance's, or applied before
         const funnel_rule_t *rule = s_rule (self->rules->consume, ev->type);
