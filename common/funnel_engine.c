@@ -93,6 +93,8 @@ struct _funnel_engine_t {
                                     //  base transaction
     bool test_crash;                //  Self-test: stop after the base transaction
     bool *routed;                   //  [P] a consumed event of the batch was routed there
+    uint64_t *armed;                //  [node] connection generation whose leases are
+    int armed_max;                  //  watched (s_txn's fence)
 };
 
 #define ENGINE_RETRY    -3          //  A shared record changed: run the batch again
@@ -371,12 +373,37 @@ static void s_step_down (funnel_engine_t *self, int part, const char *holder);
 static const char *s_lease_owner (const char *value);
 static const char *s_queue_error (redisReply **replies, size_t count);
 
-//  One group's transaction on the node of slot: the lease of that slot
-//  (lease: a partition, -1 the base one, -2 none) read under WATCH and
-//  checked, then on the same connection MULTI, cmds, extra (what an
-//  intent does not hold), the lease renewed if renew, EXEC, WAIT if wait
-//  (*acked: the replicas it counted). Redirects, a migrating slot and a
-//  failover are waited out (TXN_ATTEMPTS); a changed lease: TXN_LOST.
+//  Whether the leases of a node's slots are watched on its connection of
+//  generation gen (armed by the last transaction there, and all ours).
+static bool
+s_armed (funnel_engine_t *self, int node, uint64_t gen)
+{
+    return node >= 0 && gen != 0 && node < self->armed_max && self->armed [node] == gen;
+}
+
+static void
+s_set_armed (funnel_engine_t *self, int node, uint64_t gen)
+{
+    if (node >= self->armed_max) {
+        int old = self->armed_max;
+        self->armed_max = node + 8;
+        self->armed = (uint64_t *) realloc (self->armed, (size_t) self->armed_max * sizeof (uint64_t));
+        assert (self->armed);
+        memset (self->armed + old, 0, (size_t) (self->armed_max - old) * sizeof (uint64_t));
+    }
+    self->armed [node] = gen;
+}
+
+//  One group's transaction on the node of slot, fenced by the lease of
+//  that slot (lease: a partition, -1 the base one, -2 none): MULTI, cmds,
+//  extra (what an intent does not hold), the lease renewed if renew,
+//  EXEC, WAIT if wait (*acked: the replicas it counted). The fence is the
+//  WATCH of every lease whose slot is on that node, sent after the
+//  previous transaction there (EXEC ends every WATCH of a connection) and
+//  its GETs checked; when that connection is not armed (first use, a
+//  reconnect, a slot moved) one round trip arms it first. Redirects, a
+//  migrating slot and a failover are waited out (TXN_ATTEMPTS); a lease
+//  found another's: TXN_LOST.
 static int
 s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
        redis_pipeline_t *extra, bool renew, bool wait, long long *acked, funnel_error_t *err)
@@ -386,10 +413,15 @@ s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
                           : lease == -1 ? self->lease_keys [P] : NULL;
     redis_pipeline_t *rt = self->txn;
     char why [200] = "no attempt";
-    for (int attempt = 0; attempt < TXN_ATTEMPTS; attempt++) {
+    int *arms = (int *) zmalloc ((size_t) (self->lease_count + 1) * sizeof (int));
+    int rc = TXN_REFUSED;
+    bool done = false;
+    for (int attempt = 0; attempt < TXN_ATTEMPTS && !done; attempt++) {
         if (attempt > 0)
             zclock_sleep (50);
-        if (lease_key) {
+        uint64_t gen = 0;
+        int node = lease_key ? redis_cluster_conn_of (self->cluster, slot, &gen) : -1;
+        if (lease_key && !s_armed (self, node, gen)) {
             redis_pipeline_reset (rt);
             redis_pipeline_append (rt, 2, (const char *[]) { "WATCH", lease_key }, NULL);
             redis_pipeline_append (rt, 2, (const char *[]) { "GET", lease_key }, NULL);
@@ -411,8 +443,12 @@ s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
             if (!ours) {
                 funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
                     "lease: another instance owns this service now; nothing was applied");
-                return TXN_LOST;
+                rc = TXN_LOST;
+                break;
             }
+            node = redis_cluster_last_conn (self->cluster, &gen);
+            if (node < 0)
+                continue;               //  It followed an ASK: the slot is moving
         }
         redis_pipeline_reset (rt);
         redis_pipeline_append (rt, 1, (const char *[]) { "MULTI" }, NULL);
@@ -430,26 +466,55 @@ s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
                                                             "PX", px }, NULL);
         }
         redis_pipeline_append (rt, 1, (const char *[]) { "EXEC" }, NULL);
+        size_t exec_at = redis_pipeline_count (rt) - 1;
         if (wait) {
             char n [16], ms [16];
             snprintf (n, sizeof n, "%d", self->cfg.acks);
             snprintf (ms, sizeof ms, "%d", self->cfg.acks_timeout_ms);
             redis_pipeline_append (rt, 3, (const char *[]) { "WAIT", n, ms }, NULL);
         }
+        //  Arms the next transaction on this connection: WATCH (one per
+        //  key: a WATCH's keys must share a slot) and GET of every lease
+        //  whose slot the map puts on this node
+        size_t arm_at = redis_pipeline_count (rt);
+        int arm_count = 0;
+        for (int i = 0; lease_key && i < self->lease_count; i++) {
+            int l = self->lease_ids [i];
+            uint64_t g = 0;
+            if (redis_cluster_conn_of (self->cluster, self->lease_slots [l], &g) != node)
+                continue;
+            redis_pipeline_append (rt, 2, (const char *[]) { "WATCH", self->lease_keys [l] }, NULL);
+            redis_pipeline_append (rt, 2, (const char *[]) { "GET", self->lease_keys [l] }, NULL);
+            arms [arm_count++] = l;
+        }
         size_t count = redis_pipeline_count (rt);
         redisReply **replies = (redisReply **) zmalloc ((count + 1) * sizeof (redisReply *));
-        int rc = lease_key ? redis_cluster_run_pinned (self->cluster, rt, replies, err)
-                           : redis_cluster_run (self->cluster, slot, rt, replies, err);
-        if (rc != 0) {
+        int sent = lease_key ? redis_cluster_run_on (self->cluster, node, gen, rt, replies, err)
+                             : redis_cluster_run (self->cluster, slot, rt, replies, err);
+        if (sent != 0) {
             free (replies);
-            if (strstr (err->message, "outcome is unknown"))
-                return TXN_UNKNOWN;
+            if (node >= 0)
+                s_set_armed (self, node, 0);
+            if (strstr (err->message, "outcome is unknown")) {
+                rc = TXN_UNKNOWN;
+                break;
+            }
             snprintf (why, sizeof why, "%.180s", err->message);
             continue;                   //  Nothing was sent
         }
-        size_t exec_at = count - 1 - (wait ? 1 : 0);
+        //  The next fence: armed if every lease there is ours
+        if (lease_key) {
+            bool armed = true;
+            for (int k = 0; k < arm_count; k++) {
+                redisReply *v = replies [arm_at + 2 * (size_t) k + 1];
+                if (v->type == REDIS_REPLY_STRING && !streq (v->str, self->lease_value))
+                    s_step_down (self, arms [k], s_lease_owner (v->str));
+                if (v->type != REDIS_REPLY_STRING || !streq (v->str, self->lease_value))
+                    armed = false;
+            }
+            s_set_armed (self, node, armed ? gen : 0);
+        }
         redisReply *exec = replies [exec_at];
-        rc = TXN_REFUSED;
         bool retry = false;
         if (exec->type == REDIS_REPLY_ARRAY) {
             rc = TXN_OK;
@@ -463,36 +528,48 @@ s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
                     rc = TXN_UNKNOWN;
                 }
             if (wait)
-                *acked = replies [count - 1]->type == REDIS_REPLY_INTEGER
-                       ? replies [count - 1]->integer : 0;
+                *acked = replies [exec_at + 1]->type == REDIS_REPLY_INTEGER
+                       ? replies [exec_at + 1]->integer : 0;
         }
         else
         if (exec->type == REDIS_REPLY_NIL) {
-            //  The lease changed since the WATCH (or its key migrated): look again
+            //  A watched lease changed (or its key migrated): look again
             snprintf (why, sizeof why, "a watched lease changed");
             retry = true;
         }
         else {
             //  EXECABORT: a command was refused while queueing: nothing ran
             const char *q = s_queue_error (replies, exec_at);
-            snprintf (why, sizeof why, "%s", q ? q : exec->type == REDIS_REPLY_ERROR
-                                                     ? exec->str : "unexpected reply");
+            snprintf (why, sizeof why, "%.180s", q ? q : exec->type == REDIS_REPLY_ERROR
+                                                         ? exec->str : "unexpected reply");
             retry = s_redirected (why);
             if (retry)
                 redis_cluster_refresh (self->cluster, NULL);
-            else
+            else {
                 funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
                     "redis: %.120s; nothing was applied; retry later with the same ids", why);
+                rc = TXN_REFUSED;
+            }
         }
         s_free_replies (replies, count);
         free (replies);
         if (!retry)
-            return rc;
+            done = true;
+        if (self->lost && rc != TXN_OK) {
+            funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                "lease: another instance owns this service now; nothing was applied");
+            rc = TXN_LOST;
+            done = true;
+        }
     }
-    funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-        "redis cluster: slot %d: %.120s; nothing was applied; retry later with the same ids",
-        slot, why);
-    return TXN_REFUSED;
+    free (arms);
+    if (!done && rc != TXN_LOST && rc != TXN_UNKNOWN) {
+        funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+            "redis cluster: slot %d: %.120s; nothing was applied; retry later with the same ids",
+            slot, why);
+        rc = TXN_REFUSED;
+    }
+    return rc;
 }
 
 //  ---------------------------------------------------------------------
@@ -613,6 +690,7 @@ funnel_engine_destroy (funnel_engine_t **self_p)
         free (self->lease_keys);
         free (self->lease_ids);
         free (self->routed);
+        free (self->armed);
         s_queue_drop (self);
         for (int i = 0; i < self->q_pipe_max; i++)
             redis_pipeline_destroy (&self->q_pipes [i]);
@@ -1112,6 +1190,9 @@ funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
     if (self->cluster) {
         s_queue_drop (self);
         zlist_purge (self->intents_done);
+        //  Taking the leases writes them: every fence is armed anew
+        for (int i = 0; i < self->armed_max; i++)
+            self->armed [i] = 0;
     }
     int rc = s_check_partitions (self, err);
     if (rc != 0)
