@@ -1329,16 +1329,9 @@ static bool
 s_index_entry (funnel_engine_t *self, const char *text, char *bucket, size_t size,
                char field [24], bool *ours)
 {
-    char *end = NULL;
-    uint64_t seq = strtoull (text, &end, 10);
-    int part = -1;
-    if (*end == ':') {
-        part = (int) seq;
-        seq = strtoull (end + 1, &end, 10);
-        if (part < 0 || part >= self->cfg.partitions)
-            return false;
-    }
-    if (*end || seq == 0)
+    int part;
+    uint64_t seq;
+    if (!funnel_state_index_entry (text, &part, &seq) || part >= self->cfg.partitions)
         return false;
     //  The outbox it names, if this engine holds it (its bounds are known)
     const outbox_t *ob = NULL;
