@@ -1153,22 +1153,40 @@ funnel_state_person_outputs (funnel_state_t *self, const char *person)
     return funnel_state_list_in (self, person, "pi", person, FUNNEL_PERSONAL_INDEX);
 }
 
+bool
+funnel_state_index_entry (const char *text, int *part, uint64_t *seq)
+{
+    char *end = NULL;
+    uint64_t first = strtoull (text, &end, 10);
+    *part = -1;
+    if (*end == ':') {
+        if (first > INT32_MAX)
+            return false;
+        *part = (int) first;
+        first = strtoull (end + 1, &end, 10);
+    }
+    *seq = first;
+    return *end == 0 && end != text && first > 0;
+}
+
 void
 funnel_state_pack_seqs (zlist_t *seqs, msgpack_packer *pk)
 {
-    msgpack_pack_array (pk, zlist_size (seqs));
+    size_t valid = 0;
+    int part;
+    uint64_t seq;
+    for (const char *s = zlist_first (seqs); s; s = zlist_next (seqs))
+        valid += funnel_state_index_entry (s, &part, &seq);
+    msgpack_pack_array (pk, valid);
     for (const char *s = zlist_first (seqs); s; s = zlist_next (seqs)) {
-        //  "<seq>": the service's outbox; "<part>:<seq>" (instances): that
-        //  partition's, packed [part, seq] (proto/privacy.md, Export)
-        char *end = NULL;
-        uint64_t first = strtoull (s, &end, 10);
-        if (*end == ':') {
+        //  A partition's entry is packed [part, seq] (proto/privacy.md, Export)
+        if (!funnel_state_index_entry (s, &part, &seq))
+            continue;
+        if (part >= 0) {
             msgpack_pack_array (pk, 2);
-            msgpack_pack_uint64 (pk, first);
-            msgpack_pack_uint64 (pk, strtoull (end + 1, NULL, 10));
+            msgpack_pack_uint64 (pk, (uint64_t) part);
         }
-        else
-            msgpack_pack_uint64 (pk, first);
+        msgpack_pack_uint64 (pk, seq);
     }
 }
 
@@ -1238,6 +1256,12 @@ funnel_redis_append (redisContext *ctx, int argc, const char **argv, const size_
         free (buf);
 }
 
+void
+funnel_redis_sink_ctx (void *arg, int argc, const char **argv, const size_t *lens)
+{
+    funnel_redis_append ((redisContext *) arg, argc, argv, lens);
+}
+
 static int
 s_dirty_cmp (const void *a, const void *b)
 {
@@ -1273,11 +1297,11 @@ s_cmd_str (cmd_t *cmd, const char *arg)
 }
 
 static int
-s_cmd_send (cmd_t *cmd, redisContext *ctx, int min_args)
+s_cmd_send (cmd_t *cmd, funnel_redis_sink_fn *sink, void *arg, int min_args)
 {
     int sent = 0;
     if (cmd->argc > min_args) {
-        funnel_redis_append (ctx, cmd->argc, cmd->argv, cmd->lens);
+        sink (arg, cmd->argc, cmd->argv, cmd->lens);
         sent = 1;
     }
     cmd->argc = 0;
@@ -1306,7 +1330,8 @@ s_series_cmp (const void *a, const void *b)
 }
 
 int
-funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char *stats_key)
+funnel_state_append_writes (funnel_state_t *self, funnel_redis_sink_fn *sink, void *arg,
+                            const char *stats_key)
 {
     int commands = 0;
     cmd_t set = { 0 }, del = { 0 };
@@ -1335,8 +1360,8 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         dirty_t *next = i + 1 < self->dirty.count
                       ? (dirty_t *) s_vec_at (&self->dirty, i + 1) : NULL;
         if (!next || next->rec != d->rec) {
-            commands += s_cmd_send (&set, ctx, 2);
-            commands += s_cmd_send (&del, ctx, 2);
+            commands += s_cmd_send (&set, sink, arg, 2);
+            commands += s_cmd_send (&del, sink, arg, 2);
         }
     }
     //  Bounded lists: per list, one RPUSH of its values in order, then
@@ -1362,10 +1387,10 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
             if (push->max < max)
                 max = push->max;
         }
-        commands += s_cmd_send (&rpush, ctx, 2);
+        commands += s_cmd_send (&rpush, sink, arg, 2);
         snprintf (number, sizeof number, "%d", -max);
         const char *ltrim [] = { "LTRIM", first->key, number, "-1" };
-        funnel_redis_append (ctx, 4, ltrim, NULL);
+        sink (arg, 4, ltrim, NULL);
         commands++;
         i = j;
     }
@@ -1391,11 +1416,11 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         snprintf (number, sizeof number, "%" PRId64, op->due);
         if (op->cancel) {
             const char *zrem [] = { "ZREM", op->key, op->member };
-            funnel_redis_append (ctx, 3, zrem, NULL);
+            sink (arg, 3, zrem, NULL);
         }
         else {
             const char *zadd [] = { "ZADD", op->key, number, op->member };
-            funnel_redis_append (ctx, 4, zadd, NULL);
+            sink (arg, 4, zadd, NULL);
         }
         commands++;
     }
@@ -1416,7 +1441,7 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         }
         snprintf (number, sizeof number, "%" PRId64, total);
         const char *incr [] = { "HINCRBY", stats_key, c->name, number };
-        funnel_redis_append (ctx, 4, incr, NULL);
+        sink (arg, 4, incr, NULL);
         commands++;
     }
     //  Series: one HINCRBY per (key, stage), then one EXPIREAT per key
@@ -1443,20 +1468,20 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
             }
             snprintf (number, sizeof number, "%" PRId64, total);
             const char *incr [] = { "HINCRBY", op->key, op->field, number };
-            funnel_redis_append (ctx, 4, incr, NULL);
+            sink (arg, 4, incr, NULL);
             commands++;
             j = k;
         }
         snprintf (number, sizeof number, "%" PRId64, expire_at);
         const char *expire [] = { "EXPIREAT", first->key, number };
-        funnel_redis_append (ctx, 3, expire, NULL);
+        sink (arg, 3, expire, NULL);
         commands++;
         i = j;
     }
     //  Raw commands last, in the order queued
     for (size_t i = 0; i < self->raws.count; i++) {
         raw_op_t *op = (raw_op_t *) s_vec_at (&self->raws, i);
-        funnel_redis_append (ctx, op->argc, (const char **) op->argv, op->lens);
+        sink (arg, op->argc, (const char **) op->argv, op->lens);
         commands++;
     }
     free (set.argv);
@@ -1688,6 +1713,16 @@ funnel_state_test (bool verbose)
     char pkey [256];
     assert (funnel_state_person_index_key (st, "W", pkey, sizeof pkey) == 0);
     assert (strstr (pkey, "}:pi:W"));
+    //  Index entries: "<seq>" or "<part>:<seq>"; anything else is refused
+    int ipart;
+    uint64_t iseq;
+    assert (funnel_state_index_entry ("42", &ipart, &iseq) && ipart == -1 && iseq == 42);
+    assert (funnel_state_index_entry ("3:7", &ipart, &iseq) && ipart == 3 && iseq == 7);
+    assert (!funnel_state_index_entry ("", &ipart, &iseq));
+    assert (!funnel_state_index_entry ("0", &ipart, &iseq));
+    assert (!funnel_state_index_entry ("3:", &ipart, &iseq));
+    assert (!funnel_state_index_entry ("3:7x", &ipart, &iseq));
+    assert (!funnel_state_index_entry ("99999999999:1", &ipart, &iseq));
     funnel_savepoint_t raw_sp = funnel_state_savepoint (st);
     const char *del [] = { "DEL", pkey };
     funnel_state_raw (st, 2, del, NULL);

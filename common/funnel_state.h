@@ -297,10 +297,17 @@ size_t
 const funnel_output_t *
     funnel_state_output (funnel_state_t *self, size_t index);
 
-//  Appends the write-set's commands (records, lists, timers, counters
-//  under stats_key, series HINCRBY + one EXPIREAT per key) to ctx's pipeline; returns how many were appended.
+//  Where a commit's commands go, one call per command (lens NULL: C
+//  strings): a connection's pipeline (funnel_redis_sink_ctx, arg the
+//  redisContext), or the engine's grouping by Redis Cluster slot.
+typedef void (funnel_redis_sink_fn) (void *arg, int argc, const char **argv,
+                                     const size_t *lens);
+
+//  Sends the write-set's commands (records, lists, timers, counters
+//  under stats_key, series HINCRBY + one EXPIREAT per key) to sink;
+//  returns how many were sent.
 int
-    funnel_state_append_writes (funnel_state_t *self, redisContext *ctx,
+    funnel_state_append_writes (funnel_state_t *self, funnel_redis_sink_fn *sink, void *arg,
                                 const char *stats_key);
 
 //  redisAppendCommandArgv's equivalent (lens NULL: C strings), the
@@ -308,6 +315,9 @@ int
 //  sdscatfmt, a top cost of the commit.
 void
     funnel_redis_append (redisContext *ctx, int argc, const char **argv, const size_t *lens);
+//  funnel_redis_append as a sink: arg is the redisContext.
+void
+    funnel_redis_sink_ctx (void *arg, int argc, const char **argv, const size_t *lens);
 
 //  ----------------------------------------------------------------------
 //  Privacy (funnel_privacy.h, proto/privacy.md)
@@ -341,6 +351,10 @@ zlist_t *
 //  with per-partition outboxes, [part, seq].
 void
     funnel_state_pack_seqs (zlist_t *seqs, msgpack_packer *pk);
+//  One entry of a person's outbox index: "<seq>" (the service's outbox,
+//  *part = -1) or "<part>:<seq>" (a partition's). False if malformed.
+bool
+    funnel_state_index_entry (const char *text, int *part, uint64_t *seq);
 //  The key of person's outbox index (a list of entries), "<part>pi:<id>".
 int
     funnel_state_person_index_key (funnel_state_t *self, const char *person, char *key,
