@@ -713,10 +713,18 @@ event_codec_pack_cstr (msgpack_packer *pk, const char *text)
 void
 event_codec_pack_error (msgpack_sbuffer *sbuf, const funnel_error_t *err)
 {
+    event_codec_pack_error_extra (sbuf, err, NULL, NULL);
+}
+
+void
+event_codec_pack_error_extra (msgpack_sbuffer *sbuf, const funnel_error_t *err,
+                              const char *key, const char *value)
+{
     msgpack_packer pk;
     msgpack_packer_init (&pk, sbuf, msgpack_sbuffer_write);
     bool indexed = err->index >= 0;
-    msgpack_pack_map (&pk, indexed? 3: 2);
+    bool extra = key && value;
+    msgpack_pack_map (&pk, 2 + indexed + extra);
     event_codec_pack_cstr (&pk, "code");
     event_codec_pack_cstr (&pk, err->code? err->code: FUNNEL_ERR_INTERNAL);
     event_codec_pack_cstr (&pk, "message");
@@ -727,6 +735,10 @@ event_codec_pack_error (msgpack_sbuffer *sbuf, const funnel_error_t *err)
     if (indexed) {
         event_codec_pack_cstr (&pk, "index");
         msgpack_pack_int (&pk, err->index);
+    }
+    if (extra) {
+        event_codec_pack_cstr (&pk, key);
+        event_codec_pack_cstr (&pk, value);
     }
 }
 

@@ -105,6 +105,10 @@ bool
 //  Packs an ERR body {"code", "message"[, "index"]} into sbuf.
 void
     event_codec_pack_error (msgpack_sbuffer *sbuf, const funnel_error_t *err);
+//  The same with one more string key (e.g. ERR moved's "api"), NULL: none.
+void
+    event_codec_pack_error_extra (msgpack_sbuffer *sbuf, const funnel_error_t *err,
+                                  const char *key, const char *value);
 //  Packs a str from a C string.
 void
     event_codec_pack_cstr (msgpack_packer *pk, const char *text);

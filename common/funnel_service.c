@@ -175,28 +175,18 @@ static void
 s_send_moved (service_t *self, zmsg_t *envelope, int part, int index)
 {
     const funnel_instance_t *owner = funnel_topology_owner (self->topology, part);
-    char message [256];
-    snprintf (message, sizeof message,
-              "partition: %d is owned by instance '%s' at %s, not by '%s'; send it there",
-              part, owner->name, owner->api, self->instance->name);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    funnel_error_set (&err, FUNNEL_ERR_MOVED,
+                      "partition: %d is owned by instance '%s' at %s, not by '%s'; send it there",
+                      part, owner->name, owner->api, self->instance->name);
+    err.index = index;
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
-    msgpack_packer pk;
-    msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
-    msgpack_pack_map (&pk, 3 + (index >= 0));
-    event_codec_pack_cstr (&pk, "code");
-    event_codec_pack_cstr (&pk, FUNNEL_ERR_MOVED);
-    event_codec_pack_cstr (&pk, "message");
-    event_codec_pack_cstr (&pk, message);
-    event_codec_pack_cstr (&pk, "api");
-    event_codec_pack_cstr (&pk, owner->api);
-    if (index >= 0) {
-        event_codec_pack_cstr (&pk, "index");
-        msgpack_pack_int (&pk, index);
-    }
+    event_codec_pack_error_extra (&sbuf, &err, "api", owner->api);
     s_send_reply (self, envelope, "ERR", sbuf.data, sbuf.size);
     msgpack_sbuffer_destroy (&sbuf);
-    log_debug ("ERR moved: %s", message);
+    log_debug ("ERR moved: %s", err.message);
 }
 
 //  With instances: every event of a PUBLISH must fall in a partition we
@@ -677,16 +667,17 @@ static int
 s_read_settings (service_t *self)
 {
     const char *name = self->def->name;
-    int64_t values [8] = { 16, 100000, 5000, RETENTION_DEFAULT, DEDUP_TTL_DEFAULT,
+    //  (partitions: the topology reads it, with the instances that own them)
+    int64_t values [7] = { 100000, 5000, RETENTION_DEFAULT, DEDUP_TTL_DEFAULT,
                            1024LL * 1024 * 1024, 90, 1096 };
-    const char *keys [8] = { "partitions", "cache_entries", "lease_ms", "retention",
+    const char *keys [7] = { "cache_entries", "lease_ms", "retention",
                              "dedup_ttl_s", "outbox_max_bytes",
                              //  Stage series: hourly buckets kept 90 days, daily 3 years
                              "series_hourly_days", "series_daily_days" };
-    const int64_t mins [8] = { 1, 1, 300, 1, 1, 1024, 1, 1 };
-    const int64_t maxs [8] = { 4096, 100000000, 600000, INT64_MAX / 2, INT64_MAX / 2000,
+    const int64_t mins [7] = { 1, 300, 1, 1, 1024, 1, 1 };
+    const int64_t maxs [7] = { 100000000, 600000, INT64_MAX / 2, INT64_MAX / 2000,
                                INT64_MAX / 2, 36600, 36600 };
-    for (int i = 0; i < 8; i++) {
+    for (int i = 0; i < 7; i++) {
         char path [128];
         snprintf (path, sizeof path, "%s/%s", name, keys [i]);
         if (funnel_config_int (self->config, path, values [i], &values [i]))
@@ -703,14 +694,13 @@ s_read_settings (service_t *self)
     self->cfg = (funnel_engine_cfg_t) {
         .svc = name,
         .prefix = funnel_config_get (self->config, path, self->default_prefix),
-        .partitions = (int) values [0],
-        .cache_max = (size_t) values [1],
-        .lease_ms = (int) values [2],
-        .retention = values [3],
-        .dedup_ttl_s = values [4],
-        .outbox_max_bytes = values [5],
-        .series_hour_s = values [6] * 86400,
-        .series_day_s = values [7] * 86400
+        .cache_max = (size_t) values [0],
+        .lease_ms = (int) values [1],
+        .retention = values [2],
+        .dedup_ttl_s = values [3],
+        .outbox_max_bytes = values [4],
+        .series_hour_s = values [5] * 86400,
+        .series_day_s = values [6] * 86400
     };
     //  redis/acks: replicas to WAIT for before a reply (proto/wire.md,
     //  "Redis deployments"); shared by every service of the deployment
@@ -783,6 +773,7 @@ s_start (service_t *self)
     self->topology = funnel_topology_new (self->config, name);
     if (!self->topology)
         return 2;
+    self->cfg.partitions = funnel_topology_partitions (self->topology);
     char path [128];
     snprintf (path, sizeof path, "%s/instance", name);
     const char *wanted = funnel_config_get (self->config, path, NULL);

@@ -54,6 +54,7 @@ static const event_codec_limits_t s_replay_limits = {
 };
 
 static int s_connect_dealer (upstream_t *self);
+static int s_dealer_connect (upstream_t *self);
 
 //  A SUB for an upstream's PUB, not connected yet; NULL if CURVE cannot
 //  be set up (logged).
@@ -143,14 +144,23 @@ s_connect_dealer (upstream_t *self)
     zsock_set_reconnect_ivl_max (self->dealer, 2000);
     zsock_set_heartbeat_ivl (self->dealer, 1000);
     zsock_set_heartbeat_timeout (self->dealer, 3000);
-    //  The curve server key is the upstream service's: the name up to ':'
-    char svc [64];
-    snprintf (svc, sizeof svc, "%.*s", (int) strcspn (self->name, ":"), self->name);
-    if (funnel_curve_client (self->dealer, svc) != 0
-    ||  zsock_connect (self->dealer, "%s", self->api) != 0) {
+    if (s_dealer_connect (self) != 0) {
         log_error ("upstream %s: cannot connect to %s", self->name, self->api);
         return -1;
     }
+    return 0;
+}
+
+//  The dealer onto self->api; the curve server key is the upstream
+//  service's (the name up to ':').
+static int
+s_dealer_connect (upstream_t *self)
+{
+    char svc [64];
+    snprintf (svc, sizeof svc, "%.*s", (int) strcspn (self->name, ":"), self->name);
+    if (funnel_curve_client (self->dealer, svc) != 0
+    ||  zsock_connect (self->dealer, "%s", self->api) != 0)
+        return -1;
     return 0;
 }
 
@@ -481,10 +491,7 @@ s_moved (upstream_t *self, zframe_t *body)
     zsock_disconnect (self->dealer, "%s", self->api);
     free (self->api);
     self->api = strdup (api);
-    char svc [64];
-    snprintf (svc, sizeof svc, "%.*s", (int) strcspn (self->name, ":"), self->name);
-    if (funnel_curve_client (self->dealer, svc) != 0
-    ||  zsock_connect (self->dealer, "%s", self->api) != 0) {
+    if (s_dealer_connect (self) != 0) {
         s_replay_failed (self, "cannot connect");
         return true;
     }
