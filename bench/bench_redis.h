@@ -23,7 +23,9 @@
 typedef struct _bench_redis_t bench_redis_t;
 
 //  Connects (redis:// or unix:// URL, as the services take it); NULL and a
-//  message on failure.
+//  message on failure. A Redis Cluster seed list: every node listed is
+//  read and the figures below are summed over them (list the primaries
+//  only: a replica's keys and commands would count twice).
 bench_redis_t *
     bench_redis_new (const char *url);
 void
