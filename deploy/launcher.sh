@@ -40,7 +40,7 @@ STOP_TIMEOUT=${FUNNEL_STOP_TIMEOUT:-15}
 
 say()  { printf '\033[1mfunnel:\033[0m %s\n' "$*" >&2; }
 die()  { say "error: $*"; exit 1; }
-usage() { sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 # ---------------------------------------------------------------- options
 CMD=${1:-}
@@ -103,11 +103,21 @@ bin_of() {
 }
 FUNNELCTL=$(bin_of funnelctl)
 
+# True while pid runs. A zombie has ended: a detached set's processes
+# belong to init once up returns, and init may reap them only later
+running() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
 pid_of() {                      # pid from VAR/run/NAME.pid if that process lives
     local f=$RUN/$1.pid pid
     [ -f "$f" ] || return 1
     pid=$(cat "$f" 2>/dev/null) || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    [ -n "$pid" ] && running "$pid" || return 1
     echo "$pid"
 }
 
@@ -413,7 +423,7 @@ stop_one() {
         kill -TERM "$pid" 2>/dev/null || true
     fi
     for _ in $(seq $((STOP_TIMEOUT * 10))); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$RUN/$name.pid"; return 0; }
+        running "$pid" || { rm -f "$RUN/$name.pid"; return 0; }
         sleep 0.1
     done
     say "$name (pid $pid) did not stop in ${STOP_TIMEOUT}s; killing it"
