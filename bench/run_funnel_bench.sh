@@ -205,6 +205,28 @@ else
         done
     done
     redis_url="redis://$(IFS=,; echo "${seeds[*]}")"
+    # Where the 16 partitions of each service landed: a node's share of
+    # the Redis work follows its share of them (slots are hashed, not
+    # balanced per service)
+    /usr/bin/python3 - "${seeds[@]}" >&2 <<'PY' || true
+import sys, redis
+ports = [int(s.rsplit(":", 1)[1]) for s in sys.argv[1:]]     # redis-0, redis-1, ...
+c = redis.Redis(host="127.0.0.1", port=ports[0], socket_timeout=5)
+ranges = [(first, last, int(primary[1]))
+          for first, last, primary, *_ in c.execute_command("CLUSTER", "SLOTS")]
+def node(key):
+    slot = c.execute_command("CLUSTER", "KEYSLOT", key)
+    return next(ports.index(p) for a, b, p in ranges if a <= slot <= b)
+count = [0] * len(ports)
+for svc in ("campaign", "leads", "sales", "retention"):
+    for part in range(16):
+        count[node("{funnel:%s:%d}" % (svc, part))] += 1
+print("run_funnel_bench: base slots on " + ", ".join(
+    "%s redis-%d" % (svc, node("{funnel:%s}" % svc))
+    for svc in ("campaign", "leads", "sales", "retention")))
+print("run_funnel_bench: partitions (4 services x 16) per node: " +
+      ", ".join("redis-%d %d" % (i, n) for i, n in enumerate(count)))
+PY
 fi
 
 cfg="$dir/funnel.cfg"
