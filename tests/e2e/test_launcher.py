@@ -260,6 +260,27 @@ class LauncherTest(unittest.TestCase):
         self.assertNotEqual(status.returncode, 0)
         self.assertIn("down", status.stdout)
 
+        # A second up on the same VAR restarts the same cluster from its
+        # nodes.conf and AOF: the counts go on from where they were
+        up = subprocess.run([FUNNEL, "up", "--cluster", "--detach", "--var", self.var,
+                             "--rate", "50"],
+                            env=self.env, capture_output=True, text=True, timeout=180)
+        self.assertEqual(up.returncode, 0, up.stderr[-3000:])
+        pids = self.pids()
+        with open(os.path.join(self.var, "log", "cluster-create.log")) as f:
+            self.assertEqual(f.read().count("[OK] All 16384 slots covered"), 1)
+        again = {}
+
+        def went_on():
+            again.update(self.funnel())
+            return all(again.get(s, 0) >= last[s] for s in STAGES)
+        wait_until(went_on, timeout=30, interval=0.5, what="the counts kept across the restart")
+        down = subprocess.run([FUNNEL, "down", "--var", self.var], env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        self.assertEqual(down.returncode, 0, down.stderr)
+        wait_until(lambda: not any(alive(p) for p in pids.values()), timeout=10,
+                   what="every process gone")
+
 
 if __name__ == "__main__":
     unittest.main()
