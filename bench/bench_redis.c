@@ -172,7 +172,10 @@ static const char *s_outbox [] = { "ob", "ob_first", "seq", "outbox", NULL };
 static const char *s_dedup [] = { "ids", "dedup", "dd", "id", NULL };
 static const char *s_runtime [] = {
     "stats", "ckpt", "lease", "fence", "subs", "sub", "counters", "meta", "ob_size",
-    "timers", NULL
+    "timers",
+    //  On a Redis Cluster: batches spanning slots, and each partition's
+    //  last applied one (proto/wire.md, "Cluster")
+    "intents", "applied", NULL
 };
 //  The stages' keys (proto/<service>.md, "Redis keys")
 static const char *s_state [] = {
@@ -382,6 +385,8 @@ bench_redis_test (bool verbose)
         { "{funnel:campaign:9}:id:campaign-1", "campaign", "id", "dedup" },
         { "{funnel:campaign:0}:timers", "campaign", "timers", "runtime" },
         { "{funnel:retention:3}:wal:9", "retention", "wal", "other" },
+        { "{funnel:sales}:intents", "sales", "intents", "runtime" },
+        { "{funnel:sales:4}:applied", "sales", "applied", "runtime" },
         { "plain:key", "other", "plain", "other" },
         { "{funnel:x", "other", "{funnel", "other" },
         { "we\"ird\\key", "other", "we?ird?key", "other" },

@@ -7,7 +7,8 @@
     (the token) says the kind:
       outbox   ob, ob_first, seq, outbox...   output events kept for REPLAY
       dedup    ids, dedup...                  applied event ids
-      runtime  stats, ckpt, lease, ...        counters, checkpoints, leases
+      runtime  stats, ckpt, lease, intents, ...  counters, checkpoints,
+                                             leases, a cluster's intents
       state    the stages' entity and aggregate keys (lead, deal, c, ...)
       other    anything else (shown by token, so a new engine's names are
                visible even before this table knows them)
