@@ -15,7 +15,8 @@
 #        (redis-0..redis-5; 3 primaries with one replica each, AOF
 #        everysec, data and nodes.conf in VAR/redis-cluster/node-N), the
 #        services on it with redis/acks = 1 (each one instance `main`
-#        owning every partition). Kept in VAR: a later up --cluster with
+#        owning every partition; with FUNNEL_CONFIG, <svc>/instance in
+#        that file names it). Kept in VAR: a later up --cluster with
 #        the same VAR and ports restarts the same cluster.
 #   down [--var DIR]           stop a set started by up (detached or not)
 #   status [--var DIR]         each process up/down, PING answers, the funnel
@@ -40,7 +41,7 @@ STOP_TIMEOUT=${FUNNEL_STOP_TIMEOUT:-15}
 
 say()  { printf '\033[1mfunnel:\033[0m %s\n' "$*" >&2; }
 die()  { say "error: $*"; exit 1; }
-usage() { sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 # ---------------------------------------------------------------- options
 CMD=${1:-}
@@ -390,7 +391,7 @@ cluster_users() {
         port=$(node_port "$name")
         # On stdin: never in argv
         printf 'CONFIG SET masterauth %s\n' "$(cat "$SECRETS/redis-admin.pass")" |
-            pcli "$port" | grep -q OK || return 1
+            pcli "$port" | grep OK >/dev/null || return 1
     done
 }
 
@@ -443,8 +444,8 @@ stop_all() {
     for name in gateway monitor campaign leads sales retention; do
         stop_one "$name" || rc=1
     done
-    # Replicas first (with --cluster): a primary stopping before its
-    # replica would make it start a failover
+    # Replicas first (with --cluster): were a primary to stop first, its
+    # replica would try to take over
     local order=redis role
     if [ "$CLUSTER" = 1 ]; then
         order=""
@@ -514,8 +515,9 @@ cmd_up() {
         [ "$svc" = monitor ] && [ $with_monitor = 0 ] && continue
         [ "$svc" = gateway ] && [ $with_gateway = 0 ] && continue
         case $svc in
-            # On a cluster each service runs its one instance (endpoint_keys)
-            campaign|leads|sales|retention) [ "$CLUSTER" = 1 ] &&
+            # On a cluster each service runs its one instance (endpoint_keys;
+            # a FUNNEL_CONFIG file names its own with <svc>/instance)
+            campaign|leads|sales|retention) [ "$CLUSTER" = 1 ] && [ -z "${FUNNEL_CONFIG:-}" ] &&
                 { start_bg "$svc" "$(bin_of "$svc")" -c "$CFG" --instance main; continue; } ;;
         esac
         start_bg "$svc" "$(bin_of "$svc")" -c "$CFG"

@@ -54,7 +54,6 @@ struct _webhook_t {
     int client_counts [WEBHOOK_SERVICES_MAX];
     feed_t *feeds;
     int feed_count;
-    redis_url_t redis;
     //  Positions live on one server (single, or a sentinel's primary):
     //  store; or on a Redis Cluster: cluster, routed by the key's slot
     redis_store_t *store;
@@ -457,14 +456,15 @@ webhook_new (const webhook_config_t *config, char *error, size_t error_size)
     }
     webhook_t *self = (webhook_t *) zmalloc (sizeof (webhook_t));
     funnel_error_t err;
-    if (redis_url_parse (config->redis_url, &self->redis, &err)) {
+    redis_url_t redis;              //  Copied by the store or the cluster
+    if (redis_url_parse (config->redis_url, &redis, &err)) {
         snprintf (error, error_size, "redis url of the gateway: %s", err.message);
         free (self);
         return NULL;
     }
     //  The gateway's own Redis user and password file (proto/security.md)
     if (config->redis_config
-    &&  redis_auth_apply (config->redis_config, "gateway", &self->redis) != 0) {
+    &&  redis_auth_apply (config->redis_config, "gateway", &redis) != 0) {
         snprintf (error, error_size, "gateway: the Redis credentials cannot be read");
         free (self);
         return NULL;
@@ -482,13 +482,13 @@ webhook_new (const webhook_config_t *config, char *error, size_t error_size)
     self->state = "starting";
     pthread_mutex_init (&self->lock, NULL);
     atomic_init (&self->stopping, false);
-    if (self->redis.mode == REDIS_MODE_CLUSTER) {
-        self->cluster = redis_cluster_new (&self->redis);
+    if (redis.mode == REDIS_MODE_CLUSTER) {
+        self->cluster = redis_cluster_new (&redis);
         self->pipeline = redis_pipeline_new ();
     }
     else
-        self->store = redis_store_new (&self->redis);
-    memset (&self->redis, 0, sizeof self->redis);   //  The password: the store's copy only
+        self->store = redis_store_new (&redis);
+    memset (&redis, 0, sizeof redis);       //  The password: the store's copy only
     self->curl = curl_easy_init ();
     bool ok = self->key && (self->store || self->cluster) && self->curl;
     //  One feed per service, or per partition of a service with instances
