@@ -29,6 +29,8 @@
 #                      create); each service runs one instance `main` owning
 #                      its 16 partitions (the only way a service runs on a
 #                      cluster); Redis figures are summed over the nodes
+#   --partitions N     with --cluster: each service's partitions (default 16;
+#                      more spread the work over the nodes more evenly)
 #   --compare          run twice in this one invocation, the single Redis
 #                      then --cluster, with the same options, and end with
 #                      a table of both: journeys/s, each daemon's CPU and
@@ -41,9 +43,9 @@
 # --compare 0 only when both runs are.
 set -uo pipefail
 
-usage() { sed -n '2,42p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; }
 
-args=() sets=() monitor=0 keep=0 n="" build="" cluster=0 compare=0 all=("$@")
+args=() sets=() monitor=0 keep=0 n="" build="" cluster=0 compare=0 parts=16 all=("$@")
 while [ $# -gt 0 ]; do
     case "$1" in
         --batch|--window|--probes|--probe-seconds|--timeout|--mem-sample|--drop-announcements)
@@ -54,6 +56,10 @@ while [ $# -gt 0 ]; do
             sets+=(--set "$2"); shift 2 ;;
         --monitor) monitor=1; shift ;;
         --cluster) cluster=1; shift ;;
+        --partitions)
+            [[ "${2:-}" =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] ||
+                { echo "run_funnel_bench: --partitions needs N >= 1" >&2; exit 2; }
+            parts=$2; shift 2 ;;
         --compare) compare=1; shift ;;
         --keep) keep=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -205,12 +211,13 @@ else
         done
     done
     redis_url="redis://$(IFS=,; echo "${seeds[*]}")"
-    # Where the 16 partitions of each service landed: a node's share of
+    # Where the partitions of each service landed: a node's share of
     # the Redis work follows its share of them (slots are hashed, not
     # balanced per service)
-    /usr/bin/python3 - "${seeds[@]}" >&2 <<'PY' || true
+    /usr/bin/python3 - "$parts" "${seeds[@]}" >&2 <<'PY' || true
 import sys, redis
-ports = [int(s.rsplit(":", 1)[1]) for s in sys.argv[1:]]     # redis-0, redis-1, ...
+parts = int(sys.argv[1])
+ports = [int(s.rsplit(":", 1)[1]) for s in sys.argv[2:]]     # redis-0, redis-1, ...
 c = redis.Redis(host="127.0.0.1", port=ports[0], socket_timeout=5)
 ranges = [(first, last, int(primary[1]))
           for first, last, primary, *_ in c.execute_command("CLUSTER", "SLOTS")]
@@ -219,12 +226,12 @@ def node(key):
     return next(ports.index(p) for a, b, p in ranges if a <= slot <= b)
 count = [0] * len(ports)
 for svc in ("campaign", "leads", "sales", "retention"):
-    for part in range(16):
+    for part in range(parts):
         count[node("{funnel:%s:%d}" % (svc, part))] += 1
 print("run_funnel_bench: base slots on " + ", ".join(
     "%s redis-%d" % (svc, node("{funnel:%s}" % svc))
     for svc in ("campaign", "leads", "sales", "retention")))
-print("run_funnel_bench: partitions (4 services x 16) per node: " +
+print("run_funnel_bench: partitions (4 services x %d) per node: " % parts +
       ", ".join("redis-%d %d" % (i, n) for i, n in enumerate(count)))
 PY
 fi
@@ -238,12 +245,12 @@ cfg="$dir/funnel.cfg"
         if [ "$cluster" = 1 ]; then
             # On a cluster a service runs as its one instance owning every
             # partition (per-partition outboxes, keys spread over the slots)
-            echo "    partitions = 16"
+            echo "    partitions = $parts"
             echo "    instances"
             echo "        main"
             echo "            api = \"tcp://127.0.0.1:$(free_port)\""
             echo "            pub = \"tcp://127.0.0.1:$(free_port)\""
-            echo "            owns = \"0-15\""
+            echo "            owns = \"0-$((parts - 1))\""
         else
             echo "    api = \"tcp://127.0.0.1:$(free_port)\""
             echo "    pub = \"tcp://127.0.0.1:$(free_port)\""
