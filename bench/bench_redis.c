@@ -2,7 +2,8 @@
 #include "redis_store.h"
 
 struct _bench_redis_t {
-    redis_store_t *store;
+    redis_store_t *stores [REDIS_URL_NODES_MAX];    //  One, or each cluster node's
+    int count;
 };
 
 bench_redis_t *
@@ -15,11 +16,21 @@ bench_redis_new (const char *url)
         return NULL;
     }
     bench_redis_t *self = (bench_redis_t *) zmalloc (sizeof (bench_redis_t));
-    self->store = redis_store_new (&parsed);
-    if (!self->store || redis_store_connect (self->store) != 0) {
-        fprintf (stderr, "funnel-bench-funnel: cannot connect to Redis at %s\n", url);
-        bench_redis_destroy (&self);
+    int nodes = parsed.mode == REDIS_MODE_CLUSTER ? parsed.node_count : 1;
+    for (int i = 0; i < nodes; i++) {
+        redis_url_t one = parsed;
+        if (parsed.mode == REDIS_MODE_CLUSTER)
+            redis_url_single (&parsed, parsed.nodes [i].host, parsed.nodes [i].port, &one);
+        redis_store_t *store = redis_store_new (&one);
+        if (store)
+            self->stores [self->count++] = store;
+        if (!store || redis_store_connect (store) != 0) {
+            fprintf (stderr, "funnel-bench-funnel: cannot connect to Redis at %s\n", url);
+            bench_redis_destroy (&self);
+            break;
+        }
     }
+    memset (&parsed, 0, sizeof parsed);
     return self;
 }
 
@@ -29,19 +40,20 @@ bench_redis_destroy (bench_redis_t **self_p)
     assert (self_p);
     bench_redis_t *self = *self_p;
     if (self) {
-        redis_store_destroy (&self->store);
+        for (int i = 0; i < self->count; i++)
+            redis_store_destroy (&self->stores [i]);
         free (self);
         *self_p = NULL;
     }
 }
 
-//  INFO <section> as a string the caller frees; NULL on error.
+//  INFO <section> of one node as a string the caller frees; NULL on error.
 static char *
-s_info (bench_redis_t *self, const char *section)
+s_info (redis_store_t *store, const char *section)
 {
     const char *argv [] = { "INFO", section };
     size_t argvlen [] = { 4, strlen (section) };
-    redisReply *reply = redis_store_command (self->store, 2, argv, argvlen);
+    redisReply *reply = redis_store_command (store, 2, argv, argvlen);
     char *text = NULL;
     if (reply && reply->type == REDIS_REPLY_STRING)
         text = strdup (reply->str);
@@ -50,10 +62,11 @@ s_info (bench_redis_t *self, const char *section)
     return text;
 }
 
-double
-bench_redis_info (bench_redis_t *self, const char *section, const char *field)
+//  The field in one node's INFO; -1 if absent.
+static double
+s_info_field (redis_store_t *store, const char *section, const char *field)
 {
-    char *text = s_info (self, section);
+    char *text = s_info (store, section);
     double value = -1;
     size_t length = strlen (field);
     for (char *line = text; line && *line; ) {
@@ -68,13 +81,25 @@ bench_redis_info (bench_redis_t *self, const char *section, const char *field)
     return value;
 }
 
-int
-bench_redis_cmdstats (bench_redis_t *self, bench_cmdstat_t *stats, int max)
+double
+bench_redis_info (bench_redis_t *self, const char *section, const char *field)
 {
-    char *text = s_info (self, "commandstats");
+    double sum = -1;
+    for (int i = 0; i < self->count; i++) {
+        double value = s_info_field (self->stores [i], section, field);
+        if (value >= 0)
+            sum = (sum < 0 ? 0 : sum) + value;
+    }
+    return sum;
+}
+
+//  Adds one node's INFO commandstats to stats [count..]; the new count.
+static int
+s_cmdstats_add (redis_store_t *store, bench_cmdstat_t *stats, int count, int max)
+{
+    char *text = s_info (store, "commandstats");
     if (!text)
         return -1;
-    int count = 0;
     //  cmdstat_<name>:calls=N,usec=N,usec_per_call=...
     for (char *line = text; line && *line && count < max; ) {
         char *end = strchr (line, '\n');
@@ -83,16 +108,32 @@ bench_redis_cmdstats (bench_redis_t *self, bench_cmdstat_t *stats, int max)
             char *calls = strstr (line, "calls=");
             char *usec = strstr (line, "usec=");
             if (colon && calls && usec && (size_t) (colon - line - 8) < sizeof stats->name) {
-                bench_cmdstat_t *stat = &stats [count++];
-                memcpy (stat->name, line + 8, colon - line - 8);
-                stat->name [colon - line - 8] = 0;
-                stat->calls = strtoll (calls + 6, NULL, 10);
-                stat->usec = strtoll (usec + 5, NULL, 10);
+                char name [sizeof stats->name];
+                memcpy (name, line + 8, colon - line - 8);
+                name [colon - line - 8] = 0;
+                int i = 0;
+                while (i < count && !streq (stats [i].name, name))
+                    i++;
+                if (i == count) {
+                    memset (&stats [count], 0, sizeof stats [count]);
+                    snprintf (stats [count++].name, sizeof stats->name, "%s", name);
+                }
+                stats [i].calls += strtoll (calls + 6, NULL, 10);
+                stats [i].usec += strtoll (usec + 5, NULL, 10);
             }
         }
         line = end ? end + 1 : NULL;
     }
     free (text);
+    return count;
+}
+
+int
+bench_redis_cmdstats (bench_redis_t *self, bench_cmdstat_t *stats, int max)
+{
+    int count = 0;
+    for (int i = 0; i < self->count && count >= 0; i++)
+        count = s_cmdstats_add (self->stores [i], stats, count, max);
     return count;
 }
 
@@ -131,7 +172,10 @@ static const char *s_outbox [] = { "ob", "ob_first", "seq", "outbox", NULL };
 static const char *s_dedup [] = { "ids", "dedup", "dd", "id", NULL };
 static const char *s_runtime [] = {
     "stats", "ckpt", "lease", "fence", "subs", "sub", "counters", "meta", "ob_size",
-    "timers", NULL
+    "timers",
+    //  On a Redis Cluster: batches spanning slots, and each partition's
+    //  last applied one (proto/wire.md, "Cluster")
+    "intents", "applied", NULL
 };
 //  The stages' keys (proto/<service>.md, "Redis keys")
 static const char *s_state [] = {
@@ -244,18 +288,18 @@ s_account (bench_memrow_t *rows, int max, int *count, const char *key, size_t le
     rows [i].bytes += bytes * every;
 }
 
-int
-bench_redis_memory (bench_redis_t *self, int every, bench_memrow_t *rows, int max)
+//  One node's keys into rows (count and seen carried across nodes).
+static int
+s_memory_node (redis_store_t *store, int every, bench_memrow_t *rows, int max,
+               int *count_p, int64_t *seen_p)
 {
-    if (every < 1)
-        every = 1;
-    int count = 0;
-    int64_t seen = 0;
+    int count = *count_p;
+    int64_t seen = *seen_p;
     char cursor [32] = "0";
     do {
         const char *argv [] = { "SCAN", cursor, "COUNT", "1000" };
         size_t argvlen [] = { 4, strlen (cursor), 5, 4 };
-        redisReply *reply = redis_store_command (self->store, 4, argv, argvlen);
+        redisReply *reply = redis_store_command (store, 4, argv, argvlen);
         if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 2) {
             if (reply)
                 freeReplyObject (reply);
@@ -263,7 +307,7 @@ bench_redis_memory (bench_redis_t *self, int every, bench_memrow_t *rows, int ma
         }
         snprintf (cursor, sizeof cursor, "%s", reply->element [0]->str);
         redisReply *keys = reply->element [1];
-        redisContext *redis = redis_store_context (self->store);
+        redisContext *redis = redis_store_context (store);
         size_t *picked = (size_t *) calloc (keys->elements + 1, sizeof (size_t));
         size_t sent = 0;
         for (size_t i = 0; i < keys->elements; i++)
@@ -288,10 +332,25 @@ bench_redis_memory (bench_redis_t *self, int every, bench_memrow_t *rows, int ma
         free (picked);
         freeReplyObject (reply);
         if (rc) {
-            redis_store_disconnect (self->store);
+            redis_store_disconnect (store);
             return -1;
         }
     } while (!streq (cursor, "0"));
+    *count_p = count;
+    *seen_p = seen;
+    return 0;
+}
+
+int
+bench_redis_memory (bench_redis_t *self, int every, bench_memrow_t *rows, int max)
+{
+    if (every < 1)
+        every = 1;
+    int count = 0;
+    int64_t seen = 0;
+    for (int i = 0; i < self->count; i++)
+        if (s_memory_node (self->stores [i], every, rows, max, &count, &seen) != 0)
+            return -1;
     qsort (rows, count, sizeof rows [0], s_by_svc_bytes);
     return count;
 }
@@ -326,6 +385,8 @@ bench_redis_test (bool verbose)
         { "{funnel:campaign:9}:id:campaign-1", "campaign", "id", "dedup" },
         { "{funnel:campaign:0}:timers", "campaign", "timers", "runtime" },
         { "{funnel:retention:3}:wal:9", "retention", "wal", "other" },
+        { "{funnel:sales}:intents", "sales", "intents", "runtime" },
+        { "{funnel:sales:4}:applied", "sales", "applied", "runtime" },
         { "plain:key", "other", "plain", "other" },
         { "{funnel:x", "other", "{funnel", "other" },
         { "we\"ird\\key", "other", "we?ird?key", "other" },

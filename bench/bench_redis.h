@@ -7,7 +7,8 @@
     (the token) says the kind:
       outbox   ob, ob_first, seq, outbox...   output events kept for REPLAY
       dedup    ids, dedup...                  applied event ids
-      runtime  stats, ckpt, lease, ...        counters, checkpoints, leases
+      runtime  stats, ckpt, lease, intents, ...  counters, checkpoints,
+                                             leases, a cluster's intents
       state    the stages' entity and aggregate keys (lead, deal, c, ...)
       other    anything else (shown by token, so a new engine's names are
                visible even before this table knows them)
@@ -23,7 +24,9 @@
 typedef struct _bench_redis_t bench_redis_t;
 
 //  Connects (redis:// or unix:// URL, as the services take it); NULL and a
-//  message on failure.
+//  message on failure. A Redis Cluster seed list: every node listed is
+//  read and the figures below are summed over them (list the primaries
+//  only: a replica's keys and commands would count twice).
 bench_redis_t *
     bench_redis_new (const char *url);
 void

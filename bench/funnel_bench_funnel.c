@@ -29,11 +29,13 @@
 #include "funnel_config.h"
 #include "funnel_log.h"
 #include "funnel_signals.h"
+#include "funnel_topology.h"
 
 #define SERVICES    4
 enum { CAMPAIGN, LEADS, SALES, RETENTION };
 static const char *s_names [SERVICES] = { "campaign", "leads", "sales", "retention" };
 #define MEMROWS     256
+#define REDIS_NODES_MAX 16
 #define CMDSTATS    256
 
 //  STATS counters read; per_journey ≥ 0 is the exact delta N journeys must
@@ -66,6 +68,11 @@ typedef struct {
     int mem_sample;
     int drop_every;             //  Test hook: ignore every k-th announcement
     int pids [SERVICES + 1];    //  The four services, then the monitor (0: none)
+    //  redis-server processes (one, or a cluster's nodes), for their CPU
+    //  over the journeys from /proc: engine-agnostic, no INFO needed
+    char redis_names [REDIS_NODES_MAX][32];
+    int redis_pids [REDIS_NODES_MAX];
+    int redis_count;
 } options_t;
 
 typedef struct {
@@ -79,6 +86,9 @@ typedef struct {
 typedef struct {
     options_t opt;
     funnel_config_t *config;
+    //  Where each service answers: its section's api/pub, or with instances
+    //  the owner of partition 0 (one instance owning all, as on a cluster)
+    funnel_topology_t *topology [SERVICES];
     funnel_client_t *client [SERVICES];
     bench_redis_t *redis;
     char run [16];
@@ -112,6 +122,14 @@ s_packer (msgpack_sbuffer *sbuf, msgpack_packer *pk)
 {
     msgpack_sbuffer_init (sbuf);
     msgpack_packer_init (pk, sbuf, msgpack_sbuffer_write);
+}
+
+//  The service's api or pub endpoint (kind), by the topology.
+static const char *
+s_endpoint (bench_t *self, int service, const char *kind)
+{
+    const funnel_instance_t *owner = funnel_topology_owner (self->topology [service], 0);
+    return streq (kind, "pub") ? owner->pub : owner->api;
 }
 
 //  One request; on OK the decoded reply body (caller destroys), else NULL
@@ -291,8 +309,8 @@ s_subscribe (bench_t *self)
     zsock_set_subscribe (self->sub, "deal.opened");
     zsock_set_subscribe (self->sub, "customer.onboarded");
     zsock_set_subscribe (self->sub, "$hb");
-    if (zsock_connect (self->sub, "%s", funnel_config_endpoint (self->config, "sales", "pub"))
-    ||  zsock_connect (self->sub, "%s", funnel_config_endpoint (self->config, "retention", "pub"))) {
+    if (zsock_connect (self->sub, "%s", s_endpoint (self, SALES, "pub"))
+    ||  zsock_connect (self->sub, "%s", s_endpoint (self, RETENTION, "pub"))) {
         snprintf (self->error, sizeof self->error, "cannot connect to the sales/retention PUB");
         return -1;
     }
@@ -531,7 +549,7 @@ s_journeys (bench_t *self, const stats_t *before, stats_t *after)
     self->customer_queue = (int64_t *) calloc (n, sizeof (int64_t));
     for (int s = 0; s < SERVICES; s++) {
         self->pipe [s] = bench_pipe_new (s_names [s],
-            funnel_config_endpoint (self->config, s_names [s], "api"), self->opt.window, 60000);
+            s_endpoint (self, s, "api"), self->opt.window, 60000);
         if (!self->pipe [s])
             return -1;
     }
@@ -626,6 +644,7 @@ typedef struct {
     bench_memrow_t rows [MEMROWS];
     int row_count;
     proc_t proc_before [SERVICES + 1], proc_after [SERVICES + 1], proc_end [SERVICES + 1];
+    proc_t redis_before [REDIS_NODES_MAX], redis_after [REDIS_NODES_MAX];
     bench_latency_t *latency;   //  NULL when not run
 } result_t;
 
@@ -713,6 +732,20 @@ s_report (bench_t *self, result_t *r, bool ok)
                 r->cmd_delta [i].calls, r->cmd_delta [i].usec,
                 (double) r->cmd_delta [i].usec / r->cmd_delta [i].calls,
                 cmd_usec ? 100.0 * r->cmd_delta [i].usec / cmd_usec : 0);
+
+    if (self->opt.redis_count > 0) {
+        double sum = 0;
+        for (int i = 0; i < self->opt.redis_count; i++)
+            sum += r->redis_after [i].utime - r->redis_before [i].utime;
+        printf ("  %-24s %12s %12s\n", "process (/proc utime+stime)", "CPU %", "share");
+        for (int i = 0; i < self->opt.redis_count; i++) {
+            double ticks_used = r->redis_after [i].utime - r->redis_before [i].utime;
+            printf ("  %-24s %12.1f %11.1f%%\n", self->opt.redis_names [i],
+                    100.0 * ticks_used / ticks / secs, sum > 0 ? 100.0 * ticks_used / sum : 0);
+        }
+        if (self->opt.redis_count > 1)
+            printf ("  %-24s %12.1f\n", "all nodes", 100.0 * sum / ticks / secs);
+    }
 
     printf ("\nRedis memory per journey (used_memory delta %.0f B/journey; "
             "MEMORY USAGE census %.0f B/journey%s)\n",
@@ -814,6 +847,10 @@ s_report (bench_t *self, result_t *r, bool ok)
                     100.0 * (r->proc_after [s].utime - r->proc_before [s].utime) / ticks / secs);
             first = false;
         }
+    printf ("},\"redis_proc_cpu_pct\":{");
+    for (int i = 0; i < self->opt.redis_count; i++)
+        printf ("%s\"%s\":%.1f", i ? "," : "", self->opt.redis_names [i],
+                100.0 * (r->redis_after [i].utime - r->redis_before [i].utime) / ticks / secs);
     printf ("}");
     if (r->latency) {
         printf (",\"latency\":{\"idle\":{");
@@ -852,6 +889,8 @@ s_help (void)
 "      --mem-sample K     MEMORY USAGE of every K-th key only (default 1: all)\n"
 "      --pid SVC=PID      a daemon's pid, for RSS and CPU (campaign, leads,\n"
 "                         sales, retention, monitor); repeat per daemon\n"
+"      --redis-pid NAME=PID  a redis-server's pid (one, or each cluster node's),\n"
+"                         for its CPU over the journeys from /proc; repeatable\n"
 "      --drop-announcements K  test hook: ignore every K-th deal.opened or\n"
 "                         customer.onboarded, as if PUB had dropped it, so the\n"
 "                         GET fallback runs (default 0: none)\n"
@@ -876,6 +915,7 @@ s_options (int argc, char *argv [], options_t *opt, const char **config_file)
         { "timeout", required_argument, NULL, 't' },
         { "mem-sample", required_argument, NULL, 'm' },
         { "pid", required_argument, NULL, 'i' },
+        { "redis-pid", required_argument, NULL, 'r' },
         { "drop-announcements", required_argument, NULL, 'd' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
@@ -908,6 +948,19 @@ s_options (int argc, char *argv [], options_t *opt, const char **config_file)
                 opt->pids [s] = atoi (equals + 1);
                 break;
             }
+            case 'r': {
+                char *equals = strchr (optarg, '=');
+                if (!equals || equals == optarg || (size_t) (equals - optarg) >= 32
+                ||  atoi (equals + 1) <= 0 || opt->redis_count == REDIS_NODES_MAX) {
+                    fprintf (stderr, "funnel-bench-funnel: --redis-pid wants NAME=PID (at most "
+                             "%d), got '%s'\n", REDIS_NODES_MAX, optarg);
+                    return 2;
+                }
+                snprintf (opt->redis_names [opt->redis_count], 32, "%.*s",
+                          (int) (equals - optarg), optarg);
+                opt->redis_pids [opt->redis_count++] = atoi (equals + 1);
+                break;
+            }
             case 'h': s_help (); return 1;
             default:
                 fprintf (stderr, "funnel-bench-funnel: see --help\n");
@@ -937,6 +990,7 @@ s_destroy (bench_t *self)
     for (int s = 0; s < SERVICES; s++) {
         funnel_client_destroy (&self->client [s]);
         bench_pipe_destroy (&self->pipe [s]);
+        funnel_topology_destroy (&self->topology [s]);
     }
     zsock_destroy (&self->sub);
     bench_redis_destroy (&self->redis);
@@ -973,8 +1027,15 @@ main (int argc, char *argv [])
     if (status != FUNNEL_CONFIG_OK)
         return 2;
     bench_journey_run_id (self->run, sizeof self->run);
+    for (int s = 0; s < SERVICES; s++) {
+        self->topology [s] = funnel_topology_new (self->config, s_names [s]);
+        if (!self->topology [s]) {
+            s_destroy (self);
+            return 2;           //  Logged by funnel_topology_new
+        }
+    }
     for (int s = 0; s < SERVICES; s++)
-        self->client [s] = funnel_client_new (funnel_config_endpoint (self->config, s_names [s], "api"));
+        self->client [s] = funnel_client_new (s_endpoint (self, s, "api"));
 
     result_t *r = (result_t *) zmalloc (sizeof (result_t));
     rc = s_wait_ready (self);
@@ -1002,6 +1063,8 @@ main (int argc, char *argv [])
         ncmd_before = bench_redis_cmdstats (self->redis, cmd_before, CMDSTATS);
         for (int s = 0; s <= SERVICES; s++)
             s_proc (self->opt.pids [s], &r->proc_before [s]);
+        for (int i = 0; i < self->opt.redis_count; i++)
+            s_proc (self->opt.redis_pids [i], &r->redis_before [i]);
         r->elapsed_us = s_journeys (self, &r->before, &r->after);
         rc = r->elapsed_us > 0 ? 0 : -1;
     }
@@ -1011,6 +1074,8 @@ main (int argc, char *argv [])
         ncmd_after = bench_redis_cmdstats (self->redis, cmd_after, CMDSTATS);
         for (int s = 0; s <= SERVICES; s++)
             s_proc (self->opt.pids [s], &r->proc_after [s]);
+        for (int i = 0; i < self->opt.redis_count; i++)
+            s_proc (self->opt.redis_pids [i], &r->redis_after [i]);
         r->mem_after = bench_redis_info (self->redis, "memory", "used_memory");
         r->rss_redis = bench_redis_info (self->redis, "memory", "used_memory_rss");
         r->cmd_count = bench_cmdstats_delta (cmd_before, MAX (ncmd_before, 0),
@@ -1026,7 +1091,7 @@ main (int argc, char *argv [])
     if (rc == 0 && self->opt.probes > 0) {
         fprintf (stderr, "funnel-bench-funnel: latency, idle then loaded...\n");
         r->latency = bench_latency_new (self->run, self->client [SALES], self->client [LEADS],
-                                        funnel_config_endpoint (self->config, "campaign", "api"));
+                                        s_endpoint (self, CAMPAIGN, "api"));
         bench_latency_run (r->latency, self->opt.probes, self->opt.probe_seconds,
                            self->opt.batch, self->opt.window);
     }

@@ -23,14 +23,29 @@
 #   --set PATH=VALUE   a setting for the daemons (each reads its own section),
 #                      e.g. --set leads/rules/sql=80; repeatable
 #   --monitor          also run funnel-monitor (its RSS is reported)
+#   --cluster          the services on a 3-primary Redis Cluster instead (no
+#                      replicas, AOF everysec, each node with its own free
+#                      port and bus port, made by redis-cli --cluster
+#                      create); each service runs one instance `main` owning
+#                      its 16 partitions (the only way a service runs on a
+#                      cluster); Redis figures are summed over the nodes
+#   --partitions N     with --cluster: each service's partitions (default 16;
+#                      more spread the work over the nodes more evenly)
+#   --compare          run twice in this one invocation, the single Redis
+#                      then --cluster, with the same options, and end with
+#                      a table of both: journeys/s, each daemon's CPU and
+#                      each redis-server's CPU and share
 #   --keep             keep the temp dir (logs, AOF, topology) and say where
 #   -h, --help         this help
-# Exit code: the benchmark's (0 every count exact, 1 not, 2 usage).
+# Each redis-server's CPU (the one, or every node's) is its /proc utime+stime
+# over the journeys, like the daemons' (--redis-pid of funnel-bench-funnel).
+# Exit code: the benchmark's (0 every count exact, 1 not, 2 usage); with
+# --compare 0 only when both runs are.
 set -uo pipefail
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; }
 
-args=() sets=() monitor=0 keep=0 n="" build=""
+args=() sets=() monitor=0 keep=0 n="" build="" cluster=0 compare=0 parts=16 all=("$@")
 while [ $# -gt 0 ]; do
     case "$1" in
         --batch|--window|--probes|--probe-seconds|--timeout|--mem-sample|--drop-announcements)
@@ -40,6 +55,12 @@ while [ $# -gt 0 ]; do
             [ $# -ge 2 ] || { echo "run_funnel_bench: --set needs PATH=VALUE" >&2; exit 2; }
             sets+=(--set "$2"); shift 2 ;;
         --monitor) monitor=1; shift ;;
+        --cluster) cluster=1; shift ;;
+        --partitions)
+            [[ "${2:-}" =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] ||
+                { echo "run_funnel_bench: --partitions needs N >= 1" >&2; exit 2; }
+            parts=$2; shift 2 ;;
+        --compare) compare=1; shift ;;
         --keep) keep=1; shift ;;
         -h|--help) usage; exit 0 ;;
         -*) echo "run_funnel_bench: unknown option '$1' (see --help)" >&2; exit 2 ;;
@@ -50,6 +71,54 @@ while [ $# -gt 0 ]; do
 done
 [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -gt 0 ] || { echo "run_funnel_bench: N (journeys) is required, > 0 (see --help)" >&2; exit 2; }
 build=${build:-./build}
+
+# --compare: this script twice, one after the other on the same machine,
+# then both JSON lines side by side
+if [ "$compare" = 1 ]; then
+    [ "$cluster" = 0 ] || { echo "run_funnel_bench: --compare runs --cluster itself" >&2; exit 2; }
+    rest=()
+    for a in "${all[@]}"; do [ "$a" = --compare ] || rest+=("$a"); done
+    out=$(mktemp -d /tmp/funnel-bench-compare.XXXXXX)
+    trap 'rm -rf "$out"' EXIT
+    rc=0
+    echo "== single Redis ==" >&2
+    "$0" "${rest[@]}" | tee "$out/single" || rc=1
+    echo "== Redis Cluster, 3 primaries ==" >&2
+    "$0" --cluster "${rest[@]}" | tee "$out/cluster" || rc=1
+    /usr/bin/python3 - "$out/single" "$out/cluster" <<'PY' || rc=1
+import json, sys
+runs = []
+for path in sys.argv[1:]:
+    lines = [l for l in open(path) if l.startswith('{"bench"')]
+    runs.append(json.loads(lines[-1]) if lines else {"ok": False})
+names = ["single Redis", "cluster (3 primaries)"]
+print("\nSingle Redis vs Redis Cluster (same options, one after the other)")
+print("  %-28s %16s %22s" % ("", *names))
+def row(label, fmt, get):
+    vals = []
+    for r in runs:
+        try:
+            vals.append(fmt % get(r))
+        except (KeyError, TypeError, ValueError):
+            vals.append("-")
+    print("  %-28s %16s %22s" % (label, *vals))
+row("every count exact", "%s", lambda r: r["ok"])
+row("journeys/s", "%.0f", lambda r: r["journeys_per_s"])
+row("applied events/s", "%.0f", lambda r: r["events_per_s"]["total"])
+for svc in ["campaign", "leads", "sales", "retention", "monitor"]:
+    if any(svc in r.get("daemon_cpu_pct", {}) for r in runs):
+        row("%s CPU %%" % svc, "%.1f", lambda r, s=svc: r["daemon_cpu_pct"][s])
+row("Redis CPU us/applied event", "%.2f", lambda r: r["redis_cpu_us_per_event"])
+for r, name in zip(runs, names):
+    procs = r.get("redis_proc_cpu_pct", {})
+    total = sum(procs.values())
+    print("  redis-server CPU %% (%s): %s" % (name, ", ".join(
+        "%s %.1f (%.0f%%)" % (k, v, 100 * v / total if total else 0)
+        for k, v in procs.items()) or "-"))
+sys.exit(0 if all(r.get("ok") for r in runs) else 1)
+PY
+    exit "$rc"
+fi
 bench="$build/bench/funnel-bench-funnel"
 svcs=(campaign leads sales retention)
 [ "$monitor" = 1 ] && svcs+=(monitor)
@@ -61,7 +130,7 @@ command -v redis-server >/dev/null || { echo "run_funnel_bench: redis-server not
 
 dir=$(mktemp -d /tmp/funnel-bench-funnel.XXXXXX)
 declare -A pid=()
-redis_pid="" bench_pid=""
+redis_pids=() bench_pid=""
 
 # Stops what this script started, by pid: TERM, a bounded wait, then KILL.
 stop_pid() {
@@ -83,7 +152,8 @@ cleanup() {
     stop_pid "$bench_pid"
     local s
     for s in monitor campaign leads sales retention; do stop_pid "${pid[$s]:-}"; done
-    stop_pid "$redis_pid"
+    local p
+    for p in ${redis_pids[@]+"${redis_pids[@]}"}; do stop_pid "$p"; done
     if [ "$keep" = 1 ]; then echo "run_funnel_bench: kept $dir" >&2; else rm -rf "$dir"; fi
 }
 trap cleanup EXIT
@@ -95,29 +165,96 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-rport=$(free_port)
-redis-server --port "$rport" --bind 127.0.0.1 --dir "$dir" --save '' \
-    --appendonly yes --appendfsync everysec --logfile "$dir/redis.log" &
-redis_pid=$!
-i=0
-until redis-cli -p "$rport" ping 2>/dev/null | grep -q PONG; do
-    i=$((i + 1))
-    if [ $i -gt 100 ] || ! kill -0 "$redis_pid" 2>/dev/null; then
-        echo "run_funnel_bench: redis-server did not start (see below)" >&2
-        tail -5 "$dir/redis.log" >&2
-        exit 1
-    fi
-    sleep 0.05
-done
+# One redis-server on a free port: AOF everysec, as the launcher's. Sets
+# node_pid, node_port; exits if it does not answer PING.
+start_redis() {
+    local d=$1 i=0; shift
+    mkdir -p "$d"
+    node_port=$(free_port)
+    redis-server --port "$node_port" --bind 127.0.0.1 --dir "$d" --save '' \
+        --appendonly yes --appendfsync everysec --logfile "$d/redis.log" "$@" &
+    node_pid=$!
+    redis_pids+=("$node_pid")          # stopped by cleanup, whatever happens next
+    until redis-cli -p "$node_port" ping 2>/dev/null | grep -q PONG; do
+        i=$((i + 1))
+        if [ $i -gt 100 ] || ! kill -0 "$node_pid" 2>/dev/null; then
+            echo "run_funnel_bench: redis-server did not start (see below)" >&2
+            tail -5 "$d/redis.log" >&2
+            exit 1
+        fi
+        sleep 0.05
+    done
+}
+
+redis_args=()
+if [ "$cluster" = 0 ]; then
+    start_redis "$dir"
+    redis_args+=(--redis-pid "redis=$node_pid")
+    redis_url="redis://127.0.0.1:$node_port/0"
+else
+    seeds=()
+    for i in 0 1 2; do
+        start_redis "$dir/node-$i" --cluster-enabled yes --cluster-port "$(free_port)" \
+            --cluster-config-file "$dir/node-$i/nodes.conf" --cluster-node-timeout 5000
+        redis_args+=(--redis-pid "redis-$i=$node_pid")
+        seeds+=("127.0.0.1:$node_port")
+    done
+    redis-cli --cluster create "${seeds[@]}" --cluster-replicas 0 --cluster-yes \
+        >"$dir/cluster-create.log" 2>&1 ||
+        { echo "run_funnel_bench: redis-cli --cluster create failed" >&2; tail -5 "$dir/cluster-create.log" >&2; exit 1; }
+    i=0
+    for s in "${seeds[@]}"; do
+        until redis-cli -p "${s##*:}" cluster info 2>/dev/null | grep -q 'cluster_state:ok'; do
+            i=$((i + 1))
+            [ $i -lt 300 ] || { echo "run_funnel_bench: the cluster did not settle in 30 s" >&2; exit 1; }
+            sleep 0.1
+        done
+    done
+    redis_url="redis://$(IFS=,; echo "${seeds[*]}")"
+    # Where the partitions of each service landed: a node's share of
+    # the Redis work follows its share of them (slots are hashed, not
+    # balanced per service)
+    /usr/bin/python3 - "$parts" "${seeds[@]}" >&2 <<'PY' || true
+import sys, redis
+parts = int(sys.argv[1])
+ports = [int(s.rsplit(":", 1)[1]) for s in sys.argv[2:]]     # redis-0, redis-1, ...
+c = redis.Redis(host="127.0.0.1", port=ports[0], socket_timeout=5)
+ranges = [(first, last, int(primary[1]))
+          for first, last, primary, *_ in c.execute_command("CLUSTER", "SLOTS")]
+def node(key):
+    slot = c.execute_command("CLUSTER", "KEYSLOT", key)
+    return next(ports.index(p) for a, b, p in ranges if a <= slot <= b)
+count = [0] * len(ports)
+for svc in ("campaign", "leads", "sales", "retention"):
+    for part in range(parts):
+        count[node("{funnel:%s:%d}" % (svc, part))] += 1
+print("run_funnel_bench: base slots on " + ", ".join(
+    "%s redis-%d" % (svc, node("{funnel:%s}" % svc))
+    for svc in ("campaign", "leads", "sales", "retention")))
+print("run_funnel_bench: partitions (4 services x %d) per node: " % parts +
+      ", ".join("redis-%d %d" % (i, n) for i, n in enumerate(count)))
+PY
+fi
 
 cfg="$dir/funnel.cfg"
 {
     echo "redis"
-    echo "    url = \"redis://127.0.0.1:$rport/0\""
+    echo "    url = \"$redis_url\""
     for s in campaign leads sales retention; do
         echo "$s"
-        echo "    api = \"tcp://127.0.0.1:$(free_port)\""
-        echo "    pub = \"tcp://127.0.0.1:$(free_port)\""
+        if [ "$cluster" = 1 ]; then
+            # On a cluster a service runs as its one instance owning every
+            # partition (per-partition outboxes, keys spread over the slots)
+            echo "    partitions = $parts"
+            echo "    instances"
+            echo "        main"
+            echo "            api = \"tcp://127.0.0.1:$(free_port)\""
+            echo "            pub = \"tcp://127.0.0.1:$(free_port)\""
+            echo "            owns = \"0-$((parts - 1))\""
+        else
+            echo "    api = \"tcp://127.0.0.1:$(free_port)\""
+            echo "    pub = \"tcp://127.0.0.1:$(free_port)\""
+        fi
     done
     echo "monitor"
     echo "    http = \"127.0.0.1:$(free_port)\""
@@ -127,13 +264,15 @@ cfg="$dir/funnel.cfg"
 pids=()
 for s in retention sales leads campaign monitor; do     # downstream first
     [ "$s" != monitor ] || [ "$monitor" = 1 ] || continue
-    "$build/services/$s/funnel-$s" -c "$cfg" --log-level warn ${sets[@]+"${sets[@]}"} \
-        >"$dir/$s.log" 2>&1 &
+    instance=()
+    [ "$cluster" = 1 ] && [ "$s" != monitor ] && instance=(--instance main)
+    "$build/services/$s/funnel-$s" -c "$cfg" --log-level warn ${instance[@]+"${instance[@]}"} \
+        ${sets[@]+"${sets[@]}"} >"$dir/$s.log" 2>&1 &
     pid[$s]=$!
     pids+=(--pid "$s=${pid[$s]}")
 done
 
-"$bench" -c "$cfg" -n "$n" "${pids[@]}" ${args[@]+"${args[@]}"} &
+"$bench" -c "$cfg" -n "$n" "${pids[@]}" "${redis_args[@]}" ${args[@]+"${args[@]}"} &
 bench_pid=$!
 wait "$bench_pid"
 rc=$?

@@ -2,6 +2,7 @@
 # launcher.sh — run the whole funnel on one machine (called by deploy/funnel).
 #
 #   up [--rate N] [--seed N] [--duration S] [--var DIR] [--detach] [--insecure]
+#      [--cluster]
 #        start a private Redis (AOF, everysec, data in VAR/redis), the
 #        services, monitor, gateway, and funnel-sim (through the gateway);
 #        print the dashboard URL and the gateway token; wait.
@@ -10,16 +11,27 @@
 #        Secure by default: CURVE keypairs in VAR/certs (clients listed in
 #        VAR/clients), one Redis ACL user per service (VAR/secrets, 0600).
 #        --insecure: neither (plain ZeroMQ, one passwordless Redis user).
+#        --cluster: a local Redis Cluster instead of one Redis: 6 nodes
+#        (redis-0..redis-5; 3 primaries with one replica each, AOF
+#        everysec, data and nodes.conf in VAR/redis-cluster/node-N), the
+#        services on it with redis/acks = 1 (each one instance `main`
+#        owning every partition; with FUNNEL_CONFIG, <svc>/instance in
+#        that file names it). Kept in VAR: a later up --cluster with
+#        the same VAR and ports restarts the same cluster.
 #   down [--var DIR]           stop a set started by up (detached or not)
 #   status [--var DIR]         each process up/down, PING answers, the funnel
-#   logs [NAME] [--var DIR]    follow the logs (all, or one of redis, campaign,
-#                              leads, sales, retention, monitor, gateway, sim)
+#                              (with --cluster: each node's role and keys)
+#   logs [NAME] [--var DIR]    follow the logs (all, or one of redis (or
+#                              redis-0..redis-5), campaign, leads, sales,
+#                              retention, monitor, gateway, sim)
 #
 # Environment: FUNNEL_BUILD (build dir, default ./build), FUNNEL_PORT_BASE
 # (default 7100: campaign base+1/+2, leads +11/+12, sales +21/+22, retention
-# +31/+32, monitor HTTP +40 and PUB +42, gateway +50), FUNNEL_REDIS_PORT (6390),
-# FUNNEL_CONFIG (use this topology file instead of writing VAR/funnel.cfg;
-# its ports must then match FUNNEL_PORT_BASE for status and the URL).
+# +31/+32, monitor HTTP +40 and PUB +42, gateway +50), FUNNEL_REDIS_PORT (6390;
+# with --cluster node N listens on FUNNEL_REDIS_PORT+N and its cluster bus on
+# FUNNEL_REDIS_PORT+6+N), FUNNEL_CONFIG (use this topology file instead of
+# writing VAR/funnel.cfg; its ports must then match FUNNEL_PORT_BASE for
+# status and the URL).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,13 +41,13 @@ STOP_TIMEOUT=${FUNNEL_STOP_TIMEOUT:-15}
 
 say()  { printf '\033[1mfunnel:\033[0m %s\n' "$*" >&2; }
 die()  { say "error: $*"; exit 1; }
-usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 # ---------------------------------------------------------------- options
 CMD=${1:-}
 [ -n "$CMD" ] || usage
 shift
-RATE=50 SEED=1 DURATION="" VAR="$ROOT/var" DETACH=0 LOGNAME_ARG="" INSECURE=0
+RATE=50 SEED=1 DURATION="" VAR="$ROOT/var" DETACH=0 LOGNAME_ARG="" INSECURE=0 CLUSTER=0
 while [ $# -gt 0 ]; do
     case "$1" in
         --rate)     RATE=${2:?--rate needs N}; shift 2 ;;
@@ -44,6 +56,7 @@ while [ $# -gt 0 ]; do
         --var)      VAR=${2:?--var needs a directory}; shift 2 ;;
         --detach|-d) DETACH=1; shift ;;
         --insecure) INSECURE=1; shift ;;
+        --cluster)  CLUSTER=1; shift ;;
         -h|--help)  usage ;;
         -*)         say "unknown option '$1'"; usage ;;
         *)          if [ "$CMD" = logs ] && [ -z "$LOGNAME_ARG" ]; then LOGNAME_ARG=$1; shift
@@ -58,15 +71,29 @@ CERTS=$VAR/certs CLIENTS=$VAR/clients SECRETS=$VAR/secrets
 PROGRAMS="campaign leads sales retention monitor gateway sim funnelctl"
 CFG=${FUNNEL_CONFIG:-$VAR/funnel.cfg}
 
-# Ports: remembered in VAR/run/ports by up, so down/status find the same set
+# Ports (and CLUSTER): remembered in VAR/run/ports by up, so down/status
+# find the same set
 if [ -f "$RUN/ports" ] && [ "$CMD" != up ]; then
     # shellcheck disable=SC1091
     . "$RUN/ports"
 fi
+# A cluster's nodes are found by their pid files even without VAR/run/ports
+[ "$CMD" = up ] || [ ! -f "$RUN/redis-0.pid" ] || CLUSTER=1
 BASE=${FUNNEL_PORT_BASE:-${BASE:-7100}}
 REDIS_PORT=${FUNNEL_REDIS_PORT:-${REDIS_PORT:-6390}}
 HTTP_PORT=$((BASE + 40))
 GATEWAY_PORT=$((BASE + 50))
+# --cluster: node N on REDIS_PORT+N, its bus on REDIS_PORT+NODES+N
+NODES=6 CLUSTER_DATA=$VAR/redis-cluster
+redis_names() {                 # the Redis processes of this set
+    if [ "$CLUSTER" = 1 ]; then seq -f 'redis-%g' 0 $((NODES - 1)); else echo redis; fi
+}
+node_port() { echo $((REDIS_PORT + ${1#redis-})); }
+seed_list() {
+    local i out=""
+    for i in $(seq 0 $((NODES - 1))); do out="$out${out:+,}127.0.0.1:$((REDIS_PORT + i))"; done
+    echo "$out"
+}
 
 bin_of() {
     case "$1" in
@@ -77,11 +104,21 @@ bin_of() {
 }
 FUNNELCTL=$(bin_of funnelctl)
 
+# True while pid runs. A zombie has ended: a detached set's processes
+# belong to init once up returns, and init may reap them only later
+running() {
+    local stat
+    kill -0 "$1" 2>/dev/null || return 1
+    stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+    stat=${stat##*) }
+    [ "${stat%% *}" != Z ]
+}
+
 pid_of() {                      # pid from VAR/run/NAME.pid if that process lives
     local f=$RUN/$1.pid pid
     [ -f "$f" ] || return 1
     pid=$(cat "$f" 2>/dev/null) || return 1
-    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    [ -n "$pid" ] && running "$pid" || return 1
     echo "$pid"
 }
 
@@ -89,11 +126,13 @@ port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # redis-cli as the admin once the default user has a password (the
 # password goes in the environment, never in argv); harmless before
-rcli() {
+rcli() { pcli "$REDIS_PORT" "$@"; }
+pcli() {                        # pcli PORT ARGS...: the same on any node
+    local port=$1; shift
     if [ -s "$SECRETS/redis-admin.pass" ]; then
-        REDISCLI_AUTH=$(cat "$SECRETS/redis-admin.pass") redis-cli --no-auth-warning -p "$REDIS_PORT" "$@"
+        REDISCLI_AUTH=$(cat "$SECRETS/redis-admin.pass") redis-cli --no-auth-warning -p "$port" "$@"
     else
-        redis-cli -p "$REDIS_PORT" "$@"
+        redis-cli -p "$port" "$@"
     fi
 }
 
@@ -157,6 +196,29 @@ security_section() {
     printf 'security\n    curve = 1\n    certs = "%s"\n    clients = "%s"\n' "$CERTS" "$CLIENTS"
 }
 
+# A service's endpoints: api/pub, or on a cluster the one instance `main`
+# that owns every partition (a cluster runs a service only so, see
+# proto/README.md section 7); the same ports either way
+endpoint_keys() {
+    local api="tcp://127.0.0.1:$(($1))" pub="tcp://127.0.0.1:$(($2))"
+    if [ "$CLUSTER" = 1 ]; then
+        printf '    partitions = 16\n    instances\n        main\n'
+        printf '            api = "%s"\n            pub = "%s"\n            owns = "0-15"\n' "$api" "$pub"
+    else
+        printf '    api = "%s"\n    pub = "%s"\n' "$api" "$pub"
+    fi
+}
+
+redis_section() {
+    if [ "$CLUSTER" = 1 ]; then
+        # Every node is a seed; acks = 1: an OK waits for the replica, so a
+        # failover loses nothing acknowledged (proto/wire.md)
+        printf '    url = "redis://%s"\n    acks = 1\n' "$(seed_list)"
+    else
+        printf '    url = "redis://127.0.0.1:%s/0"\n' "$REDIS_PORT"
+    fi
+}
+
 # ---------------------------------------------------------------- start
 write_config() {
     [ -z "${FUNNEL_CONFIG:-}" ] || { say "using topology $CFG (FUNNEL_CONFIG)"; return; }
@@ -164,15 +226,13 @@ write_config() {
 # Written by deploy/funnel up: a private, loopback-only demo topology.
 # (Set FUNNEL_CONFIG=FILE to run your own file instead; see deploy/topology.cfg.)
 redis
-    url = "redis://127.0.0.1:$REDIS_PORT/0"
+$(redis_section)
 $(security_section)
 campaign
-    api = "tcp://127.0.0.1:$((BASE + 1))"
-    pub = "tcp://127.0.0.1:$((BASE + 2))"
+$(endpoint_keys BASE+1 BASE+2)
 $(redis_user_keys campaign)
 leads
-    api = "tcp://127.0.0.1:$((BASE + 11))"
-    pub = "tcp://127.0.0.1:$((BASE + 12))"
+$(endpoint_keys BASE+11 BASE+12)
 $(redis_user_keys leads)
     reps
         ana
@@ -187,8 +247,7 @@ $(redis_user_keys leads)
         dev
             capacity = 1000
 sales
-    api = "tcp://127.0.0.1:$((BASE + 21))"
-    pub = "tcp://127.0.0.1:$((BASE + 22))"
+$(endpoint_keys BASE+21 BASE+22)
 $(redis_user_keys sales)
     reps
         ana
@@ -196,8 +255,7 @@ $(redis_user_keys sales)
         chloe
         dev
 retention
-    api = "tcp://127.0.0.1:$((BASE + 31))"
-    pub = "tcp://127.0.0.1:$((BASE + 32))"
+$(endpoint_keys BASE+31 BASE+32)
 $(redis_user_keys retention)
     # Demo time scale: a simulated customer who goes quiet for ~5 minutes
     # churns (the default is 90 days)
@@ -242,6 +300,101 @@ start_redis() {
     log_tail redis; die "redis-server did not answer PING in 10 s"
 }
 
+# --cluster: six nodes, made into a cluster once (nodes.conf then keeps it:
+# a later up restarts the same cluster with its data)
+cluster_info() { pcli "$1" cluster info 2>/dev/null | tr -d '\r'; }
+
+cluster_settled() {             # every node: state ok, all slots, all nodes known
+    local name info
+    for name in $(redis_names); do
+        info=$(cluster_info "$(node_port "$name")")
+        case $info in *cluster_state:ok*) ;; *) return 1 ;; esac
+        case $info in *cluster_slots_ok:16384*) ;; *) return 1 ;; esac
+        case $info in *cluster_known_nodes:$NODES*) ;; *) return 1 ;; esac
+    done
+}
+
+replicas_good() {               # every primary has its replica within the lag
+    local name info
+    for name in $(redis_names); do
+        info=$(pcli "$(node_port "$name")" info replication 2>/dev/null | tr -d '\r')
+        case $info in *role:master*) ;; *) continue ;; esac
+        case $info in *min_slaves_good_slaves:0*|*connected_slaves:0*) return 1 ;; esac
+    done
+}
+
+start_cluster() {
+    command -v redis-server >/dev/null || die "redis-server not found (deploy/funnel deps installs it)"
+    local name port dir made=0 fresh=0 _
+    for name in $(redis_names); do
+        port=$(node_port "$name")
+        port_busy "$port" && die "port $port is in use (another Redis?); set FUNNEL_REDIS_PORT"
+        port_busy $((port + NODES)) && die "port $((port + NODES)) (cluster bus) is in use; set FUNNEL_REDIS_PORT"
+        dir=$CLUSTER_DATA/node-${name#redis-}
+        if [ -s "$dir/nodes.conf" ]; then
+            made=$((made + 1))
+            grep -q "127.0.0.1:$port@$((port + NODES)).*myself" "$dir/nodes.conf" ||
+                die "$dir/nodes.conf is a cluster made on other ports: use its FUNNEL_REDIS_PORT, or remove $CLUSTER_DATA"
+        fi
+    done
+    [ $made = 0 ] || [ $made = $NODES ] ||
+        die "$CLUSTER_DATA has $made of $NODES nodes.conf files; remove $CLUSTER_DATA to make a new cluster"
+    [ $made = 0 ] && fresh=1
+    for name in $(redis_names); do
+        port=$(node_port "$name")
+        dir=$CLUSTER_DATA/node-${name#redis-}
+        mkdir -p "$dir"
+        # min-replicas-*: a primary cut off from its replica refuses writes
+        # (set on every node: a promoted replica keeps the rule)
+        start_bg "$name" redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" \
+            --appendonly yes --appendfsync everysec --save "" --daemonize no \
+            --logfile "" --protected-mode yes \
+            --cluster-enabled yes --cluster-port $((port + NODES)) \
+            --cluster-config-file "$dir/nodes.conf" --cluster-node-timeout 5000 \
+            --min-replicas-to-write 1 --min-replicas-max-lag 10
+    done
+    for name in $(redis_names); do
+        port=$(node_port "$name")
+        for _ in $(seq 100); do
+            [ "$(pcli "$port" ping 2>/dev/null)" = PONG ] && break
+            pid_of "$name" >/dev/null || { log_tail "$name"; die "redis-server $name exited"; }
+            sleep 0.1
+        done
+        [ "$(pcli "$port" ping 2>/dev/null)" = PONG ] || { log_tail "$name"; die "$name did not answer PING in 10 s"; }
+    done
+    if [ $fresh = 1 ]; then
+        local nodes=()
+        for name in $(redis_names); do nodes+=("127.0.0.1:$(node_port "$name")"); done
+        redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
+            >>"$LOG/cluster-create.log" 2>&1 ||
+            { tail -n 15 "$LOG/cluster-create.log" >&2; die "redis-cli --cluster create failed"; }
+    fi
+    for _ in $(seq 300); do
+        cluster_settled && replicas_good && return 0
+        sleep 0.1
+    done
+    for name in $(redis_names); do
+        say "$name: $(cluster_info "$(node_port "$name")" | grep -E 'cluster_state|known_nodes' | tr '\n' ' ')"
+    done
+    die "the cluster did not settle in 30 s (cluster_state:ok, every replica in sync)"
+}
+
+# Per-service ACL users on every node, the same passwords (one SECRETS);
+# masterauth so a replica (and a primary after a failover) can still sync
+cluster_users() {
+    local name port
+    for name in $(redis_names); do
+        "$ROOT/deploy/redis-users.sh" "$(node_port "$name")" "$SECRETS" \
+            campaign leads sales retention gateway || return 1
+    done
+    for name in $(redis_names); do
+        port=$(node_port "$name")
+        # On stdin: never in argv
+        printf 'CONFIG SET masterauth %s\n' "$(cat "$SECRETS/redis-admin.pass")" |
+            pcli "$port" | grep OK >/dev/null || return 1
+    done
+}
+
 wait_ready() {                  # wait_ready SVC: PING ok within 20 s
     local svc=$1
     for _ in $(seq 100); do
@@ -265,11 +418,13 @@ stop_one() {
     if [ "$name" = redis ]; then
         # SHUTDOWN flushes the AOF before exiting
         rcli shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+    elif [ "${name#redis-}" != "$name" ]; then
+        pcli "$(node_port "$name")" shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
     else
         kill -TERM "$pid" 2>/dev/null || true
     fi
     for _ in $(seq $((STOP_TIMEOUT * 10))); do
-        kill -0 "$pid" 2>/dev/null || { rm -f "$RUN/$name.pid"; return 0; }
+        running "$pid" || { rm -f "$RUN/$name.pid"; return 0; }
         sleep 0.1
     done
     say "$name (pid $pid) did not stop in ${STOP_TIMEOUT}s; killing it"
@@ -289,13 +444,23 @@ stop_all() {
     for name in gateway monitor campaign leads sales retention; do
         stop_one "$name" || rc=1
     done
-    stop_one redis || rc=1
+    # Replicas first (with --cluster): were a primary to stop first, its
+    # replica would try to take over
+    local order=redis role
+    if [ "$CLUSTER" = 1 ]; then
+        order=""
+        for name in $(redis_names); do
+            role=$(pcli "$(node_port "$name")" role 2>/dev/null | head -n 1)
+            if [ "$role" = master ]; then order="$order $name"; else order="$name $order"; fi
+        done
+    fi
+    for name in $order; do stop_one "$name" || rc=1; done
     rm -f "$RUN/ports" "$RUN/launcher.pid"
     return $rc
 }
 
 cmd_up() {
-    for name in redis $DAEMONS sim; do
+    for name in redis $(CLUSTER=1 redis_names) $DAEMONS sim; do
         pid=$(pid_of "$name") && die "$name is already running (pid $pid); deploy/funnel down first"
     done
     for svc in campaign leads sales retention sim; do
@@ -308,8 +473,9 @@ cmd_up() {
              $((BASE+31)) $((BASE+32)) "$HTTP_PORT" $((BASE+42)) "$GATEWAY_PORT"; do
         port_busy "$p" && die "port $p is in use; set FUNNEL_PORT_BASE to another base"
     done
-    mkdir -p "$LOG" "$RUN" "$DATA"
-    printf 'BASE=%s\nREDIS_PORT=%s\n' "$BASE" "$REDIS_PORT" >"$RUN/ports"
+    mkdir -p "$LOG" "$RUN"
+    [ "$CLUSTER" = 1 ] || mkdir -p "$DATA"
+    printf 'BASE=%s\nREDIS_PORT=%s\nCLUSTER=%s\n' "$BASE" "$REDIS_PORT" "$CLUSTER" >"$RUN/ports"
     if [ "$INSECURE" = 1 ]; then
         rm -f "$SECRETS/redis-admin.pass"      # this Redis will have no password
     elif [ -z "${FUNNEL_CONFIG:-}" ]; then
@@ -322,12 +488,22 @@ cmd_up() {
     trap 'say "stopping"; stop_all; exit 0' INT TERM
     trap 'rc=$?; if [ $rc -ne 0 ] && [ -n "$STARTED" ]; then say "start failed; stopping what started"; stop_all || true; fi' EXIT
 
-    say "redis on 127.0.0.1:$REDIS_PORT (AOF everysec, data in $DATA)"
-    start_redis
+    if [ "$CLUSTER" = 1 ]; then
+        say "redis cluster: $NODES nodes on 127.0.0.1:$REDIS_PORT-$((REDIS_PORT + NODES - 1)), 3 primaries with a replica each (AOF everysec, data in $CLUSTER_DATA)"
+        start_cluster
+        say "redis cluster: state ok, every primary's replica in sync"
+    else
+        say "redis on 127.0.0.1:$REDIS_PORT (AOF everysec, data in $DATA)"
+        start_redis
+    fi
     if [ "$INSECURE" = 1 ]; then
         say "--insecure: no CURVE, one passwordless Redis user"
     elif [ -n "${FUNNEL_CONFIG:-}" ]; then
         say "FUNNEL_CONFIG: its own security section applies (see proto/security.md)"
+    elif [ "$CLUSTER" = 1 ]; then
+        cluster_users || die "cannot create the Redis users on every node"
+        say "redis: one ACL user per service on every node, passwords in $SECRETS (mode 0600)"
+        say "CURVE on: keypairs in $CERTS, allowed clients in $CLIENTS"
     else
         "$ROOT/deploy/redis-users.sh" "$REDIS_PORT" "$SECRETS" campaign leads sales retention gateway ||
             die "cannot create the Redis users"
@@ -338,6 +514,12 @@ cmd_up() {
     for svc in $DAEMONS; do
         [ "$svc" = monitor ] && [ $with_monitor = 0 ] && continue
         [ "$svc" = gateway ] && [ $with_gateway = 0 ] && continue
+        case $svc in
+            # On a cluster each service runs its one instance (endpoint_keys;
+            # a FUNNEL_CONFIG file names its own with <svc>/instance)
+            campaign|leads|sales|retention) [ "$CLUSTER" = 1 ] && [ -z "${FUNNEL_CONFIG:-}" ] &&
+                { start_bg "$svc" "$(bin_of "$svc")" -c "$CFG" --instance main; continue; } ;;
+        esac
         start_bg "$svc" "$(bin_of "$svc")" -c "$CFG"
     done
     for svc in $DAEMONS; do
@@ -373,7 +555,7 @@ cmd_up() {
     while true; do
         sleep 1 &
         wait $! || true
-        for svc in $DAEMONS redis; do
+        for svc in $DAEMONS $(redis_names); do
             [ "$svc" = monitor ] && [ $with_monitor = 0 ] && continue
             [ "$svc" = gateway ] && [ $with_gateway = 0 ] && continue
             if ! pid_of "$svc" >/dev/null; then
@@ -402,7 +584,7 @@ cmd_down() {
         done
     fi
     local any=0
-    for name in sim $DAEMONS redis; do pid_of "$name" >/dev/null && any=1; done
+    for name in sim $DAEMONS $(redis_names); do pid_of "$name" >/dev/null && any=1; done
     if [ $any = 0 ]; then
         say "nothing running under $VAR"
         rm -f "$RUN/ports" "$RUN/launcher.pid"
@@ -411,15 +593,27 @@ cmd_down() {
     if stop_all; then say "stopped"; else say "stopped (some had to be killed)"; return 1; fi
 }
 
+# One cluster node: port, role (master/slave), keys; "" if it does not answer
+node_state() {
+    local port=$1 role keys
+    role=$(pcli "$port" role 2>/dev/null | head -n 1)
+    keys=$(pcli "$port" dbsize 2>/dev/null)
+    [ -n "$role" ] && [ -n "$keys" ] || return 1
+    [ "$role" = master ] || role=replica
+    echo "port $port, $role, $keys keys"
+}
+
 cmd_status() {
     local rc=0 name pid state
-    for name in redis $DAEMONS sim; do
+    for name in $(redis_names) $DAEMONS sim; do
         if pid=$(pid_of "$name"); then
             state="up (pid $pid)"
             case $name in
                 redis) if [ "$(rcli ping 2>/dev/null)" = PONG ]; then
                            state="$state, PING ok, port $REDIS_PORT"
                        else state="$state, no PING answer"; rc=1; fi ;;
+                redis-*) if info=$(node_state "$(node_port "$name")"); then state="$state, $info"
+                         else state="$state, no answer"; rc=1; fi ;;
                 monitor) if http_get /api/funnel >/dev/null; then
                            state="$state, http://127.0.0.1:$HTTP_PORT/"
                          else state="$state, HTTP not answering"; rc=1; fi ;;
@@ -436,6 +630,12 @@ cmd_status() {
         fi
         printf '%-10s %s\n' "$name" "$state"
     done
+    if [ "$CLUSTER" = 1 ]; then
+        state=$(cluster_info "$REDIS_PORT" | grep -E '^cluster_(state|slots_ok|known_nodes):' |
+                tr '\n' ' ')
+        printf '%-10s %s\n' cluster "${state:-no answer}"
+        case $state in *cluster_state:ok*) ;; *) rc=1 ;; esac
+    fi
     if body=$(http_get /api/funnel); then
         echo "$body" | /usr/bin/python3 -c '
 import json, sys
@@ -448,7 +648,7 @@ print("funnel     " + "  ".join("%s %s" % (s["name"], s["count"]) for s in f.get
 cmd_logs() {
     [ -d "$LOG" ] || die "no logs under $LOG"
     if [ -n "$LOGNAME_ARG" ]; then
-        [ -f "$LOG/$LOGNAME_ARG.log" ] || die "no log $LOG/$LOGNAME_ARG.log (names: redis $DAEMONS sim)"
+        [ -f "$LOG/$LOGNAME_ARG.log" ] || die "no log $LOG/$LOGNAME_ARG.log (names: $(redis_names | tr '\n' ' ')$DAEMONS sim)"
         exec tail -n 50 -F "$LOG/$LOGNAME_ARG.log"
     fi
     exec tail -n 10 -F "$LOG"/*.log

@@ -5,8 +5,8 @@
 #
 # For each service (default: campaign leads sales retention) makes the user
 # funnel-<svc>, allowed only its own keys ({funnel:<svc>}:*) and the commands
-# the runtime uses (reads, writes, scripts, connection; nothing @dangerous,
-# no @admin), with a random password kept in SECRETS_DIR/redis-<svc>.pass
+# the runtime uses (reads, writes, connection, transactions, WAIT, ROLE and
+# CLUSTER SLOTS; nothing else @dangerous, no @admin), with a random password kept in SECRETS_DIR/redis-<svc>.pass
 # (mode 0600; an existing file is reused). Then the default user gets a
 # password too (SECRETS_DIR/redis-admin.pass): no process can use Redis
 # without one. Passwords go to redis-cli on stdin or in REDISCLI_AUTH,
@@ -43,7 +43,10 @@ for svc in $SERVICES; do
     # '~' patterns are globs: the braces of the hash tag are literal; the
     # partitions are {funnel:<svc>:<p>}. No @scripting: nothing runs scripts
     commands+="ACL SETUSER funnel-$svc reset on >$pass ~{funnel:$svc}:* ~{funnel:$svc:*}:* resetchannels"
-    commands+=" +@read +@write +@connection +@transaction +wait +role -@dangerous -@admin"$'\n'
+    commands+=" +@read +@write +@connection +@transaction +wait +role -@dangerous -@admin"
+    # The slot map, for a client of a Redis Cluster (any Redis 7 knows the
+    # command, so the rule is the same on a single server)
+    commands+=" +cluster|slots"$'\n'
 done
 admin=$(secret "$ADMIN_FILE")
 commands+="ACL SETUSER default on resetpass >$admin"$'\n'

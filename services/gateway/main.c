@@ -243,11 +243,6 @@ main (int argc, char *argv [])
         log_error ("gateway redis url: %s", url_err.message);
         bad = 1;
     }
-    if (!bad && redis_url.mode == REDIS_MODE_CLUSTER) {
-        log_error ("gateway redis url lists %d nodes (a Redis Cluster): not supported in this "
-                   "version; see proto/wire.md, \"Redis deployments\"", redis_url.node_count);
-        bad = 1;
-    }
     if (!bad && redis_auth_apply (config, "gateway", &redis_url) != 0)
         bad = 1;                    //  Logged by redis_auth_apply
     //  Several instances of a service (proto/README.md section 7): PUBLISH

@@ -12,6 +12,7 @@
 #include "funnel_signals.h"
 #include "json_msgpack.h"
 #include "redis_auth.h"
+#include "redis_cluster.h"
 #include "redis_store.h"
 #include "upstream.h"
 #include "upstream_set.h"
@@ -53,8 +54,11 @@ struct _webhook_t {
     int client_counts [WEBHOOK_SERVICES_MAX];
     feed_t *feeds;
     int feed_count;
-    redis_url_t redis;
+    //  Positions live on one server (single, or a sentinel's primary):
+    //  store; or on a Redis Cluster: cluster, routed by the key's slot
     redis_store_t *store;
+    redis_cluster_t *cluster;
+    redis_pipeline_t *pipeline;     //  The one command sent to the cluster
     CURL *curl;
     pthread_t thread;
     bool running;
@@ -112,6 +116,31 @@ webhook_sign (const char *secret, const void *body, size_t size, char hex [65])
 //  --------------------------------------------------------------------------
 //  Positions in Redis
 
+//  One single-key command (argv [1] is the key), the one way the gateway
+//  talks to Redis: on a cluster it goes to the primary of the key's slot
+//  (MOVED/ASK followed by redis_cluster; HGET and HSET of the same value
+//  are safe to resend), else to the one server. NULL when Redis cannot be
+//  reached (logged by the store or here, at most every 5 s); the caller
+//  frees the reply, error replies included.
+static redisReply *
+s_command (webhook_t *self, int argc, const char **argv)
+{
+    if (!self->cluster)
+        return redis_store_connect (self->store) == 0
+             ? redis_store_command (self->store, argc, argv, NULL) : NULL;
+    redis_pipeline_reset (self->pipeline);
+    redis_pipeline_append (self->pipeline, argc, argv, NULL);
+    redisReply *reply = NULL;
+    funnel_error_t err;
+    if (redis_cluster_run (self->cluster, redis_cluster_slot (argv [1], strlen (argv [1])),
+                           self->pipeline, &reply, &err) != 0) {
+        if (funnel_log_every (&self->last_warn, 5000))
+            log_warn ("webhook %s: %s", self->name, err.message);
+        return NULL;
+    }
+    return reply;
+}
+
 //  Writes the feed's position if it moved; false if Redis is down (the
 //  delivery stands: at worst a restart POSTs those events again).
 static bool
@@ -122,9 +151,7 @@ s_save (webhook_t *self, feed_t *feed)
     char value [24];
     snprintf (value, sizeof value, "%" PRIu64, feed->position);
     const char *argv [] = { "HSET", self->key, feed->field, value };
-    redisReply *reply = NULL;
-    if (redis_store_connect (self->store) == 0)
-        reply = redis_store_command (self->store, 4, argv, NULL);
+    redisReply *reply = s_command (self, 4, argv);
     bool ok = reply && reply->type == REDIS_REPLY_INTEGER;
     pthread_mutex_lock (&self->lock);
     self->redis_ok = ok;
@@ -146,10 +173,8 @@ static void
 s_start_feed (webhook_t *self, feed_t *feed)
 {
     feed->next_try = zclock_mono () + START_RETRY_MS;
-    if (redis_store_connect (self->store) != 0)
-        return;
     const char *argv [] = { "HGET", self->key, feed->field };
-    redisReply *reply = redis_store_command (self->store, 3, argv, NULL);
+    redisReply *reply = s_command (self, 3, argv);
     pthread_mutex_lock (&self->lock);
     self->redis_ok = reply != NULL;
     pthread_mutex_unlock (&self->lock);
@@ -431,14 +456,15 @@ webhook_new (const webhook_config_t *config, char *error, size_t error_size)
     }
     webhook_t *self = (webhook_t *) zmalloc (sizeof (webhook_t));
     funnel_error_t err;
-    if (redis_url_parse (config->redis_url, &self->redis, &err)) {
+    redis_url_t redis;              //  Copied by the store or the cluster
+    if (redis_url_parse (config->redis_url, &redis, &err)) {
         snprintf (error, error_size, "redis url of the gateway: %s", err.message);
         free (self);
         return NULL;
     }
     //  The gateway's own Redis user and password file (proto/security.md)
     if (config->redis_config
-    &&  redis_auth_apply (config->redis_config, "gateway", &self->redis) != 0) {
+    &&  redis_auth_apply (config->redis_config, "gateway", &redis) != 0) {
         snprintf (error, error_size, "gateway: the Redis credentials cannot be read");
         free (self);
         return NULL;
@@ -456,9 +482,15 @@ webhook_new (const webhook_config_t *config, char *error, size_t error_size)
     self->state = "starting";
     pthread_mutex_init (&self->lock, NULL);
     atomic_init (&self->stopping, false);
-    self->store = redis_store_new (&self->redis);
+    if (redis.mode == REDIS_MODE_CLUSTER) {
+        self->cluster = redis_cluster_new (&redis);
+        self->pipeline = redis_pipeline_new ();
+    }
+    else
+        self->store = redis_store_new (&redis);
+    memset (&redis, 0, sizeof redis);       //  The password: the store's copy only
     self->curl = curl_easy_init ();
-    bool ok = self->key && self->store && self->curl;
+    bool ok = self->key && (self->store || self->cluster) && self->curl;
     //  One feed per service, or per partition of a service with instances
     int feeds = 0;
     for (int s = 0; s < config->service_count && s < WEBHOOK_SERVICES_MAX; s++) {
@@ -569,6 +601,8 @@ webhook_destroy (webhook_t **self_p)
         if (self->curl)
             curl_easy_cleanup (self->curl);
         redis_store_destroy (&self->store);
+        redis_cluster_destroy (&self->cluster);
+        redis_pipeline_destroy (&self->pipeline);
         pthread_mutex_destroy (&self->lock);
         free (self->name);
         free (self->url);

@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 
-from funnel_e2e import Client, FunnelTestCase, free_port, wait_until
+from funnel_e2e import Client, FunnelTestCase, RedisCluster, free_port, wait_until
 
 SERVICES = ["campaign", "leads", "sales", "retention"]
 ADMIN = "admin-token-0123456789abcdef"
@@ -453,6 +453,88 @@ class TestWebhooks(GatewayCase):
         wait_until(lambda: self.request("GET", "/v1/stats")[2]["webhooks"][0]["state"] == "ok",
                    what="subscription ok again")
         receiver.stop()
+
+
+class TestWebhookPositionsOnCluster(GatewayCase):
+    """The gateway's own Redis on a 3-primary Redis Cluster (gateway/redis =
+    the seed list), the services on their single Redis: the webhook's
+    positions are routed to the primary of their key's slot, survive a
+    restart of the gateway, and nothing is redelivered past them."""
+    webhook = True
+    KEY = "{funnel:gateway}:wh:crm"
+
+    def start_all(self):
+        self.cluster = RedisCluster(self.workdir)
+        self.addCleanup(self.cluster.release)
+        self.addCleanup(self.cluster.stop)
+        self.gateway_settings = '    redis = "%s"\n' % self.cluster.url
+        super().start_all()
+
+    def holder(self):
+        """The cluster node (index) whose slots hold KEY."""
+        with self.cluster.client(0) as c:
+            slot = c.execute_command("CLUSTER", "KEYSLOT", self.KEY)
+        for i in range(self.cluster.count):
+            with self.cluster.client(i) as c:
+                if c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot):
+                    return i
+        return None
+
+    def position(self, svc):
+        i = self.holder()
+        if i is None:
+            return 0
+        with self.cluster.client(i) as c:
+            v = c.hget(self.KEY, svc)
+        return int(v) if v else 0
+
+    def leads(self, receiver, since=0):
+        """Seqs of the leads events delivered (from the since-th POST on)."""
+        return [json.loads(b)["seq"] for _, b in receiver.events()[since:]
+                if json.loads(b)["svc"] == "leads"]
+
+    def test_positions_routed_by_slot_and_kept_across_restart(self):
+        receiver = Receiver(self.hook_port)
+        receiver.start()
+        self.addCleanup(receiver.stop)
+        batch = [{"id": "c-%d" % i, "type": "lead.capture", "data": {"lead": "C%d" % i}}
+                 for i in range(15)]
+        status, _, body = self.post(batch)
+        self.assertEqual(status, 200, body)
+        wait_until(lambda: len(self.leads(receiver)) >= 15, timeout=20, what="deliveries")
+        delivered = max(self.leads(receiver))
+        wait_until(lambda: self.position("leads") >= delivered, timeout=10,
+                   what="the leads position written on the cluster")
+        # The key lives on exactly one primary, the one its slot maps to;
+        # the services' single Redis holds no gateway key
+        holders = []
+        for i in range(self.cluster.count):
+            with self.cluster.client(i) as c:
+                if c.dbsize():
+                    holders.append(i)
+                    self.assertEqual(c.keys("*"), [self.KEY.encode()])
+        self.assertEqual(holders, [self.holder()])
+        self.assertFalse(self.redis.client().exists(self.KEY))
+        api = Client("tcp://127.0.0.1:%d" % self.api_port)
+        self.clients.append(api)
+        self.assertEqual(api.ok("PING")["redis"], "ok")
+        self.assertTrue(self.request("GET", "/v1/stats")[2]["webhooks"][0]["redis"])
+        # A restart goes on from the stored position: the new leads come,
+        # nothing at or before the position comes again
+        self.assertEqual(self.gateway.stop(), 0)
+        saved = self.position("leads")
+        self.assertGreaterEqual(saved, delivered)
+        first = len(receiver.events())
+        batch = [{"id": "d-%d" % i, "type": "lead.capture", "data": {"lead": "D%d" % i},
+                  "v": 1, "ts": int(time.time() * 1000), "src": "e2e"} for i in range(5)]
+        self.assertEqual(self.client("leads").ok("PUBLISH", batch)["accepted"], 5)
+        self.gateway = self.start_gateway()
+        wait_until(lambda: len(self.leads(receiver, first)) >= 5, timeout=20,
+                   what="the new leads after the restart")
+        again = self.leads(receiver, first)
+        self.assertTrue(all(seq > saved for seq in again), (saved, again))
+        wait_until(lambda: self.position("leads") >= max(again), timeout=10,
+                   what="the position moved on the cluster")
 
 
 class TestSimViaGateway(GatewayCase):

@@ -1,11 +1,13 @@
 """The launcher end to end: `deploy/funnel up` with a private var dir and
 free ports, real Redis, real daemons and funnel-sim, until simulated
 traffic has reached every stage; then Ctrl-C (SIGINT) must stop it all
-cleanly with exit 0. Also `up --detach`, `status` and `down`.
+cleanly with exit 0. Also `up --detach`, `status` and `down`, and
+`up --cluster --detach`: a local 6-node Redis Cluster under it all.
 """
 import glob
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -13,6 +15,8 @@ import tempfile
 import time
 import unittest
 import urllib.request
+
+import redis
 
 from funnel_e2e import BUILD, Client, free_port, free_port_block, read_text, release_ports, wait_until
 
@@ -169,6 +173,113 @@ class LauncherTest(unittest.TestCase):
                                 capture_output=True, text=True, timeout=30)
         self.assertNotEqual(status.returncode, 0)
         self.assertIn("down", status.stdout)
+
+    def test_cluster_detach_status_down(self):
+        """up --cluster: 6 nodes (3 primaries, a replica each) made into a
+        cluster, the services on it with one instance each, traffic
+        through the gateway; status lists every node; down stops all."""
+        nodes = 6
+        # Node i on base+i, its cluster bus on base+6+i (deploy/launcher.sh)
+        base = free_port_block(list(range(2 * nodes)))
+        self.addCleanup(release_ports, [base + i for i in range(2 * nodes)])
+        self.env["FUNNEL_REDIS_PORT"] = str(base)
+        t0 = time.time()
+        up = subprocess.run([FUNNEL, "up", "--cluster", "--detach", "--var", self.var,
+                             "--rate", "200", "--seed", "3"],
+                            env=self.env, capture_output=True, text=True, timeout=180)
+        with open(self.log, "w") as f:
+            f.write(up.stdout + up.stderr)
+        self.assertEqual(up.returncode, 0, up.stderr[-3000:])
+        print("\nup --cluster --detach: %.1f s" % (time.time() - t0))
+        self.assertIn("redis cluster: state ok", up.stderr)
+        pids = self.pids()
+        for name in ["redis-%d" % i for i in range(nodes)] + \
+                ["campaign", "leads", "sales", "retention", "sim"]:
+            self.assertIn(name, pids)
+            self.assertTrue(alive(pids[name]), "%s not running" % name)
+        self.assertNotIn("redis", pids)
+        with open(os.path.join(self.var, "funnel.cfg")) as f:
+            cfg = f.read()
+        seeds = ",".join("127.0.0.1:%d" % (base + i) for i in range(nodes))
+        self.assertIn('url = "redis://%s"' % seeds, cfg)
+        self.assertIn("acks = 1", cfg)
+        self.assertEqual(cfg.count('owns = "0-15"'), 4)
+
+        last = {}
+
+        def every_stage():
+            last.update(self.funnel())
+            return all(last.get(s, 0) > 0 for s in STAGES)
+        wait_until(every_stage, timeout=90, interval=1.0, what="traffic in every stage")
+        print("funnel after traffic on the cluster: %s" % json.dumps(last))
+
+        status = subprocess.run([FUNNEL, "status", "--var", self.var], env=self.env,
+                                capture_output=True, text=True, timeout=60)
+        self.assertEqual(status.returncode, 0, status.stdout + status.stderr)
+        roles = re.findall(r"^redis-(\d) +up \(pid \d+\), port (\d+), (master|replica), "
+                           r"(\d+) keys$", status.stdout, re.M)
+        self.assertEqual(len(roles), nodes, status.stdout)
+        self.assertEqual(sorted(int(port) for _, port, _, _ in roles),
+                         [base + i for i in range(nodes)])
+        self.assertEqual(sorted(role for _, _, role, _ in roles), ["master"] * 3 + ["replica"] * 3)
+        # The services' keys are spread over the primaries: each holds some
+        masters = [int(keys) for _, _, role, keys in roles if role == "master"]
+        self.assertTrue(all(k > 0 for k in masters), status.stdout)
+        self.assertRegex(status.stdout, r"cluster +cluster_state:ok cluster_slots_ok:16384 "
+                                        r"cluster_known_nodes:6")
+        for svc in ("campaign", "leads", "sales", "retention"):
+            self.assertRegex(status.stdout, r"%s +up .*PING" % svc)
+        # Secure by default: the default user has a password on every node,
+        # each primary refuses writes without its replica
+        with open(os.path.join(self.var, "secrets", "redis-admin.pass")) as f:
+            admin = f.read().strip()
+        for _, port, role, _ in roles:
+            with redis.Redis(host="127.0.0.1", port=int(port), password=admin,
+                             socket_timeout=5) as c:
+                self.assertEqual(c.config_get("min-replicas-to-write")["min-replicas-to-write"], "1")
+                users = c.acl_users()
+                self.assertIn("funnel-leads", users)
+                self.assertIn("funnel-gateway", users)
+            with redis.Redis(host="127.0.0.1", port=int(port), socket_timeout=5) as c:
+                self.assertRaises(redis.exceptions.AuthenticationError, c.ping)
+
+        t0 = time.time()
+        down = subprocess.run([FUNNEL, "down", "--var", self.var], env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        self.assertEqual(down.returncode, 0, down.stderr)
+        print("down: %.1f s" % (time.time() - t0))
+        wait_until(lambda: not any(alive(p) for p in pids.values()), timeout=10,
+                   what="every process gone")
+        self.assertEqual(glob.glob(os.path.join(self.var, "run", "*.pid")), [])
+        for i in range(nodes):
+            node = os.path.join(self.var, "redis-cluster", "node-%d" % i)
+            self.assertTrue(os.path.exists(os.path.join(node, "nodes.conf")))
+            self.assertTrue(glob.glob(os.path.join(node, "appendonlydir", "*.aof")), node)
+        status = subprocess.run([FUNNEL, "status", "--var", self.var], env=self.env,
+                                capture_output=True, text=True, timeout=30)
+        self.assertNotEqual(status.returncode, 0)
+        self.assertIn("down", status.stdout)
+
+        # A second up on the same VAR restarts the same cluster from its
+        # nodes.conf and AOF: the counts go on from where they were
+        up = subprocess.run([FUNNEL, "up", "--cluster", "--detach", "--var", self.var,
+                             "--rate", "50"],
+                            env=self.env, capture_output=True, text=True, timeout=180)
+        self.assertEqual(up.returncode, 0, up.stderr[-3000:])
+        pids = self.pids()
+        with open(os.path.join(self.var, "log", "cluster-create.log")) as f:
+            self.assertEqual(f.read().count("[OK] All 16384 slots covered"), 1)
+        again = {}
+
+        def went_on():
+            again.update(self.funnel())
+            return all(again.get(s, 0) >= last[s] for s in STAGES)
+        wait_until(went_on, timeout=30, interval=0.5, what="the counts kept across the restart")
+        down = subprocess.run([FUNNEL, "down", "--var", self.var], env=self.env,
+                              capture_output=True, text=True, timeout=120)
+        self.assertEqual(down.returncode, 0, down.stderr)
+        wait_until(lambda: not any(alive(p) for p in pids.values()), timeout=10,
+                   what="every process gone")
 
 
 if __name__ == "__main__":
