@@ -1,0 +1,116 @@
+#!/usr/bin/python3
+"""cluster_place.py — spread the services' partitions evenly over the
+primaries of a new Redis Cluster.
+
+    deploy/cluster_place.py [--partitions N] [--services a,b,...] HOST:PORT
+
+A partition p of service s keeps its keys under the hash tag
+{funnel:s:p}; the cluster puts a tag's slot wherever CRC16 lands it, so
+with 16 partitions a service's partitions fall unevenly (e.g. 30/17/17 of
+64 over three primaries), and so does each node's share of the work. On a
+cluster that holds no key in those slots yet, this moves each used slot
+(every partition's and each service's base slot {funnel:s}) to the
+primaries in turn, so each primary owns about a third of every service's
+partitions. A slot that already holds keys is left where it is (moving
+data is `redis-cli --cluster reshard`'s job) and reported.
+
+The move of an empty slot is the documented one: SETSLOT IMPORTING on the
+new owner, MIGRATING on the old one, then SETSLOT NODE on every primary;
+the replicas learn it from their primaries. The password, if any, comes
+from REDISCLI_AUTH (as redis-cli takes it). Exit 0 when every node agrees
+on the new owners, 1 otherwise.
+"""
+import argparse
+import os
+import sys
+import time
+
+import redis
+
+
+def connect(host, port):
+    return redis.Redis(host=host, port=port, password=os.environ.get("REDISCLI_AUTH"),
+                       socket_timeout=10, decode_responses=True)
+
+
+def primaries(seed):
+    """{node id: (host, port)} of the primaries, from CLUSTER NODES."""
+    out = {}
+    for line in seed.execute_command("CLUSTER", "NODES").splitlines():
+        fields = line.split()
+        if "master" not in fields[2].split(",") or "fail" in fields[2]:
+            continue
+        address = fields[1].split("@")[0]
+        host, _, port = address.rpartition(":")
+        out[fields[0]] = (host or "127.0.0.1", int(port))
+    return out
+
+
+def owner_map(client):
+    """slot -> node id as this node sees it."""
+    owners = {}
+    for first, last, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+        node = primary[2] if len(primary) > 2 else None
+        for slot in range(first, last + 1):
+            owners[slot] = node
+    return owners
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("seed", help="HOST:PORT of any node")
+    parser.add_argument("--partitions", type=int, default=16)
+    parser.add_argument("--services", default="campaign,leads,sales,retention")
+    args = parser.parse_args()
+    host, _, port = args.seed.rpartition(":")
+    seed = connect(host or "127.0.0.1", int(port))
+    nodes = primaries(seed)
+    ids = sorted(nodes, key=lambda n: nodes[n][1])
+    clients = {n: connect(*nodes[n]) for n in ids}
+    services = [s for s in args.services.split(",") if s]
+    # Partition p of every service, then the base slots: round robin
+    tags = ["{funnel:%s:%d}" % (s, p) for p in range(args.partitions) for s in services]
+    tags += ["{funnel:%s}" % s for s in services]
+    wanted = {}
+    for i, tag in enumerate(tags):
+        slot = seed.execute_command("CLUSTER", "KEYSLOT", tag)
+        wanted.setdefault(slot, ids[i % len(ids)])
+    owners = owner_map(seed)
+    moved = kept = 0
+    for slot, target in sorted(wanted.items()):
+        source = owners.get(slot)
+        if source == target or source not in clients:
+            continue
+        if clients[source].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) > 0:
+            kept += 1
+            continue
+        clients[target].execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source)
+        clients[source].execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target)
+        # The new owner first (it bumps its epoch), then the old, then the rest
+        for n in [target, source] + [n for n in ids if n not in (target, source)]:
+            clients[n].execute_command("CLUSTER", "SETSLOT", slot, "NODE", target)
+        moved += 1
+    # Every primary agrees before anyone uses the map
+    deadline = time.monotonic() + 30
+    while True:
+        agreed = all(all(owner_map(c).get(s) == t for s, t in wanted.items())
+                     for c in clients.values())
+        if agreed or kept:
+            break
+        if time.monotonic() > deadline:
+            print("cluster_place: the primaries did not agree on the new owners in 30 s",
+                  file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    share = {n: 0 for n in ids}
+    owners = owner_map(seed)
+    for tag in tags[:len(tags) - len(services)]:
+        share[owners[seed.execute_command("CLUSTER", "KEYSLOT", tag)]] += 1
+    print("cluster_place: moved %d empty slot(s)%s; partitions per primary: %s" % (
+        moved, ", kept %d holding keys" % kept if kept else "",
+        ", ".join("%s:%d %d" % (nodes[n][0], nodes[n][1], share[n]) for n in ids)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
