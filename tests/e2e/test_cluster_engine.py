@@ -1,0 +1,690 @@
+"""Funnel's services on a real Redis Cluster (issue 14; the contract:
+proto/wire.md "Cluster", proto/README.md section 7). Every test makes its
+own cluster with redis-cli --cluster create on loopback in a temp dir and
+runs the real daemons, each with ONE instance owning all 16 partitions (the
+only layout a service accepts on a cluster):
+
+- the kit's cluster parts on their own: replicas, the primary of a key, a
+  failover after kill -9, a live slot migration under writes;
+- refusals: a cluster URL without instances, or with two;
+- 3,000 buyer journeys through campaign, leads, sales and retention on 3
+  primaries: every STATS count exact, every primary holding data;
+- kill -9 of a primary under load (a replica each, acks = 1,
+  min-replicas-to-write 1): every acknowledged event counted once;
+- a leads partition's slot migrated to another primary under load;
+- kill -9 of the leads daemon amid batches spanning partitions, restarted,
+  unacknowledged batches retried with the same ids.
+
+A client here does what the contract asks of one: it retries a PUBLISH
+answered `unavailable` (or not answered at all) with the same ids."""
+import logging
+import os
+import random
+import tempfile
+import threading
+import time
+import unittest
+
+import redis
+import redis.cluster
+
+from funnel_e2e import (Background, Client, FunnelTestCase, RedisCluster, Topology, event,
+                        part_of, wait_until)
+
+PARTITIONS = 16
+BUSINESS = ["campaign", "leads", "sales", "retention"]
+# min-replicas-to-write: a primary cut off from its replica refuses writes
+# (NOREPLICAS) instead of applying what the failover would discard
+SAFE_PRIMARY = ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"]
+
+
+class ClusterCase(FunnelTestCase):
+    """Per test: a temp dir, a Redis Cluster (no single redis-server), a
+    topology whose redis/url is the cluster's seed list."""
+
+    primaries = 3
+    replicas = 0
+    node_args = ()
+    node_timeout = 3000
+
+    def setUp(self):
+        self._problems_before = self._problem_count()
+        self.daemons = []
+        self.clients = []
+        self.redis = None
+        self.topology = None
+        self.cluster = None
+        self.workdir = tempfile.mkdtemp(prefix="funnel-e2e-cluster-")
+        self.cluster = RedisCluster(self.workdir, self.primaries, self.replicas,
+                                    self.node_args, self.node_timeout)
+        self.topology = Topology(self.workdir, self.cluster.url)
+
+    def _kit_cleanup(self, keep=False):
+        for d in getattr(self, "daemons", []):
+            try:
+                d.kill9()
+            except Exception:
+                pass
+        cluster = getattr(self, "cluster", None)
+        if cluster is not None:
+            if keep:
+                for i, node in enumerate(cluster.nodes):
+                    print("---- cluster node %d (port %d) log (tail) ----\n%s"
+                          % (i, cluster.ports[i], node.output()[-1500:]))
+            cluster.stop()
+            cluster.release()
+            self.cluster = None
+        super()._kit_cleanup(keep)
+
+    def write_config(self, acks=0, lease_ms=None, instances=("main",), services=BUSINESS,
+                     url=None):
+        """The topology: redis/url the cluster, each service in `services`
+        with partitions = 16 and `instances` (one named main owning 0-15 by
+        default, at the service's own api/pub; more names split 0-15)."""
+        lines = ["redis", '    url = "%s"' % (url or self.cluster.url)]
+        if acks:
+            lines += ["    acks = %d" % acks, "    acks_timeout_ms = 2000"]
+        for svc in BUSINESS:
+            api, pub = self.topology.ports[svc]
+            lines += [svc, '    api = "tcp://127.0.0.1:%d"' % api,
+                      '    pub = "tcp://127.0.0.1:%d"' % pub]
+            if svc == "sales":
+                lines.append("    sla_s = 0")          # no speed-to-lead timers
+            if lease_ms:
+                lines.append("    lease_ms = %d" % lease_ms)
+            if svc not in services:
+                continue
+            lines.append("    partitions = %d" % PARTITIONS)
+            if not instances:
+                continue
+            lines.append("    instances")
+            share = PARTITIONS // len(instances)
+            for k, name in enumerate(instances):
+                if k == 0:
+                    i_api, i_pub = api, pub
+                else:
+                    i_api, i_pub = self.topology.ports[["alpha", "beta"][k - 1]]
+                last = PARTITIONS - 1 if k == len(instances) - 1 else (k + 1) * share - 1
+                lines += ["        %s" % name,
+                          '            api = "tcp://127.0.0.1:%d"' % i_api,
+                          '            pub = "tcp://127.0.0.1:%d"' % i_pub,
+                          '            owns = "%d-%d"' % (k * share, last)]
+        with open(self.topology.path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def start(self, names):
+        """Each service's one instance, main; returns {svc: client}."""
+        for svc in names:
+            self.daemon(svc, args=["--instance", "main"])
+        out = {}
+        for svc in names:
+            d = next(d for d in self.daemons if d.name == svc)
+            c = self.client(svc)
+
+            def up():
+                self.assertTrue(d.running(), "%s exited:\n%s" % (svc, d.output()[-3000:]))
+                try:
+                    return c.call("PING", timeout=0.5)[1].get("redis") == "ok"
+                except TimeoutError:
+                    return False
+            wait_until(up, timeout=30, what="%s ready on the cluster" % svc)
+            out[svc] = c
+        return out
+
+    def assert_counters(self, expected, timeout=120, what="the counts"):
+        """Waits (bounded) until every STATS counter named in
+        expected[svc] has its value; then, a second later (anything doubled
+        would show by then), asserts it still does. A failure lists each
+        counter that differs, expected vs got."""
+        def diff():
+            out = []
+            for svc, want in expected.items():
+                got = self.client(svc).ok("STATS", timeout=10)["counters"]
+                for name, value in sorted(want.items()):
+                    if got.get(name, 0) != value:
+                        out.append("%s.%s: expected %d, got %d"
+                                   % (svc, name, value, got.get(name, 0)))
+            return out
+        last = [None]
+
+        def exact():
+            last[0] = diff()
+            return not last[0]
+        try:
+            wait_until(exact, timeout=timeout, interval=0.25, what=what)
+        except AssertionError:
+            self.fail("%s never became exact within %d s:\n  %s"
+                      % (what, timeout, "\n  ".join(last[0] or ["(no answer)"])))
+        time.sleep(1.0)
+        again = diff()
+        self.assertEqual(again, [], "%s changed after being exact" % what)
+
+    def primary_dbsizes(self):
+        return {i: self.cluster.dbsize(i) for i in self.cluster.primaries()}
+
+
+# ---------------------------------------------------------------------------
+# The client side: publishing with retries, as the contract asks
+
+
+class Publisher:
+    """PUBLISH of fixed-id batches to one endpoint, each retried with the
+    same ids while the answer is ERR `unavailable` or none comes (a daemon
+    killed, a failover settling, a slot migrating), until OK; any other
+    ERR fails. Records, per batch, the OK reply and when it came."""
+
+    def __init__(self, endpoint, deadline_s=120, reply_s=10):
+        self.endpoint = endpoint
+        self.deadline_s = deadline_s
+        self.reply_s = reply_s
+        self.acked = []             # (batch index, reply, time of the OK)
+        self.acked_ids = set()
+        self.retries = 0
+        self.unavailable = []       # messages seen (a few)
+        self.timeouts = 0
+
+    def publish(self, index, batch):
+        client = Client(self.endpoint)
+        try:
+            deadline = time.time() + self.deadline_s
+            while True:
+                if time.time() > deadline:
+                    raise AssertionError(
+                        "batch %d (ids %s..) not acknowledged within %d s; %d retries, "
+                        "last unavailable: %r" % (index, batch[0]["id"], self.deadline_s,
+                                                  self.retries, self.unavailable[-3:]))
+                try:
+                    status, reply = client.call("PUBLISH", batch, timeout=self.reply_s)
+                except TimeoutError:
+                    self.timeouts += 1
+                    self.retries += 1
+                    continue                    # the same ids again
+                if status == "OK":
+                    if len(batch) == 1:
+                        n = {"accepted": 0 if reply["duplicate"] else 1,
+                             "duplicates": 1 if reply["duplicate"] else 0}
+                    else:
+                        n = reply
+                    if n["accepted"] + n["duplicates"] != len(batch):
+                        raise AssertionError("batch %d: reply %r for %d events"
+                                             % (index, reply, len(batch)))
+                    self.acked.append((index, n, time.time()))
+                    self.acked_ids.update(e["id"] for e in batch)
+                    return n
+                if reply.get("code") != "unavailable":
+                    raise AssertionError("batch %d: ERR %r" % (index, reply))
+                if len(self.unavailable) < 50:
+                    self.unavailable.append(reply.get("message"))
+                self.retries += 1
+                time.sleep(0.05)
+        finally:
+            client.close()
+
+    def run(self, batches, stop=None, min_batches=0):
+        """Publishes batches in order; with `stop` (an Event), ends at the
+        first batch after it is set and min_batches are done."""
+        for i, batch in enumerate(batches):
+            if stop is not None and stop.is_set() and i >= min_batches:
+                return i
+            self.publish(i, batch)
+        return len(batches)
+
+
+def sql_batches(prefix, leads, per_batch):
+    """Leads captured and qualified to SQL by hand (lead.qualify), with
+    ids fixed by the lead: `per_batch` leads (2 events each) a batch, so a
+    batch spans several partitions. Each becomes a deal in sales."""
+    names = ["%s%d" % (prefix, i) for i in range(leads)]
+    batches = []
+    for k in range(0, leads, per_batch):
+        batch = []
+        for x in names[k:k + per_batch]:
+            batch.append(event("lead.capture", {"lead": x, "email": "%s@x.io" % x},
+                               eid="%s:cap" % x))
+            batch.append(event("lead.qualify", {"lead": x, "stage": "sql"}, eid="%s:sql" % x))
+        batches.append(batch)
+    return names, batches
+
+
+class SqlLoadCase(ClusterCase):
+    """Leads and sales on the cluster; a load of SQL leads into leads."""
+
+    def check_sql_load(self, names, publisher, c):
+        """Every lead sent is acknowledged and counted exactly once in
+        leads and, downstream, in sales (one deal each); each partition's
+        outbox is contiguous from 1."""
+        n = len(names)
+        ids = {"%s:cap" % x for x in names} | {"%s:sql" % x for x in names}
+        self.assertEqual(publisher.acked_ids, ids, "acknowledged ids != sent ids")
+        self.assert_counters({
+            "leads": {"accepted": 2 * n, "leads": n, "sql": n, "qualified_manually": n},
+            "sales": {"consumed": n, "deals": n, "consume_rejected": 0},
+        }, what="leads and sales counts")
+        replied = sum(r["accepted"] for _, r, _ in publisher.acked)
+        self.assertLessEqual(replied, 2 * n)
+        stats = c["leads"].ok("STATS")
+        self.assertGreaterEqual(stats["counters"]["duplicates"],
+                                sum(r["duplicates"] for _, r, _ in publisher.acked))
+        for x in names:
+            lead = c["leads"].ok("GET", {"kind": "lead", "id": x})
+            self.assertEqual((lead["lead"], lead["stage"]), (x, "sql"), x)
+            deal = c["sales"].ok("GET", {"kind": "deal", "id": "L%s-1" % x})
+            self.assertEqual(deal["lead"], x)
+        # Nothing lost from any partition's outbox, nothing doubled
+        parts = stats["parts"]
+        self.assertEqual(sorted(int(p) for p in parts), list(range(PARTITIONS)))
+        for p, last in parts.items():
+            seqs = []
+            while len(seqs) < last:
+                page = c["leads"].ok("REPLAY", {"partition": int(p), "from": len(seqs) + 1,
+                                                "limit": 1000})
+                if not page["events"]:
+                    break
+                seqs += [e["seq"] for e in page["events"]]
+            self.assertEqual(seqs, list(range(1, last + 1)), "partition %s's outbox" % p)
+        captured = {}
+        for p in parts:
+            page = c["leads"].ok("REPLAY", {"partition": int(p), "from": 1, "limit": 1000})
+            for e in page["events"]:
+                if e["type"] == "lead.captured":
+                    captured[e["data"]["lead"]] = captured.get(e["data"]["lead"], 0) + 1
+        self.assertEqual(captured, {x: 1 for x in names}, "lead.captured once per lead")
+
+
+# ---------------------------------------------------------------------------
+# The kit's cluster on its own (no Funnel daemon)
+
+
+class TestClusterKit(ClusterCase):
+    replicas = 1
+    node_args = SAFE_PRIMARY
+    node_timeout = 2000
+
+    def test_replicas_failover_and_migration(self):
+        cl = self.cluster
+        self.assertEqual(cl.count, 6)
+        primaries = cl.primaries()
+        self.assertEqual(len(primaries), 3)
+        for p in primaries:
+            self.assertEqual(cl.role(p), "master")
+            self.assertEqual(len(cl.replicas_of(p)), 1)
+            self.assertEqual(cl.role(cl.replicas_of(p)[0]), "slave")
+        for i in range(cl.count):
+            with cl.client(i) as c:
+                self.assertEqual(c.config_get("min-replicas-to-write")["min-replicas-to-write"],
+                                 "1")
+        # The primary of a key is where it is written
+        key = "{funnel:leads:3}:probe"
+        owner = cl.primary_for_key(key)
+        with cl.client(owner) as c:
+            c.set(key, "x")
+        other = next(p for p in primaries if p != owner)
+        with cl.client(other) as c:
+            with self.assertRaises(redis.ResponseError) as e:
+                c.get(key)
+            self.assertIn("MOVED %d" % cl.keyslot(key), str(e.exception))
+
+        # kill -9 of that primary: its replica is promoted, keeps the key
+        replica = cl.replicas_of(owner)[0]
+        t = time.time()
+        promoted = cl.fail_over(owner)
+        took = time.time() - t
+        self.assertEqual(promoted, replica)
+        self.assertEqual(cl.primary_for_key(key), replica)
+        with cl.client(replica) as c:
+            self.assertEqual(c.get(key), b"x")
+        # Restarted, the old primary rejoins as the new one's replica
+        cl.restart(owner)
+        cl.wait_settled()
+        self.assertEqual(cl.role(owner), "slave")
+        self.assertEqual(cl.replicas_of(replica), [owner])
+        print("\n(failover in %.1f s)" % took)
+
+        # A slot migrated while a cluster client keeps incrementing its
+        # keys (ASK/TRYAGAIN followed by redis-py): every increment lands
+        slot = cl.keyslot(key)
+        keys = ["{funnel:leads:3}:k%d" % i for i in range(300)]
+        with cl.client(replica) as c:
+            for k in keys:
+                c.set(k, 0)
+        # redis-py logs every ASK/MOVED it follows as an exception
+        logging.getLogger("redis.cluster").setLevel(logging.CRITICAL)
+        rc = redis.cluster.RedisCluster(host="127.0.0.1", port=cl.ports[replica],
+                                        socket_timeout=10)
+        self.addCleanup(rc.close)
+        stop = threading.Event()
+        done = {}
+
+        def writer():
+            n = 0
+            while not stop.is_set():
+                k = keys[n % len(keys)]
+                rc.incr(k)
+                done[k] = done.get(k, 0) + 1
+                n += 1
+            return n
+        target = next(p for p in cl.primaries() if p != replica)
+        w = Background(writer)
+        moved = Background(cl.migrate_slot, slot, target, 10, 0.02).join(120)
+        stop.set()
+        w.join(30)
+        self.assertEqual(moved, len(keys) + 1)
+        self.assertEqual(cl.primary_for_slot(slot), target)
+        with cl.client(target) as c:
+            self.assertEqual(c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot), moved)
+            for k in keys:
+                self.assertEqual(int(c.get(k)), done.get(k, 0), k)
+        with cl.client(replica) as c:
+            self.assertEqual(c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot), 0)
+        cl.wait_settled()
+
+
+# ---------------------------------------------------------------------------
+# Refusals
+
+
+class TestRefusals(ClusterCase):
+    def test_cluster_url_needs_exactly_one_instance(self):
+        # No instances listed: every service refuses, exit 2, one line
+        self.write_config(instances=())
+        for svc in BUSINESS:
+            d = self.daemon(svc)
+            self.assertEqual(d.proc.wait(15), 2, d.output())
+            self.assertIn("must list its instances", d.output())
+        # Two instances of leads: refused too, whichever one is started
+        self.write_config(instances=("a", "b"), services=["leads"])
+        for name in ("a", "b"):
+            d = self.daemon("leads-" + name, "funnel-leads", args=["--instance", name])
+            self.assertEqual(d.proc.wait(15), 2, d.output())
+            self.assertIn("one instance per service", d.output())
+        # Nothing was written to the cluster
+        self.assertEqual(sum(self.primary_dbsizes().values()), 0)
+
+
+# ---------------------------------------------------------------------------
+# 3,000 buyer journeys through the four services
+
+
+CAMPAIGNS = 8
+TOUCHES = 6
+# STATS counters each journey adds (bench/funnel_bench_funnel.c's table):
+# 6 touches and a capture with BANT attributes reach SQL; sales opens the
+# deal, an offer and close/won; retention onboards the customer, whose
+# second order makes a repeat customer
+PER_JOURNEY = {
+    "campaign": {"accepted": 6, "consumed": 4, "touches": 6, "reached": 1, "engaged": 1,
+                 "conv_lead": 1, "conv_mql": 1, "conv_sql": 1, "conv_won": 1,
+                 "consume_rejected": 0},
+    "leads": {"accepted": 1, "consumed": 6, "leads": 1, "mql": 1, "sql": 1,
+              "consume_rejected": 0},
+    "sales": {"accepted": 2, "consumed": 1, "deals": 1, "won": 1, "offers": 1,
+              "consume_rejected": 0},
+    "retention": {"accepted": 1, "consumed": 1, "customers": 1, "repeat": 1,
+                  "consume_rejected": 0},
+}
+JOURNEYS = int(os.environ.get("FUNNEL_E2E_JOURNEYS", "3000"))
+
+
+class Journeys:
+    """The events of n buyer journeys (bench/bench_journey.c's, ids fixed
+    by journey and step)."""
+
+    def __init__(self, run, n):
+        self.run, self.n = run, n
+
+    def lead(self, j):
+        return "%s.j%d" % (self.run, j)
+
+    def campaign(self, k):
+        return "%s.c%d" % (self.run, k)
+
+    def upserts(self):
+        return [event("campaign.upsert", {"campaign": self.campaign(k), "name": "Bench %d" % k,
+                                          "channel": "email", "status": "active",
+                                          "budget": 10000000},
+                      eid="%s:upsert" % self.campaign(k)) for k in range(CAMPAIGNS)]
+
+    def touches(self):
+        return [event("touch", {"campaign": self.campaign(j % CAMPAIGNS),
+                                "kind": "form" if t == 0 else "click", "contact": self.lead(j)},
+                      eid="%s:t%d" % (self.lead(j), t))
+                for j in range(self.n) for t in range(TOUCHES)]
+
+    def captures(self):
+        return [event("lead.capture", {
+            "lead": self.lead(j), "email": "j%d.%s@bench.example.com" % (j, self.run),
+            "name": "Buyer %d" % j, "campaign": self.campaign(j % CAMPAIGNS),
+            "attrs": {"budget": 500000, "authority": True, "need": True, "timeline_days": 30,
+                      "region": "us"}}, eid="%s:cap" % self.lead(j)) for j in range(self.n)]
+
+    def closes(self):
+        out = []
+        for j in range(self.n):
+            deal = "L%s-1" % self.lead(j)       # proto/sales.md: the deal of a lead.sql
+            out.append(event("deal.offer", {"deal": deal, "amount": 250000, "discount_pct": 10},
+                             eid="%s:offer" % deal))
+            out.append(event("deal.close", {"deal": deal, "outcome": "won"},
+                             eid="%s:close" % deal))
+        return out
+
+    def orders(self):
+        return [event("customer.order", {"customer": self.lead(j), "amount": 120000,
+                                         "order": "o2"}, eid="%s:order" % self.lead(j))
+                for j in range(self.n)]
+
+
+def chunks(events, size):
+    return [events[k:k + size] for k in range(0, len(events), size)]
+
+
+class TestJourneys(ClusterCase):
+    def drive_journeys(self, n):
+        """n journeys, step by step; returns (their events, seconds to
+        every deal, seconds in all) once every count is exact."""
+        c = self.start(BUSINESS)
+        jr = Journeys("cj%d" % random.randrange(10 ** 6), n)
+        t0 = time.time()
+
+        def send(svc, events, size=500):
+            pub = Publisher(self.topology.api(svc), deadline_s=60)
+            pub.run(chunks(events, size))
+            return pub
+        send("campaign", jr.upserts())
+        # Touches (campaign) and captures (leads) side by side
+        loads = [Background(send, "campaign", jr.touches()),
+                 Background(send, "leads", jr.captures())]
+        for b in loads:
+            b.join(300)
+        self.assert_counters({"sales": {"deals": n}}, timeout=180, what="%d deals opened" % n)
+        t1 = time.time()
+        send("sales", jr.closes())
+        self.assert_counters({"retention": {"customers": n}}, timeout=180,
+                             what="%d customers onboarded" % n)
+        send("retention", jr.orders())
+        expected = {svc: {k: v * n for k, v in per.items()} for svc, per in PER_JOURNEY.items()}
+        expected["campaign"]["accepted"] += CAMPAIGNS
+        self.assert_counters(expected, timeout=180, what="every count of %d journeys" % n)
+        took = time.time() - t0
+        # Spot checks through GET: a deal won, a repeat customer
+        for j in (0, n // 2, n - 1):
+            deal = c["sales"].ok("GET", {"kind": "deal", "id": "L%s-1" % jr.lead(j)})
+            self.assertEqual((deal["lead"], deal["status"]), (jr.lead(j), "won"))
+            customer = c["retention"].ok("GET", {"kind": "customer", "id": jr.lead(j)})
+            self.assertEqual(customer["orders"], 2)
+        return t1 - t0, took
+
+    def test_journeys_through_four_services_exact(self):
+        self.write_config()
+        n = JOURNEYS
+        to_deals, took = self.drive_journeys(n)
+
+        # The data really spread: every primary holds keys, and each one
+        # serves some of leads' partitions (their tags' slots), which hold keys
+        sizes = self.primary_dbsizes()
+        self.assertEqual(len(sizes), self.primaries)
+        self.assertTrue(all(v > 0 for v in sizes.values()), sizes)
+        cl = self.cluster
+        for svc in BUSINESS:
+            holders = {}
+            for p in range(PARTITIONS):
+                slot = cl.keyslot("{funnel:%s:%d}" % (svc, p))
+                owner = cl.primary_for_slot(slot)
+                with cl.client(owner) as r:
+                    count = r.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
+                self.assertGreater(count, 0, "%s partition %d: no keys on its node %d"
+                                   % (svc, p, owner))
+                holders[owner] = holders.get(owner, 0) + 1
+            self.assertEqual(len(holders), self.primaries,
+                             "%s's partitions are on %r only" % (svc, holders))
+        print("\n(%d journeys: %.1f s to every deal, %.1f s in all; keys per primary %s)"
+              % (n, to_deals, took, sizes))
+
+
+# ---------------------------------------------------------------------------
+# kill -9 of a primary under load
+
+
+class TestPrimaryKilled(SqlLoadCase):
+    replicas = 1
+    node_args = SAFE_PRIMARY
+    node_timeout = 2000
+
+    def test_kill9_of_a_primary_loses_and_doubles_nothing(self):
+        # A lease longer than the failover (about 4 s with a 2 s node
+        # timeout): the instance keeps its partitions through it
+        self.write_config(acks=1, lease_ms=15000, services=["leads", "sales"])
+        c = self.start(["leads", "sales"])
+        cl = self.cluster
+        victim = cl.primary_for_key("{funnel:leads:3}")
+        on_victim = [p for p in range(PARTITIONS)
+                     if cl.primary_for_key("{funnel:leads:%d}" % p) == victim]
+        names, batches = sql_batches("fk", 1500, 5)
+        # The load covers the victim's partitions
+        self.assertTrue({part_of(x) for x in names} >= set(on_victim))
+        pub = Publisher(self.topology.api("leads"), deadline_s=90)
+        stop = threading.Event()
+        load = Background(pub.run, batches, stop, 0)
+        wait_until(lambda: len(pub.acked) >= 30, timeout=60, what="30 batches acknowledged")
+        killed_at = time.time()
+        promoted = cl.fail_over(victim)
+        promoted_at = time.time()
+        # The old primary back, as a replica of the promoted one: its slots
+        # can take writes again (min-replicas-to-write 1, acks = 1)
+        cl.restart(victim)
+        cl.wait_settled()
+        acked_before = len(pub.acked)
+        wait_until(lambda: len(pub.acked) >= acked_before + 30, timeout=90,
+                   what="30 more batches acknowledged after the failover")
+        stop.set()
+        sent = load.join(180)
+        names = names[:sent * 5]
+        self.assertEqual(cl.primary_for_key("{funnel:leads:3}"), promoted)
+        # The load went on during the failover: some batch was waiting
+        # (retried) while the victim's slots had no primary
+        self.assertGreater(pub.retries, 0, "no PUBLISH was refused or lost during the failover")
+        self.check_sql_load(names, pub, c)
+        print("\n(%d leads in %d batches; failover %.1f s; %d retries, %d without reply; "
+              "first unavailable: %r)" % (len(names), sent, promoted_at - killed_at,
+                                          pub.retries, pub.timeouts, pub.unavailable[:1]))
+
+
+# ---------------------------------------------------------------------------
+# A leads partition's slot migrated under load
+
+
+class TestSlotMigration(SqlLoadCase):
+    def test_partition_slot_migrated_under_load(self):
+        self.write_config(services=["leads", "sales"])
+        c = self.start(["leads", "sales"])
+        cl = self.cluster
+        tag = "{funnel:leads:3}"
+        slot = cl.keyslot(tag)
+        source = cl.primary_for_slot(slot)
+        target = next(p for p in cl.primaries() if p != source)
+        names, batches = sql_batches("mg", 1200, 4)
+        in_part = [x for x in names if part_of(x) == 3]
+        self.assertTrue(in_part)
+        pub = Publisher(self.topology.api("leads"), deadline_s=90)
+        stop = threading.Event()
+        load = Background(pub.run, batches, stop, 0)
+        # Keys in the slot before it moves (partition 3's leads so far)
+        wait_until(lambda: len(pub.acked) >= 40, timeout=60, what="40 batches acknowledged")
+        with cl.client(source) as r:
+            before = r.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
+        self.assertGreater(before, 0)
+        started = time.time()
+        moved = cl.migrate_slot(slot, target, batch=3, pause=0.05, timeout=120)
+        ended = time.time()
+        acked_before = len(pub.acked)
+        wait_until(lambda: len(pub.acked) >= acked_before + 20, timeout=60,
+                   what="20 more batches acknowledged after the migration")
+        stop.set()
+        sent = load.join(180)
+        names = names[:sent * 4]
+        # The load ran through the migration, partition 3 included
+        during = [i for i, _, at in pub.acked if started <= at <= ended]
+        self.assertTrue(during, "no batch acknowledged while the slot migrated")
+        self.assertTrue(any(part_of(x) == 3 for i in during
+                            for x in names[i * 4:(i + 1) * 4]),
+                        "no partition-3 lead acknowledged while its slot migrated")
+        self.check_sql_load(names, pub, c)
+        # Every key of the partition is on the new node, none elsewhere
+        self.assertEqual(cl.primary_for_slot(slot), target)
+        for i in range(cl.count):
+            with cl.client(i) as r:
+                count = r.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot)
+                keys = r.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 10)
+            if i == target:
+                self.assertGreaterEqual(count, before)
+                self.assertTrue(all(k.startswith(tag.encode()) for k in keys), keys)
+            else:
+                self.assertEqual(count, 0, "node %d still holds keys of slot %d: %r"
+                                 % (i, slot, keys))
+        print("\n(%d leads; slot %d: %d keys moved in %.1f s with %d batches acknowledged "
+              "meanwhile; %d retries)" % (len(names), slot, moved, ended - started, len(during),
+                                          pub.retries))
+
+
+# ---------------------------------------------------------------------------
+# kill -9 of the leads daemon amid batches spanning partitions
+
+
+class TestDaemonKilled(SqlLoadCase):
+    def test_kill9_of_leads_amid_spanning_batches(self):
+        self.write_config(lease_ms=2000, services=["leads", "sales"])
+        c = self.start(["leads", "sales"])
+        leads = next(d for d in self.daemons if d.name == "leads")
+        # 25 leads a batch: 50 events over most of the 16 partitions
+        names, batches = sql_batches("dk", 2000, 25)
+        self.assertTrue(all(len({part_of(e["data"]["lead"]) for e in b}) > 4 for b in batches))
+        pub = Publisher(self.topology.api("leads"), deadline_s=90, reply_s=3)
+        load = Background(pub.run, batches)
+        kills = 0
+        rnd = random.Random(14)
+        for k in range(3):
+            wait_until(lambda: len(pub.acked) >= 10 * (k + 1) or not load.is_alive(),
+                       timeout=90, what="batches acknowledged before kill %d" % (k + 1))
+            if not load.is_alive():
+                break
+            time.sleep(rnd.uniform(0, 0.05))          # somewhere inside a commit
+            leads.kill9()
+            kills += 1
+            leads.start()
+            wait_until(lambda: c["leads"].call("PING", timeout=0.5)[1].get("redis") == "ok",
+                       timeout=30, what="leads back after kill %d" % kills)
+        sent = load.join(240)
+        self.assertEqual(sent, len(batches))
+        self.assertEqual(kills, 3, "the load ended before the third kill")
+        self.assertGreater(pub.retries, 0, "no batch was retried: no kill landed amid the load")
+        self.check_sql_load(names, pub, c)
+        # No intent left behind once idle
+        base = self.cluster.primary_for_key("{funnel:leads}")
+        with self.cluster.client(base) as r:
+            wait_until(lambda: r.hlen("{funnel:leads}:intents") == 0, timeout=10,
+                       what="{funnel:leads}:intents empty")
+        print("\n(%d leads in %d batches of 50 events; %d kills; %d retries, %d without reply)"
+              % (len(names), len(batches), kills, pub.retries, pub.timeouts))
+
+
+if __name__ == "__main__":
+    unittest.main()
