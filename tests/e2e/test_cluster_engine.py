@@ -178,6 +178,7 @@ class Publisher:
         self.deadline_s = deadline_s
         self.reply_s = reply_s
         self.acked = []             # (batch index, reply, time of the OK)
+        self.first_try = {}         # batch index -> time of its first PUBLISH
         self.acked_ids = set()
         self.retries = 0
         self.unavailable = []       # messages seen (a few)
@@ -187,6 +188,7 @@ class Publisher:
         client = Client(self.endpoint)
         try:
             deadline = time.time() + self.deadline_s
+            self.first_try[index] = time.time()
             while True:
                 if time.time() > deadline:
                     raise AssertionError(
@@ -621,12 +623,16 @@ class TestSlotMigration(SqlLoadCase):
         stop.set()
         sent = load.join(180)
         names = names[:sent * 4]
-        # The load ran through the migration, partition 3 included
+        # The load ran through the migration, partition 3 included: some
+        # batch holding a partition-3 lead was in flight while it moved
+        # (answered after a retry, maybe: a transaction over keys split
+        # between the nodes gets TRYAGAIN until the last key has moved)
         during = [i for i, _, at in pub.acked if started <= at <= ended]
         self.assertTrue(during, "no batch acknowledged while the slot migrated")
-        self.assertTrue(any(part_of(x) == 3 for i in during
-                            for x in names[i * 4:(i + 1) * 4]),
-                        "no partition-3 lead acknowledged while its slot migrated")
+        overlapping = [i for i, _, at in pub.acked
+                       if pub.first_try[i] <= ended and at >= started
+                       and any(part_of(x) == 3 for x in names[i * 4:(i + 1) * 4])]
+        self.assertTrue(overlapping, "no partition-3 lead was published while its slot moved")
         self.check_sql_load(names, pub, c)
         # Every key of the partition is on the new node, none elsewhere
         self.assertEqual(cl.primary_for_slot(slot), target)
@@ -641,8 +647,9 @@ class TestSlotMigration(SqlLoadCase):
                 self.assertEqual(count, 0, "node %d still holds keys of slot %d: %r"
                                  % (i, slot, keys))
         print("\n(%d leads; slot %d: %d keys moved in %.1f s with %d batches acknowledged "
-              "meanwhile; %d retries)" % (len(names), slot, moved, ended - started, len(during),
-                                          pub.retries))
+              "meanwhile, %d with partition 3; %d retries)"
+              % (len(names), slot, moved, ended - started, len(during), len(overlapping),
+                 pub.retries))
 
 
 # ---------------------------------------------------------------------------
