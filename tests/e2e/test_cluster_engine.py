@@ -340,7 +340,6 @@ class TestClusterKit(ClusterCase):
         cl.wait_settled()
         self.assertEqual(cl.role(owner), "slave")
         self.assertEqual(cl.replicas_of(replica), [owner])
-        print("\n(failover in %.1f s)" % took)
 
         # A slot migrated while a cluster client keeps incrementing its
         # keys (ASK/TRYAGAIN followed by redis-py): every increment lands
@@ -379,6 +378,19 @@ class TestClusterKit(ClusterCase):
         with cl.client(replica) as c:
             self.assertEqual(c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot), 0)
         cl.wait_settled()
+
+        # The quick way: kill -9 and CLUSTER FAILOVER TAKEOVER on the replica
+        backup = cl.replicas_of(target)[0]
+        t = time.time()
+        self.assertEqual(cl.fail_over(target, takeover=True), backup)
+        self.assertLess(time.time() - t, 5)
+        self.assertEqual(cl.primary_for_slot(slot), backup)
+        with cl.client(backup) as c:
+            self.assertEqual(int(c.get(keys[0])), done.get(keys[0], 0))
+        cl.restart(target)
+        cl.wait_settled()
+        self.assertEqual(cl.replicas_of(backup), [target])
+        print("\n(the cluster's own failover in %.1f s)" % took)
 
 
 # ---------------------------------------------------------------------------
@@ -520,13 +532,16 @@ class TestJourneys(ClusterCase):
         n = JOURNEYS
         to_deals, took = self.drive_journeys(n)
 
-        # The data really spread: every primary holds keys, and each one
-        # serves some of leads' partitions (their tags' slots), which hold keys
+        # The data really spread: every primary holds keys; every partition
+        # of leads, sales and retention (entities: the 3,000 leads, deals,
+        # customers) has keys on the primary serving its tag's slot, and
+        # each primary serves some of them (campaign's entities are its 8
+        # campaigns: a few partitions only)
         sizes = self.primary_dbsizes()
         self.assertEqual(len(sizes), self.primaries)
         self.assertTrue(all(v > 0 for v in sizes.values()), sizes)
         cl = self.cluster
-        for svc in BUSINESS:
+        for svc in ["leads", "sales", "retention"]:
             holders = {}
             for p in range(PARTITIONS):
                 slot = cl.keyslot("{funnel:%s:%d}" % (svc, p))
