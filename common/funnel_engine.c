@@ -30,7 +30,16 @@ typedef struct {
     zhashx_t *new_sizes;
     size_t *outs;                   //  The commit's outputs in this outbox
     size_t out_count, out_size;
+    bool touched;                   //  Cluster: a transaction of the commit wrote it
 } outbox_t;
+
+//  Cluster: one slot's share of a commit (its own MULTI/EXEC on its node)
+typedef struct {
+    int slot;
+    int lease;                      //  Partition whose lease fences it; -1 the base
+                                    //  lease; -2 none (a slot of no tag of ours)
+    redis_pipeline_t *cmds;
+} group_t;
 
 struct _funnel_engine_t {
     funnel_engine_cfg_t cfg;
@@ -59,6 +68,28 @@ struct _funnel_engine_t {
     uint64_t conflicts;             //  Batches re-run after a WATCH conflict
     char *keys;                     //  Prefetch's dedup keys, reused (grows)
     size_t keys_size;
+    int *lease_ids;                 //  Leases held: the owned partitions, and
+    int lease_count;                //  on a cluster the base lease (index P)
+    //  Redis Cluster (see "Redis Cluster" below); NULL: the one store
+    redis_cluster_t *cluster;
+    int base_slot;
+    int16_t *slot_part;             //  [16384] partition p's tag, -1 the base, -2 none
+    int16_t *slot_group;            //  [16384] group index + 1 while a commit is built
+    int *lease_slots;               //  [P + 1] the slot of each lease key
+    group_t *groups;
+    int group_count, group_max;
+    redis_pipeline_t **q_pipes;     //  s_send's queue: one pipeline per slot
+    int *q_slots;
+    int q_pipe_count, q_pipe_max;
+    int *q_order;                   //  The pipeline of each command, in order
+    size_t q_n, q_order_max;
+    redisReply **q_ready;           //  Replies run, not yet taken by s_recv
+    size_t q_ready_n, q_ready_at, q_ready_max;
+    redis_pipeline_t *txn, *extra;  //  s_txn's round trips, reused
+    char intents_key [KEY_MAX];
+    uint64_t intent_n;
+    zlist_t *intents_done;          //  Intent fields applied, deleted by the next
+                                    //  base transaction
 };
 
 #define ENGINE_RETRY    -3          //  A shared record changed: run the batch again
@@ -140,9 +171,325 @@ s_unknown (funnel_error_t *err)
 static bool
 s_ready (funnel_engine_t *self)
 {
+    if (self->cluster)
+        return !self->lost && self->generation != 0;
     return !self->lost && self->generation != 0
         && redis_store_connected (self->store)
         && redis_store_generation (self->store) == self->generation;
+}
+
+//  ---------------------------------------------------------------------
+//  Redis Cluster (proto/wire.md, "Cluster")
+//
+//  Reads: s_send queues a command by the slot of its key (argv[1]) and
+//  s_recv runs every queued slot's pipeline (one round trip each,
+//  redirects followed by redis_cluster) and returns the replies in the
+//  order sent, as one connection would; on one server both are the
+//  connection's own pipeline.
+//  Commits: a commit's commands go into one group per slot; each group is
+//  one MULTI/EXEC on its node, fenced by the lease in its slot (WATCH +
+//  GET, checked, then the transaction on the same connection). A commit
+//  of several groups is made atomic by an intent: the base group's
+//  transaction also stores every other group's commands in
+//  "<prefix>intents"; each other group's transaction marks
+//  "<part prefix>applied" with the intent's id. A sync first re-applies
+//  every group an intent holds that its partition has not marked, so a
+//  kill -9 between two transactions loses and doubles nothing.
+
+#define TXN_OK          0
+#define TXN_REFUSED     -1          //  Nothing ran
+#define TXN_UNKNOWN     -4          //  The reply was lost: it may have run
+#define TXN_LOST        -5          //  The lease is another instance's
+#define TXN_ATTEMPTS    60          //  Paused 50 ms apart: a migrating slot or a
+                                    //  failover settles meanwhile
+
+static void
+s_send (funnel_engine_t *self, int argc, const char **argv, const size_t *lens)
+{
+    if (!self->cluster) {
+        funnel_redis_append (redis_store_context (self->store), argc, argv, lens);
+        return;
+    }
+    assert (argc >= 2);
+    int slot = redis_cluster_slot (argv [1], lens ? lens [1] : strlen (argv [1]));
+    int i = 0;
+    while (i < self->q_pipe_count && self->q_slots [i] != slot)
+        i++;
+    if (i == self->q_pipe_count) {
+        if (i == self->q_pipe_max) {
+            self->q_pipe_max = self->q_pipe_max ? self->q_pipe_max * 2 : 16;
+            self->q_pipes = (redis_pipeline_t **) realloc (self->q_pipes,
+                                (size_t) self->q_pipe_max * sizeof (redis_pipeline_t *));
+            self->q_slots = (int *) realloc (self->q_slots, (size_t) self->q_pipe_max * sizeof (int));
+            assert (self->q_pipes && self->q_slots);
+            for (int j = i; j < self->q_pipe_max; j++)
+                self->q_pipes [j] = redis_pipeline_new ();
+        }
+        redis_pipeline_reset (self->q_pipes [i]);
+        self->q_slots [i] = slot;
+        self->q_pipe_count++;
+    }
+    redis_pipeline_append (self->q_pipes [i], argc, argv, lens);
+    if (self->q_n == self->q_order_max) {
+        self->q_order_max = self->q_order_max ? self->q_order_max * 2 : 256;
+        self->q_order = (int *) realloc (self->q_order, self->q_order_max * sizeof (int));
+        assert (self->q_order);
+    }
+    self->q_order [self->q_n++] = i;
+}
+
+//  Drops what s_send queued and s_recv did not hand out.
+static void
+s_queue_drop (funnel_engine_t *self)
+{
+    for (size_t i = self->q_ready_at; i < self->q_ready_n; i++)
+        freeReplyObject (self->q_ready [i]);
+    self->q_ready_at = self->q_ready_n = 0;
+    self->q_n = 0;
+    self->q_pipe_count = 0;
+}
+
+//  Runs every queued pipeline, replies into q_ready in the order sent.
+static int
+s_queue_run (funnel_engine_t *self)
+{
+    int pipes = self->q_pipe_count;
+    redisReply ***per = (redisReply ***) zmalloc ((size_t) (pipes + 1) * sizeof (redisReply **));
+    size_t *cursor = (size_t *) zmalloc ((size_t) (pipes + 1) * sizeof (size_t));
+    int rc = 0;
+    for (int i = 0; i < pipes && rc == 0; i++) {
+        size_t n = redis_pipeline_count (self->q_pipes [i]);
+        per [i] = (redisReply **) zmalloc ((n + 1) * sizeof (redisReply *));
+        funnel_error_t err;
+        if (redis_cluster_run (self->cluster, self->q_slots [i], self->q_pipes [i], per [i],
+                               &err) != 0) {
+            if (funnel_log_every (&self->last_warn, 1000))
+                log_warn ("%s", err.message);
+            rc = -1;
+        }
+    }
+    if (rc == 0) {
+        if (self->q_ready_max < self->q_n) {
+            self->q_ready_max = self->q_n * 2;
+            self->q_ready = (redisReply **) realloc (self->q_ready,
+                                                     self->q_ready_max * sizeof (redisReply *));
+            assert (self->q_ready);
+        }
+        for (size_t k = 0; k < self->q_n; k++) {
+            int i = self->q_order [k];
+            self->q_ready [k] = per [i][cursor [i]++];
+        }
+        self->q_ready_at = 0;
+        self->q_ready_n = self->q_n;
+    }
+    for (int i = 0; i < pipes; i++) {
+        if (rc != 0 && per [i])
+            for (size_t j = 0; j < redis_pipeline_count (self->q_pipes [i]); j++)
+                if (per [i][j])
+                    freeReplyObject (per [i][j]);
+        free (per [i]);
+    }
+    free (per);
+    free (cursor);
+    self->q_n = 0;
+    self->q_pipe_count = 0;
+    return rc;
+}
+
+//  The replies of what s_send sent, in order; -1 if a node could not
+//  answer (the ones read are freed; the engine must sync again).
+static int
+s_recv (funnel_engine_t *self, redisReply **replies, size_t count)
+{
+    if (!self->cluster)
+        return s_read (self, replies, count);
+    for (size_t i = 0; i < count; i++) {
+        if (self->q_ready_at == self->q_ready_n
+        &&  (self->q_n == 0 || s_queue_run (self) != 0)) {
+            for (size_t j = 0; j < i; j++)
+                freeReplyObject (replies [j]);
+            s_queue_drop (self);
+            self->generation = 0;
+            return -1;
+        }
+        replies [i] = self->q_ready [self->q_ready_at++];
+    }
+    return 0;
+}
+
+//  The commit group of slot (made on first use).
+static int
+s_group_of (funnel_engine_t *self, int slot)
+{
+    if (self->slot_group [slot])
+        return self->slot_group [slot] - 1;
+    if (self->group_count == self->group_max) {
+        int old = self->group_max;
+        self->group_max = old ? old * 2 : 32;
+        self->groups = (group_t *) realloc (self->groups, (size_t) self->group_max * sizeof (group_t));
+        assert (self->groups);
+        for (int i = old; i < self->group_max; i++)
+            self->groups [i].cmds = redis_pipeline_new ();
+    }
+    int g = self->group_count++;
+    group_t *group = &self->groups [g];
+    redis_pipeline_reset (group->cmds);
+    group->slot = slot;
+    group->lease = self->slot_part [slot];
+    self->slot_group [slot] = (int16_t) (g + 1);
+    return g;
+}
+
+static void
+s_group_sink (void *arg, int argc, const char **argv, const size_t *lens)
+{
+    funnel_engine_t *self = (funnel_engine_t *) arg;
+    int slot = redis_cluster_slot (argv [1], lens ? lens [1] : strlen (argv [1]));
+    int g = s_group_of (self, slot);        //  First: it may move the array
+    redis_pipeline_append (self->groups [g].cmds, argc, argv, lens);
+}
+
+static void
+s_groups_reset (funnel_engine_t *self)
+{
+    for (int i = 0; i < self->group_count; i++)
+        self->slot_group [self->groups [i].slot] = 0;
+    self->group_count = 0;
+}
+
+static bool
+s_redirected (const char *text)
+{
+    return strncmp (text, "MOVED ", 6) == 0 || strncmp (text, "ASK ", 4) == 0
+        || strncmp (text, "TRYAGAIN", 8) == 0 || strncmp (text, "CLUSTERDOWN", 11) == 0;
+}
+
+static void s_step_down (funnel_engine_t *self, int part, const char *holder);
+static const char *s_lease_owner (const char *value);
+static const char *s_queue_error (redisReply **replies, size_t count);
+
+//  One group's transaction on the node of slot: the lease of that slot
+//  (lease: a partition, -1 the base one, -2 none) read under WATCH and
+//  checked, then on the same connection MULTI, cmds, extra (what an
+//  intent does not hold), the lease renewed if renew, EXEC, WAIT if wait
+//  (*acked: the replicas it counted). Redirects, a migrating slot and a
+//  failover are waited out (TXN_ATTEMPTS); a changed lease: TXN_LOST.
+static int
+s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
+       redis_pipeline_t *extra, bool renew, bool wait, long long *acked, funnel_error_t *err)
+{
+    int P = self->cfg.partitions;
+    const char *lease_key = lease >= 0 ? self->lease_keys [lease]
+                          : lease == -1 ? self->lease_keys [P] : NULL;
+    redis_pipeline_t *rt = self->txn;
+    char why [200] = "no attempt";
+    for (int attempt = 0; attempt < TXN_ATTEMPTS; attempt++) {
+        if (attempt > 0)
+            zclock_sleep (50);
+        if (lease_key) {
+            redis_pipeline_reset (rt);
+            redis_pipeline_append (rt, 2, (const char *[]) { "WATCH", lease_key }, NULL);
+            redis_pipeline_append (rt, 2, (const char *[]) { "GET", lease_key }, NULL);
+            redisReply *r [2] = { NULL, NULL };
+            if (redis_cluster_run (self->cluster, slot, rt, r, err) != 0) {
+                snprintf (why, sizeof why, "%.180s", err->message);
+                continue;
+            }
+            bool ours = r [1]->type == REDIS_REPLY_STRING && streq (r [1]->str, self->lease_value);
+            bool moving = r [1]->type == REDIS_REPLY_ERROR && s_redirected (r [1]->str);
+            if (!ours && !moving)
+                s_step_down (self, lease < 0 ? P : lease,
+                             r [1]->type == REDIS_REPLY_STRING ? s_lease_owner (r [1]->str) : NULL);
+            if (moving)
+                snprintf (why, sizeof why, "%s", r [1]->str);
+            s_free_replies (r, 2);
+            if (moving)
+                continue;
+            if (!ours) {
+                funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                    "lease: another instance owns this service now; nothing was applied");
+                return TXN_LOST;
+            }
+        }
+        redis_pipeline_reset (rt);
+        redis_pipeline_append (rt, 1, (const char *[]) { "MULTI" }, NULL);
+        size_t size;
+        const char *data = redis_pipeline_data (cmds, &size);
+        redis_pipeline_append_raw (rt, data, size, redis_pipeline_count (cmds));
+        if (extra) {
+            data = redis_pipeline_data (extra, &size);
+            redis_pipeline_append_raw (rt, data, size, redis_pipeline_count (extra));
+        }
+        if (renew && lease_key) {
+            char px [24];
+            snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
+            redis_pipeline_append (rt, 5, (const char *[]) { "SET", lease_key, self->lease_value,
+                                                            "PX", px }, NULL);
+        }
+        redis_pipeline_append (rt, 1, (const char *[]) { "EXEC" }, NULL);
+        if (wait) {
+            char n [16], ms [16];
+            snprintf (n, sizeof n, "%d", self->cfg.acks);
+            snprintf (ms, sizeof ms, "%d", self->cfg.acks_timeout_ms);
+            redis_pipeline_append (rt, 3, (const char *[]) { "WAIT", n, ms }, NULL);
+        }
+        size_t count = redis_pipeline_count (rt);
+        redisReply **replies = (redisReply **) zmalloc ((count + 1) * sizeof (redisReply *));
+        int rc = lease_key ? redis_cluster_run_pinned (self->cluster, rt, replies, err)
+                           : redis_cluster_run (self->cluster, slot, rt, replies, err);
+        if (rc != 0) {
+            free (replies);
+            if (strstr (err->message, "outcome is unknown"))
+                return TXN_UNKNOWN;
+            snprintf (why, sizeof why, "%.180s", err->message);
+            continue;                   //  Nothing was sent
+        }
+        size_t exec_at = count - 1 - (wait ? 1 : 0);
+        redisReply *exec = replies [exec_at];
+        rc = TXN_REFUSED;
+        bool retry = false;
+        if (exec->type == REDIS_REPLY_ARRAY) {
+            rc = TXN_OK;
+            for (size_t i = 0; i < exec->elements && rc == TXN_OK; i++)
+                if (exec->element [i]->type == REDIS_REPLY_ERROR) {
+                    //  Cannot happen by construction (keys of known types)
+                    log_error ("commit: command %zu failed inside EXEC: %s; state may be "
+                               "partly applied", i, exec->element [i]->str);
+                    funnel_error_set (err, FUNNEL_ERR_INTERNAL, "store: a commit command failed: %s",
+                                      exec->element [i]->str);
+                    rc = TXN_UNKNOWN;
+                }
+            if (wait)
+                *acked = replies [count - 1]->type == REDIS_REPLY_INTEGER
+                       ? replies [count - 1]->integer : 0;
+        }
+        else
+        if (exec->type == REDIS_REPLY_NIL) {
+            //  The lease changed since the WATCH (or its key migrated): look again
+            snprintf (why, sizeof why, "a watched lease changed");
+            retry = true;
+        }
+        else {
+            //  EXECABORT: a command was refused while queueing: nothing ran
+            const char *q = s_queue_error (replies, exec_at);
+            snprintf (why, sizeof why, "%s", q ? q : exec->type == REDIS_REPLY_ERROR
+                                                     ? exec->str : "unexpected reply");
+            retry = s_redirected (why);
+            if (retry)
+                redis_cluster_refresh (self->cluster, NULL);
+            else
+                funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                    "redis: %.120s; nothing was applied; retry later with the same ids", why);
+        }
+        s_free_replies (replies, count);
+        free (replies);
+        if (!retry)
+            return rc;
+    }
+    funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+        "redis cluster: slot %d: %.120s; nothing was applied; retry later with the same ids",
+        slot, why);
+    return TXN_REFUSED;
 }
 
 //  ---------------------------------------------------------------------
@@ -228,11 +575,17 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
         if (self->owns [p])
             self->mine [self->mine_count++] = p;
     }
-    //  Several writers of shared records: only with per-partition outboxes
-    self->occ = cfg->part_outbox;
-    self->lease_keys = (char **) zmalloc (n * sizeof (char *));
+    //  Several writers of shared records: instances that split the
+    //  partitions (an instance owning them all has no other writer)
+    self->occ = cfg->part_outbox && self->mine_count < n;
+    //  [n]: the base lease, held on a Redis Cluster only
+    self->lease_keys = (char **) zmalloc ((size_t) (n + 1) * sizeof (char *));
     for (int p = 0; p < n; p++)
         self->lease_keys [p] = zsys_sprintf ("%slease", funnel_state_prefix (self->state, p));
+    self->lease_keys [n] = zsys_sprintf ("%slease", cfg->prefix);
+    self->lease_ids = (int *) zmalloc ((size_t) (n + 1) * sizeof (int));
+    for (int i = 0; i < self->mine_count; i++)
+        self->lease_ids [self->lease_count++] = self->mine [i];
     self->ob_count = cfg->part_outbox ? n : 1;
     self->obs = (outbox_t **) zmalloc ((size_t) self->ob_count * sizeof (outbox_t *));
     if (cfg->part_outbox) {
@@ -251,9 +604,26 @@ funnel_engine_destroy (funnel_engine_t **self_p)
     if (*self_p) {
         funnel_engine_t *self = *self_p;
         funnel_state_destroy (&self->state);
-        for (int p = 0; p < self->cfg.partitions; p++)
+        for (int p = 0; p <= self->cfg.partitions; p++)
             zstr_free (&self->lease_keys [p]);
         free (self->lease_keys);
+        free (self->lease_ids);
+        s_queue_drop (self);
+        for (int i = 0; i < self->q_pipe_max; i++)
+            redis_pipeline_destroy (&self->q_pipes [i]);
+        free (self->q_pipes);
+        free (self->q_slots);
+        free (self->q_order);
+        free (self->q_ready);
+        for (int i = 0; i < self->group_max; i++)
+            redis_pipeline_destroy (&self->groups [i].cmds);
+        free (self->groups);
+        free (self->slot_part);
+        free (self->slot_group);
+        free (self->lease_slots);
+        redis_pipeline_destroy (&self->txn);
+        redis_pipeline_destroy (&self->extra);
+        zlist_destroy (&self->intents_done);
         for (int i = 0; i < self->ob_count; i++)
             s_outbox_destroy (&self->obs [i]);
         free (self->obs);
@@ -267,6 +637,72 @@ funnel_engine_destroy (funnel_engine_t **self_p)
         free (self);
         *self_p = NULL;
     }
+}
+
+void
+funnel_engine_use_cluster (funnel_engine_t *self, redis_cluster_t *cluster)
+{
+    assert (self && cluster && !self->cluster);
+    assert (self->cfg.part_outbox && self->mine_count == self->cfg.partitions);
+    int n = self->cfg.partitions;
+    self->cluster = cluster;
+    self->store = NULL;
+    self->occ = false;
+    self->base_slot = redis_cluster_slot (self->prefix, strlen (self->prefix));
+    self->slot_part = (int16_t *) malloc (REDIS_CLUSTER_SLOTS * sizeof (int16_t));
+    self->slot_group = (int16_t *) zmalloc (REDIS_CLUSTER_SLOTS * sizeof (int16_t));
+    self->lease_slots = (int *) zmalloc ((size_t) (n + 1) * sizeof (int));
+    assert (self->slot_part);
+    for (int i = 0; i < REDIS_CLUSTER_SLOTS; i++)
+        self->slot_part [i] = -2;
+    for (int p = 0; p <= n; p++)
+        self->lease_slots [p] = redis_cluster_slot (self->lease_keys [p],
+                                                    strlen (self->lease_keys [p]));
+    for (int p = n - 1; p >= 0; p--)
+        self->slot_part [self->lease_slots [p]] = (int16_t) p;
+    //  A partition whose tag shares the base's slot is fenced by the base lease
+    self->slot_part [self->base_slot] = -1;
+    self->lease_ids [self->lease_count++] = n;
+    self->txn = redis_pipeline_new ();
+    self->extra = redis_pipeline_new ();
+    self->intents_done = zlist_new ();
+    zlist_autofree (self->intents_done);
+    snprintf (self->intents_key, KEY_MAX, "%sintents", self->prefix);
+}
+
+int
+funnel_engine_connect (funnel_engine_t *self)
+{
+    if (self->cluster)
+        return redis_cluster_refresh (self->cluster, NULL);
+    return redis_store_connect (self->store);
+}
+
+bool
+funnel_engine_connected (funnel_engine_t *self)
+{
+    return self->cluster ? true : redis_store_connected (self->store);
+}
+
+bool
+funnel_engine_redis_up (funnel_engine_t *self)
+{
+    redisReply *reply = NULL;
+    if (self->cluster) {
+        redis_pipeline_t *ping = redis_pipeline_new ();
+        redis_pipeline_append (ping, 1, (const char *[]) { "PING" }, NULL);
+        funnel_error_t err;
+        if (redis_cluster_run (self->cluster, self->base_slot, ping, &reply, &err) != 0)
+            reply = NULL;
+        redis_pipeline_destroy (&ping);
+    }
+    else
+    if (redis_store_connect (self->store) == 0)
+        reply = redis_store_command (self->store, 1, (const char *[]) { "PING" }, NULL);
+    bool up = reply && reply->type == REDIS_REPLY_STATUS;
+    if (reply)
+        freeReplyObject (reply);
+    return up;
 }
 
 void
@@ -439,12 +875,12 @@ s_check_fence (funnel_engine_t *self, const redisReply *mget)
 
 //  Takes every owned partition's lease, or finds one held by another owner.
 static int
-s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
+s_take_leases (funnel_engine_t *self, funnel_error_t *err)
 {
     const char *incr [] = { "INCR", self->fence_key };
-    funnel_redis_append (ctx, 2, incr, NULL);
+    s_send (self, 2, incr, NULL);
     redisReply *token = NULL;
-    if (s_read (self, &token, 1) != 0)
+    if (s_recv (self, &token, 1) != 0)
         return s_unavailable (err);
     if (token->type != REDIS_REPLY_INTEGER) {
         funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "redis: INCR %s: %s", self->fence_key,
@@ -457,7 +893,7 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
     freeReplyObject (token);
     char px [24];
     snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
-    int n = self->mine_count;
+    int n = self->lease_count;
     redisReply **replies = (redisReply **) zmalloc ((n + 1) * sizeof (redisReply *));
     int rc = 0;
     //  Two passes: NX first; then a partition still held by our own owner
@@ -465,15 +901,15 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
     //  taken over; one held by another owner stops us
     for (int pass = 0; pass < 2 && rc == 0; pass++) {
         for (int i = 0; i < n; i++) {
-            const char *key = self->lease_keys [self->mine [i]];
+            const char *key = self->lease_keys [self->lease_ids [i]];
             const char *set [] = { "SET", key, self->lease_value, "PX", px, "NX" };
             const char *get [] = { "GET", key };
             if (pass == 0)
-                funnel_redis_append (ctx, 6, set, NULL);
+                s_send (self, 6, set, NULL);
             else
-                funnel_redis_append (ctx, 2, get, NULL);
+                s_send (self, 2, get, NULL);
         }
-        if (s_read (self, replies, n) != 0) {
+        if (s_recv (self, replies, n) != 0) {
             free (replies);
             return s_unavailable (err);
         }
@@ -488,7 +924,7 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
                     rc = FUNNEL_ENGINE_LEASE_HELD;
                 if (rc)
                     funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-                        "partition %d is owned by another instance ('%s')", self->mine [i],
+                        "partition %d is owned by another instance ('%s')", self->lease_ids [i],
                         s_lease_owner (r->str));
             }
         }
@@ -497,11 +933,11 @@ s_take_leases (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
     if (rc == 0) {
         //  Ours, or our own predecessor's: (re)write them all with our token
         for (int i = 0; i < n; i++) {
-            const char *set [] = { "SET", self->lease_keys [self->mine [i]], self->lease_value,
+            const char *set [] = { "SET", self->lease_keys [self->lease_ids [i]], self->lease_value,
                                    "PX", px };
-            funnel_redis_append (ctx, 5, set, NULL);
+            s_send (self, 5, set, NULL);
         }
-        if (s_read (self, replies, n) != 0)
+        if (s_recv (self, replies, n) != 0)
             rc = s_unavailable (err);
         else
             s_free_replies (replies, n);
@@ -524,16 +960,16 @@ s_fill_u64 (zhashx_t *map, const redisReply *hgetall)
 //  found by hash mod P, so another P would silently miss every record and
 //  seq. The first start records P; every start checks it.
 static int
-s_check_partitions (funnel_engine_t *self, redisContext *ctx, funnel_error_t *err)
+s_check_partitions (funnel_engine_t *self, funnel_error_t *err)
 {
     char mine [16];
     snprintf (mine, sizeof mine, "%d", self->cfg.partitions);
     const char *set [] = { "SET", self->partitions_key, mine, "NX" };
     const char *get [] = { "GET", self->partitions_key };
-    funnel_redis_append (ctx, 4, set, NULL);
-    funnel_redis_append (ctx, 2, get, NULL);
+    s_send (self, 4, set, NULL);
+    s_send (self, 2, get, NULL);
     redisReply *r [2];
-    if (s_read (self, r, 2) != 0)
+    if (s_recv (self, r, 2) != 0)
         return s_unavailable (err);
     int rc = 0;
     if (r [1]->type != REDIS_REPLY_STRING)
@@ -551,6 +987,113 @@ s_check_partitions (funnel_engine_t *self, redisContext *ctx, funnel_error_t *er
     return rc;
 }
 
+//  Cluster: an intent id "<lease token>.<n>" as two numbers, for order.
+static bool
+s_intent_id (const char *text, uint64_t *token, uint64_t *n)
+{
+    char *end = NULL;
+    *token = strtoull (text, &end, 10);
+    if (*end != '.')
+        return false;
+    *n = strtoull (end + 1, &end, 10);
+    return *end == 0 || *end == ':';
+}
+
+typedef struct {
+    uint64_t token, n;
+    int slot;
+    const redisReply *field, *value;
+} pending_t;
+
+static int
+s_pending_cmp (const void *a, const void *b)
+{
+    const pending_t *x = (const pending_t *) a, *y = (const pending_t *) b;
+    if (x->token != y->token)
+        return x->token < y->token ? -1 : 1;
+    if (x->n != y->n)
+        return x->n < y->n ? -1 : 1;
+    return x->slot - y->slot;
+}
+
+//  Cluster, at sync: every group an intent holds ("<id>:<slot>" ->
+//  "<count>\n<commands>") that its partition has not marked applied is
+//  applied now, oldest intent first; then the field goes.
+static int
+s_recover_intents (funnel_engine_t *self, funnel_error_t *err)
+{
+    s_send (self, 2, (const char *[]) { "HGETALL", self->intents_key }, NULL);
+    redisReply *all = NULL;
+    if (s_recv (self, &all, 1) != 0)
+        return s_unavailable (err);
+    size_t count = all->type == REDIS_REPLY_ARRAY ? all->elements / 2 : 0;
+    pending_t *pending = (pending_t *) zmalloc ((count + 1) * sizeof (pending_t));
+    size_t n = 0;
+    for (size_t i = 0; i < count; i++) {
+        pending_t *p = &pending [n];
+        p->field = all->element [2 * i];
+        p->value = all->element [2 * i + 1];
+        const char *colon = strrchr (p->field->str, ':');
+        if (s_intent_id (p->field->str, &p->token, &p->n) && colon)
+            p->slot = atoi (colon + 1);
+        else
+            p->slot = -1;
+        n++;
+    }
+    qsort (pending, n, sizeof (pending_t), s_pending_cmp);
+    int rc = 0;
+    size_t applied = 0;
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        pending_t *p = &pending [i];
+        int part = p->slot >= 0 && p->slot < REDIS_CLUSTER_SLOTS ? self->slot_part [p->slot] : -2;
+        if (part >= 0) {
+            char key [KEY_MAX];
+            snprintf (key, sizeof key, "%sapplied", funnel_state_prefix (self->state, part));
+            s_send (self, 2, (const char *[]) { "GET", key }, NULL);
+            redisReply *mark = NULL;
+            if (s_recv (self, &mark, 1) != 0) {
+                rc = s_unavailable (err);
+                break;
+            }
+            uint64_t token = 0, done = 0;
+            bool marked = mark->type == REDIS_REPLY_STRING && s_intent_id (mark->str, &token, &done)
+                       && (token > p->token || (token == p->token && done >= p->n));
+            freeReplyObject (mark);
+            const char *body = p->value->str, *newline = memchr (body, '\n', p->value->len);
+            if (!marked && newline) {
+                redis_pipeline_t *cmds = redis_pipeline_new ();
+                redis_pipeline_append_raw (cmds, newline + 1,
+                                           p->value->len - (size_t) (newline + 1 - body),
+                                           strtoull (body, NULL, 10));
+                char id [48];
+                snprintf (id, sizeof id, "%" PRIu64 ".%" PRIu64, p->token, p->n);
+                redis_pipeline_reset (self->extra);
+                redis_pipeline_append (self->extra, 3, (const char *[]) { "SET", key, id }, NULL);
+                long long acked = 0;
+                int txn = s_txn (self, p->slot, part, cmds, self->extra, false, false, &acked, err);
+                redis_pipeline_destroy (&cmds);
+                if (txn != TXN_OK) {
+                    rc = -1;
+                    break;
+                }
+                applied++;
+            }
+        }
+        s_send (self, 3, (const char *[]) { "HDEL", self->intents_key, p->field->str }, NULL);
+        redisReply *r = NULL;
+        if (s_recv (self, &r, 1) != 0)
+            rc = s_unavailable (err);
+        else
+            freeReplyObject (r);
+    }
+    if (applied)
+        log_info ("completed %zu partition transaction(s) of batches a stop had interrupted",
+                  applied);
+    free (pending);
+    freeReplyObject (all);
+    return rc;
+}
+
 int
 funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
 {
@@ -558,46 +1101,54 @@ funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
         return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "lease lost: stepped down");
     self->generation = 0;
     funnel_state_clear (self->state);
-    if (redis_store_connect (self->store) != 0)
+    if (funnel_engine_connect (self) != 0)
         return s_unavailable (err);
-    redisContext *ctx = redis_store_context (self->store);
-    uint64_t generation = redis_store_generation (self->store);
-    int rc = s_check_partitions (self, ctx, err);
+    uint64_t generation = self->cluster ? 1 : redis_store_generation (self->store);
+    if (self->cluster) {
+        s_queue_drop (self);
+        zlist_purge (self->intents_done);
+    }
+    int rc = s_check_partitions (self, err);
     if (rc != 0)
         return rc;
-    rc = s_take_leases (self, ctx, err);
+    rc = s_take_leases (self, err);
     if (rc != 0)
         return rc;
-    s_append_fence (self, ctx);
+    //  A cluster: batches a stop interrupted between two transactions are
+    //  completed before anything reads seq or checkpoints
+    if (self->cluster && s_recover_intents (self, err) != 0)
+        return -1;
+    //  One server: the fence is armed in the same round trip (a cluster
+    //  fences each transaction by itself)
+    size_t count = 0;
+    if (!self->cluster) {
+        s_append_fence (self, redis_store_context (self->store));
+        count = 2;
+    }
+    size_t first = count;
     //  Per outbox: seq, start, checkpoints, subscribers, bucket sizes
-    size_t count = 2;
     for (int i = 0; i < self->ob_count; i++) {
         outbox_t *ob = self->obs [i];
         if (!ob)
             continue;
-        const char *get_seq [] = { "GET", ob->seq_key };
-        const char *get_first [] = { "GET", ob->ob_first_key };
-        const char *get_ckpt [] = { "HGETALL", ob->ckpt_key };
-        const char *get_subs [] = { "HGETALL", ob->subs_key };
-        const char *get_sizes [] = { "HGETALL", ob->ob_size_key };
-        funnel_redis_append (ctx, 2, get_seq, NULL);
-        funnel_redis_append (ctx, 2, get_first, NULL);
-        funnel_redis_append (ctx, 2, get_ckpt, NULL);
-        funnel_redis_append (ctx, 2, get_subs, NULL);
-        funnel_redis_append (ctx, 2, get_sizes, NULL);
+        s_send (self, 2, (const char *[]) { "GET", ob->seq_key }, NULL);
+        s_send (self, 2, (const char *[]) { "GET", ob->ob_first_key }, NULL);
+        s_send (self, 2, (const char *[]) { "HGETALL", ob->ckpt_key }, NULL);
+        s_send (self, 2, (const char *[]) { "HGETALL", ob->subs_key }, NULL);
+        s_send (self, 2, (const char *[]) { "HGETALL", ob->ob_size_key }, NULL);
         count += 5;
     }
-    redisReply **r = (redisReply **) zmalloc (count * sizeof (redisReply *));
-    if (s_read (self, r, count) != 0) {
+    redisReply **r = (redisReply **) zmalloc ((count + 1) * sizeof (redisReply *));
+    if (s_recv (self, r, count) != 0) {
         free (r);
         return s_unavailable (err);
     }
-    if (s_check_fence (self, r [1]) != 0) {
+    if (!self->cluster && s_check_fence (self, r [1]) != 0) {
         s_free_replies (r, count);
         free (r);
         return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE, "lease lost while syncing");
     }
-    size_t at = 2;
+    size_t at = first;
     for (int i = 0; i < self->ob_count; i++) {
         outbox_t *ob = self->obs [i];
         if (!ob)
@@ -629,25 +1180,24 @@ s_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t count)
     funnel_engine_t *self = (funnel_engine_t *) arg;
     if (!s_ready (self))
         return -1;
-    redisContext *ctx = redis_store_context (self->store);
     for (size_t i = 0; i < count; i++) {
         const char *argv [] = { "HGETALL", funnel_rec_key (recs [i]) };
         //  Shared records: the commit aborts if another instance changes it
         if (self->occ) {
             argv [0] = "WATCH";
-            funnel_redis_append (ctx, 2, argv, NULL);
+            s_send (self, 2, argv, NULL);
             argv [0] = "HGETALL";
         }
-        funnel_redis_append (ctx, 2, argv, NULL);
+        s_send (self, 2, argv, NULL);
     }
     for (size_t i = 0; i < count; i++) {
         redisReply *reply = NULL;
         if (self->occ) {
-            if (s_read (self, &reply, 1) != 0)
+            if (s_recv (self, &reply, 1) != 0)
                 return -1;
             freeReplyObject (reply);
         }
-        if (s_read (self, &reply, 1) != 0)
+        if (s_recv (self, &reply, 1) != 0)
             return -1;
         funnel_state_fill (st, recs [i], reply);
         freeReplyObject (reply);
@@ -668,15 +1218,15 @@ s_list_reader (void *arg, const char *key, int max, zlist_t *out)
     //  Shared with other instances: WATCH it, in the same round trip
     if (self->occ) {
         const char *watch [] = { "WATCH", key };
-        funnel_redis_append (redis_store_context (self->store), 2, watch, NULL);
+        s_send (self, 2, watch, NULL);
     }
-    funnel_redis_append (redis_store_context (self->store), 4, argv, NULL);
+    s_send (self, 4, argv, NULL);
     if (self->occ) {
-        if (s_read (self, &reply, 1) != 0)
+        if (s_recv (self, &reply, 1) != 0)
             return -1;
         freeReplyObject (reply);
     }
-    if (s_read (self, &reply, 1) != 0)
+    if (s_recv (self, &reply, 1) != 0)
         return -1;
     int rc = reply->type == REDIS_REPLY_ARRAY ? 0 : -1;
     for (size_t i = 0; rc == 0 && i < reply->elements; i++)
@@ -741,7 +1291,6 @@ s_redactor (void *arg, funnel_state_t *st, const char *person)
         zlist_destroy (&seqs);
         return -1;
     }
-    redisContext *ctx = redis_store_context (self->store);
     size_t asked = 0, sent = 0;
     char (*buckets) [KEY_MAX] = zmalloc ((zlist_size (seqs) + 1) * KEY_MAX);
     char (*fields) [24] = zmalloc ((zlist_size (seqs) + 1) * 24);
@@ -753,17 +1302,17 @@ s_redactor (void *arg, funnel_state_t *st, const char *person)
         watched [asked] = self->occ && !ours;
         if (watched [asked]) {
             const char *watch [] = { "WATCH", buckets [asked] };
-            funnel_redis_append (ctx, 2, watch, NULL);
+            s_send (self, 2, watch, NULL);
             sent++;
         }
         const char *hget [] = { "HGET", buckets [asked], fields [asked] };
-        funnel_redis_append (ctx, 3, hget, NULL);
+        s_send (self, 3, hget, NULL);
         sent++;
         asked++;
     }
     zlist_destroy (&seqs);
     redisReply **replies = (redisReply **) zmalloc ((sent + 1) * sizeof (redisReply *));
-    if (sent > 0 && s_read (self, replies, sent) != 0) {
+    if (sent > 0 && s_recv (self, replies, sent) != 0) {
         free (replies);
         free (buckets);
         free (fields);
@@ -836,8 +1385,9 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
                 r->prefetch (self->state, &events [i]);
     funnel_rec_t **recs;
     size_t wanted = funnel_state_take_wants (self->state, &recs);
-    redisContext *ctx = redis_store_context (self->store);
     size_t sent = 0;
+    //  A cluster: one GET per key (an MGET's keys must share a slot)
+    bool split = self->cluster != NULL;
     if (seen && count > 0) {
         //  The keys' buffer is kept from batch to batch: a fresh 512 kB
         //  one per batch cost page faults on every batch
@@ -854,29 +1404,34 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
             argv [i + 1] = self->keys + i * 512;
         }
         if (self->occ)
-            funnel_redis_append (ctx, (int) count + 1, argv, NULL);
-        argv [0] = "MGET";
-        funnel_redis_append (ctx, (int) count + 1, argv, NULL);
+            s_send (self, (int) count + 1, argv, NULL);
+        if (split)
+            for (size_t i = 0; i < count; i++)
+                s_send (self, 2, (const char *[]) { "GET", argv [i + 1] }, NULL);
+        else {
+            argv [0] = "MGET";
+            s_send (self, (int) count + 1, argv, NULL);
+        }
         free (argv);
-        sent++;
+        sent += split ? count : 1;
     }
     if (self->occ && wanted > 0) {
         const char **argv = (const char **) malloc ((wanted + 1) * sizeof (char *));
         argv [0] = "WATCH";
         for (size_t i = 0; i < wanted; i++)
             argv [i + 1] = funnel_rec_key (recs [i]);
-        funnel_redis_append (ctx, (int) wanted + 1, argv, NULL);
+        s_send (self, (int) wanted + 1, argv, NULL);
         free (argv);
     }
     size_t watches = self->occ ? (seen && count > 0) + (wanted > 0) : 0;
     for (size_t i = 0; i < wanted; i++) {
         const char *argv [] = { "HGETALL", funnel_rec_key (recs [i]) };
-        funnel_redis_append (ctx, 2, argv, NULL);
+        s_send (self, 2, argv, NULL);
     }
     sent += wanted;
     sent += watches;
     redisReply **replies = (redisReply **) zmalloc ((sent + 1) * sizeof (redisReply *));
-    if (s_read (self, replies, sent) != 0) {
+    if (s_recv (self, replies, sent) != 0) {
         free (replies);
         return -1;
     }
@@ -885,12 +1440,20 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
     if (seen && count > 0) {
         if (self->occ)
             at++;                   //  The WATCH of the dedup keys
-        redisReply *mget = replies [at++];
-        if (mget->type != REDIS_REPLY_ARRAY || mget->elements != count)
-            rc = -1;
-        else
-            for (size_t i = 0; i < count; i++)
-                seen [i] = mget->element [i]->type == REDIS_REPLY_STRING;
+        if (split)
+            for (size_t i = 0; i < count; i++, at++) {
+                if (replies [at]->type == REDIS_REPLY_ERROR)
+                    rc = -1;
+                seen [i] = replies [at]->type == REDIS_REPLY_STRING;
+            }
+        else {
+            redisReply *mget = replies [at++];
+            if (mget->type != REDIS_REPLY_ARRAY || mget->elements != count)
+                rc = -1;
+            else
+                for (size_t i = 0; i < count; i++)
+                    seen [i] = mget->element [i]->type == REDIS_REPLY_STRING;
+        }
     }
     if (self->occ && wanted > 0)
         at++;                       //  The WATCH of the records
@@ -1011,8 +1574,9 @@ s_count_losses (funnel_engine_t *self, outbox_t *ob, uint64_t first, uint64_t lo
 //  seqs, one HSET per bucket of 1000, the sizes, seq, trim); the results
 //  wait in ob->new_* until the commit succeeds. Returns commands appended.
 static size_t
-s_append_outbox (funnel_engine_t *self, outbox_t *ob, redisContext *ctx, char **entries,
-                 size_t *entry_sizes, char (*seqs) [24], int64_t now, const char *by)
+s_append_outbox (funnel_engine_t *self, outbox_t *ob, funnel_redis_sink_fn *sink, void *arg,
+                 char **entries, size_t *entry_sizes, char (*seqs) [24], int64_t now,
+                 const char *by)
 {
     funnel_state_t *st = self->state;
     size_t sent = 0;
@@ -1049,14 +1613,14 @@ s_append_outbox (funnel_engine_t *self, outbox_t *ob, redisContext *ctx, char **
             lens [3 + 2 * j] = entry_sizes [k];
             bytes += entry_sizes [k] + strlen (seqs [k]);
         }
-        funnel_redis_append (ctx, (int) (2 + 2 * n), argv, lens);
+        sink (arg, (int) (2 + 2 * n), argv, lens);
         sent++;
         //  Bytes per bucket, for the outbox's memory cap
         char bucket_name [24], bytes_text [24];
         snprintf (bucket_name, sizeof bucket_name, "%" PRIu64, bucket);
         snprintf (bytes_text, sizeof bytes_text, "%" PRIu64, bytes);
         const char *size_cmd [] = { "HINCRBY", ob->ob_size_key, bucket_name, bytes_text };
-        funnel_redis_append (ctx, 4, size_cmd, NULL);
+        sink (arg, 4, size_cmd, NULL);
         sent++;
         s_put_u64 (ob->new_sizes, bucket_name, s_get_u64 (ob->new_sizes, bucket_name) + bytes);
         free (argv);
@@ -1071,7 +1635,7 @@ s_append_outbox (funnel_engine_t *self, outbox_t *ob, redisContext *ctx, char **
         return sent;
     snprintf (number, sizeof number, "%" PRIu64, seq);
     const char *set_seq [] = { "SET", ob->seq_key, number };
-    funnel_redis_append (ctx, 3, set_seq, NULL);
+    sink (arg, 3, set_seq, NULL);
     sent++;
     int64_t keep = s_trim_point (self, ob, seq, ob->new_sizes, &ob->lost);
     if (keep > (int64_t) ob->ob_first) {
@@ -1080,31 +1644,27 @@ s_append_outbox (funnel_engine_t *self, outbox_t *ob, redisContext *ctx, char **
             snprintf (key, sizeof key, "%sob:%" PRIu64, ob->prefix, b);
             snprintf (name, sizeof name, "%" PRIu64, b);
             const char *del [] = { "UNLINK", key };
-            funnel_redis_append (ctx, 2, del, NULL);
+            sink (arg, 2, del, NULL);
             const char *hdel [] = { "HDEL", ob->ob_size_key, name };
-            funnel_redis_append (ctx, 3, hdel, NULL);
+            sink (arg, 3, hdel, NULL);
             sent += 2;
             zhashx_delete (ob->new_sizes, name);
         }
         if (ob->lost > 0) {
             snprintf (number, sizeof number, "%" PRIu64, ob->lost);
             const char *incr [] = { "HINCRBY", self->stats_key, "outbox_lost", number };
-            funnel_redis_append (ctx, 4, incr, NULL);
+            sink (arg, 4, incr, NULL);
             sent++;
         }
         ob->new_first = (uint64_t) keep;
         snprintf (number, sizeof number, "%" PRIu64, ob->new_first);
         const char *set_first [] = { "SET", ob->ob_first_key, number };
-        funnel_redis_append (ctx, 3, set_first, NULL);
+        sink (arg, 3, set_first, NULL);
         sent++;
     }
     return sent;
 }
 
-//  Commits the state's write-set plus c; publishes the outputs. On any
-//  failure the batch is rolled back in the cache too. ENGINE_RETRY: a
-//  shared record changed under us (only with several instances): nothing
-//  applied, run the batch again.
 //  The outbox output k of the batch goes to (its event's partition's).
 static outbox_t *
 s_output_outbox (funnel_engine_t *self, size_t k)
@@ -1124,6 +1684,212 @@ s_hidden (funnel_engine_t *self)
     return false;
 }
 
+//  One server: the built transaction (sent commands, MULTI first) ends
+//  with the renewals, EXEC, WAIT and the fence, and its replies are
+//  read. TXN_* as s_txn; *acked: replicas WAIT counted.
+static int
+s_commit_single (funnel_engine_t *self, redisContext *ctx, size_t sent, bool renew, bool wait,
+                 long long *acked, funnel_error_t *err)
+{
+    funnel_state_t *st = self->state;
+    funnel_savepoint_t zero = { 0 };
+    //  Lease renewal inside the transaction: our own write to a watched
+    //  key cannot abort this EXEC (WATCH is checked before it runs)
+    if (renew) {
+        char px [24];
+        snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
+        for (int i = 0; i < self->mine_count; i++) {
+            const char *set [] = { "SET", self->lease_keys [self->mine [i]], self->lease_value,
+                                   "PX", px };
+            funnel_redis_append (ctx, 5, set, NULL);
+            sent++;
+        }
+    }
+    redisAppendCommand (ctx, "EXEC");
+    size_t exec_at = sent++;
+    size_t wait_at = 0;
+    if (wait) {
+        redisAppendCommand (ctx, "WAIT %d %d", self->cfg.acks, self->cfg.acks_timeout_ms);
+        wait_at = sent++;
+    }
+    s_append_fence (self, ctx);
+    sent += 2;
+
+    redisReply **replies = (redisReply **) zmalloc (sent * sizeof (redisReply *));
+    int rc = TXN_OK;
+    if (s_read (self, replies, sent) != 0) {
+        free (replies);
+        log_warn ("commit: connection lost before the reply; outcome unknown");
+        return TXN_UNKNOWN;
+    }
+    redisReply *exec = replies [exec_at];
+    if (exec->type == REDIS_REPLY_ARRAY) {
+        for (size_t i = 0; i < exec->elements && rc == TXN_OK; i++)
+            if (exec->element [i]->type == REDIS_REPLY_ERROR) {
+                //  Cannot happen by construction (keys of known types)
+                log_error ("commit: command %zu failed inside EXEC: %s; state may be "
+                           "partly applied", i, exec->element [i]->str);
+                rc = funnel_error_set (err, FUNNEL_ERR_INTERNAL,
+                                       "store: a commit command failed: %s",
+                                       exec->element [i]->str);
+                rc = TXN_UNKNOWN;
+            }
+    }
+    else
+    if (exec->type == REDIS_REPLY_NIL) {
+        //  WATCH: a lease key changed since our last commit, or (with
+        //  several instances) a shared record we read
+        funnel_state_rollback (st, zero);
+        if (self->occ && s_check_fence (self, replies [sent - 1]) == 0)
+            rc = ENGINE_RETRY;
+        else {
+            s_check_fence (self, replies [sent - 1]);
+            if (!self->lost)
+                s_step_down (self, 0, "?");
+            funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                "lease: another instance owns this service now; nothing was applied");
+            rc = TXN_LOST;
+        }
+    }
+    else {
+        //  EXECABORT: a command was refused while queueing (OOM,
+        //  MISCONF, READONLY, LOADING, BUSY...): nothing ran
+        const char *why = s_queue_error (replies, exec_at);
+        if (!why)
+            why = exec->type == REDIS_REPLY_ERROR ? exec->str : "unexpected reply";
+        funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+            "redis: %.120s; nothing was applied; retry later with the same ids", why);
+        if (funnel_log_every (&self->last_warn, 1000))
+            log_warn ("commit refused by redis: %s", why);
+        rc = TXN_REFUSED;
+    }
+    if (rc == TXN_OK && !self->lost && s_check_fence (self, replies [sent - 1]) != 0)
+        log_error ("commit applied, then the lease was found lost");
+    if (rc == TXN_OK && wait)
+        *acked = replies [wait_at]->type == REDIS_REPLY_INTEGER ? replies [wait_at]->integer : 0;
+    for (int i = 0; i < self->ob_count; i++)
+        if (self->obs [i])
+            self->obs [i]->touched = true;
+    s_free_replies (replies, sent);
+    free (replies);
+    return rc;
+}
+
+//  A cluster: the commit's groups (one per slot), each its own fenced
+//  transaction; several of them through an intent (see "Redis Cluster").
+static int
+s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked,
+                  funnel_error_t *err)
+{
+    int P = self->cfg.partitions;
+    //  A renewal renews every lease, each in a transaction of its slot
+    if (renew)
+        for (int i = 0; i < self->lease_count; i++)
+            s_group_of (self, self->lease_slots [self->lease_ids [i]]);
+    int n = self->group_count;
+    if (n == 0)
+        return TXN_OK;
+    long long least = self->cfg.acks, count = 0;
+    int rc = TXN_OK;
+    if (n == 1) {
+        group_t *g = &self->groups [0];
+        rc = s_txn (self, g->slot, g->lease, g->cmds, NULL, renew, wait, &count, err);
+        if (rc == TXN_OK && g->lease >= 0 && self->obs [g->lease])
+            self->obs [g->lease]->touched = true;
+        least = count;
+    }
+    else {
+        int base = s_group_of (self, self->base_slot);
+        char id [48];
+        snprintf (id, sizeof id, "%" PRIu64 ".%" PRIu64,
+                  (uint64_t) strtoull (self->lease_value, NULL, 10), ++self->intent_n);
+        //  The base transaction stores every other group as "<id>:<slot>"
+        //  and deletes the fields of intents applied since the last one
+        redis_pipeline_t *extra = self->extra;
+        redis_pipeline_reset (extra);
+        char (*fields) [64] = zmalloc ((size_t) n * 64);
+        for (int g = 0; g < n; g++) {
+            fields [g][0] = 0;
+            //  A group with nothing but its lease renewal needs no intent
+            if (g == base || redis_pipeline_count (self->groups [g].cmds) == 0)
+                continue;
+            size_t size;
+            const char *data = redis_pipeline_data (self->groups [g].cmds, &size);
+            char head [24];
+            int head_len = snprintf (head, sizeof head, "%zu\n",
+                                     redis_pipeline_count (self->groups [g].cmds));
+            char *value = (char *) malloc ((size_t) head_len + size + 1);
+            assert (value);
+            memcpy (value, head, (size_t) head_len);
+            memcpy (value + head_len, data, size);
+            snprintf (fields [g], 64, "%s:%d", id, self->groups [g].slot);
+            const char *argv [] = { "HSET", self->intents_key, fields [g], value };
+            size_t lens [] = { 4, strlen (self->intents_key), strlen (fields [g]),
+                               (size_t) head_len + size };
+            redis_pipeline_append (extra, 4, argv, lens);
+            free (value);
+        }
+        size_t done = zlist_size (self->intents_done);
+        if (done > 0) {
+            const char **argv = (const char **) malloc ((done + 2) * sizeof (char *));
+            argv [0] = "HDEL";
+            argv [1] = self->intents_key;
+            size_t k = 2;
+            for (const char *f = zlist_first (self->intents_done); f;
+                 f = zlist_next (self->intents_done))
+                argv [k++] = f;
+            redis_pipeline_append (extra, (int) k, argv, NULL);
+            free (argv);
+        }
+        group_t *b = &self->groups [base];
+        rc = s_txn (self, b->slot, b->lease, b->cmds, extra, renew, wait, &count, err);
+        if (rc == TXN_OK) {
+            zlist_purge (self->intents_done);
+            if (count < least)
+                least = count;
+            if (b->lease >= 0 && self->obs [b->lease])
+                self->obs [b->lease]->touched = true;
+        }
+        //  The batch is durable from here: a group that fails now is
+        //  completed by the next sync (the engine syncs again first)
+        for (int g = 0; g < n && rc == TXN_OK; g++) {
+            if (g == base)
+                continue;
+            group_t *grp = &self->groups [g];
+            redis_pipeline_reset (extra);
+            if (grp->lease >= 0 && fields [g][0]) {
+                char key [KEY_MAX];
+                snprintf (key, sizeof key, "%sapplied",
+                          funnel_state_prefix (self->state, grp->lease));
+                redis_pipeline_append (extra, 3, (const char *[]) { "SET", key, id }, NULL);
+            }
+            count = 0;
+            int txn = s_txn (self, grp->slot, grp->lease, grp->cmds, extra, renew, wait,
+                             &count, err);
+            if (txn != TXN_OK) {
+                if (txn != TXN_LOST)
+                    log_warn ("commit: batch %s stored, its slot %d not applied yet (%s); "
+                              "completing it at the next sync", id, grp->slot, err->message);
+                rc = txn == TXN_LOST ? TXN_LOST : TXN_UNKNOWN;
+                break;
+            }
+            if (fields [g][0])
+                zlist_append (self->intents_done, fields [g]);
+            if (count < least)
+                least = count;
+            if (grp->lease >= 0 && grp->lease < P && self->obs [grp->lease])
+                self->obs [grp->lease]->touched = true;
+        }
+        free (fields);
+    }
+    *acked = least;
+    return rc;
+}
+
+//  Commits the state's write-set plus c; publishes the outputs. On any
+//  failure the batch is rolled back in the cache too. ENGINE_RETRY: a
+//  shared record changed under us (only with several instances): nothing
+//  applied, run the batch again.
 static int
 s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
 {
@@ -1134,12 +1900,19 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         return s_unavailable (err);
     }
     int64_t started = zclock_usecs ();
-    redisContext *ctx = redis_store_context (self->store);
+    //  Where the commands go: the connection (one server) or the groups
+    redisContext *ctx = self->cluster ? NULL : redis_store_context (self->store);
+    funnel_redis_sink_fn *sink = self->cluster ? s_group_sink : funnel_redis_sink_ctx;
+    void *arg = self->cluster ? (void *) self : (void *) ctx;
     int64_t now = funnel_state_now (st);
     char number [24], ttl [24];
     size_t sent = 0;
-    redisAppendCommand (ctx, "MULTI");
-    sent++;
+    if (self->cluster)
+        s_groups_reset (self);
+    else {
+        redisAppendCommand (ctx, "MULTI");
+        sent++;
+    }
     //  Dedup ids: one key each, expiring on its own (incremental expiry)
     snprintf (ttl, sizeof ttl, "%" PRId64, self->cfg.dedup_ttl_s);
     for (size_t i = 0; i < c->id_count; i++) {
@@ -1147,17 +1920,19 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         s_dedup_key (self, c->ids [i], key, sizeof key);
         //  The value says who published it ('1': anonymous; proto/wire.md)
         const char *argv [] = { "SET", key, c->by && *c->by ? c->by : "1", "EX", ttl };
-        funnel_redis_append (ctx, 5, argv, NULL);
+        sink (arg, 5, argv, NULL);
         sent++;
     }
     size_t outputs = funnel_state_output_count (st);
     if (outputs > 0)
         funnel_state_count (st, "events_out", (int64_t) outputs);
-    sent += funnel_state_append_writes (st, ctx, self->stats_key);
+    sent += funnel_state_append_writes (st, sink, arg, self->stats_key);
     //  Each output to its outbox (the service's, or its partition's)
     for (int i = 0; i < self->ob_count; i++)
-        if (self->obs [i])
+        if (self->obs [i]) {
             self->obs [i]->out_count = 0;
+            self->obs [i]->touched = false;
+        }
     for (size_t k = 0; k < outputs; k++) {
         outbox_t *ob = s_output_outbox (self, k);
         if (ob->out_count == ob->out_size) {
@@ -1172,7 +1947,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     char (*seqs) [24] = zmalloc ((outputs + 1) * 24);
     for (int i = 0; i < self->ob_count; i++)
         if (self->obs [i])
-            sent += s_append_outbox (self, self->obs [i], ctx, entries, entry_sizes, seqs,
+            sent += s_append_outbox (self, self->obs [i], sink, arg, entries, entry_sizes, seqs,
                                      now, c->by);
     //  Privacy: each output that carried a person's data goes into that
     //  person's bounded index, so erasing never scans an outbox. The entry
@@ -1193,9 +1968,9 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         else
             snprintf (entry, sizeof entry, "%s", seqs [k]);
         const char *rpush [] = { "RPUSH", key, entry };
-        funnel_redis_append (ctx, 3, rpush, NULL);
+        sink (arg, 3, rpush, NULL);
         const char *ltrim [] = { "LTRIM", key, bound, "-1" };
-        funnel_redis_append (ctx, 4, ltrim, NULL);
+        sink (arg, 4, ltrim, NULL);
         sent += 2;
     }
     //  Checkpoints: with per-partition outboxes, every owned partition has
@@ -1204,148 +1979,91 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         if (self->obs [i]) {
             //  Never backwards: a partition moved here may be further on
             uint64_t value = s_get_u64 (self->obs [i]->ckpts, c->upstream);
+            if (self->cluster && value >= c->checkpoint)
+                continue;           //  Nothing new: no transaction for it
             snprintf (number, sizeof number, "%" PRIu64,
                       value > c->checkpoint ? value : c->checkpoint);
             const char *hset [] = { "HSET", self->obs [i]->ckpt_key, c->upstream, number };
-            funnel_redis_append (ctx, 4, hset, NULL);
+            sink (arg, 4, hset, NULL);
             sent++;
         }
-    //  Lease renewal inside the transaction: our own write to a watched
-    //  key cannot abort this EXEC (WATCH is checked before it runs)
     bool renew = zclock_mono () - self->renewed >= self->cfg.lease_ms / 3;
-    if (renew) {
-        char px [24];
-        snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
-        for (int i = 0; i < self->mine_count; i++) {
-            const char *set [] = { "SET", self->lease_keys [self->mine [i]], self->lease_value,
-                                   "PX", px };
-            funnel_redis_append (ctx, 5, set, NULL);
-            sent++;
-        }
-    }
-    redisAppendCommand (ctx, "EXEC");
-    size_t exec_at = sent++;
     //  redis/acks: WAIT in the same round trip, before the reply and the
     //  PUB (what a client or a subscriber saw survives a failover). An
     //  empty renewal acknowledges nothing to anyone: no WAIT, unless seqs
     //  are still hidden (it shows them once acknowledged)
     bool wait = self->cfg.acks > 0 && (c->replied || c->id_count > 0 || outputs > 0
                                        || s_hidden (self));
-    size_t wait_at = 0;
-    if (wait) {
-        redisAppendCommand (ctx, "WAIT %d %d", self->cfg.acks, self->cfg.acks_timeout_ms);
-        wait_at = sent++;
-    }
-    s_append_fence (self, ctx);
-    sent += 2;
-
-    redisReply **replies = (redisReply **) zmalloc (sent * sizeof (redisReply *));
+    long long acked = self->cfg.acks;
+    int txn = self->cluster ? s_commit_cluster (self, renew, wait, &acked, err)
+                            : s_commit_single (self, ctx, sent, renew, wait, &acked, err);
     int rc = 0;
-    if (s_read (self, replies, sent) != 0) {
-        //  The EXEC may have run: nothing in the cache can be trusted
+    if (txn == ENGINE_RETRY) {
         funnel_state_clear (st);
-        rc = s_unknown (err);
-        log_warn ("commit: connection lost before the reply; outcome unknown");
+        self->conflicts++;
+        rc = ENGINE_RETRY;
     }
-    else {
-        redisReply *exec = replies [exec_at];
-        if (exec->type == REDIS_REPLY_ARRAY) {
-            for (size_t i = 0; i < exec->elements && rc == 0; i++)
-                if (exec->element [i]->type == REDIS_REPLY_ERROR) {
-                    //  Cannot happen by construction (keys of known types)
-                    log_error ("commit: command %zu failed inside EXEC: %s; state may be "
-                               "partly applied", i, exec->element [i]->str);
-                    funnel_state_clear (st);
-                    self->generation = 0;       //  Re-read seq and checkpoints
-                    rc = funnel_error_set (err, FUNNEL_ERR_INTERNAL,
-                                           "store: a commit command failed: %s",
-                                           exec->element [i]->str);
-                }
-        }
-        else
-        if (exec->type == REDIS_REPLY_NIL) {
-            //  WATCH: a lease key changed since our last commit, or (with
-            //  several instances) a shared record we read
-            funnel_state_rollback (st, zero);
-            if (self->occ && s_check_fence (self, replies [sent - 1]) == 0) {
-                funnel_state_clear (st);
-                self->conflicts++;
-                rc = ENGINE_RETRY;
-            }
-            else {
-                s_check_fence (self, replies [sent - 1]);
-                if (!self->lost)
-                    s_step_down (self, 0, "?");
-                rc = funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-                    "lease: another instance owns this service now; nothing was applied");
-            }
-        }
-        else {
-            //  EXECABORT: a command was refused while queueing (OOM,
-            //  MISCONF, READONLY, LOADING, BUSY...): nothing ran
-            const char *why = s_queue_error (replies, exec_at);
-            if (!why)
-                why = exec->type == REDIS_REPLY_ERROR ? exec->str : "unexpected reply";
-            funnel_state_rollback (st, zero);
-            rc = funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-                "redis: %.120s; nothing was applied; retry later with the same ids", why);
-            if (funnel_log_every (&self->last_warn, 1000))
-                log_warn ("commit refused by redis: %s", why);
-        }
-        if (rc == 0 && !self->lost && s_check_fence (self, replies [sent - 1]) != 0)
-            log_error ("commit applied, then the lease was found lost");
-        //  Applied on the primary but not on enough replicas: a failover
-        //  now could lose it. Kept (seq, checkpoints move on; the outbox
-        //  holds it) but hidden: no OK, no PUB, not in REPLAY or PING until
-        //  a later WAIT covers it (a subscriber that consumed it could not
-        //  unsee it if the failover dropped it and reused its seq)
-        bool unacked = false;
-        if (rc == 0 && wait) {
-            redisReply *acks = replies [wait_at];
-            long long acked = acks->type == REDIS_REPLY_INTEGER ? acks->integer : 0;
-            if (acked < self->cfg.acks) {
-                unacked = true;
-                rc = funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-                    "redis: outcome unknown: only %lld of %d replicas acknowledged within "
-                    "%d ms; retrying with the same ids is safe", acked, self->cfg.acks,
-                    self->cfg.acks_timeout_ms);
-                if (funnel_log_every (&self->last_warn, 1000))
-                    log_warn ("commit: only %lld of %d replicas acknowledged within %d ms%s%s",
-                              acked, self->cfg.acks, self->cfg.acks_timeout_ms,
-                              acks->type == REDIS_REPLY_ERROR ? ": " : "",
-                              acks->type == REDIS_REPLY_ERROR ? acks->str : "");
+    else
+    if (txn == TXN_UNKNOWN) {
+        //  The EXEC may have run: nothing in the cache can be trusted, and
+        //  seq and checkpoints are read again (a cluster: after completing
+        //  the batch's stored intent)
+        funnel_state_clear (st);
+        self->generation = 0;
+        if (!err->code || !streq (err->code, FUNNEL_ERR_INTERNAL))
+            s_unknown (err);
+        rc = -1;
+    }
+    else
+    if (txn != TXN_OK) {
+        funnel_state_rollback (st, zero);
+        rc = -1;
+    }
+    //  Applied on the primary but not on enough replicas: a failover
+    //  now could lose it. Kept (seq, checkpoints move on; the outbox
+    //  holds it) but hidden: no OK, no PUB, not in REPLAY or PING until
+    //  a later WAIT covers it (a subscriber that consumed it could not
+    //  unsee it if the failover dropped it and reused its seq)
+    bool unacked = false;
+    if (rc == 0 && wait && acked < self->cfg.acks) {
+        unacked = true;
+        rc = funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+            "redis: outcome unknown: only %lld of %d replicas acknowledged within "
+            "%d ms; retrying with the same ids is safe", acked, self->cfg.acks,
+            self->cfg.acks_timeout_ms);
+        if (funnel_log_every (&self->last_warn, 1000))
+            log_warn ("commit: only %lld of %d replicas acknowledged within %d ms",
+                      acked, self->cfg.acks, self->cfg.acks_timeout_ms);
+    }
+    if (txn == TXN_OK) {
+        if (renew)
+            self->renewed = zclock_mono ();
+        //  Publish, then forget the write-set (outputs live in it)
+        for (int i = 0; i < self->ob_count; i++) {
+            outbox_t *ob = self->obs [i];
+            if (!ob)
+                continue;
+            uint64_t first = ob->seq + 1;
+            ob->seq = ob->new_seq;
+            //  WAIT covers every earlier write too, in every outbox (of the
+            //  node it ran on: on a cluster, the outboxes it wrote)
+            if (!unacked && ob->touched)
+                ob->visible = ob->seq;
+            ob->ob_first = ob->new_first;
+            zhashx_destroy (&ob->bucket_bytes);
+            ob->bucket_bytes = ob->new_sizes;
+            ob->new_sizes = NULL;
+            s_count_losses (self, ob, ob->ob_first, ob->lost);
+            if (c->upstream && c->checkpoint > s_get_u64 (ob->ckpts, c->upstream))
+                s_put_u64 (ob->ckpts, c->upstream, c->checkpoint);
+            for (size_t j = 0; j < ob->out_count && self->publish && !unacked; j++) {
+                size_t k = ob->outs [j];
+                outbox_entry_t event;
+                if (outbox_entry_parse (entries [k], entry_sizes [k], &event) == 0)
+                    self->publish (self->publish_arg, ob->part, first + j, &event);
             }
         }
-        if (rc == 0 || unacked) {
-            if (renew)
-                self->renewed = zclock_mono ();
-            //  Publish, then forget the write-set (outputs live in it)
-            for (int i = 0; i < self->ob_count; i++) {
-                outbox_t *ob = self->obs [i];
-                if (!ob)
-                    continue;
-                uint64_t first = ob->seq + 1;
-                ob->seq = ob->new_seq;
-                //  WAIT covers every earlier write too, in every outbox
-                if (!unacked)
-                    ob->visible = ob->seq;
-                ob->ob_first = ob->new_first;
-                zhashx_destroy (&ob->bucket_bytes);
-                ob->bucket_bytes = ob->new_sizes;
-                ob->new_sizes = NULL;
-                s_count_losses (self, ob, ob->ob_first, ob->lost);
-                if (c->upstream && c->checkpoint > s_get_u64 (ob->ckpts, c->upstream))
-                    s_put_u64 (ob->ckpts, c->upstream, c->checkpoint);
-                for (size_t j = 0; j < ob->out_count && self->publish && !unacked; j++) {
-                    size_t k = ob->outs [j];
-                    outbox_entry_t event;
-                    if (outbox_entry_parse (entries [k], entry_sizes [k], &event) == 0)
-                        self->publish (self->publish_arg, ob->part, first + j, &event);
-                }
-            }
-            funnel_state_committed (st);
-        }
-        s_free_replies (replies, sent);
+        funnel_state_committed (st);
     }
     for (int i = 0; i < self->ob_count; i++)
         if (self->obs [i])
@@ -1355,7 +2073,6 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     free (entries);
     free (entry_sizes);
     free (seqs);
-    free (replies);
     self->out_parts_len = 0;
     self->commits++;
     self->commit_us += (uint64_t) (zclock_usecs () - started);
@@ -1614,7 +2331,6 @@ static void
 s_run_timers (funnel_engine_t *self)
 {
     funnel_state_t *st = self->state;
-    redisContext *ctx = redis_store_context (self->store);
     int64_t now = s_now_ms ();
     char max [24], limit [24];
     snprintf (max, sizeof max, "%" PRId64, now);
@@ -1628,13 +2344,13 @@ s_run_timers (funnel_engine_t *self)
         snprintf (key, sizeof key, "%stimers", funnel_state_prefix (st, self->mine [i]));
         const char *watch [] = { "WATCH", key };
         if (self->occ)
-            funnel_redis_append (ctx, 2, watch, NULL);
+            s_send (self, 2, watch, NULL);
         const char *argv [] = { "ZRANGEBYSCORE", key, "-inf", max, "WITHSCORES",
                                 "LIMIT", "0", limit };
-        funnel_redis_append (ctx, 8, argv, NULL);
+        s_send (self, 8, argv, NULL);
     }
     redisReply **replies = (redisReply **) zmalloc ((size_t) (n * per + 1) * sizeof (redisReply *));
-    if (s_read (self, replies, (size_t) (n * per)) != 0) {
+    if (s_recv (self, replies, (size_t) (n * per)) != 0) {
         free (replies);
         return;
     }
@@ -1781,7 +2497,6 @@ s_query_series (funnel_engine_t *self, const msgpack_object *req, msgpack_sbuffe
             free (counts);
             return s_not_ready (self, err);
         }
-        redisContext *ctx = redis_store_context (self->store);
         const char **argv = (const char **) malloc ((names + 2) * sizeof (char *));
         char key [KEY_MAX];
         argv [0] = "HMGET";
@@ -1791,11 +2506,11 @@ s_query_series (funnel_engine_t *self, const msgpack_object *req, msgpack_sbuffe
         for (int64_t b = b0; b <= b1; b++) {
             funnel_state_series_key (self->state, step [0], b, campaign [0] ? campaign : NULL,
                                      key, sizeof key);
-            funnel_redis_append (ctx, (int) names + 2, argv, NULL);
+            s_send (self, (int) names + 2, argv, NULL);
         }
         free (argv);
         redisReply **replies = (redisReply **) zmalloc ((size_t) n * sizeof (redisReply *));
-        if (s_read (self, replies, (size_t) n) != 0) {
+        if (s_recv (self, replies, (size_t) n) != 0) {
             free (replies);
             free (counts);
             return s_unavailable (err);
@@ -1929,7 +2644,7 @@ funnel_engine_replay (funnel_engine_t *self, int part, uint64_t from, uint64_t l
             char text [24];
             snprintf (text, sizeof text, "%" PRIu64, need);
             const char *hset [] = { "HSET", ob->subs_key, subscriber, text };
-            funnel_redis_append (redis_store_context (self->store), 4, hset, NULL);
+            s_send (self, 4, hset, NULL);
             ack = true;
         }
     }
@@ -1943,7 +2658,6 @@ funnel_engine_replay (funnel_engine_t *self, int part, uint64_t from, uint64_t l
     else
     if (limit - 1 < to - start)
         to = start + limit - 1;
-    redisContext *ctx = redis_store_context (self->store);
     size_t commands = 0;
     for (uint64_t seq = start; to && seq <= to; ) {
         uint64_t stop = (seq / OB_BUCKET + 1) * OB_BUCKET - 1;
@@ -1960,14 +2674,14 @@ funnel_engine_replay (funnel_engine_t *self, int part, uint64_t from, uint64_t l
             snprintf (fields [i], 24, "%" PRIu64, seq + i);
             argv [i + 2] = fields [i];
         }
-        funnel_redis_append (ctx, (int) n + 2, argv, NULL);
+        s_send (self, (int) n + 2, argv, NULL);
         free (argv);
         free (fields);
         commands++;
         seq = stop + 1;
     }
     redisReply **replies = (redisReply **) zmalloc ((commands + 2) * sizeof (redisReply *));
-    if (s_read (self, replies, commands + ack) != 0) {
+    if (s_recv (self, replies, commands + ack) != 0) {
         free (replies);
         return s_unavailable (err);
     }
@@ -2022,9 +2736,9 @@ funnel_engine_stats (funnel_engine_t *self, msgpack_sbuffer *reply, funnel_error
     if (!s_ready (self))
         return s_not_ready (self, err);
     const char *argv [] = { "HGETALL", self->stats_key };
-    funnel_redis_append (redis_store_context (self->store), 2, argv, NULL);
+    s_send (self, 2, argv, NULL);
     redisReply *r = NULL;
-    if (s_read (self, &r, 1) != 0)
+    if (s_recv (self, &r, 1) != 0)
         return s_unavailable (err);
     //  name -> value, declared and base counters first (0), then Redis's
     zhashx_t *counters = zhashx_new ();
@@ -2100,6 +2814,33 @@ funnel_engine_release (funnel_engine_t *self)
 {
     if (!s_ready (self))
         return;
+    if (self->cluster) {
+        //  Each lease deleted in its own fenced transaction (never another
+        //  owner's); the applied intents' fields first
+        funnel_error_t err;
+        size_t done = zlist_size (self->intents_done);
+        for (const char *f = zlist_first (self->intents_done); done && f;
+             f = zlist_next (self->intents_done))
+            s_send (self, 3, (const char *[]) { "HDEL", self->intents_key, f }, NULL);
+        redisReply **r = (redisReply **) zmalloc ((done + 1) * sizeof (redisReply *));
+        if (done && s_recv (self, r, done) == 0)
+            s_free_replies (r, done);
+        free (r);
+        zlist_purge (self->intents_done);
+        redis_pipeline_t *del = redis_pipeline_new ();
+        for (int i = 0; i < self->lease_count; i++) {
+            int lease = self->lease_ids [i];
+            redis_pipeline_reset (del);
+            redis_pipeline_append (del, 2, (const char *[]) { "DEL", self->lease_keys [lease] },
+                                   NULL);
+            long long acked = 0;
+            s_txn (self, self->lease_slots [lease], lease == self->cfg.partitions ? -1 : lease,
+                   del, NULL, false, false, &acked, &err);
+        }
+        redis_pipeline_destroy (&del);
+        self->generation = 0;
+        return;
+    }
     redisContext *ctx = redis_store_context (self->store);
     if (self->occ) {
         //  A read since the last commit may have added watched records:

@@ -39,6 +39,7 @@
 #include "funnel_error.h"
 #include "funnel_state.h"
 #include "redis_store.h"
+#include "redis_cluster.h"
 #include "outbox_entry.h"
 
 //  A rule for one event type: 0, or -1 with err set (not_found, conflict,
@@ -138,6 +139,22 @@ funnel_engine_t *
                        redis_store_t *store);
 void
     funnel_engine_destroy (funnel_engine_t **self_p);
+//  Runs on a Redis Cluster instead of the store (not owned; the store
+//  given to new is then NULL). Needs per-partition outboxes and one
+//  instance owning every partition (proto/wire.md, "Cluster").
+void
+    funnel_engine_use_cluster (funnel_engine_t *self, redis_cluster_t *cluster);
+//  Connects (one server) or loads the slot map (cluster): 0 when usable.
+int
+    funnel_engine_connect (funnel_engine_t *self);
+//  False when the one server's connection is down (a cluster: per node,
+//  each operation finds out).
+bool
+    funnel_engine_connected (funnel_engine_t *self);
+//  PING answered (one server; a cluster: the node of the service's base
+//  keys).
+bool
+    funnel_engine_redis_up (funnel_engine_t *self);
 void
     funnel_engine_set_publisher (funnel_engine_t *self, funnel_engine_publish_fn *fn,
                                  void *arg);

@@ -38,7 +38,8 @@ typedef struct {
     bool reported;                      //  STOPPED sent to the host
     int start_rc;                       //  The first START's answer, -1 before it
     funnel_config_t *config;
-    redis_store_t *store;
+    redis_store_t *store;               //  One server (single or sentinel), or
+    redis_cluster_t *cluster;           //  a Redis Cluster's nodes
     zsock_t *api;
     zsock_t *pub;
     upstream_t **upstreams;             //  Every stream (a partition's or a whole service's)
@@ -109,12 +110,7 @@ s_send_packed (service_t *self, zmsg_t *envelope, msgpack_sbuffer *sbuf)
 static void
 s_do_ping (service_t *self, zmsg_t *envelope)
 {
-    const char *argv [] = { "PING" };
-    redisReply *reply = redis_store_connect (self->store) == 0
-                      ? redis_store_command (self->store, 1, argv, NULL) : NULL;
-    bool up = reply && reply->type == REDIS_REPLY_STATUS;
-    if (reply)
-        freeReplyObject (reply);
+    bool up = funnel_engine_redis_up (self->engine);
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
     msgpack_packer pk;
@@ -625,11 +621,11 @@ s_on_housekeeping (zloop_t *loop, int timer_id, void *arg)
     (void) loop;
     (void) timer_id;
     service_t *self = (service_t *) arg;
-    if (!redis_store_connected (self->store))
+    if (!funnel_engine_connected (self->engine))
         self->synced = false;
     if (!funnel_engine_synced (self->engine))
         self->synced = false;
-    if (!self->synced && !self->fatal && redis_store_connect (self->store) == 0)
+    if (!self->synced && !self->fatal && funnel_engine_connect (self->engine) == 0)
         s_sync (self);
     if (self->synced) {
         funnel_engine_cron (self->engine);      //  Timers, lease renewals
@@ -757,6 +753,7 @@ s_destroy (service_t *self)
     if (self->def->rules->teardown)
         self->def->rules->teardown (&self->rules_arg);
     redis_store_destroy (&self->store);
+    redis_cluster_destroy (&self->cluster);
     funnel_config_destroy (&self->config);
     funnel_curve_teardown ();           //  After every socket is closed
 }
@@ -775,14 +772,6 @@ s_start (service_t *self)
     }
     if (redis_auth_apply (self->config, name, &parsed) != 0)
         return 2;
-    if (parsed.mode == REDIS_MODE_CLUSTER) {
-        //  Its commit mixes the service's base and partition hash tags in
-        //  one MULTI (CROSSSLOT on a cluster): refuse rather than fail later
-        log_error ("redis url lists %d nodes (a Redis Cluster): this version of the engine "
-                   "commits to one server (single or sentinel); see proto/wire.md, "
-                   "\"Redis deployments\"", parsed.node_count);
-        return 2;
-    }
     //  The rules' settings are checked here too, before any bind
     if (s_read_settings (self) != 0
     ||  (self->def->rules->setup
@@ -822,10 +811,34 @@ s_start (service_t *self)
               *self->instance->name ? "@" : "", self->instance->name);
     self->cfg.owns = self->instance->owns;
     self->cfg.part_outbox = funnel_topology_partitioned (self->topology);
-    self->store = redis_store_new (&parsed);
-    //  WAIT blocks up to acks_timeout_ms: the reply must not time out first
-    if (self->cfg.acks > 0 && self->cfg.acks_timeout_ms + 1000 > 2000)
-        redis_store_set_timeout (self->store, self->cfg.acks_timeout_ms + 1000);
+    if (parsed.mode == REDIS_MODE_CLUSTER) {
+        //  A cluster spreads partitions: each needs its own outbox, seq and
+        //  checkpoints (instances), and one writer of every shared record
+        //  (a commit there is one transaction per slot: proto/wire.md, "Cluster")
+        if (!self->cfg.part_outbox) {
+            log_error ("redis url lists %d nodes (a Redis Cluster): the [%s] section must "
+                       "list its instances (one instance owning every partition is enough) "
+                       "so that each partition has its own outbox; see proto/wire.md, "
+                       "\"Cluster\"", parsed.node_count, name);
+            return 2;
+        }
+        if (funnel_topology_count (self->topology) > 1) {
+            log_error ("redis url lists %d nodes (a Redis Cluster): [%s] lists %d instances; "
+                       "on a cluster this version runs one instance per service (owning "
+                       "every partition); see proto/wire.md, \"Cluster\"", parsed.node_count,
+                       name, funnel_topology_count (self->topology));
+            return 2;
+        }
+        self->cluster = redis_cluster_new (&parsed);
+        if (self->cfg.acks > 0 && self->cfg.acks_timeout_ms + 1000 > 2000)
+            redis_cluster_set_timeout (self->cluster, self->cfg.acks_timeout_ms + 1000);
+    }
+    else {
+        self->store = redis_store_new (&parsed);
+        //  WAIT blocks up to acks_timeout_ms: the reply must not time out first
+        if (self->cfg.acks > 0 && self->cfg.acks_timeout_ms + 1000 > 2000)
+            redis_store_set_timeout (self->store, self->cfg.acks_timeout_ms + 1000);
+    }
     const char *api = self->instance->api;
     const char *pub = self->instance->pub;
     int rc = funnel_curve_setup (self->config, name);     //  ZAP before any bind
@@ -949,6 +962,8 @@ s_engine_new (service_t *self, const char *api)
     self->cfg.owner = owner;            //  Copied by funnel_engine_new
     self->cfg.rules_arg = self->rules_arg;
     self->engine = funnel_engine_new (&self->cfg, self->def->rules, self->store);
+    if (self->cluster)
+        funnel_engine_use_cluster (self->engine, self->cluster);
     self->cfg.owner = NULL;
     funnel_engine_set_publisher (self->engine, s_pub_event, self);
     //  A predecessor that crashed on another endpoint holds its leases

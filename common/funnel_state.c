@@ -1238,6 +1238,12 @@ funnel_redis_append (redisContext *ctx, int argc, const char **argv, const size_
         free (buf);
 }
 
+void
+funnel_redis_sink_ctx (void *arg, int argc, const char **argv, const size_t *lens)
+{
+    funnel_redis_append ((redisContext *) arg, argc, argv, lens);
+}
+
 static int
 s_dirty_cmp (const void *a, const void *b)
 {
@@ -1273,11 +1279,11 @@ s_cmd_str (cmd_t *cmd, const char *arg)
 }
 
 static int
-s_cmd_send (cmd_t *cmd, redisContext *ctx, int min_args)
+s_cmd_send (cmd_t *cmd, funnel_redis_sink_fn *sink, void *arg, int min_args)
 {
     int sent = 0;
     if (cmd->argc > min_args) {
-        funnel_redis_append (ctx, cmd->argc, cmd->argv, cmd->lens);
+        sink (arg, cmd->argc, cmd->argv, cmd->lens);
         sent = 1;
     }
     cmd->argc = 0;
@@ -1306,7 +1312,8 @@ s_series_cmp (const void *a, const void *b)
 }
 
 int
-funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char *stats_key)
+funnel_state_append_writes (funnel_state_t *self, funnel_redis_sink_fn *sink, void *arg,
+                            const char *stats_key)
 {
     int commands = 0;
     cmd_t set = { 0 }, del = { 0 };
@@ -1335,8 +1342,8 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         dirty_t *next = i + 1 < self->dirty.count
                       ? (dirty_t *) s_vec_at (&self->dirty, i + 1) : NULL;
         if (!next || next->rec != d->rec) {
-            commands += s_cmd_send (&set, ctx, 2);
-            commands += s_cmd_send (&del, ctx, 2);
+            commands += s_cmd_send (&set, sink, arg, 2);
+            commands += s_cmd_send (&del, sink, arg, 2);
         }
     }
     //  Bounded lists: per list, one RPUSH of its values in order, then
@@ -1362,10 +1369,10 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
             if (push->max < max)
                 max = push->max;
         }
-        commands += s_cmd_send (&rpush, ctx, 2);
+        commands += s_cmd_send (&rpush, sink, arg, 2);
         snprintf (number, sizeof number, "%d", -max);
         const char *ltrim [] = { "LTRIM", first->key, number, "-1" };
-        funnel_redis_append (ctx, 4, ltrim, NULL);
+        sink (arg, 4, ltrim, NULL);
         commands++;
         i = j;
     }
@@ -1391,11 +1398,11 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         snprintf (number, sizeof number, "%" PRId64, op->due);
         if (op->cancel) {
             const char *zrem [] = { "ZREM", op->key, op->member };
-            funnel_redis_append (ctx, 3, zrem, NULL);
+            sink (arg, 3, zrem, NULL);
         }
         else {
             const char *zadd [] = { "ZADD", op->key, number, op->member };
-            funnel_redis_append (ctx, 4, zadd, NULL);
+            sink (arg, 4, zadd, NULL);
         }
         commands++;
     }
@@ -1416,7 +1423,7 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
         }
         snprintf (number, sizeof number, "%" PRId64, total);
         const char *incr [] = { "HINCRBY", stats_key, c->name, number };
-        funnel_redis_append (ctx, 4, incr, NULL);
+        sink (arg, 4, incr, NULL);
         commands++;
     }
     //  Series: one HINCRBY per (key, stage), then one EXPIREAT per key
@@ -1443,20 +1450,20 @@ funnel_state_append_writes (funnel_state_t *self, redisContext *ctx, const char 
             }
             snprintf (number, sizeof number, "%" PRId64, total);
             const char *incr [] = { "HINCRBY", op->key, op->field, number };
-            funnel_redis_append (ctx, 4, incr, NULL);
+            sink (arg, 4, incr, NULL);
             commands++;
             j = k;
         }
         snprintf (number, sizeof number, "%" PRId64, expire_at);
         const char *expire [] = { "EXPIREAT", first->key, number };
-        funnel_redis_append (ctx, 3, expire, NULL);
+        sink (arg, 3, expire, NULL);
         commands++;
         i = j;
     }
     //  Raw commands last, in the order queued
     for (size_t i = 0; i < self->raws.count; i++) {
         raw_op_t *op = (raw_op_t *) s_vec_at (&self->raws, i);
-        funnel_redis_append (ctx, op->argc, (const char **) op->argv, op->lens);
+        sink (arg, op->argc, (const char **) op->argv, op->lens);
         commands++;
     }
     free (set.argv);

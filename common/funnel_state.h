@@ -297,10 +297,17 @@ size_t
 const funnel_output_t *
     funnel_state_output (funnel_state_t *self, size_t index);
 
-//  Appends the write-set's commands (records, lists, timers, counters
-//  under stats_key, series HINCRBY + one EXPIREAT per key) to ctx's pipeline; returns how many were appended.
+//  Where a commit's commands go, one call per command (lens NULL: C
+//  strings): a connection's pipeline (funnel_redis_sink_ctx, arg the
+//  redisContext), or the engine's grouping by Redis Cluster slot.
+typedef void (funnel_redis_sink_fn) (void *arg, int argc, const char **argv,
+                                     const size_t *lens);
+
+//  Sends the write-set's commands (records, lists, timers, counters
+//  under stats_key, series HINCRBY + one EXPIREAT per key) to sink;
+//  returns how many were sent.
 int
-    funnel_state_append_writes (funnel_state_t *self, redisContext *ctx,
+    funnel_state_append_writes (funnel_state_t *self, funnel_redis_sink_fn *sink, void *arg,
                                 const char *stats_key);
 
 //  redisAppendCommandArgv's equivalent (lens NULL: C strings), the
@@ -308,6 +315,9 @@ int
 //  sdscatfmt, a top cost of the commit.
 void
     funnel_redis_append (redisContext *ctx, int argc, const char **argv, const size_t *lens);
+//  funnel_redis_append as a sink: arg is the redisContext.
+void
+    funnel_redis_sink_ctx (void *arg, int argc, const char **argv, const size_t *lens);
 
 //  ----------------------------------------------------------------------
 //  Privacy (funnel_privacy.h, proto/privacy.md)

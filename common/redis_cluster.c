@@ -131,6 +131,25 @@ redis_pipeline_count (redis_pipeline_t *self)
     return self->count;
 }
 
+const char *
+redis_pipeline_data (redis_pipeline_t *self, size_t *size)
+{
+    *size = self->used;
+    return self->data;
+}
+
+void
+redis_pipeline_append_raw (redis_pipeline_t *self, const char *data, size_t size,
+                           size_t count)
+{
+    if (size == 0)
+        return;
+    s_reserve (self, size);
+    memcpy (self->data + self->used, data, size);
+    self->used += size;
+    self->count += count;
+}
+
 //  ---------------------------------------------------------------------
 //  Cluster
 
@@ -147,6 +166,9 @@ struct _redis_cluster_t {
     size_t node_count, node_max;
     uint16_t slots [REDIS_CLUSTER_SLOTS];   //  Node index + 1, 0 = unknown
     uint64_t moved, asked;
+    int timeout_ms;             //  0: the stores' default
+    int last_node;              //  The last run's node (-1: none), and its
+    uint64_t last_generation;   //  connection's generation (run_pinned)
 };
 
 static int
@@ -175,6 +197,8 @@ s_node (redis_cluster_t *self, const char *host, int port)
     node->store = redis_store_new (&url);
     memset (&url, 0, sizeof url);
     assert (node->store);
+    if (self->timeout_ms)
+        redis_store_set_timeout (node->store, self->timeout_ms);
     return (int) self->node_count++;
 }
 
@@ -185,6 +209,7 @@ redis_cluster_new (const redis_url_t *url)
     redis_cluster_t *self = (redis_cluster_t *) calloc (1, sizeof *self);
     assert (self);
     self->url = *url;
+    self->last_node = -1;
     return self;
 }
 
@@ -277,6 +302,14 @@ redis_cluster_refresh (redis_cluster_t *self, funnel_error_t *err)
     }
     return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
                              "redis cluster: no slot map (%.180s)", reason);
+}
+
+void
+redis_cluster_set_timeout (redis_cluster_t *self, int ms)
+{
+    self->timeout_ms = ms;
+    for (size_t i = 0; i < self->node_count; i++)
+        redis_store_set_timeout (self->nodes [i].store, ms);
 }
 
 const char *
@@ -412,8 +445,12 @@ redis_cluster_run (redis_cluster_t *self, int slot, redis_pipeline_t *pipeline,
             continue;
         }
         int at = s_first_redirect (pipeline, replies);
-        if (at < 0)
+        if (at < 0) {
+            //  An ASKING run is a one-off: nothing to pin to
+            self->last_node = asking ? -1 : node;
+            self->last_generation = redis_store_generation (self->nodes [node].store);
             return 0;
+        }
         char host [256];
         int port = 0;
         redirect_t kind = s_redirect_of (replies [at], host, sizeof host, &port);
@@ -450,6 +487,24 @@ redis_cluster_run (redis_cluster_t *self, int slot, redis_pipeline_t *pipeline,
         slot, REDIS_CLUSTER_ATTEMPTS, last);
 }
 
+int
+redis_cluster_run_pinned (redis_cluster_t *self, redis_pipeline_t *pipeline,
+                          redisReply **replies, funnel_error_t *err)
+{
+    assert (self && pipeline && replies);
+    int node = self->last_node;
+    if (node < 0 || !redis_store_connected (self->nodes [node].store)
+    ||  redis_store_generation (self->nodes [node].store) != self->last_generation)
+        return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                                 "redis cluster: the connection of the last run is gone");
+    if (pipeline->count == 0)
+        return 0;
+    if (s_send (self, node, false, pipeline, replies) != SEND_OK)
+        return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+            "redis cluster: connection to %s lost before the replies; the outcome is "
+            "unknown: retry with the same ids", self->nodes [node].name);
+    return 0;
+}
 
 //  ---------------------------------------------------------------------
 //  Self test

@@ -63,6 +63,13 @@ void
                            const size_t *argvlen);
 size_t
     redis_pipeline_count (redis_pipeline_t *self);
+//  The pipeline's RESP bytes (e.g. to store them and send them later).
+const char *
+    redis_pipeline_data (redis_pipeline_t *self, size_t *size);
+//  Appends count commands already in RESP (redis_pipeline_data's bytes).
+void
+    redis_pipeline_append_raw (redis_pipeline_t *self, const char *data, size_t size,
+                               size_t count);
 
 //  ---------------------------------------------------------------------
 //  The cluster
@@ -75,6 +82,10 @@ redis_cluster_t *
     redis_cluster_new (const redis_url_t *url);
 void
     redis_cluster_destroy (redis_cluster_t **self_p);
+
+//  Every node's command timeout (redis_store_set_timeout), now and later.
+void
+    redis_cluster_set_timeout (redis_cluster_t *self, int ms);
 
 //  Reloads the slot map from the first node (known ones, then seeds) that
 //  answers CLUSTER SLOTS. 0, or -1 with unavailable.
@@ -93,6 +104,16 @@ const char *
 int
     redis_cluster_run (redis_cluster_t *self, int slot, redis_pipeline_t *pipeline,
                        redisReply **replies, funnel_error_t *err);
+
+//  Runs the pipeline on the connection that ran the last successful
+//  redis_cluster_run, following no redirect: for a transaction whose WATCH
+//  that run sent (a WATCH lives on one connection). Replies as they are (a
+//  redirect among them means a MULTI/EXEC did not run: EXECABORT). -1 with
+//  unavailable if that connection is gone or was renewed since (its WATCH
+//  with it), or if it is lost before the replies (outcome unknown).
+int
+    redis_cluster_run_pinned (redis_cluster_t *self, redis_pipeline_t *pipeline,
+                              redisReply **replies, funnel_error_t *err);
 
 //  Redirects followed so far: MOVED, ASK (for STATS and tests).
 void
