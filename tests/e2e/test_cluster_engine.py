@@ -28,8 +28,8 @@ import unittest
 import redis
 import redis.cluster
 
-from funnel_e2e import (Background, Client, FunnelTestCase, RedisCluster, Topology, event,
-                        part_of, wait_until)
+from funnel_e2e import (Background, Client, FunnelTestCase, PortInUse, RedisCluster, Topology,
+                        event, part_of, wait_until)
 
 PARTITIONS = 16
 BUSINESS = ["campaign", "leads", "sales", "retention"]
@@ -136,10 +136,12 @@ class ClusterCase(FunnelTestCase):
         expected[svc] has its value; then, a second later (anything doubled
         would show by then), asserts it still does. A failure lists each
         counter that differs, expected vs got."""
+        clients = {svc: self.client(svc) for svc in expected}
+
         def diff():
             out = []
             for svc, want in expected.items():
-                got = self.client(svc).ok("STATS", timeout=10)["counters"]
+                got = clients[svc].ok("STATS", timeout=10)["counters"]
                 for name, value in sorted(want.items()):
                     if got.get(name, 0) != value:
                         out.append("%s.%s: expected %d, got %d"
@@ -152,6 +154,8 @@ class ClusterCase(FunnelTestCase):
             return not last[0]
         try:
             wait_until(exact, timeout=timeout, interval=0.25, what=what)
+        except PortInUse:
+            raise
         except AssertionError:
             self.fail("%s never became exact within %d s:\n  %s"
                       % (what, timeout, "\n  ".join(last[0] or ["(no answer)"])))
@@ -222,11 +226,11 @@ class Publisher:
         finally:
             client.close()
 
-    def run(self, batches, stop=None, min_batches=0):
-        """Publishes batches in order; with `stop` (an Event), ends at the
-        first batch after it is set and min_batches are done."""
+    def run(self, batches, stop=None):
+        """Publishes batches in order; with `stop` (an Event), ends before
+        the first batch after it is set. Returns how many were sent."""
         for i, batch in enumerate(batches):
-            if stop is not None and stop.is_set() and i >= min_batches:
+            if stop is not None and stop.is_set():
                 return i
             self.publish(i, batch)
         return len(batches)
@@ -589,7 +593,7 @@ class TestPrimaryKilled(SqlLoadCase):
         self.assertTrue({part_of(x) for x in names} >= set(on_victim))
         pub = Publisher(self.topology.api("leads"), deadline_s=90)
         stop = threading.Event()
-        load = Background(pub.run, batches, stop, 0)
+        load = Background(pub.run, batches, stop)
         wait_until(lambda: len(pub.acked) >= 30, timeout=60, what="30 batches acknowledged")
         killed_at = time.time()
         promoted = cl.fail_over(victim)
@@ -648,8 +652,8 @@ class TestSlotMigration(SqlLoadCase):
         pub = Publisher(self.topology.api("leads"), deadline_s=90)
         other = Publisher(self.topology.api("leads"), deadline_s=90)
         stop = threading.Event()
-        load = Background(pub.run, batches, stop, 0)
-        other_load = Background(other.run, sql_batches(away, 2), stop, 0)
+        load = Background(pub.run, batches, stop)
+        other_load = Background(other.run, sql_batches(away, 2), stop)
         # Keys in the slot before it moves (partition 3's leads so far)
         wait_until(lambda: len(pub.acked) >= 60, timeout=60, what="60 batches acknowledged")
         with cl.client(source) as r:
