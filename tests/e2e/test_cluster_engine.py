@@ -395,7 +395,7 @@ class TestClusterKit(ClusterCase):
         backup = cl.replicas_of(target)[0]
         t = time.time()
         self.assertEqual(cl.fail_over(target, takeover=True), backup)
-        self.assertLess(time.time() - t, 5)
+        self.assertLess(time.time() - t, 10)     # no node timeout, no election delay
         self.assertEqual(cl.primary_for_slot(slot), backup)
         with cl.client(backup) as c:
             self.assertEqual(int(c.get(keys[0])), done.get(keys[0], 0))
