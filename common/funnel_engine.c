@@ -31,6 +31,7 @@ typedef struct {
     size_t *outs;                   //  The commit's outputs in this outbox
     size_t out_count, out_size;
     bool touched;                   //  Cluster: a transaction of the commit wrote it
+    bool ckpt_written;              //  The commit writes its upstream checkpoint
 } outbox_t;
 
 //  Cluster: one slot's share of a commit (its own MULTI/EXEC on its node)
@@ -90,6 +91,10 @@ struct _funnel_engine_t {
     uint64_t intent_n;
     zlist_t *intents_done;          //  Intent fields applied, deleted by the next
                                     //  base transaction
+    bool test_crash;                //  Self-test: stop after the base transaction
+    bool *routed;                   //  [P] a consumed event of the batch was routed there
+    uint64_t *armed;                //  [node] connection generation whose leases are
+    int armed_max;                  //  watched (s_txn's fence)
 };
 
 #define ENGINE_RETRY    -3          //  A shared record changed: run the batch again
@@ -368,12 +373,37 @@ static void s_step_down (funnel_engine_t *self, int part, const char *holder);
 static const char *s_lease_owner (const char *value);
 static const char *s_queue_error (redisReply **replies, size_t count);
 
-//  One group's transaction on the node of slot: the lease of that slot
-//  (lease: a partition, -1 the base one, -2 none) read under WATCH and
-//  checked, then on the same connection MULTI, cmds, extra (what an
-//  intent does not hold), the lease renewed if renew, EXEC, WAIT if wait
-//  (*acked: the replicas it counted). Redirects, a migrating slot and a
-//  failover are waited out (TXN_ATTEMPTS); a changed lease: TXN_LOST.
+//  Whether the leases of a node's slots are watched on its connection of
+//  generation gen (armed by the last transaction there, and all ours).
+static bool
+s_armed (funnel_engine_t *self, int node, uint64_t gen)
+{
+    return node >= 0 && gen != 0 && node < self->armed_max && self->armed [node] == gen;
+}
+
+static void
+s_set_armed (funnel_engine_t *self, int node, uint64_t gen)
+{
+    if (node >= self->armed_max) {
+        int old = self->armed_max;
+        self->armed_max = node + 8;
+        self->armed = (uint64_t *) realloc (self->armed, (size_t) self->armed_max * sizeof (uint64_t));
+        assert (self->armed);
+        memset (self->armed + old, 0, (size_t) (self->armed_max - old) * sizeof (uint64_t));
+    }
+    self->armed [node] = gen;
+}
+
+//  One group's transaction on the node of slot, fenced by the lease of
+//  that slot (lease: a partition, -1 the base one, -2 none): MULTI, cmds,
+//  extra (what an intent does not hold), the lease renewed if renew,
+//  EXEC, WAIT if wait (*acked: the replicas it counted). The fence is the
+//  WATCH of every lease whose slot is on that node, sent after the
+//  previous transaction there (EXEC ends every WATCH of a connection) and
+//  its GETs checked; when that connection is not armed (first use, a
+//  reconnect, a slot moved) one round trip arms it first. Redirects, a
+//  migrating slot and a failover are waited out (TXN_ATTEMPTS); a lease
+//  found another's: TXN_LOST.
 static int
 s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
        redis_pipeline_t *extra, bool renew, bool wait, long long *acked, funnel_error_t *err)
@@ -383,10 +413,15 @@ s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
                           : lease == -1 ? self->lease_keys [P] : NULL;
     redis_pipeline_t *rt = self->txn;
     char why [200] = "no attempt";
-    for (int attempt = 0; attempt < TXN_ATTEMPTS; attempt++) {
+    int *arms = (int *) zmalloc ((size_t) (self->lease_count + 1) * sizeof (int));
+    int rc = TXN_REFUSED;
+    bool done = false;
+    for (int attempt = 0; attempt < TXN_ATTEMPTS && !done; attempt++) {
         if (attempt > 0)
             zclock_sleep (50);
-        if (lease_key) {
+        uint64_t gen = 0;
+        int node = lease_key ? redis_cluster_conn_of (self->cluster, slot, &gen) : -1;
+        if (lease_key && !s_armed (self, node, gen)) {
             redis_pipeline_reset (rt);
             redis_pipeline_append (rt, 2, (const char *[]) { "WATCH", lease_key }, NULL);
             redis_pipeline_append (rt, 2, (const char *[]) { "GET", lease_key }, NULL);
@@ -408,8 +443,12 @@ s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
             if (!ours) {
                 funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
                     "lease: another instance owns this service now; nothing was applied");
-                return TXN_LOST;
+                rc = TXN_LOST;
+                break;
             }
+            node = redis_cluster_last_conn (self->cluster, &gen);
+            if (node < 0)
+                continue;               //  It followed an ASK: the slot is moving
         }
         redis_pipeline_reset (rt);
         redis_pipeline_append (rt, 1, (const char *[]) { "MULTI" }, NULL);
@@ -427,26 +466,55 @@ s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
                                                             "PX", px }, NULL);
         }
         redis_pipeline_append (rt, 1, (const char *[]) { "EXEC" }, NULL);
+        size_t exec_at = redis_pipeline_count (rt) - 1;
         if (wait) {
             char n [16], ms [16];
             snprintf (n, sizeof n, "%d", self->cfg.acks);
             snprintf (ms, sizeof ms, "%d", self->cfg.acks_timeout_ms);
             redis_pipeline_append (rt, 3, (const char *[]) { "WAIT", n, ms }, NULL);
         }
+        //  Arms the next transaction on this connection: WATCH (one per
+        //  key: a WATCH's keys must share a slot) and GET of every lease
+        //  whose slot the map puts on this node
+        size_t arm_at = redis_pipeline_count (rt);
+        int arm_count = 0;
+        for (int i = 0; lease_key && i < self->lease_count; i++) {
+            int l = self->lease_ids [i];
+            uint64_t g = 0;
+            if (redis_cluster_conn_of (self->cluster, self->lease_slots [l], &g) != node)
+                continue;
+            redis_pipeline_append (rt, 2, (const char *[]) { "WATCH", self->lease_keys [l] }, NULL);
+            redis_pipeline_append (rt, 2, (const char *[]) { "GET", self->lease_keys [l] }, NULL);
+            arms [arm_count++] = l;
+        }
         size_t count = redis_pipeline_count (rt);
         redisReply **replies = (redisReply **) zmalloc ((count + 1) * sizeof (redisReply *));
-        int rc = lease_key ? redis_cluster_run_pinned (self->cluster, rt, replies, err)
-                           : redis_cluster_run (self->cluster, slot, rt, replies, err);
-        if (rc != 0) {
+        int sent = lease_key ? redis_cluster_run_on (self->cluster, node, gen, rt, replies, err)
+                             : redis_cluster_run (self->cluster, slot, rt, replies, err);
+        if (sent != 0) {
             free (replies);
-            if (strstr (err->message, "outcome is unknown"))
-                return TXN_UNKNOWN;
+            if (node >= 0)
+                s_set_armed (self, node, 0);
+            if (strstr (err->message, "outcome is unknown")) {
+                rc = TXN_UNKNOWN;
+                break;
+            }
             snprintf (why, sizeof why, "%.180s", err->message);
             continue;                   //  Nothing was sent
         }
-        size_t exec_at = count - 1 - (wait ? 1 : 0);
+        //  The next fence: armed if every lease there is ours
+        if (lease_key) {
+            bool armed = true;
+            for (int k = 0; k < arm_count; k++) {
+                redisReply *v = replies [arm_at + 2 * (size_t) k + 1];
+                if (v->type == REDIS_REPLY_STRING && !streq (v->str, self->lease_value))
+                    s_step_down (self, arms [k], s_lease_owner (v->str));
+                if (v->type != REDIS_REPLY_STRING || !streq (v->str, self->lease_value))
+                    armed = false;
+            }
+            s_set_armed (self, node, armed ? gen : 0);
+        }
         redisReply *exec = replies [exec_at];
-        rc = TXN_REFUSED;
         bool retry = false;
         if (exec->type == REDIS_REPLY_ARRAY) {
             rc = TXN_OK;
@@ -460,36 +528,48 @@ s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
                     rc = TXN_UNKNOWN;
                 }
             if (wait)
-                *acked = replies [count - 1]->type == REDIS_REPLY_INTEGER
-                       ? replies [count - 1]->integer : 0;
+                *acked = replies [exec_at + 1]->type == REDIS_REPLY_INTEGER
+                       ? replies [exec_at + 1]->integer : 0;
         }
         else
         if (exec->type == REDIS_REPLY_NIL) {
-            //  The lease changed since the WATCH (or its key migrated): look again
+            //  A watched lease changed (or its key migrated): look again
             snprintf (why, sizeof why, "a watched lease changed");
             retry = true;
         }
         else {
             //  EXECABORT: a command was refused while queueing: nothing ran
             const char *q = s_queue_error (replies, exec_at);
-            snprintf (why, sizeof why, "%s", q ? q : exec->type == REDIS_REPLY_ERROR
-                                                     ? exec->str : "unexpected reply");
+            snprintf (why, sizeof why, "%.180s", q ? q : exec->type == REDIS_REPLY_ERROR
+                                                         ? exec->str : "unexpected reply");
             retry = s_redirected (why);
             if (retry)
                 redis_cluster_refresh (self->cluster, NULL);
-            else
+            else {
                 funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
                     "redis: %.120s; nothing was applied; retry later with the same ids", why);
+                rc = TXN_REFUSED;
+            }
         }
         s_free_replies (replies, count);
         free (replies);
         if (!retry)
-            return rc;
+            done = true;
+        if (self->lost && rc != TXN_OK) {
+            funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                "lease: another instance owns this service now; nothing was applied");
+            rc = TXN_LOST;
+            done = true;
+        }
     }
-    funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-        "redis cluster: slot %d: %.120s; nothing was applied; retry later with the same ids",
-        slot, why);
-    return TXN_REFUSED;
+    free (arms);
+    if (!done && rc != TXN_LOST && rc != TXN_UNKNOWN) {
+        funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+            "redis cluster: slot %d: %.120s; nothing was applied; retry later with the same ids",
+            slot, why);
+        rc = TXN_REFUSED;
+    }
+    return rc;
 }
 
 //  ---------------------------------------------------------------------
@@ -583,6 +663,7 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     for (int p = 0; p < n; p++)
         self->lease_keys [p] = zsys_sprintf ("%slease", funnel_state_prefix (self->state, p));
     self->lease_keys [n] = zsys_sprintf ("%slease", cfg->prefix);
+    self->routed = (bool *) zmalloc ((size_t) n * sizeof (bool));
     self->lease_ids = (int *) zmalloc ((size_t) (n + 1) * sizeof (int));
     for (int i = 0; i < self->mine_count; i++)
         self->lease_ids [self->lease_count++] = self->mine [i];
@@ -608,6 +689,8 @@ funnel_engine_destroy (funnel_engine_t **self_p)
             zstr_free (&self->lease_keys [p]);
         free (self->lease_keys);
         free (self->lease_ids);
+        free (self->routed);
+        free (self->armed);
         s_queue_drop (self);
         for (int i = 0; i < self->q_pipe_max; i++)
             redis_pipeline_destroy (&self->q_pipes [i]);
@@ -1107,6 +1190,9 @@ funnel_engine_sync (funnel_engine_t *self, funnel_error_t *err)
     if (self->cluster) {
         s_queue_drop (self);
         zlist_purge (self->intents_done);
+        //  Taking the leases writes them: every fence is armed anew
+        for (int i = 0; i < self->armed_max; i++)
+            self->armed [i] = 0;
     }
     int rc = s_check_partitions (self, err);
     if (rc != 0)
@@ -1243,16 +1329,9 @@ static bool
 s_index_entry (funnel_engine_t *self, const char *text, char *bucket, size_t size,
                char field [24], bool *ours)
 {
-    char *end = NULL;
-    uint64_t seq = strtoull (text, &end, 10);
-    int part = -1;
-    if (*end == ':') {
-        part = (int) seq;
-        seq = strtoull (end + 1, &end, 10);
-        if (part < 0 || part >= self->cfg.partitions)
-            return false;
-    }
-    if (*end || seq == 0)
+    int part;
+    uint64_t seq;
+    if (!funnel_state_index_entry (text, &part, &seq) || part >= self->cfg.partitions)
         return false;
     //  The outbox it names, if this engine holds it (its bounds are known)
     const outbox_t *ob = NULL;
@@ -1852,6 +1931,8 @@ s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked
         }
         //  The batch is durable from here: a group that fails now is
         //  completed by the next sync (the engine syncs again first)
+        if (rc == TXN_OK && self->test_crash)
+            rc = TXN_UNKNOWN;           //  As if killed right here
         for (int g = 0; g < n && rc == TXN_OK; g++) {
             if (g == base)
                 continue;
@@ -1973,21 +2054,26 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         sink (arg, 4, ltrim, NULL);
         sent += 2;
     }
+    bool renew = zclock_mono () - self->renewed >= self->cfg.lease_ms / 3;
     //  Checkpoints: with per-partition outboxes, every owned partition has
-    //  seen the upstream's events up to c->checkpoint
+    //  seen the upstream's events up to c->checkpoint. On a cluster each
+    //  partition written is a transaction of its own: a partition no event
+    //  of the batch was routed to gets its checkpoint with the next batch
+    //  that renews the leases (until then it keeps its own, lower one: a
+    //  restart re-reads those events, none of them its own)
     for (int i = 0; c->upstream && i < self->ob_count; i++)
         if (self->obs [i]) {
             //  Never backwards: a partition moved here may be further on
             uint64_t value = s_get_u64 (self->obs [i]->ckpts, c->upstream);
-            if (self->cluster && value >= c->checkpoint)
-                continue;           //  Nothing new: no transaction for it
+            self->obs [i]->ckpt_written = !self->cluster || renew || self->routed [i];
+            if (!self->obs [i]->ckpt_written)
+                continue;
             snprintf (number, sizeof number, "%" PRIu64,
                       value > c->checkpoint ? value : c->checkpoint);
             const char *hset [] = { "HSET", self->obs [i]->ckpt_key, c->upstream, number };
             sink (arg, 4, hset, NULL);
             sent++;
         }
-    bool renew = zclock_mono () - self->renewed >= self->cfg.lease_ms / 3;
     //  redis/acks: WAIT in the same round trip, before the reply and the
     //  PUB (what a client or a subscriber saw survives a failover). An
     //  empty renewal acknowledges nothing to anyone: no WAIT, unless seqs
@@ -2054,7 +2140,8 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
             ob->bucket_bytes = ob->new_sizes;
             ob->new_sizes = NULL;
             s_count_losses (self, ob, ob->ob_first, ob->lost);
-            if (c->upstream && c->checkpoint > s_get_u64 (ob->ckpts, c->upstream))
+            if (c->upstream && ob->ckpt_written
+            &&  c->checkpoint > s_get_u64 (ob->ckpts, c->upstream))
                 s_put_u64 (ob->ckpts, c->upstream, c->checkpoint);
             for (size_t j = 0; j < ob->out_count && self->publish && !unacked; j++) {
                 size_t k = ob->outs [j];
@@ -2125,6 +2212,7 @@ s_begin (funnel_engine_t *self)
     funnel_state_begin (self->state);
     funnel_state_set_now (self->state, s_now_ms ());
     self->out_parts_len = 0;
+    memset (self->routed, 0, (size_t) self->cfg.partitions * sizeof (bool));
 }
 
 static int
@@ -2268,6 +2356,8 @@ s_consume_once (funnel_engine_t *self, const char *upstream, const funnel_event_
         //  outboxes, applied by its owner only, once (its checkpoint)
         int part = funnel_engine_event_part (self, ev);
         outbox_t *ob = s_outbox_of (self, part);
+        if (part >= 0 && part < self->cfg.partitions)
+            self->routed [part] = true;
         if (!ob || ev->seq <= s_get_u64 (ob->ckpts, upstream))
             continue;               //  Another instance's, or applied before
         const funnel_rule_t *rule = s_rule (self->rules->consume, ev->type);
@@ -3571,9 +3661,139 @@ s_test_partitioned (redis_store_t *store, redis_store_t *store2)
     funnel_engine_destroy (&b);
 }
 
+//  A Redis Cluster (FUNNEL_TEST_REDIS_CLUSTER: the seeds of an empty
+//  3-primary cluster, tests/e2e/test_redis_cluster.py): batches spanning
+//  slots, a stop between the base transaction and the others completed by
+//  the next sync, the lease fence per slot.
+static redisReply *
+s_test_cluster_cmd (redis_cluster_t *cluster, int argc, const char **argv)
+{
+    redis_pipeline_t *pipeline = redis_pipeline_new ();
+    redis_pipeline_append (pipeline, argc, argv, NULL);
+    redisReply *reply = NULL;
+    funnel_error_t err;
+    assert (redis_cluster_run (cluster, redis_cluster_slot (argv [1], strlen (argv [1])),
+                               pipeline, &reply, &err) == 0);
+    redis_pipeline_destroy (&pipeline);
+    return reply;
+}
+
+static void
+s_test_cluster_expect (redis_cluster_t *cluster, const char *cmd, const char *key,
+                       const char *field, long long want)
+{
+    redisReply *r = s_test_cluster_cmd (cluster, field ? 3 : 2,
+                                        (const char *[]) { cmd, key, field });
+    long long got = r->type == REDIS_REPLY_INTEGER ? r->integer
+                  : r->type == REDIS_REPLY_STRING ? atoll (r->str) : 0;
+    if (got != want)
+        fprintf (stderr, "%s %s %s: %lld, expected %lld\n", cmd, key, field ? field : "",
+                 got, want);
+    assert (got == want);
+    freeReplyObject (r);
+}
+
+static funnel_engine_t *
+s_test_cluster_engine (redis_cluster_t *cluster, const char *owner)
+{
+    funnel_engine_cfg_t cfg = {
+        .svc = "ct", .prefix = "{funnel:ct}:", .owner = owner, .partitions = 4,
+        .lease_ms = 2000, .part_outbox = true
+    };
+    funnel_engine_t *engine = funnel_engine_new (&cfg, &s_test_rules, NULL);
+    funnel_engine_use_cluster (engine, cluster);
+    return engine;
+}
+
+static void
+s_test_cluster (const char *seeds)
+{
+    redis_url_t url;
+    assert (redis_url_parse (seeds, &url, NULL) == 0 && url.mode == REDIS_MODE_CLUSTER);
+    redis_cluster_t *cluster = redis_cluster_new (&url);
+    funnel_engine_t *engine = s_test_cluster_engine (cluster, "host|tcp://a");
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (engine, &err) == 0);
+    //  The keys of this test: the counter's partition differs from the
+    //  outputs' (partition 0) and from the base slot
+    const char *key = "K1";
+    int part = funnel_partition_of (key, 4);
+    assert (part != 0);
+    char counter [128];
+    snprintf (counter, sizeof counter, "{funnel:ct:%d}:counter:K1", part);
+    int ns [] = { 2, 3 };
+    test_batch_t b;
+    s_test_batch (&b, "c", key, ns, 2, 5);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&b);
+    s_test_cluster_expect (cluster, "HGET", counter, "total", 5);
+    s_test_cluster_expect (cluster, "HGET", "{funnel:ct}:stats", "accepted", 2);
+    s_test_cluster_expect (cluster, "GET", "{funnel:ct:0}:seq", NULL, 2);
+    assert (funnel_engine_seq (engine) == 2);
+
+    //  Killed between the base transaction (stats, the intent) and the
+    //  partitions' ones: the counter and seq are not there yet ...
+    engine->test_crash = true;
+    int ten [] = { 10 };
+    s_test_batch (&b, "d", key, ten, 1, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
+    assert (streq (err.code, FUNNEL_ERR_UNAVAILABLE) && strstr (err.message, "unknown"));
+    s_test_cluster_expect (cluster, "HGET", counter, "total", 5);
+    s_test_cluster_expect (cluster, "GET", "{funnel:ct:0}:seq", NULL, 2);
+    redisReply *pending = s_test_cluster_cmd (cluster, 2,
+                                              (const char *[]) { "HLEN", "{funnel:ct}:intents" });
+    assert (pending->type == REDIS_REPLY_INTEGER && pending->integer >= 1);
+    freeReplyObject (pending);
+    funnel_engine_destroy (&engine);            //  No release: the leases stay
+
+    //  ... a second owner cannot start meanwhile ...
+    funnel_engine_t *other = s_test_cluster_engine (cluster, "host|tcp://b");
+    assert (funnel_engine_sync (other, &err) == FUNNEL_ENGINE_LEASE_HELD);
+    funnel_engine_destroy (&other);
+
+    //  ... and the restart completes the batch once, before anything else
+    engine = s_test_cluster_engine (cluster, "host|tcp://a");
+    assert (funnel_engine_sync (engine, &err) == 0);
+    s_test_cluster_expect (cluster, "HGET", counter, "total", 15);
+    s_test_cluster_expect (cluster, "GET", "{funnel:ct:0}:seq", NULL, 3);
+    s_test_cluster_expect (cluster, "HGET", "{funnel:ct}:stats", "accepted", 3);
+    s_test_cluster_expect (cluster, "HLEN", "{funnel:ct}:intents", NULL, 0);
+    assert (funnel_engine_seq (engine) == 3);
+    //  The client's retry: a duplicate
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == 0);
+    s_test_cluster_expect (cluster, "HGET", counter, "total", 15);
+    s_test_cluster_expect (cluster, "HGET", "{funnel:ct}:stats", "duplicates", 1);
+    s_test_batch_free (&b);
+    //  A sync again (a reconnect): nothing applied twice
+    assert (funnel_engine_sync (engine, &err) == 0);
+    s_test_cluster_expect (cluster, "HGET", counter, "total", 15);
+
+    //  Another owner takes the counter's partition lease: the next commit
+    //  touching it is refused, the engine steps down
+    char lease [64];
+    snprintf (lease, sizeof lease, "{funnel:ct:%d}:lease", part);
+    freeReplyObject (s_test_cluster_cmd (cluster, 3, (const char *[]) { "SET", lease,
+                                                                        "99|host|tcp://b" }));
+    int one [] = { 1 };
+    s_test_batch (&b, "e", key, one, 1, 5);
+    assert (funnel_engine_publish (engine, b.events, b.count, true, NULL, &reply, &err) == -1);
+    assert (funnel_engine_lost (engine));
+    s_test_batch_free (&b);
+    s_test_cluster_expect (cluster, "HGET", counter, "total", 15);
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&engine);
+    redis_cluster_destroy (&cluster);
+}
+
 void
 funnel_engine_test (bool verbose)
 {
+    const char *seeds = getenv ("FUNNEL_TEST_REDIS_CLUSTER");
+    if (seeds && *seeds)
+        s_test_cluster (seeds);
     const char *text = getenv ("FUNNEL_TEST_REDIS_URL");
     if (!text || !*text) {
         if (verbose)

@@ -27,6 +27,12 @@
     down. The owner is "<host>|<api endpoint>": a restart on the same
     endpoint (which it could bind, so the old process is gone) takes its
     own lease over at once.
+
+    On a Redis Cluster (funnel_engine_use_cluster) the same steps run per
+    slot: reads are grouped by slot; a commit is one fenced MULTI/EXEC per
+    slot it writes, and a commit of several slots first stores the others'
+    commands as an intent in the base slot's transaction, which the next
+    sync completes if the process dies half way (proto/wire.md, "Cluster").
 */
 #ifndef FUNNEL_ENGINE_H_INCLUDED
 #define FUNNEL_ENGINE_H_INCLUDED

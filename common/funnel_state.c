@@ -1153,22 +1153,40 @@ funnel_state_person_outputs (funnel_state_t *self, const char *person)
     return funnel_state_list_in (self, person, "pi", person, FUNNEL_PERSONAL_INDEX);
 }
 
+bool
+funnel_state_index_entry (const char *text, int *part, uint64_t *seq)
+{
+    char *end = NULL;
+    uint64_t first = strtoull (text, &end, 10);
+    *part = -1;
+    if (*end == ':') {
+        if (first > INT32_MAX)
+            return false;
+        *part = (int) first;
+        first = strtoull (end + 1, &end, 10);
+    }
+    *seq = first;
+    return *end == 0 && end != text && first > 0;
+}
+
 void
 funnel_state_pack_seqs (zlist_t *seqs, msgpack_packer *pk)
 {
-    msgpack_pack_array (pk, zlist_size (seqs));
+    size_t valid = 0;
+    int part;
+    uint64_t seq;
+    for (const char *s = zlist_first (seqs); s; s = zlist_next (seqs))
+        valid += funnel_state_index_entry (s, &part, &seq);
+    msgpack_pack_array (pk, valid);
     for (const char *s = zlist_first (seqs); s; s = zlist_next (seqs)) {
-        //  "<seq>": the service's outbox; "<part>:<seq>" (instances): that
-        //  partition's, packed [part, seq] (proto/privacy.md, Export)
-        char *end = NULL;
-        uint64_t first = strtoull (s, &end, 10);
-        if (*end == ':') {
+        //  A partition's entry is packed [part, seq] (proto/privacy.md, Export)
+        if (!funnel_state_index_entry (s, &part, &seq))
+            continue;
+        if (part >= 0) {
             msgpack_pack_array (pk, 2);
-            msgpack_pack_uint64 (pk, first);
-            msgpack_pack_uint64 (pk, strtoull (end + 1, NULL, 10));
+            msgpack_pack_uint64 (pk, (uint64_t) part);
         }
-        else
-            msgpack_pack_uint64 (pk, first);
+        msgpack_pack_uint64 (pk, seq);
     }
 }
 
@@ -1695,6 +1713,16 @@ funnel_state_test (bool verbose)
     char pkey [256];
     assert (funnel_state_person_index_key (st, "W", pkey, sizeof pkey) == 0);
     assert (strstr (pkey, "}:pi:W"));
+    //  Index entries: "<seq>" or "<part>:<seq>"; anything else is refused
+    int ipart;
+    uint64_t iseq;
+    assert (funnel_state_index_entry ("42", &ipart, &iseq) && ipart == -1 && iseq == 42);
+    assert (funnel_state_index_entry ("3:7", &ipart, &iseq) && ipart == 3 && iseq == 7);
+    assert (!funnel_state_index_entry ("", &ipart, &iseq));
+    assert (!funnel_state_index_entry ("0", &ipart, &iseq));
+    assert (!funnel_state_index_entry ("3:", &ipart, &iseq));
+    assert (!funnel_state_index_entry ("3:7x", &ipart, &iseq));
+    assert (!funnel_state_index_entry ("99999999999:1", &ipart, &iseq));
     funnel_savepoint_t raw_sp = funnel_state_savepoint (st);
     const char *del [] = { "DEL", pkey };
     funnel_state_raw (st, 2, del, NULL);

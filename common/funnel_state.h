@@ -351,6 +351,10 @@ zlist_t *
 //  with per-partition outboxes, [part, seq].
 void
     funnel_state_pack_seqs (zlist_t *seqs, msgpack_packer *pk);
+//  One entry of a person's outbox index: "<seq>" (the service's outbox,
+//  *part = -1) or "<part>:<seq>" (a partition's). False if malformed.
+bool
+    funnel_state_index_entry (const char *text, int *part, uint64_t *seq);
 //  The key of person's outbox index (a list of entries), "<part>pi:<id>".
 int
     funnel_state_person_index_key (funnel_state_t *self, const char *person, char *key,

@@ -488,15 +488,35 @@ redis_cluster_run (redis_cluster_t *self, int slot, redis_pipeline_t *pipeline,
 }
 
 int
-redis_cluster_run_pinned (redis_cluster_t *self, redis_pipeline_t *pipeline,
-                          redisReply **replies, funnel_error_t *err)
+redis_cluster_conn_of (redis_cluster_t *self, int slot, uint64_t *generation)
+{
+    assert (self && slot >= 0 && slot < REDIS_CLUSTER_SLOTS);
+    *generation = 0;
+    if (!self->slots [slot])
+        return -1;
+    int node = self->slots [slot] - 1;
+    if (redis_store_connected (self->nodes [node].store))
+        *generation = redis_store_generation (self->nodes [node].store);
+    return node;
+}
+
+int
+redis_cluster_last_conn (redis_cluster_t *self, uint64_t *generation)
+{
+    *generation = self->last_generation;
+    return self->last_node;
+}
+
+int
+redis_cluster_run_on (redis_cluster_t *self, int node, uint64_t generation,
+                      redis_pipeline_t *pipeline, redisReply **replies, funnel_error_t *err)
 {
     assert (self && pipeline && replies);
-    int node = self->last_node;
-    if (node < 0 || !redis_store_connected (self->nodes [node].store)
-    ||  redis_store_generation (self->nodes [node].store) != self->last_generation)
+    if (node < 0 || (size_t) node >= self->node_count
+    ||  !redis_store_connected (self->nodes [node].store)
+    ||  redis_store_generation (self->nodes [node].store) != generation)
         return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-                                 "redis cluster: the connection of the last run is gone");
+                                 "redis cluster: that connection is gone");
     if (pipeline->count == 0)
         return 0;
     if (s_send (self, node, false, pipeline, replies) != SEND_OK)

@@ -105,15 +105,26 @@ int
     redis_cluster_run (redis_cluster_t *self, int slot, redis_pipeline_t *pipeline,
                        redisReply **replies, funnel_error_t *err);
 
-//  Runs the pipeline on the connection that ran the last successful
-//  redis_cluster_run, following no redirect: for a transaction whose WATCH
-//  that run sent (a WATCH lives on one connection). Replies as they are (a
-//  redirect among them means a MULTI/EXEC did not run: EXECABORT). -1 with
-//  unavailable if that connection is gone or was renewed since (its WATCH
-//  with it), or if it is lost before the replies (outcome unknown).
+//  A WATCH lives on one connection, so a transaction must be sent where
+//  its WATCH went. A connection is a node index and the generation of its
+//  redis_store (each reconnect makes a new one).
+//  The connection that serves slot now by the map (-1: no node known;
+//  *generation 0: not connected).
 int
-    redis_cluster_run_pinned (redis_cluster_t *self, redis_pipeline_t *pipeline,
-                              redisReply **replies, funnel_error_t *err);
+    redis_cluster_conn_of (redis_cluster_t *self, int slot, uint64_t *generation);
+//  The connection of the last successful redis_cluster_run (-1: none, or it
+//  followed an ASK).
+int
+    redis_cluster_last_conn (redis_cluster_t *self, uint64_t *generation);
+//  Runs the pipeline on that connection, following no redirect: replies as
+//  they are (a redirect among them means a MULTI/EXEC did not run:
+//  EXECABORT). -1 with unavailable if the connection is gone or was
+//  renewed (its WATCH with it), or is lost before the replies (outcome
+//  unknown: the message says so).
+int
+    redis_cluster_run_on (redis_cluster_t *self, int node, uint64_t generation,
+                          redis_pipeline_t *pipeline, redisReply **replies,
+                          funnel_error_t *err);
 
 //  Redirects followed so far: MOVED, ASK (for STATS and tests).
 void

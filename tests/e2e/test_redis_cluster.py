@@ -47,6 +47,28 @@ class RedisClusterTest(FunnelTestCase):
         self.assertEqual(owners, {cluster.ports[holders[0]]})
 
 
+    def test_engine_commits_to_a_cluster(self):
+        """The engine's cluster self-test: batches spanning slots, a stop
+        between the base transaction and the partitions' ones completed by
+        the next sync (once), a second owner refused, a stolen lease fenced."""
+        cluster = RedisCluster(self.workdir)
+        self.addCleanup(cluster.release)
+        self.addCleanup(cluster.stop)
+        selftest = os.path.join(BUILD, "tests", "funnel_selftest")
+        env = dict(os.environ, FUNNEL_TEST_REDIS_CLUSTER=cluster.url, FUNNEL_TEST_REDIS_URL="")
+        out = subprocess.run([selftest, "funnel_engine"], env=env, timeout=120,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr[-4000:])
+        self.assertIn(" * funnel_engine: OK", out.stdout)
+        self.assertIn("partition transaction(s) of batches a stop had interrupted", out.stderr)
+        self.assertIn("lease of partition", out.stderr)
+        # The test's keys spread over more than one primary
+        holders = 0
+        for i in range(cluster.count):
+            with cluster.client(i) as c:
+                holders += c.dbsize() > 0
+        self.assertGreater(holders, 1)
+
     def test_service_refuses_a_cluster_url_and_bad_urls(self):
         cases = [("redis://127.0.0.1:1,127.0.0.1:2", "(a Redis Cluster)"),
                  ("redis+sentinel://127.0.0.1:1", "missing /MASTERNAME"),
