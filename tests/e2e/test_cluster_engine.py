@@ -8,7 +8,8 @@ only layout a service accepts on a cluster):
   failover after kill -9, a live slot migration under writes;
 - refusals: a cluster URL without instances, or with two;
 - 3,000 buyer journeys through campaign, leads, sales and retention on 3
-  primaries: every STATS count exact, every primary holding data;
+  primaries: every STATS count and the monitor's funnel exact, every
+  primary holding data;
 - kill -9 of a primary under load (a replica each, acks = 1,
   min-replicas-to-write 1): every acknowledged event counted once;
 - a leads partition's slot migrated to another primary under load;
@@ -17,6 +18,7 @@ only layout a service accepts on a cluster):
 
 A client here does what the contract asks of one: it retries a PUBLISH
 answered `unavailable` (or not answered at all) with the same ids."""
+import json
 import logging
 import os
 import random
@@ -24,6 +26,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 
 import redis
 import redis.cluster
@@ -109,6 +112,9 @@ class ClusterCase(FunnelTestCase):
                           '            api = "tcp://127.0.0.1:%d"' % i_api,
                           '            pub = "tcp://127.0.0.1:%d"' % i_pub,
                           '            owns = "%d-%d"' % (k * share, last)]
+        http, pub = self.topology.ports["monitor"]
+        lines += ["monitor", '    http = "127.0.0.1:%d"' % http,
+                  '    pub = "tcp://127.0.0.1:%d"' % pub]
         with open(self.topology.path, "w") as f:
             f.write("\n".join(lines) + "\n")
 
@@ -543,6 +549,28 @@ class TestJourneys(ClusterCase):
         self.write_config()
         n = JOURNEYS
         to_deals, took = self.drive_journeys(n)
+
+        # The funnel as the monitor shows it (from the services' STATS)
+        self.daemon("monitor")
+        url = "http://%s/api/funnel" % self.topology.http()
+        stages = {s: n for s in ("reached", "engaged", "leads", "mql", "sql", "deals", "won",
+                                 "customers", "repeat")}
+        stages["lost"] = 0
+
+        def funnel():
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return {st["name"]: st["count"] for st in json.loads(r.read())["stages"]}
+        last = [None]
+
+        def exact():
+            last[0] = funnel()
+            return last[0] == stages
+        try:
+            wait_until(exact, timeout=30, interval=0.25, what="the monitor's funnel")
+        except PortInUse:
+            raise
+        except AssertionError:
+            self.fail("the monitor's funnel: expected %r, got %r" % (stages, last[0]))
 
         # The data really spread: every primary holds keys; every partition
         # of leads, sales and retention (entities: the 3,000 leads, deals,
