@@ -10,8 +10,9 @@ only layout a service accepts on a cluster):
 - 3,000 buyer journeys through campaign, leads, sales and retention on 3
   primaries: every STATS count and the monitor's funnel exact, every
   primary holding data;
-- kill -9 of a primary under load (a replica each, acks = 1,
-  min-replicas-to-write 1): every acknowledged event counted once;
+- kill -9 of a primary under load (a partition's, then the base slot's;
+  a replica each, acks = 1, min-replicas-to-write 1): every acknowledged
+  event counted once;
 - a leads partition's slot migrated to another primary under load;
 - kill -9 of the leads daemon amid batches spanning partitions, restarted,
   unacknowledged batches retried with the same ids.
@@ -606,13 +607,22 @@ class TestPrimaryKilled(SqlLoadCase):
     node_args = SAFE_PRIMARY
     node_timeout = 2000
 
-    def test_kill9_of_a_primary_loses_and_doubles_nothing(self):
+    def test_kill9_of_a_partitions_primary(self):
+        """The primary of partition 3's slot (and of a few others)."""
+        self.kill9_under_load("{funnel:leads:3}")
+
+    def test_kill9_of_the_base_slots_primary(self):
+        """The primary of leads' base slot: its stats, lease and the
+        intents of every batch spanning slots."""
+        self.kill9_under_load("{funnel:leads}")
+
+    def kill9_under_load(self, tag):
         # A lease longer than the failover (about 4 s with a 2 s node
         # timeout): the instance keeps its partitions through it
         self.write_config(acks=1, lease_ms=15000, services=["leads", "sales"])
         c = self.start(["leads", "sales"])
         cl = self.cluster
-        victim = cl.primary_for_key("{funnel:leads:3}")
+        victim = cl.primary_for_key(tag)
         on_victim = [p for p in range(PARTITIONS)
                      if cl.primary_for_key("{funnel:leads:%d}" % p) == victim]
         names = lead_names("fk", 1500)
@@ -636,7 +646,7 @@ class TestPrimaryKilled(SqlLoadCase):
         stop.set()
         sent = load.join(180)
         names = names[:sent * 5]
-        self.assertEqual(cl.primary_for_key("{funnel:leads:3}"), promoted)
+        self.assertEqual(cl.primary_for_key(tag), promoted)
         # The load went on through the failover: some batch was in flight
         # while the victim's slots had no primary (answered `unavailable`
         # and retried, or held by the service until the promotion)
@@ -645,10 +655,11 @@ class TestPrimaryKilled(SqlLoadCase):
         self.assertTrue(spanning, "no batch was in flight during the failover")
         held = max(at - pub.first_try[i] for i, _, at in pub.acked)
         self.check_sql_load(names, [pub], c)
-        print("\n(%d leads in %d batches; failover %.1f s; %d retries, %d without reply, "
-              "longest wait for an OK %.1f s; first unavailable: %r)"
-              % (len(names), sent, promoted_at - killed_at, pub.retries, pub.timeouts, held,
-                 pub.unavailable[:1]))
+        print("\n(primary of %s, %d of leads' partitions: %d leads in %d batches; failover "
+              "%.1f s; %d retries, %d without reply, longest wait for an OK %.1f s; first "
+              "unavailable: %r)" % (tag, len(on_victim), len(names), sent,
+                                    promoted_at - killed_at, pub.retries, pub.timeouts, held,
+                                    pub.unavailable[:1]))
 
 
 # ---------------------------------------------------------------------------
