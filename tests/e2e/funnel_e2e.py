@@ -558,9 +558,9 @@ class RedisCluster:
         return sorted({r for _, _, p, rs in self.slot_map() for r in rs if p == primary})
 
     def settled(self):
-        """Every live node: cluster state ok, all 16384 slots served, every
-        node known, and the same slot map as the others; with replicas,
-        every primary has its replicas listed and in sync."""
+        """Every node up, and each one says: cluster state ok, all 16384
+        slots served, every node known, the same slot map as the others;
+        with replicas, every primary has its replicas listed and in sync."""
         maps = []
         for i in range(self.count):
             if not self.alive(i):
