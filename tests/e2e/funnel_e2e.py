@@ -438,39 +438,60 @@ class RedisNode(RedisServer):
 
 
 class RedisCluster:
-    """A Redis Cluster of `primaries` primaries (no replicas) on loopback.
+    """A Redis Cluster on loopback: `primaries` primaries, each with
+    `replicas` replicas (redis-cli --cluster create --cluster-replicas).
     Ports come from one kit-locked block: node i on base+i, its bus port on
     base+BUS+i set with cluster-port (port+10000 may be taken or > 65535);
-    each node's cluster-config-file lives in the test's temp dir.
-    `url` is the seed list a service takes (redis://h:p1,h:p2,...)."""
+    each node's cluster-config-file lives in the test's temp dir, so a node
+    killed and started again (restart) rejoins with its identity. `args`
+    are extra redis-server arguments for every node (a replica promoted by
+    a failover needs the primaries' settings too), e.g.
+    ["--min-replicas-to-write", "1", "--min-replicas-max-lag", "10"].
+    `url` is the seed list a service takes (redis://h:p1,h:p2,..., every
+    node: a seed may be dead). Nodes are numbered as started; which are
+    primaries changes with failovers: ask primaries()/primary_for_slot()."""
 
     BUS = 50
 
-    def __init__(self, workdir, primaries=3):
-        self.count = primaries
-        self.base = free_port_block(list(range(primaries)) +
-                                    [self.BUS + i for i in range(primaries)])
-        self.ports = [self.base + i for i in range(primaries)]
+    def __init__(self, workdir, primaries=3, replicas=0, args=(), node_timeout=3000):
+        self.workdir = workdir
+        self.replicas = replicas
+        self.count = primaries * (1 + replicas)         # nodes
+        self.base = free_port_block(list(range(self.count)) +
+                                    [self.BUS + i for i in range(self.count)])
+        self.ports = [self.base + i for i in range(self.count)]
+        self.args = list(args)
+        self.node_timeout = node_timeout
         self.nodes = []
         try:
-            for i, port in enumerate(self.ports):
-                self.nodes.append(RedisNode(workdir, port, "cluster-%d" % i, [
-                    "--cluster-enabled", "yes",
-                    "--cluster-port", str(self.base + self.BUS + i),
-                    "--cluster-config-file", os.path.join(workdir, "cluster-%d" % i,
-                                                          "nodes.conf"),
-                    "--cluster-node-timeout", "3000"]))
-            out = subprocess.run(["redis-cli", "--cluster", "create"] +
-                                 ["127.0.0.1:%d" % p for p in self.ports] + ["--cluster-yes"],
-                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            for i in range(self.count):
+                self.nodes.append(RedisNode(workdir, self.ports[i], "cluster-%d" % i,
+                                            self._node_args(i)))
+            create = ["redis-cli", "--cluster", "create"] + \
+                ["127.0.0.1:%d" % p for p in self.ports] + ["--cluster-yes"]
+            if replicas:
+                create += ["--cluster-replicas", str(replicas)]
+            out = subprocess.run(create, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                  timeout=60, text=True)
             if out.returncode != 0:
                 raise AssertionError("redis-cli --cluster create failed:\n" + out.stdout[-3000:])
-            wait_until(self.settled, timeout=30, what="the cluster to settle")
+            wait_until(self.settled, timeout=60, interval=0.2, what="the cluster to settle")
         except BaseException:
             self.stop()
             self.release()
             raise
+
+    def _node_args(self, i):
+        # cluster-replica-validity-factor 0: a replica always stands for
+        # election, however long its link was down (a busy test machine);
+        # repl-diskless-sync-delay 0: a replica syncs at once, not after 5 s
+        return ["--cluster-enabled", "yes",
+                "--cluster-port", str(self.base + self.BUS + i),
+                "--cluster-config-file", os.path.join(self.workdir, "cluster-%d" % i,
+                                                      "nodes.conf"),
+                "--cluster-node-timeout", str(self.node_timeout),
+                "--cluster-replica-validity-factor", "0",
+                "--repl-diskless-sync-delay", "0"] + self.args
 
     @property
     def url(self):
@@ -479,18 +500,181 @@ class RedisCluster:
     def client(self, i):
         return self.nodes[i].client()
 
+    def alive(self, i):
+        n = self.nodes[i]
+        return n.proc is not None and n.proc.poll() is None
+
+    def index(self, port):
+        return self.ports.index(int(port))
+
+    def _cmd(self, i, *args):
+        with self.client(i) as c:
+            return c.execute_command(*args)
+
+    def _info(self, i):
+        info = self._cmd(i, "CLUSTER", "INFO")
+        if isinstance(info, bytes):
+            info = info.decode()
+        return dict(line.split(":", 1) for line in info.split() if ":" in line)
+
+    def node_id(self, i):
+        node = self._cmd(i, "CLUSTER", "MYID")
+        return node.decode() if isinstance(node, bytes) else node
+
+    def role(self, i):
+        """"master" or "slave", as node i says (ROLE)."""
+        role = self._cmd(i, "ROLE")[0]
+        return role.decode() if isinstance(role, bytes) else role
+
+    def slot_map(self, i=None):
+        """[(first, last, primary index, [replica indexes])] as node i (the
+        first live node by default) sees it, sorted by first slot."""
+        if i is None:
+            i = next(k for k in range(self.count) if self.alive(k))
+        out = []
+        for first, last, primary, *replicas in self._cmd(i, "CLUSTER", "SLOTS"):
+            out.append((int(first), int(last), self.index(primary[1]),
+                        sorted(self.index(r[1]) for r in replicas)))
+        return sorted(out)
+
+    def primaries(self):
+        """Indexes of the nodes serving slots now (sorted)."""
+        return sorted({p for _, _, p, _ in self.slot_map()})
+
+    def keyslot(self, key):
+        i = next(k for k in range(self.count) if self.alive(k))
+        return int(self._cmd(i, "CLUSTER", "KEYSLOT", key))
+
+    def primary_for_slot(self, slot):
+        for first, last, primary, _ in self.slot_map():
+            if first <= slot <= last:
+                return primary
+        raise AssertionError("slot %d is served by no node" % slot)
+
+    def primary_for_key(self, key):
+        return self.primary_for_slot(self.keyslot(key))
+
+    def replicas_of(self, primary):
+        return sorted({r for _, _, p, rs in self.slot_map() for r in rs if p == primary})
+
     def settled(self):
-        """Every node sees every slot served and every node known."""
+        """Every node up, and each one says: cluster state ok, all 16384
+        slots served, every node known, the same slot map as the others;
+        with replicas, every primary has its replicas listed and in sync."""
+        maps = []
         for i in range(self.count):
-            with self.client(i) as c:
-                info = c.execute_command("CLUSTER", "INFO")
-                if isinstance(info, bytes):
-                    info = info.decode()
-                if "cluster_state:ok" not in info or \
-                        "cluster_slots_ok:16384" not in info or \
-                        "cluster_known_nodes:%d" % self.count not in info:
+            if not self.alive(i):
+                return False
+            info = self._info(i)
+            if info.get("cluster_state") != "ok" or \
+                    info.get("cluster_slots_ok") != "16384" or \
+                    info.get("cluster_known_nodes") != str(self.count):
+                return False
+            maps.append(self.slot_map(i))
+        if any(m != maps[0] for m in maps):
+            return False
+        for _, _, primary, replicas in maps[0]:
+            if len(replicas) != self.replicas:
+                return False
+            if self.replicas:
+                with self.client(primary) as c:
+                    info = c.info("replication")
+                if sum(1 for k in range(info.get("connected_slaves", 0))
+                       if info.get("slave%d" % k, {}).get("state") == "online") < self.replicas:
                     return False
         return True
+
+    def wait_settled(self, timeout=60):
+        wait_until(self.settled, timeout=timeout, interval=0.2, what="the cluster to settle")
+
+    def kill9(self, i):
+        """SIGKILL node i (no shutdown, nothing saved)."""
+        n = self.nodes[i]
+        if n in _watched:
+            _watched.remove(n)
+        kill_group(n.proc)
+
+    def restart(self, i):
+        """Start a killed node again on its port with its nodes.conf: it
+        rejoins the cluster (as a replica of whoever took its slots)."""
+        self.nodes[i].start()
+
+    def fail_over(self, primary, takeover=False, timeout=60):
+        """kill -9 of `primary` and the wait until one of its replicas is
+        promoted: by the cluster's own failover (node timeout, election),
+        or at once by CLUSTER FAILOVER TAKEOVER sent to the replica. Done
+        when every live node serves every slot from the same map with the
+        replica as the primary of the dead node's slots. Returns the
+        promoted node's index."""
+        slots = [(f, l) for f, l, p, _ in self.slot_map() if p == primary]
+        replicas = self.replicas_of(primary)
+        if not slots or not replicas:
+            raise AssertionError("node %d is not a primary with replicas: %r"
+                                 % (primary, self.slot_map()))
+        self.kill9(primary)
+        if takeover:
+            self._cmd(replicas[0], "CLUSTER", "FAILOVER", "TAKEOVER")
+
+        def promoted():
+            live = [i for i in range(self.count) if self.alive(i)]
+            maps = []
+            for i in live:
+                info = self._info(i)
+                if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
+                    return None
+                maps.append(self.slot_map(i))
+            if any(m != maps[0] for m in maps):
+                return None
+            owners = {p for f, l, p, _ in maps[0] if (f, l) in slots}
+            if len(owners) != 1 or owners & {primary} or not owners <= set(replicas):
+                return None
+            winner = owners.pop()
+            return self.role(winner) == "master" and winner + 1
+        return wait_until(promoted, timeout=timeout, interval=0.1,
+                          what="a replica of node %d promoted" % primary) - 1
+
+    def migrate_slot(self, slot, target, batch=20, pause=0.0, timeout=120):
+        """Live migration of one slot to primary `target`, the steps of
+        redis-cli --cluster reshard: SETSLOT IMPORTING on the target,
+        MIGRATING on the source, MIGRATE of its keys in batches (clients
+        meanwhile get ASK for keys already moved, TRYAGAIN for a
+        transaction whose keys are split), then SETSLOT NODE on the
+        target, the source and every other primary. `pause` seconds
+        between batches stretch it over a load. Returns the keys moved."""
+        source = self.primary_for_slot(slot)
+        if source == target:
+            raise AssertionError("slot %d is on node %d already" % (slot, target))
+        src, dst = self.node_id(source), self.node_id(target)
+        deadline = time.time() + timeout
+        self._cmd(target, "CLUSTER", "SETSLOT", slot, "IMPORTING", src)
+        self._cmd(source, "CLUSTER", "SETSLOT", slot, "MIGRATING", dst)
+        moved = 0
+        with self.client(source) as c:
+            while True:
+                if time.time() > deadline:
+                    raise AssertionError("migration of slot %d: not done in %d s (%d keys moved)"
+                                         % (slot, timeout, moved))
+                keys = c.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch)
+                if not keys:
+                    break
+                c.execute_command("MIGRATE", "127.0.0.1", self.ports[target], "", 0, 10000,
+                                  "KEYS", *keys)
+                moved += len(keys)
+                if pause:
+                    time.sleep(pause)
+        others = [p for p in self.primaries() if p not in (source, target)]
+        for i in [target, source] + others:
+            self._cmd(i, "CLUSTER", "SETSLOT", slot, "NODE", dst)
+        wait_until(lambda: all(self.slot_map(i) == self.slot_map(target)
+                               for i in range(self.count) if self.alive(i))
+                   and self.primary_for_slot(slot) == target,
+                   timeout=max(5, deadline - time.time()), interval=0.1,
+                   what="every node to see slot %d on node %d" % (slot, target))
+        return moved
+
+    def dbsize(self, i):
+        with self.client(i) as c:
+            return c.dbsize()
 
     def stop(self):
         for n in self.nodes:
@@ -498,6 +682,53 @@ class RedisCluster:
 
     def release(self):
         release_ports(self.ports + [self.base + self.BUS + i for i in range(self.count)])
+
+
+class Background(threading.Thread):
+    """fn(*args) in a thread; join() re-raises what it raised (so a load or
+    a migration failing in the background fails the test, with its
+    message) and is bounded: a thread still running after `timeout`
+    raises too."""
+
+    def __init__(self, fn, *args, name=None):
+        super().__init__(name=name or getattr(fn, "__name__", "background"), daemon=True)
+        self.fn, self.args = fn, args
+        self.result = None
+        self.error = None
+        self.start()
+
+    def run(self):
+        try:
+            self.result = self.fn(*self.args)
+        except BaseException as e:          # handed to join()
+            self.error = e
+
+    def join(self, timeout=120):
+        super().join(timeout)
+        if self.is_alive():
+            raise AssertionError("%s still running after %d s" % (self.name, timeout))
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+def part_of(entity, partitions=16):
+    """The partition rule of proto/wire.md (FNV-1a-32 mod partitions), as a
+    client outside the project computes it."""
+    h = 2166136261
+    for b in entity.encode():
+        h ^= b
+        h = (h * 16777619) & 0xFFFFFFFF
+    return h % partitions
+
+
+def owns_set(text):
+    """"0-3,8,10-11" -> {0, 1, 2, 3, 8, 10, 11}"""
+    out = set()
+    for piece in text.split(","):
+        lo, _, hi = piece.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
 
 
 class Sentinel:

@@ -16,27 +16,9 @@ import urllib.error
 import urllib.request
 
 from funnel_e2e import (SERVICES, Client, Daemon, FunnelTestCase, binary, event, free_port,
-                        release_ports, wait_until)
+                        owns_set, part_of, release_ports, wait_until)
 
 PARTITIONS = 16
-
-
-def part_of(entity, partitions=PARTITIONS):
-    """The partition rule of proto/wire.md (FNV-1a-32 mod partitions), as a
-    client outside the project computes it."""
-    h = 2166136261
-    for b in entity.encode():
-        h ^= b
-        h = (h * 16777619) & 0xFFFFFFFF
-    return h % partitions
-
-
-def owns_set(text):
-    out = set()
-    for piece in text.split(","):
-        lo, _, hi = piece.partition("-")
-        out.update(range(int(lo), int(hi or lo) + 1))
-    return out
 
 
 class ScaleOutCase(FunnelTestCase):
