@@ -210,6 +210,9 @@ else
             sleep 0.1
         done
     done
+    # CRC16 alone spreads 16 partitions a service unevenly: a third each
+    "$(dirname "$0")/../deploy/cluster_place.py" --partitions "$parts" "${seeds[0]}" >&2 ||
+        { echo "run_funnel_bench: placing the partitions failed" >&2; exit 1; }
     redis_url="redis://$(IFS=,; echo "${seeds[*]}")"
     # Where the partitions of each service landed: a node's share of
     # the Redis work follows its share of them (slots are hashed, not

@@ -34,15 +34,11 @@ def connect(host, port):
 
 
 def primaries(seed):
-    """{node id: (host, port)} of the primaries, from CLUSTER NODES."""
+    """{node id: (host, port)} of the primaries that serve slots (CLUSTER
+    SLOTS: a node just made a replica may still say master elsewhere)."""
     out = {}
-    for line in seed.execute_command("CLUSTER", "NODES").splitlines():
-        fields = line.split()
-        if "master" not in fields[2].split(",") or "fail" in fields[2]:
-            continue
-        address = fields[1].split("@")[0]
-        host, _, port = address.rpartition(":")
-        out[fields[0]] = (host or "127.0.0.1", int(port))
+    for _, _, primary, *_ in seed.execute_command("CLUSTER", "SLOTS"):
+        out[primary[2]] = (primary[0] or "127.0.0.1", int(primary[1]))
     return out
 
 

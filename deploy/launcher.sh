@@ -368,6 +368,11 @@ start_cluster() {
         redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes \
             >>"$LOG/cluster-create.log" 2>&1 ||
             { tail -n 15 "$LOG/cluster-create.log" >&2; die "redis-cli --cluster create failed"; }
+        for _ in $(seq 300); do cluster_settled && break; sleep 0.1; done
+        # CRC16 alone spreads 16 partitions a service unevenly: a third each
+        "$ROOT/deploy/cluster_place.py" "${nodes[0]}" >>"$LOG/cluster-create.log" 2>&1 ||
+            { tail -n 5 "$LOG/cluster-create.log" >&2; die "placing the partitions failed"; }
+        say "$(tail -n 1 "$LOG/cluster-create.log")"
     fi
     for _ in $(seq 300); do
         cluster_settled && replicas_good && return 0
