@@ -1157,15 +1157,21 @@ class FunnelTestCase(unittest.TestCase):
 
     topology_extra = ""
 
+    workdir_prefix = "funnel-e2e-"
+
     def setUp(self):
         self._problems_before = self._problem_count()
         self.daemons = []
         self.clients = []
         self.redis = None
         self.topology = None
-        self.workdir = tempfile.mkdtemp(prefix="funnel-e2e-")
+        self.workdir = tempfile.mkdtemp(prefix=self.workdir_prefix)
+        self.topology = Topology(self.workdir, self.start_store(), self.topology_extra)
+
+    def start_store(self):
+        """The Redis the test's services use; returns its URL."""
         self.redis = RedisServer(self.workdir)
-        self.topology = Topology(self.workdir, self.redis.url, self.topology_extra)
+        return self.redis.url
 
     def tearDown(self):
         self._kit_cleanup(keep=not self._outcome_ok())

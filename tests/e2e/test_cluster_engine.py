@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import random
-import tempfile
 import threading
 import time
 import unittest
@@ -32,8 +31,8 @@ import urllib.request
 import redis
 import redis.cluster
 
-from funnel_e2e import (Background, Client, FunnelTestCase, PortInUse, RedisCluster, Topology,
-                        event, part_of, wait_until)
+from funnel_e2e import (Background, Client, FunnelTestCase, PortInUse, RedisCluster, event,
+                        part_of, wait_until)
 
 PARTITIONS = 16
 BUSINESS = ["campaign", "leads", "sales", "retention"]
@@ -51,17 +50,16 @@ class ClusterCase(FunnelTestCase):
     node_args = ()
     node_timeout = 3000
 
+    workdir_prefix = "funnel-e2e-cluster-"
+
     def setUp(self):
-        self._problems_before = self._problem_count()
-        self.daemons = []
-        self.clients = []
-        self.redis = None
-        self.topology = None
         self.cluster = None
-        self.workdir = tempfile.mkdtemp(prefix="funnel-e2e-cluster-")
+        super().setUp()
+
+    def start_store(self):
         self.cluster = RedisCluster(self.workdir, self.primaries, self.replicas,
                                     self.node_args, self.node_timeout)
-        self.topology = Topology(self.workdir, self.cluster.url)
+        return self.cluster.url
 
     def _kit_cleanup(self, keep=False):
         for d in getattr(self, "daemons", []):
