@@ -205,6 +205,8 @@ s_ready (funnel_engine_t *self)
 #define TXN_REFUSED     -1          //  Nothing ran
 #define TXN_UNKNOWN     -4          //  The reply was lost: it may have run
 #define TXN_LOST        -5          //  The lease is another instance's
+#define TXN_STORED      -6          //  A batch's intent is stored, a slot of it not
+                                    //  written yet: the next sync completes it
 #define TXN_ATTEMPTS    60          //  Paused 50 ms apart: a migrating slot or a
                                     //  failover settles meanwhile
 
@@ -1948,10 +1950,15 @@ s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked
             int txn = s_txn (self, grp->slot, grp->lease, grp->cmds, extra, renew, wait,
                              &count, err);
             if (txn != TXN_OK) {
-                if (txn != TXN_LOST)
+                if (txn != TXN_LOST) {
                     log_warn ("commit: batch %s stored, its slot %d not applied yet (%s); "
                               "completing it at the next sync", id, grp->slot, err->message);
-                rc = txn == TXN_LOST ? TXN_LOST : TXN_UNKNOWN;
+                    funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                        "redis cluster: the batch is stored but slot %d is not written yet "
+                        "(moving or failing over); it completes when the slot is back: "
+                        "retry with the same ids", grp->slot);
+                }
+                rc = txn == TXN_LOST ? TXN_LOST : TXN_STORED;
                 break;
             }
             if (fields [g][0])
@@ -2090,13 +2097,13 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         rc = ENGINE_RETRY;
     }
     else
-    if (txn == TXN_UNKNOWN) {
+    if (txn == TXN_UNKNOWN || txn == TXN_STORED) {
         //  The EXEC may have run: nothing in the cache can be trusted, and
         //  seq and checkpoints are read again (a cluster: after completing
         //  the batch's stored intent)
         funnel_state_clear (st);
         self->generation = 0;
-        if (!err->code || !streq (err->code, FUNNEL_ERR_INTERNAL))
+        if (txn == TXN_UNKNOWN && (!err->code || !streq (err->code, FUNNEL_ERR_INTERNAL)))
             s_unknown (err);
         rc = -1;
     }

@@ -49,6 +49,9 @@ struct _redis_pipeline_t {
     size_t count;
     size_t *exec_at;            //  Indexes of EXEC commands
     size_t exec_count, exec_max;
+    size_t *ends;               //  Where each command ends (ASK: one ASKING each);
+    size_t ends_max;            //  none known once raw bytes were appended
+    bool raw;
 };
 
 redis_pipeline_t *
@@ -67,6 +70,7 @@ redis_pipeline_destroy (redis_pipeline_t **self_p)
     if (self) {
         free (self->data);
         free (self->exec_at);
+        free (self->ends);
         free (self);
         *self_p = NULL;
     }
@@ -78,6 +82,7 @@ redis_pipeline_reset (redis_pipeline_t *self)
     self->used = 0;
     self->count = 0;
     self->exec_count = 0;
+    self->raw = false;
 }
 
 static void
@@ -122,6 +127,14 @@ redis_pipeline_append (redis_pipeline_t *self, int argc, const char **argv,
         }
         self->exec_at [self->exec_count++] = self->count;
     }
+    if (!self->raw) {
+        if (self->count >= self->ends_max) {
+            self->ends_max = self->count * 2 + 16;
+            self->ends = (size_t *) realloc (self->ends, self->ends_max * sizeof (size_t));
+            assert (self->ends);
+        }
+        self->ends [self->count] = self->used;
+    }
     self->count++;
 }
 
@@ -148,6 +161,7 @@ redis_pipeline_append_raw (redis_pipeline_t *self, const char *data, size_t size
     memcpy (self->data + self->used, data, size);
     self->used += size;
     self->count += count;
+    self->raw = true;
 }
 
 //  ---------------------------------------------------------------------
@@ -337,16 +351,31 @@ s_send (redis_cluster_t *self, int node, bool asking, redis_pipeline_t *pipeline
     if (redis_store_connect (store) != 0)
         return SEND_UNREACHABLE;
     redisContext *ctx = redis_store_context (store);
-    if (asking)
-        redisAppendCommand (ctx, "ASKING");
-    redisAppendFormattedCommand (ctx, pipeline->data, pipeline->used);
-    if (asking) {
-        redisReply *reply = redis_store_recv (store);
-        if (!reply)
-            return SEND_LOST;
-        freeReplyObject (reply);
+    //  ASKING holds for the next command only: one before each, when the
+    //  commands' bounds are known (a transaction keeps it from MULTI to EXEC)
+    bool each = asking && !pipeline->raw && pipeline->exec_count == 0;
+    if (each)
+        for (size_t i = 0, at = 0; i < pipeline->count; at = pipeline->ends [i++]) {
+            redisAppendCommand (ctx, "ASKING");
+            redisAppendFormattedCommand (ctx, pipeline->data + at, pipeline->ends [i] - at);
+        }
+    else {
+        if (asking)
+            redisAppendCommand (ctx, "ASKING");
+        redisAppendFormattedCommand (ctx, pipeline->data, pipeline->used);
     }
     for (size_t i = 0; i < pipeline->count; i++) {
+        if (asking && (each || i == 0)) {
+            redisReply *reply = redis_store_recv (store);
+            if (!reply) {
+                for (size_t j = 0; j < i; j++) {
+                    freeReplyObject (replies [j]);
+                    replies [j] = NULL;
+                }
+                return SEND_LOST;
+            }
+            freeReplyObject (reply);
+        }
         replies [i] = redis_store_recv (store);
         if (!replies [i]) {
             for (size_t j = 0; j < i; j++) {
