@@ -19,6 +19,10 @@
 #   --mem-sample K     MEMORY USAGE of every K-th key (default 1: all)
 #   --drop-announcements K  test hook: act as if every K-th deal.opened or
 #                      customer.onboarded were lost, so the GET fallback runs
+#   --touch-ingest     only touches to campaign (N counts touches, 6 a contact)
+#                      and leads' consume of the prospect.touched they make:
+#                      both rates, CPU of each daemon and of Redis
+#   --series           with --touch-ingest: both counters every 100 ms
 # and for the script:
 #   --set PATH=VALUE   a setting for the daemons (each reads its own section),
 #                      e.g. --set leads/rules/sql=80; repeatable
@@ -28,7 +32,7 @@
 # Exit code: the benchmark's (0 every count exact, 1 not, 2 usage).
 set -uo pipefail
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; }
 
 args=() sets=() monitor=0 keep=0 n="" build=""
 while [ $# -gt 0 ]; do
@@ -39,6 +43,7 @@ while [ $# -gt 0 ]; do
         --set)
             [ $# -ge 2 ] || { echo "run_funnel_bench: --set needs PATH=VALUE" >&2; exit 2; }
             sets+=(--set "$2"); shift 2 ;;
+        --touch-ingest|--series) args+=("$1"); shift ;;
         --monitor) monitor=1; shift ;;
         --keep) keep=1; shift ;;
         -h|--help) usage; exit 0 ;;
