@@ -514,6 +514,13 @@ s_apply_upstream (void *arg, upstream_t *upstream, const char **events,
     size_t valid = 0;
     for (size_t i = 0; i < count; i++) {
         funnel_error_t err;
+        //  A live event comes decoded and checked already (upstream_offer)
+        event_codec_t *held = upstream_held (upstream, i, events [i]);
+        if (held) {
+            if (event_codec_event_parse (event_codec_root (held), &parsed [valid], &err) == 0)
+                valid++;
+            continue;
+        }
         decoded [i] = event_codec_decode (events [i], sizes [i], &event_codec_limits_event, &err);
         if (decoded [i]
         &&  event_codec_event_parse (event_codec_root (decoded [i]), &parsed [valid], &err) == 0)

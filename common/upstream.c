@@ -37,8 +37,11 @@ struct _upstream_t {
     char *subscriber;               //  Name registered with the upstream, or NULL
     bool acking;                    //  The REPLAY in flight is an ack (limit 0)
     int64_t last_ack;
-    //  Live events offered and not yet applied (upstream_offer, _settle)
-    zmsg_t *held [DRAIN_MAX];
+    //  Live events offered and not yet applied (upstream_offer, _settle):
+    //  kept decoded (their bytes are the decoded copy's), so the apply
+    //  callback takes them from upstream_held instead of decoding again
+    event_codec_t *held [DRAIN_MAX];
+    bool settling;                  //  The apply callback runs on held
     const char *events [DRAIN_MAX];
     size_t sizes [DRAIN_MAX];
     size_t count;
@@ -162,7 +165,7 @@ upstream_destroy (upstream_t **self_p)
         zsock_destroy (&self->sub);
         zsock_destroy (&self->dealer);
         for (size_t i = 0; i < self->count; i++)
-            zmsg_destroy (&self->held [i]);
+            event_codec_destroy (&self->held [i]);
         free (self->name);
         free (self->api);
         free (self->subscriber);
@@ -291,11 +294,10 @@ upstream_offer (upstream_t *self, zmsg_t **msg_p)
     if (seq == self->expected && !self->need_replay) {
         self->expected++;
         if (s_consumed (self, event.type)) {
-            self->held [self->count] = msg;
-            self->events [self->count] = (const char *) zframe_data (body);
-            self->sizes [self->count] = zframe_size (body);
-            self->count++;
-            msg = NULL;
+            self->events [self->count] = (const char *) event_codec_bytes (
+                decoded, &self->sizes [self->count]);
+            self->held [self->count++] = decoded;
+            decoded = NULL;
         }
     }
     else
@@ -312,13 +314,24 @@ upstream_offer (upstream_t *self, zmsg_t **msg_p)
 void
 upstream_settle (upstream_t *self)
 {
-    if (self->count > 0)
+    if (self->count > 0) {
+        self->settling = true;
         s_apply (self, self->events, self->sizes, self->count, self->first,
                  self->expected - 1);
+        self->settling = false;
+    }
     for (size_t i = 0; i < self->count; i++)
-        zmsg_destroy (&self->held [i]);
+        event_codec_destroy (&self->held [i]);
     self->count = 0;
     self->first = self->expected;
+}
+
+event_codec_t *
+upstream_held (upstream_t *self, size_t index, const char *event)
+{
+    if (self->settling && index < self->count && self->events [index] == event)
+        return self->held [index];
+    return NULL;
 }
 
 void
