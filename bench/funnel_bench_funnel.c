@@ -67,6 +67,8 @@ typedef struct {
     int timeout_s;
     int mem_sample;
     int drop_every;             //  Test hook: ignore every k-th announcement
+    bool touch_ingest;          //  Only touches to campaign: -n counts touches
+    bool series;                //  --touch-ingest: print every sample to stderr
     int pids [SERVICES + 1];    //  The four services, then the monitor (0: none)
     //  redis-server processes (one, or a cluster's nodes), for their CPU
     //  over the journeys from /proc: engine-agnostic, no INFO needed
@@ -867,6 +869,169 @@ s_report (bench_t *self, result_t *r, bool ok)
 
 
 //  --------------------------------------------------------------------------
+//  Touch ingest (--touch-ingest): the two rates of issue 12 in isolation.
+//  N touches (6 per contact, as in a journey, none captured) go to campaign
+//  in batches with `window` in flight; each makes one prospect.touched that
+//  leads consumes. STATS of both are sampled every 100 ms: campaign's
+//  accepted and leads' consumed over time give each rate (first to last
+//  event, and the best 1 s), and /proc and INFO give the CPU of each.
+
+typedef struct {
+    int64_t t_us;               //  Since the first send
+    int64_t accepted, consumed;
+} ingest_sample_t;
+
+//  Best rate over any window of >= 1 s between samples (events/s).
+static double
+s_best_rate (const ingest_sample_t *samples, int count, bool consumed)
+{
+    double best = 0;
+    for (int a = 0, b = 0; b < count; b++) {
+        while (a + 1 < b && samples [b].t_us - samples [a + 1].t_us >= 1000000)
+            a++;
+        int64_t span = samples [b].t_us - samples [a].t_us;
+        if (span >= 1000000) {
+            int64_t events = consumed ? samples [b].consumed - samples [a].consumed
+                                      : samples [b].accepted - samples [a].accepted;
+            best = MAX (best, events * 1e6 / span);
+        }
+    }
+    return best;
+}
+
+static int
+s_touch_ingest (bench_t *self)
+{
+    const int64_t n = self->opt.journeys;
+    stats_t before, now;
+    if (s_stats (self, &before))
+        return -1;
+    self->pipe [CAMPAIGN] = bench_pipe_new ("campaign",
+        funnel_config_endpoint (self->config, "campaign", "api"), self->opt.window, 60000);
+    if (!self->pipe [CAMPAIGN])
+        return -1;
+    int max_samples = (self->opt.timeout_s + 2) * 10 + 16;
+    ingest_sample_t *samples = (ingest_sample_t *) calloc (max_samples, sizeof *samples);
+    int count = 0;
+    proc_t cpu_before [SERVICES + 1], cpu_after [SERVICES + 1];
+    for (int s = 0; s <= SERVICES; s++)
+        s_proc (self->opt.pids [s], &cpu_before [s]);
+    double redis_before = bench_redis_info (self->redis, "cpu", "used_cpu_sys")
+                        + bench_redis_info (self->redis, "cpu", "used_cpu_user");
+    proc_t bench_before, bench_after;   //  This process: it shares the cores
+    s_proc (getpid (), &bench_before);
+    msgpack_sbuffer sbuf;
+    msgpack_packer pk;
+    s_packer (&sbuf, &pk);
+    const int64_t start = s_now_us ();
+    const int64_t deadline = zclock_mono () + (int64_t) self->opt.timeout_s * 1000;
+    int64_t next_sample = zclock_mono () + 100;
+    int64_t t_accepted = 0, t_consumed = 0, acc = 0, con = 0;
+    int rc = 0;
+    samples [count++] = (ingest_sample_t) { 0, 0, 0 };
+    while (rc == 0 && !(t_accepted && t_consumed)) {
+        if (funnel_stop || zclock_mono () > deadline) {
+            snprintf (self->error, sizeof self->error, "%s: campaign accepted %" PRId64
+                      ", leads consumed %" PRId64 " of %" PRId64,
+                      funnel_stop ? "stopped by a signal" : "timed out (--timeout)", acc, con, n);
+            rc = -1;
+            break;
+        }
+        while (self->touch_next < n && bench_pipe_ready (self->pipe [CAMPAIGN])) {
+            int size = (int) MIN ((int64_t) self->opt.batch, n - self->touch_next);
+            msgpack_pack_array (&pk, size);
+            for (int i = 0; i < size; i++, self->touch_next++)
+                bench_pack_touch (&pk, self->run, self->touch_next / BENCH_TOUCHES,
+                                  (int) (self->touch_next % BENCH_TOUCHES));
+            if (bench_pipe_send (self->pipe [CAMPAIGN], &sbuf, size))
+                rc = -1;
+        }
+        zmq_pollitem_t item = { zsock_resolve (bench_pipe_sock (self->pipe [CAMPAIGN])), 0, ZMQ_POLLIN, 0 };
+        int64_t wait = MAX (0, next_sample - zclock_mono ());
+        if (zmq_poll (&item, 1, wait) < 0 && zmq_errno () != EINTR)
+            rc = -1;
+        while (rc == 0 && zsock_events (bench_pipe_sock (self->pipe [CAMPAIGN])) & ZMQ_POLLIN)
+            rc = bench_pipe_recv (self->pipe [CAMPAIGN]);
+        if (rc == 0)
+            rc = bench_pipe_check (self->pipe [CAMPAIGN]);
+        if (rc && bench_pipe_failed (self->pipe [CAMPAIGN]))
+            snprintf (self->error, sizeof self->error, "%s", bench_pipe_error (self->pipe [CAMPAIGN]));
+        if (rc == 0 && zclock_mono () >= next_sample) {
+            next_sample += 100;
+            if (s_stats (self, &now)) {
+                rc = -1;
+                break;
+            }
+            int64_t t = s_now_us () - start;
+            acc = s_counter (&now, CAMPAIGN, "accepted") - s_counter (&before, CAMPAIGN, "accepted");
+            con = s_counter (&now, LEADS, "consumed") - s_counter (&before, LEADS, "consumed");
+            if (count < max_samples)
+                samples [count++] = (ingest_sample_t) { t, acc, con };
+            if (self->opt.series)
+                fprintf (stderr, "  %7.2f s  accepted %9" PRId64 "  consumed %9" PRId64 "\n",
+                         t / 1e6, acc, con);
+            if (!t_accepted && acc >= n)
+                t_accepted = t;
+            if (!t_consumed && con >= n)
+                t_consumed = t;
+        }
+    }
+    msgpack_sbuffer_destroy (&sbuf);
+    for (int s = 0; s <= SERVICES; s++)
+        s_proc (self->opt.pids [s], &cpu_after [s]);
+    double redis_after = bench_redis_info (self->redis, "cpu", "used_cpu_sys")
+                       + bench_redis_info (self->redis, "cpu", "used_cpu_user");
+    s_proc (getpid (), &bench_after);
+    if (rc == 0 && (acc != n || con != n)) {
+        snprintf (self->error, sizeof self->error, "campaign accepted %" PRId64
+                  ", leads consumed %" PRId64 " of %" PRId64 " touches", acc, con, n);
+        rc = -1;
+    }
+    if (rc == 0) {
+        double secs = MAX (t_accepted, t_consumed) / 1e6;
+        double ticks = (double) sysconf (_SC_CLK_TCK);
+        double redis_cpu = redis_after - redis_before;
+        double accepted_rate = n * 1e6 / t_accepted, consumed_rate = n * 1e6 / t_consumed;
+        double best_acc = s_best_rate (samples, count, false);
+        double best_con = s_best_rate (samples, count, true);
+        printf ("Touch ingest: %" PRId64 " touches, %d-event batches, %d in flight\n",
+                n, self->opt.batch, self->opt.window);
+        printf ("  campaign accepted  %10.0f events/s (all in %.2f s; best 1 s %.0f)\n",
+                accepted_rate, t_accepted / 1e6, best_acc);
+        printf ("  leads consumed     %10.0f events/s (all in %.2f s; best 1 s %.0f)\n",
+                consumed_rate, t_consumed / 1e6, best_con);
+        printf ("  CPU %% over %.2f s:", secs);
+        for (int s = 0; s < SERVICES; s++)
+            if (self->opt.pids [s])
+                printf (" %s %.0f", s_names [s],
+                        100.0 * (cpu_after [s].utime - cpu_before [s].utime) / ticks / secs);
+        printf (" redis %.0f\n  CPU us per touch: campaign %.2f leads %.2f redis %.2f"
+                " (this bench %.2f)\n", 100.0 * redis_cpu / secs,
+                1e6 * (cpu_after [CAMPAIGN].utime - cpu_before [CAMPAIGN].utime) / ticks / n,
+                1e6 * (cpu_after [LEADS].utime - cpu_before [LEADS].utime) / ticks / n,
+                redis_cpu * 1e6 / n, 1e6 * (bench_after.utime - bench_before.utime) / ticks / n);
+        printf ("{\"bench\":\"touch_ingest\",\"ok\":true,\"touches\":%" PRId64 ",\"batch\":%d,"
+                "\"window\":%d,\"campaign_accepted_per_s\":%.1f,\"leads_consumed_per_s\":%.1f,"
+                "\"best_1s\":{\"accepted\":%.1f,\"consumed\":%.1f},\"elapsed_s\":%.3f,\"cpu_pct\":{",
+                n, self->opt.batch, self->opt.window, accepted_rate, consumed_rate,
+                best_acc, best_con, secs);
+        for (int s = 0; s < SERVICES; s++)
+            if (self->opt.pids [s])
+                printf ("\"%s\":%.1f,", s_names [s],
+                        100.0 * (cpu_after [s].utime - cpu_before [s].utime) / ticks / secs);
+        printf ("\"redis\":%.1f},\"cpu_us_per_touch\":{\"campaign\":%.3f,\"leads\":%.3f,"
+                "\"redis\":%.3f,\"bench\":%.3f}}\n", 100.0 * redis_cpu / secs,
+                1e6 * (cpu_after [CAMPAIGN].utime - cpu_before [CAMPAIGN].utime) / ticks / n,
+                1e6 * (cpu_after [LEADS].utime - cpu_before [LEADS].utime) / ticks / n,
+                redis_cpu * 1e6 / n, 1e6 * (bench_after.utime - bench_before.utime) / ticks / n);
+        fflush (stdout);
+    }
+    free (samples);
+    return rc;
+}
+
+
+//  --------------------------------------------------------------------------
 //  Options
 
 static void
@@ -894,6 +1059,10 @@ s_help (void)
 "      --drop-announcements K  test hook: ignore every K-th deal.opened or\n"
 "                         customer.onboarded, as if PUB had dropped it, so the\n"
 "                         GET fallback runs (default 0: none)\n"
+"      --touch-ingest     only campaign's touch ingest and leads' consume of\n"
+"                         prospect.touched: -n counts touches (6 a contact);\n"
+"                         reports both rates, CPU of each daemon and Redis\n"
+"      --series           with --touch-ingest: both counters every 100 ms (stderr)\n"
 "  -h, --help             this help\n"
 "\n"
 "Exit code 0 when every count was exact, 1 if not (or a service failed),\n"
@@ -917,6 +1086,8 @@ s_options (int argc, char *argv [], options_t *opt, const char **config_file)
         { "pid", required_argument, NULL, 'i' },
         { "redis-pid", required_argument, NULL, 'r' },
         { "drop-announcements", required_argument, NULL, 'd' },
+        { "touch-ingest", no_argument, NULL, 'T' },
+        { "series", no_argument, NULL, 'S' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 }
     };
@@ -932,6 +1103,8 @@ s_options (int argc, char *argv [], options_t *opt, const char **config_file)
             case 't': opt->timeout_s = atoi (optarg); break;
             case 'm': opt->mem_sample = atoi (optarg); break;
             case 'd': opt->drop_every = atoi (optarg); break;
+            case 'T': opt->touch_ingest = true; break;
+            case 'S': opt->series = true; break;
             case 'i': {
                 char *equals = strchr (optarg, '=');
                 int s = 0;
@@ -1052,6 +1225,18 @@ main (int argc, char *argv [])
     bench_cmdstat_t *cmd_before = (bench_cmdstat_t *) calloc (CMDSTATS, sizeof (bench_cmdstat_t));
     bench_cmdstat_t *cmd_after = (bench_cmdstat_t *) calloc (CMDSTATS, sizeof (bench_cmdstat_t));
     int ncmd_before = 0, ncmd_after = 0;
+    if (rc == 0 && self->opt.touch_ingest) {
+        fprintf (stderr, "funnel-bench-funnel: run %s: %" PRId64 " touches...\n",
+                 self->run, self->opt.journeys);
+        rc = s_touch_ingest (self);
+        if (rc)
+            fprintf (stderr, "funnel-bench-funnel: FAILED: %s\n", self->error);
+        free (r);
+        free (cmd_before);
+        free (cmd_after);
+        s_destroy (self);
+        return rc == 0 ? 0 : 1;
+    }
     if (rc == 0)
         rc = s_stats (self, &r->before);
     if (rc == 0) {

@@ -19,6 +19,10 @@
 #   --mem-sample K     MEMORY USAGE of every K-th key (default 1: all)
 #   --drop-announcements K  test hook: act as if every K-th deal.opened or
 #                      customer.onboarded were lost, so the GET fallback runs
+#   --touch-ingest     only touches to campaign (N counts touches, 6 a contact)
+#                      and leads' consume of the prospect.touched they make:
+#                      both rates, CPU of each daemon and of Redis
+#   --series           with --touch-ingest: both counters every 100 ms
 # and for the script:
 #   --set PATH=VALUE   a setting for the daemons (each reads its own section),
 #                      e.g. --set leads/rules/sql=80; repeatable
@@ -43,7 +47,7 @@
 # --compare 0 only when both runs are.
 set -uo pipefail
 
-usage() { sed -n '2,43p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'; }
 
 args=() sets=() monitor=0 keep=0 n="" build="" cluster=0 compare=0 parts=16 all=("$@")
 while [ $# -gt 0 ]; do
@@ -54,6 +58,7 @@ while [ $# -gt 0 ]; do
         --set)
             [ $# -ge 2 ] || { echo "run_funnel_bench: --set needs PATH=VALUE" >&2; exit 2; }
             sets+=(--set "$2"); shift 2 ;;
+        --touch-ingest|--series) args+=("$1"); shift ;;
         --monitor) monitor=1; shift ;;
         --cluster) cluster=1; shift ;;
         --partitions)

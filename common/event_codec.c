@@ -50,7 +50,8 @@ typedef struct {
 } scan_elem_t;
 
 struct _event_codec_t {
-    msgpack_unpacked unpacked;
+    msgpack_object root;
+    msgpack_zone zone;          //  Sized by the scan: one chunk, no 8 kB default
     scan_elem_t *elems;         //  Top-level array elements, else NULL
     size_t elem_count;
     size_t size;
@@ -227,6 +228,7 @@ typedef struct {
     const uint8_t *elem_start;      //  Current batch element
     scan_elem_t *elems;
     size_t elem_count;
+    size_t zone_bytes;              //  What msgpack-c's unpack takes from its zone
     funnel_error_t soft;            //  First limit error, reported at the end
     funnel_error_t *err;
 } scan_t;
@@ -449,6 +451,10 @@ s_open (scan_t *self, const item_t *item)
                      self->limits->entries_max);
     if (items == 0)
         return 0;
+    //  The decoder's zone holds each container's items (strings point
+    //  into the frame): counted here so one chunk fits them all
+    self->zone_bytes += is_map? item->size * sizeof (msgpack_object_kv)
+                              : item->size * sizeof (msgpack_object);
     scan_frame_t *frame = &self->stack [self->depth++];
     frame->left = items;
     frame->index = 0;
@@ -567,10 +573,20 @@ s_msg_new (const void *data, size_t size, scan_t *scan, funnel_error_t *err)
     self->size = size;
     self->elems = scan->elems;
     self->elem_count = scan->elem_count;
-    msgpack_unpacked_init (&self->unpacked);
+    //  A zone of msgpack_unpacked's default 8 kB chunk was a malloc above
+    //  the small-bin range per decoded event (consolidating the heap's
+    //  fast bins each time): the top cost of consuming one-event frames.
+    //  The scan counted what the decoder takes; a short count only costs
+    //  another chunk
+    if (!msgpack_zone_init (&self->zone, scan->zone_bytes + 64)) {
+        free (scan->elems);
+        free (self);
+        funnel_error_set (err, FUNNEL_ERR_INTERNAL, "body: out of memory");
+        return NULL;
+    }
     size_t offset = 0;
-    msgpack_unpack_return rc = msgpack_unpack_next (
-        &self->unpacked, (const char *) self->data, size, &offset);
+    msgpack_unpack_return rc = msgpack_unpack (
+        (const char *) self->data, size, &offset, &self->zone, &self->root);
     if (rc != MSGPACK_UNPACK_SUCCESS || offset != size) {
         //  The scan accepted what msgpack-c refuses: report, never trust
         funnel_error_set (err, FUNNEL_ERR_BAD_REQUEST,
@@ -614,7 +630,7 @@ event_codec_decode (const void *data, size_t size,
 const msgpack_object *
 event_codec_root (event_codec_t *self)
 {
-    return self? &self->unpacked.data: NULL;
+    return self? &self->root: NULL;
 }
 
 void
@@ -622,7 +638,7 @@ event_codec_destroy (event_codec_t **self_p)
 {
     if (self_p && *self_p) {
         event_codec_t *self = *self_p;
-        msgpack_unpacked_destroy (&self->unpacked);
+        msgpack_zone_destroy (&self->zone);
         free (self->elems);
         free (self);
         *self_p = NULL;

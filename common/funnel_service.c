@@ -62,6 +62,8 @@ typedef struct {
     bool synced_once;                   //  The engine ran: a lease lost now is a step-down
     void *rules_arg;                    //  The C rules' settings (rules->setup)
     funnel_peer_t peer;                 //  Who sent the request being handled
+    msgpack_sbuffer pub_buf;            //  An output's PUB body, reused: a fresh
+                                        //  sbuffer is an 8 kB malloc per event
 } service_t;
 
 
@@ -504,6 +506,13 @@ s_apply_upstream (void *arg, upstream_t *upstream, const char **events,
     size_t valid = 0;
     for (size_t i = 0; i < count; i++) {
         funnel_error_t err;
+        //  A live event comes decoded and checked already (upstream_offer)
+        event_codec_t *held = upstream_held (upstream, i, events [i]);
+        if (held) {
+            if (event_codec_event_parse (event_codec_root (held), &parsed [valid], &err) == 0)
+                valid++;
+            continue;
+        }
         decoded [i] = event_codec_decode (events [i], sizes [i], &event_codec_limits_event, &err);
         if (decoded [i]
         &&  event_codec_event_parse (event_codec_root (decoded [i]), &parsed [valid], &err) == 0)
@@ -739,6 +748,7 @@ s_destroy (service_t *self)
     funnel_topology_destroy (&self->topology);
     zsock_destroy (&self->api);
     zsock_destroy (&self->pub);
+    msgpack_sbuffer_destroy (&self->pub_buf);
     funnel_engine_destroy (&self->engine);
     if (self->def->rules->teardown)
         self->def->rules->teardown (&self->rules_arg);
@@ -933,13 +943,12 @@ static void
 s_pub_event (void *arg, int part, uint64_t seq, const outbox_entry_t *event)
 {
     service_t *self = (service_t *) arg;
-    msgpack_sbuffer sbuf;
-    msgpack_sbuffer_init (&sbuf);
-    outbox_entry_pack_part (event, self->def->name, part, seq, &sbuf);
+    msgpack_sbuffer *sbuf = &self->pub_buf;
+    sbuf->size = 0;
+    outbox_entry_pack_part (event, self->def->name, part, seq, sbuf);
     void *pub = zsock_resolve (self->pub);
     zmq_send (pub, event->type.data, event->type.size, ZMQ_SNDMORE);
-    zmq_send (pub, sbuf.data, sbuf.size, 0);
-    msgpack_sbuffer_destroy (&sbuf);
+    zmq_send (pub, sbuf->data, sbuf->size, 0);
     self->seq = part >= 0 ? funnel_engine_seq (self->engine) : seq;
 }
 

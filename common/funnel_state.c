@@ -18,6 +18,7 @@ struct _funnel_rec_t {
     //  a field written again in the batch adds no second entry
     char **dirty;
     size_t dirty_count, dirty_alloc;
+    bool emitted;               //  Its writes are queued (append_writes only)
 };
 
 typedef struct {
@@ -1262,15 +1263,6 @@ funnel_redis_sink_ctx (void *arg, int argc, const char **argv, const size_t *len
     funnel_redis_append ((redisContext *) arg, argc, argv, lens);
 }
 
-static int
-s_dirty_cmp (const void *a, const void *b)
-{
-    const dirty_t *x = (const dirty_t *) a, *y = (const dirty_t *) b;
-    if (x->rec != y->rec)
-        return (uintptr_t) x->rec < (uintptr_t) y->rec ? -1 : 1;
-    return strcmp (x->field, y->field);
-}
-
 //  An argv under construction.
 typedef struct {
     const char **argv;
@@ -1336,34 +1328,33 @@ funnel_state_append_writes (funnel_state_t *self, funnel_redis_sink_fn *sink, vo
     int commands = 0;
     cmd_t set = { 0 }, del = { 0 };
     //  Records: the final value of each dirty field, one HSET and at most
-    //  one HDEL per record
-    if (self->dirty.count > 1)
-        qsort (self->dirty.items, self->dirty.count, sizeof (dirty_t), s_dirty_cmp);
+    //  one HDEL per record. A record's dirty names are unique (s_write adds
+    //  each field once) and listed on it, so it is grouped at its first
+    //  dirty entry: sorting the write-set by record and field was ~5% of
+    //  campaign's CPU (a batch dirties ~10 fields of ~170 contacts)
     for (size_t i = 0; i < self->dirty.count; i++) {
-        dirty_t *d = (dirty_t *) s_vec_at (&self->dirty, i);
-        if (set.argc == 0) {
-            s_cmd_str (&set, "HSET");
-            s_cmd_str (&set, d->rec->key);
-            s_cmd_str (&del, "HDEL");
-            s_cmd_str (&del, d->rec->key);
-        }
-        //  A field written several times: its final value once
-        if (i == 0 || s_dirty_cmp (d, s_vec_at (&self->dirty, i - 1)) != 0) {
-            const char *value = funnel_rec_str (d->rec, d->field);
+        funnel_rec_t *rec = ((dirty_t *) s_vec_at (&self->dirty, i))->rec;
+        if (rec->emitted)
+            continue;
+        rec->emitted = true;
+        s_cmd_str (&set, "HSET");
+        s_cmd_str (&set, rec->key);
+        s_cmd_str (&del, "HDEL");
+        s_cmd_str (&del, rec->key);
+        for (size_t f = 0; f < rec->dirty_count; f++) {
+            const char *value = funnel_rec_str (rec, rec->dirty [f]);
             if (value) {
-                s_cmd_str (&set, d->field);
+                s_cmd_str (&set, rec->dirty [f]);
                 s_cmd_str (&set, value);
             }
             else
-                s_cmd_str (&del, d->field);
+                s_cmd_str (&del, rec->dirty [f]);
         }
-        dirty_t *next = i + 1 < self->dirty.count
-                      ? (dirty_t *) s_vec_at (&self->dirty, i + 1) : NULL;
-        if (!next || next->rec != d->rec) {
-            commands += s_cmd_send (&set, sink, arg, 2);
-            commands += s_cmd_send (&del, sink, arg, 2);
-        }
+        commands += s_cmd_send (&set, sink, arg, 2);
+        commands += s_cmd_send (&del, sink, arg, 2);
     }
+    for (size_t i = 0; i < self->dirty.count; i++)
+        ((dirty_t *) s_vec_at (&self->dirty, i))->rec->emitted = false;
     //  Bounded lists: per list, one RPUSH of its values in order, then
     //  one LTRIM to the smallest bound asked
     char number [24];

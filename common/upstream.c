@@ -37,8 +37,11 @@ struct _upstream_t {
     char *subscriber;               //  Name registered with the upstream, or NULL
     bool acking;                    //  The REPLAY in flight is an ack (limit 0)
     int64_t last_ack;
-    //  Live events offered and not yet applied (upstream_offer, _settle)
-    zmsg_t *held [DRAIN_MAX];
+    //  Live events offered and not yet applied (upstream_offer, _settle):
+    //  kept decoded (their bytes are the decoded copy's), so the apply
+    //  callback takes them from upstream_held instead of decoding again
+    event_codec_t *held [DRAIN_MAX];
+    bool settling;                  //  The apply callback runs on held
     const char *events [DRAIN_MAX];
     size_t sizes [DRAIN_MAX];
     size_t count;
@@ -172,7 +175,7 @@ upstream_destroy (upstream_t **self_p)
         zsock_destroy (&self->sub);
         zsock_destroy (&self->dealer);
         for (size_t i = 0; i < self->count; i++)
-            zmsg_destroy (&self->held [i]);
+            event_codec_destroy (&self->held [i]);
         free (self->name);
         free (self->api);
         free (self->subscriber);
@@ -242,11 +245,10 @@ upstream_flush (upstream_t *self)
 
 //  A heartbeat ahead of our position means we lost the tail.
 static void
-s_on_heartbeat (upstream_t *self, zframe_t *body)
+s_on_heartbeat (upstream_t *self, const void *data, size_t size)
 {
     funnel_error_t err;
-    event_codec_t *msg = event_codec_decode (zframe_data (body), zframe_size (body),
-                                           &event_codec_limits_event, &err);
+    event_codec_t *msg = event_codec_decode (data, size, &event_codec_limits_event, &err);
     if (!msg)
         return;
     uint64_t seq = s_uint_field (event_codec_root (msg), "seq");
@@ -260,39 +262,32 @@ s_on_heartbeat (upstream_t *self, zframe_t *body)
     event_codec_destroy (&msg);
 }
 
-//  One live message (topic, body): a heartbeat, or an event kept for
-//  upstream_settle when it is the next to apply. Takes the message.
-void
-upstream_offer (upstream_t *self, zmsg_t **msg_p)
+//  One live message, as its topic and body bytes (body NULL: it had no
+//  second frame): a heartbeat, or an event kept (decoded: a copy) for
+//  upstream_settle when it is the next to apply.
+static void
+s_offer (upstream_t *self, const void *topic, size_t topic_size,
+         const void *body, size_t body_size)
 {
-    zmsg_t *msg = *msg_p;
-    *msg_p = NULL;
     self->last_rx = zclock_mono ();
     self->next_try = 0;             //  It is alive: a pending retry can go now
     if (self->count == 0)
         self->first = self->expected;
-    zframe_t *topic = zmsg_first (msg);
-    zframe_t *body = zmsg_next (msg);
-    if (!topic || !body) {
-        zmsg_destroy (&msg);
+    if (!body)
         return;
-    }
-    if (zframe_streq (topic, "$hb")) {
-        s_on_heartbeat (self, body);
-        zmsg_destroy (&msg);
+    if (topic_size == 3 && memcmp (topic, "$hb", 3) == 0) {
+        s_on_heartbeat (self, body, body_size);
         return;
     }
     if (self->count == DRAIN_MAX)
         upstream_settle (self);
     funnel_error_t err;
-    event_codec_t *decoded = event_codec_decode (zframe_data (body), zframe_size (body),
-                                               &event_codec_limits_event, &err);
+    event_codec_t *decoded = event_codec_decode (body, body_size, &event_codec_limits_event, &err);
     funnel_event_t event;
     if (!decoded || event_codec_event_parse (event_codec_root (decoded), &event, &err)) {
         if (funnel_log_every (&self->last_warn, 5000))
             log_warn ("upstream %s: dropped a malformed event: %s", self->name, err.message);
         event_codec_destroy (&decoded);
-        zmsg_destroy (&msg);
         return;
     }
     uint64_t seq = event.seq;
@@ -301,11 +296,10 @@ upstream_offer (upstream_t *self, zmsg_t **msg_p)
     if (seq == self->expected && !self->need_replay) {
         self->expected++;
         if (s_consumed (self, event.type)) {
-            self->held [self->count] = msg;
-            self->events [self->count] = (const char *) zframe_data (body);
-            self->sizes [self->count] = zframe_size (body);
-            self->count++;
-            msg = NULL;
+            self->events [self->count] = (const char *) event_codec_bytes (
+                decoded, &self->sizes [self->count]);
+            self->held [self->count++] = decoded;
+            decoded = NULL;
         }
     }
     else
@@ -315,6 +309,19 @@ upstream_offer (upstream_t *self, zmsg_t **msg_p)
         self->need_replay = true;
     }
     event_codec_destroy (&decoded);
+}
+
+//  One live message (topic, body): a heartbeat, or an event kept for
+//  upstream_settle when it is the next to apply. Takes the message.
+void
+upstream_offer (upstream_t *self, zmsg_t **msg_p)
+{
+    zmsg_t *msg = *msg_p;
+    *msg_p = NULL;
+    zframe_t *topic = zmsg_first (msg);
+    zframe_t *body = zmsg_next (msg);
+    s_offer (self, topic ? zframe_data (topic) : NULL, topic ? zframe_size (topic) : 0,
+             body ? zframe_data (body) : NULL, body ? zframe_size (body) : 0);
     zmsg_destroy (&msg);
 }
 
@@ -322,24 +329,56 @@ upstream_offer (upstream_t *self, zmsg_t **msg_p)
 void
 upstream_settle (upstream_t *self)
 {
-    if (self->count > 0)
+    if (self->count > 0) {
+        self->settling = true;
         s_apply (self, self->events, self->sizes, self->count, self->first,
                  self->expected - 1);
+        self->settling = false;
+    }
     for (size_t i = 0; i < self->count; i++)
-        zmsg_destroy (&self->held [i]);
+        event_codec_destroy (&self->held [i]);
     self->count = 0;
     self->first = self->expected;
 }
 
+event_codec_t *
+upstream_held (upstream_t *self, size_t index, const char *event)
+{
+    if (self->settling && index < self->count && self->events [index] == event)
+        return self->held [index];
+    return NULL;
+}
+
+//  Reads the live messages waiting (up to a batch) and applies them. The
+//  frames are read into two zmq messages reused for the whole drain: a
+//  zmsg per event (message, list, two frames, each a malloc and a copy)
+//  was a tenth of a consumer's CPU, its frees another
 void
 upstream_drain (upstream_t *self)
 {
-    for (int i = 0; i < DRAIN_MAX && (zsock_events (self->sub) & ZMQ_POLLIN); i++) {
-        zmsg_t *msg = zmsg_recv (self->sub);
-        if (!msg)
+    void *sub = zsock_resolve (self->sub);
+    zmq_msg_t topic, body;
+    zmq_msg_init (&topic);
+    zmq_msg_init (&body);
+    for (int i = 0; i < DRAIN_MAX; i++) {
+        if (zmq_msg_recv (&topic, sub, ZMQ_DONTWAIT) < 0)
             break;
-        upstream_offer (self, &msg);
+        bool two = zmq_msg_more (&topic) && zmq_msg_recv (&body, sub, 0) >= 0;
+        //  Anything past a second frame is not ours to read
+        while (zmq_msg_more (two ? &body : &topic)) {
+            zmq_msg_t rest;
+            zmq_msg_init (&rest);
+            int rc = zmq_msg_recv (&rest, sub, 0);
+            bool more = rc >= 0 && zmq_msg_more (&rest);
+            zmq_msg_close (&rest);
+            if (!more)
+                break;
+        }
+        s_offer (self, zmq_msg_data (&topic), zmq_msg_size (&topic),
+                 two ? zmq_msg_data (&body) : NULL, two ? zmq_msg_size (&body) : 0);
     }
+    zmq_msg_close (&topic);
+    zmq_msg_close (&body);
     upstream_settle (self);
 }
 

@@ -15,6 +15,7 @@
 #include <czmq.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include "event_codec.h"
 
 typedef struct _upstream_t upstream_t;
 
@@ -39,6 +40,12 @@ upstream_t *
                        const char *const *consumes, upstream_apply_fn *apply, void *arg);
 void
     upstream_destroy (upstream_t **self_p);
+//  Inside the apply callback of a live batch (upstream_settle): the
+//  decoded event whose bytes are events[index] (the callback's), owned by
+//  the upstream; NULL otherwise (a REPLAY page: decode it yourself).
+//  Live events were decoded once already, to read their seq and type.
+event_codec_t *
+    upstream_held (upstream_t *self, size_t index, const char *event);
 //  A live message [topic][body] for this stream (taken), and then the
 //  batch of what was offered applied at once.
 void
