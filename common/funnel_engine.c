@@ -40,6 +40,8 @@ typedef struct {
     int lease;                      //  Partition whose lease fences it; -1 the base
                                     //  lease; -2 none (a slot of no tag of ours)
     redis_pipeline_t *cmds;
+    redis_pipeline_t *extra;        //  What its transaction adds (not in the intent)
+    redis_pipeline_t *rt;           //  Its round trip, when sent with others
 } group_t;
 
 struct _funnel_engine_t {
@@ -335,8 +337,11 @@ s_group_of (funnel_engine_t *self, int slot)
         self->group_max = old ? old * 2 : 32;
         self->groups = (group_t *) realloc (self->groups, (size_t) self->group_max * sizeof (group_t));
         assert (self->groups);
-        for (int i = old; i < self->group_max; i++)
+        for (int i = old; i < self->group_max; i++) {
             self->groups [i].cmds = redis_pipeline_new ();
+            self->groups [i].extra = redis_pipeline_new ();
+            self->groups [i].rt = redis_pipeline_new ();
+        }
     }
     int g = self->group_count++;
     group_t *group = &self->groups [g];
@@ -396,29 +401,155 @@ s_set_armed (funnel_engine_t *self, int node, uint64_t gen)
     self->armed [node] = gen;
 }
 
+#define TXN_RETRY       -7          //  s_trip_judge: nothing ran, try again
+
+//  One transaction's round trip on a node: MULTI, cmds, extra (what an
+//  intent does not hold), the lease renewed if renew, EXEC, WAIT if wait,
+//  then the WATCH (one per key: a WATCH's keys must share a slot) and GET
+//  of every lease whose slot the map puts on that node, which arm the
+//  next transaction there (EXEC ends every WATCH of a connection).
+typedef struct {
+    redis_pipeline_t *rt;
+    int node;
+    uint64_t gen;
+    size_t exec_at, arm_at;
+    int *arms;                      //  [lease_count + 1] the leases re-armed
+    int arm_count;
+    bool wait;
+} trip_t;
+
+static void
+s_trip_build (funnel_engine_t *self, trip_t *trip, const char *lease_key,
+              redis_pipeline_t *cmds, redis_pipeline_t *extra, bool renew, bool wait)
+{
+    redis_pipeline_t *rt = trip->rt;
+    redis_pipeline_reset (rt);
+    redis_pipeline_append (rt, 1, (const char *[]) { "MULTI" }, NULL);
+    size_t size;
+    const char *data = redis_pipeline_data (cmds, &size);
+    redis_pipeline_append_raw (rt, data, size, redis_pipeline_count (cmds));
+    if (extra) {
+        data = redis_pipeline_data (extra, &size);
+        redis_pipeline_append_raw (rt, data, size, redis_pipeline_count (extra));
+    }
+    if (renew && lease_key) {
+        char px [24];
+        snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
+        redis_pipeline_append (rt, 5, (const char *[]) { "SET", lease_key, self->lease_value,
+                                                        "PX", px }, NULL);
+    }
+    redis_pipeline_append (rt, 1, (const char *[]) { "EXEC" }, NULL);
+    trip->exec_at = redis_pipeline_count (rt) - 1;
+    trip->wait = wait;
+    if (wait) {
+        char n [16], ms [16];
+        snprintf (n, sizeof n, "%d", self->cfg.acks);
+        snprintf (ms, sizeof ms, "%d", self->cfg.acks_timeout_ms);
+        redis_pipeline_append (rt, 3, (const char *[]) { "WAIT", n, ms }, NULL);
+    }
+    trip->arm_at = redis_pipeline_count (rt);
+    trip->arm_count = 0;
+    for (int i = 0; lease_key && i < self->lease_count; i++) {
+        int l = self->lease_ids [i];
+        uint64_t g = 0;
+        if (redis_cluster_conn_of (self->cluster, self->lease_slots [l], &g) != trip->node)
+            continue;
+        redis_pipeline_append (rt, 2, (const char *[]) { "WATCH", self->lease_keys [l] }, NULL);
+        redis_pipeline_append (rt, 2, (const char *[]) { "GET", self->lease_keys [l] }, NULL);
+        trip->arms [trip->arm_count++] = l;
+    }
+}
+
+//  A trip's replies (freed here): TXN_OK (*acked set if it waited),
+//  TXN_RETRY (nothing ran: why says what), TXN_REFUSED or TXN_UNKNOWN
+//  (err set), TXN_LOST (a lease there is another's).
+static int
+s_trip_judge (funnel_engine_t *self, trip_t *trip, bool fenced, redisReply **replies,
+              long long *acked, char *why, size_t why_size, funnel_error_t *err)
+{
+    size_t count = redis_pipeline_count (trip->rt);
+    //  The next fence: armed if every lease there is ours
+    if (fenced) {
+        bool armed = true;
+        for (int k = 0; k < trip->arm_count; k++) {
+            redisReply *v = replies [trip->arm_at + 2 * (size_t) k + 1];
+            if (v->type == REDIS_REPLY_STRING && !streq (v->str, self->lease_value))
+                s_step_down (self, trip->arms [k], s_lease_owner (v->str));
+            if (v->type != REDIS_REPLY_STRING || !streq (v->str, self->lease_value))
+                armed = false;
+        }
+        s_set_armed (self, trip->node, armed ? trip->gen : 0);
+    }
+    redisReply *exec = replies [trip->exec_at];
+    int rc;
+    if (exec->type == REDIS_REPLY_ARRAY) {
+        rc = TXN_OK;
+        for (size_t i = 0; i < exec->elements && rc == TXN_OK; i++)
+            if (exec->element [i]->type == REDIS_REPLY_ERROR) {
+                //  Cannot happen by construction (keys of known types)
+                log_error ("commit: command %zu failed inside EXEC: %s; state may be "
+                           "partly applied", i, exec->element [i]->str);
+                funnel_error_set (err, FUNNEL_ERR_INTERNAL, "store: a commit command failed: %s",
+                                  exec->element [i]->str);
+                rc = TXN_UNKNOWN;
+            }
+        if (trip->wait)
+            *acked = replies [trip->exec_at + 1]->type == REDIS_REPLY_INTEGER
+                   ? replies [trip->exec_at + 1]->integer : 0;
+    }
+    else
+    if (exec->type == REDIS_REPLY_NIL) {
+        //  A watched lease changed (or its key migrated): look again
+        snprintf (why, why_size, "a watched lease changed");
+        rc = TXN_RETRY;
+    }
+    else {
+        //  EXECABORT: a command was refused while queueing: nothing ran
+        const char *q = s_queue_error (replies, trip->exec_at);
+        snprintf (why, why_size, "%.180s", q ? q : exec->type == REDIS_REPLY_ERROR
+                                                   ? exec->str : "unexpected reply");
+        rc = s_redirected (why) ? TXN_RETRY : TXN_REFUSED;
+        if (rc == TXN_RETRY)
+            redis_cluster_refresh (self->cluster, NULL);
+        else
+            funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                "redis: %.120s; nothing was applied; retry later with the same ids", why);
+    }
+    s_free_replies (replies, count);
+    if (self->lost && rc != TXN_OK) {
+        funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+            "lease: another instance owns this service now; nothing was applied");
+        rc = TXN_LOST;
+    }
+    return rc;
+}
+
+static const char *
+s_lease_key (funnel_engine_t *self, int lease)
+{
+    return lease >= 0 ? self->lease_keys [lease]
+         : lease == -1 ? self->lease_keys [self->cfg.partitions] : NULL;
+}
+
 //  One group's transaction on the node of slot, fenced by the lease of
-//  that slot (lease: a partition, -1 the base one, -2 none): MULTI, cmds,
-//  extra (what an intent does not hold), the lease renewed if renew,
-//  EXEC, WAIT if wait (*acked: the replicas it counted). The fence is the
-//  WATCH of every lease whose slot is on that node, sent after the
-//  previous transaction there (EXEC ends every WATCH of a connection) and
-//  its GETs checked; when that connection is not armed (first use, a
-//  reconnect, a slot moved) one round trip arms it first. Redirects, a
-//  migrating slot and a failover are waited out (TXN_ATTEMPTS); a lease
-//  found another's: TXN_LOST.
+//  that slot (lease: a partition, -1 the base one, -2 none), as trip_t
+//  says. The fence is the WATCH of every lease whose slot is on that node,
+//  sent after the previous transaction there and its GETs checked; when
+//  that connection is not armed (first use, a reconnect, a slot moved) one
+//  round trip arms it first. Redirects, a migrating slot and a failover
+//  are waited out (TXN_ATTEMPTS); a lease found another's: TXN_LOST.
 static int
 s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
        redis_pipeline_t *extra, bool renew, bool wait, long long *acked, funnel_error_t *err)
 {
     int P = self->cfg.partitions;
-    const char *lease_key = lease >= 0 ? self->lease_keys [lease]
-                          : lease == -1 ? self->lease_keys [P] : NULL;
+    const char *lease_key = s_lease_key (self, lease);
     redis_pipeline_t *rt = self->txn;
     char why [200] = "no attempt";
     int *arms = (int *) zmalloc ((size_t) (self->lease_count + 1) * sizeof (int));
-    int rc = TXN_REFUSED;
-    bool done = false;
-    for (int attempt = 0; attempt < TXN_ATTEMPTS && !done; attempt++) {
+    trip_t trip = { .rt = rt, .arms = arms };
+    int rc = TXN_RETRY;
+    for (int attempt = 0; attempt < TXN_ATTEMPTS && rc == TXN_RETRY; attempt++) {
         if (attempt > 0)
             zclock_sleep (50);
         uint64_t gen = 0;
@@ -452,43 +583,9 @@ s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
             if (node < 0)
                 continue;               //  It followed an ASK: the slot is moving
         }
-        redis_pipeline_reset (rt);
-        redis_pipeline_append (rt, 1, (const char *[]) { "MULTI" }, NULL);
-        size_t size;
-        const char *data = redis_pipeline_data (cmds, &size);
-        redis_pipeline_append_raw (rt, data, size, redis_pipeline_count (cmds));
-        if (extra) {
-            data = redis_pipeline_data (extra, &size);
-            redis_pipeline_append_raw (rt, data, size, redis_pipeline_count (extra));
-        }
-        if (renew && lease_key) {
-            char px [24];
-            snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
-            redis_pipeline_append (rt, 5, (const char *[]) { "SET", lease_key, self->lease_value,
-                                                            "PX", px }, NULL);
-        }
-        redis_pipeline_append (rt, 1, (const char *[]) { "EXEC" }, NULL);
-        size_t exec_at = redis_pipeline_count (rt) - 1;
-        if (wait) {
-            char n [16], ms [16];
-            snprintf (n, sizeof n, "%d", self->cfg.acks);
-            snprintf (ms, sizeof ms, "%d", self->cfg.acks_timeout_ms);
-            redis_pipeline_append (rt, 3, (const char *[]) { "WAIT", n, ms }, NULL);
-        }
-        //  Arms the next transaction on this connection: WATCH (one per
-        //  key: a WATCH's keys must share a slot) and GET of every lease
-        //  whose slot the map puts on this node
-        size_t arm_at = redis_pipeline_count (rt);
-        int arm_count = 0;
-        for (int i = 0; lease_key && i < self->lease_count; i++) {
-            int l = self->lease_ids [i];
-            uint64_t g = 0;
-            if (redis_cluster_conn_of (self->cluster, self->lease_slots [l], &g) != node)
-                continue;
-            redis_pipeline_append (rt, 2, (const char *[]) { "WATCH", self->lease_keys [l] }, NULL);
-            redis_pipeline_append (rt, 2, (const char *[]) { "GET", self->lease_keys [l] }, NULL);
-            arms [arm_count++] = l;
-        }
+        trip.node = node;
+        trip.gen = gen;
+        s_trip_build (self, &trip, lease_key, cmds, extra, renew, wait);
         size_t count = redis_pipeline_count (rt);
         redisReply **replies = (redisReply **) zmalloc ((count + 1) * sizeof (redisReply *));
         int sent = lease_key ? redis_cluster_run_on (self->cluster, node, gen, rt, replies, err)
@@ -504,68 +601,11 @@ s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
             snprintf (why, sizeof why, "%.180s", err->message);
             continue;                   //  Nothing was sent
         }
-        //  The next fence: armed if every lease there is ours
-        if (lease_key) {
-            bool armed = true;
-            for (int k = 0; k < arm_count; k++) {
-                redisReply *v = replies [arm_at + 2 * (size_t) k + 1];
-                if (v->type == REDIS_REPLY_STRING && !streq (v->str, self->lease_value))
-                    s_step_down (self, arms [k], s_lease_owner (v->str));
-                if (v->type != REDIS_REPLY_STRING || !streq (v->str, self->lease_value))
-                    armed = false;
-            }
-            s_set_armed (self, node, armed ? gen : 0);
-        }
-        redisReply *exec = replies [exec_at];
-        bool retry = false;
-        if (exec->type == REDIS_REPLY_ARRAY) {
-            rc = TXN_OK;
-            for (size_t i = 0; i < exec->elements && rc == TXN_OK; i++)
-                if (exec->element [i]->type == REDIS_REPLY_ERROR) {
-                    //  Cannot happen by construction (keys of known types)
-                    log_error ("commit: command %zu failed inside EXEC: %s; state may be "
-                               "partly applied", i, exec->element [i]->str);
-                    funnel_error_set (err, FUNNEL_ERR_INTERNAL, "store: a commit command failed: %s",
-                                      exec->element [i]->str);
-                    rc = TXN_UNKNOWN;
-                }
-            if (wait)
-                *acked = replies [exec_at + 1]->type == REDIS_REPLY_INTEGER
-                       ? replies [exec_at + 1]->integer : 0;
-        }
-        else
-        if (exec->type == REDIS_REPLY_NIL) {
-            //  A watched lease changed (or its key migrated): look again
-            snprintf (why, sizeof why, "a watched lease changed");
-            retry = true;
-        }
-        else {
-            //  EXECABORT: a command was refused while queueing: nothing ran
-            const char *q = s_queue_error (replies, exec_at);
-            snprintf (why, sizeof why, "%.180s", q ? q : exec->type == REDIS_REPLY_ERROR
-                                                         ? exec->str : "unexpected reply");
-            retry = s_redirected (why);
-            if (retry)
-                redis_cluster_refresh (self->cluster, NULL);
-            else {
-                funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-                    "redis: %.120s; nothing was applied; retry later with the same ids", why);
-                rc = TXN_REFUSED;
-            }
-        }
-        s_free_replies (replies, count);
+        rc = s_trip_judge (self, &trip, lease_key != NULL, replies, acked, why, sizeof why, err);
         free (replies);
-        if (!retry)
-            done = true;
-        if (self->lost && rc != TXN_OK) {
-            funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-                "lease: another instance owns this service now; nothing was applied");
-            rc = TXN_LOST;
-            done = true;
-        }
     }
     free (arms);
-    if (!done && rc != TXN_LOST && rc != TXN_UNKNOWN) {
+    if (rc == TXN_RETRY) {
         funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
             "redis cluster: slot %d: %.120s; nothing was applied; retry later with the same ids",
             slot, why);
@@ -700,8 +740,11 @@ funnel_engine_destroy (funnel_engine_t **self_p)
         free (self->q_slots);
         free (self->q_order);
         free (self->q_ready);
-        for (int i = 0; i < self->group_max; i++)
+        for (int i = 0; i < self->group_max; i++) {
             redis_pipeline_destroy (&self->groups [i].cmds);
+            redis_pipeline_destroy (&self->groups [i].extra);
+            redis_pipeline_destroy (&self->groups [i].rt);
+        }
         free (self->groups);
         free (self->slot_part);
         free (self->slot_group);
@@ -1856,6 +1899,79 @@ s_commit_single (funnel_engine_t *self, redisContext *ctx, size_t sent, bool ren
     return rc;
 }
 
+//  A round: groups not done whose node is armed, at most one per node.
+static int
+s_round_pick (funnel_engine_t *self, const bool *done, int *picked)
+{
+    int np = 0;
+    int nodes [64];
+    for (int g = 0; g < self->group_count && np < 64; g++) {
+        const group_t *grp = &self->groups [g];
+        if (done [g] || grp->lease < -1)
+            continue;
+        uint64_t gen = 0;
+        int node = redis_cluster_conn_of (self->cluster, grp->slot, &gen);
+        if (!s_armed (self, node, gen))
+            continue;
+        bool taken = false;
+        for (int i = 0; i < np && !taken; i++)
+            taken = nodes [i] == node;
+        if (!taken) {
+            nodes [np] = node;
+            picked [np++] = g;
+        }
+    }
+    return np;
+}
+
+//  Sends each picked group's transaction to its node, then reads each:
+//  rcs[i] as s_txn's (TXN_RETRY: nothing ran, for s_txn to do it alone).
+static void
+s_round_run (funnel_engine_t *self, const int *picked, int np, bool renew, bool wait,
+             long long *counts, int *rcs, funnel_error_t *err)
+{
+    trip_t *trips = (trip_t *) zmalloc ((size_t) np * sizeof (trip_t));
+    bool *sent = (bool *) zmalloc ((size_t) np * sizeof (bool));
+    for (int i = 0; i < np; i++) {
+        group_t *grp = &self->groups [picked [i]];
+        trip_t *trip = &trips [i];
+        trip->rt = grp->rt;
+        trip->arms = (int *) zmalloc ((size_t) (self->lease_count + 1) * sizeof (int));
+        trip->node = redis_cluster_conn_of (self->cluster, grp->slot, &trip->gen);
+        s_trip_build (self, trip, s_lease_key (self, grp->lease), grp->cmds, grp->extra,
+                      renew, wait);
+        rcs [i] = TXN_RETRY;
+        counts [i] = 0;
+        sent [i] = redis_cluster_send_on (self->cluster, trip->node, trip->gen, trip->rt,
+                                          err) == 0;
+        if (!sent [i]) {
+            s_set_armed (self, trip->node, 0);
+            if (strstr (err->message, "outcome is unknown"))
+                rcs [i] = TXN_UNKNOWN;
+        }
+    }
+    for (int i = 0; i < np; i++) {
+        trip_t *trip = &trips [i];
+        if (sent [i]) {
+            size_t count = redis_pipeline_count (trip->rt);
+            redisReply **replies = (redisReply **) zmalloc ((count + 1) * sizeof (redisReply *));
+            if (redis_cluster_recv_on (self->cluster, trip->node, trip->rt, replies, err) != 0) {
+                s_set_armed (self, trip->node, 0);
+                rcs [i] = TXN_UNKNOWN;
+            }
+            else {
+                char why [200];
+                rcs [i] = s_trip_judge (self, trip, true, replies, &counts [i], why, sizeof why,
+                                        err);
+            }
+            free (replies);
+        }
+        free (trip->arms);
+    }
+    free (trips);
+    free (sent);
+}
+
 //  A cluster: the commit's groups (one per slot), each its own fenced
 //  transaction; several of them through an intent (see "Redis Cluster").
 static int
@@ -1910,9 +2026,9 @@ s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked
             redis_pipeline_append (extra, 4, argv, lens);
             free (value);
         }
-        size_t done = zlist_size (self->intents_done);
-        if (done > 0) {
-            const char **argv = (const char **) malloc ((done + 2) * sizeof (char *));
+        size_t applied = zlist_size (self->intents_done);
+        if (applied > 0) {
+            const char **argv = (const char **) malloc ((applied + 2) * sizeof (char *));
             argv [0] = "HDEL";
             argv [1] = self->intents_key;
             size_t k = 2;
@@ -1935,39 +2051,72 @@ s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked
         //  completed by the next sync (the engine syncs again first)
         if (rc == TXN_OK && self->test_crash)
             rc = TXN_UNKNOWN;           //  As if killed right here
-        for (int g = 0; g < n && rc == TXN_OK; g++) {
-            if (g == base)
-                continue;
+        //  The other groups. Those whose node is armed go in rounds, one
+        //  per node: a round is sent to every node before any reply is read,
+        //  so the nodes work at once. The others, and any that must retry,
+        //  go one by one (s_txn arms their node, waits out redirects)
+        bool *done = (bool *) zmalloc ((size_t) n * sizeof (bool));
+        done [base] = true;
+        for (int g = 0; g < n; g++) {
             group_t *grp = &self->groups [g];
-            redis_pipeline_reset (extra);
-            if (grp->lease >= 0 && fields [g][0]) {
+            redis_pipeline_reset (grp->extra);
+            if (g != base && grp->lease >= 0 && fields [g][0]) {
                 char key [KEY_MAX];
                 snprintf (key, sizeof key, "%sapplied",
                           funnel_state_prefix (self->state, grp->lease));
-                redis_pipeline_append (extra, 3, (const char *[]) { "SET", key, id }, NULL);
+                redis_pipeline_append (grp->extra, 3, (const char *[]) { "SET", key, id }, NULL);
             }
-            count = 0;
-            int txn = s_txn (self, grp->slot, grp->lease, grp->cmds, extra, renew, wait,
-                             &count, err);
-            if (txn != TXN_OK) {
-                if (txn != TXN_LOST) {
-                    log_warn ("commit: batch %s stored, its slot %d not applied yet (%s); "
-                              "completing it at the next sync", id, grp->slot, err->message);
-                    funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-                        "redis cluster: the batch is stored but slot %d is not written yet "
-                        "(moving or failing over); it completes when the slot is back: "
-                        "retry with the same ids", grp->slot);
-                }
-                rc = txn == TXN_LOST ? TXN_LOST : TXN_STORED;
-                break;
-            }
-            if (fields [g][0])
-                zlist_append (self->intents_done, fields [g]);
-            if (count < least)
-                least = count;
-            if (grp->lease >= 0 && grp->lease < P && self->obs [grp->lease])
-                self->obs [grp->lease]->touched = true;
         }
+        int *picked = (int *) zmalloc ((size_t) n * sizeof (int));
+        int *rcs = (int *) zmalloc ((size_t) n * sizeof (int));
+        long long *counts = (long long *) zmalloc ((size_t) n * sizeof (long long));
+        while (rc == TXN_OK) {
+            int np = s_round_pick (self, done, picked);
+            if (np >= 2)
+                s_round_run (self, picked, np, renew, wait, counts, rcs, err);
+            else {
+                picked [0] = -1;
+                for (int g = 0; g < n && picked [0] < 0; g++)
+                    if (!done [g])
+                        picked [0] = g;
+                if (picked [0] < 0)
+                    break;
+                np = 1;
+                rcs [0] = TXN_RETRY;
+            }
+            for (int i = 0; i < np && rc == TXN_OK; i++) {
+                int g = picked [i];
+                group_t *grp = &self->groups [g];
+                if (rcs [i] == TXN_RETRY) {
+                    counts [i] = 0;
+                    rcs [i] = s_txn (self, grp->slot, grp->lease, grp->cmds, grp->extra, renew,
+                                     wait, &counts [i], err);
+                }
+                done [g] = true;
+                if (rcs [i] != TXN_OK) {
+                    if (rcs [i] != TXN_LOST) {
+                        log_warn ("commit: batch %s stored, its slot %d not applied yet (%s); "
+                                  "completing it at the next sync", id, grp->slot, err->message);
+                        funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                            "redis cluster: the batch is stored but slot %d is not written yet "
+                            "(moving or failing over); it completes when the slot is back: "
+                            "retry with the same ids", grp->slot);
+                    }
+                    rc = rcs [i] == TXN_LOST ? TXN_LOST : TXN_STORED;
+                    break;
+                }
+                if (fields [g][0])
+                    zlist_append (self->intents_done, fields [g]);
+                if (counts [i] < least)
+                    least = counts [i];
+                if (grp->lease >= 0 && grp->lease < P && self->obs [grp->lease])
+                    self->obs [grp->lease]->touched = true;
+            }
+        }
+        free (done);
+        free (picked);
+        free (rcs);
+        free (counts);
         free (fields);
     }
     *acked = least;

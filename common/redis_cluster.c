@@ -536,23 +536,70 @@ redis_cluster_last_conn (redis_cluster_t *self, uint64_t *generation)
     return self->last_node;
 }
 
+//  The connection (node, generation), checked live.
+static bool
+s_conn_live (redis_cluster_t *self, int node, uint64_t generation)
+{
+    return node >= 0 && (size_t) node < self->node_count
+        && redis_store_connected (self->nodes [node].store)
+        && redis_store_generation (self->nodes [node].store) == generation;
+}
+
+int
+redis_cluster_send_on (redis_cluster_t *self, int node, uint64_t generation,
+                       redis_pipeline_t *pipeline, funnel_error_t *err)
+{
+    assert (self && pipeline);
+    if (!s_conn_live (self, node, generation))
+        return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                                 "redis cluster: that connection is gone");
+    redis_store_t *store = self->nodes [node].store;
+    redisContext *ctx = redis_store_context (store);
+    redisAppendFormattedCommand (ctx, pipeline->data, pipeline->used);
+    //  Out now, so this node works while the caller sends to the next
+    int done = 0;
+    while (!done)
+        if (redisBufferWrite (ctx, &done) != REDIS_OK) {
+            redis_store_disconnect (store);
+            return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                "redis cluster: connection to %s lost while sending; the outcome is "
+                "unknown: retry with the same ids", self->nodes [node].name);
+        }
+    return 0;
+}
+
+int
+redis_cluster_recv_on (redis_cluster_t *self, int node, redis_pipeline_t *pipeline,
+                       redisReply **replies, funnel_error_t *err)
+{
+    assert (self && pipeline && replies);
+    redis_store_t *store = self->nodes [node].store;
+    for (size_t i = 0; i < pipeline->count; i++) {
+        replies [i] = redis_store_recv (store);
+        if (!replies [i]) {
+            for (size_t j = 0; j < i; j++) {
+                freeReplyObject (replies [j]);
+                replies [j] = NULL;
+            }
+            return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                "redis cluster: connection to %s lost before the replies; the outcome is "
+                "unknown: retry with the same ids", self->nodes [node].name);
+        }
+    }
+    return 0;
+}
+
 int
 redis_cluster_run_on (redis_cluster_t *self, int node, uint64_t generation,
                       redis_pipeline_t *pipeline, redisReply **replies, funnel_error_t *err)
 {
-    assert (self && pipeline && replies);
-    if (node < 0 || (size_t) node >= self->node_count
-    ||  !redis_store_connected (self->nodes [node].store)
-    ||  redis_store_generation (self->nodes [node].store) != generation)
-        return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-                                 "redis cluster: that connection is gone");
     if (pipeline->count == 0)
-        return 0;
-    if (s_send (self, node, false, pipeline, replies) != SEND_OK)
-        return funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-            "redis cluster: connection to %s lost before the replies; the outcome is "
-            "unknown: retry with the same ids", self->nodes [node].name);
-    return 0;
+        return s_conn_live (self, node, generation) ? 0
+             : funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
+                                 "redis cluster: that connection is gone");
+    if (redis_cluster_send_on (self, node, generation, pipeline, err) != 0)
+        return -1;
+    return redis_cluster_recv_on (self, node, pipeline, replies, err);
 }
 
 //  ---------------------------------------------------------------------

@@ -125,6 +125,15 @@ int
     redis_cluster_run_on (redis_cluster_t *self, int node, uint64_t generation,
                           redis_pipeline_t *pipeline, redisReply **replies,
                           funnel_error_t *err);
+//  run_on in two halves, for transactions on several nodes at once: send
+//  each (written out, no reply read), then read each one's replies; the
+//  nodes work meanwhile. Same errors as run_on ("gone": nothing was sent).
+int
+    redis_cluster_send_on (redis_cluster_t *self, int node, uint64_t generation,
+                           redis_pipeline_t *pipeline, funnel_error_t *err);
+int
+    redis_cluster_recv_on (redis_cluster_t *self, int node, redis_pipeline_t *pipeline,
+                           redisReply **replies, funnel_error_t *err);
 
 //  Redirects followed so far: MOVED, ASK (for STATS and tests).
 void
