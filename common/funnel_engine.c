@@ -1996,7 +1996,9 @@ s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked
         least = count;
     }
     else {
+        //  The base group may be new here (a batch without base writes)
         int base = s_group_of (self, self->base_slot);
+        n = self->group_count;
         char id [48];
         snprintf (id, sizeof id, "%" PRIu64 ".%" PRIu64,
                   (uint64_t) strtoull (self->lease_value, NULL, 10), ++self->intent_n);
