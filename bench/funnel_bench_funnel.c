@@ -994,6 +994,15 @@ s_touch_ingest (bench_t *self)
         double accepted_rate = n * 1e6 / t_accepted, consumed_rate = n * 1e6 / t_consumed;
         double best_acc = s_best_rate (samples, count, false);
         double best_con = s_best_rate (samples, count, true);
+        //  Each figure once, for the table and the JSON line
+        double pct [SERVICES];
+        for (int s = 0; s < SERVICES; s++)
+            pct [s] = 100.0 * (cpu_after [s].utime - cpu_before [s].utime) / ticks / secs;
+        double us_campaign = 1e6 * (cpu_after [CAMPAIGN].utime - cpu_before [CAMPAIGN].utime)
+                           / ticks / n;
+        double us_leads = 1e6 * (cpu_after [LEADS].utime - cpu_before [LEADS].utime) / ticks / n;
+        double us_redis = redis_cpu * 1e6 / n, pct_redis = 100.0 * redis_cpu / secs;
+        double us_bench = 1e6 * (bench_after.utime - bench_before.utime) / ticks / n;
         printf ("Touch ingest: %" PRId64 " touches, %d-event batches, %d in flight\n",
                 n, self->opt.batch, self->opt.window);
         printf ("  campaign accepted  %10.0f events/s (all in %.2f s; best 1 s %.0f)\n",
@@ -1003,13 +1012,9 @@ s_touch_ingest (bench_t *self)
         printf ("  CPU %% over %.2f s:", secs);
         for (int s = 0; s < SERVICES; s++)
             if (self->opt.pids [s])
-                printf (" %s %.0f", s_names [s],
-                        100.0 * (cpu_after [s].utime - cpu_before [s].utime) / ticks / secs);
+                printf (" %s %.0f", s_names [s], pct [s]);
         printf (" redis %.0f\n  CPU us per touch: campaign %.2f leads %.2f redis %.2f"
-                " (this bench %.2f)\n", 100.0 * redis_cpu / secs,
-                1e6 * (cpu_after [CAMPAIGN].utime - cpu_before [CAMPAIGN].utime) / ticks / n,
-                1e6 * (cpu_after [LEADS].utime - cpu_before [LEADS].utime) / ticks / n,
-                redis_cpu * 1e6 / n, 1e6 * (bench_after.utime - bench_before.utime) / ticks / n);
+                " (this bench %.2f)\n", pct_redis, us_campaign, us_leads, us_redis, us_bench);
         printf ("{\"bench\":\"touch_ingest\",\"ok\":true,\"touches\":%" PRId64 ",\"batch\":%d,"
                 "\"window\":%d,\"campaign_accepted_per_s\":%.1f,\"leads_consumed_per_s\":%.1f,"
                 "\"best_1s\":{\"accepted\":%.1f,\"consumed\":%.1f},\"elapsed_s\":%.3f,\"cpu_pct\":{",
@@ -1017,13 +1022,10 @@ s_touch_ingest (bench_t *self)
                 best_acc, best_con, secs);
         for (int s = 0; s < SERVICES; s++)
             if (self->opt.pids [s])
-                printf ("\"%s\":%.1f,", s_names [s],
-                        100.0 * (cpu_after [s].utime - cpu_before [s].utime) / ticks / secs);
+                printf ("\"%s\":%.1f,", s_names [s], pct [s]);
         printf ("\"redis\":%.1f},\"cpu_us_per_touch\":{\"campaign\":%.3f,\"leads\":%.3f,"
-                "\"redis\":%.3f,\"bench\":%.3f}}\n", 100.0 * redis_cpu / secs,
-                1e6 * (cpu_after [CAMPAIGN].utime - cpu_before [CAMPAIGN].utime) / ticks / n,
-                1e6 * (cpu_after [LEADS].utime - cpu_before [LEADS].utime) / ticks / n,
-                redis_cpu * 1e6 / n, 1e6 * (bench_after.utime - bench_before.utime) / ticks / n);
+                "\"redis\":%.3f,\"bench\":%.3f}}\n", pct_redis, us_campaign, us_leads, us_redis,
+                us_bench);
         fflush (stdout);
     }
     free (samples);
