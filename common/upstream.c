@@ -245,13 +245,9 @@ upstream_flush (upstream_t *self)
 
 //  A heartbeat ahead of our position means we lost the tail.
 static void
-s_on_heartbeat (upstream_t *self, const void *data, size_t size)
+s_on_heartbeat (upstream_t *self, const msgpack_object *root)
 {
-    funnel_error_t err;
-    event_codec_t *msg = event_codec_decode (data, size, &event_codec_limits_event, &err);
-    if (!msg)
-        return;
-    uint64_t seq = s_uint_field (event_codec_root (msg), "seq");
+    uint64_t seq = s_uint_field (root, "seq");
     if (seq > self->head)
         self->head = seq;
     if (seq >= self->expected && !self->need_replay) {
@@ -259,32 +255,34 @@ s_on_heartbeat (upstream_t *self, const void *data, size_t size)
                   "; catching up", self->name, seq, self->expected - 1);
         self->need_replay = true;
     }
-    event_codec_destroy (&msg);
 }
 
-//  One live message, as its topic and body bytes (body NULL: it had no
-//  second frame): a heartbeat, or an event kept (decoded: a copy) for
-//  upstream_settle when it is the next to apply.
+//  Any live message: the upstream is alive.
 static void
-s_offer (upstream_t *self, const void *topic, size_t topic_size,
-         const void *body, size_t body_size)
+s_alive (upstream_t *self)
 {
     self->last_rx = zclock_mono ();
     self->next_try = 0;             //  It is alive: a pending retry can go now
     if (self->count == 0)
         self->first = self->expected;
-    if (!body)
-        return;
-    if (topic_size == 3 && memcmp (topic, "$hb", 3) == 0) {
-        s_on_heartbeat (self, body, body_size);
+}
+
+void
+upstream_offer_decoded (upstream_t *self, bool heartbeat, event_codec_t **decoded_p)
+{
+    event_codec_t *decoded = *decoded_p;
+    *decoded_p = NULL;
+    s_alive (self);
+    if (heartbeat) {
+        s_on_heartbeat (self, event_codec_root (decoded));
+        event_codec_destroy (&decoded);
         return;
     }
     if (self->count == DRAIN_MAX)
         upstream_settle (self);
     funnel_error_t err;
-    event_codec_t *decoded = event_codec_decode (body, body_size, &event_codec_limits_event, &err);
     funnel_event_t event;
-    if (!decoded || event_codec_event_parse (event_codec_root (decoded), &event, &err)) {
+    if (event_codec_event_parse (event_codec_root (decoded), &event, &err)) {
         if (funnel_log_every (&self->last_warn, 5000))
             log_warn ("upstream %s: dropped a malformed event: %s", self->name, err.message);
         event_codec_destroy (&decoded);
@@ -311,21 +309,45 @@ s_offer (upstream_t *self, const void *topic, size_t topic_size,
     event_codec_destroy (&decoded);
 }
 
-//  One live message (topic, body): a heartbeat, or an event kept for
-//  upstream_settle when it is the next to apply. Takes the message.
-void
-upstream_offer (upstream_t *self, zmsg_t **msg_p)
+event_codec_t *
+upstream_live_decode (upstream_t *self, const zmq_msg_t *body)
 {
-    zmsg_t *msg = *msg_p;
-    *msg_p = NULL;
-    zframe_t *topic = zmsg_first (msg);
-    zframe_t *body = zmsg_next (msg);
-    s_offer (self, topic ? zframe_data (topic) : NULL, topic ? zframe_size (topic) : 0,
-             body ? zframe_data (body) : NULL, body ? zframe_size (body) : 0);
-    zmsg_destroy (&msg);
+    funnel_error_t err;
+    event_codec_t *decoded = event_codec_decode (zmq_msg_data ((zmq_msg_t *) body),
+                                                 zmq_msg_size ((zmq_msg_t *) body),
+                                                 &event_codec_limits_event, &err);
+    if (!decoded && funnel_log_every (&self->last_warn, 5000))
+        log_warn ("upstream %s: dropped a malformed event: %s", self->name, err.message);
+    return decoded;
 }
 
-//  Applies what upstream_offer kept, in one batch.
+int
+upstream_live_recv (void *sub, zmq_msg_t *topic, zmq_msg_t *body)
+{
+    if (zmq_msg_recv (topic, sub, ZMQ_DONTWAIT) < 0)
+        return -1;
+    bool two = zmq_msg_more (topic) && zmq_msg_recv (body, sub, 0) >= 0;
+    //  Anything past a second frame is not ours to read
+    while (zmq_msg_more (two ? body : topic)) {
+        zmq_msg_t rest;
+        zmq_msg_init (&rest);
+        int rc = zmq_msg_recv (&rest, sub, 0);
+        bool more = rc >= 0 && zmq_msg_more (&rest);
+        zmq_msg_close (&rest);
+        if (!more)
+            break;
+    }
+    return two ? 1 : 0;
+}
+
+bool
+upstream_live_heartbeat (const zmq_msg_t *topic)
+{
+    return zmq_msg_size ((zmq_msg_t *) topic) == 3
+        && memcmp (zmq_msg_data ((zmq_msg_t *) topic), "$hb", 3) == 0;
+}
+
+//  Applies what upstream_offer_decoded kept, in one batch.
 void
 upstream_settle (upstream_t *self)
 {
@@ -361,21 +383,14 @@ upstream_drain (upstream_t *self)
     zmq_msg_init (&topic);
     zmq_msg_init (&body);
     for (int i = 0; i < DRAIN_MAX; i++) {
-        if (zmq_msg_recv (&topic, sub, ZMQ_DONTWAIT) < 0)
+        int frames = upstream_live_recv (sub, &topic, &body);
+        if (frames < 0)
             break;
-        bool two = zmq_msg_more (&topic) && zmq_msg_recv (&body, sub, 0) >= 0;
-        //  Anything past a second frame is not ours to read
-        while (zmq_msg_more (two ? &body : &topic)) {
-            zmq_msg_t rest;
-            zmq_msg_init (&rest);
-            int rc = zmq_msg_recv (&rest, sub, 0);
-            bool more = rc >= 0 && zmq_msg_more (&rest);
-            zmq_msg_close (&rest);
-            if (!more)
-                break;
-        }
-        s_offer (self, zmq_msg_data (&topic), zmq_msg_size (&topic),
-                 two ? zmq_msg_data (&body) : NULL, two ? zmq_msg_size (&body) : 0);
+        event_codec_t *decoded = frames ? upstream_live_decode (self, &body) : NULL;
+        if (decoded)
+            upstream_offer_decoded (self, upstream_live_heartbeat (&topic), &decoded);
+        else
+            s_alive (self);
     }
     zmq_msg_close (&topic);
     zmq_msg_close (&body);

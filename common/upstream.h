@@ -46,10 +46,22 @@ void
 //  Live events were decoded once already, to read their seq and type.
 event_codec_t *
     upstream_held (upstream_t *self, size_t index, const char *event);
-//  A live message [topic][body] for this stream (taken), and then the
-//  batch of what was offered applied at once.
+//  Live messages, read by the owner of a SUB (upstream_drain here, or
+//  upstream_set for a partitioned upstream) into two zmq messages reused
+//  for a whole drain: upstream_live_recv reads one message's [topic][body]
+//  (-1: none waiting; 0: no body; 1: both), upstream_live_decode decodes a
+//  body once (NULL and a rate-limited warning if malformed), and
+//  upstream_offer_decoded takes it: a heartbeat, or an event kept (the
+//  decoded copy) for upstream_settle, which applies what was offered as
+//  one batch.
+int
+    upstream_live_recv (void *sub, zmq_msg_t *topic, zmq_msg_t *body);
+bool
+    upstream_live_heartbeat (const zmq_msg_t *topic);
+event_codec_t *
+    upstream_live_decode (upstream_t *self, const zmq_msg_t *body);
 void
-    upstream_offer (upstream_t *self, zmsg_t **msg_p);
+    upstream_offer_decoded (upstream_t *self, bool heartbeat, event_codec_t **decoded_p);
 void
     upstream_settle (upstream_t *self);
 

@@ -65,44 +65,39 @@ upstream_set_part (upstream_set_t *self, int part)
     return part >= 0 && part < self->count ? self->parts [part] : NULL;
 }
 
-//  The `part` of a message's body (an event or a heartbeat), -1 if none.
-static int
-s_part_of (zmsg_t *msg)
-{
-    zframe_t *topic = zmsg_first (msg);
-    zframe_t *body = topic ? zmsg_next (msg) : NULL;
-    if (!body)
-        return -1;
-    funnel_error_t err;
-    event_codec_t *decoded = event_codec_decode (zframe_data (body), zframe_size (body),
-                                               &event_codec_limits_event, &err);
-    const msgpack_object *part = decoded ? event_codec_map_get (event_codec_root (decoded), "part")
-                                         : NULL;
-    int value = part && part->type == MSGPACK_OBJECT_POSITIVE_INTEGER
-                && part->via.u64 < 4096 ? (int) part->via.u64 : -1;
-    event_codec_destroy (&decoded);
-    return value;
-}
-
+//  The live messages waiting (up to a batch), each decoded once: its
+//  `part` names the stream it goes to; then each stream that got one
+//  applies its batch.
 void
 upstream_set_drain (upstream_set_t *self)
 {
     bool *touched = (bool *) zmalloc ((size_t) self->count * sizeof (bool));
-    for (int i = 0; i < DRAIN_MAX && (zsock_events (self->sub) & ZMQ_POLLIN); i++) {
-        zmsg_t *msg = zmsg_recv (self->sub);
-        if (!msg)
+    void *sub = zsock_resolve (self->sub);
+    zmq_msg_t topic, body;
+    zmq_msg_init (&topic);
+    zmq_msg_init (&body);
+    for (int i = 0; i < DRAIN_MAX; i++) {
+        int frames = upstream_live_recv (sub, &topic, &body);
+        if (frames < 0)
             break;
-        int part = s_part_of (msg);
-        if (part < 0 || part >= self->count) {
-            //  A heartbeat without part: an instance of an older layout
-            if (funnel_log_every (&self->last_warn, 5000))
+        //  Decoded as the first stream's (any would do: only for its warnings)
+        event_codec_t *decoded = frames ? upstream_live_decode (self->parts [0], &body) : NULL;
+        const msgpack_object *part_obj = decoded
+            ? event_codec_map_get (event_codec_root (decoded), "part") : NULL;
+        int part = part_obj && part_obj->type == MSGPACK_OBJECT_POSITIVE_INTEGER
+                   && part_obj->via.u64 < (uint64_t) self->count ? (int) part_obj->via.u64 : -1;
+        if (part < 0) {
+            //  A message without part: an instance of an older layout
+            if (decoded && funnel_log_every (&self->last_warn, 5000))
                 log_warn ("upstream %s: a message without a valid part; dropped", self->name);
-            zmsg_destroy (&msg);
+            event_codec_destroy (&decoded);
             continue;
         }
-        upstream_offer (self->parts [part], &msg);
+        upstream_offer_decoded (self->parts [part], upstream_live_heartbeat (&topic), &decoded);
         touched [part] = true;
     }
+    zmq_msg_close (&topic);
+    zmq_msg_close (&body);
     for (int p = 0; p < self->count; p++)
         if (touched [p])
             upstream_settle (self->parts [p]);
