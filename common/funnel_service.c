@@ -830,15 +830,19 @@ s_start (service_t *self)
                        name, funnel_topology_count (self->topology));
             return 2;
         }
+    }
+    //  WAIT blocks up to acks_timeout_ms: the reply must not time out first
+    int timeout_ms = self->cfg.acks > 0 && self->cfg.acks_timeout_ms + 1000 > 2000
+                   ? self->cfg.acks_timeout_ms + 1000 : 0;
+    if (parsed.mode == REDIS_MODE_CLUSTER) {
         self->cluster = redis_cluster_new (&parsed);
-        if (self->cfg.acks > 0 && self->cfg.acks_timeout_ms + 1000 > 2000)
-            redis_cluster_set_timeout (self->cluster, self->cfg.acks_timeout_ms + 1000);
+        if (timeout_ms)
+            redis_cluster_set_timeout (self->cluster, timeout_ms);
     }
     else {
         self->store = redis_store_new (&parsed);
-        //  WAIT blocks up to acks_timeout_ms: the reply must not time out first
-        if (self->cfg.acks > 0 && self->cfg.acks_timeout_ms + 1000 > 2000)
-            redis_store_set_timeout (self->store, self->cfg.acks_timeout_ms + 1000);
+        if (timeout_ms)
+            redis_store_set_timeout (self->store, timeout_ms);
     }
     const char *api = self->instance->api;
     const char *pub = self->instance->pub;
