@@ -1233,10 +1233,9 @@ s_check_layout (funnel_engine_t *self, const char *parts, funnel_error_t *err)
     else
     if (strcmp (stored, mine) != 0) {
         funnel_error_set (err, FUNNEL_ERR_INTERNAL,
-                          "cluster layout: this service's data in Redis was written by %s "
-                          "(%s = '%.16s'), but this topology runs %s; records are kept "
-                          "differently, so the number of instances on a cluster is fixed "
-                          "between one and several for the life of the data",
+                          "cluster layout: the data was written by %s (%.40s = '%.11s'), "
+                          "this topology runs %s; one or several instances on a cluster is "
+                          "fixed for the life of the data",
                           streq (stored, "shared") ? "several instances" : "one instance",
                           key, stored, self->shared ? "several instances" : "one instance");
         rc = FUNNEL_ENGINE_LAYOUT;
