@@ -831,12 +831,13 @@ class TestJourneys(ClusterCase):
             else:
                 self.assertEqual(by_part, {}, "%s (one instance): records under %s: %r"
                                  % (svc, base, sorted(by_part)))
-        # Spot checks of where records are: a lead, a deal, a customer, each
-        # in exactly one partition's key, in the layout of its service
+        # Spot checks of where records are: a lead (kind l), a deal (d, in
+        # its lead's partition), a customer (c), each in exactly one
+        # partition's key, in the layout of its service
         for j in (0, n - 1):
             x = self.journey_lead(j)
-            for svc, kind, entity in (("leads", "lead", x), ("sales", "deal", "L%s-1" % x),
-                                      ("retention", "customer", x)):
+            for svc, kind, entity in (("leads", "l", x), ("sales", "d", "L%s-1" % x),
+                                      ("retention", "c", x)):
                 found = []
                 for p in range(PARTITIONS):
                     key = ("{funnel:%s}:%d:%s:%s" % (svc, p, kind, entity)
