@@ -317,6 +317,7 @@ class Publisher:
         self.unavailable = []       # messages seen (a few)
         self.timeouts = 0
         self.shares = 0             # PUBLISHes acknowledged (a batch: one per owner)
+        self.current = None         # the endpoint a PUBLISH is waiting on, if any
 
     def split(self, batch):
         """[(endpoint, events)] in order of first appearance."""
@@ -348,8 +349,10 @@ class Publisher:
                                                   self.deadline_s, self.retries,
                                                   self.unavailable[-3:]))
                 try:
+                    self.current = endpoint
                     status, reply = client.call("PUBLISH", batch if len(batch) > 1 else batch[0],
                                                 timeout=self.reply_s)
+                    self.current = None
                 except TimeoutError:
                     self.timeouts += 1
                     self.retries += 1
@@ -1067,6 +1070,11 @@ class TestDaemonKilled(SqlLoadCase):
                 break
             name = "ab"[kills % 2]
             leads = self.instance("leads", name)
+            # While a PUBLISH waits on that instance (a batch's share for
+            # the other would only queue until the restart)
+            endpoint = self.endpoints["leads"][name]
+            wait_until(lambda: pub.current == endpoint or not load.is_alive(), timeout=30,
+                       interval=0.001, what="a PUBLISH at leads %s" % name)
             time.sleep(rnd.uniform(0, 0.03))
             leads.kill9()
             kills += 1
