@@ -39,7 +39,7 @@ import redis
 import redis.cluster
 
 from funnel_e2e import (Background, Client, FunnelTestCase, PortInUse, RedisCluster, event,
-                        free_port, part_of, release_ports, wait_until)
+                        free_port, owns_set, part_of, release_ports, wait_until)
 
 PARTITIONS = 16
 BUSINESS = ["campaign", "leads", "sales", "retention"]
@@ -127,13 +127,14 @@ class ClusterCase(FunnelTestCase):
         with partitions = 16 and `instances`: a tuple of names for every
         one of them, or {svc: names} per service (a service left out gets
         one instance, main). One name owns 0-15 at the service's own
-        api/pub; two or more split 0-15 in order (a: 0-7, b: 8-15), the
-        first at the service's api/pub, the others at ports of their own.
+        api/pub; two or more split 0-15 in order (a: 0-7, b: 8-15), or
+        as given ({name: "ranges"}), the first at the service's api/pub,
+        the others at ports of their own.
         Records who owns what (self.owner, self.endpoints)."""
         lines = ["redis", '    url = "%s"' % (url or self.cluster.url)]
         if acks:
             lines += ["    acks = %d" % acks, "    acks_timeout_ms = 2000"]
-        self.owner, self.endpoints = {}, {}
+        owner, endpoints = {}, {}
         for svc in BUSINESS:
             api, pub = self.topology.ports[svc]
             lines += [svc, '    api = "tcp://127.0.0.1:%d"' % api,
@@ -150,23 +151,28 @@ class ClusterCase(FunnelTestCase):
                 continue
             lines.append("    instances")
             share = PARTITIONS // len(names)
-            self.endpoints[svc] = {}
+            endpoints[svc] = {}
             for k, name in enumerate(names):
                 i_api, i_pub = (api, pub) if k == 0 else self.instance_ports(svc, name)
-                first = k * share
-                last = PARTITIONS - 1 if k == len(names) - 1 else (k + 1) * share - 1
+                if isinstance(names, dict):         # {name: "ranges"}
+                    owns = names[name]
+                else:
+                    last = PARTITIONS - 1 if k == len(names) - 1 else (k + 1) * share - 1
+                    owns = "%d-%d" % (k * share, last)
                 lines += ["        %s" % name,
                           '            api = "tcp://127.0.0.1:%d"' % i_api,
                           '            pub = "tcp://127.0.0.1:%d"' % i_pub,
-                          '            owns = "%d-%d"' % (first, last)]
-                self.endpoints[svc][name] = "tcp://127.0.0.1:%d" % i_api
-                for p in range(first, last + 1):
-                    self.owner.setdefault(svc, {})[p] = name
+                          '            owns = "%s"' % owns]
+                endpoints[svc][name] = "tcp://127.0.0.1:%d" % i_api
+                for p in owns_set(owns):
+                    owner.setdefault(svc, {})[p] = name
         http, pub = self.topology.ports["monitor"]
         lines += ["monitor", '    http = "127.0.0.1:%d"' % http,
                   '    pub = "tcp://127.0.0.1:%d"' % pub]
         with open(self.topology.path, "w") as f:
             f.write("\n".join(lines) + "\n")
+        # Both at once: a load running meanwhile routes by one or the other
+        self.owner, self.endpoints = owner, endpoints
 
     def instance_ports(self, svc, name):
         """(api, pub) of a second or later instance: reserved once per test
@@ -204,8 +210,9 @@ class ClusterCase(FunnelTestCase):
     def route(self, svc):
         """event -> the api of the instance owning its partition (the rule
         of proto/README.md section 7, as funnelctl applies it)."""
-        endpoints, owner = self.endpoints[svc], self.owner[svc]
-        return lambda e: endpoints[owner[event_part(svc, e)]]
+        # Looked up at each call: a rewritten topology (partitions moved)
+        # routes the next PUBLISH by the new owners
+        return lambda e: self.endpoints[svc][self.owner[svc][event_part(svc, e)]]
 
     def wait_instance(self, svc, name, timeout=30):
         """Waits until instance `name` of svc answers PING with Redis ok
@@ -318,6 +325,8 @@ class Publisher:
         self.timeouts = 0
         self.shares = 0             # PUBLISHes acknowledged (a batch: one per owner)
         self.current = None         # the endpoint a PUBLISH is waiting on, if any
+        self.follow_moved = False   # partitions moving: ERR moved sends the share again
+        self.moved = []             # the moved replies followed
 
     def split(self, batch):
         """[(endpoint, events)] in order of first appearance."""
@@ -330,8 +339,15 @@ class Publisher:
         self.first_try[index] = time.time()
         deadline = time.time() + self.deadline_s
         total = {"accepted": 0, "duplicates": 0}
-        for endpoint, share in self.split(batch):
+        work = self.split(batch)
+        while work:
+            endpoint, share = work.pop(0)
             n = self.publish_share(index, endpoint, share, deadline)
+            if n is None:
+                # moved (follow_moved): the route changed meanwhile; the
+                # share again, split by the route as it is now
+                work = self.split(share) + work
+                continue
             total["accepted"] += n["accepted"]
             total["duplicates"] += n["duplicates"]
         self.acked.append((index, total, time.time()))
@@ -368,6 +384,10 @@ class Publisher:
                                              % (index, endpoint, reply, len(batch)))
                     self.shares += 1
                     return n
+                if reply.get("code") == "moved" and self.follow_moved:
+                    self.moved.append(reply)
+                    time.sleep(0.05)
+                    return None
                 if reply.get("code") != "unavailable":
                     raise AssertionError("batch %d at %s: ERR %r" % (index, endpoint, reply))
                 if len(self.unavailable) < 50:
@@ -1144,6 +1164,85 @@ class TestDaemonKilled(SqlLoadCase):
         print("\n(%d + %d leads; a down %.1f s, meanwhile %d batches acknowledged by b; "
               "%d retries for a)" % (sent["a"] * 4, sent["b"] * 4, up_at - down_at,
                                      len(b_meanwhile), pubs["a"].retries))
+
+
+# ---------------------------------------------------------------------------
+# Partitions moved between the instances of leads
+
+
+class TestPartitionsMoved(SqlLoadCase):
+    def test_partitions_moved_from_a_killed_instance(self):
+        """a owning 0-7 and b 8-15 under load; kill -9 of a while a PUBLISH
+        waits on it (a batch's intent possibly stored, not all applied);
+        the file rewritten (a 0-3, b 4-15), b stopped and both started:
+        b completes a's pending intents of 4-7 and carries their seqs on,
+        the load follows `moved` to the new owner, sales (subscribed to
+        both instances) follows the partitions; every count exact, every
+        outbox contiguous."""
+        self.write_config(lease_ms=2000, services=["leads", "sales"], instances=SPLIT)
+        c = self.start(["leads", "sales"])
+        moving = {4, 5, 6, 7}
+        # Each batch: a lead of the moving partitions and 4 others, so
+        # every share for a holds one (the retry after the move meets
+        # `moved`)
+        candidates = lead_names("mv", 12000)
+        p47 = [x for x in candidates if part_of(x) in moving][:600]
+        rest = [x for x in candidates if part_of(x) not in moving]
+        names = []
+        for k in range(len(p47)):
+            names += [p47[k]] + rest[4 * k:4 * k + 4]
+        batches = sql_batches(names, 5)
+        pub = Publisher(self.route("leads"), deadline_s=120, reply_s=3)
+        pub.follow_moved = True
+        stop = threading.Event()
+        load = Background(pub.run, batches, stop)
+        wait_until(lambda: len(pub.acked) >= 40, timeout=60, what="40 batches acknowledged")
+        a_api = self.endpoints["leads"]["a"]
+        wait_until(lambda: pub.current == a_api, timeout=30, interval=0.001,
+                   what="a PUBLISH at leads a")
+        time.sleep(random.uniform(0, 0.02))
+        self.instance("leads", "a").kill9()
+        cl = self.cluster
+
+        def seqs():
+            out = {}
+            for p in moving:
+                key = "{funnel:leads:%d}:seq" % p
+                with cl.client(cl.primary_for_key(key)) as r:
+                    out[p] = int(r.get(key) or 0)
+            return out
+        before = seqs()
+        self.assertEqual(self.instance("leads", "b").stop(), 0)
+        self.write_config(lease_ms=2000, services=["leads", "sales"],
+                          instances={"leads": {"a": "0-3", "b": "4-15"}, "sales": ("a", "b")})
+        for name in ("a", "b"):
+            self.daemon(self.daemon_name("leads", name), "funnel-leads",
+                        args=["--instance", name])
+        for name in ("a", "b"):
+            self.wait_instance("leads", name, timeout=60)
+        moved_at = time.time()
+        acked = len(pub.acked)
+        wait_until(lambda: len(pub.acked) >= acked + 30, timeout=90,
+                   what="30 more batches acknowledged after the move")
+        stop.set()
+        sent = load.join(180)
+        names = names[:sent * 5]
+        b_parts = self.instance_client("leads", "b").ok("STATS")["parts"]
+        for p in moving:
+            self.assertGreaterEqual(b_parts[str(p)], before[p], "partition %d's seq on b" % p)
+        self.assertTrue(pub.moved, "the load never met `moved` after the move")
+        self.check_sql_load(names, [pub], c)
+        intents = cl.client(cl.primary_for_key("{funnel:leads}"))
+        self.addCleanup(intents.close)
+        wait_until(lambda: intents.hlen("{funnel:leads}:intents") == 0, timeout=10,
+                   what="{funnel:leads}:intents empty")
+        completed = sum("batches a stop had interrupted" in d.output()
+                        for d in self.daemons if d.name.startswith("leads"))
+        print("\n(%d leads in %d batches; seqs of 4-7 before the move %r, on b %r; %d moved "
+              "replies followed; %d retries; %d leads log(s) completing interrupted batches; "
+              "%.1f s from the restart to the end)"
+              % (len(names), sent, before, {p: b_parts[str(p)] for p in sorted(moving)},
+                 len(pub.moved), pub.retries, completed, time.time() - moved_at))
 
 
 if __name__ == "__main__":
