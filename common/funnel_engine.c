@@ -2323,6 +2323,27 @@ s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked
     return rc;
 }
 
+//  A cluster: renews every lease of ours, alone (one transaction per slot
+//  holding some, fenced as any); 0 if all were.
+static int
+s_renew_cluster (funnel_engine_t *self, funnel_error_t *err)
+{
+    redis_pipeline_t *none = redis_pipeline_new ();
+    int rc = 0;
+    for (int i = 0; i < self->lease_count && rc == 0; i++) {
+        int slot = self->lease_slots [self->lease_ids [i]];
+        bool done = false;
+        for (int j = 0; j < i && !done; j++)
+            done = self->lease_slots [self->lease_ids [j]] == slot;
+        long long acked = 0;
+        if (!done && s_txn (self, slot, self->slot_part [slot], none, NULL, true, false, false,
+                            &acked, err) != TXN_OK)
+            rc = -1;
+    }
+    redis_pipeline_destroy (&none);
+    return rc;
+}
+
 //  Commits the state's write-set plus c; publishes the outputs. On any
 //  failure the batch is rolled back in the cache too. ENGINE_RETRY: a
 //  shared record changed under us (only with several instances): nothing
@@ -2444,6 +2465,10 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         funnel_state_clear (st);
         self->conflicts++;
         rc = ENGINE_RETRY;
+        //  The renewal went with the batch's transaction: under conflicts
+        //  that keep coming, the leases must not run out meanwhile
+        if (renew && self->cluster && s_renew_cluster (self, err) == 0)
+            self->renewed = zclock_mono ();
     }
     else
     if (txn == TXN_UNKNOWN || txn == TXN_STORED) {
