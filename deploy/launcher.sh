@@ -14,20 +14,26 @@
 #        --cluster: a local Redis Cluster instead of one Redis: 6 nodes
 #        (redis-0..redis-5; 3 primaries with one replica each, AOF
 #        everysec, data and nodes.conf in VAR/redis-cluster/node-N), the
-#        services on it with redis/acks = 1 (each one instance `main`
-#        owning every partition; with FUNNEL_CONFIG, <svc>/instance in
-#        that file names it). Kept in VAR: a later up --cluster with
-#        the same VAR and ports restarts the same cluster.
+#        services on it with redis/acks = 1: leads and sales as two
+#        instances each splitting their 16 partitions (leads-a, sales-a
+#        own 0-7, leads-b, sales-b 8-15), campaign and retention one
+#        instance `main` owning every partition (with FUNNEL_CONFIG, one
+#        process per service, <svc>/instance in that file names it).
+#        Kept in VAR: a later up --cluster with the same VAR and ports
+#        restarts the same cluster.
 #   down [--var DIR]           stop a set started by up (detached or not)
 #   status [--var DIR]         each process up/down, PING answers, the funnel
-#                              (with --cluster: each node's role and keys)
+#                              (with --cluster: each node's role and keys,
+#                              each instance's PING)
 #   logs [NAME] [--var DIR]    follow the logs (all, or one of redis (or
-#                              redis-0..redis-5), campaign, leads, sales,
+#                              redis-0..redis-5), campaign, leads (or
+#                              leads-a, leads-b), sales (sales-a, sales-b),
 #                              retention, monitor, gateway, sim)
 #
 # Environment: FUNNEL_BUILD (build dir, default ./build), FUNNEL_PORT_BASE
 # (default 7100: campaign base+1/+2, leads +11/+12, sales +21/+22, retention
-# +31/+32, monitor HTTP +40 and PUB +42, gateway +50), FUNNEL_REDIS_PORT (6390;
+# +31/+32, monitor HTTP +40 and PUB +42, gateway +50; with --cluster leads-b
+# +13/+14 and sales-b +23/+24), FUNNEL_REDIS_PORT (6390;
 # with --cluster node N listens on FUNNEL_REDIS_PORT+N and its cluster bus on
 # FUNNEL_REDIS_PORT+6+N), FUNNEL_CONFIG (use this topology file instead of
 # writing VAR/funnel.cfg; its ports must then match FUNNEL_PORT_BASE for
@@ -41,7 +47,7 @@ STOP_TIMEOUT=${FUNNEL_STOP_TIMEOUT:-15}
 
 say()  { printf '\033[1mfunnel:\033[0m %s\n' "$*" >&2; }
 die()  { say "error: $*"; exit 1; }
-usage() { sed -n '2,34p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 # ---------------------------------------------------------------- options
 CMD=${1:-}
@@ -73,12 +79,33 @@ CFG=${FUNNEL_CONFIG:-$VAR/funnel.cfg}
 
 # Ports (and CLUSTER): remembered in VAR/run/ports by up, so down/status
 # find the same set
+unset SPLIT
 if [ -f "$RUN/ports" ] && [ "$CMD" != up ]; then
     # shellcheck disable=SC1091
     . "$RUN/ports"
 fi
 # A cluster's nodes are found by their pid files even without VAR/run/ports
 [ "$CMD" = up ] || [ ! -f "$RUN/redis-0.pid" ] || CLUSTER=1
+# The services run as two instances each (a: partitions 0-7, b: 8-15):
+# leads and sales on a cluster we write the topology for (up sets it,
+# VAR/run/ports keeps it); their processes are <svc>-a and <svc>-b
+if [ "$CMD" = up ]; then
+    SPLIT=""
+    [ "$CLUSTER" = 1 ] && [ -z "${FUNNEL_CONFIG:-}" ] && SPLIT="leads sales"
+elif [ -z "${SPLIT+set}" ]; then
+    SPLIT=""
+    for svc in leads sales; do [ -f "$RUN/$svc-a.pid" ] && SPLIT="$SPLIT $svc"; done
+fi
+INSTANCES="a b"
+split_svc() { case " $SPLIT " in *" $1 "*) return 0 ;; esac; return 1; }
+procs_of() {                    # procs_of SVC...: the process names of those services
+    local svc inst
+    for svc in "$@"; do
+        if split_svc "$svc"; then
+            for inst in $INSTANCES; do echo "$svc-$inst"; done
+        else echo "$svc"; fi
+    done
+}
 BASE=${FUNNEL_PORT_BASE:-${BASE:-7100}}
 REDIS_PORT=${FUNNEL_REDIS_PORT:-${REDIS_PORT:-6390}}
 HTTP_PORT=$((BASE + 40))
@@ -97,6 +124,7 @@ seed_list() {
 
 bin_of() {
     case "$1" in
+        leads-*|sales-*) bin_of "${1%%-*}" ;;
         sim)      echo "$BUILD/services/sim/funnel-sim" ;;
         funnelctl) echo "$BUILD/services/funnelctl/funnelctl" ;;
         *)        echo "$BUILD/services/$1/funnel-$1" ;;
@@ -146,18 +174,39 @@ if f[1] != b"OK": sys.exit(1)
 print(json.dumps(msgpack.unpackb(f[2], raw=False)))'
 
 # PING a service: funnelctl if built, else Python with pyzmq. True when it
-# answers with Redis ok; the reply (JSON) goes to stdout.
+# answers with Redis ok (a service run as instances: every instance, or
+# the one named as $2); the reply (JSON) goes to stdout.
+PY_PICK='
+import json, sys
+reply = json.load(sys.stdin)
+inst = sys.argv[1]
+if inst:
+    reply = reply.get("instances", {}).get(inst)
+    if not reply:
+        sys.exit(1)
+    print(json.dumps(reply))
+else:
+    print(json.dumps(reply))
+    for one in reply.get("instances", {}).values():
+        if not one or one.get("redis") != "ok":
+            sys.exit(1)'
 ping_svc() {
-    local svc=$1 out
+    local svc=$1 inst=${2:-} out
     if [ -x "$FUNNELCTL" ]; then
         # The file goes by FUNNEL_CONFIG, and no options: funnelctl 0.1.0
-        # misreads its command when given options together with -c
+        # misreads its command when given options together with -c. With
+        # instances it PINGs each: {"instances": {name: reply}}
         out=$(FUNNEL_CONFIG=$CFG timeout 5 "$FUNNELCTL" ping "$svc" 2>/dev/null) || return 1
+        out=$(echo "$out" | /usr/bin/python3 -c "$PY_PICK" "$inst" 2>/dev/null) || return 1
     else
         local port
         case $svc in campaign) port=$((BASE+1));; leads) port=$((BASE+11));;
                      sales) port=$((BASE+21));; retention) port=$((BASE+31));; esac
+        [ "$inst" = b ] && port=$((port + 2))
         out=$(/usr/bin/python3 -c "$PY_PING" "$port" 2>/dev/null) || return 1
+        if [ -z "$inst" ] && split_svc "$svc"; then
+            ping_svc "$svc" b >/dev/null || return 1
+        fi
     fi
     echo "$out"
     echo "$out" | grep -q '"redis": *"ok"'
@@ -196,12 +245,16 @@ security_section() {
     printf 'security\n    curve = 1\n    certs = "%s"\n    clients = "%s"\n' "$CERTS" "$CLIENTS"
 }
 
-# A service's endpoints: api/pub, or on a cluster the one instance `main`
-# that owns every partition (a cluster runs a service only so, see
-# proto/README.md section 7); the same ports either way
+# A service's endpoints: api/pub; on a cluster, instances: `main` owning
+# every partition, or for a split service (SPLIT) a at these ports owning
+# 0-7 and b two ports up owning 8-15 (proto/README.md section 7)
 endpoint_keys() {
-    local api="tcp://127.0.0.1:$(($1))" pub="tcp://127.0.0.1:$(($2))"
-    if [ "$CLUSTER" = 1 ]; then
+    local svc=$1 api="tcp://127.0.0.1:$(($2))" pub="tcp://127.0.0.1:$(($3))"
+    if [ "$CLUSTER" = 1 ] && split_svc "$svc"; then
+        printf '    partitions = 16\n    instances\n'
+        printf '        a\n            api = "%s"\n            pub = "%s"\n            owns = "0-7"\n' "$api" "$pub"
+        printf '        b\n            api = "tcp://127.0.0.1:%d"\n            pub = "tcp://127.0.0.1:%d"\n            owns = "8-15"\n' $(($2 + 2)) $(($3 + 2))
+    elif [ "$CLUSTER" = 1 ]; then
         printf '    partitions = 16\n    instances\n        main\n'
         printf '            api = "%s"\n            pub = "%s"\n            owns = "0-15"\n' "$api" "$pub"
     else
@@ -229,10 +282,10 @@ redis
 $(redis_section)
 $(security_section)
 campaign
-$(endpoint_keys BASE+1 BASE+2)
+$(endpoint_keys campaign BASE+1 BASE+2)
 $(redis_user_keys campaign)
 leads
-$(endpoint_keys BASE+11 BASE+12)
+$(endpoint_keys leads BASE+11 BASE+12)
 $(redis_user_keys leads)
     reps
         ana
@@ -247,7 +300,7 @@ $(redis_user_keys leads)
         dev
             capacity = 1000
 sales
-$(endpoint_keys BASE+21 BASE+22)
+$(endpoint_keys sales BASE+21 BASE+22)
 $(redis_user_keys sales)
     reps
         ana
@@ -255,7 +308,7 @@ $(redis_user_keys sales)
         chloe
         dev
 retention
-$(endpoint_keys BASE+31 BASE+32)
+$(endpoint_keys retention BASE+31 BASE+32)
 $(redis_user_keys retention)
     # Demo time scale: a simulated customer who goes quiet for ~5 minutes
     # churns (the default is 90 days)
@@ -400,20 +453,21 @@ cluster_users() {
     done
 }
 
-wait_ready() {                  # wait_ready SVC: PING ok within 20 s
-    local svc=$1
+wait_ready() {                  # wait_ready NAME: PING ok within 20 s (NAME: a process)
+    local name=$1 svc=${1%%-*} inst=""
+    [ "$svc" = "$name" ] || inst=${name#*-}
     for _ in $(seq 100); do
         if [ "$svc" = monitor ]; then
             http_get /api/funnel >/dev/null && return 0
         elif [ "$svc" = gateway ]; then
             http_get /v1/health "$GATEWAY_PORT" >/dev/null && return 0
         else
-            ping_svc "$svc" >/dev/null && return 0
+            ping_svc "$svc" "$inst" >/dev/null && return 0
         fi
-        pid_of "$svc" >/dev/null || { log_tail "$svc"; die "funnel-$svc exited at start"; }
+        pid_of "$name" >/dev/null || { log_tail "$name"; die "$name exited at start"; }
         sleep 0.2
     done
-    log_tail "$svc"; die "funnel-$svc did not answer within 20 s"
+    log_tail "$name"; die "$name did not answer within 20 s"
 }
 
 # Stops one process: SIGTERM, wait, then SIGKILL. Returns 1 if it had to kill.
@@ -443,10 +497,10 @@ stop_one() {
 stop_all() {
     local rc=0 name pid
     stop_one sim || rc=1
-    for name in gateway monitor campaign leads sales retention; do
+    for name in $(procs_of gateway monitor campaign leads sales retention); do
         if pid=$(pid_of "$name"); then kill -TERM "$pid" 2>/dev/null || true; fi
     done
-    for name in gateway monitor campaign leads sales retention; do
+    for name in $(procs_of gateway monitor campaign leads sales retention); do
         stop_one "$name" || rc=1
     done
     # Replicas first (with --cluster): were a primary to stop first, its
@@ -465,7 +519,7 @@ stop_all() {
 }
 
 cmd_up() {
-    for name in redis $(CLUSTER=1 redis_names) $DAEMONS sim; do
+    for name in redis $(CLUSTER=1 redis_names) $DAEMONS $(SPLIT="leads sales" procs_of leads sales) sim; do
         pid=$(pid_of "$name") && die "$name is already running (pid $pid); deploy/funnel down first"
     done
     for svc in campaign leads sales retention sim; do
@@ -474,13 +528,17 @@ cmd_up() {
     local with_monitor=1 with_gateway=1
     [ -x "$(bin_of monitor)" ] || { with_monitor=0; say "funnel-monitor is not built: no dashboard"; }
     [ -x "$(bin_of gateway)" ] || { with_gateway=0; say "funnel-gateway is not built: no HTTP ingest"; }
+    local split_ports=""
+    split_svc leads && split_ports="$((BASE+13)) $((BASE+14))"
+    split_svc sales && split_ports="$split_ports $((BASE+23)) $((BASE+24))"
     for p in $((BASE+1)) $((BASE+2)) $((BASE+11)) $((BASE+12)) $((BASE+21)) $((BASE+22)) \
-             $((BASE+31)) $((BASE+32)) "$HTTP_PORT" $((BASE+42)) "$GATEWAY_PORT"; do
+             $((BASE+31)) $((BASE+32)) "$HTTP_PORT" $((BASE+42)) "$GATEWAY_PORT" $split_ports; do
         port_busy "$p" && die "port $p is in use; set FUNNEL_PORT_BASE to another base"
     done
     mkdir -p "$LOG" "$RUN"
     [ "$CLUSTER" = 1 ] || mkdir -p "$DATA"
-    printf 'BASE=%s\nREDIS_PORT=%s\nCLUSTER=%s\n' "$BASE" "$REDIS_PORT" "$CLUSTER" >"$RUN/ports"
+    printf 'BASE=%s\nREDIS_PORT=%s\nCLUSTER=%s\nSPLIT="%s"\n' "$BASE" "$REDIS_PORT" "$CLUSTER" "$SPLIT" \
+        >"$RUN/ports"
     if [ "$INSECURE" = 1 ]; then
         rm -f "$SECRETS/redis-admin.pass"      # this Redis will have no password
     elif [ -z "${FUNNEL_CONFIG:-}" ]; then
@@ -515,23 +573,31 @@ cmd_up() {
         say "redis: one ACL user per service, passwords in $SECRETS (mode 0600)"
         say "CURVE on: keypairs in $CERTS, allowed clients in $CLIENTS"
     fi
-    local svc
+    local svc name
     for svc in $DAEMONS; do
         [ "$svc" = monitor ] && [ $with_monitor = 0 ] && continue
         [ "$svc" = gateway ] && [ $with_gateway = 0 ] && continue
         case $svc in
-            # On a cluster each service runs its one instance (endpoint_keys;
-            # a FUNNEL_CONFIG file names its own with <svc>/instance)
-            campaign|leads|sales|retention) [ "$CLUSTER" = 1 ] && [ -z "${FUNNEL_CONFIG:-}" ] &&
-                { start_bg "$svc" "$(bin_of "$svc")" -c "$CFG" --instance main; continue; } ;;
+            # On a cluster each service runs its instances (endpoint_keys:
+            # leads and sales a and b, the others main; a FUNNEL_CONFIG
+            # file names its own with <svc>/instance)
+            campaign|leads|sales|retention) [ "$CLUSTER" = 1 ] && [ -z "${FUNNEL_CONFIG:-}" ] && {
+                if split_svc "$svc"; then
+                    for name in $(procs_of "$svc"); do
+                        start_bg "$name" "$(bin_of "$svc")" -c "$CFG" --instance "${name#*-}"
+                    done
+                else
+                    start_bg "$svc" "$(bin_of "$svc")" -c "$CFG" --instance main
+                fi
+                continue; } ;;
         esac
         start_bg "$svc" "$(bin_of "$svc")" -c "$CFG"
     done
-    for svc in $DAEMONS; do
-        [ "$svc" = monitor ] && [ $with_monitor = 0 ] && continue
-        [ "$svc" = gateway ] && [ $with_gateway = 0 ] && continue
-        wait_ready "$svc"
-        say "$svc up (log $LOG/$svc.log)"
+    for name in $(procs_of $DAEMONS); do
+        [ "$name" = monitor ] && [ $with_monitor = 0 ] && continue
+        [ "$name" = gateway ] && [ $with_gateway = 0 ] && continue
+        wait_ready "$name"
+        say "$name up (log $LOG/$name.log)"
     done
     local sim_args=(-c "$CFG" --rate "$RATE" --seed "$SEED")
     [ -n "$DURATION" ] && sim_args+=(--duration "$DURATION")
@@ -560,7 +626,7 @@ cmd_up() {
     while true; do
         sleep 1 &
         wait $! || true
-        for svc in $DAEMONS $(redis_names); do
+        for svc in $(procs_of $DAEMONS) $(redis_names); do
             [ "$svc" = monitor ] && [ $with_monitor = 0 ] && continue
             [ "$svc" = gateway ] && [ $with_gateway = 0 ] && continue
             if ! pid_of "$svc" >/dev/null; then
@@ -589,7 +655,7 @@ cmd_down() {
         done
     fi
     local any=0
-    for name in sim $DAEMONS $(redis_names); do pid_of "$name" >/dev/null && any=1; done
+    for name in sim $(procs_of $DAEMONS) $(redis_names); do pid_of "$name" >/dev/null && any=1; done
     if [ $any = 0 ]; then
         say "nothing running under $VAR"
         rm -f "$RUN/ports" "$RUN/launcher.pid"
@@ -610,7 +676,7 @@ node_state() {
 
 cmd_status() {
     local rc=0 name pid state
-    for name in $(redis_names) $DAEMONS sim; do
+    for name in $(redis_names) $(procs_of $DAEMONS) sim; do
         if pid=$(pid_of "$name"); then
             state="up (pid $pid)"
             case $name in
@@ -626,6 +692,8 @@ cmd_status() {
                            state="$state, http://127.0.0.1:$GATEWAY_PORT/v1/"
                          else state="$state, HTTP not answering"; rc=1; fi ;;
                 sim) ;;
+                *-*) if reply=$(ping_svc "${name%%-*}" "${name#*-}"); then state="$state, PING $reply"
+                     else state="$state, no PING answer (or Redis down)"; rc=1; fi ;;
                 *) if reply=$(ping_svc "$name"); then state="$state, PING $reply"
                    else state="$state, no PING answer (or Redis down)"; rc=1; fi ;;
             esac
@@ -653,7 +721,7 @@ print("funnel     " + "  ".join("%s %s" % (s["name"], s["count"]) for s in f.get
 cmd_logs() {
     [ -d "$LOG" ] || die "no logs under $LOG"
     if [ -n "$LOGNAME_ARG" ]; then
-        [ -f "$LOG/$LOGNAME_ARG.log" ] || die "no log $LOG/$LOGNAME_ARG.log (names: $(redis_names | tr '\n' ' ')$DAEMONS sim)"
+        [ -f "$LOG/$LOGNAME_ARG.log" ] || die "no log $LOG/$LOGNAME_ARG.log (names: $(redis_names | tr '\n' ' ')$(procs_of $DAEMONS | tr '\n' ' ')sim)"
         exec tail -n 50 -F "$LOG/$LOGNAME_ARG.log"
     fi
     exec tail -n 10 -F "$LOG"/*.log

@@ -26,7 +26,8 @@ STAGES = ["reached", "leads", "sql", "deals", "won", "customers"]
 # Where each stage's count is when there is no monitor (services/README.md)
 STATS_OF = {"reached": "campaign", "leads": "leads", "sql": "leads",
             "deals": "sales", "won": "sales", "customers": "retention"}
-OFFSETS = [1, 2, 11, 12, 21, 22, 31, 32, 40, 42, 50]
+# (+13/+14, +23/+24: the second instances of leads and sales with --cluster)
+OFFSETS = [1, 2, 11, 12, 13, 14, 21, 22, 23, 24, 31, 32, 40, 42, 50]
 
 
 def alive(pid):
@@ -176,8 +177,11 @@ class LauncherTest(unittest.TestCase):
 
     def test_cluster_detach_status_down(self):
         """up --cluster: 6 nodes (3 primaries, a replica each) made into a
-        cluster, the services on it with one instance each, traffic
-        through the gateway; status lists every node; down stops all."""
+        cluster, the services on it: leads and sales as two instances
+        each splitting their partitions (a 0-7, b 8-15), campaign and
+        retention one instance; traffic through the gateway reaches every
+        stage and both instances of each; status lists every node and
+        instance; down stops all."""
         nodes = 6
         # Node i on base+i, its cluster bus on base+6+i (deploy/launcher.sh)
         base = free_port_block(list(range(2 * nodes)))
@@ -193,17 +197,25 @@ class LauncherTest(unittest.TestCase):
         print("\nup --cluster --detach: %.1f s" % (time.time() - t0))
         self.assertIn("redis cluster: state ok", up.stderr)
         pids = self.pids()
+        instances = ["leads-a", "leads-b", "sales-a", "sales-b"]
         for name in ["redis-%d" % i for i in range(nodes)] + \
-                ["campaign", "leads", "sales", "retention", "sim"]:
+                ["campaign", "retention", "sim"] + instances:
             self.assertIn(name, pids)
             self.assertTrue(alive(pids[name]), "%s not running" % name)
-        self.assertNotIn("redis", pids)
+        for name in ("redis", "leads", "sales"):
+            self.assertNotIn(name, pids)
         with open(os.path.join(self.var, "funnel.cfg")) as f:
             cfg = f.read()
         seeds = ",".join("127.0.0.1:%d" % (base + i) for i in range(nodes))
         self.assertIn('url = "redis://%s"' % seeds, cfg)
         self.assertIn("acks = 1", cfg)
-        self.assertEqual(cfg.count('owns = "0-15"'), 4)
+        self.assertEqual((cfg.count('owns = "0-15"'), cfg.count('owns = "0-7"'),
+                          cfg.count('owns = "8-15"')), (2, 2, 2), cfg)
+        for svc, offset in (("leads", 11), ("sales", 21)):
+            for inst, port in (("a", self.base + offset), ("b", self.base + offset + 2)):
+                self.assertIn('api = "tcp://127.0.0.1:%d"' % port, cfg)
+                cmdline = read_text("/proc/%d/cmdline" % pids["%s-%s" % (svc, inst)])
+                self.assertIn("--instance\0%s\0" % inst, cmdline)
 
         last = {}
 
@@ -212,6 +224,48 @@ class LauncherTest(unittest.TestCase):
             return all(last.get(s, 0) > 0 for s in STAGES)
         wait_until(every_stage, timeout=90, interval=1.0, what="traffic in every stage")
         print("funnel after traffic on the cluster: %s" % json.dumps(last))
+
+        # Both instances of leads and of sales answer PING (funnelctl asks
+        # each), and the traffic the sim sends through the gateway (routed
+        # by partition), and what leads hands to sales, goes through both:
+        # the monitor sees each instance up, with its partitions' seqs
+        # growing; nothing was refused as moved
+        ctl_env = dict(self.env, FUNNEL_CONFIG=os.path.join(self.var, "funnel.cfg"))
+        for svc in ("leads", "sales"):
+            ping = subprocess.run([os.path.join(BUILD, "services/funnelctl/funnelctl"),
+                                   "ping", svc], env=ctl_env, capture_output=True, text=True,
+                                  timeout=30)
+            self.assertEqual(ping.returncode, 0, ping.stdout + ping.stderr)
+            replies = json.loads(ping.stdout)["instances"]
+            self.assertEqual(sorted(replies), ["a", "b"], ping.stdout)
+            for inst, reply in replies.items():
+                self.assertEqual((reply["instance"], reply["redis"]), (inst, "ok"), reply)
+
+        def instance_seqs():
+            url = "http://127.0.0.1:%d/api/funnel" % (self.base + 40)
+            with urllib.request.urlopen(url, timeout=2) as r:
+                services = json.loads(r.read().decode())["services"]
+            out = {}
+            for svc in ("leads", "sales"):
+                for inst, state in services[svc]["instances"].items():
+                    self.assertTrue(state["up"], (svc, inst, state))
+                    self.assertEqual(sorted(int(p) for p in state["parts"]),
+                                     list(range(0, 8) if inst == "a" else range(8, 16)))
+                    out["%s-%s" % (svc, inst)] = state["seq"]
+            return out
+        if self.has_monitor:
+            first = instance_seqs()
+            self.assertEqual(sorted(first), instances)
+            grown = {}
+
+            def grows():
+                grown.update(instance_seqs())
+                return all(grown[k] > first[k] > 0 for k in first)
+            wait_until(grows, timeout=60, interval=1.0,
+                       what="every instance's seqs growing (%r)" % first)
+        for name in ("sim", "gateway"):
+            log = read_text(os.path.join(self.var, "log", "%s.log" % name))
+            self.assertNotIn("moved", log, name)
 
         status = subprocess.run([FUNNEL, "status", "--var", self.var], env=self.env,
                                 capture_output=True, text=True, timeout=60)
@@ -227,8 +281,11 @@ class LauncherTest(unittest.TestCase):
         self.assertTrue(all(k > 0 for k in masters), status.stdout)
         self.assertRegex(status.stdout, r"cluster +cluster_state:ok cluster_slots_ok:16384 "
                                         r"cluster_known_nodes:6")
-        for svc in ("campaign", "leads", "sales", "retention"):
-            self.assertRegex(status.stdout, r"%s +up .*PING" % svc)
+        for name in ["campaign", "retention"] + instances:
+            self.assertRegex(status.stdout, r"(?m)^%s +up .*PING .*\"redis\": *\"ok\"" % name)
+        for name in instances:
+            self.assertRegex(status.stdout, r"(?m)^%s +up .*PING .*\"instance\": *\"%s\""
+                             % (name, name[-1]))
         # Secure by default: the default user has a password on every node,
         # each primary refuses writes without its replica
         with open(os.path.join(self.var, "secrets", "redis-admin.pass")) as f:
