@@ -53,7 +53,8 @@ struct _funnel_engine_t {
     funnel_engine_publish_fn *publish;
     void *publish_arg;
     char stats_key [KEY_MAX], fence_key [KEY_MAX], partitions_key [KEY_MAX];
-    char **lease_keys;
+    char **lease_keys;              //  [lease_total]: the partitions', the base
+    int lease_total;                //  lease, then (shared) each partition's copy
     char lease_value [256];
     bool *owns;                     //  [partitions]
     int *mine;                      //  The owned partitions, in order
@@ -71,12 +72,19 @@ struct _funnel_engine_t {
     uint64_t conflicts;             //  Batches re-run after a WATCH conflict
     char *keys;                     //  Prefetch's dedup keys, reused (grows)
     size_t keys_size;
-    int *lease_ids;                 //  Leases held: the owned partitions, and
-    int lease_count;                //  on a cluster the base lease (index P)
+    int *lease_ids;                 //  Leases held: the owned partitions, and on
+    int lease_count;                //  a cluster the base lease (index P), or
+                                    //  (shared) a copy of each (P + 1 + p)
     //  Redis Cluster (see "Redis Cluster" below); NULL: the one store
     redis_cluster_t *cluster;
     int base_slot;
-    int16_t *slot_part;             //  [16384] partition p's tag, -1 the base, -2 none
+    int16_t *slot_part;             //  [16384] partition p's tag, -1 the base, -2 none,
+                                    //  -3 another instance's partition
+    bool shared;                    //  Several instances: records under the base tag,
+                                    //  read under WATCH there (see "Redis Cluster")
+    int watch_node;                 //  shared: the base node's connection the batch's
+    uint64_t watch_gen;             //  WATCHes went to (gen 0: none yet)
+    bool watch_broken;              //  ... and it changed since: re-run the batch
     int16_t *slot_group;            //  [16384] group index + 1 while a commit is built
     int *lease_slots;               //  [P + 1] the slot of each lease key
     group_t *groups;
@@ -323,6 +331,19 @@ s_recv (funnel_engine_t *self, redisReply **replies, size_t count)
         }
         replies [i] = self->q_ready [self->q_ready_at++];
     }
+    //  Shared records: the batch's WATCHes hold on the base node's
+    //  connection only if it stays the same until the base transaction
+    if (self->shared) {
+        uint64_t gen = 0;
+        int node = redis_cluster_conn_of (self->cluster, self->base_slot, &gen);
+        if (self->watch_gen == 0) {
+            self->watch_node = node;
+            self->watch_gen = gen;
+        }
+        else
+        if (node != self->watch_node || gen != self->watch_gen)
+            self->watch_broken = true;
+    }
     return 0;
 }
 
@@ -418,8 +439,19 @@ typedef struct {
     bool wait;
 } trip_t;
 
+//  The leases we hold whose key is in slot, into out (lease ids); how many.
+static int
+s_slot_leases (funnel_engine_t *self, int slot, int *out)
+{
+    int count = 0;
+    for (int i = 0; i < self->lease_count; i++)
+        if (self->lease_slots [self->lease_ids [i]] == slot)
+            out [count++] = self->lease_ids [i];
+    return count;
+}
+
 static void
-s_trip_build (funnel_engine_t *self, trip_t *trip, const char *lease_key,
+s_trip_build (funnel_engine_t *self, trip_t *trip, int slot, bool fenced,
               redis_pipeline_t *cmds, redis_pipeline_t *extra, bool renew, bool wait)
 {
     redis_pipeline_t *rt = trip->rt;
@@ -432,11 +464,14 @@ s_trip_build (funnel_engine_t *self, trip_t *trip, const char *lease_key,
         data = redis_pipeline_data (extra, &size);
         redis_pipeline_append_raw (rt, data, size, redis_pipeline_count (extra));
     }
-    if (renew && lease_key) {
+    if (renew && fenced) {
         char px [24];
         snprintf (px, sizeof px, "%d", self->cfg.lease_ms);
-        redis_pipeline_append (rt, 5, (const char *[]) { "SET", lease_key, self->lease_value,
-                                                        "PX", px }, NULL);
+        int count = s_slot_leases (self, slot, trip->arms);
+        for (int k = 0; k < count; k++)
+            redis_pipeline_append (rt, 5, (const char *[]) { "SET",
+                                   self->lease_keys [trip->arms [k]], self->lease_value,
+                                   "PX", px }, NULL);
     }
     redis_pipeline_append (rt, 1, (const char *[]) { "EXEC" }, NULL);
     trip->exec_at = redis_pipeline_count (rt) - 1;
@@ -449,7 +484,7 @@ s_trip_build (funnel_engine_t *self, trip_t *trip, const char *lease_key,
     }
     trip->arm_at = redis_pipeline_count (rt);
     trip->arm_count = 0;
-    for (int i = 0; lease_key && i < self->lease_count; i++) {
+    for (int i = 0; fenced && i < self->lease_count; i++) {
         int l = self->lease_ids [i];
         uint64_t g = 0;
         if (redis_cluster_conn_of (self->cluster, self->lease_slots [l], &g) != trip->node)
@@ -524,72 +559,98 @@ s_trip_judge (funnel_engine_t *self, trip_t *trip, bool fenced, redisReply **rep
     return rc;
 }
 
-static const char *
-s_lease_key (funnel_engine_t *self, int lease)
-{
-    return lease >= 0 ? self->lease_keys [lease]
-         : lease == -1 ? self->lease_keys [self->cfg.partitions] : NULL;
-}
-
-//  One group's transaction on the node of slot, fenced by the lease of
-//  that slot (lease: a partition, -1 the base one, -2 none), as trip_t
-//  says. The fence is the WATCH of every lease whose slot is on that node,
-//  sent after the previous transaction there and its GETs checked; when
-//  that connection is not armed (first use, a reconnect, a slot moved) one
-//  round trip arms it first. Redirects, a migrating slot and a failover
-//  are waited out (TXN_ATTEMPTS); a lease found another's: TXN_LOST.
+//  One group's transaction on the node of slot, fenced by our leases in
+//  that slot (lease: a partition, -1 the base, -2 none: not fenced), as
+//  trip_t says. The fence is the WATCH of every lease of ours whose slot
+//  is on that node, sent after the previous transaction there and its
+//  GETs checked; when that connection is not armed (first use, a
+//  reconnect, a slot moved) one round trip arms it first. Redirects, a
+//  migrating slot and a failover are waited out (TXN_ATTEMPTS); a lease
+//  found another's: TXN_LOST. occ (shared records, the base transaction):
+//  the batch's reads were WATCHed on the base node's connection, so the
+//  transaction must run on that same connection and at most once; a
+//  conflict, a redirect or another connection is ENGINE_RETRY (nothing
+//  ran: the batch runs again on fresh reads).
 static int
 s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
-       redis_pipeline_t *extra, bool renew, bool wait, long long *acked, funnel_error_t *err)
+       redis_pipeline_t *extra, bool renew, bool wait, bool occ, long long *acked,
+       funnel_error_t *err)
 {
-    int P = self->cfg.partitions;
-    const char *lease_key = s_lease_key (self, lease);
     redis_pipeline_t *rt = self->txn;
     char why [200] = "no attempt";
     int *arms = (int *) zmalloc ((size_t) (self->lease_count + 1) * sizeof (int));
+    int *mine = (int *) zmalloc ((size_t) (self->lease_count + 1) * sizeof (int));
+    int held = s_slot_leases (self, slot, mine);
+    bool fenced = lease >= -1 && held > 0;
     trip_t trip = { .rt = rt, .arms = arms };
     int rc = TXN_RETRY;
     for (int attempt = 0; attempt < TXN_ATTEMPTS && rc == TXN_RETRY; attempt++) {
-        if (attempt > 0)
-            zclock_sleep (50);
+        if (attempt > 0) {
+            //  A conflict re-runs at once; a redirect after a pause
+            if (!occ || s_redirected (why))
+                zclock_sleep (50);
+            if (occ) {
+                rc = ENGINE_RETRY;
+                break;
+            }
+        }
         uint64_t gen = 0;
-        int node = lease_key ? redis_cluster_conn_of (self->cluster, slot, &gen) : -1;
-        if (lease_key && !s_armed (self, node, gen)) {
+        int node = fenced ? redis_cluster_conn_of (self->cluster, slot, &gen) : -1;
+        if (fenced && !s_armed (self, node, gen)) {
             redis_pipeline_reset (rt);
-            redis_pipeline_append (rt, 2, (const char *[]) { "WATCH", lease_key }, NULL);
-            redis_pipeline_append (rt, 2, (const char *[]) { "GET", lease_key }, NULL);
-            redisReply *r [2] = { NULL, NULL };
+            for (int k = 0; k < held; k++) {
+                redis_pipeline_append (rt, 2, (const char *[]) { "WATCH",
+                                       self->lease_keys [mine [k]] }, NULL);
+                redis_pipeline_append (rt, 2, (const char *[]) { "GET",
+                                       self->lease_keys [mine [k]] }, NULL);
+            }
+            redisReply **r = (redisReply **) zmalloc ((size_t) (2 * held + 1) * sizeof (redisReply *));
             if (redis_cluster_run (self->cluster, slot, rt, r, err) != 0) {
+                free (r);
                 snprintf (why, sizeof why, "%.180s", err->message);
                 continue;
             }
-            bool ours = r [1]->type == REDIS_REPLY_STRING && streq (r [1]->str, self->lease_value);
-            bool moving = r [1]->type == REDIS_REPLY_ERROR && s_redirected (r [1]->str);
-            if (!ours && !moving)
-                s_step_down (self, lease < 0 ? P : lease,
-                             r [1]->type == REDIS_REPLY_STRING ? s_lease_owner (r [1]->str) : NULL);
-            if (moving)
-                snprintf (why, sizeof why, "%s", r [1]->str);
-            s_free_replies (r, 2);
-            if (moving)
-                continue;
+            bool ours = true, moving = false;
+            for (int k = 0; k < held; k++) {
+                redisReply *v = r [2 * k + 1];
+                if (v->type == REDIS_REPLY_ERROR && s_redirected (v->str)) {
+                    moving = true;
+                    snprintf (why, sizeof why, "%s", v->str);
+                }
+                else
+                if (v->type != REDIS_REPLY_STRING || !streq (v->str, self->lease_value)) {
+                    if (ours)
+                        s_step_down (self, mine [k],
+                                     v->type == REDIS_REPLY_STRING ? s_lease_owner (v->str) : NULL);
+                    ours = false;
+                }
+            }
+            s_free_replies (r, (size_t) (2 * held));
+            free (r);
             if (!ours) {
                 funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
                     "lease: another instance owns this service now; nothing was applied");
                 rc = TXN_LOST;
                 break;
             }
+            if (moving)
+                continue;
             node = redis_cluster_last_conn (self->cluster, &gen);
             if (node < 0)
                 continue;               //  It followed an ASK: the slot is moving
         }
+        if (occ && (self->watch_broken
+                ||  (self->watch_gen && (node != self->watch_node || gen != self->watch_gen)))) {
+            rc = ENGINE_RETRY;          //  The reads' WATCHes are on another connection
+            break;
+        }
         trip.node = node;
         trip.gen = gen;
-        s_trip_build (self, &trip, lease_key, cmds, extra, renew, wait);
+        s_trip_build (self, &trip, slot, fenced, cmds, extra, renew, wait);
         size_t count = redis_pipeline_count (rt);
         redisReply **replies = (redisReply **) zmalloc ((count + 1) * sizeof (redisReply *));
-        int sent = lease_key ? redis_cluster_run_on (self->cluster, node, gen, rt, replies, err)
-                             : redis_cluster_run (self->cluster, slot, rt, replies, err);
+        int sent = fenced ? redis_cluster_run_on (self->cluster, node, gen, rt, replies, err)
+                          : redis_cluster_run (self->cluster, slot, rt, replies, err);
         if (sent != 0) {
             free (replies);
             if (node >= 0)
@@ -601,10 +662,11 @@ s_txn (funnel_engine_t *self, int slot, int lease, redis_pipeline_t *cmds,
             snprintf (why, sizeof why, "%.180s", err->message);
             continue;                   //  Nothing was sent
         }
-        rc = s_trip_judge (self, &trip, lease_key != NULL, replies, acked, why, sizeof why, err);
+        rc = s_trip_judge (self, &trip, fenced, replies, acked, why, sizeof why, err);
         free (replies);
     }
     free (arms);
+    free (mine);
     if (rc == TXN_RETRY) {
         funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
             "redis cluster: slot %d: %.120s; nothing was applied; retry later with the same ids",
@@ -705,6 +767,7 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     for (int p = 0; p < n; p++)
         self->lease_keys [p] = zsys_sprintf ("%slease", funnel_state_prefix (self->state, p));
     self->lease_keys [n] = zsys_sprintf ("%slease", cfg->prefix);
+    self->lease_total = n + 1;
     self->routed = (bool *) zmalloc ((size_t) n * sizeof (bool));
     self->lease_ids = (int *) zmalloc ((size_t) (n + 1) * sizeof (int));
     for (int i = 0; i < self->mine_count; i++)
@@ -727,8 +790,8 @@ funnel_engine_destroy (funnel_engine_t **self_p)
     if (*self_p) {
         funnel_engine_t *self = *self_p;
         funnel_state_destroy (&self->state);
-        for (int p = 0; p <= self->cfg.partitions; p++)
-            zstr_free (&self->lease_keys [p]);
+        for (int l = 0; l < self->lease_total; l++)
+            zstr_free (&self->lease_keys [l]);
         free (self->lease_keys);
         free (self->lease_ids);
         free (self->routed);
@@ -771,26 +834,50 @@ void
 funnel_engine_use_cluster (funnel_engine_t *self, redis_cluster_t *cluster)
 {
     assert (self && cluster && !self->cluster);
-    assert (self->cfg.part_outbox && self->mine_count == self->cfg.partitions);
+    assert (self->cfg.part_outbox);
     int n = self->cfg.partitions;
     self->cluster = cluster;
     self->store = NULL;
-    self->occ = false;
+    //  One instance owns every record: cached, fenced by its leases. With
+    //  several, records are shared: under the base tag, read under WATCH
+    self->shared = self->mine_count < n;
+    self->occ = self->shared;
+    funnel_state_set_shared (self->state, self->shared);
+    if (self->shared) {
+        //  The base transaction (the batch's point of no return) is fenced
+        //  by a copy of each owned partition's lease in the base slot
+        self->lease_keys = (char **) realloc (self->lease_keys,
+                                              (size_t) (2 * n + 1) * sizeof (char *));
+        self->lease_ids = (int *) realloc (self->lease_ids, (size_t) (2 * n + 1) * sizeof (int));
+        assert (self->lease_keys && self->lease_ids);
+        for (int p = 0; p < n; p++)
+            self->lease_keys [n + 1 + p] = zsys_sprintf ("%slease:%d", self->prefix, p);
+        self->lease_total = 2 * n + 1;
+    }
     self->base_slot = redis_cluster_slot (self->prefix, strlen (self->prefix));
     self->slot_part = (int16_t *) malloc (REDIS_CLUSTER_SLOTS * sizeof (int16_t));
     self->slot_group = (int16_t *) zmalloc (REDIS_CLUSTER_SLOTS * sizeof (int16_t));
-    self->lease_slots = (int *) zmalloc ((size_t) (n + 1) * sizeof (int));
+    self->lease_slots = (int *) zmalloc ((size_t) self->lease_total * sizeof (int));
     assert (self->slot_part);
     for (int i = 0; i < REDIS_CLUSTER_SLOTS; i++)
         self->slot_part [i] = -2;
-    for (int p = 0; p <= n; p++)
-        self->lease_slots [p] = redis_cluster_slot (self->lease_keys [p],
-                                                    strlen (self->lease_keys [p]));
+    for (int l = 0; l < self->lease_total; l++)
+        self->lease_slots [l] = redis_cluster_slot (self->lease_keys [l],
+                                                    strlen (self->lease_keys [l]));
+    //  Another instance's partitions: a commit never writes there
     for (int p = n - 1; p >= 0; p--)
-        self->slot_part [self->lease_slots [p]] = (int16_t) p;
+        if (!self->owns [p])
+            self->slot_part [self->lease_slots [p]] = -3;
+    for (int p = n - 1; p >= 0; p--)
+        if (self->owns [p])
+            self->slot_part [self->lease_slots [p]] = (int16_t) p;
     //  A partition whose tag shares the base's slot is fenced by the base lease
     self->slot_part [self->base_slot] = -1;
-    self->lease_ids [self->lease_count++] = n;
+    if (self->shared)
+        for (int i = 0; i < self->mine_count; i++)
+            self->lease_ids [self->lease_count++] = n + 1 + self->mine [i];
+    else
+        self->lease_ids [self->lease_count++] = n;
     self->txn = redis_pipeline_new ();
     self->extra = redis_pipeline_new ();
     self->intents_done = zlist_new ();
@@ -947,6 +1034,9 @@ s_subscribers (funnel_engine_t *self)
 static void
 s_step_down (funnel_engine_t *self, int part, const char *holder)
 {
+    //  A lease id: P is the base lease, P + 1 + p partition p's copy
+    if (part > self->cfg.partitions)
+        part -= self->cfg.partitions + 1;
     if (!self->lost)
         log_error ("lease of partition %d lost (now held by '%s'); another instance "
                    "owns this service: stepping down", part, holder ? holder : "nobody");
@@ -1052,7 +1142,9 @@ s_take_leases (funnel_engine_t *self, funnel_error_t *err)
                     rc = FUNNEL_ENGINE_LEASE_HELD;
                 if (rc)
                     funnel_error_set (err, FUNNEL_ERR_UNAVAILABLE,
-                        "partition %d is owned by another instance ('%s')", self->lease_ids [i],
+                        "partition %d is owned by another instance ('%s')",
+                        self->lease_ids [i] > self->cfg.partitions
+                        ? self->lease_ids [i] - self->cfg.partitions - 1 : self->lease_ids [i],
                         s_lease_owner (r->str));
             }
         }
@@ -1084,6 +1176,42 @@ s_fill_u64 (zhashx_t *map, const redisReply *hgetall)
                    strtoull (hgetall->element [i + 1]->str, NULL, 10));
 }
 
+//  A cluster: where records live depends on one or several instances
+//  (funnel_state_set_shared), so that too is fixed for the life of the
+//  data: the first start records it (data from before this check is one
+//  instance's), every start checks it.
+static int
+s_check_layout (funnel_engine_t *self, bool fresh, funnel_error_t *err)
+{
+    char key [KEY_MAX];
+    snprintf (key, sizeof key, "%slayout", self->prefix);
+    const char *mine = self->shared ? "shared" : "partitioned";
+    const char *set [] = { "SET", key, fresh ? mine : "partitioned", "NX" };
+    const char *get [] = { "GET", key };
+    s_send (self, 4, set, NULL);
+    s_send (self, 2, get, NULL);
+    redisReply *r [2];
+    if (s_recv (self, r, 2) != 0)
+        return s_unavailable (err);
+    int rc = 0;
+    if (r [1]->type != REDIS_REPLY_STRING)
+        rc = s_unavailable (err);
+    else
+    if (strcmp (r [1]->str, mine) != 0) {
+        funnel_error_set (err, FUNNEL_ERR_INTERNAL,
+                          "cluster layout: this service's data in Redis was written by %s "
+                          "(%s = '%.16s'), but this topology runs %s; records are kept "
+                          "differently, so the number of instances on a cluster is fixed "
+                          "between one and several for the life of the data",
+                          streq (r [1]->str, "shared") ? "several instances" : "one instance",
+                          key, r [1]->str, self->shared ? "several instances" : "one instance");
+        rc = FUNNEL_ENGINE_LAYOUT;
+    }
+    freeReplyObject (r [0]);
+    freeReplyObject (r [1]);
+    return rc;
+}
+
 //  The partition count is fixed for the life of the data: a record is
 //  found by hash mod P, so another P would silently miss every record and
 //  seq. The first start records P; every start checks it.
@@ -1110,8 +1238,11 @@ s_check_partitions (funnel_engine_t *self, funnel_error_t *err)
                           mine, r [1]->str, self->partitions_key);
         rc = FUNNEL_ENGINE_LAYOUT;
     }
+    bool fresh = r [0]->type == REDIS_REPLY_STATUS;
     freeReplyObject (r [0]);
     freeReplyObject (r [1]);
+    if (rc == 0 && self->cluster)
+        rc = s_check_layout (self, fresh, err);
     return rc;
 }
 
@@ -1174,6 +1305,8 @@ s_recover_intents (funnel_engine_t *self, funnel_error_t *err)
     for (size_t i = 0; i < n && rc == 0; i++) {
         pending_t *p = &pending [i];
         int part = p->slot >= 0 && p->slot < REDIS_CLUSTER_SLOTS ? self->slot_part [p->slot] : -2;
+        if (part == -3)
+            continue;                   //  Another instance's partition: its own sync
         if (part >= 0) {
             char key [KEY_MAX];
             snprintf (key, sizeof key, "%sapplied", funnel_state_prefix (self->state, part));
@@ -1198,7 +1331,8 @@ s_recover_intents (funnel_engine_t *self, funnel_error_t *err)
                 redis_pipeline_reset (self->extra);
                 redis_pipeline_append (self->extra, 3, (const char *[]) { "SET", key, id }, NULL);
                 long long acked = 0;
-                int txn = s_txn (self, p->slot, part, cmds, self->extra, false, false, &acked, err);
+                int txn = s_txn (self, p->slot, part, cmds, self->extra, false, false, false,
+                                 &acked, err);
                 redis_pipeline_destroy (&cmds);
                 if (txn != TXN_OK) {
                     rc = -1;
@@ -1423,6 +1557,10 @@ s_redactor (void *arg, funnel_state_t *st, const char *person)
         bool ours = false;
         if (!s_index_entry (self, s, buckets [asked], KEY_MAX, fields [asked], &ours))
             continue;
+        //  Several instances on a cluster: another's partition is written
+        //  by it alone (proto/privacy.md)
+        if (self->shared && !ours)
+            continue;
         watched [asked] = self->occ && !ours;
         if (watched [asked]) {
             const char *watch [] = { "WATCH", buckets [asked] };
@@ -1480,12 +1618,21 @@ s_redactor (void *arg, funnel_state_t *st, const char *person)
     return 0;
 }
 
+//  The partition an applied id is remembered in: the id's own; with
+//  several instances on a cluster, the event's (owned: only its owner
+//  writes there, in the partition's transaction).
+static int
+s_dedup_part (funnel_engine_t *self, const funnel_event_t *ev)
+{
+    return self->shared ? funnel_engine_event_part (self, ev)
+                        : funnel_partition_of (ev->id, self->cfg.partitions);
+}
+
 //  "<partition prefix>id:<escaped id>"
 static void
-s_dedup_key (funnel_engine_t *self, const char *id, char *key, size_t size)
+s_dedup_key (funnel_engine_t *self, const char *id, int part, char *key, size_t size)
 {
-    const char *prefix = funnel_state_prefix (self->state,
-                                              funnel_partition_of (id, self->cfg.partitions));
+    const char *prefix = funnel_state_prefix (self->state, part);
     size_t prefix_len = strlen (prefix);
     //  Ids are ≤ 64 bytes: a short key always fits
     if (prefix_len + 3 >= size
@@ -1510,8 +1657,11 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
     funnel_rec_t **recs;
     size_t wanted = funnel_state_take_wants (self->state, &recs);
     size_t sent = 0;
-    //  A cluster: one GET per key (an MGET's keys must share a slot)
+    //  A cluster: one GET per key (an MGET's keys must share a slot); the
+    //  ids are WATCHed on one server only (on a cluster each is in a
+    //  partition we own: no other instance writes it)
     bool split = self->cluster != NULL;
+    bool watch_ids = self->occ && !self->cluster;
     if (seen && count > 0) {
         //  The keys' buffer is kept from batch to batch: a fresh 512 kB
         //  one per batch cost page faults on every batch
@@ -1524,10 +1674,11 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
         const char **argv = (const char **) malloc ((count + 1) * sizeof (char *));
         argv [0] = "WATCH";
         for (size_t i = 0; i < count; i++) {
-            s_dedup_key (self, events [i].id, self->keys + i * 512, 512);
+            s_dedup_key (self, events [i].id, s_dedup_part (self, &events [i]),
+                         self->keys + i * 512, 512);
             argv [i + 1] = self->keys + i * 512;
         }
-        if (self->occ)
+        if (watch_ids)
             s_send (self, (int) count + 1, argv, NULL);
         if (split)
             for (size_t i = 0; i < count; i++)
@@ -1547,7 +1698,7 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
         s_send (self, (int) wanted + 1, argv, NULL);
         free (argv);
     }
-    size_t watches = self->occ ? (seen && count > 0) + (wanted > 0) : 0;
+    size_t watches = (watch_ids && seen && count > 0) + (self->occ && wanted > 0);
     for (size_t i = 0; i < wanted; i++) {
         const char *argv [] = { "HGETALL", funnel_rec_key (recs [i]) };
         s_send (self, 2, argv, NULL);
@@ -1562,7 +1713,7 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
     int rc = 0;
     size_t at = 0;
     if (seen && count > 0) {
-        if (self->occ)
+        if (watch_ids)
             at++;                   //  The WATCH of the dedup keys
         if (split)
             for (size_t i = 0; i < count; i++, at++) {
@@ -1596,6 +1747,7 @@ s_prefetch (funnel_engine_t *self, const funnel_event_t *events, size_t count,
 
 typedef struct {
     const char **ids;               //  Applied event ids to remember
+    const int *id_parts;            //  ... in these partitions (s_dedup_part)
     size_t id_count;
     const char *upstream;           //  Checkpoint to write, or NULL
     uint64_t checkpoint;
@@ -1938,7 +2090,7 @@ s_round_run (funnel_engine_t *self, const int *picked, int np, bool renew, bool 
         trip->rt = grp->rt;
         trip->arms = (int *) zmalloc ((size_t) (self->lease_count + 1) * sizeof (int));
         trip->node = redis_cluster_conn_of (self->cluster, grp->slot, &trip->gen);
-        s_trip_build (self, trip, s_lease_key (self, grp->lease), grp->cmds, grp->extra,
+        s_trip_build (self, trip, grp->slot, grp->lease >= -1, grp->cmds, grp->extra,
                       renew, wait);
         rcs [i] = TXN_RETRY;
         counts [i] = 0;
@@ -1983,14 +2135,29 @@ s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked
     if (renew)
         for (int i = 0; i < self->lease_count; i++)
             s_group_of (self, self->lease_slots [self->lease_ids [i]]);
+    //  Shared records: the base transaction checks every record the batch
+    //  read (WATCH) and is its point of no return, whatever it writes
+    if (self->shared)
+        s_group_of (self, self->base_slot);
     int n = self->group_count;
     if (n == 0)
         return TXN_OK;
+    for (int g = 0; g < n; g++)
+        if (self->groups [g].lease == -3) {
+            //  A partition of another instance: its lease fences it from us
+            log_error ("commit: the batch writes slot %d, a partition another instance "
+                       "owns; nothing was applied", self->groups [g].slot);
+            funnel_error_set (err, FUNNEL_ERR_INTERNAL,
+                "store: the batch writes a partition another instance owns (slot %d); "
+                "nothing was applied", self->groups [g].slot);
+            return TXN_REFUSED;
+        }
     long long least = self->cfg.acks, count = 0;
     int rc = TXN_OK;
     if (n == 1) {
         group_t *g = &self->groups [0];
-        rc = s_txn (self, g->slot, g->lease, g->cmds, NULL, renew, wait, &count, err);
+        rc = s_txn (self, g->slot, g->lease, g->cmds, NULL, renew, wait,
+                    self->shared && g->slot == self->base_slot, &count, err);
         if (rc == TXN_OK && g->lease >= 0 && self->obs [g->lease])
             self->obs [g->lease]->touched = true;
         least = count;
@@ -2041,7 +2208,8 @@ s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked
             free (argv);
         }
         group_t *b = &self->groups [base];
-        rc = s_txn (self, b->slot, b->lease, b->cmds, extra, renew, wait, &count, err);
+        rc = s_txn (self, b->slot, b->lease, b->cmds, extra, renew, wait, self->shared, &count,
+                    err);
         if (rc == TXN_OK) {
             zlist_purge (self->intents_done);
             if (count < least)
@@ -2092,7 +2260,7 @@ s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked
                 if (rcs [i] == TXN_RETRY) {
                     counts [i] = 0;
                     rcs [i] = s_txn (self, grp->slot, grp->lease, grp->cmds, grp->extra, renew,
-                                     wait, &counts [i], err);
+                                     wait, false, &counts [i], err);
                 }
                 done [g] = true;
                 if (rcs [i] != TXN_OK) {
@@ -2156,7 +2324,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
     snprintf (ttl, sizeof ttl, "%" PRId64, self->cfg.dedup_ttl_s);
     for (size_t i = 0; i < c->id_count; i++) {
         char key [KEY_MAX];
-        s_dedup_key (self, c->ids [i], key, sizeof key);
+        s_dedup_key (self, c->ids [i], c->id_parts [i], key, sizeof key);
         //  The value says who published it ('1': anonymous; proto/wire.md)
         const char *argv [] = { "SET", key, c->by && *c->by ? c->by : "1", "EX", ttl };
         sink (arg, 5, argv, NULL);
@@ -2367,6 +2535,8 @@ s_begin (funnel_engine_t *self)
 {
     if (self->occ)
         funnel_state_clear (self->state);
+    self->watch_gen = 0;
+    self->watch_broken = false;
     funnel_state_begin (self->state);
     funnel_state_set_now (self->state, s_now_ms ());
     self->out_parts_len = 0;
@@ -2386,6 +2556,7 @@ s_publish_once (funnel_engine_t *self, const funnel_event_t *events, size_t coun
         return s_unavailable (err);
     }
     const char **ids = (const char **) zmalloc ((count + 1) * sizeof (char *));
+    int *id_parts = (int *) zmalloc ((count + 1) * sizeof (int));
     //  Ids accepted so far in this batch, for repeats within it (a set: a
     //  scan of the list made a 1000-event batch cost 500k compares)
     zhashx_t *accepted_ids = NULL;
@@ -2427,6 +2598,7 @@ s_publish_once (funnel_engine_t *self, const funnel_event_t *events, size_t coun
                 err->index = (int) i;
             break;
         }
+        id_parts [accepted] = s_dedup_part (self, ev);
         ids [accepted++] = ev->id;
         if (accepted_ids)
             zhashx_insert (accepted_ids, ev->id, (void *) ev->id);
@@ -2436,6 +2608,7 @@ s_publish_once (funnel_engine_t *self, const funnel_event_t *events, size_t coun
     if (rc != 0) {
         funnel_state_rollback (st, zero);
         free (ids);
+        free (id_parts);
         return rc;
     }
     funnel_state_set_cause (st, NULL, 0);
@@ -2443,9 +2616,10 @@ s_publish_once (funnel_engine_t *self, const funnel_event_t *events, size_t coun
         funnel_state_count (st, "accepted", (int64_t) accepted);
     if (duplicates)
         funnel_state_count (st, "duplicates", (int64_t) duplicates);
-    commit_t c = { ids, accepted, NULL, 0, by, true };
+    commit_t c = { ids, id_parts, accepted, NULL, 0, by, true };
     rc = s_commit (self, &c, err);
     free (ids);
+    free (id_parts);
     *accepted_p = accepted;
     *duplicates_p = duplicates;
     return rc;
@@ -2547,7 +2721,7 @@ s_consume_once (funnel_engine_t *self, const char *upstream, const funnel_event_
         funnel_state_count (st, "consumed", applied);
     if (rejected)
         funnel_state_count (st, "consume_rejected", rejected);
-    commit_t c = { NULL, 0, upstream, position, NULL, false };
+    commit_t c = { NULL, NULL, 0, upstream, position, NULL, false };
     return s_commit (self, &c, err);
 }
 
@@ -2589,7 +2763,7 @@ s_run_timers (funnel_engine_t *self)
     int per = self->occ ? 2 : 1;
     for (int i = 0; i < n; i++) {
         char key [KEY_MAX];
-        snprintf (key, sizeof key, "%stimers", funnel_state_prefix (st, self->mine [i]));
+        snprintf (key, sizeof key, "%stimers", funnel_state_data_prefix (st, self->mine [i]));
         const char *watch [] = { "WATCH", key };
         if (self->occ)
             s_send (self, 2, watch, NULL);
@@ -2647,7 +2821,7 @@ s_run_timers (funnel_engine_t *self)
     if (fired)
         funnel_state_count (st, "timers_fired", fired);
     funnel_error_t err;
-    commit_t c = { NULL, 0, NULL, 0, NULL, false };
+    commit_t c = { NULL, NULL, 0, NULL, 0, NULL, false };
     int rc = s_commit (self, &c, &err);
     //  A conflict (several instances): the timers run again next time
     if (rc != 0 && rc != ENGINE_RETRY && funnel_log_every (&self->last_warn, 1000))
@@ -2666,7 +2840,7 @@ funnel_engine_cron (funnel_engine_t *self)
         //  An empty commit renews the leases and re-arms the fence
         s_begin (self);
         funnel_error_t err;
-        commit_t c = { NULL, 0, NULL, 0, NULL, false };
+        commit_t c = { NULL, NULL, 0, NULL, 0, NULL, false };
         s_commit (self, &c, &err);
     }
 }
@@ -3075,16 +3249,27 @@ funnel_engine_release (funnel_engine_t *self)
             s_free_replies (r, done);
         free (r);
         zlist_purge (self->intents_done);
+        //  One transaction per slot: it deletes every lease of ours there
+        //  (a later one's fence would find an earlier one gone)
         redis_pipeline_t *del = redis_pipeline_new ();
+        int *here = (int *) zmalloc ((size_t) (self->lease_count + 1) * sizeof (int));
         for (int i = 0; i < self->lease_count; i++) {
-            int lease = self->lease_ids [i];
+            int slot = self->lease_slots [self->lease_ids [i]];
+            bool done = false;
+            for (int j = 0; j < i && !done; j++)
+                done = self->lease_slots [self->lease_ids [j]] == slot;
+            if (done)
+                continue;
             redis_pipeline_reset (del);
-            redis_pipeline_append (del, 2, (const char *[]) { "DEL", self->lease_keys [lease] },
-                                   NULL);
+            int count = s_slot_leases (self, slot, here);
+            for (int k = 0; k < count; k++)
+                redis_pipeline_append (del, 2, (const char *[]) { "DEL",
+                                       self->lease_keys [here [k]] }, NULL);
             long long acked = 0;
-            s_txn (self, self->lease_slots [lease], lease == self->cfg.partitions ? -1 : lease,
-                   del, NULL, false, false, &acked, &err);
+            s_txn (self, slot, self->slot_part [slot], del, NULL, false, false, false, &acked,
+                   &err);
         }
+        free (here);
         redis_pipeline_destroy (&del);
         self->generation = 0;
         return;
@@ -3136,6 +3321,9 @@ s_test_add (funnel_state_t *st, const funnel_event_t *ev, funnel_error_t *err)
     funnel_rec_t *rec = funnel_state_rec (st, "counter", key);
     assert (rec);
     funnel_rec_add (rec, "total", n);
+    //  A record every instance writes (keys "tally..."): the cluster's shared test
+    if (strncmp (key, "tally", 5) == 0)
+        funnel_rec_add (funnel_state_global (st, "tally", "all"), "total", n);
     funnel_state_count (st, "added", n);
     funnel_state_push (st, "log", key, ev->id, strlen (ev->id), 2);
     funnel_state_emit (st, "test.added", NULL);
@@ -3946,12 +4134,147 @@ s_test_cluster (const char *seeds)
     redis_cluster_destroy (&cluster);
 }
 
+//  Two instances on a cluster (shared records under the base tag): a
+//  record both write stays exact through a WATCH conflict; a stop between
+//  the base transaction and a partition's is completed by the same
+//  instance's restart, never by the other; the other layout is refused.
+static funnel_engine_t *
+s_test_shared_engine (redis_cluster_t *cluster, const char *owner, bool *owns)
+{
+    funnel_engine_cfg_t cfg = {
+        .svc = "alpha", .prefix = "{funnel:sh}:", .owner = owner, .partitions = 4,
+        .lease_ms = 2000, .part_outbox = true, .owns = owns
+    };
+    funnel_engine_t *engine = funnel_engine_new (&cfg, &s_test_rules, NULL);
+    funnel_engine_use_cluster (engine, cluster);
+    return engine;
+}
+
+static void
+s_test_cluster_shared (const char *seeds)
+{
+    redis_url_t url;
+    assert (redis_url_parse (seeds, &url, NULL) == 0);
+    //  One client each: a WATCH lives on its connection
+    redis_cluster_t *ca = redis_cluster_new (&url), *cb = redis_cluster_new (&url);
+    static bool owns_a [4] = { true, true, false, false }, owns_b [4] = { false, false, true, true };
+    funnel_engine_t *a = s_test_shared_engine (ca, "host|tcp://a", owns_a);
+    funnel_engine_t *b = s_test_shared_engine (cb, "host|tcp://b", owns_b);
+    funnel_error_t err;
+    funnel_error_clear (&err);
+    assert (funnel_engine_sync (a, &err) == 0);
+    assert (funnel_engine_sync (b, &err) == 0);
+    redisReply *layout = s_test_cluster_cmd (ca, 2, (const char *[]) { "GET", "{funnel:sh}:layout" });
+    assert (layout->type == REDIS_REPLY_STRING && streq (layout->str, "shared"));
+    freeReplyObject (layout);
+    char ka [16] = "", kb [16] = "";
+    for (int i = 0; !*ka || !*kb; i++) {
+        char key [16];
+        snprintf (key, sizeof key, "tally%d", i);
+        int p = funnel_partition_of (key, 4);
+        if (p < 2 && !*ka)
+            snprintf (ka, sizeof ka, "%s", key);
+        if (p >= 2 && !*kb)
+            snprintf (kb, sizeof kb, "%s", key);
+    }
+    int pa = funnel_partition_of (ka, 4);
+    msgpack_sbuffer reply;
+    msgpack_sbuffer_init (&reply);
+    test_batch_t batch;
+    int ns [] = { 1, 2 }, three [] = { 3 };
+    s_test_batch (&batch, "a0-", ka, ns, 2, 5);
+    assert (funnel_engine_publish (a, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    //  a reads the shared record (a GET: WATCHed on a's connection), b
+    //  changes it, then a's next commit conflicts and runs again
+    funnel_state_clear (a->state);
+    assert (funnel_state_global (a->state, "tally", "all"));
+    s_test_batch (&batch, "b0-", kb, three, 1, 5);
+    assert (funnel_engine_publish (b, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    uint64_t conflicts = a->conflicts;
+    s_test_batch (&batch, "a1-", ka, ns, 2, 5);
+    assert (funnel_engine_publish (a, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    assert (a->conflicts == conflicts + 1);
+    s_test_cluster_expect (ca, "HGET", "{funnel:sh}:0:tally:all", "total", 9);
+    char key [64];
+    snprintf (key, sizeof key, "{funnel:sh}:%d:counter:%s", pa, ka);
+    s_test_cluster_expect (ca, "HGET", key, "total", 6);
+    //  Outbox and applied ids stay in the partition's own slot
+    snprintf (key, sizeof key, "{funnel:sh:%d}:seq", pa);
+    s_test_cluster_expect (ca, "GET", key, NULL, 4);
+    snprintf (key, sizeof key, "{funnel:sh:%d}:id:a1-0", pa);
+    s_test_cluster_expect (ca, "EXISTS", key, NULL, 1);
+    s_test_cluster_expect (ca, "HGET", "{funnel:sh}:stats", "accepted", 5);
+
+    //  a stops after its base transaction: b goes on and leaves a's
+    //  pending partition alone; a's restart completes it once
+    a->test_crash = true;
+    int ten [] = { 10 };
+    s_test_batch (&batch, "a2-", ka, ten, 1, 5);
+    assert (funnel_engine_publish (a, batch.events, batch.count, true, NULL, &reply, &err) == -1);
+    s_test_batch_free (&batch);
+    funnel_engine_destroy (&a);
+    //  The records went with the base transaction; the output not yet
+    s_test_cluster_expect (ca, "HGET", "{funnel:sh}:0:tally:all", "total", 19);
+    snprintf (key, sizeof key, "{funnel:sh}:%d:counter:%s", pa, ka);
+    s_test_cluster_expect (ca, "HGET", key, "total", 16);
+    snprintf (key, sizeof key, "{funnel:sh:%d}:seq", pa);
+    s_test_cluster_expect (ca, "GET", key, NULL, 4);
+    assert (funnel_engine_sync (b, &err) == 0);
+    s_test_batch (&batch, "b1-", kb, three, 1, 5);
+    assert (funnel_engine_publish (b, batch.events, batch.count, true, NULL, &reply, &err) == 0);
+    s_test_batch_free (&batch);
+    s_test_cluster_expect (ca, "GET", key, NULL, 4);
+    a = s_test_shared_engine (ca, "host|tcp://a", owns_a);
+    assert (funnel_engine_sync (a, &err) == 0);
+    s_test_cluster_expect (ca, "GET", key, NULL, 5);
+    s_test_cluster_expect (ca, "HGET", "{funnel:sh}:0:tally:all", "total", 22);
+    snprintf (key, sizeof key, "{funnel:sh:%d}:id:a2-0", pa);
+    s_test_cluster_expect (ca, "EXISTS", key, NULL, 1);
+
+    //  One instance on this data: another layout, refused
+    funnel_engine_cfg_t one = {
+        .svc = "alpha", .prefix = "{funnel:sh}:", .owner = "host|tcp://c", .partitions = 4,
+        .lease_ms = 2000, .part_outbox = true
+    };
+    redis_cluster_t *cc = redis_cluster_new (&url);
+    funnel_engine_t *c = funnel_engine_new (&one, &s_test_rules, NULL);
+    funnel_engine_use_cluster (c, cc);
+    assert (funnel_engine_sync (c, &err) == FUNNEL_ENGINE_LAYOUT);
+    assert (strstr (err.message, "cluster layout"));
+    funnel_engine_destroy (&c);
+    redis_cluster_destroy (&cc);
+
+    //  The base copy of a's lease taken by another: a steps down with
+    //  nothing applied
+    snprintf (key, sizeof key, "{funnel:sh}:lease:%d", pa);
+    freeReplyObject (s_test_cluster_cmd (ca, 3, (const char *[]) { "SET", key, "99|host|tcp://z" }));
+    s_test_batch (&batch, "a3-", ka, ns, 1, 5);
+    assert (funnel_engine_publish (a, batch.events, batch.count, true, NULL, &reply, &err) == -1);
+    assert (funnel_engine_lost (a));
+    s_test_batch_free (&batch);
+    s_test_cluster_expect (ca, "HGET", "{funnel:sh}:0:tally:all", "total", 22);
+    //  b's clean stop gives its leases back, copies included
+    funnel_engine_release (b);
+    snprintf (key, sizeof key, "{funnel:sh}:lease:%d", funnel_partition_of (kb, 4));
+    s_test_cluster_expect (cb, "EXISTS", key, NULL, 0);
+    msgpack_sbuffer_destroy (&reply);
+    funnel_engine_destroy (&a);
+    funnel_engine_destroy (&b);
+    redis_cluster_destroy (&ca);
+    redis_cluster_destroy (&cb);
+}
+
 void
 funnel_engine_test (bool verbose)
 {
     const char *seeds = getenv ("FUNNEL_TEST_REDIS_CLUSTER");
-    if (seeds && *seeds)
+    if (seeds && *seeds) {
         s_test_cluster (seeds);
+        s_test_cluster_shared (seeds);
+    }
     const char *text = getenv ("FUNNEL_TEST_REDIS_URL");
     if (!text || !*text) {
         if (verbose)

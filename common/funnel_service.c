@@ -814,20 +814,13 @@ s_start (service_t *self)
     self->cfg.part_outbox = funnel_topology_partitioned (self->topology);
     if (parsed.mode == REDIS_MODE_CLUSTER) {
         //  A cluster spreads partitions: each needs its own outbox, seq and
-        //  checkpoints (instances), and one writer of every shared record
-        //  (a commit there is one transaction per slot: proto/wire.md, "Cluster")
+        //  checkpoints (instances); a commit there is one transaction per
+        //  slot (proto/wire.md, "Cluster")
         if (!self->cfg.part_outbox) {
             log_error ("redis url lists %d nodes (a Redis Cluster): the [%s] section must "
                        "list its instances (one instance owning every partition is enough) "
                        "so that each partition has its own outbox; see proto/wire.md, "
                        "\"Cluster\"", parsed.node_count, name);
-            return 2;
-        }
-        if (funnel_topology_count (self->topology) > 1) {
-            log_error ("redis url lists %d nodes (a Redis Cluster): [%s] lists %d instances; "
-                       "on a cluster this version runs one instance per service (owning "
-                       "every partition); see proto/wire.md, \"Cluster\"", parsed.node_count,
-                       name, funnel_topology_count (self->topology));
             return 2;
         }
     }

@@ -76,7 +76,10 @@ typedef struct {
 struct _funnel_state_t {
     char *svc;
     int partitions;
-    char **prefixes;
+    char **prefixes;            //  Each partition's tag (the engine's keys)
+    char **data;                //  Where each partition's records, lists,
+                                //  timers and person indexes live: its own
+                                //  prefix, or shared (funnel_state_set_shared)
     char *base;                 //  The service's base prefix (series keys)
     int64_t series_keep [2];    //  Seconds hour / day buckets are kept
     size_t cache_max;
@@ -231,6 +234,24 @@ funnel_state_prefix (funnel_state_t *self, int part)
     return self->prefixes [part];
 }
 
+const char *
+funnel_state_data_prefix (funnel_state_t *self, int part)
+{
+    assert (part >= 0 && part < self->partitions);
+    return self->data [part];
+}
+
+void
+funnel_state_set_shared (funnel_state_t *self, bool shared)
+{
+    funnel_state_clear (self);
+    for (int p = 0; p < self->partitions; p++) {
+        if (self->data [p] != self->prefixes [p])
+            free (self->data [p]);
+        self->data [p] = shared ? zsys_sprintf ("%s%d:", self->base, p) : self->prefixes [p];
+    }
+}
+
 int
 funnel_state_partitions (funnel_state_t *self)
 {
@@ -282,6 +303,8 @@ funnel_state_new (const char *svc, const char *prefix, int partitions, size_t ca
             snprintf (buf, sizeof buf, "%s%d:", prefix, p);
         self->prefixes [p] = strdup (buf);
     }
+    self->data = (char **) zmalloc (partitions * sizeof (char *));
+    memcpy (self->data, self->prefixes, partitions * sizeof (char *));
     self->cache = zhashx_new ();
     zhashx_set_destructor (self->cache, (zhashx_destructor_fn *) s_rec_destroy);
     self->lru = zlistx_new ();
@@ -309,8 +332,12 @@ funnel_state_destroy (funnel_state_t **self_p)
         s_reset_writes (self);
         zlistx_destroy (&self->lru);
         zhashx_destroy (&self->cache);
-        for (int p = 0; p < self->partitions; p++)
+        for (int p = 0; p < self->partitions; p++) {
+            if (self->data [p] != self->prefixes [p])
+                free (self->data [p]);
             free (self->prefixes [p]);
+        }
+        free (self->data);
         free (self->prefixes);
         free (self->undo.items);
         free (self->dirty.items);
@@ -385,10 +412,10 @@ s_lookup (funnel_state_t *self, int part, const char *kind, const char *id)
     //  "<prefix><kind>:<escaped id>", built without printf: this runs for
     //  every record read or prefetched
     char key [KEY_MAX];
-    size_t prefix_len = strlen (self->prefixes [part]), kind_len = strlen (kind);
+    size_t prefix_len = strlen (self->data [part]), kind_len = strlen (kind);
     if (prefix_len + kind_len + 1 >= sizeof key)
         return NULL;
-    memcpy (key, self->prefixes [part], prefix_len);
+    memcpy (key, self->data [part], prefix_len);
     memcpy (key + prefix_len, kind, kind_len);
     key [prefix_len + kind_len] = ':';
     size_t head = prefix_len + kind_len + 1;
@@ -865,7 +892,7 @@ s_entity_key (funnel_state_t *self, const char *owner, const char *kind, const c
     if (funnel_key_escape (id, escaped, sizeof escaped) < 0)
         return -1;
     if (snprintf (key, size, "%s%s:%s",
-                  self->prefixes [funnel_partition_of (owner, self->partitions)], kind, escaped)
+                  self->data [funnel_partition_of (owner, self->partitions)], kind, escaped)
         >= (int) size)
         return -1;
     return 0;
@@ -932,7 +959,7 @@ s_timer_op (funnel_state_t *self, int part, const char *name, const char *id, in
     if (part < 0 || part >= self->partitions
     ||  funnel_key_escape (id, escaped, sizeof escaped) < 0)
         return;
-    snprintf (key, sizeof key, "%stimers", self->prefixes [part]);
+    snprintf (key, sizeof key, "%stimers", self->data [part]);
     timer_op_t *op = (timer_op_t *) s_vec_push (&self->timers);
     op->key = strdup (key);
     op->member = zsys_sprintf ("%s:%s", name, escaped);

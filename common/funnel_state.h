@@ -91,6 +91,14 @@ int
 //  The prefix of partition part, e.g. "{funnel:alpha:3}:".
 const char *
     funnel_state_prefix (funnel_state_t *self, int part);
+//  Where partition part's records, lists, timers and person index live:
+//  its own prefix, or with shared set "<base prefix><part>:" under the
+//  service's one tag (several instances on a Redis Cluster: one
+//  transaction can then check and write every record a batch read).
+const char *
+    funnel_state_data_prefix (funnel_state_t *self, int part);
+void
+    funnel_state_set_shared (funnel_state_t *self, bool shared);
 int
     funnel_state_partitions (funnel_state_t *self);
 
