@@ -202,8 +202,23 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+# Every port of the run is drawn at once, all sockets held together, so no
+# two are the same (one drawn at a time, the kernel may hand a released
+# port out again: with two instances a service the run needs 24, and a
+# daemon then failed to bind, or another got its traffic). take_port sets
+# port to the next one (no subshell, so the index advances).
+# 3 nodes and their buses, the monitor's 2, an api and a pub an instance
+pool=($(python3 -c '
+import socket, sys
+held = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in held:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))' $((8 + 8 * ${instances:-1}))))
+[ "${#pool[@]}" -gt 0 ] || { echo "run_funnel_bench: no free loopback ports" >&2; exit 1; }
+pool_next=0
+take_port() {
+    port=${pool[pool_next]}
+    pool_next=$((pool_next + 1))
 }
 
 # One redis-server on a free port: AOF everysec, as the launcher's. Sets
@@ -211,7 +226,8 @@ free_port() {
 start_redis() {
     local d=$1 i=0; shift
     mkdir -p "$d"
-    node_port=$(free_port)
+    take_port
+    node_port=$port
     redis-server --port "$node_port" --bind 127.0.0.1 --dir "$d" --save '' \
         --appendonly yes --appendfsync everysec --logfile "$d/redis.log" "$@" &
     node_pid=$!
@@ -235,7 +251,8 @@ if [ "$cluster" = 0 ]; then
 else
     seeds=()
     for i in 0 1 2; do
-        start_redis "$dir/node-$i" --cluster-enabled yes --cluster-port "$(free_port)" \
+        take_port
+        start_redis "$dir/node-$i" --cluster-enabled yes --cluster-port "$port" \
             --cluster-config-file "$dir/node-$i/nodes.conf" --cluster-node-timeout 5000
         redis_args+=(--redis-pid "redis-$i=$node_pid")
         seeds+=("127.0.0.1:$node_port")
@@ -296,18 +313,18 @@ names=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
             echo "    instances"
             for ((k = 0; k < instances; k++)); do
                 echo "        ${names[k]}"
-                echo "            api = \"tcp://127.0.0.1:$(free_port)\""
-                echo "            pub = \"tcp://127.0.0.1:$(free_port)\""
+                take_port; echo "            api = \"tcp://127.0.0.1:$port\""
+                take_port; echo "            pub = \"tcp://127.0.0.1:$port\""
                 echo "            owns = \"$((k * parts / instances))-$(((k + 1) * parts / instances - 1))\""
             done
         else
-            echo "    api = \"tcp://127.0.0.1:$(free_port)\""
-            echo "    pub = \"tcp://127.0.0.1:$(free_port)\""
+            take_port; echo "    api = \"tcp://127.0.0.1:$port\""
+            take_port; echo "    pub = \"tcp://127.0.0.1:$port\""
         fi
     done
     echo "monitor"
-    echo "    http = \"127.0.0.1:$(free_port)\""
-    echo "    pub = \"tcp://127.0.0.1:$(free_port)\""
+    take_port; echo "    http = \"127.0.0.1:$port\""
+    take_port; echo "    pub = \"tcp://127.0.0.1:$port\""
 } >"$cfg"
 
 # Every daemon by label: "leads", or "leads@a" per instance; started lists
