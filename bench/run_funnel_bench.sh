@@ -343,21 +343,6 @@ for s in retention sales leads campaign monitor; do     # downstream first
         pid[$label]=$!
         started+=("$label")
         pids+=(--pid "$label=${pid[$label]}")
-        # Engine start race, worked around here (FUNNEL_BENCH_START_AT_ONCE=1
-        # shows it): on a fresh cluster the first instance SETs partitions
-        # NX, then layout NX 'shared'; a second one starting meanwhile sees
-        # partitions already set, takes the data for one instance's, SETs
-        # layout NX 'partitioned' first, and both refuse to start ("cluster
-        # layout"). So the others start once the first recorded the layout
-        # (bounded: 10 s, then they start anyway and the run says why).
-        if [ "$cluster" = 1 ] && [ "${instances:-1}" -gt 1 ] && [ "$inst" = a ] &&
-           [ "${FUNNEL_BENCH_START_AT_ONCE:-0}" != 1 ]; then
-            for ((w = 0; w < 200; w++)); do
-                [ -n "$(redis-cli -c -p "${seeds[0]##*:}" get "{funnel:$s}:layout" 2>/dev/null)" ] && break
-                kill -0 "${pid[$label]}" 2>/dev/null || break
-                sleep 0.05
-            done
-        fi
     done
 done
 
