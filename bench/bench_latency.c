@@ -3,12 +3,14 @@
 #include "bench_journey.h"
 #include "bench_latency.h"
 #include "bench_pipe.h"
+#include "bench_route.h"
 #include "funnel_signals.h"
 
 struct _bench_latency_t {
     char *run;
-    funnel_client_t *sales, *leads;
-    char *campaign_api;
+    funnel_topology_t *sales_topology, *leads_topology, *campaign_topology;
+    //  One client per instance: each probe goes to its partition's owner
+    funnel_client_t *sales [FUNNEL_INSTANCES_MAX], *leads [FUNNEL_INSTANCES_MAX];
     bench_probe_t idle [BENCH_PROBES], loaded [BENCH_PROBES];
     int64_t counter;            //  Probe event numbers, unique in the run
     int64_t load_events, load_us;
@@ -21,14 +23,18 @@ static const char *s_names [BENCH_PROBES] = {
 static const char *s_keys [BENCH_PROBES] = { "sales_ping", "sales_publish", "leads_publish" };
 
 bench_latency_t *
-bench_latency_new (const char *run, funnel_client_t *sales, funnel_client_t *leads,
-                   const char *campaign_api)
+bench_latency_new (const char *run, funnel_topology_t *sales, funnel_topology_t *leads,
+                   funnel_topology_t *campaign)
 {
     bench_latency_t *self = (bench_latency_t *) zmalloc (sizeof (bench_latency_t));
     self->run = strdup (run);
-    self->sales = sales;
-    self->leads = leads;
-    self->campaign_api = strdup (campaign_api);
+    self->sales_topology = sales;
+    self->leads_topology = leads;
+    self->campaign_topology = campaign;
+    for (int i = 0; i < funnel_topology_count (sales); i++)
+        self->sales [i] = funnel_client_new (funnel_topology_at (sales, i)->api);
+    for (int i = 0; i < funnel_topology_count (leads); i++)
+        self->leads [i] = funnel_client_new (funnel_topology_at (leads, i)->api);
     for (int p = 0; p < BENCH_PROBES; p++) {
         self->idle [p].name = self->loaded [p].name = s_names [p];
         self->idle [p].key = self->loaded [p].key = s_keys [p];
@@ -46,8 +52,11 @@ bench_latency_destroy (bench_latency_t **self_p)
             free (self->idle [p].us);
             free (self->loaded [p].us);
         }
+        for (int i = 0; i < FUNNEL_INSTANCES_MAX; i++) {
+            funnel_client_destroy (&self->sales [i]);
+            funnel_client_destroy (&self->leads [i]);
+        }
         free (self->run);
-        free (self->campaign_api);
         free (self);
         *self_p = NULL;
     }
@@ -56,11 +65,12 @@ bench_latency_destroy (bench_latency_t **self_p)
 
 //  --------------------------------------------------------------------------
 //  The background load: an actor that keeps `window` batches of touches in
-//  flight to campaign until STOP. It says WARM after the first reply, then
-//  answers STOP with "<events acked> <µs> <error>".
+//  flight to campaign (per instance: each touch to its partition's owner)
+//  until STOP. It says WARM after the first reply, then answers STOP with
+//  "<events acked> <µs> <error>".
 
 typedef struct {
-    const char *endpoint;
+    funnel_topology_t *topology;    //  Read only, the caller's
     const char *run;
     int batch, window;
 } loader_args_t;
@@ -69,7 +79,8 @@ static void
 s_loader (zsock_t *pipe, void *args)
 {
     loader_args_t *a = (loader_args_t *) args;
-    bench_pipe_t *out = bench_pipe_new ("campaign (load)", a->endpoint, a->window, 60000);
+    bench_route_t *out = bench_route_new (a->topology, "campaign", "campaign (load)",
+                                          a->batch, a->window, 60000);
     zsock_signal (pipe, 0);
     msgpack_sbuffer sbuf;
     msgpack_sbuffer_init (&sbuf);
@@ -78,16 +89,16 @@ s_loader (zsock_t *pipe, void *args)
     int64_t next = 0, start = zclock_usecs ();
     bool warm = false, stop = false;
     while (!stop) {
-        while (out && bench_pipe_ready (out)) {
-            msgpack_pack_array (&pk, a->batch);
-            for (int i = 0; i < a->batch; i++)
-                bench_pack_load_touch (&pk, a->run, next++);
-            bench_pipe_send (out, &sbuf, a->batch);
+        while (out && bench_route_ready (out, 1)) {
+            bench_pack_load_touch (&pk, a->run, next++);
+            bench_route_add (out, &sbuf, 1);
         }
-        zmq_pollitem_t items [2] = {
-            { zsock_resolve (pipe), 0, ZMQ_POLLIN, 0 },
-            { out ? zsock_resolve (bench_pipe_sock (out)) : NULL, 0, ZMQ_POLLIN, 0 } };
-        zmq_poll (items, out ? 2 : 1, 100);
+        if (out)
+            bench_route_flush (out, BENCH_FLUSH_FULL);
+        zmq_pollitem_t items [FUNNEL_INSTANCES_MAX + 1] = {
+            { zsock_resolve (pipe), 0, ZMQ_POLLIN, 0 } };
+        int polled = 1 + (out ? bench_route_poll_items (out, items + 1, FUNNEL_INSTANCES_MAX) : 0);
+        zmq_poll (items, polled, 100);
         if (items [0].revents & ZMQ_POLLIN) {
             char *command = zstr_recv (pipe);
             if (!command || streq (command, "$TERM"))
@@ -95,23 +106,21 @@ s_loader (zsock_t *pipe, void *args)
             else
             if (streq (command, "STOP")) {
                 zstr_sendf (pipe, "%" PRId64 " %" PRId64 " %s",
-                            out ? bench_pipe_acked (out) : 0, zclock_usecs () - start,
-                            out ? bench_pipe_error (out) : "cannot connect");
-                bench_pipe_destroy (&out);
+                            out ? bench_route_acked (out) : 0, zclock_usecs () - start,
+                            out ? bench_route_error (out) : "cannot connect");
+                bench_route_destroy (&out);
             }
             zstr_free (&command);
         }
-        if (out && (items [1].revents & ZMQ_POLLIN))
-            bench_pipe_recv (out);
         if (out)
-            bench_pipe_check (out);
-        if (out && !warm && (bench_pipe_acked (out) > 0 || bench_pipe_failed (out))) {
+            bench_route_recv (out);
+        if (out && !warm && (bench_route_acked (out) > 0 || bench_route_failed (out))) {
             zstr_send (pipe, "WARM");
             warm = true;
         }
     }
     msgpack_sbuffer_destroy (&sbuf);
-    bench_pipe_destroy (&out);
+    bench_route_destroy (&out);
 }
 
 
@@ -156,10 +165,17 @@ s_probe (bench_latency_t *self, bench_probe_t probes [BENCH_PROBES], int rounds,
             else
             if (p == 2)
                 bench_pack_probe_capture (&pk, self->run, k);
+            //  PING to the owner of partition 0, an event to its partition's
+            funnel_client_t *client = p == 0
+                ? self->sales [funnel_topology_owner_index (self->sales_topology, 0)]
+                : p == 1 ? self->sales [bench_route_owner (self->sales_topology, "sales",
+                                                           sbuf.data, sbuf.size)]
+                : self->leads [bench_route_owner (self->leads_topology, "leads",
+                                                  sbuf.data, sbuf.size)];
             zframe_t *reply = NULL;
             int64_t begin = zclock_usecs ();
             funnel_call_status_t status = funnel_client_call (
-                p == 2 ? self->leads : self->sales, p == 0 ? "PING" : "PUBLISH",
+                client, p == 0 ? "PING" : "PUBLISH",
                 p == 0 ? NULL : sbuf.data, p == 0 ? 0 : sbuf.size, 10000, &reply);
             int64_t took = zclock_usecs () - begin;
             if (status == FUNNEL_CALL_OK)
@@ -177,7 +193,7 @@ void
 bench_latency_run (bench_latency_t *self, int probes, int seconds, int batch, int window)
 {
     s_probe (self, self->idle, probes, seconds);
-    loader_args_t args = { self->campaign_api, self->run, batch, window };
+    loader_args_t args = { self->campaign_topology, self->run, batch, window };
     zactor_t *loader = zactor_new (s_loader, &args);
     zsock_set_rcvtimeo (zactor_sock (loader), 30000);
     char *warm = zstr_recv (loader);
@@ -242,10 +258,16 @@ bench_latency_test (bool verbose)
     assert (bench_probe_percentile (&probe, 0.99) == 10);
     probe.count = 0;
     assert (bench_probe_percentile (&probe, 0.50) == -1);
-    bench_latency_t *latency = bench_latency_new ("r", NULL, NULL, "tcp://127.0.0.1:1");
+    funnel_config_t *config = funnel_config_from_text (
+        "sales\n    api = \"tcp://127.0.0.1:1\"\n    pub = \"tcp://127.0.0.1:2\"\n", "sales");
+    funnel_topology_t *topology = funnel_topology_new (config, "sales");
+    assert (topology);
+    bench_latency_t *latency = bench_latency_new ("r", topology, topology, topology);
     assert (bench_latency_probe (latency, true, 2)->key == s_keys [2]);
     assert (bench_latency_load_rate (latency) == 0);
     bench_latency_destroy (&latency);
+    funnel_topology_destroy (&topology);
+    funnel_config_destroy (&config);
     assert (latency == NULL);
     if (verbose)
         printf ("OK\n");

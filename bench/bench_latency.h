@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "funnel_client.h"
+#include "funnel_topology.h"
 
 #define BENCH_PROBES    3       //  sales PING, sales PUBLISH, leads PUBLISH
 
@@ -28,10 +29,11 @@ typedef struct {
 
 typedef struct _bench_latency_t bench_latency_t;
 
-//  The clients stay the caller's.
+//  The topologies stay the caller's (and must outlive this): each probe
+//  and each load touch goes to the instance owning its partition.
 bench_latency_t *
-    bench_latency_new (const char *run, funnel_client_t *sales, funnel_client_t *leads,
-                       const char *campaign_api);
+    bench_latency_new (const char *run, funnel_topology_t *sales, funnel_topology_t *leads,
+                       funnel_topology_t *campaign);
 void
     bench_latency_destroy (bench_latency_t **self_p);
 

@@ -24,6 +24,7 @@
 #include "bench_latency.h"
 #include "bench_pipe.h"
 #include "bench_redis.h"
+#include "bench_route.h"
 #include "event_codec.h"
 #include "funnel_client.h"
 #include "funnel_config.h"
@@ -36,6 +37,8 @@ enum { CAMPAIGN, LEADS, SALES, RETENTION };
 static const char *s_names [SERVICES] = { "campaign", "leads", "sales", "retention" };
 #define MEMROWS     256
 #define REDIS_NODES_MAX 16
+#define PROCS_MAX       64      //  Daemon processes (instances and the monitor)
+#define MONITOR         SERVICES
 #define CMDSTATS    256
 
 //  STATS counters read; per_journey ≥ 0 is the exact delta N journeys must
@@ -45,18 +48,21 @@ typedef struct {
     int per_journey;
 } counter_t;
 
-static const counter_t s_counters [SERVICES][12] = {
+//  `conflicts` (with instances: batches re-run because another instance
+//  changed a record they read) is reported, absent without instances.
+static const counter_t s_counters [SERVICES][13] = {
     { { "accepted", 6 }, { "consumed", 4 }, { "touches", 6 }, { "reached", 1 },
       { "engaged", 1 }, { "conv_lead", 1 }, { "conv_mql", 1 }, { "conv_sql", 1 },
-      { "conv_won", 1 }, { "consume_rejected", 0 }, { "duplicates", -1 }, { NULL, 0 } },
+      { "conv_won", 1 }, { "consume_rejected", 0 }, { "duplicates", -1 }, { "conflicts", -1 },
+      { NULL, 0 } },
     { { "accepted", 1 }, { "consumed", 6 }, { "leads", 1 }, { "mql", 1 }, { "sql", 1 },
-      { "consume_rejected", 0 }, { "duplicates", -1 }, { NULL, 0 } },
+      { "consume_rejected", 0 }, { "duplicates", -1 }, { "conflicts", -1 }, { NULL, 0 } },
     { { "accepted", 2 }, { "consumed", 1 }, { "deals", 1 }, { "won", 1 }, { "offers", 1 },
-      { "consume_rejected", 0 }, { "duplicates", -1 }, { NULL, 0 } },
+      { "consume_rejected", 0 }, { "duplicates", -1 }, { "conflicts", -1 }, { NULL, 0 } },
     { { "accepted", 1 }, { "consumed", 1 }, { "customers", 1 }, { "repeat", 1 },
-      { "consume_rejected", 0 }, { "duplicates", -1 }, { NULL, 0 } },
+      { "consume_rejected", 0 }, { "duplicates", -1 }, { "conflicts", -1 }, { NULL, 0 } },
 };
-#define COUNTERS    12
+#define COUNTERS    13
 
 typedef struct {
     int64_t journeys;
@@ -69,7 +75,14 @@ typedef struct {
     int drop_every;             //  Test hook: ignore every k-th announcement
     bool touch_ingest;          //  Only touches to campaign: -n counts touches
     bool series;                //  --touch-ingest: print every sample to stderr
-    int pids [SERVICES + 1];    //  The four services, then the monitor (0: none)
+    //  The daemons' processes, for RSS and CPU: one per service, or one per
+    //  instance (label "leads@a"), and the monitor (svc MONITOR)
+    struct {
+        int svc;
+        char label [48];
+        int pid;
+    } procs [PROCS_MAX];
+    int proc_count;
     //  redis-server processes (one, or a cluster's nodes), for their CPU
     //  over the journeys from /proc: engine-agnostic, no INFO needed
     char redis_names [REDIS_NODES_MAX][32];
@@ -88,15 +101,16 @@ typedef struct {
 typedef struct {
     options_t opt;
     funnel_config_t *config;
-    //  Where each service answers: its section's api/pub, or with instances
-    //  the owner of partition 0 (one instance owning all, as on a cluster)
+    //  Who owns which partition of each service: PUBLISH goes to the owner
+    //  of each event's partition (route), PING/STATS/GET to the owner of
+    //  partition 0 (client: any instance answers them for the whole service)
     funnel_topology_t *topology [SERVICES];
     funnel_client_t *client [SERVICES];
     bench_redis_t *redis;
     char run [16];
     zsock_t *sub;               //  deal.opened (sales), customer.onboarded (retention)
     //  Journey phase
-    bench_pipe_t *pipe [SERVICES];
+    bench_route_t *route [SERVICES];
     int64_t touch_next, capture_next;
     uint8_t *flags;             //  Per journey: DEAL_SEEN, CUSTOMER_SEEN
     char (*deal) [FUNNEL_ID_MAX + 1];
@@ -126,12 +140,12 @@ s_packer (msgpack_sbuffer *sbuf, msgpack_packer *pk)
     msgpack_packer_init (pk, sbuf, msgpack_sbuffer_write);
 }
 
-//  The service's api or pub endpoint (kind), by the topology.
+//  Where the service answers PING, STATS and GET: the owner of partition 0
+//  (STATS counters are service-wide, and any instance answers GET).
 static const char *
-s_endpoint (bench_t *self, int service, const char *kind)
+s_api (bench_t *self, int service)
 {
-    const funnel_instance_t *owner = funnel_topology_owner (self->topology [service], 0);
-    return streq (kind, "pub") ? owner->pub : owner->api;
+    return funnel_topology_owner (self->topology [service], 0)->api;
 }
 
 //  One request; on OK the decoded reply body (caller destroys), else NULL
@@ -270,37 +284,65 @@ s_proc (int pid, proc_t *proc)
 }
 
 
+//  Every daemon process listed (opt->procs), in that order.
+static void
+s_procs (const options_t *opt, proc_t *procs)
+{
+    for (int i = 0; i < opt->proc_count; i++)
+        s_proc (opt->procs [i].pid, &procs [i]);
+}
+
+//  CPU ticks of service s (the sum over its instances; MONITOR: the
+//  monitor) between two readings; -1 when none of its processes is listed.
+static int64_t
+s_svc_ticks (const options_t *opt, const proc_t *before, const proc_t *after, int s)
+{
+    int64_t ticks = -1;
+    for (int i = 0; i < opt->proc_count; i++)
+        if (opt->procs [i].svc == s)
+            ticks = MAX (ticks, 0) + after [i].utime - before [i].utime;
+    return ticks;
+}
+
 //  --------------------------------------------------------------------------
 //  Start: services answer, subscriptions live, campaigns and the probe deal
 
+//  Every instance of every service answers PING with Redis ok.
 static int
 s_wait_ready (bench_t *self)
 {
-    for (int s = 0; s < SERVICES; s++) {
-        int64_t deadline = zclock_mono () + 15000;
-        bool ok = false;
-        while (!ok && zclock_mono () < deadline && !funnel_stop) {
-            event_codec_t *msg = s_call (self->client [s], "PING", NULL, 1000, NULL);
-            char redis [16] = "";
-            if (msg)
-                event_codec_obj_strcpy (event_codec_map_get (event_codec_root (msg), "redis"),
-                                   redis, sizeof redis);
-            ok = streq (redis, "ok");
-            event_codec_destroy (&msg);
-            if (!ok)
-                zclock_sleep (100);
+    for (int s = 0; s < SERVICES; s++)
+        for (int i = 0; i < funnel_topology_count (self->topology [s]); i++) {
+            const funnel_instance_t *instance = funnel_topology_at (self->topology [s], i);
+            funnel_client_t *client = funnel_client_new (instance->api);
+            int64_t deadline = zclock_mono () + 15000;
+            bool ok = false;
+            while (!ok && zclock_mono () < deadline && !funnel_stop) {
+                event_codec_t *msg = s_call (client, "PING", NULL, 1000, NULL);
+                char redis [16] = "";
+                if (msg)
+                    event_codec_obj_strcpy (event_codec_map_get (event_codec_root (msg), "redis"),
+                                       redis, sizeof redis);
+                ok = streq (redis, "ok");
+                event_codec_destroy (&msg);
+                if (!ok)
+                    zclock_sleep (100);
+            }
+            funnel_client_destroy (&client);
+            if (!ok) {
+                snprintf (self->error, sizeof self->error, "%s%s%s does not answer PING with "
+                          "Redis ok at %s", s_names [s], *instance->name ? "@" : "",
+                          instance->name, instance->api);
+                return -1;
+            }
         }
-        if (!ok) {
-            snprintf (self->error, sizeof self->error, "%s does not answer PING with Redis ok "
-                      "at %s", s_names [s], funnel_client_endpoint (self->client [s]));
-            return -1;
-        }
-    }
     return 0;
 }
 
-//  A SUB that has seen a heartbeat of both publishers is subscribed there
-//  (PUB drops what comes before a subscription arrives).
+//  A SUB that has seen a heartbeat of every publisher (each instance of
+//  sales and retention) is subscribed there (PUB drops what comes before a
+//  subscription arrives). With instances a heartbeat names its partition,
+//  so its instance is the partition's owner.
 static int
 s_subscribe (bench_t *self)
 {
@@ -311,15 +353,20 @@ s_subscribe (bench_t *self)
     zsock_set_subscribe (self->sub, "deal.opened");
     zsock_set_subscribe (self->sub, "customer.onboarded");
     zsock_set_subscribe (self->sub, "$hb");
-    if (zsock_connect (self->sub, "%s", s_endpoint (self, SALES, "pub"))
-    ||  zsock_connect (self->sub, "%s", s_endpoint (self, RETENTION, "pub"))) {
-        snprintf (self->error, sizeof self->error, "cannot connect to the sales/retention PUB");
-        return -1;
-    }
-    bool sales = false, retention = false;
+    const int publishers [2] = { SALES, RETENTION };
+    int waiting = 0;
+    bool seen [2][FUNNEL_INSTANCES_MAX] = { { false } };
+    for (int k = 0; k < 2; k++)
+        for (int i = 0; i < funnel_topology_count (self->topology [publishers [k]]); i++, waiting++)
+            if (zsock_connect (self->sub, "%s",
+                               funnel_topology_at (self->topology [publishers [k]], i)->pub)) {
+                snprintf (self->error, sizeof self->error,
+                          "cannot connect to a sales/retention PUB");
+                return -1;
+            }
     int64_t deadline = zclock_mono () + 10000;
     zsock_set_rcvtimeo (self->sub, 200);
-    while (!(sales && retention) && zclock_mono () < deadline && !funnel_stop) {
+    while (waiting > 0 && zclock_mono () < deadline && !funnel_stop) {
         zmsg_t *msg = zmsg_recv (self->sub);
         if (!msg)
             continue;
@@ -330,45 +377,67 @@ s_subscribe (bench_t *self)
             event_codec_t *hb = event_codec_decode (zframe_data (body), zframe_size (body),
                                                   &event_codec_limits_event, &err);
             char svc [32] = "";
-            if (hb)
+            int64_t part = -1;
+            if (hb) {
                 event_codec_obj_strcpy (event_codec_map_get (event_codec_root (hb), "svc"), svc, sizeof svc);
-            sales = sales || streq (svc, "sales");
-            retention = retention || streq (svc, "retention");
+                part = bench_map_int (event_codec_root (hb), "part");
+            }
+            int k = streq (svc, "sales") ? 0 : streq (svc, "retention") ? 1 : -1;
+            funnel_topology_t *topology = k >= 0 ? self->topology [publishers [k]] : NULL;
+            if (topology && part < funnel_topology_partitions (topology)) {
+                int i = funnel_topology_owner_index (topology, part > 0 ? (int) part : 0);
+                if (!seen [k][i]) {
+                    seen [k][i] = true;
+                    waiting--;
+                }
+            }
             event_codec_destroy (&hb);
         }
         zmsg_destroy (&msg);
     }
     zsock_set_rcvtimeo (self->sub, -1);
-    if (!(sales && retention)) {
-        snprintf (self->error, sizeof self->error, "no heartbeat from the %s PUB in 10 s",
-                  sales ? "retention" : "sales");
+    if (waiting > 0) {
+        snprintf (self->error, sizeof self->error, "no heartbeat from %d of the sales and "
+                  "retention PUBs in 10 s", waiting);
         return -1;
     }
     return 0;
 }
 
+//  The campaigns (each to the instance owning its partition) and the
+//  latency probes' deal.
 static int
 s_setup (bench_t *self)
 {
     msgpack_sbuffer sbuf;
     msgpack_packer pk;
     s_packer (&sbuf, &pk);
-    msgpack_pack_array (&pk, BENCH_CAMPAIGNS);
-    for (int k = 0; k < BENCH_CAMPAIGNS; k++)
+    bench_route_t *campaign = bench_route_new (self->topology [CAMPAIGN], "campaign",
+                                               "campaign (setup)", BENCH_CAMPAIGNS, 1, 10000);
+    bench_route_t *sales = bench_route_new (self->topology [SALES], "sales", "sales (setup)",
+                                            1, 1, 10000);
+    int rc = campaign && sales ? 0 : -1;
+    for (int k = 0; rc == 0 && k < BENCH_CAMPAIGNS; k++) {
         bench_pack_campaign_upsert (&pk, self->run, k);
-    funnel_call_status_t status;
-    event_codec_t *msg = s_call (self->client [CAMPAIGN], "PUBLISH", &sbuf, 10000, &status);
-    int rc = msg ? 0 : -1;
-    event_codec_destroy (&msg);
-    sbuf.size = 0;
-    bench_pack_deal_open (&pk, self->run);
-    msg = rc ? NULL : s_call (self->client [SALES], "PUBLISH", &sbuf, 10000, &status);
-    rc = msg ? 0 : -1;
-    event_codec_destroy (&msg);
-    msgpack_sbuffer_destroy (&sbuf);
-    if (rc)
+        rc = bench_route_add (campaign, &sbuf, 1);
+    }
+    if (rc == 0)
+        rc = bench_route_drain (campaign, 10000);
+    if (rc == 0) {
+        bench_pack_deal_open (&pk, self->run);
+        rc = bench_route_add (sales, &sbuf, 1);
+    }
+    if (rc == 0)
+        rc = bench_route_drain (sales, 10000);
+    if (rc) {
+        const char *error = campaign && bench_route_failed (campaign)
+            ? bench_route_error (campaign) : sales ? bench_route_error (sales) : "";
         snprintf (self->error, sizeof self->error,
-                  "setup (campaign.upsert, deal.open) failed");
+                  "setup (campaign.upsert, deal.open) failed%s%s", *error ? ": " : "", error);
+    }
+    bench_route_destroy (&campaign);
+    bench_route_destroy (&sales);
+    msgpack_sbuffer_destroy (&sbuf);
     return rc;
 }
 
@@ -422,68 +491,61 @@ s_on_announcement (bench_t *self)
     zmsg_destroy (&msg);
 }
 
-//  Sends what each service can take now. Touches and captures are all
-//  known up front; deals and customers come from announcements and go
-//  out at once when their pipe is idle, else in full batches.
+//  Sends what each service can take now, each event to the instance that
+//  owns its partition. Touches and captures are all known up front; deals
+//  and customers come from announcements and go out at once when their
+//  instance is idle, else in full batches.
 static int
 s_feed (bench_t *self, msgpack_sbuffer *sbuf, msgpack_packer *pk)
 {
     const int64_t touches = self->opt.journeys * BENCH_TOUCHES;
-    const int batch = self->opt.batch;
-    while (self->touch_next < touches && bench_pipe_ready (self->pipe [CAMPAIGN])) {
-        int count = (int) MIN ((int64_t) batch, touches - self->touch_next);
-        msgpack_pack_array (pk, count);
-        for (int i = 0; i < count; i++, self->touch_next++)
-            bench_pack_touch (pk, self->run, self->touch_next / BENCH_TOUCHES,
-                              (int) (self->touch_next % BENCH_TOUCHES));
-        if (bench_pipe_send (self->pipe [CAMPAIGN], sbuf, count))
+    bench_route_t *route = self->route [CAMPAIGN];
+    while (self->touch_next < touches && bench_route_ready (route, 1)) {
+        bench_pack_touch (pk, self->run, self->touch_next / BENCH_TOUCHES,
+                          (int) (self->touch_next % BENCH_TOUCHES));
+        self->touch_next++;
+        if (bench_route_add (route, sbuf, 1))
             return -1;
     }
-    while (self->capture_next < self->opt.journeys && bench_pipe_ready (self->pipe [LEADS])) {
-        int count = (int) MIN ((int64_t) batch, self->opt.journeys - self->capture_next);
-        msgpack_pack_array (pk, count);
-        for (int i = 0; i < count; i++)
-            bench_pack_capture (pk, self->run, self->capture_next++);
-        if (bench_pipe_send (self->pipe [LEADS], sbuf, count))
+    if (bench_route_flush (route, self->touch_next == touches ? BENCH_FLUSH_ALL : BENCH_FLUSH_FULL))
+        return -1;
+    route = self->route [LEADS];
+    while (self->capture_next < self->opt.journeys && bench_route_ready (route, 1)) {
+        bench_pack_capture (pk, self->run, self->capture_next++);
+        if (bench_route_add (route, sbuf, 1))
             return -1;
     }
+    if (bench_route_flush (route, self->capture_next == self->opt.journeys
+                                  ? BENCH_FLUSH_ALL : BENCH_FLUSH_FULL))
+        return -1;
     //  Offer and close of a deal go in the same batch, in that order
-    int per_batch = MAX (1, batch / 2);
-    while (self->deal_head < self->deal_tail && bench_pipe_ready (self->pipe [SALES])
-    &&    (self->deal_tail - self->deal_head >= per_batch
-           || bench_pipe_inflight (self->pipe [SALES]) == 0)) {
-        int count = (int) MIN ((int64_t) per_batch, self->deal_tail - self->deal_head);
-        msgpack_pack_array (pk, count * 2);
-        for (int i = 0; i < count; i++) {
-            int64_t j = self->deal_queue [self->deal_head++];
-            bench_pack_offer (pk, self->deal [j]);
-            bench_pack_close_won (pk, self->deal [j]);
-        }
-        if (bench_pipe_send (self->pipe [SALES], sbuf, count * 2))
+    route = self->route [SALES];
+    while (self->deal_head < self->deal_tail && bench_route_ready (route, 2)) {
+        int64_t j = self->deal_queue [self->deal_head++];
+        bench_pack_offer (pk, self->deal [j]);
+        bench_pack_close_won (pk, self->deal [j]);
+        if (bench_route_add (route, sbuf, 2))
             return -1;
     }
-    while (self->customer_head < self->customer_tail && bench_pipe_ready (self->pipe [RETENTION])
-    &&    (self->customer_tail - self->customer_head >= batch
-           || bench_pipe_inflight (self->pipe [RETENTION]) == 0)) {
-        int count = (int) MIN ((int64_t) batch, self->customer_tail - self->customer_head);
-        msgpack_pack_array (pk, count);
-        for (int i = 0; i < count; i++) {
-            char customer [FUNNEL_ID_MAX + 1];
-            bench_journey_lead (self->run, self->customer_queue [self->customer_head++],
-                                customer, sizeof customer);
-            bench_pack_order (pk, customer);
-        }
-        if (bench_pipe_send (self->pipe [RETENTION], sbuf, count))
+    if (bench_route_flush (route, BENCH_FLUSH_IDLE))
+        return -1;
+    route = self->route [RETENTION];
+    while (self->customer_head < self->customer_tail && bench_route_ready (route, 1)) {
+        char customer [FUNNEL_ID_MAX + 1];
+        bench_journey_lead (self->run, self->customer_queue [self->customer_head++],
+                            customer, sizeof customer);
+        bench_pack_order (pk, customer);
+        if (bench_route_add (route, sbuf, 1))
             return -1;
     }
-    return 0;
+    return bench_route_flush (route, BENCH_FLUSH_IDLE);
 }
 
 static bool
 s_idle (bench_t *self)
 {
     for (int s = 0; s < SERVICES; s++)
-        if (bench_pipe_inflight (self->pipe [s]))
+        if (bench_route_inflight (self->route [s]) || bench_route_pending (self->route [s]))
             return false;
     return self->touch_next == self->opt.journeys * BENCH_TOUCHES
         && self->capture_next == self->opt.journeys
@@ -550,9 +612,9 @@ s_journeys (bench_t *self, const stats_t *before, stats_t *after)
     self->deal_queue = (int64_t *) calloc (n, sizeof (int64_t));
     self->customer_queue = (int64_t *) calloc (n, sizeof (int64_t));
     for (int s = 0; s < SERVICES; s++) {
-        self->pipe [s] = bench_pipe_new (s_names [s],
-            s_endpoint (self, s, "api"), self->opt.window, 60000);
-        if (!self->pipe [s])
+        self->route [s] = bench_route_new (self->topology [s], s_names [s], s_names [s],
+                                           self->opt.batch, self->opt.window, 60000);
+        if (!self->route [s])
             return -1;
     }
     msgpack_sbuffer sbuf;
@@ -574,35 +636,35 @@ s_journeys (bench_t *self, const stats_t *before, stats_t *after)
             break;
         }
         rc = s_feed (self, &sbuf, &pk);
-        zmq_pollitem_t items [SERVICES + 1];
+        zmq_pollitem_t items [SERVICES * FUNNEL_INSTANCES_MAX + 1];
+        int count = 0;
         for (int s = 0; s < SERVICES; s++)
-            items [s] = (zmq_pollitem_t) { zsock_resolve (bench_pipe_sock (self->pipe [s])), 0, ZMQ_POLLIN, 0 };
-        items [SERVICES] = (zmq_pollitem_t) { zsock_resolve (self->sub), 0, ZMQ_POLLIN, 0 };
-        if (zmq_poll (items, SERVICES + 1, 50) < 0 && zmq_errno () != EINTR)
+            count += bench_route_poll_items (self->route [s], items + count,
+                                             SERVICES * FUNNEL_INSTANCES_MAX - count);
+        items [count++] = (zmq_pollitem_t) { zsock_resolve (self->sub), 0, ZMQ_POLLIN, 0 };
+        if (rc == 0 && zmq_poll (items, count, 50) < 0 && zmq_errno () != EINTR)
             rc = -1;
+        //  Replies (of every instance), and each pipe's timeout
         for (int s = 0; rc == 0 && s < SERVICES; s++)
-            if (items [s].revents & ZMQ_POLLIN)
-                rc = bench_pipe_recv (self->pipe [s]);
+            rc = bench_route_recv (self->route [s]);
         //  Drain the announcements: they are small and the queue feeds sales
         for (int drained = 0; rc == 0 && drained < 10000
              && (zsock_events (self->sub) & ZMQ_POLLIN); drained++)
             s_on_announcement (self);
-        for (int s = 0; rc == 0 && s < SERVICES; s++)
-            rc = bench_pipe_check (self->pipe [s]);
         if (rc == 0 && s_idle (self) && zclock_mono () - self->last_progress > 2000)
             s_recover (self);
         if (zclock_mono () > next_report) {
             fprintf (stderr, "funnel-bench-funnel: %.0f s: touches %" PRId64 "/%" PRId64
                      " captures %" PRId64 " deals %" PRId64 " customers %" PRId64 "\n",
-                     (s_now_us () - start) / 1e6, bench_pipe_acked (self->pipe [CAMPAIGN]),
-                     n * BENCH_TOUCHES, bench_pipe_acked (self->pipe [LEADS]),
+                     (s_now_us () - start) / 1e6, bench_route_acked (self->route [CAMPAIGN]),
+                     n * BENCH_TOUCHES, bench_route_acked (self->route [LEADS]),
                      self->deals_seen, self->customers_seen);
             next_report += 5000;
         }
     }
     for (int s = 0; s < SERVICES; s++)
-        if (rc && bench_pipe_failed (self->pipe [s]))
-            snprintf (self->error, sizeof self->error, "%s", bench_pipe_error (self->pipe [s]));
+        if (rc && bench_route_failed (self->route [s]))
+            snprintf (self->error, sizeof self->error, "%s", bench_route_error (self->route [s]));
     msgpack_sbuffer_destroy (&sbuf);
     if (rc == 0 && self->opt.drop_every && self->recovered == 0) {
         snprintf (self->error, sizeof self->error, "--drop-announcements: the GET fallback "
@@ -645,7 +707,7 @@ typedef struct {
     int cmd_count;
     bench_memrow_t rows [MEMROWS];
     int row_count;
-    proc_t proc_before [SERVICES + 1], proc_after [SERVICES + 1], proc_end [SERVICES + 1];
+    proc_t proc_before [PROCS_MAX], proc_after [PROCS_MAX], proc_end [PROCS_MAX];
     proc_t redis_before [REDIS_NODES_MAX], redis_after [REDIS_NODES_MAX];
     bench_latency_t *latency;   //  NULL when not run
 } result_t;
@@ -712,14 +774,44 @@ s_report (bench_t *self, result_t *r, bool ok)
     printf ("  applied events/journey           %10.1f\n", (double) total / n);
     printf ("  %-12s %12s %12s %12s %10s\n", "service", "applied", "events/s", "per journey", "CPU %");
     for (int s = 0; s < SERVICES; s++) {
-        double cpu = self->opt.pids [s] ? 100.0 * (r->proc_after [s].utime - r->proc_before [s].utime)
-                     / ticks / secs : -1;
+        int64_t used = s_svc_ticks (&self->opt, r->proc_before, r->proc_after, s);
+        double cpu = used >= 0 ? 100.0 * used / ticks / secs : -1;
         printf ("  %-12s %12" PRId64 " %12.0f %12.1f %10.1f\n", s_names [s], applied [s],
                 applied [s] / secs, (double) applied [s] / n, cpu);
     }
     printf ("  %-12s %12" PRId64 " %12.0f %12.1f\n", "total", total, total / secs, (double) total / n);
     if (self->recovered)
         printf ("  (%" PRId64 " announcements missed on PUB were fetched by GET)\n", self->recovered);
+    int64_t conflicts [SERVICES], all_conflicts = 0;
+    for (int s = 0; s < SERVICES; s++)
+        all_conflicts += conflicts [s] = s_counter (&r->after, s, "conflicts")
+                                       - s_counter (&r->before, s, "conflicts");
+    if (all_conflicts)
+        printf ("  (batches re-run on a conflict with another instance: campaign %" PRId64
+                ", leads %" PRId64 ", sales %" PRId64 ", retention %" PRId64 ")\n",
+                conflicts [CAMPAIGN], conflicts [LEADS], conflicts [SALES], conflicts [RETENTION]);
+    //  Per process, when a service runs as several instances: each one's
+    //  CPU and the events PUBLISHed to it (touches go by campaign id)
+    bool several = false;
+    for (int s = 0; s < SERVICES; s++)
+        several = several || bench_route_count (self->route [s]) > 1;
+    if (several) {
+        printf ("\n  %-22s %10s %14s\n", "daemon CPU", "CPU %", "PUBLISHed to");
+        for (int i = 0; i < self->opt.proc_count; i++) {
+            int s = self->opt.procs [i].svc;
+            const char *at = strchr (self->opt.procs [i].label, '@');
+            int64_t sent = -1;
+            for (int k = 0; s < SERVICES && k < bench_route_count (self->route [s]); k++)
+                if (at ? streq (bench_route_name (self->route [s], k), at + 1)
+                       : bench_route_count (self->route [s]) == 1)
+                    sent = bench_route_acked_at (self->route [s], k);
+            printf ("  %-22s %10.1f", self->opt.procs [i].label,
+                    100.0 * (r->proc_after [i].utime - r->proc_before [i].utime) / ticks / secs);
+            if (sent >= 0)
+                printf (" %14" PRId64, sent);
+            printf ("\n");
+        }
+    }
 
     printf ("\nRedis CPU\n");
     printf ("  used_cpu_sys+user                %10.2f s (%.0f%% of one core)\n",
@@ -781,10 +873,9 @@ s_report (bench_t *self, result_t *r, bool ok)
     printf ("    (keys under 0.5%% of the census not listed)\n");
 
     printf ("\nDaemon RSS (kB)          after journeys        at the end\n");
-    for (int s = 0; s <= SERVICES; s++)
-        if (self->opt.pids [s])
-            printf ("  %-22s %14" PRId64 " %17" PRId64 "\n", s < SERVICES ? s_names [s] : "monitor",
-                    r->proc_after [s].rss_kb, r->proc_end [s].rss_kb);
+    for (int i = 0; i < self->opt.proc_count; i++)
+        printf ("  %-22s %14" PRId64 " %17" PRId64 "\n", self->opt.procs [i].label,
+                r->proc_after [i].rss_kb, r->proc_end [i].rss_kb);
     printf ("  %-22s %14.0f\n", "redis (used_memory_rss)", r->rss_redis / 1024);
 
     if (r->latency) {
@@ -832,27 +923,53 @@ s_report (bench_t *self, result_t *r, bool ok)
         printf ("%s{\"svc\":\"%s\",\"token\":\"%s\",\"kind\":\"%s\",\"keys\":%" PRId64
                 ",\"bytes\":%" PRId64 "}", i ? "," : "", r->rows [i].svc, r->rows [i].token,
                 r->rows [i].kind, r->rows [i].keys, r->rows [i].bytes);
+    //  rss_kb and daemon_instance_cpu_pct by process ("leads", or "leads@a"
+    //  per instance); daemon_cpu_pct by service (the sum of its instances)
     printf ("]},\"rss_kb\":{");
-    bool first = true;
-    for (int s = 0; s <= SERVICES; s++)
-        if (self->opt.pids [s]) {
-            printf ("%s\"%s\":{\"after_journeys\":%" PRId64 ",\"end\":%" PRId64 "}",
-                    first ? "" : ",", s < SERVICES ? s_names [s] : "monitor",
-                    r->proc_after [s].rss_kb, r->proc_end [s].rss_kb);
-            first = false;
-        }
+    for (int i = 0; i < self->opt.proc_count; i++)
+        printf ("%s\"%s\":{\"after_journeys\":%" PRId64 ",\"end\":%" PRId64 "}", i ? "," : "",
+                self->opt.procs [i].label, r->proc_after [i].rss_kb, r->proc_end [i].rss_kb);
     printf ("},\"daemon_cpu_pct\":{");
-    first = true;
-    for (int s = 0; s <= SERVICES; s++)
-        if (self->opt.pids [s]) {
+    bool first = true;
+    for (int s = 0; s <= SERVICES; s++) {
+        int64_t used = s_svc_ticks (&self->opt, r->proc_before, r->proc_after, s);
+        if (used >= 0) {
             printf ("%s\"%s\":%.1f", first ? "" : ",", s < SERVICES ? s_names [s] : "monitor",
-                    100.0 * (r->proc_after [s].utime - r->proc_before [s].utime) / ticks / secs);
+                    100.0 * used / ticks / secs);
             first = false;
         }
+    }
+    printf ("},\"daemon_instance_cpu_pct\":{");
+    for (int i = 0; i < self->opt.proc_count; i++)
+        printf ("%s\"%s\":%.1f", i ? "," : "", self->opt.procs [i].label,
+                100.0 * (r->proc_after [i].utime - r->proc_before [i].utime) / ticks / secs);
+    printf ("},\"instances\":{");
+    for (int s = 0; s < SERVICES; s++)
+        printf ("%s\"%s\":%d", s ? "," : "", s_names [s], bench_route_count (self->route [s]));
+    printf ("},\"published_by_instance\":{");
+    first = true;
+    for (int s = 0; s < SERVICES; s++)
+        for (int k = 0; k < bench_route_count (self->route [s]); k++) {
+            const char *name = bench_route_name (self->route [s], k);
+            printf ("%s\"%s%s%s\":%" PRId64, first ? "" : ",", s_names [s], *name ? "@" : "",
+                    name, bench_route_acked_at (self->route [s], k));
+            first = false;
+        }
+    printf ("},\"conflicts\":{");
+    for (int s = 0; s < SERVICES; s++)
+        printf ("%s\"%s\":%" PRId64, s ? "," : "", s_names [s], conflicts [s]);
+    //  Each redis-server's CPU, and its share of all of them
+    double redis_ticks = 0;
+    for (int i = 0; i < self->opt.redis_count; i++)
+        redis_ticks += r->redis_after [i].utime - r->redis_before [i].utime;
     printf ("},\"redis_proc_cpu_pct\":{");
     for (int i = 0; i < self->opt.redis_count; i++)
         printf ("%s\"%s\":%.1f", i ? "," : "", self->opt.redis_names [i],
                 100.0 * (r->redis_after [i].utime - r->redis_before [i].utime) / ticks / secs);
+    printf ("},\"redis_proc_share_pct\":{");
+    for (int i = 0; i < self->opt.redis_count; i++)
+        printf ("%s\"%s\":%.1f", i ? "," : "", self->opt.redis_names [i], redis_ticks > 0
+                ? 100.0 * (r->redis_after [i].utime - r->redis_before [i].utime) / redis_ticks : 0);
     printf ("}");
     if (r->latency) {
         printf (",\"latency\":{\"idle\":{");
@@ -906,16 +1023,15 @@ s_touch_ingest (bench_t *self)
     stats_t before, now;
     if (s_stats (self, &before))
         return -1;
-    self->pipe [CAMPAIGN] = bench_pipe_new ("campaign",
-        funnel_config_endpoint (self->config, "campaign", "api"), self->opt.window, 60000);
-    if (!self->pipe [CAMPAIGN])
+    bench_route_t *route = self->route [CAMPAIGN] = bench_route_new (
+        self->topology [CAMPAIGN], "campaign", "campaign", self->opt.batch, self->opt.window, 60000);
+    if (!route)
         return -1;
     int max_samples = (self->opt.timeout_s + 2) * 10 + 16;
     ingest_sample_t *samples = (ingest_sample_t *) calloc (max_samples, sizeof *samples);
     int count = 0;
-    proc_t cpu_before [SERVICES + 1], cpu_after [SERVICES + 1];
-    for (int s = 0; s <= SERVICES; s++)
-        s_proc (self->opt.pids [s], &cpu_before [s]);
+    proc_t cpu_before [PROCS_MAX], cpu_after [PROCS_MAX];
+    s_procs (&self->opt, cpu_before);
     double redis_before = bench_redis_info (self->redis, "cpu", "used_cpu_sys")
                         + bench_redis_info (self->redis, "cpu", "used_cpu_user");
     proc_t bench_before, bench_after;   //  This process: it shares the cores
@@ -937,25 +1053,23 @@ s_touch_ingest (bench_t *self)
             rc = -1;
             break;
         }
-        while (self->touch_next < n && bench_pipe_ready (self->pipe [CAMPAIGN])) {
-            int size = (int) MIN ((int64_t) self->opt.batch, n - self->touch_next);
-            msgpack_pack_array (&pk, size);
-            for (int i = 0; i < size; i++, self->touch_next++)
-                bench_pack_touch (&pk, self->run, self->touch_next / BENCH_TOUCHES,
-                                  (int) (self->touch_next % BENCH_TOUCHES));
-            if (bench_pipe_send (self->pipe [CAMPAIGN], &sbuf, size))
-                rc = -1;
+        while (rc == 0 && self->touch_next < n && bench_route_ready (route, 1)) {
+            bench_pack_touch (&pk, self->run, self->touch_next / BENCH_TOUCHES,
+                              (int) (self->touch_next % BENCH_TOUCHES));
+            self->touch_next++;
+            rc = bench_route_add (route, &sbuf, 1);
         }
-        zmq_pollitem_t item = { zsock_resolve (bench_pipe_sock (self->pipe [CAMPAIGN])), 0, ZMQ_POLLIN, 0 };
-        int64_t wait = MAX (0, next_sample - zclock_mono ());
-        if (zmq_poll (&item, 1, wait) < 0 && zmq_errno () != EINTR)
-            rc = -1;
-        while (rc == 0 && zsock_events (bench_pipe_sock (self->pipe [CAMPAIGN])) & ZMQ_POLLIN)
-            rc = bench_pipe_recv (self->pipe [CAMPAIGN]);
         if (rc == 0)
-            rc = bench_pipe_check (self->pipe [CAMPAIGN]);
-        if (rc && bench_pipe_failed (self->pipe [CAMPAIGN]))
-            snprintf (self->error, sizeof self->error, "%s", bench_pipe_error (self->pipe [CAMPAIGN]));
+            rc = bench_route_flush (route, self->touch_next == n ? BENCH_FLUSH_ALL : BENCH_FLUSH_FULL);
+        zmq_pollitem_t items [FUNNEL_INSTANCES_MAX];
+        int polled = bench_route_poll_items (route, items, FUNNEL_INSTANCES_MAX);
+        int64_t wait = MAX (0, next_sample - zclock_mono ());
+        if (rc == 0 && zmq_poll (items, polled, wait) < 0 && zmq_errno () != EINTR)
+            rc = -1;
+        if (rc == 0)
+            rc = bench_route_recv (route);
+        if (rc && bench_route_failed (route))
+            snprintf (self->error, sizeof self->error, "%s", bench_route_error (route));
         if (rc == 0 && zclock_mono () >= next_sample) {
             next_sample += 100;
             if (s_stats (self, &now)) {
@@ -977,8 +1091,7 @@ s_touch_ingest (bench_t *self)
         }
     }
     msgpack_sbuffer_destroy (&sbuf);
-    for (int s = 0; s <= SERVICES; s++)
-        s_proc (self->opt.pids [s], &cpu_after [s]);
+    s_procs (&self->opt, cpu_after);
     double redis_after = bench_redis_info (self->redis, "cpu", "used_cpu_sys")
                        + bench_redis_info (self->redis, "cpu", "used_cpu_user");
     s_proc (getpid (), &bench_after);
@@ -995,12 +1108,15 @@ s_touch_ingest (bench_t *self)
         double best_acc = s_best_rate (samples, count, false);
         double best_con = s_best_rate (samples, count, true);
         //  Each figure once, for the table and the JSON line
+        //  (a service's CPU is the sum over its instances)
         double pct [SERVICES];
-        for (int s = 0; s < SERVICES; s++)
-            pct [s] = 100.0 * (cpu_after [s].utime - cpu_before [s].utime) / ticks / secs;
-        double us_campaign = 1e6 * (cpu_after [CAMPAIGN].utime - cpu_before [CAMPAIGN].utime)
-                           / ticks / n;
-        double us_leads = 1e6 * (cpu_after [LEADS].utime - cpu_before [LEADS].utime) / ticks / n;
+        int64_t used [SERVICES];
+        for (int s = 0; s < SERVICES; s++) {
+            used [s] = s_svc_ticks (&self->opt, cpu_before, cpu_after, s);
+            pct [s] = 100.0 * used [s] / ticks / secs;
+        }
+        double us_campaign = 1e6 * MAX (used [CAMPAIGN], 0) / ticks / n;
+        double us_leads = 1e6 * MAX (used [LEADS], 0) / ticks / n;
         double us_redis = redis_cpu * 1e6 / n, pct_redis = 100.0 * redis_cpu / secs;
         double us_bench = 1e6 * (bench_after.utime - bench_before.utime) / ticks / n;
         printf ("Touch ingest: %" PRId64 " touches, %d-event batches, %d in flight\n",
@@ -1011,7 +1127,7 @@ s_touch_ingest (bench_t *self)
                 consumed_rate, t_consumed / 1e6, best_con);
         printf ("  CPU %% over %.2f s:", secs);
         for (int s = 0; s < SERVICES; s++)
-            if (self->opt.pids [s])
+            if (used [s] >= 0)
                 printf (" %s %.0f", s_names [s], pct [s]);
         printf (" redis %.0f\n  CPU us per touch: campaign %.2f leads %.2f redis %.2f"
                 " (this bench %.2f)\n", pct_redis, us_campaign, us_leads, us_redis, us_bench);
@@ -1021,7 +1137,7 @@ s_touch_ingest (bench_t *self)
                 n, self->opt.batch, self->opt.window, accepted_rate, consumed_rate,
                 best_acc, best_con, secs);
         for (int s = 0; s < SERVICES; s++)
-            if (self->opt.pids [s])
+            if (used [s] >= 0)
                 printf ("\"%s\":%.1f,", s_names [s], pct [s]);
         printf ("\"redis\":%.1f},\"cpu_us_per_touch\":{\"campaign\":%.3f,\"leads\":%.3f,"
                 "\"redis\":%.3f,\"bench\":%.3f}}\n", pct_redis, us_campaign, us_leads, us_redis,
@@ -1045,7 +1161,8 @@ s_help (void)
 "and retention (found in the topology FILE), then figures. Normally run by\n"
 "bench/run_funnel_bench.sh, which starts a private Redis and the services.\n"
 "\n"
-"  -c, --config FILE      topology file (api/pub endpoints, redis/url)\n"
+"  -c, --config FILE      topology file (api/pub endpoints, redis/url); with\n"
+"                         instances each event goes to its partition's owner\n"
 "  -n, --journeys N       buyer journeys (default 2000)\n"
 "  -b, --batch N          events per PUBLISH batch, 1..1000 (default 1000)\n"
 "  -w, --window N         batches in flight per service (default 4)\n"
@@ -1055,7 +1172,8 @@ s_help (void)
 "      --timeout S        bound on the journey phase (default 300)\n"
 "      --mem-sample K     MEMORY USAGE of every K-th key only (default 1: all)\n"
 "      --pid SVC=PID      a daemon's pid, for RSS and CPU (campaign, leads,\n"
-"                         sales, retention, monitor); repeat per daemon\n"
+"                         sales, retention, monitor); repeat per daemon;\n"
+"                         SVC@INSTANCE=PID for each instance of a service\n"
 "      --redis-pid NAME=PID  a redis-server's pid (one, or each cluster node's),\n"
 "                         for its CPU over the journeys from /proc; repeatable\n"
 "      --drop-announcements K  test hook: ignore every K-th deal.opened or\n"
@@ -1108,19 +1226,28 @@ s_options (int argc, char *argv [], options_t *opt, const char **config_file)
             case 'T': opt->touch_ingest = true; break;
             case 'S': opt->series = true; break;
             case 'i': {
+                //  SVC=PID or SVC@INSTANCE=PID
                 char *equals = strchr (optarg, '=');
+                size_t label = equals ? (size_t) (equals - optarg) : 0;
+                size_t name = label;
+                char *at = equals ? memchr (optarg, '@', label) : NULL;
+                if (at)
+                    name = at - optarg;
                 int s = 0;
                 while (equals && s < SERVICES
-                &&     (strlen (s_names [s]) != (size_t) (equals - optarg)
-                        || strncmp (optarg, s_names [s], equals - optarg)))
+                &&     (strlen (s_names [s]) != name || strncmp (optarg, s_names [s], name)))
                     s++;
-                if (equals && s == SERVICES && strncmp (optarg, "monitor=", 8) != 0)
+                if (equals && s == SERVICES && (name != 7 || strncmp (optarg, "monitor", 7)))
                     equals = NULL;
-                if (!equals || atoi (equals + 1) <= 0) {
-                    fprintf (stderr, "funnel-bench-funnel: --pid wants SVC=PID, got '%s'\n", optarg);
+                if (!equals || atoi (equals + 1) <= 0 || label >= 48 || (at && at + 1 == equals)
+                ||  opt->proc_count == PROCS_MAX) {
+                    fprintf (stderr, "funnel-bench-funnel: --pid wants SVC=PID or "
+                             "SVC@INSTANCE=PID (at most %d), got '%s'\n", PROCS_MAX, optarg);
                     return 2;
                 }
-                opt->pids [s] = atoi (equals + 1);
+                opt->procs [opt->proc_count].svc = s;
+                snprintf (opt->procs [opt->proc_count].label, 48, "%.*s", (int) label, optarg);
+                opt->procs [opt->proc_count++].pid = atoi (equals + 1);
                 break;
             }
             case 'r': {
@@ -1164,7 +1291,7 @@ s_destroy (bench_t *self)
 {
     for (int s = 0; s < SERVICES; s++) {
         funnel_client_destroy (&self->client [s]);
-        bench_pipe_destroy (&self->pipe [s]);
+        bench_route_destroy (&self->route [s]);
         funnel_topology_destroy (&self->topology [s]);
     }
     zsock_destroy (&self->sub);
@@ -1186,6 +1313,7 @@ main (int argc, char *argv [])
         bench_journey_test (true);
         bench_redis_test (true);
         bench_latency_test (true);
+        bench_route_test (true);
         return 0;
     }
     bench_t bench;
@@ -1210,7 +1338,7 @@ main (int argc, char *argv [])
         }
     }
     for (int s = 0; s < SERVICES; s++)
-        self->client [s] = funnel_client_new (s_endpoint (self, s, "api"));
+        self->client [s] = funnel_client_new (s_api (self, s));
 
     result_t *r = (result_t *) zmalloc (sizeof (result_t));
     rc = s_wait_ready (self);
@@ -1248,8 +1376,7 @@ main (int argc, char *argv [])
                       + bench_redis_info (self->redis, "cpu", "used_cpu_user");
         r->mem_before = bench_redis_info (self->redis, "memory", "used_memory");
         ncmd_before = bench_redis_cmdstats (self->redis, cmd_before, CMDSTATS);
-        for (int s = 0; s <= SERVICES; s++)
-            s_proc (self->opt.pids [s], &r->proc_before [s]);
+        s_procs (&self->opt, r->proc_before);
         for (int i = 0; i < self->opt.redis_count; i++)
             s_proc (self->opt.redis_pids [i], &r->redis_before [i]);
         r->elapsed_us = s_journeys (self, &r->before, &r->after);
@@ -1259,8 +1386,7 @@ main (int argc, char *argv [])
         r->cpu_after = bench_redis_info (self->redis, "cpu", "used_cpu_sys")
                      + bench_redis_info (self->redis, "cpu", "used_cpu_user");
         ncmd_after = bench_redis_cmdstats (self->redis, cmd_after, CMDSTATS);
-        for (int s = 0; s <= SERVICES; s++)
-            s_proc (self->opt.pids [s], &r->proc_after [s]);
+        s_procs (&self->opt, r->proc_after);
         for (int i = 0; i < self->opt.redis_count; i++)
             s_proc (self->opt.redis_pids [i], &r->redis_after [i]);
         r->mem_after = bench_redis_info (self->redis, "memory", "used_memory");
@@ -1277,14 +1403,13 @@ main (int argc, char *argv [])
     }
     if (rc == 0 && self->opt.probes > 0) {
         fprintf (stderr, "funnel-bench-funnel: latency, idle then loaded...\n");
-        r->latency = bench_latency_new (self->run, self->client [SALES], self->client [LEADS],
-                                        s_endpoint (self, CAMPAIGN, "api"));
+        r->latency = bench_latency_new (self->run, self->topology [SALES],
+                                        self->topology [LEADS], self->topology [CAMPAIGN]);
         bench_latency_run (r->latency, self->opt.probes, self->opt.probe_seconds,
                            self->opt.batch, self->opt.window);
     }
     if (rc == 0) {
-        for (int s = 0; s <= SERVICES; s++)
-            s_proc (self->opt.pids [s], &r->proc_end [s]);
+        s_procs (&self->opt, r->proc_end);
         s_report (self, r, true);
     }
     else {

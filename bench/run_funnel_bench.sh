@@ -30,15 +30,23 @@
 #   --cluster          the services on a 3-primary Redis Cluster instead (no
 #                      replicas, AOF everysec, each node with its own free
 #                      port and bus port, made by redis-cli --cluster
-#                      create); each service runs one instance `main` owning
-#                      its 16 partitions (the only way a service runs on a
-#                      cluster); Redis figures are summed over the nodes
-#   --partitions N     with --cluster: each service's partitions (default 16;
-#                      more spread the work over the nodes more evenly)
-#   --compare          run twice in this one invocation, the single Redis
-#                      then --cluster, with the same options, and end with
-#                      a table of both: journeys/s, each daemon's CPU and
-#                      each redis-server's CPU and share
+#                      create); each service runs as --instances instances
+#                      (default 2); Redis figures are summed over the nodes
+#   --instances K      each service as K instances a, b, c... (started with
+#                      --instance NAME), each owning a contiguous Kth of the
+#                      partitions (a 0-7, b 8-15); the bench sends each event
+#                      to its partition's owner. Default 2 with --cluster,
+#                      none (one unnamed instance) on one Redis; 1: one
+#                      instance `a` owning them all (on a cluster, the
+#                      records under each partition's tag; with 2+, under
+#                      the service's base tag, read under WATCH)
+#   --partitions N     with instances: each service's partitions (default
+#                      16; more spread the work over the nodes more evenly)
+#   --compare          run twice in this one invocation, one Redis with one
+#                      instance a service, then --cluster (--instances
+#                      applies to it), with the same other options, and end
+#                      with a table of both: journeys/s, each daemon's and
+#                      each instance's CPU, each redis-server's CPU and share
 #   --keep             keep the temp dir (logs, AOF, topology) and say where
 #   -h, --help         this help
 # Each redis-server's CPU (the one, or every node's) is its /proc utime+stime
@@ -47,9 +55,10 @@
 # --compare 0 only when both runs are.
 set -uo pipefail
 
-usage() { sed -n '2,47p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,55p' "$0" | sed 's/^# \{0,1\}//'; }
 
 args=() sets=() monitor=0 keep=0 n="" build="" cluster=0 compare=0 parts=16 all=("$@")
+instances=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --batch|--window|--probes|--probe-seconds|--timeout|--mem-sample|--drop-announcements)
@@ -65,6 +74,10 @@ while [ $# -gt 0 ]; do
             [[ "${2:-}" =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] ||
                 { echo "run_funnel_bench: --partitions needs N >= 1" >&2; exit 2; }
             parts=$2; shift 2 ;;
+        --instances)
+            [[ "${2:-}" =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] && [ "$2" -le 26 ] ||
+                { echo "run_funnel_bench: --instances needs K, 1..26" >&2; exit 2; }
+            instances=$2; shift 2 ;;
         --compare) compare=1; shift ;;
         --keep) keep=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -76,19 +89,29 @@ while [ $# -gt 0 ]; do
 done
 [[ "$n" =~ ^[0-9]+$ ]] && [ "$n" -gt 0 ] || { echo "run_funnel_bench: N (journeys) is required, > 0 (see --help)" >&2; exit 2; }
 build=${build:-./build}
+[ -n "$instances" ] || { [ "$cluster" = 1 ] && instances=2; }
+[ -z "$instances" ] || [ "$instances" -le "$parts" ] ||
+    { echo "run_funnel_bench: --instances $instances > --partitions $parts" >&2; exit 2; }
 
 # --compare: this script twice, one after the other on the same machine,
 # then both JSON lines side by side
 if [ "$compare" = 1 ]; then
     [ "$cluster" = 0 ] || { echo "run_funnel_bench: --compare runs --cluster itself" >&2; exit 2; }
-    rest=()
-    for a in "${all[@]}"; do [ "$a" = --compare ] || rest+=("$a"); done
+    # The single side: one instance; --instances K is the cluster's
+    rest=() single=() skip=0
+    for a in "${all[@]}"; do
+        [ "$a" = --compare ] && continue
+        rest+=("$a")
+        if [ "$skip" = 1 ]; then skip=0; continue; fi
+        if [ "$a" = --instances ]; then skip=1; continue; fi
+        single+=("$a")
+    done
     out=$(mktemp -d /tmp/funnel-bench-compare.XXXXXX)
     trap 'rm -rf "$out"' EXIT
     rc=0
-    echo "== single Redis ==" >&2
-    "$0" "${rest[@]}" | tee "$out/single" || rc=1
-    echo "== Redis Cluster, 3 primaries ==" >&2
+    echo "== single Redis, one instance a service ==" >&2
+    "$0" "${single[@]}" | tee "$out/single" || rc=1
+    echo "== Redis Cluster, 3 primaries, ${instances:-2} instances a service ==" >&2
     "$0" --cluster "${rest[@]}" | tee "$out/cluster" || rc=1
     /usr/bin/python3 - "$out/single" "$out/cluster" <<'PY' || rc=1
 import json, sys
@@ -96,7 +119,11 @@ runs = []
 for path in sys.argv[1:]:
     lines = [l for l in open(path) if l.startswith('{"bench"')]
     runs.append(json.loads(lines[-1]) if lines else {"ok": False})
-names = ["single Redis", "cluster (3 primaries)"]
+def label(r, where):
+    if "instances" not in r:
+        return where            # a failed run says nothing of its topology
+    return "%s, %d inst." % (where, max(r["instances"].values()))
+names = [label(runs[0], "one Redis"), label(runs[1], "3 primaries")]
 print("\nSingle Redis vs Redis Cluster (same options, one after the other)")
 print("  %-28s %16s %22s" % ("", *names))
 def row(label, fmt, get):
@@ -113,13 +140,23 @@ row("applied events/s", "%.0f", lambda r: r["events_per_s"]["total"])
 for svc in ["campaign", "leads", "sales", "retention", "monitor"]:
     if any(svc in r.get("daemon_cpu_pct", {}) for r in runs):
         row("%s CPU %%" % svc, "%.1f", lambda r, s=svc: r["daemon_cpu_pct"][s])
+row("daemons CPU % (all)", "%.1f", lambda r: sum(r["daemon_cpu_pct"].values()))
+row("conflicts (batches re-run)", "%d", lambda r: sum(r["conflicts"].values()))
 row("Redis CPU us/applied event", "%.2f", lambda r: r["redis_cpu_us_per_event"])
+row("redis-server CPU % (all)", "%.1f", lambda r: sum(r["redis_proc_cpu_pct"].values()))
 for r, name in zip(runs, names):
     procs = r.get("redis_proc_cpu_pct", {})
     total = sum(procs.values())
     print("  redis-server CPU %% (%s): %s" % (name, ", ".join(
-        "%s %.1f (%.0f%%)" % (k, v, 100 * v / total if total else 0)
+        "%s %.1f (%.0f%% of all)" % (k, v, 100 * v / total if total else 0)
         for k, v in procs.items()) or "-"))
+for r, name in zip(runs, names):
+    inst = r.get("daemon_instance_cpu_pct", {})
+    if any("@" in k for k in inst):
+        sent = r.get("published_by_instance", {})
+        print("  daemon CPU %% per instance (%s): %s" % (name, ", ".join(
+            "%s %.1f%s" % (k, v, " [%d PUBLISHed]" % sent[k] if k in sent else "")
+            for k, v in inst.items())))
 sys.exit(0 if all(r.get("ok") for r in runs) else 1)
 PY
     exit "$rc"
@@ -135,7 +172,7 @@ command -v redis-server >/dev/null || { echo "run_funnel_bench: redis-server not
 
 dir=$(mktemp -d /tmp/funnel-bench-funnel.XXXXXX)
 declare -A pid=()
-redis_pids=() bench_pid=""
+redis_pids=() bench_pid="" started=()
 
 # Stops what this script started, by pid: TERM, a bounded wait, then KILL.
 stop_pid() {
@@ -155,8 +192,8 @@ cleanup() {
     trap '' INT TERM HUP
     trap - EXIT
     stop_pid "$bench_pid"
-    local s
-    for s in monitor campaign leads sales retention; do stop_pid "${pid[$s]:-}"; done
+    local k
+    for ((k = ${#started[@]} - 1; k >= 0; k--)); do stop_pid "${pid[${started[k]}]}"; done
     local p
     for p in ${redis_pids[@]+"${redis_pids[@]}"}; do stop_pid "$p"; done
     if [ "$keep" = 1 ]; then echo "run_funnel_bench: kept $dir" >&2; else rm -rf "$dir"; fi
@@ -166,8 +203,23 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 trap 'exit 129' HUP
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+# Every port of the run is drawn at once, all sockets held together, so no
+# two are the same (one drawn at a time, the kernel may hand a released
+# port out again: with two instances a service the run needs 24, and a
+# daemon then failed to bind, or another got its traffic). take_port sets
+# port to the next one (no subshell, so the index advances).
+# 3 nodes and their buses, the monitor's 2, an api and a pub an instance
+pool=($(python3 -c '
+import socket, sys
+held = [socket.socket() for _ in range(int(sys.argv[1]))]
+for s in held:
+    s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in held))' $((8 + 8 * ${instances:-1}))))
+[ "${#pool[@]}" -gt 0 ] || { echo "run_funnel_bench: no free loopback ports" >&2; exit 1; }
+pool_next=0
+take_port() {
+    port=${pool[pool_next]}
+    pool_next=$((pool_next + 1))
 }
 
 # One redis-server on a free port: AOF everysec, as the launcher's. Sets
@@ -175,7 +227,8 @@ free_port() {
 start_redis() {
     local d=$1 i=0; shift
     mkdir -p "$d"
-    node_port=$(free_port)
+    take_port
+    node_port=$port
     redis-server --port "$node_port" --bind 127.0.0.1 --dir "$d" --save '' \
         --appendonly yes --appendfsync everysec --logfile "$d/redis.log" "$@" &
     node_pid=$!
@@ -199,7 +252,8 @@ if [ "$cluster" = 0 ]; then
 else
     seeds=()
     for i in 0 1 2; do
-        start_redis "$dir/node-$i" --cluster-enabled yes --cluster-port "$(free_port)" \
+        take_port
+        start_redis "$dir/node-$i" --cluster-enabled yes --cluster-port "$port" \
             --cluster-config-file "$dir/node-$i/nodes.conf" --cluster-node-timeout 5000
         redis_args+=(--redis-pid "redis-$i=$node_pid")
         seeds+=("127.0.0.1:$node_port")
@@ -245,39 +299,51 @@ PY
 fi
 
 cfg="$dir/funnel.cfg"
+names=(a b c d e f g h i j k l m n o p q r s t u v w x y z)
 {
     echo "redis"
     echo "    url = \"$redis_url\""
     for s in campaign leads sales retention; do
         echo "$s"
-        if [ "$cluster" = 1 ]; then
-            # On a cluster a service runs as its one instance owning every
-            # partition (per-partition outboxes, keys spread over the slots)
+        if [ -n "$instances" ]; then
+            # Instance k of K owns the kth contiguous slice of the partitions
+            # (per-partition outboxes under {funnel:<svc>:<p>}; on a cluster
+            # with one instance the records too, with several the records
+            # under the service's base tag {funnel:<svc>})
             echo "    partitions = $parts"
             echo "    instances"
-            echo "        main"
-            echo "            api = \"tcp://127.0.0.1:$(free_port)\""
-            echo "            pub = \"tcp://127.0.0.1:$(free_port)\""
-            echo "            owns = \"0-$((parts - 1))\""
+            for ((k = 0; k < instances; k++)); do
+                echo "        ${names[k]}"
+                take_port; echo "            api = \"tcp://127.0.0.1:$port\""
+                take_port; echo "            pub = \"tcp://127.0.0.1:$port\""
+                echo "            owns = \"$((k * parts / instances))-$(((k + 1) * parts / instances - 1))\""
+            done
         else
-            echo "    api = \"tcp://127.0.0.1:$(free_port)\""
-            echo "    pub = \"tcp://127.0.0.1:$(free_port)\""
+            take_port; echo "    api = \"tcp://127.0.0.1:$port\""
+            take_port; echo "    pub = \"tcp://127.0.0.1:$port\""
         fi
     done
     echo "monitor"
-    echo "    http = \"127.0.0.1:$(free_port)\""
-    echo "    pub = \"tcp://127.0.0.1:$(free_port)\""
+    take_port; echo "    http = \"127.0.0.1:$port\""
+    take_port; echo "    pub = \"tcp://127.0.0.1:$port\""
 } >"$cfg"
 
-pids=()
+# Every daemon by label: "leads", or "leads@a" per instance; started lists
+# them in start order (cleanup stops them the other way round)
+pids=() started=()
 for s in retention sales leads campaign monitor; do     # downstream first
     [ "$s" != monitor ] || [ "$monitor" = 1 ] || continue
-    instance=()
-    [ "$cluster" = 1 ] && [ "$s" != monitor ] && instance=(--instance main)
-    "$build/services/$s/funnel-$s" -c "$cfg" --log-level warn ${instance[@]+"${instance[@]}"} \
-        ${sets[@]+"${sets[@]}"} >"$dir/$s.log" 2>&1 &
-    pid[$s]=$!
-    pids+=(--pid "$s=${pid[$s]}")
+    each=("")
+    [ -n "$instances" ] && [ "$s" != monitor ] && each=("${names[@]:0:instances}")
+    for inst in "${each[@]}"; do
+        label=$s instance=()
+        [ -n "$inst" ] && label="$s@$inst" instance=(--instance "$inst")
+        "$build/services/$s/funnel-$s" -c "$cfg" --log-level warn ${instance[@]+"${instance[@]}"} \
+            ${sets[@]+"${sets[@]}"} >"$dir/$label.log" 2>&1 &
+        pid[$label]=$!
+        started+=("$label")
+        pids+=(--pid "$label=${pid[$label]}")
+    done
 done
 
 "$bench" -c "$cfg" -n "$n" "${pids[@]}" "${redis_args[@]}" ${args[@]+"${args[@]}"} &
@@ -285,7 +351,7 @@ bench_pid=$!
 wait "$bench_pid"
 rc=$?
 bench_pid=""
-for s in "${!pid[@]}"; do
+for s in "${started[@]}"; do
     if ! kill -0 "${pid[$s]}" 2>/dev/null; then
         echo "run_funnel_bench: funnel-$s exited during the run; its log:" >&2
         tail -20 "$dir/$s.log" >&2
@@ -293,7 +359,7 @@ for s in "${!pid[@]}"; do
     fi
 done
 if [ "$rc" != 0 ]; then
-    for s in "${!pid[@]}"; do
+    for s in "${started[@]}"; do
         grep -h -m 5 -E 'ERROR|WARN' "$dir/$s.log" | sed "s/^/  $s: /" >&2
     done
 fi
