@@ -1178,37 +1178,68 @@ s_fill_u64 (zhashx_t *map, const redisReply *hgetall)
 
 //  A cluster: where records live depends on one or several instances
 //  (funnel_state_set_shared), so that too is fixed for the life of the
-//  data: the first start records it (data from before this check is one
-//  instance's), every start checks it.
+//  data. The partition count and the layout are recorded together, in one
+//  transaction of the base slot (two instances starting at once on fresh
+//  data must not take each other's half for old data); data recorded
+//  before the layout key existed is one instance's.
 static int
-s_check_layout (funnel_engine_t *self, bool fresh, funnel_error_t *err)
+s_check_layout (funnel_engine_t *self, const char *parts, funnel_error_t *err)
 {
     char key [KEY_MAX];
     snprintf (key, sizeof key, "%slayout", self->prefix);
     const char *mine = self->shared ? "shared" : "partitioned";
-    const char *set [] = { "SET", key, fresh ? mine : "partitioned", "NX" };
-    const char *get [] = { "GET", key };
-    s_send (self, 4, set, NULL);
-    s_send (self, 2, get, NULL);
-    redisReply *r [2];
-    if (s_recv (self, r, 2) != 0)
+    redis_pipeline_t *rt = redis_pipeline_new ();
+    redis_pipeline_append (rt, 1, (const char *[]) { "MULTI" }, NULL);
+    redis_pipeline_append (rt, 4, (const char *[]) { "SET", self->partitions_key, parts, "NX" },
+                           NULL);
+    redis_pipeline_append (rt, 4, (const char *[]) { "SET", key, mine, "NX" }, NULL);
+    redis_pipeline_append (rt, 2, (const char *[]) { "GET", self->partitions_key }, NULL);
+    redis_pipeline_append (rt, 2, (const char *[]) { "GET", key }, NULL);
+    redis_pipeline_append (rt, 1, (const char *[]) { "EXEC" }, NULL);
+    redisReply *r [6] = { NULL };
+    int rc = redis_cluster_run (self->cluster, self->base_slot, rt, r, err);
+    redis_pipeline_destroy (&rt);
+    if (rc != 0)
         return s_unavailable (err);
-    int rc = 0;
-    if (r [1]->type != REDIS_REPLY_STRING)
-        rc = s_unavailable (err);
+    redisReply *exec = r [5];
+    if (exec->type != REDIS_REPLY_ARRAY || exec->elements != 4
+    ||  exec->element [2]->type != REDIS_REPLY_STRING
+    ||  exec->element [3]->type != REDIS_REPLY_STRING) {
+        s_free_replies (r, 6);
+        return s_unavailable (err);
+    }
+    const char *stored = exec->element [3]->str;
+    //  Old data: the count was there, the layout was not (set just now)
+    bool old = exec->element [0]->type == REDIS_REPLY_NIL
+            && exec->element [1]->type == REDIS_REPLY_STATUS;
+    if (old) {
+        stored = "partitioned";
+        if (self->shared) {
+            s_send (self, 3, (const char *[]) { "SET", key, stored }, NULL);
+            redisReply *fix = NULL;
+            if (s_recv (self, &fix, 1) == 0)
+                freeReplyObject (fix);
+        }
+    }
+    if (strcmp (exec->element [2]->str, parts) != 0) {
+        funnel_error_set (err, FUNNEL_ERR_INTERNAL,
+                          "partitions = %s, but this service's data in Redis is in %.16s "
+                          "partitions (%s): the count is fixed for the life of the data",
+                          parts, exec->element [2]->str, self->partitions_key);
+        rc = FUNNEL_ENGINE_LAYOUT;
+    }
     else
-    if (strcmp (r [1]->str, mine) != 0) {
+    if (strcmp (stored, mine) != 0) {
         funnel_error_set (err, FUNNEL_ERR_INTERNAL,
                           "cluster layout: this service's data in Redis was written by %s "
                           "(%s = '%.16s'), but this topology runs %s; records are kept "
                           "differently, so the number of instances on a cluster is fixed "
                           "between one and several for the life of the data",
-                          streq (r [1]->str, "shared") ? "several instances" : "one instance",
-                          key, r [1]->str, self->shared ? "several instances" : "one instance");
+                          streq (stored, "shared") ? "several instances" : "one instance",
+                          key, stored, self->shared ? "several instances" : "one instance");
         rc = FUNNEL_ENGINE_LAYOUT;
     }
-    freeReplyObject (r [0]);
-    freeReplyObject (r [1]);
+    s_free_replies (r, 6);
     return rc;
 }
 
@@ -1220,6 +1251,8 @@ s_check_partitions (funnel_engine_t *self, funnel_error_t *err)
 {
     char mine [16];
     snprintf (mine, sizeof mine, "%d", self->cfg.partitions);
+    if (self->cluster)
+        return s_check_layout (self, mine, err);
     const char *set [] = { "SET", self->partitions_key, mine, "NX" };
     const char *get [] = { "GET", self->partitions_key };
     s_send (self, 4, set, NULL);
@@ -1238,11 +1271,8 @@ s_check_partitions (funnel_engine_t *self, funnel_error_t *err)
                           mine, r [1]->str, self->partitions_key);
         rc = FUNNEL_ENGINE_LAYOUT;
     }
-    bool fresh = r [0]->type == REDIS_REPLY_STATUS;
     freeReplyObject (r [0]);
     freeReplyObject (r [1]);
-    if (rc == 0 && self->cluster)
-        rc = s_check_layout (self, fresh, err);
     return rc;
 }
 
@@ -2293,6 +2323,27 @@ s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked
     return rc;
 }
 
+//  A cluster: renews every lease of ours, alone (one transaction per slot
+//  holding some, fenced as any); 0 if all were.
+static int
+s_renew_cluster (funnel_engine_t *self, funnel_error_t *err)
+{
+    redis_pipeline_t *none = redis_pipeline_new ();
+    int rc = 0;
+    for (int i = 0; i < self->lease_count && rc == 0; i++) {
+        int slot = self->lease_slots [self->lease_ids [i]];
+        bool done = false;
+        for (int j = 0; j < i && !done; j++)
+            done = self->lease_slots [self->lease_ids [j]] == slot;
+        long long acked = 0;
+        if (!done && s_txn (self, slot, self->slot_part [slot], none, NULL, true, false, false,
+                            &acked, err) != TXN_OK)
+            rc = -1;
+    }
+    redis_pipeline_destroy (&none);
+    return rc;
+}
+
 //  Commits the state's write-set plus c; publishes the outputs. On any
 //  failure the batch is rolled back in the cache too. ENGINE_RETRY: a
 //  shared record changed under us (only with several instances): nothing
@@ -2414,6 +2465,10 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         funnel_state_clear (st);
         self->conflicts++;
         rc = ENGINE_RETRY;
+        //  The renewal went with the batch's transaction: under conflicts
+        //  that keep coming, the leases must not run out meanwhile
+        if (renew && self->cluster && s_renew_cluster (self, err) == 0)
+            self->renewed = zclock_mono ();
     }
     else
     if (txn == TXN_UNKNOWN || txn == TXN_STORED) {
@@ -4260,6 +4315,16 @@ s_test_cluster_shared (const char *seeds)
     funnel_engine_release (b);
     snprintf (key, sizeof key, "{funnel:sh}:lease:%d", funnel_partition_of (kb, 4));
     s_test_cluster_expect (cb, "EXISTS", key, NULL, 0);
+    //  Data from before the layout was recorded is one instance's: several
+    //  refused, and the key says so from then on
+    freeReplyObject (s_test_cluster_cmd (cb, 2, (const char *[]) { "DEL", "{funnel:sh}:layout" }));
+    funnel_engine_destroy (&b);
+    b = s_test_shared_engine (cb, "host|tcp://b", owns_b);
+    assert (funnel_engine_sync (b, &err) == FUNNEL_ENGINE_LAYOUT);
+    assert (strstr (err.message, "one instance"));
+    layout = s_test_cluster_cmd (cb, 2, (const char *[]) { "GET", "{funnel:sh}:layout" });
+    assert (layout->type == REDIS_REPLY_STRING && streq (layout->str, "partitioned"));
+    freeReplyObject (layout);
     msgpack_sbuffer_destroy (&reply);
     funnel_engine_destroy (&a);
     funnel_engine_destroy (&b);
