@@ -28,6 +28,9 @@
 #define API_BURST           64          //  Requests handled per wakeup
 #define CONSUME_BATCH       1000        //  Live upstream events per batch
 #define CONSUME_BATCH_BUSY  200         //  ... while requests arrive
+#define CONSUME_BATCH_OCC   100         //  ... with several instances: every
+                                        //  record a batch reads is WATCHed,
+                                        //  which costs Redis n^2 in the keys
 #define REPLAY_DEFAULT      1000
 #define RETENTION_DEFAULT   1000000
 #define DEDUP_TTL_DEFAULT   (8 * 24 * 3600)     //  ids kept ≥ 7 days
@@ -811,11 +814,16 @@ s_start (service_t *self)
         return 2;
     }
     //  Scale-out (proto/README.md section 7): which instance we are
+    char path [128];
     self->topology = funnel_topology_new (self->config, name);
     if (!self->topology)
         return 2;
+    snprintf (path, sizeof path, "%s/consume_batch", name);
+    if (funnel_topology_count (self->topology) > 1 && !funnel_config_get (self->config, path, NULL))
+        self->consume_batch = CONSUME_BATCH_OCC;
+    if (self->consume_batch_busy > self->consume_batch)
+        self->consume_batch_busy = self->consume_batch;
     self->cfg.partitions = funnel_topology_partitions (self->topology);
-    char path [128];
     snprintf (path, sizeof path, "%s/instance", name);
     const char *wanted = funnel_config_get (self->config, path, NULL);
     self->instance = funnel_topology_find (self->topology, wanted);
