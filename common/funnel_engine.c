@@ -762,6 +762,7 @@ funnel_engine_new (const funnel_engine_cfg_t *cfg, const funnel_rules_t *rules,
     //  Several writers of shared records: instances that split the
     //  partitions (an instance owning them all has no other writer)
     self->occ = cfg->part_outbox && self->mine_count < n;
+    funnel_state_set_blind_adds (self->state, self->occ);
     //  [n]: the base lease, held on a Redis Cluster only
     self->lease_keys = (char **) zmalloc ((size_t) (n + 1) * sizeof (char *));
     for (int p = 0; p < n; p++)
@@ -843,6 +844,7 @@ funnel_engine_use_cluster (funnel_engine_t *self, redis_cluster_t *cluster)
     self->shared = self->mine_count < n;
     self->occ = self->shared;
     funnel_state_set_shared (self->state, self->shared);
+    funnel_state_set_blind_adds (self->state, self->shared);
     if (self->shared) {
         //  The base transaction (the batch's point of no return) is fenced
         //  by a copy of each owned partition's lease in the base slot

@@ -81,6 +81,7 @@ struct _funnel_state_t {
                                 //  timers and person indexes live: its own
                                 //  prefix, or shared (funnel_state_set_shared)
     char *base;                 //  The service's base prefix (series keys)
+    bool blind_adds;            //  funnel_state_add_global writes without reading
     int64_t series_keep [2];    //  Seconds hour / day buckets are kept
     size_t cache_max;
     zhashx_t *cache;            //  key -> funnel_rec_t (owned)
@@ -406,20 +407,27 @@ funnel_state_now (funnel_state_t *self)
 //  ---------------------------------------------------------------------
 //  Records
 
-static funnel_rec_t *
-s_lookup (funnel_state_t *self, int part, const char *kind, const char *id)
+//  "<prefix><kind>:<escaped id>", built without printf: this runs for
+//  every record read or prefetched. -1 if it does not fit.
+static int
+s_rec_key (funnel_state_t *self, int part, const char *kind, const char *id, char *key,
+           size_t size)
 {
-    //  "<prefix><kind>:<escaped id>", built without printf: this runs for
-    //  every record read or prefetched
-    char key [KEY_MAX];
     size_t prefix_len = strlen (self->data [part]), kind_len = strlen (kind);
-    if (prefix_len + kind_len + 1 >= sizeof key)
-        return NULL;
+    if (prefix_len + kind_len + 1 >= size)
+        return -1;
     memcpy (key, self->data [part], prefix_len);
     memcpy (key + prefix_len, kind, kind_len);
     key [prefix_len + kind_len] = ':';
     size_t head = prefix_len + kind_len + 1;
-    if (funnel_key_escape (id, key + head, sizeof key - head) < 0)
+    return funnel_key_escape (id, key + head, size - head) < 0 ? -1 : 0;
+}
+
+static funnel_rec_t *
+s_lookup (funnel_state_t *self, int part, const char *kind, const char *id)
+{
+    char key [KEY_MAX];
+    if (s_rec_key (self, part, kind, id, key, sizeof key) != 0)
         return NULL;
     funnel_rec_t *rec = (funnel_rec_t *) zhashx_lookup (self->cache, key);
     if (rec) {
@@ -461,6 +469,37 @@ funnel_rec_t *
 funnel_state_global (funnel_state_t *self, const char *kind, const char *id)
 {
     return s_get (self, 0, kind, id);
+}
+
+int
+funnel_state_add_global (funnel_state_t *self, const char *kind, const char *id,
+                         const char *field, int64_t n)
+{
+    char key [KEY_MAX];
+    if (s_rec_key (self, 0, kind, id, key, sizeof key) != 0)
+        return -1;
+    funnel_rec_t *rec = (funnel_rec_t *) zhashx_lookup (self->cache, key);
+    if (!self->blind_adds || (rec && rec->loaded)) {
+        rec = funnel_state_global (self, kind, id);
+        if (!rec)
+            return -1;
+        funnel_rec_add (rec, field, n);
+        return 0;
+    }
+    //  Not read: one HINCRBY with the series' (no expiry), after the
+    //  batch's record writes; rolled back with them
+    series_op_t *op = (series_op_t *) s_vec_push (&self->series);
+    op->key = strdup (key);
+    op->field = strdup (field);
+    op->n = n;
+    op->expire_at = 0;
+    return 0;
+}
+
+void
+funnel_state_set_blind_adds (funnel_state_t *self, bool blind)
+{
+    self->blind_adds = blind;
 }
 
 funnel_rec_t *
@@ -1490,10 +1529,12 @@ funnel_state_append_writes (funnel_state_t *self, funnel_redis_sink_fn *sink, vo
             commands++;
             j = k;
         }
-        snprintf (number, sizeof number, "%" PRId64, expire_at);
-        const char *expire [] = { "EXPIREAT", first->key, number };
-        sink (arg, 3, expire, NULL);
-        commands++;
+        if (expire_at > 0) {
+            snprintf (number, sizeof number, "%" PRId64, expire_at);
+            const char *expire [] = { "EXPIREAT", first->key, number };
+            sink (arg, 3, expire, NULL);
+            commands++;
+        }
         i = j;
     }
     //  Raw commands last, in the order queued
@@ -1514,6 +1555,17 @@ funnel_state_append_writes (funnel_state_t *self, funnel_redis_sink_fn *sink, vo
 
 #undef NDEBUG
 #include <assert.h>
+
+//  A sink that keeps each command as one line, words apart.
+static void
+s_test_sink (void *arg, int argc, const char **argv, const size_t *lens)
+{
+    char line [512] = "";
+    for (int i = 0; i < argc; i++)
+        snprintf (line + strlen (line), sizeof line - strlen (line), "%s%.*s", i ? " " : "",
+                  (int) (lens ? lens [i] : strlen (argv [i])), argv [i]);
+    zlist_append ((zlist_t *) arg, line);
+}
 
 static int
 s_test_loader (void *arg, funnel_state_t *st, funnel_rec_t **recs, size_t count)
@@ -1756,4 +1808,28 @@ funnel_state_test (bool verbose)
     funnel_state_committed (st);
     funnel_state_destroy (&st);
     assert (st == NULL);
+
+    //  Blind adds (several writers): no read, one HINCRBY after the
+    //  record writes, no EXPIREAT, undone by a rollback; without them the
+    //  record is read and written whole
+    st = funnel_state_new ("t", "{funnel:t}:", 4, 100);
+    loads = 0;
+    funnel_state_set_loader (st, s_test_loader, &loads);
+    funnel_state_set_blind_adds (st, true);
+    funnel_state_begin (st);
+    funnel_savepoint_t blind_sp = funnel_state_savepoint (st);
+    assert (funnel_state_add_global (st, "tot", "0", "sql", 2) == 0);
+    assert (funnel_state_add_global (st, "tot", "0", "sql", 3) == 0);
+    assert (loads == 0);
+    zlist_t *cmds = zlist_new ();
+    zlist_autofree (cmds);
+    assert (funnel_state_append_writes (st, s_test_sink, cmds, "{funnel:t}:stats") == 1);
+    assert (streq ((char *) zlist_first (cmds), "HINCRBY {funnel:t:0}:tot:0 sql 5"));
+    funnel_state_rollback (st, blind_sp);
+    zlist_purge (cmds);
+    assert (funnel_state_append_writes (st, s_test_sink, cmds, "{funnel:t}:stats") == 0);
+    funnel_state_set_blind_adds (st, false);
+    assert (funnel_state_add_global (st, "tot", "0", "sql", 2) == 0 && loads == 1);
+    zlist_destroy (&cmds);
+    funnel_state_destroy (&st);
 }

@@ -113,6 +113,17 @@ funnel_rec_t *
 //  A global record (not keyed by an entity): its owner is partition 0.
 funnel_rec_t *
     funnel_state_global (funnel_state_t *self, const char *kind, const char *id);
+//  Adds n to field of a global record, for a total the rules only add to
+//  (what they read they must read with funnel_state_global). With blind
+//  adds set (several writers: funnel_engine with instances) the record is
+//  not read, so it is not WATCHed and two writers' adds never conflict: the
+//  commit sends HINCRBY. A read of it later in the same batch does not see
+//  the add. -1 if the record could not be read (no blind adds).
+int
+    funnel_state_add_global (funnel_state_t *self, const char *kind, const char *id,
+                             const char *field, int64_t n);
+void
+    funnel_state_set_blind_adds (funnel_state_t *self, bool blind);
 //  The record (kind, id) kept in the partition of owner, another entity's
 //  id: an entity that belongs to another (a deal to its lead) stays in its
 //  owner's partition. A (kind, id) must always be given the same owner.

@@ -129,9 +129,7 @@ s_count (funnel_state_t *st, const char *name, int64_t n)
     };
     for (const char *const *s = shown; *s; s++)
         if (streq (*s, name)) {
-            funnel_rec_t *tot = funnel_state_global (st, "tot", ALL);
-            if (tot)
-                funnel_rec_add (tot, name, n);
+            funnel_state_add_global (st, "tot", ALL, name, n);
             break;
         }
 }
@@ -141,9 +139,7 @@ static void
 s_count_stage (funnel_state_t *st, const char *name, int64_t t)
 {
     funnel_state_count_stage (st, name, t, NULL, 1);
-    funnel_rec_t *tot = funnel_state_global (st, "tot", ALL);
-    if (tot)
-        funnel_rec_add (tot, name, 1);
+    funnel_state_add_global (st, "tot", ALL, name, 1);
 }
 
 //  One campaign's own stage series (its unique reach, not the funnel's)

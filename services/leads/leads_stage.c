@@ -167,9 +167,7 @@ static void
 s_count (funnel_state_t *st, const char *name, int64_t n)
 {
     funnel_state_count (st, name, n);
-    funnel_rec_t *tot = funnel_state_global (st, "tot", ALL);
-    if (tot)
-        funnel_rec_add (tot, name, n);
+    funnel_state_add_global (st, "tot", ALL, name, n);
 }
 
 //  A stage reached at event time t, whole funnel and the lead's campaign,
@@ -180,9 +178,7 @@ s_count_stage (funnel_state_t *st, const char *name, double t, const char *campa
 {
     int64_t ms = t == floor (t) && t >= 0 && t <= 9007199254740992.0 ? (int64_t) t : -1;
     funnel_state_count_stage (st, name, ms, campaign, 1);
-    funnel_rec_t *tot = funnel_state_global (st, "tot", ALL);
-    if (tot)
-        funnel_rec_add (tot, name, 1);
+    funnel_state_add_global (st, "tot", ALL, name, 1);
 }
 
 //  --------------------------------------------------------------------

@@ -63,14 +63,10 @@ s_count_stage (funnel_state_t *st, const char *name, int64_t t, const char *camp
 static int
 s_cohort_add (funnel_state_t *st, funnel_rec_t *c, char what, int64_t n)
 {
-    funnel_rec_t *coh = funnel_state_global (st, "g", "coh");
-    if (!coh)
-        return -1;
     char month [16], field [24];
     cohort_month (funnel_rec_int (c, "on", 0), month, sizeof month);
     snprintf (field, sizeof field, "%s:%c", month, what);
-    funnel_rec_add (coh, field, n);
-    return 0;
+    return funnel_state_add_global (st, "g", "coh", field, n);
 }
 
 //  Times that mostly equal another are stored only when they differ: first

@@ -351,18 +351,17 @@ s_global (funnel_state_t *st, const char *name)
     return funnel_state_global (st, "g", name);
 }
 
+//  Tallies only added to: funnel_state_add_global, so that instances
+//  sharing them add without reading (no conflict between them)
 static int
 s_tally_stage (funnel_state_t *st, int stage, int64_t n, int64_t value)
 {
-    funnel_rec_t *g = s_global (st, "bystage");
-    if (!g)
-        return -1;
     char f [8];
     snprintf (f, sizeof f, "n%d", stage);
-    funnel_rec_add (g, f, n);
+    if (funnel_state_add_global (st, "g", "bystage", f, n))
+        return -1;
     snprintf (f, sizeof f, "a%d", stage);
-    funnel_rec_add (g, f, value);
-    return 0;
+    return funnel_state_add_global (st, "g", "bystage", f, value);
 }
 
 static int
@@ -384,11 +383,7 @@ s_tally_rep (funnel_state_t *st, const char *rep, int64_t n, int64_t value)
 static int
 s_agg (funnel_state_t *st, const char *field, int64_t n)
 {
-    funnel_rec_t *g = s_global (st, "agg");
-    if (!g)
-        return -1;
-    funnel_rec_add (g, field, n);
-    return 0;
+    return funnel_state_add_global (st, "g", "agg", field, n);
 }
 
 static int
