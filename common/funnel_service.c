@@ -27,7 +27,7 @@
 #define UPSTREAM_SETS_MAX   8
 #define API_BURST           64          //  Requests handled per wakeup
 #define CONSUME_BATCH       1000        //  Live upstream events per batch
-#define CONSUME_BATCH_BUSY  200         //  ... while requests arrive
+#define CONSUME_BATCH_BUSY  100         //  ... while requests arrive
 #define CONSUME_BATCH_OCC   100         //  ... with several instances: every
                                         //  record a batch reads is WATCHed,
                                         //  which costs Redis n^2 in the keys
