@@ -26,6 +26,11 @@
 #define UPSTREAMS_MAX       (4 * 4096 + 8)    //  Streams: one per upstream partition
 #define UPSTREAM_SETS_MAX   8
 #define API_BURST           64          //  Requests handled per wakeup
+#define CONSUME_BATCH       1000        //  Live upstream events per batch
+#define CONSUME_BATCH_BUSY  100         //  ... while requests arrive
+#define CONSUME_BATCH_OCC   100         //  ... with several instances: every
+                                        //  record a batch reads is WATCHed,
+                                        //  which costs Redis n^2 in the keys
 #define REPLAY_DEFAULT      1000
 #define RETENTION_DEFAULT   1000000
 #define DEDUP_TTL_DEFAULT   (8 * 24 * 3600)     //  ids kept ≥ 7 days
@@ -60,6 +65,10 @@ typedef struct {
     bool lease_waiting;                 //  Logged "waiting" once
     bool fatal;                         //  Stop with exit code 1
     bool synced_once;                   //  The engine ran: a lease lost now is a step-down
+    int consume_batch;                  //  Live upstream events per batch (settings)
+    int consume_batch_busy;             //  ... while requests arrive
+    int64_t last_api;                   //  zclock_mono of the last request
+    bool busy;                          //  A request came within the last second
     void *rules_arg;                    //  The C rules' settings (rules->setup)
     funnel_peer_t peer;                 //  Who sent the request being handled
     msgpack_sbuffer pub_buf;            //  An output's PUB body, reused: a fresh
@@ -474,11 +483,29 @@ s_handle_request (service_t *self, zmsg_t *msg)
 //  ---------------------------------------------------------------------
 //  Loop handlers
 
+//  The size of the upstreams' live batches: a request arriving while one
+//  is applied waits for it (one loop), so while requests arrive the
+//  batches are kept smaller (consume_batch_busy), at some cost in
+//  throughput (a commit per batch).
+static void
+s_consume_batch (service_t *self, int max)
+{
+    for (int s = 0; s < self->set_count; s++)
+        upstream_set_batch_max (self->sets [s], max);
+    for (int u = 0; u < self->upstream_count; u++)
+        upstream_batch_max (self->upstreams [u], max);
+}
+
 static int
 s_on_api (zloop_t *loop, zsock_t *reader, void *arg)
 {
     (void) loop;
     service_t *self = (service_t *) arg;
+    self->last_api = zclock_mono ();
+    if (!self->busy && self->consume_batch_busy < self->consume_batch) {
+        self->busy = true;
+        s_consume_batch (self, self->consume_batch_busy);
+    }
     for (int i = 0; i < API_BURST && (zsock_events (reader) & ZMQ_POLLIN); i++) {
         zmsg_t *msg = zmsg_recv (reader);
         if (!msg)
@@ -634,6 +661,10 @@ s_on_housekeeping (zloop_t *loop, int timer_id, void *arg)
         self->fatal = true;
     if (self->fatal)
         return -1;
+    if (self->busy && zclock_mono () - self->last_api > 1000) {
+        self->busy = false;
+        s_consume_batch (self, self->consume_batch);
+    }
     if (self->synced)
         for (int u = 0; u < self->upstream_count; u++)
             upstream_catch_up (self->upstreams [u], 10);
@@ -677,16 +708,17 @@ s_read_settings (service_t *self)
 {
     const char *name = self->def->name;
     //  (partitions: the topology reads it, with the instances that own them)
-    int64_t values [7] = { 100000, 5000, RETENTION_DEFAULT, DEDUP_TTL_DEFAULT,
-                           1024LL * 1024 * 1024, 90, 1096 };
-    const char *keys [7] = { "cache_entries", "lease_ms", "retention",
+    int64_t values [9] = { 100000, 5000, RETENTION_DEFAULT, DEDUP_TTL_DEFAULT,
+                           1024LL * 1024 * 1024, 90, 1096, CONSUME_BATCH, CONSUME_BATCH_BUSY };
+    const char *keys [9] = { "cache_entries", "lease_ms", "retention",
                              "dedup_ttl_s", "outbox_max_bytes",
                              //  Stage series: hourly buckets kept 90 days, daily 3 years
-                             "series_hourly_days", "series_daily_days" };
-    const int64_t mins [7] = { 1, 300, 1, 1, 1024, 1, 1 };
-    const int64_t maxs [7] = { 100000000, 600000, INT64_MAX / 2, INT64_MAX / 2000,
-                               INT64_MAX / 2, 36600, 36600 };
-    for (int i = 0; i < 7; i++) {
+                             "series_hourly_days", "series_daily_days",
+                             "consume_batch", "consume_batch_busy" };
+    const int64_t mins [9] = { 1, 300, 1, 1, 1024, 1, 1, 1, 1 };
+    const int64_t maxs [9] = { 100000000, 600000, INT64_MAX / 2, INT64_MAX / 2000,
+                               INT64_MAX / 2, 36600, 36600, 1000, 1000 };
+    for (int i = 0; i < 9; i++) {
         char path [128];
         snprintf (path, sizeof path, "%s/%s", name, keys [i]);
         if (funnel_config_int (self->config, path, values [i], &values [i]))
@@ -727,6 +759,8 @@ s_read_settings (service_t *self)
     }
     self->cfg.acks = (int) acks;
     self->cfg.acks_timeout_ms = (int) acks_timeout;
+    self->consume_batch = (int) values [7];
+    self->consume_batch_busy = (int) values [8];
     return 0;
 }
 
@@ -780,11 +814,16 @@ s_start (service_t *self)
         return 2;
     }
     //  Scale-out (proto/README.md section 7): which instance we are
+    char path [128];
     self->topology = funnel_topology_new (self->config, name);
     if (!self->topology)
         return 2;
+    snprintf (path, sizeof path, "%s/consume_batch", name);
+    if (funnel_topology_count (self->topology) > 1 && !funnel_config_get (self->config, path, NULL))
+        self->consume_batch = CONSUME_BATCH_OCC;
+    if (self->consume_batch_busy > self->consume_batch)
+        self->consume_batch_busy = self->consume_batch;
     self->cfg.partitions = funnel_topology_partitions (self->topology);
-    char path [128];
     snprintf (path, sizeof path, "%s/instance", name);
     const char *wanted = funnel_config_get (self->config, path, NULL);
     self->instance = funnel_topology_find (self->topology, wanted);
@@ -879,6 +918,7 @@ s_start (service_t *self)
         upstream_set_subscriber (upstream, self->subscriber);
         self->upstreams [self->upstream_count++] = upstream;
     }
+    s_consume_batch (self, self->consume_batch);
     //  Everything the service reads is read by now: what is left is a typo
     if (funnel_config_check_keys (self->config))
         return 2;

@@ -45,6 +45,7 @@ struct _upstream_t {
     const char *events [DRAIN_MAX];
     size_t sizes [DRAIN_MAX];
     size_t count;
+    int batch_max;                  //  Live events per batch, 1..DRAIN_MAX
     uint64_t first;
 };
 
@@ -99,6 +100,7 @@ upstream_new_part (const char *name, int part, const char *api,
     self->apply = apply;
     self->arg = arg;
     self->expected = 1;
+    self->batch_max = DRAIN_MAX;
     self->need_replay = true;
     self->last_rx = zclock_mono ();
     if (s_connect_dealer (self) != 0)
@@ -118,6 +120,7 @@ upstream_new (const char *name, const char *api, const char *pub,
     self->apply = apply;
     self->arg = arg;
     self->expected = 1;
+    self->batch_max = DRAIN_MAX;
     self->need_replay = true;       //  Nothing applied live before upstream_start
     self->last_rx = zclock_mono ();
     self->sub = upstream_sub_socket (name);
@@ -278,7 +281,7 @@ upstream_offer_decoded (upstream_t *self, bool heartbeat, event_codec_t **decode
         event_codec_destroy (&decoded);
         return;
     }
-    if (self->count == DRAIN_MAX)
+    if (self->count >= (size_t) self->batch_max)
         upstream_settle (self);
     funnel_error_t err;
     funnel_event_t event;
@@ -376,13 +379,19 @@ upstream_held (upstream_t *self, size_t index, const char *event)
 //  zmsg per event (message, list, two frames, each a malloc and a copy)
 //  was a tenth of a consumer's CPU, its frees another
 void
+upstream_batch_max (upstream_t *self, int max)
+{
+    self->batch_max = max < 1 ? 1 : max > DRAIN_MAX ? DRAIN_MAX : max;
+}
+
+void
 upstream_drain (upstream_t *self)
 {
     void *sub = zsock_resolve (self->sub);
     zmq_msg_t topic, body;
     zmq_msg_init (&topic);
     zmq_msg_init (&body);
-    for (int i = 0; i < DRAIN_MAX; i++) {
+    for (int i = 0; i < self->batch_max; i++) {
         int frames = upstream_live_recv (sub, &topic, &body);
         if (frames < 0)
             break;

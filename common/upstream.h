@@ -88,6 +88,11 @@ void
 //  messages) and applies it in batches.
 void
     upstream_drain (upstream_t *self);
+//  The most live events one batch applies and one drain reads (1..1000,
+//  default 1000): the owner's loop serves nothing else meanwhile, so a
+//  smaller one bounds how long a request waits behind a batch.
+void
+    upstream_batch_max (upstream_t *self, int max);
 
 //  Call periodically (e.g. every 50 ms): if a catch-up is due, sends the
 //  next REPLAY (asynchronously: the reply is handled by upstream_on_replay),

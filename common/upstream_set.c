@@ -11,6 +11,7 @@ struct _upstream_set_t {
     zsock_t *sub;
     upstream_t **parts;
     int count;
+    int batch_max;                  //  Messages one drain reads
     int64_t last_warn;
 };
 
@@ -22,6 +23,7 @@ upstream_set_new (const char *name, funnel_topology_t *topology,
     self->name = strdup (name);
     self->count = funnel_topology_partitions (topology);
     self->parts = (upstream_t **) zmalloc ((size_t) self->count * sizeof (upstream_t *));
+    self->batch_max = DRAIN_MAX;
     self->sub = upstream_sub_socket (name);
     bool ok = self->sub != NULL;
     for (int i = 0; ok && i < funnel_topology_count (topology); i++) {
@@ -65,6 +67,14 @@ upstream_set_part (upstream_set_t *self, int part)
     return part >= 0 && part < self->count ? self->parts [part] : NULL;
 }
 
+void
+upstream_set_batch_max (upstream_set_t *self, int max)
+{
+    self->batch_max = max < 1 ? 1 : max > DRAIN_MAX ? DRAIN_MAX : max;
+    for (int p = 0; p < self->count; p++)
+        upstream_batch_max (self->parts [p], max);
+}
+
 //  The live messages waiting (up to a batch), each decoded once: its
 //  `part` names the stream it goes to; then each stream that got one
 //  applies its batch.
@@ -76,7 +86,7 @@ upstream_set_drain (upstream_set_t *self)
     zmq_msg_t topic, body;
     zmq_msg_init (&topic);
     zmq_msg_init (&body);
-    for (int i = 0; i < DRAIN_MAX; i++) {
+    for (int i = 0; i < self->batch_max; i++) {
         int frames = upstream_live_recv (sub, &topic, &body);
         if (frames < 0)
             break;

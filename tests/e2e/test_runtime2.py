@@ -182,6 +182,33 @@ class TestRulesSettings(FunnelTestCase):
         wait_until(lambda: not d.running(), timeout=10, what="exit on a bad setting")
         self.assertEqual(d.proc.returncode, 2)
 
+    def test_consume_batch_out_of_range_exits_2(self):
+        for setting in ("alpha/consume_batch=0", "alpha/consume_batch_busy=1001"):
+            d = self.daemon("alpha", "funnel-testsvc", args=["--set", setting])
+            wait_until(lambda: not d.running(), timeout=10, what="exit on " + setting)
+            self.assertEqual(d.proc.returncode, 2, setting)
+            self.assertIn(setting.split("=")[0].replace("alpha/", "") + " = ", d.output())
+
+
+class TestConsumeBatch(FunnelTestCase):
+    """consume_batch bounds a live upstream batch: 300 events published at
+    once reach a consumer capped at 10 per batch in at least 30 commits,
+    every one applied once."""
+
+    def test_live_batches_are_capped(self):
+        self.daemon("alpha", "funnel-testsvc")
+        alpha = self.wait_ready("alpha")
+        self.daemon("beta", "funnel-testsvc", args=["--set", "beta/consume_batch=10"],
+                    env={"FUNNEL_TESTSVC_NAME": "beta", "FUNNEL_TESTSVC_UPSTREAM": "alpha"})
+        self.wait_ready("beta")
+        wait_until(lambda: self.stats("alpha").get("subscribers") == 1, timeout=10,
+                   what="beta registered")
+        before = self.stats("beta")["commits"]
+        alpha.ok("PUBLISH", [add("k", 1) for _ in range(300)])
+        wait_until(lambda: self.stats("beta").get("mirrored") == 300, timeout=20,
+                   what="beta mirrored 300")
+        self.assertGreaterEqual(self.stats("beta")["commits"] - before, 30)
+
 
 class TestExtValues(FunnelTestCase):
     def test_ext_anywhere_is_invalid(self):
