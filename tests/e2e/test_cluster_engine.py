@@ -661,8 +661,8 @@ class TestRefusals(ClusterCase):
         print("\n(refused: %s | %s)" % (one.strip(), several[0].strip()))
         # The whole line, as proto/wire.md ("Cluster") gives it: nothing cut
         for line in [one] + several:
-            self.assertIn("fixed between one and several for the life of the data: refusing "
-                          "to start", line)
+            self.assertIn("one or several instances on a cluster is fixed for the life of the "
+                          "data: refusing to start", line)
 
 
 # ---------------------------------------------------------------------------
