@@ -273,7 +273,9 @@ s_serve (zsock_t *router, funnel_topology_t *topology, int me)
             assert (funnel_topology_owner_index (topology, part) == me);
             events++;
         }
+        uint32_t count = unpacked.data.via.array.size;
         msgpack_unpacked_destroy (&unpacked);
+        zmsg_destroy (&msg);
         zmsg_t *reply = zmsg_new ();
         zmsg_append (reply, &identity);
         zmsg_append (reply, &empty);
@@ -284,7 +286,7 @@ s_serve (zsock_t *router, funnel_topology_t *topology, int me)
         msgpack_packer_init (&pk, &sbuf, msgpack_sbuffer_write);
         msgpack_pack_map (&pk, 1);
         event_codec_pack_cstr (&pk, "accepted");
-        msgpack_pack_uint32 (&pk, unpacked.data.via.array.size);
+        msgpack_pack_uint32 (&pk, count);
         zmsg_addmem (reply, sbuf.data, sbuf.size);
         msgpack_sbuffer_destroy (&sbuf);
         zmsg_send (&reply, router);
