@@ -492,6 +492,7 @@ s_consume_batch (service_t *self, int max)
 {
     for (int s = 0; s < self->set_count; s++)
         upstream_set_batch_max (self->sets [s], max);
+    //  Every stream, a partitioned upstream's included
     for (int u = 0; u < self->upstream_count; u++)
         upstream_batch_max (self->upstreams [u], max);
 }

@@ -4,7 +4,7 @@
 #include "funnel_curve.h"
 #include "funnel_log.h"
 
-#define DRAIN_MAX       1000        //  Live events applied per batch
+#define DRAIN_MAX       UPSTREAM_BATCH_MAX
 #define REPLAY_LIMIT    1000
 #define REPLAY_TIMEOUT  2000        //  ms before a REPLAY is given up
 #define BACKOFF_MIN     250         //  ms after a failed REPLAY, doubling

@@ -88,8 +88,10 @@ void
 //  messages) and applies it in batches.
 void
     upstream_drain (upstream_t *self);
-//  The most live events one batch applies and one drain reads (1..1000,
-//  default 1000): the owner's loop serves nothing else meanwhile, so a
+#define UPSTREAM_BATCH_MAX  1000
+
+//  The most live events one batch applies and one drain reads
+//  (1..UPSTREAM_BATCH_MAX, the default): the owner's loop serves nothing else meanwhile, so a
 //  smaller one bounds how long a request waits behind a batch.
 void
     upstream_batch_max (upstream_t *self, int max);

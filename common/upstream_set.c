@@ -4,7 +4,6 @@
 #include "funnel_curve.h"
 #include "funnel_log.h"
 
-#define DRAIN_MAX   1000
 
 struct _upstream_set_t {
     char *name;
@@ -23,7 +22,7 @@ upstream_set_new (const char *name, funnel_topology_t *topology,
     self->name = strdup (name);
     self->count = funnel_topology_partitions (topology);
     self->parts = (upstream_t **) zmalloc ((size_t) self->count * sizeof (upstream_t *));
-    self->batch_max = DRAIN_MAX;
+    self->batch_max = UPSTREAM_BATCH_MAX;
     self->sub = upstream_sub_socket (name);
     bool ok = self->sub != NULL;
     for (int i = 0; ok && i < funnel_topology_count (topology); i++) {
@@ -70,9 +69,7 @@ upstream_set_part (upstream_set_t *self, int part)
 void
 upstream_set_batch_max (upstream_set_t *self, int max)
 {
-    self->batch_max = max < 1 ? 1 : max > DRAIN_MAX ? DRAIN_MAX : max;
-    for (int p = 0; p < self->count; p++)
-        upstream_batch_max (self->parts [p], max);
+    self->batch_max = max < 1 ? 1 : max > UPSTREAM_BATCH_MAX ? UPSTREAM_BATCH_MAX : max;
 }
 
 //  The live messages waiting (up to a batch), each decoded once: its

@@ -27,7 +27,8 @@ upstream_t *
 //  Reads what waits on the SUB socket (bounded) and applies it per partition.
 void
     upstream_set_drain (upstream_set_t *self);
-//  As upstream_batch_max, for the drain and every partition's stream.
+//  The most messages one drain reads (1..UPSTREAM_BATCH_MAX); each
+//  partition's stream is bounded by its own upstream_batch_max.
 void
     upstream_set_batch_max (upstream_set_t *self, int max);
 
