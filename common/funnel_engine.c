@@ -2324,24 +2324,35 @@ s_commit_cluster (funnel_engine_t *self, bool renew, bool wait, long long *acked
     return rc;
 }
 
-//  A cluster: renews every lease of ours, alone (one transaction per slot
-//  holding some, fenced as any); 0 if all were.
+//  A cluster: one transaction per slot holding leases of ours, fenced as
+//  any, that renews them all, or (release) deletes them all (one per
+//  lease would find, in its fence, an earlier one already gone); 0 if
+//  every one ran.
 static int
-s_renew_cluster (funnel_engine_t *self, funnel_error_t *err)
+s_lease_txns (funnel_engine_t *self, bool release, funnel_error_t *err)
 {
-    redis_pipeline_t *none = redis_pipeline_new ();
+    redis_pipeline_t *cmds = redis_pipeline_new ();
+    int *here = (int *) zmalloc ((size_t) (self->lease_count + 1) * sizeof (int));
     int rc = 0;
-    for (int i = 0; i < self->lease_count && rc == 0; i++) {
+    for (int i = 0; i < self->lease_count; i++) {
         int slot = self->lease_slots [self->lease_ids [i]];
         bool done = false;
         for (int j = 0; j < i && !done; j++)
             done = self->lease_slots [self->lease_ids [j]] == slot;
+        if (done)
+            continue;
+        redis_pipeline_reset (cmds);
+        int count = release ? s_slot_leases (self, slot, here) : 0;
+        for (int k = 0; k < count; k++)
+            redis_pipeline_append (cmds, 2, (const char *[]) { "DEL",
+                                   self->lease_keys [here [k]] }, NULL);
         long long acked = 0;
-        if (!done && s_txn (self, slot, self->slot_part [slot], none, NULL, true, false, false,
-                            &acked, err) != TXN_OK)
+        if (s_txn (self, slot, self->slot_part [slot], cmds, NULL, !release, false, false,
+                   &acked, err) != TXN_OK)
             rc = -1;
     }
-    redis_pipeline_destroy (&none);
+    free (here);
+    redis_pipeline_destroy (&cmds);
     return rc;
 }
 
@@ -2468,7 +2479,7 @@ s_commit (funnel_engine_t *self, const commit_t *c, funnel_error_t *err)
         rc = ENGINE_RETRY;
         //  The renewal went with the batch's transaction: under conflicts
         //  that keep coming, the leases must not run out meanwhile
-        if (renew && self->cluster && s_renew_cluster (self, err) == 0)
+        if (renew && self->cluster && s_lease_txns (self, false, err) == 0)
             self->renewed = zclock_mono ();
     }
     else
@@ -3305,28 +3316,7 @@ funnel_engine_release (funnel_engine_t *self)
             s_free_replies (r, done);
         free (r);
         zlist_purge (self->intents_done);
-        //  One transaction per slot: it deletes every lease of ours there
-        //  (a later one's fence would find an earlier one gone)
-        redis_pipeline_t *del = redis_pipeline_new ();
-        int *here = (int *) zmalloc ((size_t) (self->lease_count + 1) * sizeof (int));
-        for (int i = 0; i < self->lease_count; i++) {
-            int slot = self->lease_slots [self->lease_ids [i]];
-            bool done = false;
-            for (int j = 0; j < i && !done; j++)
-                done = self->lease_slots [self->lease_ids [j]] == slot;
-            if (done)
-                continue;
-            redis_pipeline_reset (del);
-            int count = s_slot_leases (self, slot, here);
-            for (int k = 0; k < count; k++)
-                redis_pipeline_append (del, 2, (const char *[]) { "DEL",
-                                       self->lease_keys [here [k]] }, NULL);
-            long long acked = 0;
-            s_txn (self, slot, self->slot_part [slot], del, NULL, false, false, false, &acked,
-                   &err);
-        }
-        free (here);
-        redis_pipeline_destroy (&del);
+        s_lease_txns (self, true, &err);
         self->generation = 0;
         return;
     }
