@@ -15,6 +15,9 @@ struct _bench_latency_t {
     int64_t counter;            //  Probe event numbers, unique in the run
     int64_t load_events, load_us;
     char load_error [300];
+    bench_redis_t *redis;       //  Not owned; NULL: EXECs not measured
+    bench_latency_pct_t exec;
+    bool exec_read;
 };
 
 static const char *s_names [BENCH_PROBES] = {
@@ -197,8 +200,13 @@ bench_latency_run (bench_latency_t *self, int probes, int seconds, int batch, in
     zactor_t *loader = zactor_new (s_loader, &args);
     zsock_set_rcvtimeo (zactor_sock (loader), 30000);
     char *warm = zstr_recv (loader);
-    if (warm)
+    if (warm) {
+        if (self->redis)
+            bench_redis_reset_stats (self->redis);
         s_probe (self, self->loaded, probes, seconds);
+        self->exec_read = self->redis && bench_redis_latency (self->redis, "exec",
+                                                              &self->exec) == 0;
+    }
     else
         snprintf (self->load_error, sizeof self->load_error, "the load never started");
     zstr_free (&warm);
@@ -213,6 +221,19 @@ bench_latency_run (bench_latency_t *self, int probes, int seconds, int batch, in
     }
     zstr_free (&report);
     zactor_destroy (&loader);
+}
+
+void
+bench_latency_set_redis (bench_latency_t *self, bench_redis_t *redis)
+{
+    self->redis = redis;
+}
+
+int
+bench_latency_exec (bench_latency_t *self, bench_latency_pct_t *pct)
+{
+    *pct = self->exec;
+    return self->exec_read ? 0 : -1;
 }
 
 bench_probe_t *

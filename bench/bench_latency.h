@@ -14,6 +14,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include "bench_redis.h"
 #include "funnel_client.h"
 #include "funnel_topology.h"
 
@@ -36,6 +37,15 @@ bench_latency_t *
                        funnel_topology_t *campaign);
 void
     bench_latency_destroy (bench_latency_t **self_p);
+
+//  Where to read how long EXECs held Redis while loaded (optional; not
+//  owned): its stats are reset when the load has started and read when
+//  the loaded probes end.
+void
+    bench_latency_set_redis (bench_latency_t *self, bench_redis_t *redis);
+//  EXEC percentiles of the loaded phase; 0, or -1 if not measured.
+int
+    bench_latency_exec (bench_latency_t *self, bench_latency_pct_t *pct);
 
 //  Runs the idle phase, then the loaded phase.
 void

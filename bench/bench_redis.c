@@ -93,6 +93,68 @@ bench_redis_info (bench_redis_t *self, const char *section, const char *field)
     return sum;
 }
 
+//  The value of "<name>=" in a latencystats line; -1 if absent.
+static double
+s_pct_field (const char *line, const char *end, const char *name)
+{
+    size_t length = strlen (name);
+    for (const char *at = line; at && at < end; at = strchr (at, ',')) {
+        if (*at == ',' || *at == ':')
+            at++;
+        if (strncmp (at, name, length) == 0 && at [length] == '=')
+            return strtod (at + length + 1, NULL);
+    }
+    return -1;
+}
+
+//  Folds one node's INFO latencystats text into pct (each the higher);
+//  0 if it reports command, -1 if not.
+static int
+s_latency_parse (const char *text, const char *command, bench_latency_pct_t *pct)
+{
+    //  latency_percentiles_usec_<command>:p50=...,p99=...,p99.9=...
+    char prefix [96];
+    snprintf (prefix, sizeof prefix, "latency_percentiles_usec_%s:", command);
+    size_t length = strlen (prefix);
+    for (const char *line = text; line && *line; ) {
+        const char *end = strchr (line, '\n');
+        if (strncmp (line, prefix, length) == 0) {
+            const char *stop = end ? end : line + strlen (line);
+            pct->p50 = MAX (pct->p50, s_pct_field (line + length - 1, stop, "p50"));
+            pct->p99 = MAX (pct->p99, s_pct_field (line + length - 1, stop, "p99"));
+            pct->p999 = MAX (pct->p999, s_pct_field (line + length - 1, stop, "p99.9"));
+            return 0;
+        }
+        line = end ? end + 1 : NULL;
+    }
+    return -1;
+}
+
+int
+bench_redis_latency (bench_redis_t *self, const char *command, bench_latency_pct_t *pct)
+{
+    int rc = -1;
+    pct->p50 = pct->p99 = pct->p999 = 0;
+    for (int i = 0; i < self->count; i++) {
+        char *text = s_info (self->stores [i], "latencystats");
+        if (text && s_latency_parse (text, command, pct) == 0)
+            rc = 0;
+        free (text);
+    }
+    return rc;
+}
+
+void
+bench_redis_reset_stats (bench_redis_t *self)
+{
+    for (int i = 0; i < self->count; i++) {
+        const char *argv [] = { "CONFIG", "RESETSTAT" };
+        redisReply *reply = redis_store_command (self->stores [i], 2, argv, NULL);
+        if (reply)
+            freeReplyObject (reply);
+    }
+}
+
 //  Adds one node's INFO commandstats to stats [count..]; the new count.
 static int
 s_cmdstats_add (redis_store_t *store, bench_cmdstat_t *stats, int count, int max)
@@ -402,6 +464,19 @@ bench_redis_test (bool verbose)
         assert (streq (token, cases [i].token));
         assert (streq (kind, cases [i].kind));
     }
+    //  INFO latencystats of two nodes: each percentile the higher
+    const char *node1 = "# Latencystats\r\nlatency_percentiles_usec_set:p50=2.007,p99=19.071,"
+                        "p99.9=64.255\r\nlatency_percentiles_usec_exec:p50=63.231,p99=5472.255,"
+                        "p99.9=9502.719\r\n";
+    const char *node2 = "latency_percentiles_usec_exec:p50=70.5,p99=900,p99.9=12000\r\n";
+    bench_latency_pct_t pct = { 0, 0, 0 };
+    assert (s_latency_parse (node1, "exec", &pct) == 0);
+    assert (pct.p50 == 63.231 && pct.p99 == 5472.255 && pct.p999 == 9502.719);
+    assert (s_latency_parse (node2, "exec", &pct) == 0);
+    assert (pct.p50 == 70.5 && pct.p99 == 5472.255 && pct.p999 == 12000);
+    assert (s_latency_parse (node2, "set", &pct) == -1);
+    assert (s_latency_parse (node1, "exe", &pct) == -1);
+
     bench_cmdstat_t before [] = { { "exec", 10, 1000 }, { "ping", 5, 5 } };
     bench_cmdstat_t after [] = { { "exec", 30, 9000 }, { "ping", 5, 5 }, { "scan", 1, 50 } };
     bench_cmdstat_t delta [4];

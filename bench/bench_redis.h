@@ -53,6 +53,22 @@ int
                           const bench_cmdstat_t *after, int nafter,
                           bench_cmdstat_t *delta, int max);
 
+//  A command's execution time percentiles since the last reset, from
+//  INFO latencystats (Redis 7, latency-tracking on by default): p50, p99
+//  and p99.9 in µs (an EXEC's is its whole transaction: how long it held
+//  the server). On a cluster, each the highest over the nodes. 0 when
+//  read, -1 if no node reports that command.
+typedef struct {
+    double p50, p99, p999;
+} bench_latency_pct_t;
+
+int
+    bench_redis_latency (bench_redis_t *self, const char *command, bench_latency_pct_t *pct);
+//  CONFIG RESETSTAT on every node: latencystats and commandstats start
+//  again from zero (the bench reads both as differences from here on).
+void
+    bench_redis_reset_stats (bench_redis_t *self);
+
 //  One row of the memory census: keys of one service and token.
 typedef struct {
     char svc [48];

@@ -4,12 +4,13 @@
     through the four running services, over the wire protocol only, and
     waits until every count is exact. Then it reports journeys/s end to end,
     events/s applied per service, Redis CPU per applied event and its top
-    commands, Redis bytes per journey by kind (entity state apart from
-    outbox and dedup), daemon RSS and CPU, and single-event PUBLISH
-    latency to one service with and without another service ingesting
-    1000-event batches. Redis is read only for CPU and memory accounting
-    (INFO, SCAN, MEMORY USAGE), never for the services' data, so any engine
-    that speaks proto/ can be measured.
+    commands, how long its EXECs held it (p50/p99/p99.9), Redis bytes per
+    journey by kind (entity state apart from outbox and dedup), daemon RSS
+    and CPU, and single-event PUBLISH latency to one service with and
+    without another service ingesting 1000-event batches. Redis is read
+    only for CPU, latency and memory accounting (INFO, SCAN, MEMORY USAGE;
+    CONFIG RESETSTAT before each measured phase), never for the services'
+    data, so any engine that speaks proto/ can be measured.
 
     bench/run_funnel_bench.sh starts a private Redis and the services and
     runs it. Exit code 0 when every count was exact, 1 otherwise, 2 usage.
@@ -710,6 +711,9 @@ typedef struct {
     proc_t proc_before [PROCS_MAX], proc_after [PROCS_MAX], proc_end [PROCS_MAX];
     proc_t redis_before [REDIS_NODES_MAX], redis_after [REDIS_NODES_MAX];
     bench_latency_t *latency;   //  NULL when not run
+    //  How long each EXEC held Redis over the journeys (INFO latencystats)
+    bench_latency_pct_t exec;
+    bool exec_read;
 } result_t;
 
 static const char *s_kinds [] = { "state", "outbox", "dedup", "runtime", "other" };
@@ -826,6 +830,16 @@ s_report (bench_t *self, result_t *r, bool ok)
                 r->cmd_delta [i].calls, r->cmd_delta [i].usec,
                 (double) r->cmd_delta [i].usec / r->cmd_delta [i].calls,
                 cmd_usec ? 100.0 * r->cmd_delta [i].usec / cmd_usec : 0);
+    bench_latency_pct_t loaded_exec;
+    bool loaded_read = r->latency && bench_latency_exec (r->latency, &loaded_exec) == 0;
+    if (r->exec_read || loaded_read)
+        printf ("  %-24s %12s %12s %12s\n", "EXEC held Redis (us)", "p50", "p99", "p99.9");
+    if (r->exec_read)
+        printf ("  %-24s %12.0f %12.0f %12.0f\n", "  over the journeys", r->exec.p50, r->exec.p99,
+                r->exec.p999);
+    if (loaded_read)
+        printf ("  %-24s %12.0f %12.0f %12.0f\n", "  latency phase, loaded", loaded_exec.p50,
+                loaded_exec.p99, loaded_exec.p999);
 
     if (self->opt.redis_count > 0) {
         double sum = 0;
@@ -907,7 +921,11 @@ s_report (bench_t *self, result_t *r, bool ok)
     for (int i = 0; i < r->cmd_count && i < 8; i++)
         printf ("%s{\"cmd\":\"%s\",\"calls\":%" PRId64 ",\"usec\":%" PRId64 "}", i ? "," : "",
                 r->cmd_delta [i].name, r->cmd_delta [i].calls, r->cmd_delta [i].usec);
-    printf ("],\"redis_used_memory_per_journey\":%.1f,\"redis_bytes_per_journey\":{",
+    printf ("]");
+    if (r->exec_read)
+        printf (",\"redis_exec_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p99_9\":%.0f}",
+                r->exec.p50, r->exec.p99, r->exec.p999);
+    printf (",\"redis_used_memory_per_journey\":%.1f,\"redis_bytes_per_journey\":{",
             (r->mem_after - r->mem_before) / n);
     for (int k = 0; k < KINDS; k++)
         printf ("\"%s\":%.1f,", s_kinds [k], (double) kind_total [k] / n);
@@ -978,7 +996,11 @@ s_report (bench_t *self, result_t *r, bool ok)
         printf ("},\"loaded\":{");
         for (int p = 0; p < BENCH_PROBES; p++)
             s_json_probe (bench_latency_probe (r->latency, true, p), false);
-        printf ("\"load_events_per_s\":%.1f}}", bench_latency_load_rate (r->latency));
+        printf ("\"load_events_per_s\":%.1f", bench_latency_load_rate (r->latency));
+        if (loaded_read)
+            printf (",\"redis_exec_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p99_9\":%.0f}",
+                    loaded_exec.p50, loaded_exec.p99, loaded_exec.p999);
+        printf ("}}");
     }
     printf ("}\n");
     fflush (stdout);
@@ -1375,6 +1397,9 @@ main (int argc, char *argv [])
         r->cpu_before = bench_redis_info (self->redis, "cpu", "used_cpu_sys")
                       + bench_redis_info (self->redis, "cpu", "used_cpu_user");
         r->mem_before = bench_redis_info (self->redis, "memory", "used_memory");
+        //  EXEC percentiles cover the journeys alone (commandstats are
+        //  read as a difference either way)
+        bench_redis_reset_stats (self->redis);
         ncmd_before = bench_redis_cmdstats (self->redis, cmd_before, CMDSTATS);
         s_procs (&self->opt, r->proc_before);
         for (int i = 0; i < self->opt.redis_count; i++)
@@ -1386,6 +1411,7 @@ main (int argc, char *argv [])
         r->cpu_after = bench_redis_info (self->redis, "cpu", "used_cpu_sys")
                      + bench_redis_info (self->redis, "cpu", "used_cpu_user");
         ncmd_after = bench_redis_cmdstats (self->redis, cmd_after, CMDSTATS);
+        r->exec_read = bench_redis_latency (self->redis, "exec", &r->exec) == 0;
         s_procs (&self->opt, r->proc_after);
         for (int i = 0; i < self->opt.redis_count; i++)
             s_proc (self->opt.redis_pids [i], &r->redis_after [i]);
@@ -1405,6 +1431,7 @@ main (int argc, char *argv [])
         fprintf (stderr, "funnel-bench-funnel: latency, idle then loaded...\n");
         r->latency = bench_latency_new (self->run, self->topology [SALES],
                                         self->topology [LEADS], self->topology [CAMPAIGN]);
+        bench_latency_set_redis (r->latency, self->redis);
         bench_latency_run (r->latency, self->opt.probes, self->opt.probe_seconds,
                            self->opt.batch, self->opt.window);
     }
