@@ -11,7 +11,8 @@ struct _bench_latency_t {
     funnel_topology_t *sales_topology, *leads_topology, *campaign_topology;
     //  One client per instance: each probe goes to its partition's owner
     funnel_client_t *sales [FUNNEL_INSTANCES_MAX], *leads [FUNNEL_INSTANCES_MAX];
-    bench_probe_t idle [BENCH_PROBES], loaded [BENCH_PROBES];
+    bench_probe_t phases [BENCH_PHASES][BENCH_PROBES];
+    int spinners;
     int64_t counter;            //  Probe event numbers, unique in the run
     int64_t load_events, load_us;
     char load_error [300];
@@ -39,8 +40,10 @@ bench_latency_new (const char *run, funnel_topology_t *sales, funnel_topology_t 
     for (int i = 0; i < funnel_topology_count (leads); i++)
         self->leads [i] = funnel_client_new (funnel_topology_at (leads, i)->api);
     for (int p = 0; p < BENCH_PROBES; p++) {
-        self->idle [p].name = self->loaded [p].name = s_names [p];
-        self->idle [p].key = self->loaded [p].key = s_keys [p];
+        for (int f = 0; f < BENCH_PHASES; f++) {
+            self->phases [f][p].name = s_names [p];
+            self->phases [f][p].key = s_keys [p];
+        }
     }
     return self;
 }
@@ -52,8 +55,8 @@ bench_latency_destroy (bench_latency_t **self_p)
     bench_latency_t *self = *self_p;
     if (self) {
         for (int p = 0; p < BENCH_PROBES; p++) {
-            free (self->idle [p].us);
-            free (self->loaded [p].us);
+            for (int f = 0; f < BENCH_PHASES; f++)
+                free (self->phases [f][p].us);
         }
         for (int i = 0; i < FUNNEL_INSTANCES_MAX; i++) {
             funnel_client_destroy (&self->sales [i]);
@@ -128,6 +131,25 @@ s_loader (zsock_t *pipe, void *args)
 
 
 //  --------------------------------------------------------------------------
+//  A spinner: busy on one core until $TERM, asking the pipe every 1000
+//  rounds of nothing (a zero-timeout poll is a system call: it must stay
+//  rare or the spinner is mostly kernel)
+
+static void
+s_spinner (zsock_t *pipe, void *args)
+{
+    (void) args;
+    zsock_signal (pipe, 0);
+    zpoller_t *poller = zpoller_new (pipe, NULL);
+    volatile uint64_t rounds = 0;
+    while (!zpoller_wait (poller, 0) && !zpoller_terminated (poller))
+        for (int i = 0; i < 1000000; i++)
+            rounds++;
+    zpoller_destroy (&poller);
+}
+
+
+//  --------------------------------------------------------------------------
 //  The probes
 
 static int
@@ -195,7 +217,15 @@ s_probe (bench_latency_t *self, bench_probe_t probes [BENCH_PROBES], int rounds,
 void
 bench_latency_run (bench_latency_t *self, int probes, int seconds, int batch, int window)
 {
-    s_probe (self, self->idle, probes, seconds);
+    s_probe (self, self->phases [BENCH_PHASE_IDLE], probes, seconds);
+    long cores = sysconf (_SC_NPROCESSORS_ONLN);
+    self->spinners = (int) MAX (1, MIN (cores, 64));
+    zactor_t *spinners [64];
+    for (int i = 0; i < self->spinners; i++)
+        spinners [i] = zactor_new (s_spinner, NULL);
+    s_probe (self, self->phases [BENCH_PHASE_SPIN], probes, seconds);
+    for (int i = 0; i < self->spinners; i++)
+        zactor_destroy (&spinners [i]);
     loader_args_t args = { self->campaign_topology, self->run, batch, window };
     zactor_t *loader = zactor_new (s_loader, &args);
     zsock_set_rcvtimeo (zactor_sock (loader), 30000);
@@ -203,7 +233,7 @@ bench_latency_run (bench_latency_t *self, int probes, int seconds, int batch, in
     if (warm) {
         if (self->redis)
             bench_redis_reset_stats (self->redis);
-        s_probe (self, self->loaded, probes, seconds);
+        s_probe (self, self->phases [BENCH_PHASE_LOADED], probes, seconds);
         self->exec_read = self->redis && bench_redis_latency (self->redis, "exec",
                                                               &self->exec) == 0;
     }
@@ -237,10 +267,17 @@ bench_latency_exec (bench_latency_t *self, bench_latency_pct_t *pct)
 }
 
 bench_probe_t *
-bench_latency_probe (bench_latency_t *self, bool loaded, int probe)
+bench_latency_probe (bench_latency_t *self, bench_phase_t phase, int probe)
 {
     assert (probe >= 0 && probe < BENCH_PROBES);
-    return loaded ? &self->loaded [probe] : &self->idle [probe];
+    assert (phase >= 0 && phase < BENCH_PHASES);
+    return &self->phases [phase][probe];
+}
+
+int
+bench_latency_spinners (bench_latency_t *self)
+{
+    return self->spinners;
 }
 
 double
@@ -284,7 +321,13 @@ bench_latency_test (bool verbose)
     funnel_topology_t *topology = funnel_topology_new (config, "sales");
     assert (topology);
     bench_latency_t *latency = bench_latency_new ("r", topology, topology, topology);
-    assert (bench_latency_probe (latency, true, 2)->key == s_keys [2]);
+    assert (bench_latency_probe (latency, BENCH_PHASE_LOADED, 2)->key == s_keys [2]);
+    assert (bench_latency_probe (latency, BENCH_PHASE_SPIN, 0)->count == 0);
+    //  A spinner stops on $TERM
+    zactor_t *spinner = zactor_new (s_spinner, NULL);
+    zclock_sleep (20);
+    zactor_destroy (&spinner);
+    assert (spinner == NULL);
     assert (bench_latency_load_rate (latency) == 0);
     bench_latency_destroy (&latency);
     funnel_topology_destroy (&topology);

@@ -4,10 +4,13 @@
     Three probes, interleaved one request at a time: a PING to sales, a
     single-event PUBLISH to sales (deal.interaction on a probe deal the
     caller opened with bench_pack_deal_open) and a single-event PUBLISH to
-    leads (lead.capture of a fresh lead). First idle, then while a
-    background thread keeps `window` batches of `batch` touches (fresh
-    contacts, never captured) in flight to campaign. Each phase stops after
-    `probes` rounds or its time budget, whichever comes first.
+    leads (lead.capture of a fresh lead). Three phases: idle; while one
+    thread per core spins (no work for the funnel: what the machine's
+    scheduler alone does to a request's several thread hops when every
+    core is busy, the floor under the next phase); then while a background
+    thread keeps `window` batches of `batch` touches (fresh contacts, never
+    captured) in flight to campaign. Each phase stops after `probes`
+    rounds or its time budget, whichever comes first.
 */
 #ifndef BENCH_LATENCY_H_INCLUDED
 #define BENCH_LATENCY_H_INCLUDED
@@ -47,13 +50,20 @@ void
 int
     bench_latency_exec (bench_latency_t *self, bench_latency_pct_t *pct);
 
-//  Runs the idle phase, then the loaded phase.
+typedef enum {
+    BENCH_PHASE_IDLE, BENCH_PHASE_SPIN, BENCH_PHASE_LOADED, BENCH_PHASES
+} bench_phase_t;
+
+//  Runs the three phases in order.
 void
     bench_latency_run (bench_latency_t *self, int probes, int seconds, int batch, int window);
 
 //  Probe 0..BENCH_PROBES-1 of a phase.
 bench_probe_t *
-    bench_latency_probe (bench_latency_t *self, bool loaded, int probe);
+    bench_latency_probe (bench_latency_t *self, bench_phase_t phase, int probe);
+//  Threads that spun in BENCH_PHASE_SPIN (one per core).
+int
+    bench_latency_spinners (bench_latency_t *self);
 //  Events/s campaign acknowledged during the loaded phase.
 double
     bench_latency_load_rate (bench_latency_t *self);

@@ -897,12 +897,16 @@ s_report (bench_t *self, result_t *r, bool ok)
         printf ("\nSingle-request latency (ms)        p50      p99      max      n  err\n");
         printf (" idle:\n");
         for (int p = 0; p < BENCH_PROBES; p++)
-            s_print_probe (bench_latency_probe (r->latency, false, p));
+            s_print_probe (bench_latency_probe (r->latency, BENCH_PHASE_IDLE, p));
+        printf (" while %d threads spin (no work for the funnel: the scheduler's floor):\n",
+                bench_latency_spinners (r->latency));
+        for (int p = 0; p < BENCH_PROBES; p++)
+            s_print_probe (bench_latency_probe (r->latency, BENCH_PHASE_SPIN, p));
         printf (" while campaign ingests %d-event touch batches (%d in flight; %.0f events/s%s%s):\n",
                 self->opt.batch, self->opt.window, bench_latency_load_rate (r->latency),
                 *error ? "; " : "", error);
         for (int p = 0; p < BENCH_PROBES; p++)
-            s_print_probe (bench_latency_probe (r->latency, true, p));
+            s_print_probe (bench_latency_probe (r->latency, BENCH_PHASE_LOADED, p));
     }
 
     //  The JSON line
@@ -992,10 +996,14 @@ s_report (bench_t *self, result_t *r, bool ok)
     if (r->latency) {
         printf (",\"latency\":{\"idle\":{");
         for (int p = 0; p < BENCH_PROBES; p++)
-            s_json_probe (bench_latency_probe (r->latency, false, p), p == BENCH_PROBES - 1);
-        printf ("},\"loaded\":{");
+            s_json_probe (bench_latency_probe (r->latency, BENCH_PHASE_IDLE, p),
+                          p == BENCH_PROBES - 1);
+        printf ("},\"spin\":{");
         for (int p = 0; p < BENCH_PROBES; p++)
-            s_json_probe (bench_latency_probe (r->latency, true, p), false);
+            s_json_probe (bench_latency_probe (r->latency, BENCH_PHASE_SPIN, p), false);
+        printf ("\"threads\":%d},\"loaded\":{", bench_latency_spinners (r->latency));
+        for (int p = 0; p < BENCH_PROBES; p++)
+            s_json_probe (bench_latency_probe (r->latency, BENCH_PHASE_LOADED, p), false);
         printf ("\"load_events_per_s\":%.1f", bench_latency_load_rate (r->latency));
         if (loaded_read)
             printf (",\"redis_exec_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p99_9\":%.0f}",
@@ -1428,7 +1436,7 @@ main (int argc, char *argv [])
         }
     }
     if (rc == 0 && self->opt.probes > 0) {
-        fprintf (stderr, "funnel-bench-funnel: latency, idle then loaded...\n");
+        fprintf (stderr, "funnel-bench-funnel: latency, idle, spinning, then loaded...\n");
         r->latency = bench_latency_new (self->run, self->topology [SALES],
                                         self->topology [LEADS], self->topology [CAMPAIGN]);
         bench_latency_set_redis (r->latency, self->redis);
