@@ -131,7 +131,7 @@ s_loader (zsock_t *pipe, void *args)
 
 
 //  --------------------------------------------------------------------------
-//  A spinner: busy on one core until $TERM, asking the pipe every 1000
+//  A spinner: busy on one core until $TERM, asking the pipe every million
 //  rounds of nothing (a zero-timeout poll is a system call: it must stay
 //  rare or the spinner is mostly kernel)
 

@@ -747,6 +747,19 @@ s_json_probe (const bench_probe_t *probe, bool last)
 }
 
 static void
+s_print_exec (const char *label, const bench_latency_pct_t *pct)
+{
+    printf ("  %-24s %12.0f %12.0f %12.0f\n", label, pct->p50, pct->p99, pct->p999);
+}
+
+static void
+s_json_exec (const bench_latency_pct_t *pct)
+{
+    printf (",\"redis_exec_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p99_9\":%.0f}",
+            pct->p50, pct->p99, pct->p999);
+}
+
+static void
 s_report (bench_t *self, result_t *r, bool ok)
 {
     const int64_t n = self->opt.journeys;
@@ -835,11 +848,9 @@ s_report (bench_t *self, result_t *r, bool ok)
     if (r->exec_read || loaded_read)
         printf ("  %-24s %12s %12s %12s\n", "EXEC held Redis (us)", "p50", "p99", "p99.9");
     if (r->exec_read)
-        printf ("  %-24s %12.0f %12.0f %12.0f\n", "  over the journeys", r->exec.p50, r->exec.p99,
-                r->exec.p999);
+        s_print_exec ("  over the journeys", &r->exec);
     if (loaded_read)
-        printf ("  %-24s %12.0f %12.0f %12.0f\n", "  latency phase, loaded", loaded_exec.p50,
-                loaded_exec.p99, loaded_exec.p999);
+        s_print_exec ("  latency phase, loaded", &loaded_exec);
 
     if (self->opt.redis_count > 0) {
         double sum = 0;
@@ -927,8 +938,7 @@ s_report (bench_t *self, result_t *r, bool ok)
                 r->cmd_delta [i].name, r->cmd_delta [i].calls, r->cmd_delta [i].usec);
     printf ("]");
     if (r->exec_read)
-        printf (",\"redis_exec_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p99_9\":%.0f}",
-                r->exec.p50, r->exec.p99, r->exec.p999);
+        s_json_exec (&r->exec);
     printf (",\"redis_used_memory_per_journey\":%.1f,\"redis_bytes_per_journey\":{",
             (r->mem_after - r->mem_before) / n);
     for (int k = 0; k < KINDS; k++)
@@ -1006,8 +1016,7 @@ s_report (bench_t *self, result_t *r, bool ok)
             s_json_probe (bench_latency_probe (r->latency, BENCH_PHASE_LOADED, p), false);
         printf ("\"load_events_per_s\":%.1f", bench_latency_load_rate (r->latency));
         if (loaded_read)
-            printf (",\"redis_exec_us\":{\"p50\":%.0f,\"p99\":%.0f,\"p99_9\":%.0f}",
-                    loaded_exec.p50, loaded_exec.p99, loaded_exec.p999);
+            s_json_exec (&loaded_exec);
         printf ("}}");
     }
     printf ("}\n");
