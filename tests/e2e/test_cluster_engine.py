@@ -429,6 +429,15 @@ def lead_names(prefix, n):
 class SqlLoadCase(ClusterCase):
     """Leads and sales on the cluster; a load of SQL leads into leads."""
 
+    def stop_after_30_more(self, pub, stop, load, after):
+        """Once 30 more batches are acknowledged (the load goes on after
+        what just happened), stops the load; the batches sent."""
+        acked = len(pub.acked)
+        wait_until(lambda: len(pub.acked) >= acked + 30, timeout=90,
+                   what="30 more batches acknowledged after " + after)
+        stop.set()
+        return load.join(180)
+
     def check_sql_load(self, names, publishers, c):
         """Every lead sent is acknowledged and counted exactly once in
         leads and, downstream, in sales (one deal each); each partition's
@@ -920,11 +929,7 @@ class TestPrimaryKilled(SqlLoadCase):
         # can take writes again (min-replicas-to-write 1, acks = 1)
         cl.restart(victim)
         cl.wait_settled()
-        acked_before = len(pub.acked)
-        wait_until(lambda: len(pub.acked) >= acked_before + 30, timeout=90,
-                   what="30 more batches acknowledged after the failover")
-        stop.set()
-        sent = load.join(180)
+        sent = self.stop_after_30_more(pub, stop, load, "the failover")
         names = names[:sent * 5]
         self.assertEqual(cl.primary_for_key(tag), promoted)
         # The load went on through the failover: some batch was in flight
@@ -1222,11 +1227,7 @@ class TestPartitionsMoved(SqlLoadCase):
         for name in ("a", "b"):
             self.wait_instance("leads", name, timeout=60)
         moved_at = time.time()
-        acked = len(pub.acked)
-        wait_until(lambda: len(pub.acked) >= acked + 30, timeout=90,
-                   what="30 more batches acknowledged after the move")
-        stop.set()
-        sent = load.join(180)
+        sent = self.stop_after_30_more(pub, stop, load, "the move")
         names = names[:sent * 5]
         b_parts = self.instance_client("leads", "b").ok("STATS")["parts"]
         for p in moving:
